@@ -1,0 +1,340 @@
+"""The one code path behind the CLI, notebooks and tests.
+
+Example:
+    >>> import edgeflow
+    >>> report = edgeflow.optimize("mobilenetv3", device="cpu", recipe="demo", out="reports/demo")  # doctest: +SKIP
+    >>> [(v.name, v.latency_ms.p50, v.accuracy.top1) for v in report.variants]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeflow.artifact import Artifact, artifact_from_path
+from edgeflow.backends import get_backend
+from edgeflow.compress.quantize import quantize_openvino
+from edgeflow.data import DataSplits, load_data
+from edgeflow.device import DeviceSpec, load_device
+from edgeflow.environment import environment
+from edgeflow.errors import ConfigError, DataError
+from edgeflow.evaluate import AccuracyStats, evaluate_compiled
+from edgeflow.export import ParityStats, convert_to_openvino, export_onnx, measure_parity
+from edgeflow.io import ensure_writable_dir, staged_dir
+from edgeflow.measure import ProfileResult, choose_backend, compile_and_profile
+from edgeflow.model_source import ModelSource, looks_like_file, resolve_model
+from edgeflow.models import check_resolution, model_info
+from edgeflow.progress import Progress
+from edgeflow.recipe import ProfileConfig, Recipe, VariantSpec, load_recipe
+from edgeflow.report import write_report
+from edgeflow.report.schema import ModelRecord, Report, VariantRecord
+from edgeflow.train import TrainStats, train
+
+_PARITY_SETTINGS = {"execution_precision": "f32"}
+
+
+def _as_device(device: str | Path | DeviceSpec) -> DeviceSpec:
+    return device if isinstance(device, DeviceSpec) else load_device(device)
+
+
+def _as_recipe(recipe: str | Path | Recipe) -> Recipe:
+    return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+
+
+def optimize(
+    model: str,
+    *,
+    device: str | Path | DeviceSpec = "cpu",
+    recipe: str | Path | Recipe = "default",
+    data: str | None = None,
+    out: str | Path = "reports/latest",
+    arch: str | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """Scale, train (if needed), export, quantize, then time and evaluate every variant on ``device``.
+
+    Writes ``out/report.{json,md,html}``, the accuracy-latency plot and the artifacts; the folder
+    appears only when the whole run succeeded.
+    """
+    started = time.perf_counter()
+    progress = progress or Progress.silent()
+    device_spec, recipe_spec = _as_device(device), _as_recipe(recipe)
+    _check_variants_fit_device(recipe_spec.variants, device_spec)
+    out = Path(out)
+    ensure_writable_dir(out.parent)
+    torch.manual_seed(recipe_spec.seed)
+
+    data_source = data or recipe_spec.data
+    progress.stage(f"model {model}, data {data_source}")
+    source, splits = _load_model_and_data(model, arch=arch, data=data_source, recipe=recipe_spec)
+
+    notes: list[str] = []
+    with staged_dir(out) as stage:
+        training = _train_if_needed(source, splits, recipe_spec, progress)
+        if source.module is not None:
+            torch.save(source.module.state_dict(), stage / "model.pt")
+        onnx_artifact, parity = _export(source, splits, recipe_spec, stage, progress)
+        openvino_artifact = None
+        if any(variant.backend == "openvino" for variant in recipe_spec.variants):
+            progress.stage("convert to OpenVINO IR")
+            openvino_artifact = convert_to_openvino(onnx_artifact, path=stage / "model_fp32.xml")
+            parity.append(_parity(openvino_artifact, source, splits, recipe_spec, runtime="openvino"))
+
+        records = []
+        for variant in recipe_spec.variants:
+            if variant.backend == "torch" and source.module is None:
+                notes.append(f"variant {variant.name} skipped: an ONNX model has no torch module")
+                continue
+            progress.stage(f"variant {variant.name}: build, time, evaluate")
+            artifact = _build_variant(
+                variant, source=source, onnx_artifact=onnx_artifact, openvino_artifact=openvino_artifact,
+                splits=splits, recipe=recipe_spec, stage=stage,
+            )
+            records.append(
+                _measure_variant(variant, artifact, onnx_artifact, splits, device_spec, recipe_spec, stage)
+            )
+        _mark_baseline_and_recommendation(records)
+        report = Report(
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            model=ModelRecord(
+                name=source.name, source=source.kind, arch=source.arch, width=source.width,
+                resolution=source.resolution, num_classes=splits.num_classes, trained_here=training is not None,
+            ),
+            device=device_spec.model_dump(),
+            data=splits.describe(),
+            recipe=recipe_spec.model_dump(),
+            environment=environment(),
+            training=training,
+            parity=parity,
+            variants=records,
+            notes=notes,
+            seconds=round(time.perf_counter() - started, 2),
+        )
+        progress.stage("write report")
+        write_report(report, folder=stage)
+    return report
+
+
+def _load_model_and_data(model: str, *, arch: str | None, data: str, recipe: Recipe) -> tuple[ModelSource, DataSplits]:
+    """A file fixes its own class count; a registry model is built for the data set's classes."""
+    scale = {"width": recipe.model.width, "resolution": recipe.model.resolution}
+    if looks_like_file(model):
+        source = resolve_model(model, arch=arch, **scale)
+        splits = load_data(data, resolution=source.resolution, seed=recipe.seed)
+        if source.num_classes is not None and source.num_classes != splits.num_classes:
+            raise DataError(f"{model} predicts {source.num_classes} classes but {data} has {splits.num_classes}")
+        return source, splits
+    info = model_info(model)
+    resolution = recipe.model.resolution or info.default_resolution
+    check_resolution(info.name, resolution)  # before spending time on data
+    splits = load_data(data, resolution=resolution, seed=recipe.seed)
+    return resolve_model(model, num_classes=splits.num_classes, **scale), splits
+
+
+def _check_variants_fit_device(variants: list[VariantSpec], device: DeviceSpec) -> None:
+    for variant in variants:
+        if variant.backend not in device.runtimes:
+            raise ConfigError(
+                f"variant {variant.name}: device {device.name} has no {variant.backend} runtime "
+                f"(it has: {', '.join(device.runtimes)})"
+            )
+        if variant.precision not in device.precisions:
+            raise ConfigError(f"variant {variant.name}: device {device.name} does not support {variant.precision}")
+
+
+def _train_if_needed(
+    source: ModelSource, splits: DataSplits, recipe: Recipe, progress: Progress
+) -> TrainStats | None:
+    if source.trained or source.module is None:
+        return None
+    progress.stage(f"train {source.name} on {splits.name} ({recipe.train.epochs} epochs): it has no weights")
+    stats = train(
+        source.module, splits.train, config=recipe.train, holdout=splits.holdout, seed=recipe.seed, progress=progress
+    )
+    source.trained = True
+    return stats
+
+
+def _export(
+    source: ModelSource, splits: DataSplits, recipe: Recipe, stage: Path, progress: Progress
+) -> tuple[Artifact, list[ParityStats]]:
+    if source.onnx_path is not None:
+        artifact = Artifact(format="onnx", path=source.onnx_path, input_shape=source.input_shape)
+        copy = stage / "model_fp32.onnx"
+        copy.write_bytes(source.onnx_path.read_bytes())
+        return Artifact(format="onnx", path=copy, input_shape=artifact.input_shape, lineage=["onnx file"]), []
+    progress.stage("export to ONNX and check parity with torch")
+    artifact = export_onnx(
+        source.module, input_shape=source.input_shape, path=stage / "model_fp32.onnx", opset=recipe.export.opset
+    )
+    artifact.lineage = [f"torch {source.name}", "torch->onnx"]
+    return artifact, [_parity(artifact, source, splits, recipe, runtime="onnxruntime")]
+
+
+def _parity(artifact: Artifact, source: ModelSource, splits: DataSplits, recipe: Recipe, *, runtime: str) -> ParityStats:
+    """Logits of the artifact (run in f32) against torch on the first test images."""
+    from edgeflow.device import RuntimeSettings
+
+    count = min(recipe.export.parity_samples, len(splits.test))
+    images = np.stack([splits.test[index][0].numpy() for index in range(count)])
+    compiled = get_backend(runtime).compile(artifact, settings=RuntimeSettings(**_PARITY_SETTINGS))
+    candidate = np.concatenate([compiled.run(images[index : index + 1]) for index in range(count)])
+    with torch.inference_mode():
+        reference = source.module.eval()(torch.from_numpy(images)).numpy()
+    return measure_parity(reference, candidate, reference_name="torch", runtime=f"{runtime} (f32)")
+
+
+def _build_variant(
+    variant: VariantSpec,
+    *,
+    source: ModelSource,
+    onnx_artifact: Artifact,
+    openvino_artifact: Artifact | None,
+    splits: DataSplits,
+    recipe: Recipe,
+    stage: Path,
+) -> Artifact:
+    if variant.backend == "torch":
+        return Artifact(
+            format="torch", path=stage / "model.pt", module=source.module, input_shape=source.input_shape,
+            lineage=[f"torch {source.name}"],
+        )
+    if variant.backend == "onnxruntime":
+        return onnx_artifact
+    assert openvino_artifact is not None
+    if variant.precision == "int8":
+        assert variant.quantize is not None
+        return quantize_openvino(
+            openvino_artifact, calibration=splits.train, config=variant.quantize,
+            path=stage / f"model_{variant.name}.xml", seed=recipe.seed,
+        )
+    return openvino_artifact
+
+
+def _measure_variant(
+    variant: VariantSpec,
+    artifact: Artifact,
+    onnx_artifact: Artifact,
+    splits: DataSplits,
+    device: DeviceSpec,
+    recipe: Recipe,
+    stage: Path,
+) -> VariantRecord:
+    compiled, profiled = compile_and_profile(
+        artifact, device=device, backend=variant.backend, config=recipe.profile,
+        cost_graph=onnx_artifact if artifact.format == "torch" else None,
+    )
+    accuracy = evaluate_compiled(compiled, splits.test, split="test", max_samples=recipe.evaluate.max_samples)
+    return VariantRecord(
+        name=variant.name,
+        backend=profiled.backend,
+        precision=variant.precision,
+        execution_precision=profiled.execution_precision,
+        artifact=str(artifact.path.relative_to(stage)) if artifact.path else "",
+        lineage=artifact.lineage,
+        accuracy=accuracy,
+        latency_ms=profiled.latency_ms,
+        measured=profiled.measured,
+        memory=profiled.memory,
+        size_bytes=profiled.size_bytes,
+        params=profiled.params,
+        macs=profiled.macs,
+        runtime_settings=profiled.runtime_settings,
+        runtime_version=profiled.runtime_version,
+    )
+
+
+def _mark_baseline_and_recommendation(records: list[VariantRecord]) -> None:
+    """Speed-up against the first variant; recommend the fastest within 1 point of the best accuracy."""
+    if not records:
+        return
+    baseline = records[0].latency_ms.p50
+    for record in records:
+        record.speedup_vs_baseline = round(baseline / record.latency_ms.p50, 3)
+    best_top1 = max(record.accuracy.top1 for record in records)
+    eligible = [record for record in records if record.accuracy.top1 >= best_top1 - 0.01 and record.backend != "torch"]
+    min(eligible or records, key=lambda record: record.latency_ms.p50).recommended = True
+
+
+def export(
+    model: str,
+    *,
+    format: str = "onnx",
+    out: str | Path = "reports/export",
+    width: float = 1.0,
+    resolution: int | None = None,
+    arch: str | None = None,
+    num_classes: int = 1000,
+    opset: int = 17,
+) -> Artifact:
+    """Export a model (registry name, checkpoint or ONNX) to ONNX or OpenVINO IR in ``out``."""
+    if format not in {"onnx", "openvino"}:
+        raise ConfigError(f"unknown export format {format!r}; choose onnx or openvino")
+    source = resolve_model(model, arch=arch, width=width, resolution=resolution, num_classes=num_classes)
+    out = Path(out)
+    ensure_writable_dir(out)
+    if source.onnx_path is not None:
+        onnx_artifact = Artifact(format="onnx", path=source.onnx_path, input_shape=source.input_shape)
+        if format == "onnx":
+            raise ConfigError(f"{model} is already an ONNX file")
+    else:
+        onnx_artifact = export_onnx(
+            source.module, input_shape=source.input_shape, path=out / f"{source.name}.onnx", opset=opset
+        )
+    if format == "onnx":
+        return onnx_artifact
+    artifact = convert_to_openvino(onnx_artifact, path=out / f"{source.name}.xml")
+    if source.onnx_path is None:
+        onnx_artifact.path.unlink()
+    return artifact
+
+
+def profile(
+    artifact: str | Path,
+    *,
+    device: str | Path | DeviceSpec = "cpu",
+    backend: str | None = None,
+    config: ProfileConfig | None = None,
+) -> ProfileResult:
+    """Time an exported artifact (.onnx or .xml) on ``device``'s runtime."""
+    device_spec = _as_device(device)
+    loaded = artifact_from_path(artifact)
+    _infer_precision(loaded)
+    chosen = choose_backend(loaded, device_spec, backend)
+    _compiled, result = compile_and_profile(loaded, device=device_spec, backend=chosen, config=config or ProfileConfig())
+    return result
+
+
+def evaluate(
+    artifact: str | Path,
+    *,
+    data: str = "digits",
+    device: str | Path | DeviceSpec = "cpu",
+    backend: str | None = None,
+    split: str = "test",
+    max_samples: int | None = None,
+    seed: int = 0,
+) -> AccuracyStats:
+    """Top-1/top-5 of an exported artifact on a data split, computed through the device's runtime."""
+    if split not in {"test", "holdout"}:
+        raise ConfigError(f"unknown split {split!r}; choose test or holdout")
+    device_spec = _as_device(device)
+    loaded = artifact_from_path(artifact)
+    chosen = choose_backend(loaded, device_spec, backend)
+    compiled = get_backend(chosen).compile(loaded, settings=device_spec.runtime)
+    resolution = compiled.input_shape[-1]
+    splits = load_data(data, resolution=resolution, seed=seed)
+    return evaluate_compiled(compiled, getattr(splits, split), split=split, max_samples=max_samples)
+
+
+def _infer_precision(artifact: Artifact) -> None:
+    """Mark an artifact int8 when its graph carries quantization."""
+    from edgeflow.backends.openvino import read_model
+    from edgeflow.compress.quantize import is_quantized
+
+    if is_quantized(read_model(artifact)):
+        artifact.precision = "int8"

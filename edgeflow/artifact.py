@@ -1,0 +1,56 @@
+"""An artifact: a model file (or in-memory torch module) in one format, with what is known about it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from edgeflow.errors import ModelLoadError
+
+ArtifactFormat = Literal["onnx", "openvino", "torch"]
+
+
+@dataclass
+class Artifact:
+    """A model ready for a backend.
+
+    ``path`` is the file that ships (``.onnx``, ``.xml`` with its ``.bin``, or a ``.pt`` state dict);
+    ``module`` holds the torch model for the torch backend.
+    """
+
+    format: ArtifactFormat
+    path: Path | None = None
+    precision: str = "fp32"
+    module: Any = None
+    input_shape: tuple[int, ...] | None = None
+    lineage: list[str] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[Path]:
+        if self.path is None:
+            return []
+        if self.format == "openvino":
+            return [self.path, self.path.with_suffix(".bin")]
+        return [self.path]
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(file.stat().st_size for file in self.files if file.exists())
+
+
+def artifact_from_path(path: str | Path) -> Artifact:
+    """Recognize an exported artifact by its suffix (``.onnx`` or OpenVINO ``.xml``)."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"artifact not found: {path}")
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a folder; give the .onnx or .xml file")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return Artifact(format="onnx", path=path)
+    if suffix == ".xml":
+        if not path.with_suffix(".bin").exists():
+            raise ModelLoadError(f"{path}: OpenVINO weights file {path.with_suffix('.bin').name} is missing")
+        return Artifact(format="openvino", path=path)
+    raise ModelLoadError(f"{path}: unsupported artifact type {suffix or '(none)'}; expected .onnx or .xml")

@@ -1,0 +1,105 @@
+"""OpenVINO backend: reads ONNX or IR, compiles for the CPU with explicit, recorded settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgeflow.artifact import Artifact
+from edgeflow.backends.base import Backend, Compiled
+from edgeflow.device import RuntimeSettings
+from edgeflow.errors import ModelLoadError, ShapeError
+
+_PRECISION_HINTS = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
+
+
+def static_input_shape(partial_shape: Any, *, source: str) -> tuple[int, ...]:
+    """A static shape from a (possibly dynamic-batch) input; dynamic batch becomes 1."""
+    dims = []
+    for index, dim in enumerate(partial_shape):
+        if dim.is_static:
+            dims.append(dim.get_length())
+        elif index == 0:
+            dims.append(1)
+        else:
+            raise ShapeError(f"{source}: input dimension {index} is dynamic; export with a fixed input size")
+    return tuple(dims)
+
+
+def read_model(artifact: Artifact):
+    """Read an ONNX or IR file into an ``openvino.Model``, with a clear error for bad files."""
+    import openvino as ov
+
+    try:
+        model = ov.Core().read_model(str(artifact.path))
+    except Exception as exc:  # OpenVINO raises RuntimeError subclasses with multi-line text
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise ModelLoadError(f"{artifact.path}: OpenVINO cannot read this model: {first_line}") from None
+    if len(model.inputs) != 1:
+        raise ModelLoadError(f"{artifact.path}: expected one input, found {len(model.inputs)}")
+    return model
+
+
+@dataclass
+class OpenVINOCompiled(Compiled):
+    compiled_model: Any = None
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        result = self.compiled_model(self.check_shape(batch))
+        return np.asarray(result[self.compiled_model.outputs[0]], dtype=np.float32)
+
+    def bind(self, batch: np.ndarray) -> Callable[[], None]:
+        import openvino as ov
+
+        request = self.compiled_model.create_infer_request()
+        request.set_input_tensor(ov.Tensor(self.check_shape(batch)))
+        return request.infer
+
+
+class OpenVINOBackend(Backend):
+    name = "openvino"
+    formats = ("openvino", "onnx")
+
+    def version(self) -> str:
+        import openvino as ov
+
+        return ov.__version__.split("-")[0]
+
+    def compile(self, artifact: Artifact, *, settings: RuntimeSettings) -> OpenVINOCompiled:
+        import openvino as ov
+
+        model = read_model(artifact)
+        shape = static_input_shape(model.inputs[0].get_partial_shape(), source=str(artifact.path))
+        if not model.inputs[0].get_partial_shape().is_static:
+            model.reshape({model.inputs[0]: ov.PartialShape(list(shape))})
+        config: dict[str, Any] = {"PERFORMANCE_HINT": settings.performance_hint.upper()}
+        if settings.threads is not None:
+            config["INFERENCE_NUM_THREADS"] = settings.threads
+        if settings.execution_precision != "default":
+            config["INFERENCE_PRECISION_HINT"] = _PRECISION_HINTS[settings.execution_precision]
+        try:
+            compiled_model = ov.Core().compile_model(model, "CPU", config)
+        except Exception as exc:
+            raise ModelLoadError(f"{artifact.path}: OpenVINO cannot compile this model: {exc}") from None
+        return OpenVINOCompiled(
+            backend=self.name,
+            input_shape=shape,
+            settings={
+                "device": "CPU",
+                "performance_hint": str(compiled_model.get_property("PERFORMANCE_HINT")).split(".")[-1].lower(),
+                "threads": int(compiled_model.get_property("INFERENCE_NUM_THREADS")),
+                "streams": int(compiled_model.get_property("NUM_STREAMS")),
+                "execution_precision": _type_name(compiled_model.get_property("INFERENCE_PRECISION_HINT")),
+                "requested_execution_precision": settings.execution_precision,
+            },
+            compiled_model=compiled_model,
+        )
+
+
+def _type_name(element_type: Any) -> str:
+    """'bf16' / 'f32' / 'f16' from an OpenVINO element type."""
+    name = getattr(element_type, "get_type_name", lambda: str(element_type))()
+    return {"bfloat16": "bf16", "float32": "f32", "float16": "f16"}.get(name, name)

@@ -1,0 +1,64 @@
+"""Torch eager backend: the baseline every exported artifact is compared with."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgeflow.artifact import Artifact
+from edgeflow.backends.base import Backend, Compiled
+from edgeflow.device import RuntimeSettings
+from edgeflow.errors import ModelLoadError
+
+
+@dataclass
+class TorchCompiled(Compiled):
+    module: Any = None
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.module(torch.from_numpy(self.check_shape(batch))).float().numpy()
+
+    def bind(self, batch: np.ndarray) -> Callable[[], None]:
+        import torch
+
+        tensor = torch.from_numpy(self.check_shape(batch))
+        module = self.module
+
+        def run_once() -> None:
+            with torch.inference_mode():
+                module(tensor)
+
+        return run_once
+
+
+class TorchEagerBackend(Backend):
+    name = "torch"
+    formats = ("torch",)
+
+    def version(self) -> str:
+        import torch
+
+        return torch.__version__
+
+    def compile(self, artifact: Artifact, *, settings: RuntimeSettings) -> TorchCompiled:
+        import torch
+
+        if artifact.module is None:
+            raise ModelLoadError("the torch backend needs a model built in this process (model name or --arch)")
+        if settings.threads is not None:
+            torch.set_num_threads(settings.threads)
+        if artifact.input_shape is None:
+            raise ModelLoadError("the torch backend needs the artifact's input shape")
+        shape = tuple(artifact.input_shape)
+        return TorchCompiled(
+            backend=self.name,
+            input_shape=shape,
+            settings={"device": "cpu", "threads": torch.get_num_threads(), "execution_precision": "f32"},
+            module=artifact.module.eval(),
+        )

@@ -1,0 +1,232 @@
+"""The `edgeflow` command: parse arguments, call the API, print. No logic lives here."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgeflow.errors import EdgeflowError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compress, export, measure and report CNNs for edge devices.")
+console = Console(width=None if sys.stdout.isatty() else 200)
+error_console = Console(stderr=True)
+
+JsonOption = typer.Option(False, "--json", help="print machine-readable results on stdout")
+DeviceOption = typer.Option("cpu", "--device", "-d", help="device name (edgeflow devices) or a device YAML file")
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Keep stdout clean for --json: libraries that print (NNCF progress) go to stderr."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def _run(call: Callable[[], Any]) -> Any:
+    """Run an API call; user mistakes become one line on stderr and exit code 2."""
+    try:
+        with warnings.catch_warnings(), _stdout_to_stderr():
+            warnings.simplefilter("ignore")
+            return call()
+    except EdgeflowError as error:
+        error_console.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
+    except KeyboardInterrupt:
+        error_console.print("interrupted; nothing was written", markup=False)
+        raise typer.Exit(code=130) from None
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def _progress(enabled: bool):
+    from edgeflow.progress import Progress
+
+    return Progress.to_stderr() if enabled else Progress.silent()
+
+
+@app.command()
+def optimize(
+    model: str = typer.Argument(..., help="model name (edgeflow models), a .pt checkpoint with --arch, or an .onnx file"),
+    device: str = DeviceOption,
+    recipe: str = typer.Option("default", "--recipe", "-r", help="recipe name (edgeflow recipes) or a recipe YAML file"),
+    data: Optional[str] = typer.Option(None, "--data", help="digits, digits-hard, or an ImageFolder directory"),
+    out: Path = typer.Option(Path("reports/latest"), "--out", "-o", help="report folder (replaced on success)"),
+    arch: Optional[str] = typer.Option(None, "--arch", help="architecture of a checkpoint file"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Compress, export, time and evaluate MODEL on DEVICE, and write a report."""
+    from edgeflow.api import optimize as run_optimize
+
+    report = _run(lambda: run_optimize(
+        model, device=device, recipe=recipe, data=data, out=out, arch=arch, progress=_progress(not as_json)
+    ))
+    if as_json:
+        _print_json(report.model_dump(mode="json"))
+        return
+    table = Table(title=f"{report.model.name} on {report.device['name']} ({report.data['name']} test split)")
+    for column in ("variant", "backend", "precision", "top-1 %", "p50 ms", "p90 ms", "size MiB", "latency"):
+        table.add_column(column)
+    for variant in report.variants:
+        table.add_row(
+            variant.name + (" *" if variant.recommended else ""), variant.backend,
+            f"{variant.precision}/{variant.execution_precision}", f"{100 * variant.accuracy.top1:.2f}",
+            f"{variant.latency_ms.p50:.3f}", f"{variant.latency_ms.p90:.3f}", f"{variant.size_bytes / 2**20:.2f}",
+            "measured" if variant.measured else "estimated",
+        )
+    console.print(table)
+    console.print(f"* recommended. Report: {out / 'report.html'} (also report.md, report.json)")
+
+
+@app.command()
+def export(
+    model: str = typer.Argument(..., help="model name, a .pt checkpoint with --arch, or an .onnx file"),
+    format: str = typer.Option("onnx", "--format", "-f", help="onnx or openvino"),
+    width: float = typer.Option(1.0, "--width", help="width multiplier alpha"),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="input side in pixels"),
+    arch: Optional[str] = typer.Option(None, "--arch", help="architecture of a checkpoint file"),
+    num_classes: int = typer.Option(1000, "--num-classes", help="classes of an untrained model"),
+    out: Path = typer.Option(Path("reports/export"), "--out", "-o", help="output folder"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Export MODEL to ONNX or OpenVINO IR."""
+    from edgeflow.api import export as run_export
+
+    artifact = _run(lambda: run_export(
+        model, format=format, out=out, width=width, resolution=resolution, arch=arch, num_classes=num_classes
+    ))
+    if as_json:
+        _print_json({"format": artifact.format, "path": str(artifact.path), "files": [str(f) for f in artifact.files],
+                     "input_shape": list(artifact.input_shape or []), "size_bytes": artifact.size_bytes})
+    else:
+        console.print(f"wrote {', '.join(str(f) for f in artifact.files)}")
+
+
+@app.command()
+def profile(
+    artifact: Path = typer.Argument(..., help="an exported .onnx or OpenVINO .xml file"),
+    device: str = DeviceOption,
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="openvino or onnxruntime (default: device's first)"),
+    iterations: int = typer.Option(1000, "--iterations", "-n", help="stop after this many timed runs"),
+    seconds: float = typer.Option(10.0, "--seconds", "-t", help="... or after this many seconds"),
+    warmup: int = typer.Option(10, "--warmup", help="untimed runs first"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Time ARTIFACT on DEVICE's runtime: latency percentiles, cold start, memory, size, MACs."""
+    from edgeflow.api import profile as run_profile
+    from edgeflow.recipe import ProfileConfig
+
+    result = _run(lambda: run_profile(
+        artifact, device=device, backend=backend,
+        config=ProfileConfig(iterations=iterations, max_seconds=seconds, warmup=warmup),
+    ))
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+        return
+    latency = result.latency_ms
+    console.print(
+        f"{result.artifact} on {result.device} ({result.backend} {result.runtime_version}, "
+        f"{result.precision} executed as {result.execution_precision}, {result.runtime_settings.get('threads')} threads): "
+        f"p50 {latency.p50:.3f} ms, p90 {latency.p90:.3f}, p99 {latency.p99:.3f}, mean {latency.mean:.3f}, "
+        f"min {latency.min:.3f}, max {latency.max:.3f}, std {latency.std:.3f}; cold {latency.cold:.3f} ms; "
+        f"{latency.throughput_fps:.1f} FPS over {latency.iterations} runs (measured)",
+        highlight=False,
+    )
+    console.print(
+        f"size {result.size_bytes / 2**20:.2f} MiB, {result.params / 1e6:.2f}M params, {result.macs / 1e6:.1f}M MACs; "
+        f"memory: load peak +{result.memory.load_peak_mb} MiB, run peak +{result.memory.run_peak_mb} MiB",
+        highlight=False,
+    )
+
+
+@app.command("eval")
+def evaluate(
+    artifact: Path = typer.Argument(..., help="an exported .onnx or OpenVINO .xml file"),
+    data: str = typer.Option("digits", "--data", help="digits, digits-hard, or an ImageFolder directory"),
+    device: str = DeviceOption,
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="openvino or onnxruntime"),
+    split: str = typer.Option("test", "--split", help="test (reported accuracy) or holdout"),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="evaluate the first N images"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Top-1/top-5 of ARTIFACT on a data split, through the device's runtime."""
+    from edgeflow.api import evaluate as run_evaluate
+
+    stats = _run(lambda: run_evaluate(artifact, data=data, device=device, backend=backend, split=split, max_samples=max_samples))
+    if as_json:
+        _print_json(stats.model_dump(mode="json"))
+    else:
+        top5 = "n/a" if stats.top5 is None else f"{100 * stats.top5:.2f}%"
+        console.print(f"{artifact}: top-1 {100 * stats.top1:.2f}%, top-5 {top5} on {stats.samples} {stats.split} images ({stats.runtime})")
+
+
+@app.command()
+def models(as_json: bool = JsonOption) -> None:
+    """List the architectures edgeflow can build."""
+    from edgeflow.models import list_models
+
+    infos = _run(list_models)
+    if as_json:
+        _print_json([{"name": i.name, "family": i.family, "aliases": list(i.aliases), "width_multiplier": i.supports_width,
+                      "resolution_multiplier": i.global_pool, "default_resolution": i.default_resolution, "source": i.source}
+                     for i in infos])
+        return
+    table = Table(title="models (no weights are downloaded: they are trained here or loaded from your file)")
+    for column in ("name", "aliases", "family", "width", "resolution", "default px", "source"):
+        table.add_column(column)
+    for info in infos:
+        table.add_row(info.name, ", ".join(info.aliases), info.family, "yes" if info.supports_width else "-",
+                      "yes" if info.global_pool else "fixed", str(info.default_resolution), info.source)
+    console.print(table)
+
+
+@app.command()
+def devices(as_json: bool = JsonOption) -> None:
+    """List the built-in devices (devices/*.yaml)."""
+    from edgeflow.device import list_devices
+
+    specs = _run(list_devices)
+    if as_json:
+        _print_json([spec.model_dump() for spec in specs])
+        return
+    table = Table(title="devices")
+    for column in ("name", "transport", "runtimes", "precisions", "description"):
+        table.add_column(column)
+    for spec in specs:
+        table.add_row(spec.name, spec.transport, ", ".join(spec.runtimes), ", ".join(spec.precisions), spec.description)
+    console.print(table)
+
+
+@app.command()
+def recipes(as_json: bool = JsonOption) -> None:
+    """List the built-in recipes (recipes/*.yaml)."""
+    from edgeflow.recipe import list_recipes
+
+    specs = _run(list_recipes)
+    if as_json:
+        _print_json([spec.model_dump() for spec in specs])
+        return
+    table = Table(title="recipes")
+    for column in ("name", "data", "variants", "description"):
+        table.add_column(column)
+    for spec in specs:
+        table.add_row(spec.name, spec.data, ", ".join(v.name for v in spec.variants), spec.description)
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,12 @@
+"""Data sets: built-in digits and digits-hard, ImageFolder directories, splits and calibration subsets."""
+
+from edgeflow.data.splits import (
+    DataSplits,
+    ImageDataset,
+    calibration_subset,
+    list_datasets,
+    load_data,
+    make_loader,
+)
+
+__all__ = ["DataSplits", "ImageDataset", "calibration_subset", "list_datasets", "load_data", "make_loader"]

@@ -1,0 +1,141 @@
+"""Image classification data from a directory in torchvision's ImageFolder layout.
+
+Either ``DIR/<class>/<image>`` (each class split 70/15/15 by sorted file name and seed), or
+``DIR/train/<class>/...`` plus ``DIR/test/<class>/...`` and optionally ``DIR/val/`` or ``DIR/holdout/``
+(without one, 15% of each training class is held out). Images are read with PIL as RGB, their shorter side
+resized to the resolution and centre-cropped to a square, and kept in memory as uint8.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from edgeflow.data.splits import IMAGENET_MEAN, IMAGENET_STD, DataSplits, ImageDataset, split_each_class
+from edgeflow.errors import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+HOLDOUT_FOLDERS = ("holdout", "val")
+
+
+def load_image_folder(directory: str | Path, *, resolution: int, seed: int = 0) -> DataSplits:
+    """Load ``directory`` as train/holdout/test splits of ``resolution`` x ``resolution`` RGB images.
+
+    Raises:
+        DataError: the directory is missing, has no class folders or an empty class, a class is too small
+            to split, an image cannot be read, or the splits' class folders differ.
+    """
+    root = Path(directory).expanduser()
+    if not root.exists():
+        raise DataError(f"data directory not found: {directory}")
+    if not root.is_dir():
+        raise DataError(f"data source is not a directory: {root}")
+    has_train, has_test = (root / "train").is_dir(), (root / "test").is_dir()
+    if has_train != has_test:
+        present, missing = ("train", "test") if has_train else ("test", "train")
+        raise DataError(
+            f"{root} has a {present}/ folder but no {missing}/ folder; give both, or one folder per class"
+        )
+
+    if has_train:
+        folders = {"train": root / "train", "test": root / "test"}
+        holdout = next((root / name for name in HOLDOUT_FOLDERS if (root / name).is_dir()), None)
+        if holdout is not None:
+            folders["holdout"] = holdout
+        listings = {split: _list_images(folder) for split, folder in folders.items()}
+        class_names = sorted(listings["train"])
+        for split, listing in listings.items():
+            if sorted(listing) != class_names:
+                raise DataError(
+                    _class_mismatch(folders["train"], folders[split], class_names, sorted(listing))
+                )
+        data = {
+            split: _read_split(listing, class_names, resolution=resolution)
+            for split, listing in listings.items()
+        }
+        if "holdout" not in data:
+            images, labels = data["train"]
+            train, holdout = split_each_class(
+                labels.numpy(), fractions=(0.85, 0.15), seed=seed, names=class_names
+            )
+            data["train"], data["holdout"] = (
+                (images[train], labels[train]),
+                (images[holdout], labels[holdout]),
+            )
+    else:
+        listing = _list_images(root)
+        class_names = sorted(listing)
+        images, labels = _read_split(listing, class_names, resolution=resolution)
+        parts = split_each_class(labels.numpy(), fractions=(0.7, 0.15, 0.15), seed=seed, names=class_names)
+        data = {
+            split: (images[part], labels[part])
+            for split, part in zip(("train", "holdout", "test"), parts, strict=True)
+        }
+
+    datasets = {
+        split: ImageDataset(images, labels, resolution=resolution, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        for split, (images, labels) in data.items()
+    }
+    return DataSplits(name=str(directory), class_names=class_names, seed=seed, **datasets)
+
+
+def _list_images(folder: Path) -> dict[str, list[Path]]:
+    """Image files of each class subfolder (searched recursively), sorted by path; hidden entries skipped."""
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{folder} has no class subfolders; expected one folder of images per class")
+    listing = {}
+    for class_folder in classes:
+        files = sorted(
+            path
+            for path in class_folder.rglob("*")
+            if path.suffix.lower() in IMAGE_SUFFIXES
+            and path.is_file()
+            and not any(part.startswith(".") for part in path.relative_to(class_folder).parts)
+        )
+        if not files:
+            raise DataError(
+                f"class folder {class_folder} has no images (looked for {', '.join(IMAGE_SUFFIXES)})"
+            )
+        listing[class_folder.name] = files
+    return listing
+
+
+def _read_split(
+    listing: dict[str, list[Path]], class_names: list[str], *, resolution: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All images of a split as uint8 (N, 3, R, R) and their int64 labels, class by class."""
+    paths = [(path, label) for label, name in enumerate(class_names) for path in listing[name]]
+    images = np.empty((len(paths), resolution, resolution, 3), dtype=np.uint8)
+    for row, (path, _) in enumerate(paths):
+        images[row] = _read_image(path, resolution=resolution)
+    labels = torch.tensor([label for _, label in paths], dtype=torch.int64)
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels
+
+
+def _read_image(path: Path, *, resolution: int) -> np.ndarray:
+    """One RGB image, shorter side resized to ``resolution`` and centre-cropped, as uint8 (R, R, 3)."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise DataError(f"cannot read image {path}: {reason}") from None
+    width, height = image.size
+    scale = resolution / min(width, height)
+    size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
+    image = image.resize(size, Image.Resampling.BILINEAR)
+    left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
+    return np.asarray(image.crop((left, top, left + resolution, top + resolution)))
+
+
+def _class_mismatch(reference: Path, other: Path, expected: list[str], found: list[str]) -> str:
+    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    details = [
+        f"missing {', '.join(missing)}" if missing else "",
+        f"extra {', '.join(extra)}" if extra else "",
+    ]
+    return f"class folders of {other} differ from {reference}: {'; '.join(d for d in details if d)}"

@@ -1,0 +1,33 @@
+"""Exceptions for mistakes a user can fix. The CLI prints them as one line and exits with code 2."""
+
+
+class EdgeflowError(Exception):
+    """Base class: a problem with the user's input or environment, with a message they can act on."""
+
+
+class UnknownNameError(EdgeflowError):
+    """A model, device, recipe, backend or data set name that is not registered."""
+
+
+class ConfigError(EdgeflowError):
+    """A recipe or device file that is missing, unreadable or invalid."""
+
+
+class ModelLoadError(EdgeflowError):
+    """A model file that is missing, truncated, corrupt or not what it claims to be."""
+
+
+class ShapeError(EdgeflowError):
+    """An input shape or resolution a model cannot take."""
+
+
+class DataError(EdgeflowError):
+    """A data set that is missing, empty or malformed."""
+
+
+class OutputError(EdgeflowError):
+    """An output location that cannot be written."""
+
+
+class RuntimeUnavailableError(EdgeflowError):
+    """A runtime (backend) that is not installed or cannot run the artifact here."""

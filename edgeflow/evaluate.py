@@ -1,0 +1,62 @@
+"""Accuracy of an artifact, computed through the runtime that ships it (never through torch)."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel
+
+from edgeflow.backends.base import Compiled
+from edgeflow.data import ImageDataset
+from edgeflow.errors import ShapeError
+
+
+class AccuracyStats(BaseModel):
+    """Top-k accuracy (fractions in 0..1) on one split."""
+
+    top1: float
+    top5: float | None  # None when there are 5 classes or fewer
+    samples: int
+    split: str
+    runtime: str
+
+
+def collect_logits(compiled: Compiled, dataset: ImageDataset, *, max_samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Run every image (or the first ``max_samples``) through ``compiled``; logits and labels."""
+    count = len(dataset) if max_samples is None else min(max_samples, len(dataset))
+    if count == 0:
+        raise ShapeError("the evaluation split is empty")
+    batch_size = compiled.input_shape[0]
+    expected = tuple(compiled.input_shape[1:])
+    first_shape = tuple(dataset[0][0].shape)
+    if first_shape != expected:
+        raise ShapeError(f"the data gives images of shape {first_shape} but the model takes {expected}")
+    usable = count - count % batch_size  # a static-batch model takes whole batches only
+    if usable == 0:
+        raise ShapeError(f"the model takes batches of {batch_size} but only {count} images were given")
+    logits, labels = [], []
+    for start in range(0, usable, batch_size):
+        items = [dataset[index] for index in range(start, start + batch_size)]
+        batch = np.stack([image.numpy() for image, _ in items])
+        logits.append(compiled.run(batch).reshape(batch_size, -1))
+        labels.extend(int(label) for _, label in items)
+    return np.concatenate(logits), np.asarray(labels)
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float | None]:
+    top1 = float(np.mean(logits.argmax(axis=1) == labels))
+    if logits.shape[1] <= 5:
+        return top1, None
+    top5_indices = np.argpartition(-logits, 5, axis=1)[:, :5]
+    top5 = float(np.mean((top5_indices == labels[:, None]).any(axis=1)))
+    return top1, top5
+
+
+def evaluate_compiled(
+    compiled: Compiled, dataset: ImageDataset, *, split: str = "test", max_samples: int | None = None
+) -> AccuracyStats:
+    logits, labels = collect_logits(compiled, dataset, max_samples=max_samples)
+    num_classes = logits.shape[1]
+    if labels.max() >= num_classes:
+        raise ShapeError(f"the model has {num_classes} outputs but the data has label {int(labels.max())}")
+    top1, top5 = topk_accuracy(logits, labels)
+    return AccuracyStats(top1=top1, top5=top5, samples=int(labels.size), split=split, runtime=compiled.backend)

@@ -1,0 +1,23 @@
+"""Reports: report.json (the record), report.md, a self-contained report.html, and the plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeflow.report.render import render_html, render_markdown
+from edgeflow.report.plot import plot_accuracy_latency
+from edgeflow.report.schema import Report, VariantRecord
+from edgeflow.io import write_json, write_text
+
+PLOT_NAME = "accuracy_latency.png"
+
+
+def write_report(report: Report, *, folder: Path) -> None:
+    """Write every report file into ``folder``, each atomically."""
+    plot_accuracy_latency(report, path=folder / PLOT_NAME)
+    write_json(folder / "report.json", report.model_dump(mode="json"))
+    write_text(folder / "report.md", render_markdown(report, plot=PLOT_NAME))
+    write_text(folder / "report.html", render_html(report, plot_path=folder / PLOT_NAME))
+
+
+__all__ = ["PLOT_NAME", "Report", "VariantRecord", "write_report"]

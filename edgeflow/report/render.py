@@ -1,0 +1,50 @@
+"""Markdown and HTML pages from a Report, with jinja2 (HTML autoescaped: names come from users)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import jinja2
+
+from edgeflow.report.schema import Report
+
+_ENVIRONMENT = jinja2.Environment(
+    loader=jinja2.PackageLoader("edgeflow.report", "templates"),
+    autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
+    trim_blocks=True,
+    lstrip_blocks=True,
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def _filters() -> dict:
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.2f}"
+
+    def ms(value: float) -> str:
+        return f"{value:.3f}"
+
+    def mib(value: int) -> str:
+        return f"{value / 2**20:.2f}"
+
+    def millions(value: int) -> str:
+        return f"{value / 1e6:.2f}M"
+
+    def kind(measured: bool) -> str:
+        return "measured" if measured else "estimated"
+
+    return {"pct": pct, "ms": ms, "mib": mib, "millions": millions, "kind": kind}
+
+
+_ENVIRONMENT.filters.update(_filters())
+
+
+def render_markdown(report: Report, *, plot: str) -> str:
+    return _ENVIRONMENT.get_template("report.md.j2").render(report=report, plot=plot)
+
+
+def render_html(report: Report, *, plot_path: Path) -> str:
+    """A self-contained page: the plot is embedded as a data URI."""
+    plot_data = base64.b64encode(plot_path.read_bytes()).decode("ascii") if plot_path.exists() else None
+    return _ENVIRONMENT.get_template("report.html.j2").render(report=report, plot_data=plot_data)

@@ -1,0 +1,61 @@
+"""report.json: one record per run, one entry per variant. Every latency says whether it was measured."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from edgeflow.evaluate import AccuracyStats
+from edgeflow.export import ParityStats
+from edgeflow.profiling import LatencyStats, MemoryStats
+from edgeflow.train import TrainStats
+
+SCHEMA_VERSION = 1
+
+
+class ModelRecord(BaseModel):
+    name: str
+    source: str  # "registry", "checkpoint" or "onnx"
+    arch: str | None
+    width: float
+    resolution: int
+    num_classes: int
+    trained_here: bool
+
+
+class VariantRecord(BaseModel):
+    """One artifact built, timed and evaluated on the device."""
+
+    name: str
+    backend: str
+    precision: str  # of the artifact's weights and activations: fp32, int8
+    execution_precision: str  # what the runtime actually executed float layers in (f32, bf16, ...)
+    artifact: str  # path relative to the report folder
+    lineage: list[str]
+    accuracy: AccuracyStats
+    latency_ms: LatencyStats
+    measured: bool = Field(description="true when the latency was timed on the device's runtime")
+    memory: MemoryStats | None
+    size_bytes: int
+    params: int
+    macs: int
+    runtime_settings: dict[str, Any]
+    runtime_version: str
+    speedup_vs_baseline: float | None = None  # p50 of the first variant / this p50
+    recommended: bool = False
+
+
+class Report(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    created: str
+    model: ModelRecord
+    device: dict[str, Any]
+    data: dict[str, Any]
+    recipe: dict[str, Any]
+    environment: dict[str, Any]
+    training: TrainStats | None
+    parity: list[ParityStats]
+    variants: list[VariantRecord]
+    notes: list[str] = []
+    seconds: float

@@ -1,0 +1,76 @@
+"""Training and fine-tuning on a data split, with a progress bar."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from edgeflow.data import ImageDataset, make_loader
+from edgeflow.progress import Progress
+from edgeflow.recipe import TrainConfig
+
+
+class TrainStats(BaseModel):
+    epochs: int
+    steps: int
+    final_loss: float
+    holdout_top1: float | None
+    seconds: float
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, dataset: ImageDataset, *, batch_size: int = 128) -> float:
+    """Top-1 of the torch model on a split; used for choices during training, never reported as test."""
+    model.eval()
+    correct = 0
+    for images, labels in make_loader(dataset, batch_size=batch_size, shuffle=False):
+        correct += int((model(images).argmax(dim=1) == labels).sum())
+    return correct / max(1, len(dataset))
+
+
+def train(
+    model: nn.Module,
+    train_set: ImageDataset,
+    *,
+    config: TrainConfig,
+    holdout: ImageDataset | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> TrainStats:
+    """Train ``model`` in place with AdamW and a one-cycle schedule; returns what happened."""
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    loader = make_loader(train_set, batch_size=config.batch_size, shuffle=True, seed=seed)
+    total_steps = config.epochs * len(loader)
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    loss_value = float("nan")
+    steps = 0
+    if total_steps > 0:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps)
+        criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        progress = progress or Progress.silent()
+        with progress.task("train", total=total_steps) as advance:
+            model.train()
+            while steps < total_steps:
+                for images, labels in loader:
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = criterion(model(images), labels)
+                    loss.backward()
+                    optimizer.step()
+                    schedule.step()
+                    steps += 1
+                    loss_value = float(loss)
+                    advance(1, f"loss {loss_value:.3f}")
+                    if steps >= total_steps:
+                        break
+    model.eval()
+    holdout_top1 = accuracy(model, holdout) if holdout is not None else None
+    return TrainStats(
+        epochs=config.epochs, steps=steps, final_loss=loss_value, holdout_top1=holdout_top1,
+        seconds=time.perf_counter() - start,
+    )

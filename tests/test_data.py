@@ -1,0 +1,233 @@
+"""Tests for edgeflow.data: built-in digit sets, ImageFolder directories, splits and loaders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from edgeflow.data import (
+    DataSplits,
+    ImageDataset,
+    calibration_subset,
+    list_datasets,
+    load_data,
+    make_loader,
+)
+from edgeflow.errors import DataError, UnknownNameError
+
+SPLITS = ("train", "holdout", "test")
+
+
+@pytest.fixture(scope="module")
+def digits() -> DataSplits:
+    return load_data("digits", resolution=16)
+
+
+@pytest.fixture(scope="module")
+def hard() -> DataSplits:
+    return load_data("digits-hard", resolution=32)
+
+
+def _sources(splits: DataSplits) -> dict[str, set[int]]:
+    return {split: set(getattr(splits, split).sources.tolist()) for split in SPLITS}
+
+
+def test_list_datasets() -> None:
+    assert list_datasets() == ["digits", "digits-hard"]
+
+
+def test_digits_sizes_classes_and_disjoint_splits(digits: DataSplits) -> None:
+    assert (len(digits.train), len(digits.holdout), len(digits.test)) == (1077, 360, 360)
+    sources = _sources(digits)
+    assert sum(len(s) for s in sources.values()) == 1797
+    assert not (sources["train"] & sources["test"] or sources["train"] & sources["holdout"])
+    assert not sources["holdout"] & sources["test"]
+    for split in SPLITS:
+        assert set(getattr(digits, split).labels.tolist()) == set(range(10))
+    assert digits.num_classes == 10
+    assert digits.class_names == [str(d) for d in range(10)]
+    assert digits.mean == digits.std == (0.5, 0.5, 0.5)
+
+
+def test_digits_hard_sizes_and_base_digits_never_shared(digits: DataSplits, hard: DataSplits) -> None:
+    assert (len(hard.train), len(hard.holdout), len(hard.test)) == (6 * 1077, 2 * 360, 3 * 360)
+    base, variants = _sources(digits), _sources(hard)
+    assert variants == base  # same base split as digits, every base digit used
+    assert not variants["train"] & variants["test"]
+    assert not variants["train"] & variants["holdout"]
+    assert not variants["holdout"] & variants["test"]
+    for split in SPLITS:
+        assert set(getattr(hard, split).labels.tolist()) == set(range(10))
+    assert hard.train.base_size == (32, 32)
+
+
+def test_digits_hard_is_deterministic_by_seed(hard: DataSplits) -> None:
+    again = load_data("digits-hard", resolution=32, seed=0)
+    other = load_data("digits-hard", resolution=32, seed=1)
+    for split in SPLITS:
+        assert torch.equal(getattr(again, split).images, getattr(hard, split).images)
+        assert torch.equal(getattr(again, split).labels, getattr(hard, split).labels)
+    assert not torch.equal(other.test.images, hard.test.images)
+    assert not torch.equal(other.train.sources, hard.train.sources)
+
+
+def test_digits_deterministic_and_seed_changes_split(digits: DataSplits) -> None:
+    again = load_data("digits", resolution=16, seed=0)
+    other = load_data("digits", resolution=16, seed=1)
+    assert torch.equal(again.test.sources, digits.test.sources)
+    assert not torch.equal(other.test.sources, digits.test.sources)
+
+
+def test_getitem_shape_range_and_grey_to_rgb(digits: DataSplits, hard: DataSplits) -> None:
+    for dataset, size in ((digits.train, 16), (hard.test, 32)):
+        image, label = dataset[0]
+        assert image.shape == (3, size, size) and image.dtype == torch.float32
+        assert isinstance(label, int) and 0 <= label < 10
+        assert image.min() >= -1.0 and image.max() <= 1.0
+        assert torch.equal(image[0], image[1]) and torch.equal(image[1], image[2])
+    black = ImageDataset(
+        torch.zeros(1, 1, 8, 8, dtype=torch.uint8),
+        torch.zeros(1, dtype=torch.int64),
+        resolution=8,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+    )
+    assert torch.all(black[0][0] == -1.0)
+
+
+def test_with_resolution_shares_data(hard: DataSplits) -> None:
+    small = hard.test.with_resolution(20)
+    image, label = small[3]
+    assert image.shape == (3, 20, 20) and label == hard.test[3][1]
+    assert small.images is hard.test.images and small.resolution == 20
+    assert hard.test.resolution == 32
+    assert hard.with_resolution(24).describe()["resolution"] == 24
+
+
+def test_describe(digits: DataSplits) -> None:
+    assert digits.describe() == {
+        "name": "digits",
+        "train": 1077,
+        "holdout": 360,
+        "test": 360,
+        "num_classes": 10,
+        "resolution": 16,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5],
+        "seed": 0,
+    }
+
+
+def test_calibration_subset_deterministic_and_capped(digits: DataSplits) -> None:
+    first = calibration_subset(digits.train, size=64, seed=3)
+    assert len(first) == 64
+    assert first.indices == calibration_subset(digits.train, size=64, seed=3).indices
+    assert first.indices != calibration_subset(digits.train, size=64, seed=4).indices
+    assert len(calibration_subset(digits.test, size=10_000)) == len(digits.test)
+    with pytest.raises(DataError):
+        calibration_subset(digits.test, size=0)
+
+
+def test_make_loader_shuffle_is_deterministic(digits: DataSplits) -> None:
+    def first_labels(seed: int) -> torch.Tensor:
+        return next(iter(make_loader(digits.train, batch_size=32, shuffle=True, seed=seed)))[1]
+
+    assert torch.equal(first_labels(0), first_labels(0))
+    assert not torch.equal(first_labels(0), first_labels(1))
+    images, labels = next(iter(make_loader(digits.test, batch_size=8, shuffle=False)))
+    assert images.shape == (8, 3, 16, 16) and torch.equal(labels, digits.test.labels[:8])
+
+
+def test_unknown_name_names_the_built_ins() -> None:
+    with pytest.raises(UnknownNameError, match="digits-hard"):
+        load_data("mnist", resolution=16)
+
+
+def test_bad_resolution_or_seed() -> None:
+    with pytest.raises(DataError, match="resolution"):
+        load_data("digits", resolution=0)
+    with pytest.raises(DataError, match="seed"):
+        load_data("digits", resolution=16, seed=-1)
+
+
+# ImageFolder -----------------------------------------------------------------------------------------------
+
+
+def _write_images(folder: Path, *, count: int, color: tuple[int, int, int], size=(20, 14)) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(sum(color))
+    for i in range(count):
+        pixels = (np.array(color) + rng.integers(0, 20, (size[1], size[0], 3))).clip(0, 255)
+        Image.fromarray(pixels.astype(np.uint8)).save(folder / f"img{i:02d}.png")
+
+
+COLORS = {"cat": (200, 0, 0), "dog": (0, 200, 0), "emu": (0, 0, 200)}
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    for name, color in COLORS.items():
+        _write_images(tmp_path / "pets" / name, count=6, color=color)
+    return tmp_path / "pets"
+
+
+def test_image_folder_loads_and_splits_each_class(folder: Path) -> None:
+    splits = load_data(str(folder), resolution=12, seed=0)
+    assert splits.class_names == ["cat", "dog", "emu"]
+    assert (len(splits.train), len(splits.holdout), len(splits.test)) == (12, 3, 3)
+    for split in SPLITS:
+        assert getattr(splits, split).labels.bincount().tolist() in ([4, 4, 4], [1, 1, 1])
+    assert splits.mean == (0.485, 0.456, 0.406)
+    image, label = splits.test[0]
+    assert image.shape == (3, 12, 12) and image.dtype == torch.float32
+    assert splits.test.images.shape[1:] == (3, 12, 12)
+    red = splits.test.images[splits.test.labels == 0].float()
+    assert red[:, 0].mean() > 150 and red[:, 2].mean() < 50  # RGB order kept, labels match folders
+    again = load_data(str(folder), resolution=12, seed=0)
+    assert torch.equal(again.train.images, splits.train.images)
+    assert splits.describe()["num_classes"] == 3
+
+
+def test_image_folder_with_train_and_test_folders(tmp_path: Path) -> None:
+    for split, count in (("train", 7), ("test", 2)):
+        for name, color in COLORS.items():
+            _write_images(tmp_path / split / name, count=count, color=color)
+    splits = load_data(str(tmp_path), resolution=8)
+    assert (len(splits.train), len(splits.holdout), len(splits.test)) == (18, 3, 6)
+    for name, color in COLORS.items():
+        _write_images(tmp_path / "val" / name, count=1, color=color)
+    splits = load_data(str(tmp_path), resolution=8)
+    assert (len(splits.train), len(splits.holdout), len(splits.test)) == (21, 3, 6)
+
+
+def test_image_folder_class_sets_must_match(tmp_path: Path) -> None:
+    for name, color in COLORS.items():
+        _write_images(tmp_path / "train" / name, count=4, color=color)
+    _write_images(tmp_path / "test" / "cat", count=2, color=(1, 2, 3))
+    with pytest.raises(DataError, match="missing dog, emu"):
+        load_data(str(tmp_path), resolution=8)
+
+
+def test_corrupt_image_is_named(folder: Path) -> None:
+    (folder / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    with pytest.raises(DataError, match="broken.png"):
+        load_data(str(folder), resolution=8)
+
+
+def test_folder_errors(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no class subfolders"):
+        load_data(str(empty), resolution=8)
+    with pytest.raises(DataError, match="not found"):
+        load_data(str(tmp_path / "missing"), resolution=8)
+    (empty / "cat").mkdir()
+    with pytest.raises(DataError, match="no images"):
+        load_data(str(empty), resolution=8)
+    _write_images(empty / "cat", count=2, color=(9, 9, 9))
+    with pytest.raises(DataError, match="'cat' has 2 image"):
+        load_data(str(empty), resolution=8)
