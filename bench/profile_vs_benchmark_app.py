@@ -29,16 +29,30 @@ def benchmark_app_median(xml: Path, seconds: float) -> float:
     tool = shutil.which("benchmark_app", path=str(BIN)) or "benchmark_app"
     output = subprocess.run(
         [tool, "-m", str(xml), "-d", "CPU", "-hint", "latency", "-t", str(int(seconds))],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return float(re.search(r"Median:\s+([\d.]+)\s*ms", output).group(1))
 
 
 def edgeflow_median(xml: Path, seconds: float) -> tuple[float, str]:
     output = subprocess.run(
-        [str(BIN / "edgeflow"), "profile", str(xml), "--device", "cpu", "--json",
-         "--seconds", str(seconds), "--iterations", "1000000"],
-        check=True, capture_output=True, text=True,
+        [
+            str(BIN / "edgeflow"),
+            "profile",
+            str(xml),
+            "--device",
+            "cpu",
+            "--json",
+            "--seconds",
+            str(seconds),
+            "--iterations",
+            "1000000",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     result = json.loads(output)
     return result["latency_ms"]["p50"], result["execution_precision"]
@@ -68,14 +82,18 @@ def main() -> None:
                     theirs.append(benchmark_app_median(xml, args.seconds))
             rows.append((model, statistics.median(ours), statistics.median(theirs), precision, ours, theirs))
 
-    print(f"\nedgeflow profile vs benchmark_app -hint latency: {args.resolution} px, batch 1, "
-          f"{args.rounds} rounds x {args.seconds:g} s each, medians of per-round medians (ms)\n")
-    print(f"| model | executed as | edgeflow p50 | benchmark_app median | ratio | within 0.95-1.05 | rounds (edgeflow / benchmark_app) |")
+    print(
+        f"\nedgeflow profile vs benchmark_app -hint latency: {args.resolution} px, batch 1, "
+        f"{args.rounds} rounds x {args.seconds:g} s each, medians of per-round medians (ms)\n"
+    )
+    header = ["model", "executed as", "edgeflow p50", "benchmark_app median", "ratio", "within 0.95-1.05"]
+    print("| " + " | ".join([*header, "rounds (edgeflow / benchmark_app)"]) + " |")
     print("|---|---|---|---|---|---|---|")
     for model, ours, theirs, precision, ours_all, theirs_all in rows:
         ratio = ours / theirs
-        rounds = " ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(ours_all, theirs_all))
-        print(f"| {model} | {precision} | {ours:.3f} | {theirs:.3f} | {ratio:.3f} | {'yes' if 0.95 <= ratio <= 1.05 else 'NO'} | {rounds} |")
+        rounds = " ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(ours_all, theirs_all, strict=True))
+        verdict = "yes" if 0.95 <= ratio <= 1.05 else "NO"
+        print(f"| {model} | {precision} | {ours:.3f} | {theirs:.3f} | {ratio:.3f} | {verdict} | {rounds} |")
 
 
 if __name__ == "__main__":

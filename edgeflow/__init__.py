@@ -43,4 +43,16 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'edgeflow' has no attribute {name!r}")
 
 
-__all__ = ["EdgeflowError", "__version__", *_LAZY]
+__all__ = [
+    "EdgeflowError",
+    "__version__",
+    "create_model",
+    "evaluate",
+    "export",
+    "list_models",
+    "load_data",
+    "load_device",
+    "load_recipe",
+    "optimize",
+    "profile",
+]

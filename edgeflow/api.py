@@ -2,7 +2,7 @@
 
 Example:
     >>> import edgeflow
-    >>> report = edgeflow.optimize("mobilenetv3", device="cpu", recipe="demo", out="reports/demo")  # doctest: +SKIP
+    >>> report = edgeflow.optimize("mobilenetv3", recipe="demo", out="reports/demo")  # doctest: +SKIP
     >>> [(v.name, v.latency_ms.p50, v.accuracy.top1) for v in report.variants]  # doctest: +SKIP
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgeflow.accuracy import AccuracyStats, evaluate_compiled
 from edgeflow.artifact import Artifact, artifact_from_path
 from edgeflow.backends import get_backend
 from edgeflow.compress.quantize import quantize_openvino
@@ -22,8 +23,7 @@ from edgeflow.data import DataSplits, load_data
 from edgeflow.device import DeviceSpec, load_device
 from edgeflow.environment import environment
 from edgeflow.errors import ConfigError, DataError
-from edgeflow.evaluate import AccuracyStats, evaluate_compiled
-from edgeflow.export import ParityStats, convert_to_openvino, export_onnx, measure_parity
+from edgeflow.exporter import ParityStats, convert_to_openvino, export_onnx, measure_parity
 from edgeflow.io import ensure_writable_dir, staged_dir
 from edgeflow.measure import ProfileResult, choose_backend, compile_and_profile
 from edgeflow.model_source import ModelSource, looks_like_file, resolve_model
@@ -69,8 +69,12 @@ def optimize(
     torch.manual_seed(recipe_spec.seed)
 
     data_source = data or recipe_spec.data
-    progress.stage(f"model {model}, data {data_source}")
     source, splits = _load_model_and_data(model, arch=arch, data=data_source, recipe=recipe_spec)
+    sizes = splits.describe()
+    progress.stage(
+        f"model {source.name} ({source.kind}) at {source.resolution} px; data {splits.name}: "
+        f"{sizes['train']} train / {sizes['holdout']} holdout / {sizes['test']} test images"
+    )
 
     notes: list[str] = []
     with staged_dir(out) as stage:
@@ -82,7 +86,8 @@ def optimize(
         if any(variant.backend == "openvino" for variant in recipe_spec.variants):
             progress.stage("convert to OpenVINO IR")
             openvino_artifact = convert_to_openvino(onnx_artifact, path=stage / "model_fp32.xml")
-            parity.append(_parity(openvino_artifact, source, splits, recipe_spec, runtime="openvino"))
+            if source.module is not None:  # an ONNX input has no torch reference to compare with
+                parity.append(_parity(openvino_artifact, source, splits, recipe_spec, runtime="openvino"))
 
         records = []
         for variant in recipe_spec.variants:
@@ -91,8 +96,13 @@ def optimize(
                 continue
             progress.stage(f"variant {variant.name}: build, time, evaluate")
             artifact = _build_variant(
-                variant, source=source, onnx_artifact=onnx_artifact, openvino_artifact=openvino_artifact,
-                splits=splits, recipe=recipe_spec, stage=stage,
+                variant,
+                source=source,
+                onnx_artifact=onnx_artifact,
+                openvino_artifact=openvino_artifact,
+                splits=splits,
+                recipe=recipe_spec,
+                stage=stage,
             )
             records.append(
                 _measure_variant(variant, artifact, onnx_artifact, splits, device_spec, recipe_spec, stage)
@@ -101,8 +111,13 @@ def optimize(
         report = Report(
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             model=ModelRecord(
-                name=source.name, source=source.kind, arch=source.arch, width=source.width,
-                resolution=source.resolution, num_classes=splits.num_classes, trained_here=training is not None,
+                name=source.name,
+                source=source.kind,
+                arch=source.arch,
+                width=source.width,
+                resolution=source.resolution,
+                num_classes=splits.num_classes,
+                trained_here=training is not None,
             ),
             device=device_spec.model_dump(),
             data=splits.describe(),
@@ -119,14 +134,18 @@ def optimize(
     return report
 
 
-def _load_model_and_data(model: str, *, arch: str | None, data: str, recipe: Recipe) -> tuple[ModelSource, DataSplits]:
+def _load_model_and_data(
+    model: str, *, arch: str | None, data: str, recipe: Recipe
+) -> tuple[ModelSource, DataSplits]:
     """A file fixes its own class count; a registry model is built for the data set's classes."""
     scale = {"width": recipe.model.width, "resolution": recipe.model.resolution}
     if looks_like_file(model):
         source = resolve_model(model, arch=arch, **scale)
         splits = load_data(data, resolution=source.resolution, seed=recipe.seed)
         if source.num_classes is not None and source.num_classes != splits.num_classes:
-            raise DataError(f"{model} predicts {source.num_classes} classes but {data} has {splits.num_classes}")
+            raise DataError(
+                f"{model} predicts {source.num_classes} classes but {data} has {splits.num_classes}"
+            )
         return source, splits
     info = model_info(model)
     resolution = recipe.model.resolution or info.default_resolution
@@ -143,7 +162,9 @@ def _check_variants_fit_device(variants: list[VariantSpec], device: DeviceSpec) 
                 f"(it has: {', '.join(device.runtimes)})"
             )
         if variant.precision not in device.precisions:
-            raise ConfigError(f"variant {variant.name}: device {device.name} does not support {variant.precision}")
+            raise ConfigError(
+                f"variant {variant.name}: device {device.name} does not support {variant.precision}"
+            )
 
 
 def _train_if_needed(
@@ -153,7 +174,12 @@ def _train_if_needed(
         return None
     progress.stage(f"train {source.name} on {splits.name} ({recipe.train.epochs} epochs): it has no weights")
     stats = train(
-        source.module, splits.train, config=recipe.train, holdout=splits.holdout, seed=recipe.seed, progress=progress
+        source.module,
+        splits.train,
+        config=recipe.train,
+        holdout=splits.holdout,
+        seed=recipe.seed,
+        progress=progress,
     )
     source.trained = True
     return stats
@@ -169,13 +195,18 @@ def _export(
         return Artifact(format="onnx", path=copy, input_shape=artifact.input_shape, lineage=["onnx file"]), []
     progress.stage("export to ONNX and check parity with torch")
     artifact = export_onnx(
-        source.module, input_shape=source.input_shape, path=stage / "model_fp32.onnx", opset=recipe.export.opset
+        source.module,
+        input_shape=source.input_shape,
+        path=stage / "model_fp32.onnx",
+        opset=recipe.export.opset,
     )
     artifact.lineage = [f"torch {source.name}", "torch->onnx"]
     return artifact, [_parity(artifact, source, splits, recipe, runtime="onnxruntime")]
 
 
-def _parity(artifact: Artifact, source: ModelSource, splits: DataSplits, recipe: Recipe, *, runtime: str) -> ParityStats:
+def _parity(
+    artifact: Artifact, source: ModelSource, splits: DataSplits, recipe: Recipe, *, runtime: str
+) -> ParityStats:
     """Logits of the artifact (run in f32) against torch on the first test images."""
     from edgeflow.device import RuntimeSettings
 
@@ -200,7 +231,10 @@ def _build_variant(
 ) -> Artifact:
     if variant.backend == "torch":
         return Artifact(
-            format="torch", path=stage / "model.pt", module=source.module, input_shape=source.input_shape,
+            format="torch",
+            path=stage / "model.pt",
+            module=source.module,
+            input_shape=source.input_shape,
             lineage=[f"torch {source.name}"],
         )
     if variant.backend == "onnxruntime":
@@ -209,8 +243,11 @@ def _build_variant(
     if variant.precision == "int8":
         assert variant.quantize is not None
         return quantize_openvino(
-            openvino_artifact, calibration=splits.train, config=variant.quantize,
-            path=stage / f"model_{variant.name}.xml", seed=recipe.seed,
+            openvino_artifact,
+            calibration=splits.train,
+            config=variant.quantize,
+            path=stage / f"model_{variant.name}.xml",
+            seed=recipe.seed,
         )
     return openvino_artifact
 
@@ -225,7 +262,10 @@ def _measure_variant(
     stage: Path,
 ) -> VariantRecord:
     compiled, profiled = compile_and_profile(
-        artifact, device=device, backend=variant.backend, config=recipe.profile,
+        artifact,
+        device=device,
+        backend=variant.backend,
+        config=recipe.profile,
         cost_graph=onnx_artifact if artifact.format == "torch" else None,
     )
     accuracy = evaluate_compiled(compiled, splits.test, split="test", max_samples=recipe.evaluate.max_samples)
@@ -256,7 +296,9 @@ def _mark_baseline_and_recommendation(records: list[VariantRecord]) -> None:
     for record in records:
         record.speedup_vs_baseline = round(baseline / record.latency_ms.p50, 3)
     best_top1 = max(record.accuracy.top1 for record in records)
-    eligible = [record for record in records if record.accuracy.top1 >= best_top1 - 0.01 and record.backend != "torch"]
+    eligible = [
+        record for record in records if record.accuracy.top1 >= best_top1 - 0.01 and record.backend != "torch"
+    ]
     min(eligible or records, key=lambda record: record.latency_ms.p50).recommended = True
 
 
@@ -305,7 +347,9 @@ def profile(
     loaded = artifact_from_path(artifact)
     _infer_precision(loaded)
     chosen = choose_backend(loaded, device_spec, backend)
-    _compiled, result = compile_and_profile(loaded, device=device_spec, backend=chosen, config=config or ProfileConfig())
+    _compiled, result = compile_and_profile(
+        loaded, device=device_spec, backend=chosen, config=config or ProfileConfig()
+    )
     return result
 
 

@@ -8,7 +8,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -16,12 +16,18 @@ from rich.table import Table
 
 from edgeflow.errors import EdgeflowError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compress, export, measure and report CNNs for edge devices.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Compress, export, measure and report CNNs for edge devices.",
+)
 console = Console(width=None if sys.stdout.isatty() else 200)
 error_console = Console(stderr=True)
 
 JsonOption = typer.Option(False, "--json", help="print machine-readable results on stdout")
-DeviceOption = typer.Option("cpu", "--device", "-d", help="device name (edgeflow devices) or a device YAML file")
+DeviceOption = typer.Option(
+    "cpu", "--device", "-d", help="device name (edgeflow devices) or a device YAML file"
+)
 
 
 @contextlib.contextmanager
@@ -57,20 +63,34 @@ def _progress(enabled: bool):
 
 @app.command()
 def optimize(
-    model: str = typer.Argument(..., help="model name (edgeflow models), a .pt checkpoint with --arch, or an .onnx file"),
+    model: str = typer.Argument(
+        ..., help="model name (edgeflow models), a .pt checkpoint with --arch, or an .onnx file"
+    ),
     device: str = DeviceOption,
-    recipe: str = typer.Option("default", "--recipe", "-r", help="recipe name (edgeflow recipes) or a recipe YAML file"),
-    data: Optional[str] = typer.Option(None, "--data", help="digits, digits-hard, or an ImageFolder directory"),
-    out: Path = typer.Option(Path("reports/latest"), "--out", "-o", help="report folder (replaced on success)"),
-    arch: Optional[str] = typer.Option(None, "--arch", help="architecture of a checkpoint file"),
+    recipe: str = typer.Option(
+        "default", "--recipe", "-r", help="recipe name (edgeflow recipes) or a recipe YAML file"
+    ),
+    data: str | None = typer.Option(None, "--data", help="digits, digits-hard, or an ImageFolder directory"),
+    out: Path = typer.Option(
+        Path("reports/latest"), "--out", "-o", help="report folder (replaced on success)"
+    ),
+    arch: str | None = typer.Option(None, "--arch", help="architecture of a checkpoint file"),
     as_json: bool = JsonOption,
 ) -> None:
     """Compress, export, time and evaluate MODEL on DEVICE, and write a report."""
     from edgeflow.api import optimize as run_optimize
 
-    report = _run(lambda: run_optimize(
-        model, device=device, recipe=recipe, data=data, out=out, arch=arch, progress=_progress(not as_json)
-    ))
+    report = _run(
+        lambda: run_optimize(
+            model,
+            device=device,
+            recipe=recipe,
+            data=data,
+            out=out,
+            arch=arch,
+            progress=_progress(not as_json),
+        )
+    )
     if as_json:
         _print_json(report.model_dump(mode="json"))
         return
@@ -79,9 +99,13 @@ def optimize(
         table.add_column(column)
     for variant in report.variants:
         table.add_row(
-            variant.name + (" *" if variant.recommended else ""), variant.backend,
-            f"{variant.precision}/{variant.execution_precision}", f"{100 * variant.accuracy.top1:.2f}",
-            f"{variant.latency_ms.p50:.3f}", f"{variant.latency_ms.p90:.3f}", f"{variant.size_bytes / 2**20:.2f}",
+            variant.name + (" *" if variant.recommended else ""),
+            variant.backend,
+            f"{variant.precision}/{variant.execution_precision}",
+            f"{100 * variant.accuracy.top1:.2f}",
+            f"{variant.latency_ms.p50:.3f}",
+            f"{variant.latency_ms.p90:.3f}",
+            f"{variant.size_bytes / 2**20:.2f}",
             "measured" if variant.measured else "estimated",
         )
     console.print(table)
@@ -93,8 +117,8 @@ def export(
     model: str = typer.Argument(..., help="model name, a .pt checkpoint with --arch, or an .onnx file"),
     format: str = typer.Option("onnx", "--format", "-f", help="onnx or openvino"),
     width: float = typer.Option(1.0, "--width", help="width multiplier alpha"),
-    resolution: Optional[int] = typer.Option(None, "--resolution", help="input side in pixels"),
-    arch: Optional[str] = typer.Option(None, "--arch", help="architecture of a checkpoint file"),
+    resolution: int | None = typer.Option(None, "--resolution", help="input side in pixels"),
+    arch: str | None = typer.Option(None, "--arch", help="architecture of a checkpoint file"),
     num_classes: int = typer.Option(1000, "--num-classes", help="classes of an untrained model"),
     out: Path = typer.Option(Path("reports/export"), "--out", "-o", help="output folder"),
     as_json: bool = JsonOption,
@@ -102,12 +126,27 @@ def export(
     """Export MODEL to ONNX or OpenVINO IR."""
     from edgeflow.api import export as run_export
 
-    artifact = _run(lambda: run_export(
-        model, format=format, out=out, width=width, resolution=resolution, arch=arch, num_classes=num_classes
-    ))
+    artifact = _run(
+        lambda: run_export(
+            model,
+            format=format,
+            out=out,
+            width=width,
+            resolution=resolution,
+            arch=arch,
+            num_classes=num_classes,
+        )
+    )
     if as_json:
-        _print_json({"format": artifact.format, "path": str(artifact.path), "files": [str(f) for f in artifact.files],
-                     "input_shape": list(artifact.input_shape or []), "size_bytes": artifact.size_bytes})
+        _print_json(
+            {
+                "format": artifact.format,
+                "path": str(artifact.path),
+                "files": [str(f) for f in artifact.files],
+                "input_shape": list(artifact.input_shape or []),
+                "size_bytes": artifact.size_bytes,
+            }
+        )
     else:
         console.print(f"wrote {', '.join(str(f) for f in artifact.files)}")
 
@@ -116,7 +155,9 @@ def export(
 def profile(
     artifact: Path = typer.Argument(..., help="an exported .onnx or OpenVINO .xml file"),
     device: str = DeviceOption,
-    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="openvino or onnxruntime (default: device's first)"),
+    backend: str | None = typer.Option(
+        None, "--backend", "-b", help="openvino or onnxruntime (default: device's first)"
+    ),
     iterations: int = typer.Option(1000, "--iterations", "-n", help="stop after this many timed runs"),
     seconds: float = typer.Option(10.0, "--seconds", "-t", help="... or after this many seconds"),
     warmup: int = typer.Option(10, "--warmup", help="untimed runs first"),
@@ -126,24 +167,30 @@ def profile(
     from edgeflow.api import profile as run_profile
     from edgeflow.recipe import ProfileConfig
 
-    result = _run(lambda: run_profile(
-        artifact, device=device, backend=backend,
-        config=ProfileConfig(iterations=iterations, max_seconds=seconds, warmup=warmup),
-    ))
+    result = _run(
+        lambda: run_profile(
+            artifact,
+            device=device,
+            backend=backend,
+            config=ProfileConfig(iterations=iterations, max_seconds=seconds, warmup=warmup),
+        )
+    )
     if as_json:
         _print_json(result.model_dump(mode="json"))
         return
     latency = result.latency_ms
     console.print(
         f"{result.artifact} on {result.device} ({result.backend} {result.runtime_version}, "
-        f"{result.precision} executed as {result.execution_precision}, {result.runtime_settings.get('threads')} threads): "
+        f"{result.precision} executed as {result.execution_precision}, "
+        f"{result.runtime_settings.get('threads')} threads): "
         f"p50 {latency.p50:.3f} ms, p90 {latency.p90:.3f}, p99 {latency.p99:.3f}, mean {latency.mean:.3f}, "
         f"min {latency.min:.3f}, max {latency.max:.3f}, std {latency.std:.3f}; cold {latency.cold:.3f} ms; "
         f"{latency.throughput_fps:.1f} FPS over {latency.iterations} runs (measured)",
         highlight=False,
     )
     console.print(
-        f"size {result.size_bytes / 2**20:.2f} MiB, {result.params / 1e6:.2f}M params, {result.macs / 1e6:.1f}M MACs; "
+        f"size {result.size_bytes / 2**20:.2f} MiB, {result.params / 1e6:.2f}M params, "
+        f"{result.macs / 1e6:.1f}M MACs; "
         f"memory: load peak +{result.memory.load_peak_mb} MiB, run peak +{result.memory.run_peak_mb} MiB",
         highlight=False,
     )
@@ -154,20 +201,27 @@ def evaluate(
     artifact: Path = typer.Argument(..., help="an exported .onnx or OpenVINO .xml file"),
     data: str = typer.Option("digits", "--data", help="digits, digits-hard, or an ImageFolder directory"),
     device: str = DeviceOption,
-    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="openvino or onnxruntime"),
+    backend: str | None = typer.Option(None, "--backend", "-b", help="openvino or onnxruntime"),
     split: str = typer.Option("test", "--split", help="test (reported accuracy) or holdout"),
-    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="evaluate the first N images"),
+    max_samples: int | None = typer.Option(None, "--max-samples", help="evaluate the first N images"),
     as_json: bool = JsonOption,
 ) -> None:
     """Top-1/top-5 of ARTIFACT on a data split, through the device's runtime."""
     from edgeflow.api import evaluate as run_evaluate
 
-    stats = _run(lambda: run_evaluate(artifact, data=data, device=device, backend=backend, split=split, max_samples=max_samples))
+    stats = _run(
+        lambda: run_evaluate(
+            artifact, data=data, device=device, backend=backend, split=split, max_samples=max_samples
+        )
+    )
     if as_json:
         _print_json(stats.model_dump(mode="json"))
     else:
         top5 = "n/a" if stats.top5 is None else f"{100 * stats.top5:.2f}%"
-        console.print(f"{artifact}: top-1 {100 * stats.top1:.2f}%, top-5 {top5} on {stats.samples} {stats.split} images ({stats.runtime})")
+        console.print(
+            f"{artifact}: top-1 {100 * stats.top1:.2f}%, top-5 {top5} "
+            f"on {stats.samples} {stats.split} images ({stats.runtime})"
+        )
 
 
 @app.command()
@@ -177,16 +231,34 @@ def models(as_json: bool = JsonOption) -> None:
 
     infos = _run(list_models)
     if as_json:
-        _print_json([{"name": i.name, "family": i.family, "aliases": list(i.aliases), "width_multiplier": i.supports_width,
-                      "resolution_multiplier": i.global_pool, "default_resolution": i.default_resolution, "source": i.source}
-                     for i in infos])
+        _print_json(
+            [
+                {
+                    "name": i.name,
+                    "family": i.family,
+                    "aliases": list(i.aliases),
+                    "width_multiplier": i.supports_width,
+                    "resolution_multiplier": i.global_pool,
+                    "default_resolution": i.default_resolution,
+                    "source": i.source,
+                }
+                for i in infos
+            ]
+        )
         return
     table = Table(title="models (no weights are downloaded: they are trained here or loaded from your file)")
     for column in ("name", "aliases", "family", "width", "resolution", "default px", "source"):
         table.add_column(column)
     for info in infos:
-        table.add_row(info.name, ", ".join(info.aliases), info.family, "yes" if info.supports_width else "-",
-                      "yes" if info.global_pool else "fixed", str(info.default_resolution), info.source)
+        table.add_row(
+            info.name,
+            ", ".join(info.aliases),
+            info.family,
+            "yes" if info.supports_width else "-",
+            "yes" if info.global_pool else "fixed",
+            str(info.default_resolution),
+            info.source,
+        )
     console.print(table)
 
 
@@ -203,7 +275,9 @@ def devices(as_json: bool = JsonOption) -> None:
     for column in ("name", "transport", "runtimes", "precisions", "description"):
         table.add_column(column)
     for spec in specs:
-        table.add_row(spec.name, spec.transport, ", ".join(spec.runtimes), ", ".join(spec.precisions), spec.description)
+        table.add_row(
+            spec.name, spec.transport, ", ".join(spec.runtimes), ", ".join(spec.precisions), spec.description
+        )
     console.print(table)
 
 

@@ -20,7 +20,11 @@ def cpu_description() -> dict[str, object]:
                 flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    isa = sorted(flag for flag in flags if flag in {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni"})
+    isa = sorted(
+        flag
+        for flag in flags
+        if flag in {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni"}
+    )
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"name": name, "logical_cores": cores, "isa": isa}
 

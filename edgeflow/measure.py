@@ -37,7 +37,9 @@ def choose_backend(artifact: Artifact, device: DeviceSpec, backend: str | None) 
     if backend is not None:
         name = get_backend(backend).name
         if name not in device.runtimes:
-            raise ConfigError(f"device {device.name} has no {name} runtime (it has: {', '.join(device.runtimes)})")
+            raise ConfigError(
+                f"device {device.name} has no {name} runtime (it has: {', '.join(device.runtimes)})"
+            )
         if artifact.format not in get_backend(name).formats:
             raise ConfigError(f"the {name} backend cannot run {artifact.format} artifacts")
         return name
@@ -91,4 +93,9 @@ def artifact_cost(artifact: Artifact) -> CostStats:
     """MACs and params counted from an ONNX or IR artifact's graph."""
     if artifact.format not in {"onnx", "openvino"}:
         raise ConfigError(f"cannot count MACs of a {artifact.format} artifact; give its exported graph")
+    if artifact.format == "onnx":
+        import openvino as ov
+
+        # convert_model normalizes the ONNX frontend's graph (Gemm alpha/beta, bias reshapes) like the IR.
+        return count_cost(ov.convert_model(str(artifact.path)))
     return count_cost(read_model(artifact))

@@ -57,8 +57,14 @@ def resolve_model(
         check_resolution(info.name, resolution)
         classes = _output_features(module)
         return ModelSource(
-            name=path.stem, kind="checkpoint", arch=info.name, width=width, resolution=resolution,
-            module=module, num_classes=classes, trained=True,
+            name=path.stem,
+            kind="checkpoint",
+            arch=info.name,
+            width=width,
+            resolution=resolution,
+            module=module,
+            num_classes=classes,
+            trained=True,
         )
     info = model_info(model)
     if num_classes is None:
@@ -68,15 +74,23 @@ def resolve_model(
     module = create_model(info.name, num_classes=num_classes, width=width)
     label = info.name if width == 1.0 else f"{info.name}_w{width:g}"
     return ModelSource(
-        name=label, kind="registry", arch=info.name, width=width, resolution=resolution,
-        module=module, num_classes=num_classes, trained=False,
+        name=label,
+        kind="registry",
+        arch=info.name,
+        width=width,
+        resolution=resolution,
+        module=module,
+        num_classes=num_classes,
+        trained=False,
     )
 
 
 def _onnx_source(path: Path, *, width: float, resolution: int | None) -> ModelSource:
     proto = load_onnx(path)
     if width != 1.0:
-        raise ConfigError(f"{path}: the width multiplier needs a torch model; an ONNX file has fixed channels")
+        raise ConfigError(
+            f"{path}: the width multiplier needs a torch model; an ONNX file has fixed channels"
+        )
     dims = [dim.dim_value for dim in proto.graph.input[0].type.tensor_type.shape.dim]
     if len(dims) != 4 or dims[2] <= 0 or dims[2] != dims[3] or dims[1] != 3:
         raise ShapeError(f"{path}: expected a square 3-channel NCHW input with a fixed size, got {dims}")
@@ -85,8 +99,14 @@ def _onnx_source(path: Path, *, width: float, resolution: int | None) -> ModelSo
     outputs = [dim.dim_value for dim in proto.graph.output[0].type.tensor_type.shape.dim]
     classes = outputs[-1] if outputs and outputs[-1] > 0 else None
     return ModelSource(
-        name=path.stem, kind="onnx", arch=None, width=1.0, resolution=dims[2], onnx_path=path,
-        num_classes=classes, trained=True,
+        name=path.stem,
+        kind="onnx",
+        arch=None,
+        width=1.0,
+        resolution=dims[2],
+        onnx_path=path,
+        num_classes=classes,
+        trained=True,
     )
 
 

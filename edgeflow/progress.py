@@ -37,8 +37,11 @@ class Progress:
             yield lambda steps, note="": None
             return
         columns = (
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn("{task.fields[note]}"),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[note]}"),
         )
         with RichProgress(*columns, console=self.console, transient=False) as bar:
             task_id = bar.add_task(description, total=total, note="")

@@ -31,6 +31,35 @@ def accuracy(model: nn.Module, dataset: ImageDataset, *, batch_size: int = 128) 
     return correct / max(1, len(dataset))
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: nn.Module, dataset: ImageDataset, *, batch_size: int, batches: int = 20, seed: int = 0
+) -> None:
+    """Recompute batch-norm running statistics as a plain average over training batches.
+
+    torchvision's MobileNetV3 and EfficientNet use a BN momentum of 0.01, so after a short training
+    run the running statistics still mostly hold their initial values and the model in eval mode
+    predicts near chance. Averaging over ``batches`` batches with the final weights fixes that.
+    """
+    norms = [layer for layer in model.modules() if isinstance(layer, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.reset_running_stats()
+        layer.momentum = None  # cumulative moving average
+    model.train()
+    for index, (images, _labels) in enumerate(
+        make_loader(dataset, batch_size=batch_size, shuffle=True, seed=seed)
+    ):
+        if index >= batches:
+            break
+        model(images)
+    for layer, momentum in zip(norms, momenta, strict=True):
+        layer.momentum = momentum
+    model.eval()
+
+
 def train(
     model: nn.Module,
     train_set: ImageDataset,
@@ -68,9 +97,14 @@ def train(
                     advance(1, f"loss {loss_value:.3f}")
                     if steps >= total_steps:
                         break
+    if steps > 0:
+        recalibrate_batchnorm(model, train_set, batch_size=config.batch_size, seed=seed)
     model.eval()
     holdout_top1 = accuracy(model, holdout) if holdout is not None else None
     return TrainStats(
-        epochs=config.epochs, steps=steps, final_loss=loss_value, holdout_top1=holdout_top1,
+        epochs=config.epochs,
+        steps=steps,
+        final_loss=loss_value,
+        holdout_top1=holdout_top1,
         seconds=time.perf_counter() - start,
     )

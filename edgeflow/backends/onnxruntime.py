@@ -10,6 +10,7 @@ import numpy as np
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends.base import Backend, Compiled
+from edgeflow.backends.openvino import runtime_message
 from edgeflow.device import RuntimeSettings
 from edgeflow.errors import ModelLoadError, ShapeError
 
@@ -62,7 +63,9 @@ class OnnxRuntimeBackend(Backend):
             session = ort.InferenceSession(str(artifact.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-            raise ModelLoadError(f"{artifact.path}: ONNX Runtime cannot load this model: {first_line}") from None
+            raise ModelLoadError(
+                f"{artifact.path}: ONNX Runtime cannot load this model: {first_line}"
+            ) from None
         inputs = session.get_inputs()
         if len(inputs) != 1:
             raise ModelLoadError(f"{artifact.path}: expected one input, found {len(inputs)}")

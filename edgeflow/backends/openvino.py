@@ -30,17 +30,45 @@ def static_input_shape(partial_shape: Any, *, source: str) -> tuple[int, ...]:
 
 
 def read_model(artifact: Artifact):
-    """Read an ONNX or IR file into an ``openvino.Model``, with a clear error for bad files."""
+    """Read an ONNX or IR file into an ``openvino.Model``, with a clear error for bad files.
+
+    The file is checked first with its own format's parser: handed a broken file, OpenVINO tries every
+    frontend in turn, and the TensorFlow one prints parse errors straight to stderr.
+    """
     import openvino as ov
 
+    check_model_file(artifact)
     try:
         model = ov.Core().read_model(str(artifact.path))
     except Exception as exc:  # OpenVINO raises RuntimeError subclasses with multi-line text
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise ModelLoadError(f"{artifact.path}: OpenVINO cannot read this model: {first_line}") from None
+        raise ModelLoadError(f"{artifact.path}: OpenVINO cannot read this model: {runtime_message(exc)}") from None
     if len(model.inputs) != 1:
         raise ModelLoadError(f"{artifact.path}: expected one input, found {len(model.inputs)}")
     return model
+
+
+def check_model_file(artifact: Artifact) -> None:
+    """Refuse files that are not what their suffix says, before any runtime sees them."""
+    if artifact.format == "onnx":
+        from edgeflow.models import load_onnx
+
+        load_onnx(artifact.path)
+    elif artifact.format == "openvino":
+        import xml.etree.ElementTree as ElementTree
+
+        try:
+            root = ElementTree.parse(artifact.path).getroot()
+        except (ElementTree.ParseError, OSError) as exc:
+            raise ModelLoadError(f"{artifact.path} is not an OpenVINO IR file: {exc}") from None
+        if root.tag != "net" or root.find("layers") is None:
+            raise ModelLoadError(f"{artifact.path} is not an OpenVINO IR file: no <net> with <layers>")
+
+
+def runtime_message(exc: BaseException) -> str:
+    """The line of a runtime's multi-line exception text that says what went wrong."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("Exception from", "Check '"))]
+    return (useful or lines or [exc.__class__.__name__])[-1]
 
 
 @dataclass
@@ -83,13 +111,17 @@ class OpenVINOBackend(Backend):
         try:
             compiled_model = ov.Core().compile_model(model, "CPU", config)
         except Exception as exc:
-            raise ModelLoadError(f"{artifact.path}: OpenVINO cannot compile this model: {exc}") from None
+            raise ModelLoadError(
+                f"{artifact.path}: OpenVINO cannot compile this model: {runtime_message(exc)}"
+            ) from None
         return OpenVINOCompiled(
             backend=self.name,
             input_shape=shape,
             settings={
                 "device": "CPU",
-                "performance_hint": str(compiled_model.get_property("PERFORMANCE_HINT")).split(".")[-1].lower(),
+                "performance_hint": str(compiled_model.get_property("PERFORMANCE_HINT"))
+                .split(".")[-1]
+                .lower(),
                 "threads": int(compiled_model.get_property("INFERENCE_NUM_THREADS")),
                 "streams": int(compiled_model.get_property("NUM_STREAMS")),
                 "execution_precision": _type_name(compiled_model.get_property("INFERENCE_PRECISION_HINT")),

@@ -11,7 +11,7 @@ from edgeflow.artifact import Artifact
 from edgeflow.backends.openvino import read_model, static_input_shape
 from edgeflow.data import ImageDataset, calibration_subset
 from edgeflow.errors import DataError, ShapeError
-from edgeflow.export import save_openvino
+from edgeflow.exporter import save_openvino
 from edgeflow.recipe import QuantizeConfig
 
 _QUANTIZED_OPS = {"FakeQuantize", "FakeConvert"}
@@ -37,7 +37,9 @@ def quantize_openvino(
         raise DataError("calibration needs at least one image from the train split")
     sample_shape = tuple(subset[0][0].shape)
     if (1, *sample_shape) != shape:
-        raise ShapeError(f"calibration images have shape {(1, *sample_shape)} but {artifact.path} takes {shape}")
+        raise ShapeError(
+            f"calibration images have shape {(1, *sample_shape)} but {artifact.path} takes {shape}"
+        )
 
     def transform(item) -> np.ndarray:
         image, _label = item
@@ -57,10 +59,13 @@ def quantize_openvino(
             fast_bias_correction=config.fast_bias_correction,
         )
     finally:
-        for logger, level in zip(quiet, previous_levels):
+        for logger, level in zip(quiet, previous_levels, strict=True):
             logger.setLevel(level)
     save_openvino(quantized, path=path)
     return Artifact(
-        format="openvino", path=path, precision="int8", input_shape=shape,
+        format="openvino",
+        path=path,
+        precision="int8",
+        input_shape=shape,
         lineage=[*artifact.lineage, f"nncf-ptq(preset={config.preset}, subset={len(subset)})"],
     )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeflow.report.render import render_html, render_markdown
-from edgeflow.report.plot import plot_accuracy_latency
-from edgeflow.report.schema import Report, VariantRecord
 from edgeflow.io import write_json, write_text
+from edgeflow.report.plot import plot_accuracy_latency
+from edgeflow.report.render import render_html, render_markdown
+from edgeflow.report.schema import Report, VariantRecord
 
 PLOT_NAME = "accuracy_latency.png"
 

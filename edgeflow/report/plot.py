@@ -21,8 +21,13 @@ def plot_accuracy_latency(report: Report, *, path: Path) -> None:
             style.update(facecolors="none", edgecolors="C1")
         axes.scatter(variant.latency_ms.p50, 100 * variant.accuracy.top1, **style)
         label = f"{variant.name}{' (estimated)' if not variant.measured else ''}"
-        axes.annotate(label, (variant.latency_ms.p50, 100 * variant.accuracy.top1),
-                      textcoords="offset points", xytext=(6, 4), fontsize=8)
+        axes.annotate(
+            label,
+            (variant.latency_ms.p50, 100 * variant.accuracy.top1),
+            textcoords="offset points",
+            xytext=(6, 4),
+            fontsize=8,
+        )
     axes.set_xlabel(f"p50 latency on {report.device['name']} (ms, batch 1)")
     axes.set_ylabel(f"test top-1 (%) on {report.data['name']}")
     axes.set_title(f"{report.model.name} at {report.model.resolution} px")

@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from edgeflow.evaluate import AccuracyStats
-from edgeflow.export import ParityStats
+from edgeflow.accuracy import AccuracyStats
+from edgeflow.exporter import ParityStats
 from edgeflow.profiling import LatencyStats, MemoryStats
 from edgeflow.train import TrainStats
 

@@ -37,13 +37,25 @@ def export_onnx(module, *, input_shape: Sequence[int], path: Path, opset: int = 
         try:
             # The TorchScript exporter is 10x faster than the dynamo one on these CNNs and exact.
             torch.onnx.export(
-                module, (example,), str(temporary), dynamo=False, opset_version=opset,
-                input_names=["input"], output_names=["logits"], do_constant_folding=True,
+                module,
+                (example,),
+                str(temporary),
+                dynamo=False,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=["logits"],
+                do_constant_folding=True,
             )
         except Exception:  # removed or failing legacy exporter: fall back to torch.export
             torch.onnx.export(
-                module, (example,), str(temporary), dynamo=True, opset_version=max(opset, 18),
-                input_names=["input"], output_names=["logits"], external_data=False,
+                module,
+                (example,),
+                str(temporary),
+                dynamo=True,
+                opset_version=max(opset, 18),
+                input_names=["input"],
+                output_names=["logits"],
+                external_data=False,
             )
         onnx.checker.check_model(str(temporary))
     return Artifact(format="onnx", path=path, precision="fp32", input_shape=tuple(input_shape))
@@ -53,14 +65,22 @@ def convert_to_openvino(onnx_artifact: Artifact, *, path: Path) -> Artifact:
     """Convert an ONNX artifact to OpenVINO IR (.xml + .bin), keeping fp32 weights."""
     import openvino as ov
 
+    from edgeflow.backends.openvino import check_model_file, runtime_message
+
+    check_model_file(onnx_artifact)
     try:
         model = ov.convert_model(str(onnx_artifact.path))
     except Exception as exc:
-        raise ModelLoadError(f"{onnx_artifact.path}: OpenVINO cannot convert it: {str(exc).splitlines()[0]}") from None
+        raise ModelLoadError(
+            f"{onnx_artifact.path}: OpenVINO cannot convert it: {str(exc).splitlines()[0]}"
+        ) from None
     save_openvino(model, path=path)
     return Artifact(
-        format="openvino", path=path, precision=onnx_artifact.precision,
-        input_shape=onnx_artifact.input_shape, lineage=[*onnx_artifact.lineage, "onnx->openvino"],
+        format="openvino",
+        path=path,
+        precision=onnx_artifact.precision,
+        input_shape=onnx_artifact.input_shape,
+        lineage=[*onnx_artifact.lineage, "onnx->openvino"],
     )
 
 
@@ -81,6 +101,10 @@ def measure_parity(
     diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
     agreement = float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))
     return ParityStats(
-        reference=reference_name, runtime=runtime, samples=int(reference.shape[0]),
-        max_abs_diff=float(diff.max()), mean_abs_diff=float(diff.mean()), top1_agreement=agreement,
+        reference=reference_name,
+        runtime=runtime,
+        samples=int(reference.shape[0]),
+        max_abs_diff=float(diff.max()),
+        mean_abs_diff=float(diff.mean()),
+        top1_agreement=agreement,
     )

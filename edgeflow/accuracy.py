@@ -20,7 +20,9 @@ class AccuracyStats(BaseModel):
     runtime: str
 
 
-def collect_logits(compiled: Compiled, dataset: ImageDataset, *, max_samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def collect_logits(
+    compiled: Compiled, dataset: ImageDataset, *, max_samples: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Run every image (or the first ``max_samples``) through ``compiled``; logits and labels."""
     count = len(dataset) if max_samples is None else min(max_samples, len(dataset))
     if count == 0:
@@ -59,4 +61,6 @@ def evaluate_compiled(
     if labels.max() >= num_classes:
         raise ShapeError(f"the model has {num_classes} outputs but the data has label {int(labels.max())}")
     top1, top5 = topk_accuracy(logits, labels)
-    return AccuracyStats(top1=top1, top5=top5, samples=int(labels.size), split=split, runtime=compiled.backend)
+    return AccuracyStats(
+        top1=top1, top5=top5, samples=int(labels.size), split=split, runtime=compiled.backend
+    )

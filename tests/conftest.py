@@ -1,0 +1,98 @@
+"""Shared fixtures: tiny exported models, and automatic skips for hardware the machine lacks."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from edgeflow.artifact import Artifact
+from edgeflow.exporter import convert_to_openvino, export_onnx
+
+
+def _has_cuda() -> bool:
+    try:
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    skip_device = pytest.mark.skip(reason="needs a remote device (EDGEFLOW_TEST_DEVICE)")
+    for item in items:
+        if "gpu" in item.keywords and not _has_cuda():
+            item.add_marker(skip_gpu)
+        if "device" in item.keywords:
+            item.add_marker(skip_device)
+
+
+@pytest.fixture(autouse=True)
+def restore_rng_state():
+    """Tests may seed torch; put the global RNG back so test order never matters."""
+    state = torch.random.get_rng_state()
+    yield
+    torch.random.set_rng_state(state)
+
+
+class TinyNet(nn.Module):
+    """Conv(3->8, 3x3, stride 2) + BN + ReLU, global pool, Linear(8->10): MACs known by hand."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(torch.relu(self.bn(self.conv(x)))).flatten(1))
+
+
+@pytest.fixture(scope="session")
+def tiny_net() -> nn.Module:
+    torch.manual_seed(0)
+    return TinyNet().eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory, tiny_net: nn.Module) -> dict[str, Artifact]:
+    """The tiny net exported at 16 px to ONNX and to OpenVINO IR."""
+    folder = tmp_path_factory.mktemp("tiny")
+    onnx_artifact = export_onnx(tiny_net, input_shape=(1, 3, 16, 16), path=folder / "tiny.onnx")
+    openvino_artifact = convert_to_openvino(onnx_artifact, path=folder / "tiny.xml")
+    return {"onnx": onnx_artifact, "openvino": openvino_artifact}
+
+
+@pytest.fixture(scope="session")
+def mobilenet_artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Artifact]:
+    """An untrained mobilenet_v3_small (10 classes) at 32 px, as ONNX and IR."""
+    from edgeflow.models import create_model
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("mobilenet")
+    module = create_model("mobilenet_v3_small", num_classes=10).eval()
+    # Like a trained model: non-zero biases and batch-norm statistics (zero ones are folded away by export).
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, nn.BatchNorm2d):
+                layer.bias.uniform_(-0.1, 0.1)
+                layer.running_mean.uniform_(-0.1, 0.1)
+            elif getattr(layer, "bias", None) is not None:
+                layer.bias.uniform_(-0.1, 0.1)
+    onnx_artifact = export_onnx(module, input_shape=(1, 3, 32, 32), path=folder / "m.onnx")
+    openvino_artifact = convert_to_openvino(onnx_artifact, path=folder / "m.xml")
+    return {"onnx": onnx_artifact, "openvino": openvino_artifact, "module": module}
+
+
+@pytest.fixture
+def copy_of(tmp_path: Path):
+    def copy(path: Path) -> Path:
+        target = tmp_path / path.name
+        shutil.copy(path, target)
+        return target
+
+    return copy

@@ -1,0 +1,40 @@
+"""Accuracy through the runtime: top-k arithmetic, and agreement with torch on the same images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgeflow.accuracy import evaluate_compiled, topk_accuracy
+from edgeflow.backends import get_backend
+from edgeflow.data import load_data
+from edgeflow.device import RuntimeSettings
+from edgeflow.errors import ShapeError
+
+
+def test_topk_by_hand() -> None:
+    logits = np.array([[0.0, 1, 2, 3, 4, 5, 6], [6.0, 5, 4, 3, 2, 1, 0], [0.0, 1, 2, 3, 4, 5, 6]])
+    labels = np.array([6, 4, 0])
+    top1, top5 = topk_accuracy(logits, labels)
+    assert top1 == pytest.approx(1 / 3)
+    assert top5 == pytest.approx(2 / 3)  # label 4 ranks 5th in row 2; label 0 ranks last in row 3
+    assert topk_accuracy(logits[:, :5], np.array([4, 4, 0]))[1] is None
+
+
+def test_runtime_accuracy_matches_torch(mobilenet_artifacts) -> None:
+    data = load_data("digits", resolution=32)
+    compiled = get_backend("onnxruntime").compile(mobilenet_artifacts["onnx"], settings=RuntimeSettings())
+    stats = evaluate_compiled(compiled, data.test, max_samples=40)
+    assert stats.samples == 40 and stats.runtime == "onnxruntime" and stats.split == "test"
+    images = torch.stack([data.test[i][0] for i in range(40)])
+    labels = np.array([int(data.test[i][1]) for i in range(40)])
+    with torch.inference_mode():
+        expected = float((mobilenet_artifacts["module"](images).argmax(1).numpy() == labels).mean())
+    assert stats.top1 == pytest.approx(expected, abs=1 / 40)
+
+
+def test_data_of_wrong_size_is_refused(mobilenet_artifacts) -> None:
+    compiled = get_backend("onnxruntime").compile(mobilenet_artifacts["onnx"], settings=RuntimeSettings())
+    with pytest.raises(ShapeError, match=r"images of shape \(3, 48, 48\) but the model takes \(3, 32, 32\)"):
+        evaluate_compiled(compiled, load_data("digits", resolution=48).test)

@@ -1,0 +1,134 @@
+"""The CLI: listings, --json on stdout, and one clear line with exit code 2 for every user mistake."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgeflow.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def assert_one_line_error(result, pattern: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert pattern in lines[0], lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_listings_as_json() -> None:
+    models = json.loads(invoke("models", "--json").output)
+    names = {model["name"] for model in models}
+    assert {"mobilenet_v1", "mobilenet_v3_large", "resnet18", "efficientnet_b0", "shufflenet_v2_x1_0"} <= names
+    assert "mobilenetv3" in next(m for m in models if m["name"] == "mobilenet_v3_large")["aliases"]
+    assert [device["name"] for device in json.loads(invoke("devices", "--json").output)] == ["cpu"]
+    assert "demo" in {recipe["name"] for recipe in json.loads(invoke("recipes", "--json").output)}
+    assert "mobilenet_v3_large" in invoke("models").output
+
+
+def test_export_and_profile_and_eval(tmp_path: Path) -> None:
+    result = invoke(
+        "export", "mobilenet_v3_small", "--format", "openvino", "--resolution", "32", "--width", "0.5",
+        "--num-classes", "10", "--out", str(tmp_path), "--json",
+    )
+    assert result.exit_code == 0, result.output
+    exported = json.loads(result.stdout)
+    xml = Path(exported["path"])
+    assert xml.suffix == ".xml" and xml.with_suffix(".bin").exists() and exported["input_shape"] == [1, 3, 32, 32]
+    assert not list(tmp_path.glob("*.onnx"))  # the intermediate ONNX is not left behind
+
+    result = invoke("profile", str(xml), "--json", "-n", "20", "-t", "1", "--warmup", "2")
+    assert result.exit_code == 0, result.output
+    profiled = json.loads(result.stdout)
+    assert profiled["measured"] is True and profiled["latency_ms"]["iterations"] == 20
+    assert profiled["backend"] == "openvino" and profiled["execution_precision"] in {"f32", "bf16"}
+
+    result = invoke("profile", str(xml), "-n", "5", "-t", "1")
+    assert result.exit_code == 0 and "p50" in result.output and "measured" in result.output
+
+    result = invoke("eval", str(xml), "--data", "digits", "--max-samples", "20", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["samples"] == 20
+
+
+def test_unknown_names() -> None:
+    assert_one_line_error(invoke("optimize", "mobilenet_v9"), "unknown model 'mobilenet_v9'")
+    assert_one_line_error(invoke("optimize", "mobilenetv3", "--device", "jetsn"), "unknown device 'jetsn'")
+    assert_one_line_error(invoke("optimize", "mobilenetv3", "--recipe", "nope"), "unknown recipe 'nope'")
+    assert_one_line_error(invoke("eval", "x.onnx", "--data", "mnist"), "not found")
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    fake_onnx = tmp_path / "fake.onnx"
+    fake_onnx.write_text("not a model")
+    assert_one_line_error(invoke("profile", str(fake_onnx)), "fake.onnx")
+    assert_one_line_error(invoke("optimize", str(fake_onnx), "--out", str(tmp_path / "o")), "not a valid ONNX model")
+
+    not_checkpoint = tmp_path / "weights.pt"
+    not_checkpoint.write_bytes(os.urandom(256))
+    result = invoke("optimize", str(not_checkpoint), "--arch", "mobilenet_v3_small", "--out", str(tmp_path / "o"))
+    assert_one_line_error(result, "weights.pt")
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"state_dict": Payload()}))
+    result = invoke("optimize", str(evil), "--arch", "mobilenet_v3_small", "--out", str(tmp_path / "o"))
+    assert_one_line_error(result, "evil.pt")
+    assert not marker.exists()
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_recipe_file(tmp_path: Path) -> None:
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text("name: mine\nvariants: [{name: a, backend: openvino}]\nprofile: {iterashuns: 3}\n")
+    assert_one_line_error(invoke("optimize", "mobilenetv3", "--recipe", str(recipe)), "unknown key 'profile.iterashuns'")
+
+
+def test_unwritable_output(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("I am a file")
+    result = invoke("optimize", "mobilenet_v3_small", "--recipe", "quick", "--out", str(blocker / "sub" / "out"))
+    assert_one_line_error(result, "cannot create output folder")
+    result = invoke("export", "mobilenet_v3_small", "--out", str(blocker))
+    assert_one_line_error(result, "cannot create output folder")
+
+
+def test_wrong_resolution(tmp_path: Path) -> None:
+    assert_one_line_error(invoke("export", "mobilenet_v3_small", "--resolution", "16", "--out", str(tmp_path)), "16")
+    assert_one_line_error(invoke("export", "resnet18", "--width", "0.5", "--out", str(tmp_path)), "width multiplier")
+
+
+def test_real_entry_point_prints_one_line(tmp_path: Path) -> None:
+    fake = tmp_path / "fake.xml"
+    fake.write_text("<net>")
+    fake.with_suffix(".bin").write_bytes(b"")
+    completed = subprocess.run(
+        [sys.executable, "-m", "edgeflow.cli", "profile", str(fake)], capture_output=True, text=True, check=False
+    )
+    assert completed.returncode == 2
+    assert completed.stdout == ""
+    assert completed.stderr.count("\n") == 1 and completed.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize("command", ["optimize", "export", "profile", "eval", "models", "devices", "recipes"])
+def test_every_command_has_help(command: str) -> None:
+    result = invoke(command, "--help")
+    assert result.exit_code == 0 and "Usage" in result.output

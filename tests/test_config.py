@@ -1,0 +1,85 @@
+"""Recipes and devices: every shipped file loads; bad files fail with the file and key named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgeflow.config import PROJECT_ROOT
+from edgeflow.device import list_devices, load_device
+from edgeflow.errors import ConfigError, UnknownNameError
+from edgeflow.recipe import list_recipes, load_recipe
+
+
+@pytest.mark.parametrize("path", sorted((PROJECT_ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_recipe_loads(path: Path) -> None:
+    recipe = load_recipe(path.stem)
+    assert recipe.name == path.stem
+    assert load_recipe(path) == recipe  # by path too
+
+
+@pytest.mark.parametrize("path", sorted((PROJECT_ROOT / "devices").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_device_loads(path: Path) -> None:
+    device = load_device(path.stem)
+    assert device.name == path.stem and device.runtimes
+
+
+def test_listings_cover_the_folders() -> None:
+    assert {"default", "demo", "quick"} <= {recipe.name for recipe in list_recipes()}
+    assert "cpu" in {device.name for device in list_devices()}
+
+
+def test_unknown_key_names_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\nvariants: [{name: a, backend: openvino}]\ntrain: {epochs: 1, epocs: 2}\n")
+    with pytest.raises(ConfigError, match=r"mine\.yaml.*unknown key 'train\.epocs'"):
+        load_recipe(path)
+
+
+def test_wrong_type_names_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\nvariants: [{name: a, backend: openvino}]\nprofile: {iterations: many}\n")
+    with pytest.raises(ConfigError, match=r"mine\.yaml.*key 'profile\.iterations'"):
+        load_recipe(path)
+
+
+def test_int8_outside_openvino_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\nvariants: [{name: a, backend: onnxruntime, precision: int8}]\n")
+    with pytest.raises(ConfigError, match="openvino backend only"):
+        load_recipe(path)
+
+
+def test_duplicate_variant_names(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\nvariants: [{name: a, backend: openvino}, {name: a, backend: torch}]\n")
+    with pytest.raises(ConfigError, match="duplicate variant names: a"):
+        load_recipe(path)
+
+
+def test_invalid_yaml_and_non_mapping(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_recipe(broken)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("just a string\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_device(scalar)
+
+
+def test_unknown_names_and_missing_files() -> None:
+    with pytest.raises(UnknownNameError, match="unknown recipe 'nope'.*default"):
+        load_recipe("nope")
+    with pytest.raises(UnknownNameError, match="unknown device 'jetsn'"):
+        load_device("jetsn")
+    with pytest.raises(ConfigError, match="device file not found"):
+        load_device("missing/dev.yaml")
+
+
+def test_device_unknown_runtime(tmp_path: Path) -> None:
+    path = tmp_path / "dev.yaml"
+    path.write_text("name: dev\nruntimes: [tflite]\nprecisions: [fp32]\n")
+    with pytest.raises(ConfigError, match=r"dev\.yaml.*runtimes\.0"):
+        load_device(path)

@@ -1,0 +1,79 @@
+"""The timing loop, statistics, memory probe and graph-based cost counting."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from edgeflow.measure import artifact_cost
+from edgeflow.profiling import LatencyStats, MemoryProbe, time_runner
+from edgeflow.recipe import ProfileConfig
+
+
+def test_statistics_from_known_samples() -> None:
+    samples_ns = np.array([1, 2, 3, 4, 100], dtype=np.int64) * 1_000_000
+    stats = LatencyStats.from_samples(samples_ns, cold_ns=50_000_000, warmup=3, batch=1)
+    assert stats.p50 == pytest.approx(3.0)
+    assert stats.min == 1.0 and stats.max == 100.0 and stats.mean == pytest.approx(22.0)
+    assert stats.cold == 50.0 and stats.iterations == 5 and stats.warmup == 3
+    assert stats.throughput_fps == pytest.approx(1000 / 22.0)
+    assert stats.p90 > stats.p50 and stats.p99 >= stats.p90
+
+
+def test_loop_bounded_by_count() -> None:
+    calls = []
+    samples, cold = time_runner(
+        lambda: calls.append(1), config=ProfileConfig(warmup=4, iterations=25, max_seconds=60)
+    )
+    assert len(samples) == 25 and len(calls) == 1 + 4 + 25 and cold > 0
+
+
+def test_loop_bounded_by_time_and_timing_is_real() -> None:
+    config = ProfileConfig(warmup=0, iterations=10_000, max_seconds=0.2, min_iterations=3)
+    samples, _ = time_runner(lambda: time.sleep(0.01), config=config)
+    assert 3 <= len(samples) <= 25  # ~0.2 s of 10 ms calls
+    assert np.median(samples) / 1e6 == pytest.approx(10.0, rel=0.5)
+
+
+def test_minimum_iterations_even_past_time() -> None:
+    config = ProfileConfig(warmup=0, iterations=100, max_seconds=0.001, min_iterations=5)
+    samples, _ = time_runner(lambda: time.sleep(0.002), config=config)
+    assert len(samples) == 5
+
+
+def test_memory_probe_sees_an_allocation() -> None:
+    probe = MemoryProbe()
+    probe.start()
+    with probe.phase("load"):
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB touched, then freed
+        del block
+    with probe.phase("run"):
+        pass
+    stats = probe.stats()
+    if not probe.available:
+        pytest.skip("peak RSS cannot be reset on this kernel")
+    assert stats.load_peak_mb >= 60
+    assert stats.run_peak_mb < 32
+
+
+def test_cost_of_tiny_net_matches_hand_count(tiny_artifacts) -> None:
+    # conv: output 8 x 8 x 8 (16 px, stride 2), 3 x 3 x 3 per output -> 512 * 27 = 13824; fc: 8 x 10 = 80
+    for artifact in tiny_artifacts.values():
+        cost = artifact_cost(artifact)
+        assert cost.macs == 13824 + 80
+        # conv weights 216 + folded bias 8, fc weights 80 + bias 10
+        assert cost.params == 216 + 8 + 80 + 10
+
+
+def test_cost_of_mobilenet_close_to_torch_count(mobilenet_artifacts) -> None:
+    from edgeflow.models import count_parameters
+
+    cost = artifact_cost(mobilenet_artifacts["openvino"])
+    module = mobilenet_artifacts["module"]
+    # Export folds each batch norm (weight and bias per channel) into one bias per channel.
+    folded = sum(layer.num_features for layer in module.modules() if isinstance(layer, torch.nn.BatchNorm2d))
+    assert cost.params == count_parameters(module) - folded
+    assert cost.macs > 0
