@@ -61,6 +61,4 @@ def evaluate_compiled(
     if labels.max() >= num_classes:
         raise ShapeError(f"the model has {num_classes} outputs but the data has label {int(labels.max())}")
     top1, top5 = topk_accuracy(logits, labels)
-    return AccuracyStats(
-        top1=top1, top5=top5, samples=int(labels.size), split=split, runtime=compiled.backend
-    )
+    return AccuracyStats(top1=top1, top5=top5, samples=int(labels.size), split=split, runtime=compiled.backend)

@@ -104,9 +104,7 @@ def optimize(
                 recipe=recipe_spec,
                 stage=stage,
             )
-            records.append(
-                _measure_variant(variant, artifact, onnx_artifact, splits, device_spec, recipe_spec, stage)
-            )
+            records.append(_measure_variant(variant, artifact, onnx_artifact, splits, device_spec, recipe_spec, stage))
         _mark_baseline_and_recommendation(records)
         report = Report(
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -134,18 +132,14 @@ def optimize(
     return report
 
 
-def _load_model_and_data(
-    model: str, *, arch: str | None, data: str, recipe: Recipe
-) -> tuple[ModelSource, DataSplits]:
+def _load_model_and_data(model: str, *, arch: str | None, data: str, recipe: Recipe) -> tuple[ModelSource, DataSplits]:
     """A file fixes its own class count; a registry model is built for the data set's classes."""
     scale = {"width": recipe.model.width, "resolution": recipe.model.resolution}
     if looks_like_file(model):
         source = resolve_model(model, arch=arch, **scale)
         splits = load_data(data, resolution=source.resolution, seed=recipe.seed)
         if source.num_classes is not None and source.num_classes != splits.num_classes:
-            raise DataError(
-                f"{model} predicts {source.num_classes} classes but {data} has {splits.num_classes}"
-            )
+            raise DataError(f"{model} predicts {source.num_classes} classes but {data} has {splits.num_classes}")
         return source, splits
     info = model_info(model)
     resolution = recipe.model.resolution or info.default_resolution
@@ -162,14 +156,10 @@ def _check_variants_fit_device(variants: list[VariantSpec], device: DeviceSpec) 
                 f"(it has: {', '.join(device.runtimes)})"
             )
         if variant.precision not in device.precisions:
-            raise ConfigError(
-                f"variant {variant.name}: device {device.name} does not support {variant.precision}"
-            )
+            raise ConfigError(f"variant {variant.name}: device {device.name} does not support {variant.precision}")
 
 
-def _train_if_needed(
-    source: ModelSource, splits: DataSplits, recipe: Recipe, progress: Progress
-) -> TrainStats | None:
+def _train_if_needed(source: ModelSource, splits: DataSplits, recipe: Recipe, progress: Progress) -> TrainStats | None:
     if source.trained or source.module is None:
         return None
     progress.stage(f"train {source.name} on {splits.name} ({recipe.train.epochs} epochs): it has no weights")
@@ -296,9 +286,7 @@ def _mark_baseline_and_recommendation(records: list[VariantRecord]) -> None:
     for record in records:
         record.speedup_vs_baseline = round(baseline / record.latency_ms.p50, 3)
     best_top1 = max(record.accuracy.top1 for record in records)
-    eligible = [
-        record for record in records if record.accuracy.top1 >= best_top1 - 0.01 and record.backend != "torch"
-    ]
+    eligible = [record for record in records if record.accuracy.top1 >= best_top1 - 0.01 and record.backend != "torch"]
     min(eligible or records, key=lambda record: record.latency_ms.p50).recommended = True
 
 

@@ -25,9 +25,7 @@ console = Console(width=None if sys.stdout.isatty() else 200)
 error_console = Console(stderr=True)
 
 JsonOption = typer.Option(False, "--json", help="print machine-readable results on stdout")
-DeviceOption = typer.Option(
-    "cpu", "--device", "-d", help="device name (edgeflow devices) or a device YAML file"
-)
+DeviceOption = typer.Option("cpu", "--device", "-d", help="device name (edgeflow devices) or a device YAML file")
 
 
 @contextlib.contextmanager
@@ -71,9 +69,7 @@ def optimize(
         "default", "--recipe", "-r", help="recipe name (edgeflow recipes) or a recipe YAML file"
     ),
     data: str | None = typer.Option(None, "--data", help="digits, digits-hard, or an ImageFolder directory"),
-    out: Path = typer.Option(
-        Path("reports/latest"), "--out", "-o", help="report folder (replaced on success)"
-    ),
+    out: Path = typer.Option(Path("reports/latest"), "--out", "-o", help="report folder (replaced on success)"),
     arch: str | None = typer.Option(None, "--arch", help="architecture of a checkpoint file"),
     as_json: bool = JsonOption,
 ) -> None:
@@ -210,9 +206,7 @@ def evaluate(
     from edgeflow.api import evaluate as run_evaluate
 
     stats = _run(
-        lambda: run_evaluate(
-            artifact, data=data, device=device, backend=backend, split=split, max_samples=max_samples
-        )
+        lambda: run_evaluate(artifact, data=data, device=device, backend=backend, split=split, max_samples=max_samples)
     )
     if as_json:
         _print_json(stats.model_dump(mode="json"))
@@ -275,9 +269,7 @@ def devices(as_json: bool = JsonOption) -> None:
     for column in ("name", "transport", "runtimes", "precisions", "description"):
         table.add_column(column)
     for spec in specs:
-        table.add_row(
-            spec.name, spec.transport, ", ".join(spec.runtimes), ", ".join(spec.precisions), spec.description
-        )
+        table.add_row(spec.name, spec.transport, ", ".join(spec.runtimes), ", ".join(spec.precisions), spec.description)
     console.print(table)
 
 

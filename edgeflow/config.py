@@ -68,9 +68,7 @@ def find_named_file(name_or_path: str, *, folder: str, kind: str) -> Path:
     if builtin.is_file():
         return builtin
     known = ", ".join(list_named_files(folder)) or "none"
-    raise UnknownNameError(
-        f"unknown {kind} {name_or_path!r} (built-in: {known}; or give a path to a .yaml file)"
-    )
+    raise UnknownNameError(f"unknown {kind} {name_or_path!r} (built-in: {known}; or give a path to a .yaml file)")
 
 
 def list_named_files(folder: str) -> list[str]:

@@ -71,9 +71,8 @@ def convert_to_openvino(onnx_artifact: Artifact, *, path: Path) -> Artifact:
     try:
         model = ov.convert_model(str(onnx_artifact.path))
     except Exception as exc:
-        raise ModelLoadError(
-            f"{onnx_artifact.path}: OpenVINO cannot convert it: {str(exc).splitlines()[0]}"
-        ) from None
+        message = runtime_message(exc)
+        raise ModelLoadError(f"{onnx_artifact.path}: OpenVINO cannot convert it: {message}") from None
     save_openvino(model, path=path)
     return Artifact(
         format="openvino",
@@ -94,9 +93,7 @@ def save_openvino(model, *, path: Path) -> None:
         temporary_xml.with_suffix(".bin").replace(bin_path)
 
 
-def measure_parity(
-    reference: np.ndarray, candidate: np.ndarray, *, reference_name: str, runtime: str
-) -> ParityStats:
+def measure_parity(reference: np.ndarray, candidate: np.ndarray, *, reference_name: str, runtime: str) -> ParityStats:
     """Compare two stacks of logits (N x classes)."""
     diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
     agreement = float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))

@@ -37,9 +37,7 @@ def choose_backend(artifact: Artifact, device: DeviceSpec, backend: str | None) 
     if backend is not None:
         name = get_backend(backend).name
         if name not in device.runtimes:
-            raise ConfigError(
-                f"device {device.name} has no {name} runtime (it has: {', '.join(device.runtimes)})"
-            )
+            raise ConfigError(f"device {device.name} has no {name} runtime (it has: {', '.join(device.runtimes)})")
         if artifact.format not in get_backend(name).formats:
             raise ConfigError(f"the {name} backend cannot run {artifact.format} artifacts")
         return name

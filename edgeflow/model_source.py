@@ -88,9 +88,7 @@ def resolve_model(
 def _onnx_source(path: Path, *, width: float, resolution: int | None) -> ModelSource:
     proto = load_onnx(path)
     if width != 1.0:
-        raise ConfigError(
-            f"{path}: the width multiplier needs a torch model; an ONNX file has fixed channels"
-        )
+        raise ConfigError(f"{path}: the width multiplier needs a torch model; an ONNX file has fixed channels")
     dims = [dim.dim_value for dim in proto.graph.input[0].type.tensor_type.shape.dim]
     if len(dims) != 4 or dims[2] <= 0 or dims[2] != dims[3] or dims[1] != 3:
         raise ShapeError(f"{path}: expected a square 3-channel NCHW input with a fixed size, got {dims}")

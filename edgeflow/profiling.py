@@ -87,9 +87,7 @@ def time_inference(compiled: Compiled, *, config: ProfileConfig, seed: int = 0) 
     batch = np.random.default_rng(seed).standard_normal(compiled.input_shape).astype(np.float32)
     run_once = compiled.bind(batch)
     samples, cold_ns = time_runner(run_once, config=config)
-    return LatencyStats.from_samples(
-        samples, cold_ns=cold_ns, warmup=config.warmup, batch=compiled.input_shape[0]
-    )
+    return LatencyStats.from_samples(samples, cold_ns=cold_ns, warmup=config.warmup, batch=compiled.input_shape[0])
 
 
 class MemoryStats(BaseModel):
@@ -178,19 +176,13 @@ def count_cost(artifact_model) -> CostStats:
     """
     macs = 0
     params = 0
-    batch = (
-        max(1, _shape(artifact_model.inputs[0])[0])
-        if artifact_model.inputs[0].get_partial_shape().is_static
-        else 1
-    )
+    batch = max(1, _shape(artifact_model.inputs[0])[0]) if artifact_model.inputs[0].get_partial_shape().is_static else 1
     for op in artifact_model.get_ordered_ops():
         kind = op.get_type_name()
         if kind in _CONVOLUTIONS:
             out_elements = int(np.prod(_shape(op.output(0))))
             weights = _shape(op.input_value(1))
-            per_output = (
-                int(np.prod(weights[-3:])) if kind == "GroupConvolution" else int(np.prod(weights[1:]))
-            )
+            per_output = int(np.prod(weights[-3:])) if kind == "GroupConvolution" else int(np.prod(weights[1:]))
             macs += out_elements * per_output
         elif kind == "MatMul":
             a_shape = _shape(op.input_value(0))

@@ -14,9 +14,7 @@ class ModelConfig(StrictModel):
     """How the network is scaled before anything else (MobileNet width and resolution multipliers)."""
 
     width: float = Field(default=1.0, gt=0, le=4, description="width multiplier alpha")
-    resolution: int | None = Field(
-        default=None, ge=8, le=2048, description="input side; None = model default"
-    )
+    resolution: int | None = Field(default=None, ge=8, le=2048, description="input side; None = model default")
 
 
 class TrainConfig(StrictModel):

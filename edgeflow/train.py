@@ -49,9 +49,7 @@ def recalibrate_batchnorm(
         layer.reset_running_stats()
         layer.momentum = None  # cumulative moving average
     model.train()
-    for index, (images, _labels) in enumerate(
-        make_loader(dataset, batch_size=batch_size, shuffle=True, seed=seed)
-    ):
+    for index, (images, _labels) in enumerate(make_loader(dataset, batch_size=batch_size, shuffle=True, seed=seed)):
         if index >= batches:
             break
         model(images)

@@ -48,12 +48,7 @@ def test_report_json_has_every_field(quick_run) -> None:
         assert 0.0 <= variant["accuracy"]["top1"] <= 1.0 and variant["accuracy"]["split"] == "test"
         latency = variant["latency_ms"]
         assert 0 < latency["min"] <= latency["p50"] <= latency["p90"] <= latency["max"]
-        assert (
-            latency["mean"] > 0
-            and variant["size_bytes"] > 0
-            and variant["params"] > 0
-            and variant["macs"] > 0
-        )
+        assert latency["mean"] > 0 and variant["size_bytes"] > 0 and variant["params"] > 0 and variant["macs"] > 0
         assert (out / variant["artifact"]).exists()
         assert variant["execution_precision"] in {"f32", "bf16", "f16", "int8"}
     assert sum(variant["recommended"] for variant in data["variants"]) == 1

@@ -22,9 +22,7 @@ def test_registry_is_lazy_and_complete() -> None:
     assert BACKENDS.resolve("ov") == "openvino"
 
 
-@pytest.mark.parametrize(
-    "backend,key", [("openvino", "openvino"), ("openvino", "onnx"), ("onnxruntime", "onnx")]
-)
+@pytest.mark.parametrize("backend,key", [("openvino", "openvino"), ("openvino", "onnx"), ("onnxruntime", "onnx")])
 def test_backends_agree_with_torch(tiny_artifacts, tiny_net, backend: str, key: str) -> None:
     compiled = get_backend(backend).compile(tiny_artifacts[key], settings=F32)
     batch = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)

@@ -41,8 +41,19 @@ def test_listings_as_json() -> None:
 
 def test_export_and_profile_and_eval(tmp_path: Path) -> None:
     result = invoke(
-        "export", "mobilenet_v3_small", "--format", "openvino", "--resolution", "32", "--width", "0.5",
-        "--num-classes", "10", "--out", str(tmp_path), "--json",
+        "export",
+        "mobilenet_v3_small",
+        "--format",
+        "openvino",
+        "--resolution",
+        "32",
+        "--width",
+        "0.5",
+        "--num-classes",
+        "10",
+        "--out",
+        str(tmp_path),
+        "--json",
     )
     assert result.exit_code == 0, result.output
     exported = json.loads(result.stdout)
@@ -99,7 +110,9 @@ def test_bad_files(tmp_path: Path) -> None:
 def test_bad_recipe_file(tmp_path: Path) -> None:
     recipe = tmp_path / "mine.yaml"
     recipe.write_text("name: mine\nvariants: [{name: a, backend: openvino}]\nprofile: {iterashuns: 3}\n")
-    assert_one_line_error(invoke("optimize", "mobilenetv3", "--recipe", str(recipe)), "unknown key 'profile.iterashuns'")
+    assert_one_line_error(
+        invoke("optimize", "mobilenetv3", "--recipe", str(recipe)), "unknown key 'profile.iterashuns'"
+    )
 
 
 def test_unwritable_output(tmp_path: Path) -> None:

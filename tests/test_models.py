@@ -208,10 +208,7 @@ def test_load_checkpoint_infers_classes_for_other_heads(tmp_path: Path) -> None:
 def test_load_checkpoint_accepts_old_densenet_keys(tmp_path: Path) -> None:
     model = create_model("densenet121", num_classes=3)
     # torchvision's published DenseNet weights name "norm1" as "norm.1" (pre-0.4 module names).
-    old = {
-        re.sub(r"(denselayer\d+\.(?:norm|relu|conv))(\d)", r"\1.\2", k): v
-        for k, v in model.state_dict().items()
-    }
+    old = {re.sub(r"(denselayer\d+\.(?:norm|relu|conv))(\d)", r"\1.\2", k): v for k, v in model.state_dict().items()}
     assert any(".norm.1." in key for key in old)
     path = tmp_path / "densenet.pth"
     torch.save(old, path)
@@ -278,9 +275,7 @@ def test_load_checkpoint_not_a_state_dict(tmp_path: Path) -> None:
 
 def _export_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path) -> None:
     with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore", DeprecationWarning
-        )  # the TorchScript exporter is deprecated, not gone
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated, not gone
         try:
             torch.onnx.export(module.eval(), args, str(path), dynamo=False)
         except TypeError:  # torch without the dynamo switch

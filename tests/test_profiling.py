@@ -25,9 +25,7 @@ def test_statistics_from_known_samples() -> None:
 
 def test_loop_bounded_by_count() -> None:
     calls = []
-    samples, cold = time_runner(
-        lambda: calls.append(1), config=ProfileConfig(warmup=4, iterations=25, max_seconds=60)
-    )
+    samples, cold = time_runner(lambda: calls.append(1), config=ProfileConfig(warmup=4, iterations=25, max_seconds=60))
     assert len(samples) == 25 and len(calls) == 1 + 4 + 25 and cold > 0
 
 

@@ -54,9 +54,7 @@ def test_int8_outputs_track_float(mobilenet_artifacts, int8_artifact, digits32) 
 
 def test_already_quantized_is_refused(int8_artifact, digits32, tmp_path: Path) -> None:
     with pytest.raises(ShapeError, match="already quantized"):
-        quantize_openvino(
-            int8_artifact, calibration=digits32.train, config=QuantizeConfig(), path=tmp_path / "x.xml"
-        )
+        quantize_openvino(int8_artifact, calibration=digits32.train, config=QuantizeConfig(), path=tmp_path / "x.xml")
     assert not (tmp_path / "x.xml").exists()
 
 

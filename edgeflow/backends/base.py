@@ -39,9 +39,7 @@ class Compiled(ABC):
 
     def check_shape(self, batch: np.ndarray) -> np.ndarray:
         if tuple(batch.shape) != tuple(self.input_shape):
-            raise ShapeError(
-                f"input shape {tuple(batch.shape)} does not match the model's {tuple(self.input_shape)}"
-            )
+            raise ShapeError(f"input shape {tuple(batch.shape)} does not match the model's {tuple(self.input_shape)}")
         return np.ascontiguousarray(batch, dtype=np.float32)
 
 

@@ -62,10 +62,8 @@ class OnnxRuntimeBackend(Backend):
         try:
             session = ort.InferenceSession(str(artifact.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-            raise ModelLoadError(
-                f"{artifact.path}: ONNX Runtime cannot load this model: {first_line}"
-            ) from None
+            message = runtime_message(exc)
+            raise ModelLoadError(f"{artifact.path}: ONNX Runtime cannot load this model: {message}") from None
         inputs = session.get_inputs()
         if len(inputs) != 1:
             raise ModelLoadError(f"{artifact.path}: expected one input, found {len(inputs)}")

@@ -119,9 +119,7 @@ class OpenVINOBackend(Backend):
             input_shape=shape,
             settings={
                 "device": "CPU",
-                "performance_hint": str(compiled_model.get_property("PERFORMANCE_HINT"))
-                .split(".")[-1]
-                .lower(),
+                "performance_hint": str(compiled_model.get_property("PERFORMANCE_HINT")).split(".")[-1].lower(),
                 "threads": int(compiled_model.get_property("INFERENCE_NUM_THREADS")),
                 "streams": int(compiled_model.get_property("NUM_STREAMS")),
                 "execution_precision": _type_name(compiled_model.get_property("INFERENCE_PRECISION_HINT")),

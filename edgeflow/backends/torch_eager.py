@@ -50,9 +50,7 @@ class TorchEagerBackend(Backend):
         import torch
 
         if artifact.module is None:
-            raise ModelLoadError(
-                "the torch backend needs a model built in this process (model name or --arch)"
-            )
+            raise ModelLoadError("the torch backend needs a model built in this process (model name or --arch)")
         if settings.threads is not None:
             torch.set_num_threads(settings.threads)
         if artifact.input_shape is None:

@@ -37,9 +37,7 @@ def quantize_openvino(
         raise DataError("calibration needs at least one image from the train split")
     sample_shape = tuple(subset[0][0].shape)
     if (1, *sample_shape) != shape:
-        raise ShapeError(
-            f"calibration images have shape {(1, *sample_shape)} but {artifact.path} takes {shape}"
-        )
+        raise ShapeError(f"calibration images have shape {(1, *sample_shape)} but {artifact.path} takes {shape}")
 
     def transform(item) -> np.ndarray:
         image, _label = item

@@ -36,9 +36,7 @@ def load_image_folder(directory: str | Path, *, resolution: int, seed: int = 0) 
     has_train, has_test = (root / "train").is_dir(), (root / "test").is_dir()
     if has_train != has_test:
         present, missing = ("train", "test") if has_train else ("test", "train")
-        raise DataError(
-            f"{root} has a {present}/ folder but no {missing}/ folder; give both, or one folder per class"
-        )
+        raise DataError(f"{root} has a {present}/ folder but no {missing}/ folder; give both, or one folder per class")
 
     if has_train:
         folders = {"train": root / "train", "test": root / "test"}
@@ -49,18 +47,11 @@ def load_image_folder(directory: str | Path, *, resolution: int, seed: int = 0) 
         class_names = sorted(listings["train"])
         for split, listing in listings.items():
             if sorted(listing) != class_names:
-                raise DataError(
-                    _class_mismatch(folders["train"], folders[split], class_names, sorted(listing))
-                )
-        data = {
-            split: _read_split(listing, class_names, resolution=resolution)
-            for split, listing in listings.items()
-        }
+                raise DataError(_class_mismatch(folders["train"], folders[split], class_names, sorted(listing)))
+        data = {split: _read_split(listing, class_names, resolution=resolution) for split, listing in listings.items()}
         if "holdout" not in data:
             images, labels = data["train"]
-            train, holdout = split_each_class(
-                labels.numpy(), fractions=(0.85, 0.15), seed=seed, names=class_names
-            )
+            train, holdout = split_each_class(labels.numpy(), fractions=(0.85, 0.15), seed=seed, names=class_names)
             data["train"], data["holdout"] = (
                 (images[train], labels[train]),
                 (images[holdout], labels[holdout]),
@@ -71,8 +62,7 @@ def load_image_folder(directory: str | Path, *, resolution: int, seed: int = 0) 
         images, labels = _read_split(listing, class_names, resolution=resolution)
         parts = split_each_class(labels.numpy(), fractions=(0.7, 0.15, 0.15), seed=seed, names=class_names)
         data = {
-            split: (images[part], labels[part])
-            for split, part in zip(("train", "holdout", "test"), parts, strict=True)
+            split: (images[part], labels[part]) for split, part in zip(("train", "holdout", "test"), parts, strict=True)
         }
 
     datasets = {
@@ -97,9 +87,7 @@ def _list_images(folder: Path) -> dict[str, list[Path]]:
             and not any(part.startswith(".") for part in path.relative_to(class_folder).parts)
         )
         if not files:
-            raise DataError(
-                f"class folder {class_folder} has no images (looked for {', '.join(IMAGE_SUFFIXES)})"
-            )
+            raise DataError(f"class folder {class_folder} has no images (looked for {', '.join(IMAGE_SUFFIXES)})")
         listing[class_folder.name] = files
     return listing
 

@@ -56,8 +56,7 @@ class ImageDataset(Dataset):
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3):
             raise ValueError(
-                f"images must be uint8 N x C x H x W with C in (1, 3), got {images.dtype} "
-                f"{tuple(images.shape)}"
+                f"images must be uint8 N x C x H x W with C in (1, 3), got {images.dtype} {tuple(images.shape)}"
             )
         if labels.shape != (images.shape[0],):
             raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")

@@ -30,9 +30,7 @@ _DENSENET_OLD_KEY = re.compile(
 _UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
-def load_checkpoint(
-    path: str | Path, *, arch: str, width: float = 1.0, num_classes: int | None = None
-) -> nn.Module:
+def load_checkpoint(path: str | Path, *, arch: str, width: float = 1.0, num_classes: int | None = None) -> nn.Module:
     """Build ``arch`` and load a local PyTorch checkpoint into it, never unpickling code.
 
     The file is read with ``torch.load(..., weights_only=True)``. It may hold a bare state_dict or a dict
@@ -127,15 +125,11 @@ def classifier_weight_key(arch: str, *, width: float = 1.0) -> str:
             probe = create_model(arch, num_classes=sentinel, width=width)
     except (RuntimeError, NotImplementedError):
         probe = create_model(arch, num_classes=sentinel, width=width)
-    keys = [
-        name for name, p in probe.named_parameters() if name.endswith("weight") and p.shape[0] == sentinel
-    ]
+    keys = [name for name, p in probe.named_parameters() if name.endswith("weight") and p.shape[0] == sentinel]
     return keys[-1]
 
 
-def _check_match(
-    model: nn.Module, state_dict: dict[str, torch.Tensor], *, path: Path, arch: str, width: float
-) -> None:
+def _check_match(model: nn.Module, state_dict: dict[str, torch.Tensor], *, path: Path, arch: str, width: float) -> None:
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state_dict if k not in expected]
@@ -149,14 +143,10 @@ def _check_match(
     )
     if missing or unexpected or mismatch:
         details = f"{len(missing)} keys missing (e.g. {missing[0]})" if missing else "0 keys missing"
-        details += (
-            f", {len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else ", 0 unexpected"
-        )
+        details += f", {len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else ", 0 unexpected"
         if mismatch:
             details += f", first shape mismatch {mismatch}"
-        raise ModelLoadError(
-            f"{path} does not match {arch} at width {width:g}: {details}; check --arch and --width"
-        )
+        raise ModelLoadError(f"{path} does not match {arch} at width {width:g}: {details}; check --arch and --width")
 
 
 def load_onnx(path: str | Path) -> onnx.ModelProto:
@@ -169,9 +159,7 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
 
     path = Path(path)
     if not path.is_file():
-        raise ModelLoadError(
-            f"ONNX model {path} not found" + (" (it is a directory)" if path.is_dir() else "")
-        )
+        raise ModelLoadError(f"ONNX model {path} not found" + (" (it is a directory)" if path.is_dir() else ""))
     try:
         model = onnx.load(str(path))
         onnx.checker.check_model(str(path))  # by path, so models over 2 GB with external data work

@@ -66,9 +66,7 @@ def validate_width(info: ModelInfo, width: float) -> None:
     if not 0.0 < width <= MAX_WIDTH:
         raise ConfigError(f"width multiplier must be in (0, {MAX_WIDTH:g}], got {width:g}")
     if width != 1.0 and not info.supports_width:
-        raise ConfigError(
-            f"{info.name} has no width multiplier; families with one: {', '.join(WIDTH_FAMILIES)}"
-        )
+        raise ConfigError(f"{info.name} has no width multiplier; families with one: {', '.join(WIDTH_FAMILIES)}")
 
 
 def validate_resolution(info: ModelInfo, resolution: int) -> None:
@@ -89,9 +87,7 @@ def validate_resolution(info: ModelInfo, resolution: int) -> None:
             f"(its downsampling), got {resolution}"
         )
     if resolution > MAX_RESOLUTION:
-        raise ShapeError(
-            f"resolution {resolution} is above the {MAX_RESOLUTION}-pixel limit; use a smaller side"
-        )
+        raise ShapeError(f"resolution {resolution} is above the {MAX_RESOLUTION}-pixel limit; use a smaller side")
 
 
 def build_scaled_torchvision(name: str, *, family: str, num_classes: int, width: float) -> nn.Module:
@@ -120,9 +116,7 @@ def _efficientnet(name: str, *, num_classes: int, width: float) -> nn.Module:
     width_mult, depth_mult, dropout, tf_batchnorm = _EFFICIENTNET_COEFFICIENTS[name]
     setting, last_channel = _efficientnet_conf(name, width_mult=width_mult * width, depth_mult=depth_mult)
     norm_layer = partial(nn.BatchNorm2d, eps=0.001, momentum=0.01) if tf_batchnorm else None
-    return tvm.EfficientNet(
-        setting, dropout, last_channel=last_channel, num_classes=num_classes, norm_layer=norm_layer
-    )
+    return tvm.EfficientNet(setting, dropout, last_channel=last_channel, num_classes=num_classes, norm_layer=norm_layer)
 
 
 __all__ = [
