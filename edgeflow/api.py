@@ -19,6 +19,7 @@ from edgeflow.accuracy import AccuracyStats, evaluate_compiled
 from edgeflow.artifact import Artifact, artifact_from_path
 from edgeflow.backends import get_backend
 from edgeflow.compress.quantize import quantize_openvino
+from edgeflow.config import parse_spec
 from edgeflow.data import DataSplits, load_data
 from edgeflow.device import DeviceSpec, load_device
 from edgeflow.environment import environment
@@ -29,7 +30,7 @@ from edgeflow.measure import ProfileResult, choose_backend, compile_and_profile
 from edgeflow.model_source import ModelSource, looks_like_file, resolve_model
 from edgeflow.models import check_resolution, model_info
 from edgeflow.progress import Progress
-from edgeflow.recipe import ProfileConfig, Recipe, VariantSpec, load_recipe
+from edgeflow.recipe import ModelConfig, ProfileConfig, Recipe, VariantSpec, load_recipe
 from edgeflow.report import write_report
 from edgeflow.report.schema import ModelRecord, Report, VariantRecord
 from edgeflow.train import TrainStats, train
@@ -134,18 +135,20 @@ def optimize(
 
 def _load_model_and_data(model: str, *, arch: str | None, data: str, recipe: Recipe) -> tuple[ModelSource, DataSplits]:
     """A file fixes its own class count; a registry model is built for the data set's classes."""
-    scale = {"width": recipe.model.width, "resolution": recipe.model.resolution}
     if looks_like_file(model):
-        source = resolve_model(model, arch=arch, **scale)
+        default = model_info(arch).default_resolution if arch else None
+        resolution = recipe.model.input_side(default) if default else recipe.model.resolution
+        source = resolve_model(model, arch=arch, width=recipe.model.width, resolution=resolution)
         splits = load_data(data, resolution=source.resolution, seed=recipe.seed)
         if source.num_classes is not None and source.num_classes != splits.num_classes:
             raise DataError(f"{model} predicts {source.num_classes} classes but {data} has {splits.num_classes}")
         return source, splits
     info = model_info(model)
-    resolution = recipe.model.resolution or info.default_resolution
+    resolution = recipe.model.input_side(info.default_resolution) or info.default_resolution
     check_resolution(info.name, resolution)  # before spending time on data
     splits = load_data(data, resolution=resolution, seed=recipe.seed)
-    return resolve_model(model, num_classes=splits.num_classes, **scale), splits
+    source = resolve_model(model, num_classes=splits.num_classes, width=recipe.model.width, resolution=resolution)
+    return source, splits
 
 
 def _check_variants_fit_device(variants: list[VariantSpec], device: DeviceSpec) -> None:
@@ -251,9 +254,13 @@ def _measure_variant(
     recipe: Recipe,
     stage: Path,
 ) -> VariantRecord:
+    settings = device.runtime
+    if variant.execution_precision is not None:
+        settings = settings.model_copy(update={"execution_precision": variant.execution_precision})
     compiled, profiled = compile_and_profile(
         artifact,
         device=device,
+        settings=settings,
         backend=variant.backend,
         config=recipe.profile,
         cost_graph=onnx_artifact if artifact.format == "torch" else None,
@@ -297,13 +304,24 @@ def export(
     out: str | Path = "reports/export",
     width: float = 1.0,
     resolution: int | None = None,
+    resolution_multiplier: float | None = None,
     arch: str | None = None,
     num_classes: int = 1000,
     opset: int = 17,
 ) -> Artifact:
-    """Export a model (registry name, checkpoint or ONNX) to ONNX or OpenVINO IR in ``out``."""
+    """Export a model (registry name, checkpoint or ONNX) to ONNX or OpenVINO IR in ``out``.
+
+    ``width`` is the width multiplier alpha; ``resolution`` (pixels) or ``resolution_multiplier``
+    (rho, times the model's default input side) set the input size.
+    """
     if format not in {"onnx", "openvino"}:
         raise ConfigError(f"unknown export format {format!r}; choose onnx or openvino")
+    if resolution_multiplier is not None:
+        options = {"width": width, "resolution": resolution, "resolution_multiplier": resolution_multiplier}
+        scale = parse_spec(ModelConfig, options, source="export options")
+        if looks_like_file(model) and arch is None:
+            raise ConfigError("the resolution multiplier needs the model's default size: give --arch or --resolution")
+        resolution = scale.input_side(model_info(arch or model).default_resolution)
     source = resolve_model(model, arch=arch, width=width, resolution=resolution, num_classes=num_classes)
     out = Path(out)
     ensure_writable_dir(out)

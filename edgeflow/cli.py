@@ -114,6 +114,7 @@ def export(
     format: str = typer.Option("onnx", "--format", "-f", help="onnx or openvino"),
     width: float = typer.Option(1.0, "--width", help="width multiplier alpha"),
     resolution: int | None = typer.Option(None, "--resolution", help="input side in pixels"),
+    rho: float | None = typer.Option(None, "--rho", help="resolution multiplier: input side = model default x rho"),
     arch: str | None = typer.Option(None, "--arch", help="architecture of a checkpoint file"),
     num_classes: int = typer.Option(1000, "--num-classes", help="classes of an untrained model"),
     out: Path = typer.Option(Path("reports/export"), "--out", "-o", help="output folder"),
@@ -129,6 +130,7 @@ def export(
             out=out,
             width=width,
             resolution=resolution,
+            resolution_multiplier=rho,
             arch=arch,
             num_classes=num_classes,
         )

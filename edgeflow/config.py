@@ -24,11 +24,14 @@ def describe_validation_error(error: ValidationError) -> str:
     """One line naming each bad key (dotted path) and what is wrong with it."""
     parts = []
     for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        location = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             parts.append(f"unknown key '{location}'")
+        elif location:
+            parts.append(f"key '{location}': {message}")
         else:
-            parts.append(f"key '{location}': {item['msg']}")
+            parts.append(message)
     return "; ".join(parts)
 
 

@@ -7,7 +7,7 @@ from pydantic import BaseModel
 from edgeflow.artifact import Artifact
 from edgeflow.backends import Compiled, get_backend
 from edgeflow.backends.openvino import read_model
-from edgeflow.device import DeviceSpec
+from edgeflow.device import DeviceSpec, RuntimeSettings
 from edgeflow.errors import ConfigError
 from edgeflow.profiling import CostStats, LatencyStats, MemoryProbe, MemoryStats, count_cost
 from edgeflow.recipe import ProfileConfig
@@ -53,18 +53,20 @@ def compile_and_profile(
     device: DeviceSpec,
     backend: str,
     config: ProfileConfig,
+    settings: RuntimeSettings | None = None,
     cost_graph: Artifact | None = None,
 ) -> tuple[Compiled, ProfileResult]:
     """Compile ``artifact`` with ``backend`` on ``device`` and time it.
 
     The compiled model is returned so accuracy is measured through the very same runtime object.
-    ``cost_graph`` is an exported graph of the same network, for artifacts that have none (torch).
+    ``settings`` default to the device's; ``cost_graph`` is an exported graph of the same network,
+    for artifacts that have none (torch).
     """
     runtime = get_backend(backend)
     probe = MemoryProbe()
     probe.start()
     with probe.phase("load"):
-        compiled = runtime.compile(artifact, settings=device.runtime)
+        compiled = runtime.compile(artifact, settings=settings or device.runtime)
     with probe.phase("run"):
         latency = runtime.profile(compiled, config=config)
     cost = artifact_cost(cost_graph or artifact)

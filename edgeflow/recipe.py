@@ -15,6 +15,21 @@ class ModelConfig(StrictModel):
 
     width: float = Field(default=1.0, gt=0, le=4, description="width multiplier alpha")
     resolution: int | None = Field(default=None, ge=8, le=2048, description="input side; None = model default")
+    resolution_multiplier: float | None = Field(
+        default=None, gt=0, le=4, description="rho: input side = model default x rho (instead of resolution)"
+    )
+
+    @model_validator(mode="after")
+    def _one_way_to_set_resolution(self) -> ModelConfig:
+        if self.resolution is not None and self.resolution_multiplier is not None:
+            raise ValueError("give resolution or resolution_multiplier, not both")
+        return self
+
+    def input_side(self, default_resolution: int) -> int | None:
+        """The input side in pixels; ``None`` = the model's own (or a file's fixed) size."""
+        if self.resolution_multiplier is not None:
+            return max(1, round(default_resolution * self.resolution_multiplier))
+        return self.resolution
 
 
 class TrainConfig(StrictModel):
@@ -48,12 +63,17 @@ class VariantSpec(StrictModel):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     backend: Literal["openvino", "onnxruntime", "torch"]
     precision: Literal["fp32", "int8"] = "fp32"
+    execution_precision: Literal["default", "f32", "bf16", "f16"] | None = Field(
+        default=None, description="override the device's OpenVINO execution precision for this variant"
+    )
     quantize: QuantizeConfig | None = None
 
     @model_validator(mode="after")
     def _int8_needs_openvino(self) -> VariantSpec:
         if self.precision == "int8" and self.backend != "openvino":
             raise ValueError("int8 variants are built with NNCF for the openvino backend only (for now)")
+        if self.execution_precision is not None and self.backend != "openvino":
+            raise ValueError("execution_precision applies to the openvino backend only")
         if self.precision == "int8" and self.quantize is None:
             self.quantize = QuantizeConfig()
         return self

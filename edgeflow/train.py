@@ -91,7 +91,7 @@ def train(
                     optimizer.step()
                     schedule.step()
                     steps += 1
-                    loss_value = float(loss)
+                    loss_value = float(loss.detach())
                     advance(1, f"loss {loss_value:.3f}")
                     if steps >= total_steps:
                         break

@@ -145,3 +145,13 @@ def test_real_entry_point_prints_one_line(tmp_path: Path) -> None:
 def test_every_command_has_help(command: str) -> None:
     result = invoke(command, "--help")
     assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_multipliers_on_export(tmp_path: Path) -> None:
+    result = invoke("export", "mobilenet_v2", "--rho", "0.5", "--width", "0.75", "--out", str(tmp_path), "--json")
+    assert result.exit_code == 0, result.output
+    exported = json.loads(result.stdout)
+    assert exported["input_shape"] == [1, 3, 112, 112]  # 224 x 0.5
+    assert Path(exported["path"]).name == "mobilenet_v2_w0.75.onnx"
+    both = invoke("export", "mobilenet_v2", "--rho", "0.5", "--resolution", "100", "--out", str(tmp_path))
+    assert_one_line_error(both, "not both")

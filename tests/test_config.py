@@ -83,3 +83,18 @@ def test_device_unknown_runtime(tmp_path: Path) -> None:
     path.write_text("name: dev\nruntimes: [tflite]\nprecisions: [fp32]\n")
     with pytest.raises(ConfigError, match=r"dev\.yaml.*runtimes\.0"):
         load_device(path)
+
+
+def test_resolution_multiplier() -> None:
+    from edgeflow.recipe import ModelConfig
+
+    assert ModelConfig(resolution_multiplier=0.5).input_side(224) == 112
+    assert ModelConfig(resolution=96).input_side(224) == 96
+    assert ModelConfig().input_side(224) is None
+
+
+def test_execution_precision_only_for_openvino(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\nvariants: [{name: a, backend: onnxruntime, execution_precision: f32}]\n")
+    with pytest.raises(ConfigError, match="openvino backend only"):
+        load_recipe(path)
