@@ -14,25 +14,28 @@ def plot_accuracy_latency(report: Report, *, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=110)
-    for variant in report.variants:
-        style = {"marker": "o", "s": 60}
+    figure, axes = plt.subplots(figsize=(7.5, 4.5), dpi=110)
+    markers = "osD^vP*Xh<>"
+    for index, variant in enumerate(report.variants):
+        style = {"marker": markers[index % len(markers)], "s": 70, "color": f"C{index % 10}"}
         if not variant.measured:
-            style.update(facecolors="none", edgecolors="C1")
-        axes.scatter(variant.latency_ms.p50, 100 * variant.accuracy.top1, **style)
-        label = f"{variant.name}{' (estimated)' if not variant.measured else ''}"
-        axes.annotate(
-            label,
-            (variant.latency_ms.p50, 100 * variant.accuracy.top1),
-            textcoords="offset points",
-            xytext=(6, 4),
-            fontsize=8,
-        )
+            style.update(facecolors="none", edgecolors=f"C{index % 10}")
+        label = f"{variant.name} ({variant.precision}/{variant.execution_precision})"
+        if not variant.measured:
+            label += ", estimated"
+        axes.scatter(variant.latency_ms.p50, 100 * variant.accuracy.top1, label=label, **style)
+    latencies = [variant.latency_ms.p50 for variant in report.variants]
+    if latencies and max(latencies) > 4 * min(latencies):
+        axes.set_xscale("log")  # torch eager is often several times slower than the runtimes
+        from matplotlib.ticker import FormatStrFormatter
+
+        axes.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        axes.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    axes.legend(fontsize=8, loc="best")
     axes.set_xlabel(f"p50 latency on {report.device['name']} (ms, batch 1)")
     axes.set_ylabel(f"test top-1 (%) on {report.data['name']}")
     axes.set_title(f"{report.model.name} at {report.model.resolution} px")
     axes.grid(alpha=0.3)
-    axes.set_xlim(left=0)
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png")
