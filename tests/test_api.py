@@ -143,3 +143,15 @@ def test_user_mistakes_fail_before_any_work(tmp_path: Path) -> None:
         recipe = load_recipe("quick")
         edgeflow.optimize("vgg11", recipe=recipe, out=tmp_path / "a")
     assert not (tmp_path / "a").exists()
+
+
+def test_html_escapes_names_from_inputs(quick_run) -> None:
+    from edgeflow.report.render import render_html
+
+    report, out = quick_run
+    hostile = report.model_copy(deep=True)
+    hostile.model.name = "<script>alert(1)</script>"
+    hostile.notes = ["error in <img src=x onerror=alert(1)>"]
+    html = render_html(hostile, plot_path=out / "accuracy_latency.png")
+    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<img src=x" not in html

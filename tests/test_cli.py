@@ -155,3 +155,19 @@ def test_multipliers_on_export(tmp_path: Path) -> None:
     assert Path(exported["path"]).name == "mobilenet_v2_w0.75.onnx"
     both = invoke("export", "mobilenet_v2", "--rho", "0.5", "--resolution", "100", "--out", str(tmp_path))
     assert_one_line_error(both, "not both")
+
+
+def test_optimize_json_keeps_stdout_clean(tmp_path: Path) -> None:
+    exported = invoke(
+        "export", "mobilenet_v3_small", "--resolution", "32", "--num-classes", "10", "--out", str(tmp_path), "--json"
+    )
+    onnx_path = json.loads(exported.stdout)["path"]
+    completed = subprocess.run(
+        [sys.executable, "-m", "edgeflow.cli", "optimize", onnx_path, "--recipe", "quick", "--json",
+         "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout)  # NNCF's progress bars went to stderr, not into the JSON
+    assert report["model"]["source"] == "onnx"
+    assert (tmp_path / "run" / "report.json").exists()

@@ -11,7 +11,7 @@ from edgeflow.report.schema import Report
 
 _ENVIRONMENT = jinja2.Environment(
     loader=jinja2.PackageLoader("edgeflow.report", "templates"),
-    autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
+    autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"), default_for_string=False),
     trim_blocks=True,
     lstrip_blocks=True,
     undefined=jinja2.StrictUndefined,
