@@ -53,12 +53,16 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float 
     return top1, top5
 
 
-def evaluate_compiled(
-    compiled: Compiled, dataset: ImageDataset, *, split: str = "test", max_samples: int | None = None
-) -> AccuracyStats:
-    logits, labels = collect_logits(compiled, dataset, max_samples=max_samples)
+def accuracy_from_logits(logits: np.ndarray, labels: np.ndarray, *, split: str, runtime: str) -> AccuracyStats:
     num_classes = logits.shape[1]
     if labels.max() >= num_classes:
         raise ShapeError(f"the model has {num_classes} outputs but the data has label {int(labels.max())}")
     top1, top5 = topk_accuracy(logits, labels)
-    return AccuracyStats(top1=top1, top5=top5, samples=int(labels.size), split=split, runtime=compiled.backend)
+    return AccuracyStats(top1=top1, top5=top5, samples=int(labels.size), split=split, runtime=runtime)
+
+
+def evaluate_compiled(
+    compiled: Compiled, dataset: ImageDataset, *, split: str = "test", max_samples: int | None = None
+) -> AccuracyStats:
+    logits, labels = collect_logits(compiled, dataset, max_samples=max_samples)
+    return accuracy_from_logits(logits, labels, split=split, runtime=compiled.backend)

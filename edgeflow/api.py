@@ -9,19 +9,19 @@ Example:
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from edgeflow.accuracy import AccuracyStats, evaluate_compiled
+from edgeflow.accuracy import AccuracyStats, accuracy_from_logits, collect_logits, evaluate_compiled
 from edgeflow.artifact import Artifact, artifact_from_path
 from edgeflow.backends import get_backend
-from edgeflow.compress.quantize import quantize_openvino
 from edgeflow.config import parse_spec
 from edgeflow.data import DataSplits, load_data
-from edgeflow.device import DeviceSpec, load_device
+from edgeflow.device import DeviceSpec, RuntimeSettings, load_device
 from edgeflow.environment import environment
 from edgeflow.errors import ConfigError, DataError
 from edgeflow.exporter import ParityStats, convert_to_openvino, export_onnx, measure_parity
@@ -34,6 +34,7 @@ from edgeflow.recipe import ModelConfig, ProfileConfig, Recipe, VariantSpec, loa
 from edgeflow.report import write_report
 from edgeflow.report.schema import ModelRecord, Report, VariantRecord
 from edgeflow.train import TrainStats, train
+from edgeflow.variants import FloatArtifacts, build_variant
 
 _PARITY_SETTINGS = {"execution_precision": "f32"}
 
@@ -90,23 +91,23 @@ def optimize(
             if source.module is not None:  # an ONNX input has no torch reference to compare with
                 parity.append(_parity(openvino_artifact, source, splits, recipe_spec, runtime="openvino"))
 
+        floats = FloatArtifacts(
+            onnx=onnx_artifact, openvino=openvino_artifact, module=source.module, input_shape=source.input_shape
+        )
+        reference = _ReferenceLogits.compute(onnx_artifact, splits, recipe_spec)
         records = []
         for variant in recipe_spec.variants:
             if variant.backend == "torch" and source.module is None:
                 notes.append(f"variant {variant.name} skipped: an ONNX model has no torch module")
                 continue
             progress.stage(f"variant {variant.name}: build, time, evaluate")
-            artifact = _build_variant(
-                variant,
-                source=source,
-                onnx_artifact=onnx_artifact,
-                openvino_artifact=openvino_artifact,
-                splits=splits,
-                recipe=recipe_spec,
-                stage=stage,
+            artifact, summary = build_variant(
+                variant, floats=floats, splits=splits, folder=stage, seed=recipe_spec.seed, progress=progress
             )
-            records.append(_measure_variant(variant, artifact, onnx_artifact, splits, device_spec, recipe_spec, stage))
-        _mark_baseline_and_recommendation(records)
+            record = _measure_variant(variant, artifact, floats, splits, device_spec, recipe_spec, stage, reference)
+            record.quantization = summary
+            records.append(record)
+        _mark_baseline_and_recommendation(records, max_drop=recipe_spec.max_accuracy_drop)
         report = Report(
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             model=ModelRecord(
@@ -126,6 +127,7 @@ def optimize(
             parity=parity,
             variants=records,
             notes=notes,
+            max_accuracy_drop=recipe_spec.max_accuracy_drop,
             seconds=round(time.perf_counter() - started, 2),
         )
         progress.stage("write report")
@@ -212,47 +214,28 @@ def _parity(
     return measure_parity(reference, candidate, reference_name="torch", runtime=f"{runtime} (f32)")
 
 
-def _build_variant(
-    variant: VariantSpec,
-    *,
-    source: ModelSource,
-    onnx_artifact: Artifact,
-    openvino_artifact: Artifact | None,
-    splits: DataSplits,
-    recipe: Recipe,
-    stage: Path,
-) -> Artifact:
-    if variant.backend == "torch":
-        return Artifact(
-            format="torch",
-            path=stage / "model.pt",
-            module=source.module,
-            input_shape=source.input_shape,
-            lineage=[f"torch {source.name}"],
-        )
-    if variant.backend == "onnxruntime":
-        return onnx_artifact
-    assert openvino_artifact is not None
-    if variant.precision == "int8":
-        assert variant.quantize is not None
-        return quantize_openvino(
-            openvino_artifact,
-            calibration=splits.train,
-            config=variant.quantize,
-            path=stage / f"model_{variant.name}.xml",
-            seed=recipe.seed,
-        )
-    return openvino_artifact
+@dataclass
+class _ReferenceLogits:
+    """Logits of the fp32 ONNX, executed in f32 by ONNX Runtime: what every variant is compared with."""
+
+    test: np.ndarray
+
+    @classmethod
+    def compute(cls, onnx_artifact: Artifact, splits: DataSplits, recipe: Recipe) -> _ReferenceLogits:
+        compiled = get_backend("onnxruntime").compile(onnx_artifact, settings=RuntimeSettings())
+        logits, _labels = collect_logits(compiled, splits.test, max_samples=recipe.evaluate.max_samples)
+        return cls(test=logits)
 
 
 def _measure_variant(
     variant: VariantSpec,
     artifact: Artifact,
-    onnx_artifact: Artifact,
+    floats: FloatArtifacts,
     splits: DataSplits,
     device: DeviceSpec,
     recipe: Recipe,
     stage: Path,
+    reference: _ReferenceLogits,
 ) -> VariantRecord:
     settings = device.runtime
     if variant.execution_precision is not None:
@@ -263,9 +246,10 @@ def _measure_variant(
         settings=settings,
         backend=variant.backend,
         config=recipe.profile,
-        cost_graph=onnx_artifact if artifact.format == "torch" else None,
+        cost_graph=floats.onnx if artifact.format == "torch" else None,
     )
-    accuracy = evaluate_compiled(compiled, splits.test, split="test", max_samples=recipe.evaluate.max_samples)
+    logits, labels = collect_logits(compiled, splits.test, max_samples=recipe.evaluate.max_samples)
+    holdout = evaluate_compiled(compiled, splits.holdout, split="holdout", max_samples=recipe.evaluate.max_samples)
     return VariantRecord(
         name=variant.name,
         backend=profiled.backend,
@@ -273,7 +257,9 @@ def _measure_variant(
         execution_precision=profiled.execution_precision,
         artifact=str(artifact.path.relative_to(stage)) if artifact.path else "",
         lineage=artifact.lineage,
-        accuracy=accuracy,
+        accuracy=accuracy_from_logits(logits, labels, split="test", runtime=compiled.backend),
+        holdout_top1=holdout.top1,
+        agreement=measure_parity(reference.test, logits, reference_name="fp32 onnx (f32)", runtime=variant.name),
         latency_ms=profiled.latency_ms,
         measured=profiled.measured,
         memory=profiled.memory,
@@ -285,16 +271,19 @@ def _measure_variant(
     )
 
 
-def _mark_baseline_and_recommendation(records: list[VariantRecord]) -> None:
-    """Speed-up against the first variant; recommend the fastest within 1 point of the best accuracy."""
+def _mark_baseline_and_recommendation(records: list[VariantRecord], *, max_drop: float) -> None:
+    """Speed-up against the first variant. Recommend the fastest deployable variant (not torch eager)
+    whose holdout top-1 is within ``max_drop`` of the best fp32 variant's: chosen on holdout, never test."""
     if not records:
         return
     baseline = records[0].latency_ms.p50
     for record in records:
         record.speedup_vs_baseline = round(baseline / record.latency_ms.p50, 3)
-    best_top1 = max(record.accuracy.top1 for record in records)
-    eligible = [record for record in records if record.accuracy.top1 >= best_top1 - 0.01 and record.backend != "torch"]
-    min(eligible or records, key=lambda record: record.latency_ms.p50).recommended = True
+    deployable = [record for record in records if record.backend != "torch"] or records
+    floats = [record for record in deployable if record.precision == "fp32"] or deployable
+    floor = max(record.holdout_top1 for record in floats) - max_drop
+    eligible = [record for record in deployable if record.holdout_top1 >= floor - 1e-9] or floats
+    min(eligible, key=lambda record: record.latency_ms.p50).recommended = True
 
 
 def export(

@@ -194,6 +194,58 @@ def profile(
     )
 
 
+@app.command()
+def quantize(
+    artifact: Path = typer.Argument(..., help="a float .onnx or OpenVINO .xml file"),
+    device: str = DeviceOption,
+    data: str = typer.Option("digits", "--data", help="calibration (train), budget (holdout), evidence (test)"),
+    method: str = typer.Option(
+        "auto", "--method", "-m", help="auto, nncf-ptq, nncf-accuracy-control, ort-static or ort-dynamic"
+    ),
+    max_drop: float = typer.Option(1.0, "--max-drop", help="largest top-1 drop in points on the holdout split"),
+    backend: str | None = typer.Option(None, "--backend", "-b", help="openvino or onnxruntime (default: device's)"),
+    subset_size: int = typer.Option(300, "--subset-size", help="calibration images"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="output folder (default: beside the artifact)"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Quantize ARTIFACT to INT8 for DEVICE within an accuracy budget, with evidence."""
+    from edgeflow.quantization import quantize as run_quantize
+
+    if not 0 <= max_drop <= 100:
+        error_console.print("error: --max-drop is in points of top-1, between 0 and 100", markup=False)
+        raise typer.Exit(code=2)
+    result = _run(
+        lambda: run_quantize(
+            artifact,
+            device=device,
+            data=data,
+            method=method,
+            max_drop=max_drop / 100,
+            backend=backend,
+            out=out,
+            subset_size=subset_size,
+            progress=_progress(not as_json),
+        )
+    )
+    if not result.budget_met:
+        error_console.print(f"warning: {result.message}", markup=False, highlight=False)
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+        return
+    float_layers = result.summary.float_layers
+    console.print(
+        f"{result.artifact} ({result.method} for {result.backend}): test top-1 {100 * result.accuracy.top1:.2f}% "
+        f"(float {100 * result.float_accuracy.top1:.2f}%), "
+        f"agreement with float {100 * result.agreement.top1_agreement:.1f}%, "
+        f"cosine {result.agreement.cosine_similarity:.4f}; {result.summary.quantized_layers} layers int8, "
+        f"{len(float_layers)} in float",
+        highlight=False,
+    )
+    console.print(result.message, highlight=False)
+    for layer in float_layers[:20]:
+        console.print(f"  float: {layer.name} ({layer.type}): {layer.reason}", highlight=False, markup=False)
+
+
 @app.command("eval")
 def evaluate(
     artifact: Path = typer.Argument(..., help="an exported .onnx or OpenVINO .xml file"),

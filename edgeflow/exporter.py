@@ -15,7 +15,7 @@ from edgeflow.io import atomic_path
 
 
 class ParityStats(BaseModel):
-    """How closely an exported artifact reproduces torch on the same inputs."""
+    """How closely one artifact reproduces a reference (torch, or the float artifact) on the same inputs."""
 
     reference: str
     runtime: str
@@ -23,6 +23,7 @@ class ParityStats(BaseModel):
     max_abs_diff: float
     mean_abs_diff: float
     top1_agreement: float
+    cosine_similarity: float  # mean over samples of the cosine between the two logit vectors
 
 
 def export_onnx(module, *, input_shape: Sequence[int], path: Path, opset: int = 17) -> Artifact:
@@ -83,20 +84,35 @@ def convert_to_openvino(onnx_artifact: Artifact, *, path: Path) -> Artifact:
     )
 
 
-def save_openvino(model, *, path: Path) -> None:
-    """Save IR atomically; ``compress_to_fp16=False`` so an fp32 artifact really holds fp32 weights."""
+def save_openvino(model, *, path: Path, fp16_weights: bool = False) -> None:
+    """Save IR atomically. Weights stay fp32 unless ``fp16_weights`` (OpenVINO's own default is to halve them)."""
     import openvino as ov
 
     bin_path = path.with_suffix(".bin")
     with atomic_path(path) as temporary_xml:
-        ov.save_model(model, str(temporary_xml), compress_to_fp16=False)
+        ov.save_model(model, str(temporary_xml), compress_to_fp16=fp16_weights)
         temporary_xml.with_suffix(".bin").replace(bin_path)
 
 
+def compress_openvino_fp16(artifact: Artifact, *, path: Path) -> Artifact:
+    """IR with fp16 weights (half the file); the runtime still executes at its inference precision."""
+    from edgeflow.backends.openvino import read_model
+
+    save_openvino(read_model(artifact), path=path, fp16_weights=True)
+    return Artifact(
+        format="openvino", path=path, precision="fp16", input_shape=artifact.input_shape,
+        lineage=[*artifact.lineage, "openvino-fp16-weights"],
+    )  # fmt: skip
+
+
 def measure_parity(reference: np.ndarray, candidate: np.ndarray, *, reference_name: str, runtime: str) -> ParityStats:
-    """Compare two stacks of logits (N x classes)."""
-    diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
+    """Compare two stacks of logits (N x classes) computed on the same inputs."""
+    reference = reference.astype(np.float64)
+    candidate = candidate.astype(np.float64)
+    diff = np.abs(reference - candidate)
     agreement = float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))
+    norms = np.linalg.norm(reference, axis=1) * np.linalg.norm(candidate, axis=1)
+    cosine = np.sum(reference * candidate, axis=1) / np.where(norms == 0, 1.0, norms)
     return ParityStats(
         reference=reference_name,
         runtime=runtime,
@@ -104,4 +120,5 @@ def measure_parity(reference: np.ndarray, candidate: np.ndarray, *, reference_na
         max_abs_diff=float(diff.max()),
         mean_abs_diff=float(diff.mean()),
         top1_agreement=agreement,
+        cosine_similarity=float(cosine.mean()),
     )

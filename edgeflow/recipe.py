@@ -48,34 +48,102 @@ class ExportConfig(StrictModel):
     parity_samples: int = Field(default=32, ge=1, description="test images compared between torch and ONNX")
 
 
-class QuantizeConfig(StrictModel):
-    """NNCF post-training quantization of the OpenVINO artifact."""
+class IgnoredScopeConfig(StrictModel):
+    """Layers NNCF must leave in float: exact node names, regular expressions, or op types."""
 
-    method: Literal["nncf-ptq"] = "nncf-ptq"
+    names: list[str] = []
+    patterns: list[str] = []
+    types: list[str] = []
+
+
+class QatConfig(StrictModel):
+    """Quantization-aware fine-tuning with NNCF on the torch model: a few epochs at a small learning rate."""
+
+    epochs: int = Field(default=2, ge=0)
+    lr: float = Field(default=1e-4, gt=0)
+    batch_size: int = Field(default=32, ge=1)
+    max_steps: int | None = Field(default=None, ge=1)
+
+
+QuantizeMethod = Literal["nncf-ptq", "nncf-accuracy-control", "nncf-qat", "ort-static", "ort-dynamic"]
+
+
+class QuantizeConfig(StrictModel):
+    """How an artifact is quantized. Defaults are chosen for CNNs; every one can be overridden.
+
+    Methods: ``nncf-ptq`` (NNCF post-training, for OpenVINO IR or ONNX), ``nncf-accuracy-control``
+    (NNCF PTQ that keeps the most sensitive layers in float until the holdout drop is within
+    ``max_drop``), ``nncf-qat`` (quantization-aware fine-tuning of the torch model), ``ort-static``
+    (ONNX Runtime static QDQ, per-channel weights, after ORT's pre-processing) and ``ort-dynamic``
+    (ONNX Runtime dynamic quantization: the naive baseline, kept to show what it loses).
+    """
+
+    method: QuantizeMethod = "nncf-ptq"
     subset_size: int = Field(default=300, ge=1, description="calibration images from the train split")
-    preset: Literal["performance", "mixed"] = "performance"
+    preset: Literal["auto", "performance", "mixed"] = Field(
+        default="auto",
+        description="auto: mixed (asymmetric activations) when the model has h-swish/swish/GELU-like "
+        "activations that go negative, else performance (symmetric)",
+    )
+    model_type: Literal["cnn", "transformer"] = "cnn"
+    ignored_scope: IgnoredScopeConfig = IgnoredScopeConfig()
     fast_bias_correction: bool = True
+    per_channel: bool = Field(default=True, description="per-channel weight scales (ort-static)")
+    calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    activation_type: Literal["uint8", "int8"] = "uint8"
+    max_drop: float = Field(
+        default=0.01, ge=0, le=1, description="largest top-1 drop (fraction) on the holdout split, vs float"
+    )
+    qat: QatConfig = QatConfig()
+
+
+_INT8_METHODS = {
+    "openvino": {"nncf-ptq", "nncf-accuracy-control", "nncf-qat"},
+    "onnxruntime": {"ort-static", "ort-dynamic", "nncf-ptq"},
+}
+_DEFAULT_INT8_METHOD = {"openvino": "nncf-ptq", "onnxruntime": "ort-static"}
 
 
 class VariantSpec(StrictModel):
-    """One artifact to build, time and evaluate."""
+    """One artifact to build, time and evaluate.
+
+    ``precision`` is what the artifact holds: fp32 weights, fp16 weights (OpenVINO compressed IR or an
+    fp16 ONNX), int8 (quantized by ``quantize``), or bf16 (the fp32 artifact executed in bf16 by OpenVINO).
+    """
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     backend: Literal["openvino", "onnxruntime", "torch"]
-    precision: Literal["fp32", "int8"] = "fp32"
+    precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
     execution_precision: Literal["default", "f32", "bf16", "f16"] | None = Field(
         default=None, description="override the device's OpenVINO execution precision for this variant"
     )
     quantize: QuantizeConfig | None = None
 
     @model_validator(mode="after")
-    def _int8_needs_openvino(self) -> VariantSpec:
-        if self.precision == "int8" and self.backend != "openvino":
-            raise ValueError("int8 variants are built with NNCF for the openvino backend only (for now)")
+    def _check_combination(self) -> VariantSpec:
         if self.execution_precision is not None and self.backend != "openvino":
             raise ValueError("execution_precision applies to the openvino backend only")
-        if self.precision == "int8" and self.quantize is None:
-            self.quantize = QuantizeConfig()
+        if self.precision == "bf16":
+            if self.backend != "openvino":
+                raise ValueError("bf16 variants run on the openvino backend only")
+            if self.execution_precision not in (None, "bf16"):
+                raise ValueError("a bf16 variant executes in bf16")
+            self.execution_precision = "bf16"
+        if self.precision != "int8":
+            if self.quantize is not None:
+                raise ValueError(f"quantize applies to int8 variants, not {self.precision}")
+            if self.backend == "torch" and self.precision != "fp32":
+                raise ValueError("torch variants are the fp32 baseline")
+            return self
+        if self.backend == "torch":
+            raise ValueError("int8 variants run on openvino or onnxruntime")
+        if self.quantize is None:
+            self.quantize = QuantizeConfig(method=_DEFAULT_INT8_METHOD[self.backend])
+        elif "method" not in self.quantize.model_fields_set:
+            self.quantize.method = _DEFAULT_INT8_METHOD[self.backend]
+        if self.quantize.method not in _INT8_METHODS[self.backend]:
+            allowed = ", ".join(sorted(_INT8_METHODS[self.backend]))
+            raise ValueError(f"method {self.quantize.method} does not build {self.backend} artifacts (use {allowed})")
         return self
 
 
@@ -99,6 +167,9 @@ class Recipe(StrictModel):
     description: str = ""
     data: str = "digits"
     seed: int = 0
+    max_accuracy_drop: float = Field(
+        default=0.01, ge=0, le=1, description="recommend the fastest variant within this top-1 drop (holdout)"
+    )
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     export: ExportConfig = ExportConfig()

@@ -44,11 +44,23 @@ def test_wrong_type_names_file_and_key(tmp_path: Path) -> None:
         load_recipe(path)
 
 
-def test_int8_outside_openvino_is_rejected(tmp_path: Path) -> None:
-    path = tmp_path / "mine.yaml"
-    path.write_text("name: mine\nvariants: [{name: a, backend: onnxruntime, precision: int8}]\n")
-    with pytest.raises(ConfigError, match="openvino backend only"):
-        load_recipe(path)
+def test_variant_precision_rules(tmp_path: Path) -> None:
+    def load(variant: str):
+        path = tmp_path / "mine.yaml"
+        path.write_text(f"name: mine\nvariants: [{variant}]\n")
+        return load_recipe(path).variants[0]
+
+    assert load("{name: a, backend: onnxruntime, precision: int8}").quantize.method == "ort-static"
+    assert load("{name: a, backend: openvino, precision: int8}").quantize.method == "nncf-ptq"
+    assert load("{name: a, backend: openvino, precision: bf16}").execution_precision == "bf16"
+    with pytest.raises(ConfigError, match="int8 variants run on openvino or onnxruntime"):
+        load("{name: a, backend: torch, precision: int8}")
+    with pytest.raises(ConfigError, match="method ort-static does not build openvino artifacts"):
+        load("{name: a, backend: openvino, precision: int8, quantize: {method: ort-static}}")
+    with pytest.raises(ConfigError, match="quantize applies to int8 variants"):
+        load("{name: a, backend: openvino, precision: fp16, quantize: {subset_size: 3}}")
+    with pytest.raises(ConfigError, match="bf16 variants run on the openvino backend only"):
+        load("{name: a, backend: onnxruntime, precision: bf16}")
 
 
 def test_duplicate_variant_names(tmp_path: Path) -> None:

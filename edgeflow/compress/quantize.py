@@ -1,69 +1,174 @@
-"""INT8 post-training quantization of OpenVINO artifacts with NNCF, calibrated on the train split."""
+"""INT8 post-training quantization with NNCF, calibrated on the train split.
+
+OpenVINO IR in, IR out; or ONNX in, QDQ ONNX out (the format TensorRT and mobile runtimes consume).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends.openvino import read_model, static_input_shape
+from edgeflow.compress.summary import QuantizationSummary, summarize
 from edgeflow.data import ImageDataset, calibration_subset
 from edgeflow.errors import DataError, ShapeError
 from edgeflow.exporter import save_openvino
 from edgeflow.recipe import QuantizeConfig
 
 _QUANTIZED_OPS = {"FakeQuantize", "FakeConvert"}
+# Activations whose outputs go negative: symmetric (performance) activation ranges waste half their codes.
+_NEGATIVE_ACTIVATIONS = {"HSwish", "Swish", "Gelu", "Elu", "PRelu", "Mish", "SoftPlus", "Selu"}
+MIN_CALIBRATION_SAMPLES = 8
 
 
 def is_quantized(model) -> bool:
     """True when an OpenVINO model already carries quantization (FakeQuantize or int8 weights)."""
-    return any(op.get_type_name() in _QUANTIZED_OPS for op in model.get_ordered_ops())
+    from edgeflow.compress.summary import layer_precisions
+
+    if any(op.get_type_name() in _QUANTIZED_OPS for op in model.get_ordered_ops()):
+        return True
+    quantized, _ = layer_precisions(model)
+    return bool(quantized)
 
 
-def quantize_openvino(
+def resolve_preset(model, config: QuantizeConfig) -> str:
+    """``auto``: mixed (asymmetric activations) for h-swish/swish/GELU networks, else performance."""
+    if config.preset != "auto":
+        return config.preset
+    kinds = {op.get_type_name() for op in model.get_ordered_ops()}
+    return "mixed" if kinds & _NEGATIVE_ACTIVATIONS else "performance"
+
+
+@contextlib.contextmanager
+def quiet_nncf() -> Iterator[None]:
+    """NNCF logs per step and imports torch's C++ extension helper, which warns about CUDA."""
+    quiet = [logging.getLogger(name) for name in ("nncf", "torch.utils.cpp_extension")]
+    previous = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(quiet, previous, strict=True):
+            logger.setLevel(level)
+
+
+def calibration_dataset(dataset: ImageDataset, *, size: int, input_shape: tuple[int, ...], seed: int):
+    """An ``nncf.Dataset`` of single images from the train split, checked against the model's input."""
+    import nncf
+
+    subset = calibration_subset(dataset, size=size, seed=seed)
+    if len(subset) < min(size, MIN_CALIBRATION_SAMPLES):
+        raise DataError(
+            f"calibration needs at least {min(size, MIN_CALIBRATION_SAMPLES)} images; the train split has {len(subset)}"
+        )
+    sample_shape = (1, *tuple(subset[0][0].shape))
+    if sample_shape != tuple(input_shape):
+        raise ShapeError(f"calibration images have shape {sample_shape} but the model takes {tuple(input_shape)}")
+
+    def transform(item) -> np.ndarray:
+        image, _label = item
+        return image.unsqueeze(0).numpy()
+
+    return nncf.Dataset(subset, transform), len(subset)
+
+
+def ignored_scope(config: QuantizeConfig):
+    import nncf
+
+    scope = config.ignored_scope
+    if not (scope.names or scope.patterns or scope.types):
+        return None
+    return nncf.IgnoredScope(names=scope.names, patterns=scope.patterns, types=scope.types, validate=False)
+
+
+def nncf_settings(model, config: QuantizeConfig, *, subset: int) -> dict[str, Any]:
+    return {
+        "preset": resolve_preset(model, config),
+        "model_type": config.model_type,
+        "subset_size": subset,
+        "fast_bias_correction": config.fast_bias_correction,
+        "ignored_scope": config.ignored_scope.model_dump(),
+    }
+
+
+def nncf_quantize_arguments(settings: dict[str, Any], config: QuantizeConfig) -> dict[str, Any]:
+    import nncf
+
+    arguments: dict[str, Any] = {
+        "preset": nncf.QuantizationPreset(settings["preset"]),
+        "subset_size": settings["subset_size"],
+        "fast_bias_correction": settings["fast_bias_correction"],
+    }
+    if config.model_type == "transformer":
+        arguments["model_type"] = nncf.ModelType.TRANSFORMER
+    scope = ignored_scope(config)
+    if scope is not None:
+        arguments["ignored_scope"] = scope
+    return arguments
+
+
+def quantize_nncf(
     artifact: Artifact, *, calibration: ImageDataset, config: QuantizeConfig, path: Path, seed: int = 0
-) -> Artifact:
-    """Quantize ``artifact`` (ONNX or IR) to INT8 with NNCF and save it as IR at ``path``."""
+) -> tuple[Artifact, QuantizationSummary]:
+    """NNCF PTQ. An ``.xml`` ``path`` gives OpenVINO IR; an ``.onnx`` one (from an ONNX artifact) QDQ ONNX."""
     import nncf
 
     model = read_model(artifact)
     if is_quantized(model):
         raise ShapeError(f"{artifact.path} is already quantized; give the float model")
     shape = static_input_shape(model.inputs[0].get_partial_shape(), source=str(artifact.path))
-    subset = calibration_subset(calibration, size=config.subset_size, seed=seed)
-    if len(subset) == 0:
-        raise DataError("calibration needs at least one image from the train split")
-    sample_shape = tuple(subset[0][0].shape)
-    if (1, *sample_shape) != shape:
-        raise ShapeError(f"calibration images have shape {(1, *sample_shape)} but {artifact.path} takes {shape}")
+    dataset, subset = calibration_dataset(calibration, size=config.subset_size, input_shape=shape, seed=seed)
+    settings = nncf_settings(model, config, subset=subset)
+    arguments = nncf_quantize_arguments(settings, config)
+    with quiet_nncf():
+        if path.suffix == ".onnx":
+            quantized_onnx = _quantize_onnx_proto(artifact, dataset, arguments)
+            _save_onnx(quantized_onnx, path)
+            quantized_view = read_model(Artifact(format="onnx", path=path))
+            result_format = "onnx"
+        else:
+            quantized_view = nncf.quantize(model, dataset, **arguments)
+            save_openvino(quantized_view, path=path)
+            result_format = "openvino"
+    summary = summarize(
+        quantized_view, method="nncf-ptq", settings=settings,
+        reason="not quantized by NNCF's CNN patterns (e.g. a layer whose input is not quantizable)",
+    )  # fmt: skip
+    result = Artifact(
+        format=result_format, path=path, precision="int8", input_shape=shape,
+        lineage=[*artifact.lineage, f"nncf-ptq(preset={settings['preset']}, subset={subset})"],
+    )  # fmt: skip
+    return result, summary
 
-    def transform(item) -> np.ndarray:
-        image, _label = item
-        return image.unsqueeze(0).numpy()
 
-    # NNCF logs per-step info and imports torch's C++ extension helper, which warns about CUDA.
-    quiet = [logging.getLogger(name) for name in ("nncf", "torch.utils.cpp_extension")]
-    previous_levels = [logger.level for logger in quiet]
-    for logger in quiet:
-        logger.setLevel(logging.ERROR)
-    try:
-        quantized = nncf.quantize(
-            model,
-            nncf.Dataset(subset, transform),
-            preset=nncf.QuantizationPreset(config.preset),
-            subset_size=len(subset),
-            fast_bias_correction=config.fast_bias_correction,
-        )
-    finally:
-        for logger, level in zip(quiet, previous_levels, strict=True):
-            logger.setLevel(level)
-    save_openvino(quantized, path=path)
-    return Artifact(
-        format="openvino",
-        path=path,
-        precision="int8",
-        input_shape=shape,
-        lineage=[*artifact.lineage, f"nncf-ptq(preset={config.preset}, subset={len(subset)})"],
-    )
+def _quantize_onnx_proto(artifact: Artifact, dataset, arguments: dict[str, Any]):
+    import nncf
+    import onnx
+
+    if artifact.format != "onnx":
+        raise ShapeError(f"NNCF builds QDQ ONNX from an ONNX artifact, not from {artifact.format}")
+    proto = onnx.load(str(artifact.path))
+    return nncf.quantize(proto, dataset, **arguments)
+
+
+def _save_onnx(proto, path: Path) -> None:
+    import onnx
+
+    from edgeflow.io import atomic_path
+
+    with atomic_path(path) as temporary:
+        onnx.save(proto, str(temporary))
+
+
+def quantize_openvino(
+    artifact: Artifact, *, calibration: ImageDataset, config: QuantizeConfig, path: Path, seed: int = 0
+) -> Artifact:
+    """NNCF PTQ to OpenVINO IR (kept for callers that need only the artifact)."""
+    return quantize_nncf(artifact, calibration=calibration, config=config, path=path, seed=seed)[0]

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from edgeflow.accuracy import AccuracyStats
+from edgeflow.compress.summary import QuantizationSummary
 from edgeflow.exporter import ParityStats
 from edgeflow.profiling import LatencyStats, MemoryStats
 from edgeflow.train import TrainStats
@@ -33,7 +34,8 @@ class VariantRecord(BaseModel):
     execution_precision: str  # what the runtime actually executed float layers in (f32, bf16, ...)
     artifact: str  # path relative to the report folder
     lineage: list[str]
-    accuracy: AccuracyStats
+    accuracy: AccuracyStats  # on the test split: the reported figure
+    holdout_top1: float  # on the holdout split: what the recommendation is chosen on
     latency_ms: LatencyStats
     measured: bool = Field(description="true when the latency was timed on the device's runtime")
     memory: MemoryStats | None
@@ -42,6 +44,8 @@ class VariantRecord(BaseModel):
     macs: int
     runtime_settings: dict[str, Any]
     runtime_version: str
+    agreement: ParityStats | None = None  # against the float (fp32) artifact, on the same test images
+    quantization: QuantizationSummary | None = None
     speedup_vs_baseline: float | None = None  # p50 of the first variant / this p50
     recommended: bool = False
 
@@ -58,4 +62,5 @@ class Report(BaseModel):
     parity: list[ParityStats]
     variants: list[VariantRecord]
     notes: list[str] = []
+    max_accuracy_drop: float = 0.01  # the budget used to recommend a variant (fraction of top-1)
     seconds: float

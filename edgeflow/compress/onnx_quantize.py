@@ -1,0 +1,241 @@
+"""INT8 and FP16 ONNX with ONNX Runtime's own tools, for the onnxruntime backend.
+
+Static QDQ is the method to use: ONNX Runtime fuses the QuantizeLinear/DequantizeLinear pairs into integer
+kernels, and the same file feeds TensorRT and mobile runtimes. Dynamic quantization is the naive baseline:
+activation ranges are computed at every inference, which costs time on CNNs. FP16 halves the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeflow.artifact import Artifact
+from edgeflow.backends.openvino import read_model, runtime_message
+from edgeflow.compress.quantize import MIN_CALIBRATION_SAMPLES
+from edgeflow.compress.summary import QuantizationSummary, summarize
+from edgeflow.data import ImageDataset, calibration_subset
+from edgeflow.errors import DataError, ModelLoadError, OutputError, RuntimeUnavailableError, ShapeError
+from edgeflow.io import atomic_path
+from edgeflow.recipe import QuantizeConfig
+
+_QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QGemm", "QAttention"}
+_QUANTIZED_PREFIXES = ("QLinear", "DynamicQuantize")
+_FLOAT_REASON = "left in float by ONNX Runtime's quantizer (op not in its quantizable set)"
+
+
+def is_quantized_onnx(path: Path) -> bool:
+    """True when an ONNX file already holds quantized ops (QDQ pairs, QLinear* or *Integer nodes)."""
+    from edgeflow.models import load_onnx
+
+    return _has_quantized_ops(load_onnx(path))
+
+
+def quantize_onnx_static(
+    artifact: Artifact, *, calibration: ImageDataset, config: QuantizeConfig, path: Path, seed: int = 0
+) -> tuple[Artifact, QuantizationSummary]:
+    """ONNX Runtime static quantization to QDQ ONNX, calibrated on ``config.subset_size`` train images.
+
+    ORT's pre-processing (symbolic shape inference, graph optimization) runs first, as ORT recommends: it
+    folds batch norms and fills in the tensor types the quantizer needs to pick what it can quantize.
+
+    Raises:
+        ShapeError: the model is already quantized, or the images do not fit its input.
+        DataError: too few calibration images.
+        OutputError: ``path`` cannot be written.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    input_name, shape = _float_model_input(artifact)
+    subset = _calibration_images(calibration, size=config.subset_size, input_shape=shape, seed=seed)
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    activation_type = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[config.activation_type]
+    settings = {
+        "format": "qdq",
+        "per_channel": config.per_channel,
+        "weight_type": "int8",
+        "activation_type": config.activation_type,
+        "calibrate_method": config.calibrate_method,
+        "subset_size": len(subset),
+        "preprocessed": True,
+    }
+    with atomic_path(_onnx_output(path)) as temporary, _scratch_file(temporary) as preprocessed:
+        quant_pre_process(str(artifact.path), str(preprocessed))
+        # The histogram calibrators (entropy, percentile) print progress to stdout.
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(
+                str(preprocessed), str(temporary), _ImageReader(subset, input_name),
+                quant_format=QuantFormat.QDQ, per_channel=config.per_channel, weight_type=QuantType.QInt8,
+                activation_type=activation_type, calibrate_method=methods[config.calibrate_method],
+            )  # fmt: skip
+    lineage = f"ort-static(qdq, per_channel={config.per_channel}, calibrate={config.calibrate_method})"
+    return _int8_result(artifact, path=path, shape=shape, lineage=lineage, method="ort-static", settings=settings)
+
+
+def quantize_onnx_dynamic(
+    artifact: Artifact, *, config: QuantizeConfig, path: Path
+) -> tuple[Artifact, QuantizationSummary]:
+    """ONNX Runtime dynamic quantization: int8 weights, activations quantized on the fly at each inference.
+
+    Kept as the naive baseline to show what it loses on CNNs: every Conv becomes
+    DynamicQuantizeLinear + ConvInteger + a float rescale, so there is nothing for ORT to fuse.
+    The same pre-processing as the static path runs first, so only the quantization scheme differs.
+
+    Raises:
+        ShapeError: the model is already quantized.
+        RuntimeUnavailableError: this ONNX Runtime has no CPU kernel for the result (releases before
+            about 1.21 had no ConvInteger for int8 weights); nothing is written then.
+        OutputError: ``path`` cannot be written.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    _input_name, shape = _float_model_input(artifact)
+    settings = {
+        "weight_type": "int8",
+        "activations": "uint8, range computed at each inference",
+        "per_channel": config.per_channel,
+        "preprocessed": True,
+    }
+    with atomic_path(_onnx_output(path)) as temporary, _scratch_file(temporary) as preprocessed:
+        quant_pre_process(str(artifact.path), str(preprocessed))
+        quantize_dynamic(str(preprocessed), str(temporary), weight_type=QuantType.QInt8, per_channel=config.per_channel)
+        _check_runs_on_cpu(temporary, what=f"ORT dynamic quantization of {artifact.path}")
+    lineage = f"ort-dynamic(weights=int8, per_channel={config.per_channel})"
+    return _int8_result(artifact, path=path, shape=shape, lineage=lineage, method="ort-dynamic", settings=settings)
+
+
+def convert_onnx_fp16(artifact: Artifact, *, path: Path) -> Artifact:
+    """FP16 weights and compute; the input and output stay float32 so callers feed the same tensors.
+
+    On x86 CPUs ONNX Runtime runs most fp16 nodes by casting back to float32: the file halves, the
+    latency does not. GPUs and ARM cores with fp16 arithmetic gain speed too.
+
+    Raises:
+        ShapeError: the model is quantized.
+        RuntimeUnavailableError: ONNX Runtime's CPU execution provider cannot load the result.
+        OutputError: ``path`` cannot be written.
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    _input_name, shape = _float_model_input(artifact)
+    converted = convert_float_to_float16(onnx.load(str(artifact.path)), keep_io_types=True)
+    with atomic_path(_onnx_output(path)) as temporary:
+        onnx.save(converted, str(temporary))
+        _check_runs_on_cpu(temporary, what=f"the fp16 conversion of {artifact.path}")
+    return Artifact(
+        format="onnx", path=path, precision="fp16", input_shape=shape, lineage=[*artifact.lineage, "onnx-fp16"]
+    )
+
+
+class _ImageReader:
+    """ORT's CalibrationDataReader protocol (``get_next``), reading one image at a time from the subset."""
+
+    def __init__(self, subset, input_name: str) -> None:
+        self._subset = subset
+        self._input_name = input_name
+        self._index = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._index >= len(self._subset):
+            return None
+        image, _label = self._subset[self._index]
+        self._index += 1
+        return {self._input_name: image.unsqueeze(0).numpy()}
+
+
+def _float_model_input(artifact: Artifact) -> tuple[str, tuple[int, ...]]:
+    """The input name and static shape of a float ONNX artifact; refuses other formats and quantized files."""
+    from edgeflow.models import load_onnx
+
+    if artifact.format != "onnx" or artifact.path is None:
+        raise ModelLoadError(f"ONNX Runtime's tools take an .onnx artifact, not {artifact.format}")
+    model = load_onnx(artifact.path)
+    if _has_quantized_ops(model):
+        raise ShapeError(f"{artifact.path} is already quantized; give the float model")
+    initializers = {initializer.name for initializer in model.graph.initializer}
+    (graph_input,) = [value for value in model.graph.input if value.name not in initializers]
+    shape = []
+    for index, dim in enumerate(graph_input.type.tensor_type.shape.dim):
+        if dim.HasField("dim_value"):
+            shape.append(dim.dim_value)
+        elif index == 0:
+            shape.append(1)  # a dynamic batch is fed one image at a time
+        else:
+            raise ShapeError(f"{artifact.path}: input dimension {index} is dynamic; export with a fixed input size")
+    return graph_input.name, tuple(shape)
+
+
+def _has_quantized_ops(model) -> bool:
+    return any(
+        node.op_type in _QUANTIZED_OPS or node.op_type.startswith(_QUANTIZED_PREFIXES) or "Integer" in node.op_type
+        for node in model.graph.node
+    )
+
+
+def _calibration_images(dataset: ImageDataset, *, size: int, input_shape: tuple[int, ...], seed: int):
+    """The calibration subset, with the same checks as the NNCF path."""
+    subset = calibration_subset(dataset, size=size, seed=seed)
+    needed = min(size, MIN_CALIBRATION_SAMPLES)
+    if len(subset) < needed:
+        raise DataError(f"calibration needs at least {needed} images; the train split has {len(subset)}")
+    sample_shape = (1, *tuple(subset[0][0].shape))
+    if sample_shape != tuple(input_shape):
+        raise ShapeError(f"calibration images have shape {sample_shape} but the model takes {tuple(input_shape)}")
+    return subset
+
+
+def _onnx_output(path: Path) -> Path:
+    path = Path(path)
+    if path.suffix.lower() != ".onnx":
+        raise OutputError(f"{path}: ONNX Runtime's tools write .onnx files")
+    return path
+
+
+@contextlib.contextmanager
+def _scratch_file(beside: Path) -> Iterator[Path]:
+    """A temporary .onnx next to ``beside`` (same disk, no system temp space needed), always removed."""
+    handle, name = tempfile.mkstemp(dir=beside.parent, prefix=f"{beside.stem}.pre.", suffix=".onnx")
+    os.close(handle)
+    scratch = Path(name)
+    try:
+        yield scratch
+    finally:
+        scratch.unlink(missing_ok=True)
+
+
+def _check_runs_on_cpu(path: Path, *, what: str) -> None:
+    """Refuse a model ONNX Runtime cannot load here now, rather than at the first benchmark."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own pybind exception types
+        raise RuntimeUnavailableError(
+            f"{what} cannot run on ONNX Runtime {ort.__version__}'s CPU execution provider: {runtime_message(exc)}"
+        ) from None
+
+
+def _int8_result(
+    artifact: Artifact, *, path: Path, shape: tuple[int, ...], lineage: str, method: str, settings: dict[str, Any]
+) -> tuple[Artifact, QuantizationSummary]:
+    result = Artifact(
+        format="onnx", path=path, precision="int8", input_shape=shape, lineage=[*artifact.lineage, lineage]
+    )
+    summary = summarize(read_model(result), method=method, settings=settings, reason=_FLOAT_REASON)
+    return result, summary

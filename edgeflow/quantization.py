@@ -1,0 +1,164 @@
+"""`edgeflow quantize`: quantize one exported artifact for a device, within an accuracy budget, with evidence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+from edgeflow.accuracy import AccuracyStats, accuracy_from_logits, collect_logits
+from edgeflow.artifact import Artifact, artifact_from_path
+from edgeflow.backends import get_backend
+from edgeflow.compress.summary import QuantizationSummary
+from edgeflow.data import load_data
+from edgeflow.device import DeviceSpec, RuntimeSettings, load_device
+from edgeflow.errors import ConfigError
+from edgeflow.exporter import ParityStats, measure_parity
+from edgeflow.io import ensure_writable_dir
+from edgeflow.measure import choose_backend
+from edgeflow.progress import Progress
+from edgeflow.recipe import QuantizeConfig, VariantSpec
+from edgeflow.variants import FloatArtifacts, build_variant
+
+Method = Literal["auto", "nncf-ptq", "nncf-accuracy-control", "ort-static", "ort-dynamic"]
+_F32 = RuntimeSettings(execution_precision="f32")
+
+
+class QuantizeResult(BaseModel):
+    """A quantized artifact and the evidence that it is close to its float original."""
+
+    artifact: str
+    backend: str
+    method: str
+    attempts: list[str]  # methods tried, in order (auto tries PTQ first)
+    float_accuracy: AccuracyStats  # test split, through the runtime
+    accuracy: AccuracyStats  # test split, through the runtime
+    holdout_top1_float: float
+    holdout_top1: float
+    max_drop: float
+    budget_met: bool  # judged on the holdout split
+    agreement: ParityStats  # quantized vs float logits on the test images
+    summary: QuantizationSummary
+    message: str
+
+
+def quantize(
+    artifact: str | Path,
+    *,
+    device: str | Path | DeviceSpec = "cpu",
+    data: str = "digits",
+    method: Method = "auto",
+    max_drop: float = 0.01,
+    backend: str | None = None,
+    out: str | Path | None = None,
+    subset_size: int = 300,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> QuantizeResult:
+    """Quantize a float ``.onnx``/``.xml`` artifact to INT8 for ``device``.
+
+    ``auto`` runs NNCF PTQ (or ONNX Runtime static QDQ for an onnxruntime target) and, if the holdout
+    drop exceeds ``max_drop``, accuracy-controlled PTQ, which keeps the most sensitive layers in float.
+    When the budget cannot be met, the best artifact is kept and the result says what was reached.
+    """
+    progress = progress or Progress.silent()
+    device_spec = device if isinstance(device, DeviceSpec) else load_device(device)
+    if "int8" not in device_spec.precisions:
+        raise ConfigError(f"device {device_spec.name} does not run int8 (it has: {', '.join(device_spec.precisions)})")
+    source = artifact_from_path(artifact)
+    target = choose_backend(source, device_spec, backend)
+    out_dir = Path(out) if out is not None else source.path.parent
+    ensure_writable_dir(out_dir)
+    float_model = get_backend(target).compile(source, settings=_F32)
+    resolution = float_model.input_shape[-1]
+    splits = load_data(data, resolution=resolution, seed=seed)
+    shape = tuple(float_model.input_shape)
+
+    float_test, labels = collect_logits(float_model, splits.test)
+    float_holdout = _holdout_top1(float_model, splits.holdout)
+    floats = FloatArtifacts(
+        onnx=source if source.format == "onnx" else None,  # type: ignore[arg-type]
+        openvino=source if target == "openvino" else None,
+        module=None,
+        input_shape=shape,
+    )
+    attempts: list[str] = []
+    best: tuple[Artifact, QuantizationSummary, float] | None = None
+    for candidate in _methods(method, target):
+        attempts.append(candidate)
+        progress.stage(f"quantize with {candidate}")
+        variant = VariantSpec(
+            name=f"int8-{candidate}",
+            backend=target,
+            precision="int8",
+            quantize=QuantizeConfig(method=candidate, subset_size=subset_size, max_drop=max_drop),
+        )
+        quantized, summary = build_variant(
+            variant,
+            floats=floats,
+            splits=splits,
+            folder=out_dir,
+            seed=seed,
+            file_stem=f"{source.path.stem}_int8_{candidate}",
+        )
+        holdout = _holdout_top1(get_backend(target).compile(quantized, settings=_F32), splits.holdout)
+        if best is None or holdout > best[2]:
+            if best is not None:
+                _remove(best[0])
+            best = (quantized, summary, holdout)
+        else:
+            _remove(quantized)
+        if float_holdout - best[2] <= max_drop:
+            break
+    assert best is not None
+    quantized, summary, holdout = best
+    compiled = get_backend(target).compile(quantized, settings=_F32)
+    logits, _ = collect_logits(compiled, splits.test)
+    met = float_holdout - holdout <= max_drop + 1e-9
+    message = (
+        f"holdout top-1 {100 * holdout:.2f}% vs float {100 * float_holdout:.2f}%: "
+        f"drop {100 * (float_holdout - holdout):.2f} points, budget {100 * max_drop:.2f}"
+        + ("" if met else "; budget NOT met: kept the best artifact reached")
+    )
+    return QuantizeResult(
+        artifact=str(quantized.path),
+        backend=target,
+        method=summary.method,
+        attempts=attempts,
+        float_accuracy=accuracy_from_logits(float_test, labels, split="test", runtime=target),
+        accuracy=accuracy_from_logits(logits, labels, split="test", runtime=target),
+        holdout_top1_float=float_holdout,
+        holdout_top1=holdout,
+        max_drop=max_drop,
+        budget_met=met,
+        agreement=measure_parity(float_test, logits, reference_name=str(source.path), runtime=target),
+        summary=summary,
+        message=message,
+    )
+
+
+def _methods(method: Method, target: str) -> list[str]:
+    if method != "auto":
+        allowed = {
+            "openvino": {"nncf-ptq", "nncf-accuracy-control"},
+            "onnxruntime": {"nncf-ptq", "ort-static", "ort-dynamic"},
+        }
+        if method not in allowed[target]:
+            raise ConfigError(
+                f"method {method} does not build {target} artifacts (use {', '.join(sorted(allowed[target]))})"
+            )
+        return [method]
+    if target == "openvino":
+        return ["nncf-ptq", "nncf-accuracy-control"]
+    return ["ort-static", "nncf-ptq"]
+
+
+def _holdout_top1(compiled, dataset) -> float:
+    logits, labels = collect_logits(compiled, dataset)
+    return accuracy_from_logits(logits, labels, split="holdout", runtime=compiled.backend).top1
+
+
+def _remove(artifact: Artifact) -> None:
+    for file in artifact.files:
+        file.unlink(missing_ok=True)
