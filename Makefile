@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# NNCF builds a C++ extension for its torch backend (QAT) on first use; the default 60 s is too short on 2 cores.
+export NNCF_EXTENSION_LOAD_TIMEOUT ?= 600
 DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test lint install install-dev bench clean

@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 from edgeflow.artifact import Artifact
+from edgeflow.data import load_data
 from edgeflow.exporter import convert_to_openvino, export_onnx
+from edgeflow.train import recalibrate_batchnorm
 
 
 def _has_cuda() -> bool:
@@ -75,14 +77,19 @@ def mobilenet_artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("mobilenet")
     module = create_model("mobilenet_v3_small", num_classes=10).eval()
-    # Like a trained model: non-zero biases and batch-norm statistics (zero ones are folded away by export).
+    # Like a trained model: non-zero biases (zero ones are folded away by export), and batch-norm
+    # statistics measured on real images, so the logits differ from image to image (with the initial
+    # statistics every block shrinks the signal and all images give the same logits).
     with torch.no_grad():
         for layer in module.modules():
             if isinstance(layer, nn.BatchNorm2d):
                 layer.bias.uniform_(-0.1, 0.1)
-                layer.running_mean.uniform_(-0.1, 0.1)
             elif getattr(layer, "bias", None) is not None:
                 layer.bias.uniform_(-0.1, 0.1)
+    recalibrate_batchnorm(module, load_data("digits", resolution=32).train, batch_size=32, batches=2)
+    images = torch.stack([load_data("digits", resolution=32).test[i][0] for i in range(8)])
+    with torch.no_grad():
+        assert module(images).std(dim=0).mean() > 1e-3, "fixture logits do not vary between images"
     onnx_artifact = export_onnx(module, input_shape=(1, 3, 32, 32), path=folder / "m.onnx")
     openvino_artifact = convert_to_openvino(onnx_artifact, path=folder / "m.xml")
     return {"onnx": onnx_artifact, "openvino": openvino_artifact, "module": module}

@@ -11,8 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgeflow.artifact import Artifact
 from edgeflow.backends.openvino import read_model, static_input_shape
 from edgeflow.compress.summary import QuantizationSummary, summarize
@@ -59,8 +57,13 @@ def quiet_nncf() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def calibration_dataset(dataset: ImageDataset, *, size: int, input_shape: tuple[int, ...], seed: int):
-    """An ``nncf.Dataset`` of single images from the train split, checked against the model's input."""
+def calibration_dataset(
+    dataset: ImageDataset, *, size: int, input_shape: tuple[int, ...], seed: int, input_name: str | None = None
+):
+    """An ``nncf.Dataset`` of single images from the train split, checked against the model's input.
+
+    With ``input_name`` each item is a feed dict, as NNCF's ONNX backend expects.
+    """
     import nncf
 
     subset = calibration_subset(dataset, size=size, seed=seed)
@@ -72,9 +75,10 @@ def calibration_dataset(dataset: ImageDataset, *, size: int, input_shape: tuple[
     if sample_shape != tuple(input_shape):
         raise ShapeError(f"calibration images have shape {sample_shape} but the model takes {tuple(input_shape)}")
 
-    def transform(item) -> np.ndarray:
+    def transform(item):
         image, _label = item
-        return image.unsqueeze(0).numpy()
+        array = image.unsqueeze(0).numpy()
+        return {input_name: array} if input_name is not None else array
 
     return nncf.Dataset(subset, transform), len(subset)
 
@@ -89,13 +93,16 @@ def ignored_scope(config: QuantizeConfig):
 
 
 def nncf_settings(model, config: QuantizeConfig, *, subset: int) -> dict[str, Any]:
-    return {
+    settings: dict[str, Any] = {
         "preset": resolve_preset(model, config),
         "model_type": config.model_type,
         "subset_size": subset,
         "fast_bias_correction": config.fast_bias_correction,
-        "ignored_scope": config.ignored_scope.model_dump(),
     }
+    scope = config.ignored_scope
+    if scope.names or scope.patterns or scope.types:
+        settings["ignored_scope"] = scope.model_dump()
+    return settings
 
 
 def nncf_quantize_arguments(settings: dict[str, Any], config: QuantizeConfig) -> dict[str, Any]:
@@ -124,7 +131,10 @@ def quantize_nncf(
     if is_quantized(model):
         raise ShapeError(f"{artifact.path} is already quantized; give the float model")
     shape = static_input_shape(model.inputs[0].get_partial_shape(), source=str(artifact.path))
-    dataset, subset = calibration_dataset(calibration, size=config.subset_size, input_shape=shape, seed=seed)
+    input_name = model.inputs[0].get_any_name() if path.suffix == ".onnx" else None
+    dataset, subset = calibration_dataset(
+        calibration, size=config.subset_size, input_shape=shape, seed=seed, input_name=input_name
+    )
     settings = nncf_settings(model, config, subset=subset)
     arguments = nncf_quantize_arguments(settings, config)
     with quiet_nncf():
@@ -165,10 +175,3 @@ def _save_onnx(proto, path: Path) -> None:
 
     with atomic_path(path) as temporary:
         onnx.save(proto, str(temporary))
-
-
-def quantize_openvino(
-    artifact: Artifact, *, calibration: ImageDataset, config: QuantizeConfig, path: Path, seed: int = 0
-) -> Artifact:
-    """NNCF PTQ to OpenVINO IR (kept for callers that need only the artifact)."""
-    return quantize_nncf(artifact, calibration=calibration, config=config, path=path, seed=seed)[0]
