@@ -22,7 +22,7 @@ from edgeflow.backends import get_backend
 from edgeflow.config import parse_spec
 from edgeflow.data import DataSplits, load_data
 from edgeflow.device import DeviceSpec, RuntimeSettings, load_device
-from edgeflow.environment import environment
+from edgeflow.environment import environment, host_has_bf16
 from edgeflow.errors import ConfigError, DataError
 from edgeflow.exporter import ParityStats, convert_to_openvino, export_onnx, measure_parity
 from edgeflow.io import ensure_writable_dir, staged_dir
@@ -162,6 +162,8 @@ def _check_variants_fit_device(variants: list[VariantSpec], device: DeviceSpec) 
             )
         if variant.precision not in device.precisions:
             raise ConfigError(f"variant {variant.name}: device {device.name} does not support {variant.precision}")
+        if variant.execution_precision == "bf16" and device.transport == "local" and not host_has_bf16():
+            raise ConfigError(f"variant {variant.name}: this CPU has no bf16 instructions (AVX512-BF16 or AMX)")
 
 
 def _train_if_needed(source: ModelSource, splits: DataSplits, recipe: Recipe, progress: Progress) -> TrainStats | None:

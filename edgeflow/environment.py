@@ -29,6 +29,11 @@ def cpu_description() -> dict[str, object]:
     return {"name": name, "logical_cores": cores, "isa": isa}
 
 
+def host_has_bf16() -> bool:
+    """Whether this CPU executes bf16 natively (OpenVINO's bf16 needs AVX512-BF16 or AMX)."""
+    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_description()["isa"]))
+
+
 def environment() -> dict[str, object]:
     versions = {}
     for package in _PACKAGES:

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from edgeflow.accuracy import AccuracyStats, accuracy_from_logits, collect_logits
-from edgeflow.artifact import Artifact, artifact_from_path
+from edgeflow.artifact import artifact_from_path
 from edgeflow.backends import get_backend
 from edgeflow.compress.summary import QuantizationSummary
 from edgeflow.data import load_data
@@ -19,7 +19,7 @@ from edgeflow.io import ensure_writable_dir
 from edgeflow.measure import choose_backend
 from edgeflow.progress import Progress
 from edgeflow.recipe import QuantizeConfig, VariantSpec
-from edgeflow.variants import FloatArtifacts, build_variant
+from edgeflow.variants import AUTO_CHAIN, FloatArtifacts, quantize_within_budget
 
 Method = Literal["auto", "nncf-ptq", "nncf-accuracy-control", "ort-static", "ort-dynamic"]
 _F32 = RuntimeSettings(execution_precision="f32")
@@ -73,72 +73,51 @@ def quantize(
     float_model = get_backend(target).compile(source, settings=_F32)
     resolution = float_model.input_shape[-1]
     splits = load_data(data, resolution=resolution, seed=seed)
-    shape = tuple(float_model.input_shape)
 
     float_test, labels = collect_logits(float_model, splits.test)
-    float_holdout = _holdout_top1(float_model, splits.holdout)
     floats = FloatArtifacts(
         onnx=source if source.format == "onnx" else None,  # type: ignore[arg-type]
         openvino=source if target == "openvino" else None,
         module=None,
-        input_shape=shape,
+        input_shape=tuple(float_model.input_shape),
     )
-    attempts: list[str] = []
-    best: tuple[Artifact, QuantizationSummary, float] | None = None
-    for candidate in _methods(method, target):
-        attempts.append(candidate)
-        progress.stage(f"quantize with {candidate}")
-        variant = VariantSpec(
-            name=f"int8-{candidate}",
-            backend=target,
-            precision="int8",
-            quantize=QuantizeConfig(method=candidate, subset_size=subset_size, max_drop=max_drop),
-        )
-        quantized, summary = build_variant(
-            variant,
-            floats=floats,
-            splits=splits,
-            folder=out_dir,
-            seed=seed,
-            file_stem=f"{source.path.stem}_int8_{candidate}",
-        )
-        holdout = _holdout_top1(get_backend(target).compile(quantized, settings=_F32), splits.holdout)
-        if best is None or holdout > best[2]:
-            if best is not None:
-                _remove(best[0])
-            best = (quantized, summary, holdout)
-        else:
-            _remove(quantized)
-        if float_holdout - best[2] <= max_drop:
-            break
-    assert best is not None
-    quantized, summary, holdout = best
+    variant = VariantSpec(
+        name="int8",
+        backend=target,
+        precision="int8",
+        quantize=QuantizeConfig(method="auto", subset_size=subset_size, max_drop=max_drop),
+    )
+    methods = _methods(method, target)
+    quantized, summary = quantize_within_budget(
+        variant, methods=methods, base=source, floats=floats, splits=splits,
+        path=out_dir / f"{source.path.stem}_int8{source.path.suffix}", seed=seed, progress=progress,
+    )  # fmt: skip
     compiled = get_backend(target).compile(quantized, settings=_F32)
     logits, _ = collect_logits(compiled, splits.test)
-    met = float_holdout - holdout <= max_drop + 1e-9
+    float_holdout, holdout = summary.holdout_top1_float, summary.holdout_top1_quantized
     message = (
         f"holdout top-1 {100 * holdout:.2f}% vs float {100 * float_holdout:.2f}%: "
         f"drop {100 * (float_holdout - holdout):.2f} points, budget {100 * max_drop:.2f}"
-        + ("" if met else "; budget NOT met: kept the best artifact reached")
+        + ("" if summary.budget_met else "; budget NOT met: kept the best artifact reached")
     )
     return QuantizeResult(
         artifact=str(quantized.path),
         backend=target,
         method=summary.method,
-        attempts=attempts,
+        attempts=summary.attempts,
         float_accuracy=accuracy_from_logits(float_test, labels, split="test", runtime=target),
         accuracy=accuracy_from_logits(logits, labels, split="test", runtime=target),
         holdout_top1_float=float_holdout,
         holdout_top1=holdout,
         max_drop=max_drop,
-        budget_met=met,
+        budget_met=bool(summary.budget_met),
         agreement=measure_parity(float_test, logits, reference_name=str(source.path), runtime=target),
         summary=summary,
         message=message,
     )
 
 
-def _methods(method: Method, target: str) -> list[str]:
+def _methods(method: Method, target: str) -> tuple[str, ...]:
     if method != "auto":
         allowed = {
             "openvino": {"nncf-ptq", "nncf-accuracy-control"},
@@ -148,17 +127,5 @@ def _methods(method: Method, target: str) -> list[str]:
             raise ConfigError(
                 f"method {method} does not build {target} artifacts (use {', '.join(sorted(allowed[target]))})"
             )
-        return [method]
-    if target == "openvino":
-        return ["nncf-ptq", "nncf-accuracy-control"]
-    return ["ort-static", "nncf-ptq"]
-
-
-def _holdout_top1(compiled, dataset) -> float:
-    logits, labels = collect_logits(compiled, dataset)
-    return accuracy_from_logits(logits, labels, split="holdout", runtime=compiled.backend).top1
-
-
-def _remove(artifact: Artifact) -> None:
-    for file in artifact.files:
-        file.unlink(missing_ok=True)
+        return (method,)
+    return AUTO_CHAIN[target]

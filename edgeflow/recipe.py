@@ -65,13 +65,15 @@ class QatConfig(StrictModel):
     max_steps: int | None = Field(default=None, ge=1)
 
 
-QuantizeMethod = Literal["nncf-ptq", "nncf-accuracy-control", "nncf-qat", "ort-static", "ort-dynamic"]
+QuantizeMethod = Literal["auto", "nncf-ptq", "nncf-accuracy-control", "nncf-qat", "ort-static", "ort-dynamic"]
 
 
 class QuantizeConfig(StrictModel):
     """How an artifact is quantized. Defaults are chosen for CNNs; every one can be overridden.
 
-    Methods: ``nncf-ptq`` (NNCF post-training, for OpenVINO IR or ONNX), ``nncf-accuracy-control``
+    Methods: ``auto`` (PTQ, then, while the holdout drop exceeds ``max_drop``: accuracy-controlled PTQ,
+    then QAT when a torch model is at hand; the best artifact is kept), ``nncf-ptq`` (NNCF post-training,
+    for OpenVINO IR or ONNX), ``nncf-accuracy-control``
     (NNCF PTQ that keeps the most sensitive layers in float until the holdout drop is within
     ``max_drop``), ``nncf-qat`` (quantization-aware fine-tuning of the torch model), ``ort-static``
     (ONNX Runtime static QDQ, per-channel weights, after ORT's pre-processing) and ``ort-dynamic``
@@ -98,8 +100,8 @@ class QuantizeConfig(StrictModel):
 
 
 _INT8_METHODS = {
-    "openvino": {"nncf-ptq", "nncf-accuracy-control", "nncf-qat"},
-    "onnxruntime": {"ort-static", "ort-dynamic", "nncf-ptq"},
+    "openvino": {"auto", "nncf-ptq", "nncf-accuracy-control", "nncf-qat"},
+    "onnxruntime": {"auto", "ort-static", "ort-dynamic", "nncf-ptq"},
 }
 _DEFAULT_INT8_METHOD = {"openvino": "nncf-ptq", "onnxruntime": "ort-static"}
 

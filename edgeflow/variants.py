@@ -65,6 +65,99 @@ def _fp16(base: Artifact, *, path: Path) -> Artifact:
     return compress_openvino_fp16(base, path=path)
 
 
+# What ``auto`` tries, in order, until the holdout drop fits the budget.
+AUTO_CHAIN = {
+    "openvino": ("nncf-ptq", "nncf-accuracy-control", "nncf-qat"),
+    "onnxruntime": ("ort-static", "nncf-ptq"),
+}
+
+
+def holdout_top1(artifact: Artifact, dataset) -> float:
+    """Top-1 on the holdout split, executed in f32 so that bf16 noise does not enter budget decisions."""
+    from edgeflow.accuracy import evaluate_compiled
+    from edgeflow.backends import get_backend
+    from edgeflow.device import RuntimeSettings
+
+    backend = "onnxruntime" if artifact.format == "onnx" else "openvino"
+    compiled = get_backend(backend).compile(artifact, settings=RuntimeSettings(execution_precision="f32"))
+    return evaluate_compiled(compiled, dataset, split="holdout").top1
+
+
+def quantize_within_budget(
+    variant: VariantSpec,
+    *,
+    methods: tuple[str, ...],
+    base: Artifact,
+    floats: FloatArtifacts,
+    splits: DataSplits,
+    path: Path,
+    seed: int,
+    progress: Progress | None,
+) -> tuple[Artifact, QuantizationSummary]:
+    """Try ``methods`` in order until the holdout drop is within ``max_drop``; keep the best artifact.
+
+    Every attempt is written beside ``path`` under its method's name; the best is renamed to ``path``
+    and the others removed. The summary records the attempts and whether the budget was met.
+    """
+    config = variant.quantize
+    assert config is not None
+    if floats.module is None:
+        methods = tuple(method for method in methods if method != "nncf-qat")
+    float_top1 = holdout_top1(base, splits.holdout)
+    best: tuple[Artifact, QuantizationSummary, float] | None = None
+    attempts, tried = [], []
+    for method in methods:
+        if progress is not None:
+            progress.stage(f"variant {variant.name}: {method}")
+        attempt = variant.model_copy(update={"quantize": config.model_copy(update={"method": method})})
+        attempt_path = path.with_name(f"{path.stem}.{method}{path.suffix}")
+        artifact, summary = _int8(
+            attempt, base=base, floats=floats, splits=splits, path=attempt_path, seed=seed, progress=progress
+        )
+        top1 = holdout_top1(artifact, splits.holdout)
+        tried.append(method)
+        attempts.append(f"{method}: holdout top-1 {100 * top1:.2f}% (float {100 * float_top1:.2f}%)")
+        if best is None or top1 > best[2]:
+            if best is not None:
+                _remove(best[0])
+            best = (artifact, summary, top1)
+        else:
+            _remove(artifact)
+        if float_top1 - best[2] <= config.max_drop + 1e-9:
+            break
+    assert best is not None, "no quantization method to try"
+    artifact, summary, top1 = best
+    final = _rename(artifact, path)
+    met = float_top1 - top1 <= config.max_drop + 1e-9
+    summary = summary.model_copy(
+        update={
+            "holdout_top1_float": float_top1,
+            "holdout_top1_quantized": top1,
+            "max_drop": config.max_drop,
+            "budget_met": met,
+            "attempts": tried,
+            "notes": [*summary.notes, *attempts]
+            + (
+                [] if met else [f"budget not met: best drop {100 * (float_top1 - top1):.2f} points, kept that artifact"]
+            ),
+        }
+    )
+    return final, summary
+
+
+def _remove(artifact: Artifact) -> None:
+    for file in artifact.files:
+        file.unlink(missing_ok=True)
+
+
+def _rename(artifact: Artifact, path: Path) -> Artifact:
+    if artifact.format == "openvino":
+        artifact.path.with_suffix(".bin").replace(path.with_suffix(".bin"))
+    artifact.path.replace(path)
+    artifact.path = path
+    return artifact
+
+
 def _int8(
     variant: VariantSpec,
     *,
@@ -77,6 +170,11 @@ def _int8(
 ) -> tuple[Artifact, QuantizationSummary]:
     config = variant.quantize
     assert config is not None
+    if config.method == "auto":
+        return quantize_within_budget(
+            variant, methods=AUTO_CHAIN[variant.backend], base=base, floats=floats, splits=splits, path=path,
+            seed=seed, progress=progress,
+        )  # fmt: skip
     if config.method == "nncf-ptq":
         from edgeflow.compress.quantize import quantize_nncf
 

@@ -126,3 +126,25 @@ def test_quantize_command_refuses_bad_input(trained, tmp_path: Path) -> None:
     lacking.write_text("name: fp32only\nruntimes: [openvino]\nprecisions: [fp32]\n")
     refused = runner.invoke(app, ["quantize", str(floats.openvino.path), "--device", str(lacking)])
     assert refused.exit_code == 2 and "does not run int8" in refused.output
+
+
+def test_budget_search_keeps_the_best_and_cleans_up(trained) -> None:
+    from edgeflow.variants import quantize_within_budget
+
+    floats, splits, folder = trained
+    target = folder / "budget"
+    target.mkdir()
+    variant = VariantSpec(
+        name="auto", backend="onnxruntime", precision="int8", quantize=QuantizeConfig(subset_size=64, max_drop=0.0)
+    )
+    artifact, summary = quantize_within_budget(
+        variant, methods=("ort-static", "nncf-ptq"), base=floats.onnx, floats=floats, splits=splits,
+        path=target / "m_int8.onnx", seed=0, progress=None,
+    )  # fmt: skip
+    assert summary.attempts in (["ort-static"], ["ort-static", "nncf-ptq"])
+    assert summary.method in summary.attempts
+    assert [p.name for p in target.iterdir()] == ["m_int8.onnx"] and artifact.path == target / "m_int8.onnx"
+    drop = summary.holdout_top1_float - summary.holdout_top1_quantized
+    assert summary.budget_met == (drop <= 0.0 + 1e-9)
+    if not summary.budget_met:
+        assert summary.attempts == ["ort-static", "nncf-ptq"] and "budget not met" in summary.notes[-1]

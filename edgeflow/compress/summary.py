@@ -28,6 +28,7 @@ class QuantizationSummary(BaseModel):
     holdout_top1_quantized: float | None = None
     max_drop: float | None = None
     budget_met: bool | None = None
+    attempts: list[str] = []  # methods tried by a budget search, in order (the kept one is ``method``)
     notes: list[str] = []
 
 
