@@ -18,7 +18,7 @@ from edgeflow.exporter import ParityStats, measure_parity
 from edgeflow.io import ensure_writable_dir
 from edgeflow.measure import choose_backend
 from edgeflow.progress import Progress
-from edgeflow.recipe import QuantizeConfig, VariantSpec
+from edgeflow.recipe import INT8_METHODS, QuantizeConfig, VariantSpec
 from edgeflow.variants import AUTO_CHAIN, FloatArtifacts, quantize_within_budget
 
 Method = Literal["auto", "nncf-ptq", "nncf-accuracy-control", "ort-static", "ort-dynamic"]
@@ -119,13 +119,8 @@ def quantize(
 
 def _methods(method: Method, target: str) -> tuple[str, ...]:
     if method != "auto":
-        allowed = {
-            "openvino": {"nncf-ptq", "nncf-accuracy-control"},
-            "onnxruntime": {"nncf-ptq", "ort-static", "ort-dynamic"},
-        }
-        if method not in allowed[target]:
-            raise ConfigError(
-                f"method {method} does not build {target} artifacts (use {', '.join(sorted(allowed[target]))})"
-            )
+        allowed = INT8_METHODS[target] - {"auto", "nncf-qat"}  # QAT needs the torch model, not an artifact
+        if method not in allowed:
+            raise ConfigError(f"method {method} does not build {target} artifacts (use {', '.join(sorted(allowed))})")
         return (method,)
     return AUTO_CHAIN[target]

@@ -99,7 +99,7 @@ class QuantizeConfig(StrictModel):
     qat: QatConfig = QatConfig()
 
 
-_INT8_METHODS = {
+INT8_METHODS = {
     "openvino": {"auto", "nncf-ptq", "nncf-accuracy-control", "nncf-qat"},
     "onnxruntime": {"auto", "ort-static", "ort-dynamic", "nncf-ptq"},
 }
@@ -143,8 +143,8 @@ class VariantSpec(StrictModel):
             self.quantize = QuantizeConfig(method=_DEFAULT_INT8_METHOD[self.backend])
         elif "method" not in self.quantize.model_fields_set:
             self.quantize.method = _DEFAULT_INT8_METHOD[self.backend]
-        if self.quantize.method not in _INT8_METHODS[self.backend]:
-            allowed = ", ".join(sorted(_INT8_METHODS[self.backend]))
+        if self.quantize.method not in INT8_METHODS[self.backend]:
+            allowed = ", ".join(sorted(INT8_METHODS[self.backend]))
             raise ValueError(f"method {self.quantize.method} does not build {self.backend} artifacts (use {allowed})")
         return self
 
