@@ -19,6 +19,7 @@ _LAZY = {
     "export": "edgeflow.api",
     "profile": "edgeflow.api",
     "evaluate": "edgeflow.api",
+    "search": "edgeflow.search.run",
     "create_model": "edgeflow.models",
     "list_models": "edgeflow.models",
     "load_device": "edgeflow.device",
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from edgeflow.device import load_device
     from edgeflow.models import create_model, list_models
     from edgeflow.recipe import load_recipe
+    from edgeflow.search.run import search
 
 
 def __getattr__(name: str) -> Any:
@@ -55,4 +57,5 @@ __all__ = [
     "load_recipe",
     "optimize",
     "profile",
+    "search",
 ]

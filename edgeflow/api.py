@@ -23,17 +23,17 @@ from edgeflow.config import parse_spec
 from edgeflow.data import DataSplits, load_data
 from edgeflow.device import DeviceSpec, RuntimeSettings, load_device
 from edgeflow.environment import environment, host_has_bf16
-from edgeflow.errors import ConfigError, DataError
+from edgeflow.errors import ConfigError
 from edgeflow.exporter import ParityStats, convert_to_openvino, export_onnx, measure_parity
 from edgeflow.io import ensure_writable_dir, staged_dir
 from edgeflow.measure import ProfileResult, choose_backend, compile_and_profile
 from edgeflow.model_source import ModelSource, looks_like_file, resolve_model
-from edgeflow.models import check_resolution, model_info
+from edgeflow.models import model_info
+from edgeflow.prepare import load_model_and_data, train_if_needed
 from edgeflow.progress import Progress
 from edgeflow.recipe import ModelConfig, ProfileConfig, Recipe, VariantSpec, load_recipe
 from edgeflow.report import write_report
 from edgeflow.report.schema import ModelRecord, Report, VariantRecord
-from edgeflow.train import TrainStats, train
 from edgeflow.variants import FloatArtifacts, build_variant
 
 _PARITY_SETTINGS = {"execution_precision": "f32"}
@@ -71,7 +71,7 @@ def optimize(
     torch.manual_seed(recipe_spec.seed)
 
     data_source = data or recipe_spec.data
-    source, splits = _load_model_and_data(model, arch=arch, data=data_source, recipe=recipe_spec)
+    source, splits = load_model_and_data(model, arch=arch, data=data_source, recipe=recipe_spec)
     sizes = splits.describe()
     progress.stage(
         f"model {source.name} ({source.kind}) at {source.resolution} px; data {splits.name}: "
@@ -80,7 +80,7 @@ def optimize(
 
     notes: list[str] = []
     with staged_dir(out) as stage:
-        training = _train_if_needed(source, splits, recipe_spec, progress)
+        training = train_if_needed(source, splits, recipe_spec, progress)
         if source.module is not None:
             torch.save(source.module.state_dict(), stage / "model.pt")
         onnx_artifact, parity = _export(source, splits, recipe_spec, stage, progress)
@@ -135,24 +135,6 @@ def optimize(
     return report
 
 
-def _load_model_and_data(model: str, *, arch: str | None, data: str, recipe: Recipe) -> tuple[ModelSource, DataSplits]:
-    """A file fixes its own class count; a registry model is built for the data set's classes."""
-    if looks_like_file(model):
-        default = model_info(arch).default_resolution if arch else None
-        resolution = recipe.model.input_side(default) if default else recipe.model.resolution
-        source = resolve_model(model, arch=arch, width=recipe.model.width, resolution=resolution)
-        splits = load_data(data, resolution=source.resolution, seed=recipe.seed)
-        if source.num_classes is not None and source.num_classes != splits.num_classes:
-            raise DataError(f"{model} predicts {source.num_classes} classes but {data} has {splits.num_classes}")
-        return source, splits
-    info = model_info(model)
-    resolution = recipe.model.input_side(info.default_resolution) or info.default_resolution
-    check_resolution(info.name, resolution)  # before spending time on data
-    splits = load_data(data, resolution=resolution, seed=recipe.seed)
-    source = resolve_model(model, num_classes=splits.num_classes, width=recipe.model.width, resolution=resolution)
-    return source, splits
-
-
 def _check_variants_fit_device(variants: list[VariantSpec], device: DeviceSpec) -> None:
     for variant in variants:
         if variant.backend not in device.runtimes:
@@ -164,22 +146,6 @@ def _check_variants_fit_device(variants: list[VariantSpec], device: DeviceSpec) 
             raise ConfigError(f"variant {variant.name}: device {device.name} does not support {variant.precision}")
         if variant.execution_precision == "bf16" and device.transport == "local" and not host_has_bf16():
             raise ConfigError(f"variant {variant.name}: this CPU has no bf16 instructions (AVX512-BF16 or AMX)")
-
-
-def _train_if_needed(source: ModelSource, splits: DataSplits, recipe: Recipe, progress: Progress) -> TrainStats | None:
-    if source.trained or source.module is None:
-        return None
-    progress.stage(f"train {source.name} on {splits.name} ({recipe.train.epochs} epochs): it has no weights")
-    stats = train(
-        source.module,
-        splits.train,
-        config=recipe.train,
-        holdout=splits.holdout,
-        seed=recipe.seed,
-        progress=progress,
-    )
-    source.trained = True
-    return stats
 
 
 def _export(

@@ -109,6 +109,57 @@ def optimize(
 
 
 @app.command()
+def search(
+    model: str = typer.Argument(..., help="model name (trained here on the recipe's data) or a .pt checkpoint"),
+    device: str = DeviceOption,
+    latency_budget: float | None = typer.Option(None, "--latency-budget", help="latency budget in ms"),
+    latency_ratio: float | None = typer.Option(
+        None, "--latency-ratio", help="budget as a fraction of the starting model's measured latency"
+    ),
+    recipe: str = typer.Option("search", "--recipe", "-r", help="recipe with a search section"),
+    data: str | None = typer.Option(None, "--data", help="digits, digits-hard, or an ImageFolder directory"),
+    out: Path = typer.Option(Path("reports/search"), "--out", "-o", help="search folder (state/ and reports)"),
+    arch: str | None = typer.Option(None, "--arch", help="architecture of a checkpoint file"),
+    resume: bool = typer.Option(False, "--resume", help="go on with the unfinished search in --out"),
+    as_json: bool = JsonOption,
+) -> None:
+    """NetAdapt: shrink MODEL until its latency measured on DEVICE meets the budget."""
+    from edgeflow.search.run import search as run_search
+
+    report = _run(
+        lambda: run_search(
+            model,
+            device=device,
+            recipe=recipe,
+            data=data,
+            out=out,
+            arch=arch,
+            latency_budget_ms=latency_budget,
+            latency_ratio=latency_ratio,
+            resume=resume,
+            progress=_progress(not as_json),
+        )
+    )
+    if as_json:
+        _print_json(report.model_dump(mode="json"))
+        return
+    start = report.point("start")
+    table = Table(title=f"{report.model} on {report.device['name']}: budget {report.budget_ms:.3f} ms")
+    for column in ("model", "p50 ms (measured)", "speed-up", "test top-1 %", "params"):
+        table.add_column(column)
+    for point in report.points:
+        table.add_row(
+            f"{point.name} {point.detail}".strip(),
+            f"{point.latency_ms.p50:.3f}",
+            f"{start.latency_ms.p50 / point.latency_ms.p50:.2f}x",
+            f"{100 * point.test_top1:.2f}",
+            f"{point.params / 1e6:.2f}M",
+        )
+    console.print(table)
+    console.print(f"{report.stop_reason}. Report: {out / 'search.md'} (also search.json, search.png)")
+
+
+@app.command()
 def export(
     model: str = typer.Argument(..., help="model name, a .pt checkpoint with --arch, or an .onnx file"),
     format: str = typer.Option("onnx", "--format", "-f", help="onnx or openvino"),

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from edgeflow.config import StrictModel, find_named_file, list_named_files, parse_spec, read_yaml
+from edgeflow.profile_config import ProfileConfig
+from edgeflow.search.config import SearchConfig
 
 
 class ModelConfig(StrictModel):
@@ -149,15 +151,6 @@ class VariantSpec(StrictModel):
         return self
 
 
-class ProfileConfig(StrictModel):
-    """The timing loop: warm-up, then iterations bounded by count and by time."""
-
-    warmup: int = Field(default=10, ge=0)
-    iterations: int = Field(default=200, ge=1, description="stop after this many timed runs ...")
-    max_seconds: float = Field(default=10.0, gt=0, description="... or after this many seconds")
-    min_iterations: int = Field(default=10, ge=1, description="time at least this many runs")
-
-
 class EvaluateConfig(StrictModel):
     max_samples: int | None = Field(default=None, ge=1, description="evaluate on the first N test images")
 
@@ -178,6 +171,9 @@ class Recipe(StrictModel):
     variants: list[VariantSpec] = Field(min_length=1)
     profile: ProfileConfig = ProfileConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    search: SearchConfig | None = Field(
+        default=None, description="NetAdapt search before export (edgeflow search, or optimize with this step)"
+    )
 
     @model_validator(mode="after")
     def _unique_variant_names(self) -> Recipe:

@@ -66,6 +66,7 @@ def train(
     holdout: ImageDataset | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    bn_batches: int = 20,
 ) -> TrainStats:
     """Train ``model`` in place with AdamW and a one-cycle schedule; returns what happened."""
     torch.manual_seed(seed)
@@ -96,7 +97,7 @@ def train(
                     if steps >= total_steps:
                         break
     if steps > 0:
-        recalibrate_batchnorm(model, train_set, batch_size=config.batch_size, seed=seed)
+        recalibrate_batchnorm(model, train_set, batch_size=config.batch_size, batches=bn_batches, seed=seed)
     model.eval()
     holdout_top1 = accuracy(model, holdout) if holdout is not None else None
     return TrainStats(

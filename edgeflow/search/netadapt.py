@@ -1,0 +1,354 @@
+"""NetAdapt: shrink a trained network step by step until its latency on the device meets a budget.
+
+Each iteration sets a target (the current latency minus a step that decays from iteration to
+iteration) and makes one proposal per prunable channel group and per removable block:
+
+1. *size*: for a group, the largest channel count (a multiple of the divisor) whose latency meets the
+   target, by the oracle; the channels kept are those with the largest L2 norm. A group that cannot
+   reach the target, or a block whose removal does not, is skipped.
+2. *screen*: holdout top-1 right after the change, with batch-norm statistics recomputed.
+3. *short-term fine-tune* the ``screen_top_k`` best, then score them on the holdout split (never test).
+
+The best proposal (by accuracy, or by accuracy lost per millisecond saved) becomes the next model.
+Every proposal is recorded in the state as it finishes, so a killed search resumes where it was, and
+every random choice is seeded from (seed, iteration, proposal), so the resumed search ends where an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import zlib
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch import nn
+from torch.utils.data import Subset
+
+from edgeflow.data import DataSplits
+from edgeflow.progress import Progress
+from edgeflow.recipe import TrainConfig
+from edgeflow.search import space
+from edgeflow.search.config import FineTuneConfig, SearchConfig
+from edgeflow.search.executor import Executor, InProcessExecutor
+from edgeflow.search.oracle import LookupTable, MeasuredOracle, Timer
+from edgeflow.search.state import Checkpoint, IterationRecord, ProposalRecord, SearchState
+from edgeflow.train import accuracy, recalibrate_batchnorm, train
+
+
+def derived_seed(seed: int, *parts: object) -> int:
+    """A seed that depends only on ``seed`` and ``parts`` (not on what ran before): resumable randomness."""
+    return zlib.crc32(repr((seed, *parts)).encode()) & 0x7FFFFFFF
+
+
+def finetune(model: nn.Module, splits: DataSplits, config: FineTuneConfig, *, seed: int) -> None:
+    """``config.steps`` AdamW steps on the train split (one-cycle schedule), then batch-norm recomputed."""
+    settings = TrainConfig(epochs=10**6, batch_size=config.batch_size, lr=config.lr, max_steps=max(1, config.steps))
+    if config.steps == 0:
+        recalibrate_batchnorm(model, splits.train, batch_size=config.batch_size, batches=config.bn_batches, seed=seed)
+        return
+    train(model, splits.train, config=settings, seed=seed, bn_batches=config.bn_batches)
+
+
+@dataclass
+class Search:
+    """One NetAdapt search; :meth:`run` goes on from whatever ``checkpoint`` holds."""
+
+    start: nn.Module  # the trained starting model (never changed)
+    input_shape: tuple[int, ...]
+    splits: DataSplits
+    config: SearchConfig
+    oracle: LookupTable | MeasuredOracle
+    timer: Timer  # measures candidates on the device
+    checkpoint: Checkpoint
+    state: SearchState
+    seed: int = 0
+    arch: str | None = None  # registry architecture of the starting model, when known
+    executor: Executor = InProcessExecutor()
+    progress: Progress = Progress.silent()
+
+    def __post_init__(self) -> None:
+        self.example = torch.zeros(self.input_shape)
+        holdout = self.splits.holdout
+        count = self.config.holdout_samples
+        self.holdout = Subset(holdout, range(min(count, len(holdout)))) if count else holdout
+        self._current: nn.Module | None = None
+
+    # ----- models ---------------------------------------------------------------------------------
+    def model_after(self, iterations: int) -> nn.Module:
+        """The chosen model after ``iterations`` iterations, rebuilt from the starting model."""
+        model = copy.deepcopy(self.start)
+        if iterations == 0:
+            return model.eval()
+        space.replay(model, [record.action for record in self.state.iterations[:iterations]], self.example)
+        self.checkpoint.load_weights(self.state.iterations[iterations - 1].weights, model)
+        return model.eval()
+
+    def current(self) -> nn.Module:
+        if self._current is None:
+            self._current = self.model_after(len(self.state.iterations))
+        return self._current
+
+    def current_latency(self) -> float:
+        return self.state.iterations[-1].estimate_ms if self.state.iterations else self.state.start_estimate_ms
+
+    def current_holdout(self) -> float:
+        return self.state.iterations[-1].holdout_top1 if self.state.iterations else self.state.start_holdout_top1
+
+    def measure(self, model: nn.Module) -> float:
+        started = time.perf_counter()
+        ms = self.timer.time_module(model, self.input_shape)
+        self.state.device_measurements += 1
+        self.state.device_seconds += time.perf_counter() - started
+        return ms
+
+    def _save(self) -> None:
+        self.state.oracle_measurements = self.oracle.cost.measurements
+        self.state.oracle_seconds = self.oracle.cost.seconds
+        self.checkpoint.save(self.state)
+
+    # ----- the loop -------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Time and score the starting model once; fit the lookup table's scale to it."""
+        if self.state.start_estimate_ms is not None:
+            if isinstance(self.oracle, LookupTable):
+                self.oracle.scale = self.state.table_scale
+            return
+        model = self.current()
+        self.progress.stage("time and score the starting model")
+        self.state.start_measured_ms = self.measure(model)
+        if isinstance(self.oracle, LookupTable):
+            self.oracle.fit(model, self.input_shape, lambda: self.state.start_measured_ms)
+            self.state.table_scale = self.oracle.scale
+        self.state.start_estimate_ms = self.oracle.latency(model, self.input_shape)
+        self.state.start_holdout_top1 = accuracy(model, self.holdout)
+        # Decisions use the oracle's figures only (a ratio budget too), so a search is reproducible.
+        self.state.budget_ms = self.config.budget(self.state.start_estimate_ms)
+        self._save()
+
+    def run(self) -> SearchState:
+        started = time.perf_counter() - self.state.elapsed_seconds
+        self.prepare()
+        while self.state.phase == "search":
+            reason = self._stop_reason()
+            if reason:
+                self.state.stop_reason, self.state.phase = reason, "long-term"
+                self._save()
+                break
+            self._iteration()
+            self.state.elapsed_seconds = time.perf_counter() - started
+            self._save()
+        if self.state.phase == "long-term":
+            self.progress.stage(f"long-term fine-tune ({self.config.long_term.steps} steps)")
+            model = copy.deepcopy(self.current())
+            finetune(model, self.splits, self.config.long_term, seed=derived_seed(self.seed, "long-term"))
+            self.state.final_weights = self.checkpoint.save_weights("final.pt", model)
+            self.state.phase = "done"
+            self.state.elapsed_seconds = time.perf_counter() - started
+            self._save()
+        return self.state
+
+    def final_model(self) -> nn.Module:
+        model = self.model_after(len(self.state.iterations))
+        self.checkpoint.load_weights(self.state.final_weights, model)
+        return model.eval()
+
+    def _stop_reason(self) -> str | None:
+        budget = self.state.budget_ms
+        latency = self.current_latency()
+        if latency <= budget:
+            kind = "measured" if self.oracle.measured else "estimated"
+            count = len(self.state.iterations)
+            return f"budget met: {latency:.3f} ms ({kind}) <= {budget:.3f} ms after {count} iterations"
+        if len(self.state.iterations) >= self.config.max_iterations:
+            return f"stopped after {self.config.max_iterations} iterations without meeting the budget"
+        if self.state.stop_reason:
+            return self.state.stop_reason
+        return None
+
+    def _target(self, shrink: int = 0) -> float:
+        """This iteration's target: the current latency minus the decayed step (halved ``shrink`` times)."""
+        index = len(self.state.iterations)
+        step = self.config.initial_step * self.state.start_estimate_ms * self.config.step_decay**index
+        return self.current_latency() - step / 2**shrink
+
+    def _iteration(self) -> None:
+        """One NetAdapt iteration; when no proposal reaches the target, retry with half the step (twice)."""
+        for shrink in range(3):
+            if self.state.pending_shrink > shrink:
+                continue
+            self.state.pending_shrink = shrink
+            if self._proposals(self._target(shrink)):
+                return
+            self.state.pending, self.state.pending_shrink = [], shrink + 1
+            self._save()
+        self.state.pending_shrink = 0
+        self.state.stop_reason = "no proposal reaches the target, even with a quarter of the step"
+
+    def _proposals(self, target: float) -> bool:
+        index = len(self.state.iterations)
+        started = time.perf_counter()
+        model = self.current()
+        names = [f"prune {group.name}" for group in space.prunable_groups(model, self.example, min_channels=1)]
+        if self.config.remove_blocks:
+            names += [f"remove-block {block}" for block in space.removable_blocks(model)]
+        done = {record.name for record in self.state.pending}
+        self.progress.stage(
+            f"iteration {index + 1}: target {target:.3f} ms (now {self.current_latency():.3f}, "
+            f"budget {self.state.budget_ms:.3f}); {len(names)} proposals"
+        )
+        size = partial(_size_and_screen, self, target=target, index=index)
+        with self.progress.task(f"iteration {index + 1} proposals", total=len(names)) as advance:
+            advance(len(done), "")
+            for _name, record in self.executor.map(size, [name for name in names if name not in done]):
+                self.state.pending.append(record)
+                self._save()
+                advance(1, _note(record))
+        candidates = [record for record in self.state.pending if record.skipped is None]
+        if not candidates:
+            return False
+        ranked = sorted(candidates, key=lambda record: (-record.zero_shot_top1, record.name))
+        chosen_k = ranked[: self.config.screen_top_k] if self.config.screen_top_k else ranked
+        tune = partial(_short_term, self, index=index)
+        todo = [record for record in chosen_k if record.holdout_top1 is None]
+        with self.progress.task(f"iteration {index + 1} short-term fine-tune", total=len(chosen_k)) as advance:
+            advance(len(chosen_k) - len(todo), "")
+            for record, holdout in self.executor.map(tune, todo):
+                record.holdout_top1 = holdout
+                self._save()
+                advance(1, f"{record.name}: holdout {100 * holdout:.1f}%")
+        best = self._select(chosen_k)
+        model = copy.deepcopy(self.current())
+        space.apply(model, best.action, self.example)
+        self.checkpoint.load_weights(_proposal_file(index, best.name), model)
+        measured = best.measured_ms if best.measured_ms is not None else self.measure(model)
+        weights = self.checkpoint.save_weights(f"iteration-{index + 1:03d}.pt", model)
+        self.state.iterations.append(
+            IterationRecord(
+                index=index + 1,
+                target_ms=target,
+                chosen=best.name,
+                action=best.action,
+                estimate_ms=best.estimate_ms,
+                measured_ms=measured,
+                holdout_top1=best.holdout_top1,
+                weights=weights,
+                proposals=self.state.pending,
+                seconds=time.perf_counter() - started + sum(record.seconds for record in self.state.pending),
+            )
+        )
+        for record in chosen_k:
+            self.checkpoint.remove(_proposal_file(index, record.name))
+        self.state.pending, self.state.pending_shrink = [], 0
+        self._current = model.eval()
+        self.progress.stage(
+            f"iteration {index + 1}: chose {best.action.describe()}: {best.estimate_ms:.3f} ms estimated, "
+            f"{measured:.3f} ms measured, holdout {100 * best.holdout_top1:.2f}%"
+        )
+        return True
+
+    def _select(self, records: list[ProposalRecord]) -> ProposalRecord:
+        if self.config.selection == "accuracy":
+            return max(records, key=lambda record: (record.holdout_top1, -record.estimate_ms))
+        now_ms, now_top1 = self.current_latency(), self.current_holdout()
+
+        def lost_per_ms(record: ProposalRecord) -> float:
+            return (now_top1 - record.holdout_top1) / max(1e-6, now_ms - record.estimate_ms)
+
+        return min(records, key=lambda record: (lost_per_ms(record), record.name))
+
+
+def _note(record: ProposalRecord) -> str:
+    if record.skipped:
+        return f"{record.name}: skipped"
+    return f"{record.name}: {record.estimate_ms:.3f} ms, holdout {100 * record.zero_shot_top1:.1f}% before tuning"
+
+
+def _proposal_file(index: int, name: str) -> str:
+    return f"weights/proposal-{index + 1:03d}-{zlib.crc32(name.encode()):08x}.pt"
+
+
+def _size_and_screen(search: Search, name: str, *, target: float, index: int) -> ProposalRecord:
+    """Size one proposal with the oracle and score it on holdout right after the change."""
+    started = time.perf_counter()
+    kind, _, target_name = name.partition(" ")
+    current = search.current()
+    if kind == "remove-block":
+        action = space.Action(kind="remove-block", target=target_name)
+        model, estimate = _changed(search, current, action)
+        if estimate > target:
+            return ProposalRecord(name=name, action=action, estimate_ms=estimate, skipped="does not reach the target")
+        channels = None
+    else:
+        found = _largest_keep(search, current, target_name, target)
+        if found is None:
+            return ProposalRecord(name=name, skipped="cannot reach the target", seconds=time.perf_counter() - started)
+        action, model, estimate, channels = found
+    recalibrate_batchnorm(
+        model,
+        search.splits.train,
+        batch_size=search.config.short_term.batch_size,
+        batches=search.config.short_term.bn_batches,
+        seed=derived_seed(search.seed, index, name, "bn"),
+    )
+    measured = search.measure(model) if search.config.measure == "proposals" else None
+    return ProposalRecord(
+        name=name,
+        action=action,
+        channels=channels,
+        estimate_ms=estimate,
+        measured_ms=measured,
+        zero_shot_top1=accuracy(model, search.holdout),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _changed(search: Search, current: nn.Module, action: space.Action) -> tuple[nn.Module, float]:
+    model = copy.deepcopy(current)
+    space.apply(model, action, search.example)
+    return model, search.oracle.latency(model.eval(), search.input_shape)
+
+
+def _largest_keep(
+    search: Search, current: nn.Module, group: str, target: float
+) -> tuple[space.Action, nn.Module, float, list[int]] | None:
+    """Binary search for the most channels whose latency meets ``target`` (latency falls with channels)."""
+    channels = space._out_channels(current.get_submodule(group))
+    divisor, floor = search.config.channel_divisor, max(search.config.min_channels, search.config.channel_divisor)
+    options = [keep for keep in range(floor, channels, divisor)]
+    if not options:
+        return None
+    cache: dict[int, tuple[space.Action, nn.Module, float]] = {}
+
+    def probe(keep: int) -> tuple[space.Action, nn.Module, float]:
+        if keep not in cache:
+            action = space.l2_prune_action(current, search.example, group, keep)
+            model, estimate = _changed(search, current, action)
+            cache[keep] = (action, model, estimate)
+        return cache[keep]
+
+    if probe(options[0])[2] > target:
+        return None
+    low, high = 0, len(options) - 1  # options[low] meets the target; find the largest index that does
+    while low < high:
+        middle = (low + high + 1) // 2
+        if probe(options[middle])[2] <= target:
+            low = middle
+        else:
+            high = middle - 1
+    action, model, estimate = probe(options[low])
+    return action, model, estimate, [channels, options[low]]
+
+
+def _short_term(search: Search, record: ProposalRecord, *, index: int) -> float:
+    """Short-term fine-tune one screened proposal; keep its weights for the choice; holdout top-1."""
+    model = copy.deepcopy(search.current())
+    space.apply(model, record.action, search.example)
+    finetune(model, search.splits, search.config.short_term, seed=derived_seed(search.seed, index, record.name))
+    search.checkpoint.save_weights(_proposal_file(index, record.name)[len("weights/") :], model)
+    return accuracy(model, search.holdout)
+
+
+__all__ = ["Search", "derived_seed", "finetune"]

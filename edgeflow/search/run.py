@@ -1,0 +1,296 @@
+"""``edgeflow search``: NetAdapt on a device, then the final model and the multiplier baselines measured there.
+
+Layout of ``out``: ``state/`` (the resumable search: state.json and weight files), then, when the
+search is done, ``model_start.onnx``, ``model_netadapt.onnx`` (+ IR), ``search.json``, ``search.md``
+and ``search.png``, each written atomically.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgeflow.accuracy import accuracy_from_logits, collect_logits
+from edgeflow.data import DataSplits
+from edgeflow.device import DeviceSpec, load_device
+from edgeflow.environment import environment
+from edgeflow.errors import ConfigError
+from edgeflow.exporter import convert_to_openvino, export_onnx
+from edgeflow.io import ensure_writable_dir
+from edgeflow.measure import compile_and_profile
+from edgeflow.models import check_resolution
+from edgeflow.models.multipliers import make_divisible
+from edgeflow.prepare import load_model_and_data, train_if_needed
+from edgeflow.progress import Progress
+from edgeflow.recipe import Recipe, load_recipe
+from edgeflow.search import space
+from edgeflow.search.config import SearchConfig
+from edgeflow.search.executor import Executor, InProcessExecutor
+from edgeflow.search.netadapt import Search, derived_seed, finetune
+from edgeflow.search.oracle import LookupTable, MeasuredOracle, Timer, cache_folder, default_table_path
+from edgeflow.search.report import PointRecord, SearchReport, table_errors, write_search_report
+from edgeflow.search.state import Checkpoint, SearchState
+
+SEARCH_BACKENDS = ("openvino", "onnxruntime")
+
+
+def search(
+    model: str,
+    *,
+    device: str | Path | DeviceSpec = "cpu",
+    recipe: str | Path | Recipe = "search",
+    data: str | None = None,
+    out: str | Path = "reports/search",
+    arch: str | None = None,
+    latency_budget_ms: float | None = None,
+    latency_ratio: float | None = None,
+    resume: bool = False,
+    executor: Executor | None = None,
+    progress: Progress | None = None,
+) -> SearchReport:
+    """Find the most accurate shrunk ``model`` whose latency on ``device`` meets the budget.
+
+    The budget comes from ``latency_budget_ms``/``latency_ratio`` or the recipe's ``search`` section.
+    With ``resume`` a search killed at any point goes on from ``out/state``.
+    """
+    progress = progress or Progress.silent()
+    device_spec = device if isinstance(device, DeviceSpec) else load_device(device)
+    recipe_spec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    config = _search_config(recipe_spec, latency_budget_ms, latency_ratio)
+    backend = next((name for name in device_spec.runtimes if name in SEARCH_BACKENDS), None)
+    if backend is None:
+        raise ConfigError(f"device {device_spec.name} has no runtime the search can time (openvino, onnxruntime)")
+    out = Path(out)
+    ensure_writable_dir(out)
+    checkpoint = Checkpoint(out / "state")
+
+    source, splits = load_model_and_data(model, arch=arch, data=data or recipe_spec.data, recipe=recipe_spec)
+    if source.module is None:
+        raise ConfigError(f"{model}: the search prunes a torch model; give a registry name or a checkpoint")
+    fingerprint = _fingerprint(model, source, splits, recipe_spec, config, device_spec)
+    state = _open_state(checkpoint, fingerprint, resume=resume)
+    progress.stage(
+        f"search {source.name} at {source.resolution} px on {device_spec.name} ({backend}); data {splits.name}"
+        + (f"; resuming after iteration {len(state.iterations)}" if state.iterations else "")
+    )
+    if source.kind == "registry":  # trained once; a resumed search loads the same weights
+        if (checkpoint.folder / "start.pt").exists():
+            checkpoint.load_weights("start.pt", source.module)
+        else:
+            torch.manual_seed(recipe_spec.seed)
+            train_if_needed(source, splits, recipe_spec, progress)
+            checkpoint.save_weights("start.pt", source.module, folder="")
+
+    measure_timer = Timer(device_spec, backend, device_spec.runtime, config.profile, checkpoint.folder)
+    if config.oracle == "measured":
+        oracle = MeasuredOracle(Timer(device_spec, backend, device_spec.runtime, config.profile, checkpoint.folder))
+    else:
+        table_timer = Timer(device_spec, backend, device_spec.runtime, config.profile, checkpoint.folder)
+        oracle = LookupTable(table_timer, default_table_path(cache_folder(), table_timer, source.input_shape))
+    engine = Search(
+        start=source.module.eval(),
+        input_shape=source.input_shape,
+        splits=splits,
+        config=config,
+        oracle=oracle,
+        timer=measure_timer,
+        checkpoint=checkpoint,
+        state=state,
+        seed=recipe_spec.seed,
+        arch=source.arch,
+        executor=executor or InProcessExecutor(),
+        progress=progress,
+    )
+    state = engine.run()
+    search_seconds = state.elapsed_seconds
+
+    progress.stage("export the start and adapted models; time and evaluate them on the device")
+    points = [
+        _evaluate_point("start", engine.start, splits, out, device_spec, backend, recipe_spec, kind="start"),
+        _evaluate_point("netadapt", engine.final_model(), splits, out, device_spec, backend, recipe_spec),
+    ]
+    points += _baselines(engine, splits, out, device_spec, backend, recipe_spec, progress)
+    report = SearchReport(
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        model=source.name,
+        arch=source.arch,
+        resolution=source.resolution,
+        device=device_spec.model_dump(),
+        backend=backend,
+        data=splits.describe(),
+        config=config.model_dump(),
+        oracle=oracle.name,
+        budget_ms=state.budget_ms,
+        stop_reason=state.stop_reason or "",
+        iterations=state.iterations,
+        points=points,
+        table=table_errors(state) if isinstance(oracle, LookupTable) else None,
+        oracle_measurements=state.oracle_measurements,
+        oracle_seconds=round(state.oracle_seconds, 2),
+        device_measurements=state.device_measurements,
+        device_seconds=round(state.device_seconds, 2),
+        search_seconds=round(search_seconds, 2),
+        environment=environment(),
+    )
+    write_search_report(report, folder=out)
+    return report
+
+
+def _search_config(recipe: Recipe, budget_ms: float | None, ratio: float | None) -> SearchConfig:
+    if recipe.search is None:
+        raise ConfigError(f"recipe {recipe.name} has no search section; use the 'search' recipe or add one")
+    if budget_ms is not None and ratio is not None:
+        raise ConfigError("give --latency-budget or --latency-ratio, not both")
+    config = recipe.search
+    if budget_ms is not None:
+        config = config.model_copy(update={"latency_budget_ms": budget_ms, "latency_ratio": None})
+    if ratio is not None:
+        if not 0 < ratio < 1:
+            raise ConfigError(f"--latency-ratio must be between 0 and 1 (a fraction of today's latency), got {ratio}")
+        config = config.model_copy(update={"latency_ratio": ratio, "latency_budget_ms": None})
+    if budget_ms is not None and budget_ms <= 0:
+        raise ConfigError(f"--latency-budget must be a positive number of milliseconds, got {budget_ms}")
+    if config.latency_budget_ms is None and config.latency_ratio is None:
+        raise ConfigError("the search needs a budget: --latency-budget MS or --latency-ratio R")
+    return config
+
+
+def _fingerprint(model: str, source, splits: DataSplits, recipe: Recipe, config: SearchConfig, device) -> str:
+    """What must not change between a search and its resumption."""
+    weights = hashlib.sha256()
+    for name, tensor in sorted(source.module.state_dict().items()):
+        weights.update(name.encode())
+        weights.update(tensor.detach().cpu().numpy().tobytes())
+    described = {
+        "model": source.name,
+        "arch": source.arch,
+        "resolution": source.resolution,
+        "weights": weights.hexdigest() if source.trained else "train-here",
+        "data": splits.describe(),
+        "recipe_train": recipe.train.model_dump(),
+        "seed": recipe.seed,
+        "search": config.model_dump(),
+        "device": device.model_dump(),
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _open_state(checkpoint: Checkpoint, fingerprint: str, *, resume: bool) -> SearchState:
+    if resume:
+        if not checkpoint.exists():
+            raise ConfigError(f"nothing to resume: {checkpoint.path} does not exist")
+        return checkpoint.load(fingerprint)
+    if checkpoint.exists():
+        previous = json.loads(checkpoint.path.read_text() or "{}")
+        if previous.get("phase") != "done":
+            raise ConfigError(
+                f"{checkpoint.folder} holds an unfinished search; add --resume to go on, or choose another --out"
+            )
+        shutil.rmtree(checkpoint.folder)
+    checkpoint.folder.mkdir(parents=True, exist_ok=True)
+    state = SearchState(fingerprint=fingerprint)
+    checkpoint.save(state)
+    return state
+
+
+def _evaluate_point(
+    name: str,
+    model: nn.Module,
+    splits: DataSplits,
+    out: Path,
+    device: DeviceSpec,
+    backend: str,
+    recipe: Recipe,
+    *,
+    kind: str = "netadapt",
+    detail: str = "",
+) -> PointRecord:
+    """Export ``model``, time it on the device and measure test top-1 through the runtime."""
+    resolution = splits.resolution
+    shape = (1, 3, resolution, resolution)
+    artifact = export_onnx(model.eval(), input_shape=shape, path=out / f"model_{name}.onnx")
+    if backend == "openvino":
+        artifact = convert_to_openvino(artifact, path=out / f"model_{name}.xml")
+        (out / f"model_{name}.onnx").unlink()
+    compiled, profiled = compile_and_profile(artifact, device=device, backend=backend, config=recipe.profile)
+    logits, labels = collect_logits(compiled, splits.test, max_samples=recipe.evaluate.max_samples)
+    stats = accuracy_from_logits(logits, labels, split="test", runtime=backend)
+    return PointRecord(
+        name=name,
+        kind=kind,
+        detail=detail,
+        resolution=resolution,
+        artifact=str(Path(artifact.path).relative_to(out)),
+        latency_ms=profiled.latency_ms,
+        measured=profiled.measured,
+        execution_precision=profiled.execution_precision,
+        test_top1=stats.top1,
+        params=profiled.params,
+        macs=profiled.macs,
+    )
+
+
+def _baselines(
+    engine: Search,
+    splits: DataSplits,
+    out: Path,
+    device: DeviceSpec,
+    backend: str,
+    recipe: Recipe,
+    progress: Progress,
+) -> list[PointRecord]:
+    """Width (alpha) and resolution (rho) multiplier models, fine-tuned with the final model's steps."""
+    config = engine.config
+    points = []
+    for width in config.baselines.widths:
+        progress.stage(f"baseline width {width:g}: keep {width:g} of every group's channels, fine-tune")
+        model = uniform_width(engine.start, engine.example, width)
+        finetune(model, splits, config.long_term, seed=derived_seed(engine.seed, "width", width))
+        points.append(
+            _evaluate_point(
+                f"width-{width:g}", model, splits, out, device, backend, recipe, kind="width", detail=f"alpha={width:g}"
+            )
+        )
+    for rho in config.baselines.resolutions:
+        side = round(splits.resolution * rho)
+        if engine.arch is not None:
+            check_resolution(engine.arch, side)
+        progress.stage(f"baseline resolution {rho:g}: {side} px, fine-tune")
+        scaled = splits.with_resolution(side)
+        model = copy.deepcopy(engine.start)
+        finetune(model, scaled, config.long_term, seed=derived_seed(engine.seed, "resolution", rho))
+        points.append(
+            _evaluate_point(
+                f"resolution-{rho:g}",
+                model,
+                scaled,
+                out,
+                device,
+                backend,
+                recipe,
+                kind="resolution",
+                detail=f"rho={rho:g} ({side} px)",
+            )  # fmt: skip
+        )
+    return points
+
+
+def uniform_width(start: nn.Module, example: torch.Tensor, width: float) -> nn.Module:
+    """The width-multiplier architecture (every group at ``width`` x its channels, rounded to 8), with the
+    starting model's channels of largest L2 norm: the multiplier baseline with inherited weights."""
+    model = copy.deepcopy(start).eval()
+    for group in space.prunable_groups(model, example, min_channels=1):
+        keep = min(group.channels, make_divisible(group.channels * width))
+        if keep < group.channels:
+            space.apply(model, space.l2_prune_action(model, example, group.name, keep), example)
+    return model
+
+
+__all__ = ["search", "uniform_width"]

@@ -1,0 +1,141 @@
+"""What the search may change in a network: channel groups (pruned with torch-pruning) and whole blocks.
+
+A *group* is torch-pruning's dependency group: every layer whose channels must shrink together (a
+depthwise convolution with the expansion that feeds it and the SE block inside; all blocks summed by
+residual additions). A group is named by its root layer, which stays stable while other groups shrink,
+so a search can be written down as a list of :class:`Action` and replayed on the starting model.
+
+A *block* is a residual block whose skip is an identity (same shape in and out); removing it keeps
+the network valid and trades depth instead of width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch_pruning as tp
+from pydantic import BaseModel
+from torch import nn
+
+from edgeflow.errors import ConfigError
+
+
+class Action(BaseModel):
+    """One change to a network: prune ``group`` (remove the channels ``remove``) or drop ``block``."""
+
+    kind: str  # "prune" | "remove-block"
+    target: str  # group root layer name, or block module name
+    remove: list[int] = []  # channel indices removed (prune), in the order of the channels at that moment
+
+    def describe(self) -> str:
+        if self.kind == "remove-block":
+            return f"remove block {self.target}"
+        return f"prune {len(self.remove)} channels of {self.target}"
+
+
+@dataclass(frozen=True)
+class Group:
+    """A prunable channel group: its root layer's name and current channel count."""
+
+    name: str
+    channels: int
+
+
+def _dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
+    return tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+
+
+def _classifier_output(model: nn.Module) -> nn.Module:
+    """The last Linear (or 1x1 conv) layer: its outputs are the classes and are never pruned."""
+    last = None
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            last = module
+    if last is None:
+        raise ConfigError("the model has no convolution or linear layer to prune")
+    return last
+
+
+def prunable_groups(model: nn.Module, example: torch.Tensor, *, min_channels: int) -> list[Group]:
+    """Every channel group of ``model`` that can shrink below its size and stay at least ``min_channels``."""
+    graph = _dependency_graph(model, example)
+    names = {module: name for name, module in model.named_modules()}
+    groups = []
+    for group in graph.get_all_groups(ignored_layers=[_classifier_output(model)]):
+        root = group[0].dep.target.module
+        channels = len(group[0].idxs)
+        if root in names and channels > min_channels:
+            groups.append(Group(name=names[root], channels=channels))
+    return groups
+
+
+def removable_blocks(model: nn.Module) -> list[str]:
+    """Names of residual blocks whose skip is an identity: torchvision's MobileNetV2/V3, EfficientNet and
+    MNASNet inverted residuals with ``use_res_connect``/``apply_residual``, ResNet blocks without downsample."""
+    found = []
+    for name, module in model.named_modules():
+        identity_skip = getattr(module, "use_res_connect", None) or getattr(module, "apply_residual", None)
+        if identity_skip is None and hasattr(module, "downsample") and hasattr(module, "conv1"):
+            identity_skip = module.downsample is None
+        if identity_skip is True:
+            found.append(name)
+    return found
+
+
+def l2_prune_action(model: nn.Module, example: torch.Tensor, group_name: str, keep: int) -> Action:
+    """The action that keeps the ``keep`` channels of group ``group_name`` with the largest L2 norm
+    (summed over every coupled layer, as torch-pruning's group magnitude importance does)."""
+    graph = _dependency_graph(model, example)
+    root = model.get_submodule(group_name)
+    channels = _out_channels(root)
+    if not 0 < keep < channels:
+        raise ConfigError(f"cannot keep {keep} of the {channels} channels of {group_name}")
+    group = graph.get_pruning_group(root, _pruning_fn(root), idxs=list(range(channels)))
+    importance = tp.importance.GroupMagnitudeImportance(p=2)(group)
+    order = torch.argsort(importance, stable=True)  # least important first
+    remove = sorted(int(index) for index in order[: channels - keep])
+    return Action(kind="prune", target=group_name, remove=remove)
+
+
+def apply(model: nn.Module, action: Action, example: torch.Tensor) -> None:
+    """Apply ``action`` to ``model`` in place."""
+    if action.kind == "remove-block":
+        parent_name, _, child = action.target.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        if action.target not in removable_blocks(model):
+            raise ConfigError(f"{action.target} is not a block with an identity skip")
+        setattr(parent, child, nn.Identity())
+        return
+    if action.kind != "prune":
+        raise ConfigError(f"unknown search action {action.kind!r}")
+    graph = _dependency_graph(model, example)
+    root = model.get_submodule(action.target)
+    group = graph.get_pruning_group(root, _pruning_fn(root), idxs=action.remove)
+    if not graph.check_pruning_group(group):
+        raise ConfigError(f"pruning {action.describe()} would leave a layer without channels")
+    group.prune()
+
+
+def replay(model: nn.Module, actions: list[Action], example: torch.Tensor) -> nn.Module:
+    """Apply ``actions`` in order (the starting model is changed in place and returned)."""
+    for action in actions:
+        apply(model, action, example)
+    return model
+
+
+def _out_channels(module: nn.Module) -> int:
+    if isinstance(module, nn.Conv2d):
+        return module.out_channels
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    raise ConfigError(f"group roots are convolutions or linear layers, not {type(module).__name__}")
+
+
+def _pruning_fn(module: nn.Module):
+    return tp.prune_linear_out_channels if isinstance(module, nn.Linear) else tp.prune_conv_out_channels
+
+
+def channel_counts(model: nn.Module) -> dict[str, int]:
+    """Output channels of every convolution and linear layer: the architecture, for reports."""
+    return {name: _out_channels(m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}

@@ -1,0 +1,113 @@
+"""What a search has done so far, written atomically after every step so ``--resume`` can go on.
+
+A model is never pickled: the state records the actions applied to the starting model (replayed on
+resume) and the weights as a ``state_dict`` file loaded with ``weights_only=True``. Weight files are
+written before the state that names them, so a kill between the two leaves only an unused file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ValidationError
+
+from edgeflow.errors import ConfigError
+from edgeflow.io import atomic_path, write_json
+from edgeflow.search.space import Action
+
+STATE_VERSION = 1
+
+
+class ProposalRecord(BaseModel):
+    """One proposal of one iteration: what it changed, its latency, its holdout accuracy."""
+
+    name: str
+    action: Action | None = None
+    channels: list[int] | None = None  # [before, after] for a pruned group
+    estimate_ms: float | None = None  # the oracle's figure (measured when the oracle is "measured")
+    measured_ms: float | None = None  # timed on the device, when proposals are measured
+    zero_shot_top1: float | None = None  # holdout top-1 right after the change (batch-norm recomputed)
+    holdout_top1: float | None = None  # after short-term fine-tuning
+    skipped: str | None = None  # why it was not a candidate
+    seconds: float = 0.0
+
+
+class IterationRecord(BaseModel):
+    index: int
+    target_ms: float
+    chosen: str
+    action: Action
+    estimate_ms: float
+    measured_ms: float | None
+    holdout_top1: float
+    weights: str
+    proposals: list[ProposalRecord]
+    seconds: float
+
+
+class SearchState(BaseModel):
+    version: int = STATE_VERSION
+    fingerprint: str  # config, starting model and seed: resume refuses a different search
+    phase: str = "search"  # search -> long-term -> done
+    start_estimate_ms: float | None = None
+    start_measured_ms: float | None = None
+    start_holdout_top1: float | None = None
+    table_scale: float = 1.0
+    budget_ms: float | None = None
+    iterations: list[IterationRecord] = []
+    pending: list[ProposalRecord] = []  # proposals of the unfinished iteration
+    pending_shrink: int = 0  # how many times the unfinished iteration's step was halved
+    stop_reason: str | None = None
+    final_weights: str | None = None
+    oracle_measurements: int = 0
+    oracle_seconds: float = 0.0
+    device_measurements: int = 0
+    device_seconds: float = 0.0
+    elapsed_seconds: float = 0.0
+
+    def actions(self) -> list[Action]:
+        return [iteration.action for iteration in self.iterations]
+
+
+class Checkpoint:
+    """The state file and weight files of one search, in ``folder``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / "state.json"
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def load(self, fingerprint: str) -> SearchState:
+        try:
+            state = SearchState.model_validate(json.loads(self.path.read_text()))
+        except (OSError, json.JSONDecodeError, ValidationError) as exc:
+            raise ConfigError(f"cannot resume: {self.path} is unreadable ({str(exc).splitlines()[0]})") from None
+        if state.version != STATE_VERSION:
+            raise ConfigError(f"cannot resume: {self.path} has state version {state.version}, not {STATE_VERSION}")
+        if state.fingerprint != fingerprint:
+            raise ConfigError(
+                f"cannot resume: {self.path} belongs to a search with another model, recipe or seed; "
+                "start a new one in another folder, or run the same command"
+            )
+        return state
+
+    def save(self, state: SearchState) -> None:
+        write_json(self.path, state.model_dump(mode="json"))
+
+    def save_weights(self, name: str, module: torch.nn.Module, *, folder: str = "weights") -> str:
+        path = self.folder / folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as temporary:
+            torch.save(module.state_dict(), temporary)
+        return str(path.relative_to(self.folder))
+
+    def load_weights(self, name: str, module: torch.nn.Module) -> None:
+        state_dict = torch.load(self.folder / name, map_location="cpu", weights_only=True)
+        module.load_state_dict(state_dict)
+
+    def remove(self, name: str) -> None:
+        (self.folder / name).unlink(missing_ok=True)

@@ -1,0 +1,106 @@
+"""A network cut into the units a latency lookup table is keyed by: the stem, each block, the head.
+
+Per-layer tables fit a fused runtime badly (OpenVINO fuses convolution, normalization, activation and
+the SE multiply), so the table is kept per block: the block's structure and input shape are its key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from edgeflow.errors import ConfigError
+
+
+class Head(nn.Module):
+    """Global average pooling, flatten and the classifier: the end of MobileNet/EfficientNet/MNASNet/ResNet."""
+
+    def __init__(self, *layers: nn.Module) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+@dataclass
+class Unit:
+    """One block of the network with the input shape it sees and a key naming its configuration."""
+
+    name: str
+    module: nn.Module
+    input_shape: tuple[int, ...]
+
+    @property
+    def key(self) -> str:
+        text = f"{self.input_shape}|{_structure(self.module)}"
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def split_units(model: nn.Module, input_shape: tuple[int, ...]) -> list[Unit]:
+    """The units of ``model`` in execution order, each with its input shape (identity blocks left out)."""
+    modules = _unit_modules(model)
+    shapes: dict[str, tuple[int, ...]] = {}
+    previous_output: list[tuple[int, ...]] = []
+
+    def record(name: str):
+        def hook(_module, args, output) -> None:
+            shapes.setdefault(name, tuple(args[0].shape))
+            previous_output.append(tuple(output.shape))
+
+        return hook
+
+    hooks = [module.register_forward_hook(record(name)) for name, module in modules if name != "head"]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(input_shape))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    shapes["head"] = previous_output[-1]  # the head (built here, not called by the model) takes the last output
+    return [
+        Unit(name=name, module=module, input_shape=shapes[name])
+        for name, module in modules
+        if not isinstance(module, nn.Identity)
+    ]
+
+
+def _unit_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    features = getattr(model, "features", None) or getattr(model, "layers", None)
+    classifier = getattr(model, "classifier", None)
+    if isinstance(features, nn.Sequential) and classifier is not None:
+        prefix = "features" if getattr(model, "features", None) is features else "layers"
+        units = [(f"{prefix}.{index}", child) for index, child in enumerate(features)]
+        return [*units, ("head", Head(classifier))]
+    if all(hasattr(model, name) for name in ("conv1", "bn1", "layer1", "layer4", "fc")):  # torchvision ResNet
+        stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
+        units = [("stem", stem)]
+        for stage in ("layer1", "layer2", "layer3", "layer4"):
+            units += [(f"{stage}.{index}", block) for index, block in enumerate(getattr(model, stage))]
+        return [*units, ("head", Head(model.fc))]
+    raise ConfigError(
+        f"{type(model).__name__} is not split into blocks for the lookup table "
+        "(supported: models with features + classifier, and ResNets); use the measured oracle"
+    )
+
+
+def _structure(module: nn.Module) -> str:
+    """Layer types and shapes (not weights): two blocks with equal structure and input time the same."""
+    parts = []
+    for name, layer in module.named_modules():
+        if isinstance(layer, nn.Conv2d):
+            parts.append(
+                f"{name}:conv{layer.in_channels}>{layer.out_channels}k{layer.kernel_size}s{layer.stride}"
+                f"g{layer.groups}b{layer.bias is not None}"
+            )
+        elif isinstance(layer, nn.Linear):
+            parts.append(f"{name}:fc{layer.in_features}>{layer.out_features}")
+        elif len(list(layer.children())) == 0:
+            parts.append(f"{name}:{type(layer).__name__}")
+    for attribute in ("use_res_connect", "apply_residual"):
+        if hasattr(module, attribute):
+            parts.append(f"{attribute}={getattr(module, attribute)}")
+    return ";".join(parts)
