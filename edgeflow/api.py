@@ -81,8 +81,9 @@ def optimize(
     notes: list[str] = []
     with staged_dir(out) as stage:
         training = train_if_needed(source, splits, recipe_spec, progress)
-        if source.module is not None:
+        if source.module is not None:  # the trained model (a search's start: search/ holds what it changed)
             torch.save(source.module.state_dict(), stage / "model.pt")
+        search = _search_step(source, splits, recipe_spec, device_spec, stage, progress, notes)
         onnx_artifact, parity = _export(source, splits, recipe_spec, stage, progress)
         openvino_artifact = None
         if any(variant.backend == "openvino" for variant in recipe_spec.variants):
@@ -127,6 +128,7 @@ def optimize(
             parity=parity,
             variants=records,
             notes=notes,
+            search=search,
             max_accuracy_drop=recipe_spec.max_accuracy_drop,
             seconds=round(time.perf_counter() - started, 2),
         )
@@ -146,6 +148,39 @@ def _check_variants_fit_device(variants: list[VariantSpec], device: DeviceSpec) 
             raise ConfigError(f"variant {variant.name}: device {device.name} does not support {variant.precision}")
         if variant.execution_precision == "bf16" and device.transport == "local" and not host_has_bf16():
             raise ConfigError(f"variant {variant.name}: this CPU has no bf16 instructions (AVX512-BF16 or AMX)")
+
+
+def _search_step(
+    source: ModelSource,
+    splits: DataSplits,
+    recipe: Recipe,
+    device: DeviceSpec,
+    stage: Path,
+    progress: Progress,
+    notes: list[str],
+) -> dict | None:
+    """The recipe's NetAdapt step: the adapted model replaces the source for everything after it."""
+    if recipe.search is None:
+        return None
+    from edgeflow.search.run import adapt, search_config
+
+    engine = adapt(
+        source, splits, recipe=recipe, config=search_config(recipe, None, None), device=device,
+        folder=stage / "search", progress=progress,
+    )  # fmt: skip
+    source.module = engine.final_model()
+    state = engine.state
+    notes.append(
+        f"NetAdapt ({engine.oracle.name} oracle): {len(state.iterations)} iterations, budget {state.budget_ms:.3f} ms; "
+        f"{state.stop_reason}; the variants below are built from the adapted model"
+    )
+    return {
+        "budget_ms": state.budget_ms,
+        "oracle": engine.oracle.name,
+        "stop_reason": state.stop_reason,
+        "start_measured_ms": state.start_measured_ms,
+        "iterations": [iteration.model_dump(mode="json", exclude={"proposals"}) for iteration in state.iterations],
+    }
 
 
 def _export(

@@ -99,3 +99,18 @@ def artifact_cost(artifact: Artifact) -> CostStats:
         # convert_model normalizes the ONNX frontend's graph (Gemm alpha/beta, bias reshapes) like the IR.
         return count_cost(ov.convert_model(str(artifact.path)))
     return count_cost(read_model(artifact))
+
+
+def interleaved_p50(compiled: dict[str, Compiled], *, rounds: int, config: ProfileConfig) -> dict[str, list[float]]:
+    """Per-round p50 (ms) of several compiled models, timed in turn round after round.
+
+    On a shared, noisy machine the speed of the host drifts over minutes; timing the models one after
+    another within each round and quoting the median over rounds compares them under the same drift.
+    """
+    from edgeflow.profiling import time_inference
+
+    rounds_p50: dict[str, list[float]] = {name: [] for name in compiled}
+    for _ in range(rounds):
+        for name, model in compiled.items():
+            rounds_p50[name].append(time_inference(model, config=config).p50)
+    return rounds_p50

@@ -62,5 +62,6 @@ class Report(BaseModel):
     parity: list[ParityStats]
     variants: list[VariantRecord]
     notes: list[str] = []
+    search: dict | None = None  # the NetAdapt step, when the recipe has one (iterations, budget, stop reason)
     max_accuracy_drop: float = 0.01  # the budget used to recommend a variant (fraction of top-1)
     seconds: float

@@ -105,6 +105,8 @@ class Search:
         return ms
 
     def _save(self) -> None:
+        if hasattr(self, "_clock"):
+            self.state.elapsed_seconds = time.perf_counter() - self._clock
         self.state.oracle_measurements = self.oracle.cost.measurements
         self.state.oracle_seconds = self.oracle.cost.seconds
         self.checkpoint.save(self.state)
@@ -129,7 +131,7 @@ class Search:
         self._save()
 
     def run(self) -> SearchState:
-        started = time.perf_counter() - self.state.elapsed_seconds
+        self._clock = time.perf_counter() - self.state.elapsed_seconds  # resumed searches add to the time
         self.prepare()
         while self.state.phase == "search":
             reason = self._stop_reason()
@@ -138,7 +140,6 @@ class Search:
                 self._save()
                 break
             self._iteration()
-            self.state.elapsed_seconds = time.perf_counter() - started
             self._save()
         if self.state.phase == "long-term":
             self.progress.stage(f"long-term fine-tune ({self.config.long_term.steps} steps)")
@@ -146,7 +147,6 @@ class Search:
             finetune(model, self.splits, self.config.long_term, seed=derived_seed(self.seed, "long-term"))
             self.state.final_weights = self.checkpoint.save_weights("final.pt", model)
             self.state.phase = "done"
-            self.state.elapsed_seconds = time.perf_counter() - started
             self._save()
         return self.state
 
@@ -189,7 +189,6 @@ class Search:
 
     def _proposals(self, target: float) -> bool:
         index = len(self.state.iterations)
-        started = time.perf_counter()
         model = self.current()
         names = [f"prune {group.name}" for group in space.prunable_groups(model, self.example, min_channels=1)]
         if self.config.remove_blocks:
@@ -215,8 +214,8 @@ class Search:
         todo = [record for record in chosen_k if record.holdout_top1 is None]
         with self.progress.task(f"iteration {index + 1} short-term fine-tune", total=len(chosen_k)) as advance:
             advance(len(chosen_k) - len(todo), "")
-            for record, holdout in self.executor.map(tune, todo):
-                record.holdout_top1 = holdout
+            for record, (holdout, seconds) in self.executor.map(tune, todo):
+                record.holdout_top1, record.seconds = holdout, record.seconds + seconds
                 self._save()
                 advance(1, f"{record.name}: holdout {100 * holdout:.1f}%")
         best = self._select(chosen_k)
@@ -236,7 +235,7 @@ class Search:
                 holdout_top1=best.holdout_top1,
                 weights=weights,
                 proposals=self.state.pending,
-                seconds=time.perf_counter() - started + sum(record.seconds for record in self.state.pending),
+                seconds=sum(record.seconds for record in self.state.pending),
             )
         )
         for record in chosen_k:
@@ -321,10 +320,11 @@ def _largest_keep(
     if not options:
         return None
     cache: dict[int, tuple[space.Action, nn.Module, float]] = {}
+    ranking = space.l2_ranking(current, search.example, group)
 
     def probe(keep: int) -> tuple[space.Action, nn.Module, float]:
         if keep not in cache:
-            action = space.l2_prune_action(current, search.example, group, keep)
+            action = space.keep_action(group, ranking, keep)
             model, estimate = _changed(search, current, action)
             cache[keep] = (action, model, estimate)
         return cache[keep]
@@ -342,13 +342,14 @@ def _largest_keep(
     return action, model, estimate, [channels, options[low]]
 
 
-def _short_term(search: Search, record: ProposalRecord, *, index: int) -> float:
-    """Short-term fine-tune one screened proposal; keep its weights for the choice; holdout top-1."""
+def _short_term(search: Search, record: ProposalRecord, *, index: int) -> tuple[float, float]:
+    """Short-term fine-tune one screened proposal; keep its weights for the choice; holdout top-1, seconds."""
+    started = time.perf_counter()
     model = copy.deepcopy(search.current())
     space.apply(model, record.action, search.example)
     finetune(model, search.splits, search.config.short_term, seed=derived_seed(search.seed, index, record.name))
     search.checkpoint.save_weights(_proposal_file(index, record.name)[len("weights/") :], model)
-    return accuracy(model, search.holdout)
+    return accuracy(model, search.holdout), time.perf_counter() - started
 
 
 __all__ = ["Search", "derived_seed", "finetune"]

@@ -65,8 +65,6 @@ class Timer:
                 Artifact(format="onnx", path=artifact.path, input_shape=input_shape), settings=self.settings
             )
             latency = runtime.profile(compiled, config=self.profile).p50
-            self.execution_precision = str(compiled.settings.get("execution_precision", "unknown"))
-            self.runtime_version = runtime.version()
         self.cost.add(time.perf_counter() - started)
         return latency
 
@@ -108,6 +106,7 @@ class LookupTable:
         self.context = timer.context()
         self.entries: dict[str, dict] = {}
         self.fits: dict[str, float] = {}
+        self.overhead_ms: float | None = None
         self.scale = 1.0
         self.hits = 0
         if self.path.exists():
@@ -128,10 +127,25 @@ class LookupTable:
             )
         self.entries = data["entries"]
         self.fits = data.get("fits", {})
+        self.overhead_ms = data.get("overhead_ms")
 
     def save(self) -> None:
-        data = {"version": TABLE_VERSION, "context": self.context, "entries": self.entries, "fits": self.fits}
+        data = {
+            "version": TABLE_VERSION,
+            "context": self.context,
+            "overhead_ms": self.overhead_ms,
+            "entries": self.entries,
+            "fits": self.fits,
+        }
         write_json(self.path, data)
+
+    def overhead(self) -> float:
+        """What one inference call costs with (almost) nothing to compute: every block timed alone pays it
+        once, the whole model pays it once, so it is taken off each block and added back once."""
+        if self.overhead_ms is None:
+            self.overhead_ms = self.timer.time_module(_NearlyEmpty(), (1, 1, 1, 1))
+            self.save()
+        return self.overhead_ms
 
     def block_latency(self, unit) -> float:
         entry = self.entries.get(unit.key)
@@ -145,8 +159,9 @@ class LookupTable:
         return entry["ms"]
 
     def raw(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
-        """The sum of the model's block latencies, before the fitted scale."""
-        return sum(self.block_latency(unit) for unit in split_units(model, input_shape))
+        """The sum of the model's block latencies less the per-call overhead, before the fitted scale."""
+        overhead = self.overhead()
+        return sum(max(0.0, self.block_latency(unit) - overhead) for unit in split_units(model, input_shape))
 
     def fit(self, model: nn.Module, input_shape: tuple[int, ...], measure: Callable[[], float]) -> None:
         """Fit the scale so the estimate of ``model`` equals its latency measured whole by ``measure()``.
@@ -156,12 +171,19 @@ class LookupTable:
         """
         key = hashlib.sha256("|".join(u.key for u in split_units(model, input_shape)).encode()).hexdigest()[:20]
         if key not in self.fits:
-            self.fits[key] = measure() / self.raw(model, input_shape)
+            self.fits[key] = (measure() - self.overhead()) / self.raw(model, input_shape)
             self.save()
         self.scale = self.fits[key]
 
     def latency(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
-        return self.scale * self.raw(model, input_shape)
+        return self.overhead() + self.scale * self.raw(model, input_shape)
+
+
+class _NearlyEmpty(nn.Module):
+    """A graph a runtime cannot optimize away, with one element in and out: the cost of a call."""
+
+    def forward(self, x):
+        return x * 2.0 + 1.0
 
 
 def default_table_path(cache: Path, timer: Timer, input_shape: tuple[int, ...]) -> Path:

@@ -25,6 +25,7 @@ from edgeflow.errors import ConfigError
 from edgeflow.exporter import convert_to_openvino, export_onnx
 from edgeflow.io import ensure_writable_dir
 from edgeflow.measure import compile_and_profile
+from edgeflow.model_source import ModelSource
 from edgeflow.models import check_resolution
 from edgeflow.models.multipliers import make_divisible
 from edgeflow.prepare import load_model_and_data, train_if_needed
@@ -63,52 +64,18 @@ def search(
     progress = progress or Progress.silent()
     device_spec = device if isinstance(device, DeviceSpec) else load_device(device)
     recipe_spec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
-    config = _search_config(recipe_spec, latency_budget_ms, latency_ratio)
-    backend = next((name for name in device_spec.runtimes if name in SEARCH_BACKENDS), None)
-    if backend is None:
-        raise ConfigError(f"device {device_spec.name} has no runtime the search can time (openvino, onnxruntime)")
+    config = search_config(recipe_spec, latency_budget_ms, latency_ratio)
+    backend = search_backend(device_spec)
     out = Path(out)
+    if resume and not Checkpoint(out / "state").exists():
+        raise ConfigError(f"nothing to resume: {out / 'state' / 'state.json'} does not exist")
     ensure_writable_dir(out)
-    checkpoint = Checkpoint(out / "state")
-
     source, splits = load_model_and_data(model, arch=arch, data=data or recipe_spec.data, recipe=recipe_spec)
-    if source.module is None:
-        raise ConfigError(f"{model}: the search prunes a torch model; give a registry name or a checkpoint")
-    fingerprint = _fingerprint(model, source, splits, recipe_spec, config, device_spec)
-    state = _open_state(checkpoint, fingerprint, resume=resume)
-    progress.stage(
-        f"search {source.name} at {source.resolution} px on {device_spec.name} ({backend}); data {splits.name}"
-        + (f"; resuming after iteration {len(state.iterations)}" if state.iterations else "")
-    )
-    if source.kind == "registry":  # trained once; a resumed search loads the same weights
-        if (checkpoint.folder / "start.pt").exists():
-            checkpoint.load_weights("start.pt", source.module)
-        else:
-            torch.manual_seed(recipe_spec.seed)
-            train_if_needed(source, splits, recipe_spec, progress)
-            checkpoint.save_weights("start.pt", source.module, folder="")
-
-    measure_timer = Timer(device_spec, backend, device_spec.runtime, config.profile, checkpoint.folder)
-    if config.oracle == "measured":
-        oracle = MeasuredOracle(Timer(device_spec, backend, device_spec.runtime, config.profile, checkpoint.folder))
-    else:
-        table_timer = Timer(device_spec, backend, device_spec.runtime, config.profile, checkpoint.folder)
-        oracle = LookupTable(table_timer, default_table_path(cache_folder(), table_timer, source.input_shape))
-    engine = Search(
-        start=source.module.eval(),
-        input_shape=source.input_shape,
-        splits=splits,
-        config=config,
-        oracle=oracle,
-        timer=measure_timer,
-        checkpoint=checkpoint,
-        state=state,
-        seed=recipe_spec.seed,
-        arch=source.arch,
-        executor=executor or InProcessExecutor(),
-        progress=progress,
-    )
-    state = engine.run()
+    engine = adapt(
+        source, splits, recipe=recipe_spec, config=config, device=device_spec, folder=out / "state", resume=resume,
+        executor=executor, progress=progress,
+    )  # fmt: skip
+    state, oracle = engine.state, engine.oracle
     search_seconds = state.elapsed_seconds
 
     progress.stage("export the start and adapted models; time and evaluate them on the device")
@@ -143,7 +110,76 @@ def search(
     return report
 
 
-def _search_config(recipe: Recipe, budget_ms: float | None, ratio: float | None) -> SearchConfig:
+def search_backend(device: DeviceSpec) -> str:
+    backend = next((name for name in device.runtimes if name in SEARCH_BACKENDS), None)
+    if backend is None:
+        raise ConfigError(f"device {device.name} has no runtime the search can time (openvino, onnxruntime)")
+    return backend
+
+
+def adapt(
+    source: ModelSource,
+    splits: DataSplits,
+    *,
+    recipe: Recipe,
+    config: SearchConfig,
+    device: DeviceSpec,
+    folder: Path,
+    resume: bool = False,
+    executor: Executor | None = None,
+    progress: Progress | None = None,
+) -> Search:
+    """Train ``source`` if it has no weights, then run (or resume) the search with its state in ``folder``.
+
+    Used by ``edgeflow search`` and by ``edgeflow optimize`` when its recipe has a search section.
+    """
+    progress = progress or Progress.silent()
+    backend = search_backend(device)
+    if source.module is None:
+        raise ConfigError(f"{source.name}: the search prunes a torch model; give a registry name or a checkpoint")
+    checkpoint = Checkpoint(folder)
+    fingerprint = _fingerprint(source, splits, recipe, config, device)
+    state = _open_state(checkpoint, fingerprint, resume=resume)
+    progress.stage(
+        f"search {source.name} at {source.resolution} px on {device.name} ({backend}); data {splits.name}"
+        + (f"; resuming after iteration {len(state.iterations)}" if state.iterations else "")
+    )
+    if source.kind == "registry":  # trained once; a resumed search loads the same weights
+        if (checkpoint.folder / "start.pt").exists():
+            checkpoint.load_weights("start.pt", source.module)
+            source.trained = True
+        else:
+            torch.manual_seed(recipe.seed)
+            train_if_needed(source, splits, recipe, progress)
+            checkpoint.save_weights("start.pt", source.module, folder="")
+
+    def timer() -> Timer:
+        return Timer(device, backend, device.runtime, config.profile, checkpoint.folder)
+
+    if config.oracle == "measured":
+        oracle = MeasuredOracle(timer())
+    else:
+        table_timer = timer()
+        oracle = LookupTable(table_timer, default_table_path(cache_folder(), table_timer, source.input_shape))
+    engine = Search(
+        start=source.module.eval(),
+        input_shape=source.input_shape,
+        splits=splits,
+        config=config,
+        oracle=oracle,
+        timer=timer(),
+        checkpoint=checkpoint,
+        state=state,
+        seed=recipe.seed,
+        arch=source.arch,
+        executor=executor or InProcessExecutor(),
+        progress=progress,
+    )
+    engine.run()
+    return engine
+
+
+def search_config(recipe: Recipe, budget_ms: float | None, ratio: float | None) -> SearchConfig:
     if recipe.search is None:
         raise ConfigError(f"recipe {recipe.name} has no search section; use the 'search' recipe or add one")
     if budget_ms is not None and ratio is not None:
@@ -162,7 +198,7 @@ def _search_config(recipe: Recipe, budget_ms: float | None, ratio: float | None)
     return config
 
 
-def _fingerprint(model: str, source, splits: DataSplits, recipe: Recipe, config: SearchConfig, device) -> str:
+def _fingerprint(source: ModelSource, splits: DataSplits, recipe: Recipe, config: SearchConfig, device) -> str:
     """What must not change between a search and its resumption."""
     weights = hashlib.sha256()
     for name, tensor in sorted(source.module.state_dict().items()):

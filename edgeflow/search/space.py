@@ -42,8 +42,16 @@ class Group:
     channels: int
 
 
+GRAPH_SIDE = 32  # channel dependencies do not depend on the input size; a small input traces fast
+
+
 def _dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
-    return tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+    side = min(GRAPH_SIDE, example.shape[-1])
+    small = torch.zeros(*example.shape[:-2], side, side)
+    was_training = model.training
+    graph = tp.DependencyGraph().build_dependency(model.eval(), example_inputs=small, verbose=False)
+    model.train(was_training)
+    return graph
 
 
 def _classifier_output(model: nn.Module) -> nn.Module:
@@ -83,19 +91,30 @@ def removable_blocks(model: nn.Module) -> list[str]:
     return found
 
 
-def l2_prune_action(model: nn.Module, example: torch.Tensor, group_name: str, keep: int) -> Action:
-    """The action that keeps the ``keep`` channels of group ``group_name`` with the largest L2 norm
-    (summed over every coupled layer, as torch-pruning's group magnitude importance does)."""
+def l2_ranking(model: nn.Module, example: torch.Tensor, group_name: str) -> list[int]:
+    """Channels of group ``group_name``, least important first, by L2 norm summed over every coupled layer
+    (torch-pruning's group magnitude importance)."""
     graph = _dependency_graph(model, example)
     root = model.get_submodule(group_name)
     channels = _out_channels(root)
-    if not 0 < keep < channels:
-        raise ConfigError(f"cannot keep {keep} of the {channels} channels of {group_name}")
     group = graph.get_pruning_group(root, _pruning_fn(root), idxs=list(range(channels)))
     importance = tp.importance.GroupMagnitudeImportance(p=2)(group)
-    order = torch.argsort(importance, stable=True)  # least important first
-    remove = sorted(int(index) for index in order[: channels - keep])
-    return Action(kind="prune", target=group_name, remove=remove)
+    return [int(index) for index in torch.argsort(importance, stable=True)]
+
+
+def keep_action(group_name: str, ranking: list[int], keep: int) -> Action:
+    """The action that keeps the ``keep`` most important channels of a group ranked by :func:`l2_ranking`."""
+    if not 0 < keep < len(ranking):
+        raise ConfigError(f"cannot keep {keep} of the {len(ranking)} channels of {group_name}")
+    return Action(kind="prune", target=group_name, remove=sorted(ranking[: len(ranking) - keep]))
+
+
+def l2_prune_action(model: nn.Module, example: torch.Tensor, group_name: str, keep: int) -> Action:
+    """The action that keeps the ``keep`` channels of group ``group_name`` with the largest L2 norm."""
+    channels = _out_channels(model.get_submodule(group_name))
+    if not 0 < keep < channels:
+        raise ConfigError(f"cannot keep {keep} of the {channels} channels of {group_name}")
+    return keep_action(group_name, l2_ranking(model, example, group_name), keep)
 
 
 def apply(model: nn.Module, action: Action, example: torch.Tensor) -> None:

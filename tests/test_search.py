@@ -1,0 +1,175 @@
+"""NetAdapt end to end on a tiny model, through OpenVINO on this CPU: the search, its report, and resume
+after SIGKILL ending where an uninterrupted search ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import edgeflow
+from edgeflow.errors import ConfigError
+from edgeflow.recipe import Recipe
+
+RECIPE = {
+    "name": "tiny-search",
+    "data": "digits",
+    "seed": 0,
+    "model": {"resolution": 48},
+    "train": {"epochs": 1, "batch_size": 64, "lr": 0.003},
+    "variants": [{"name": "openvino-fp32", "backend": "openvino"}],
+    "profile": {"warmup": 3, "iterations": 100, "max_seconds": 0.2},
+    "evaluate": {"max_samples": 120},
+    "search": {
+        # a block removal saves more than 3% even on a tiny model, so an iteration always finds a proposal
+        "latency_ratio": 0.97,
+        "initial_step": 0.02,
+        "screen_top_k": 2,
+        "holdout_samples": 60,
+        "short_term": {"steps": 2, "batch_size": 16, "bn_batches": 2},
+        "long_term": {"steps": 3, "batch_size": 16, "bn_batches": 2},
+        "max_iterations": 3,
+        "profile": {"warmup": 3, "iterations": 60, "max_seconds": 0.05, "min_iterations": 10},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A latency-table folder of this module's own (the user's ~/.cache is left alone)."""
+    folder = tmp_path_factory.mktemp("latency-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGEFLOW_CACHE", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def recipe_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("recipe") / "tiny-search.yaml"
+    path.write_text(json.dumps(RECIPE))  # JSON is YAML
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(cache, recipe_file, tmp_path_factory):
+    """One uninterrupted search (it also fills the latency table the resume test reuses)."""
+    recipe = Recipe.model_validate(RECIPE)
+    recipe.search.baselines.widths = [0.5]
+    recipe.search.baselines.resolutions = [0.67]
+    out = tmp_path_factory.mktemp("search") / "run"
+    report = edgeflow.search("mobilenet_v3_small", recipe=recipe, out=out)
+    return report, out
+
+
+def test_search_meets_its_targets_and_reports_everything(finished):
+    report, out = finished
+    assert report.iterations, report.stop_reason
+    assert report.stop_reason.startswith("budget met") or "iterations" in report.stop_reason
+    for iteration in report.iterations:
+        assert iteration.estimate_ms <= iteration.target_ms + 1e-9  # the chosen proposal met the target
+        assert iteration.measured_ms is not None and iteration.measured_ms > 0
+        candidates = [record for record in iteration.proposals if record.skipped is None]
+        assert iteration.chosen in {record.name for record in candidates}
+        assert all(record.zero_shot_top1 is not None for record in candidates)
+    start, final = report.point("start"), report.point("netadapt")
+    assert final.params < start.params and final.macs < start.macs
+    assert all(point.measured for point in report.points)
+    assert {point.kind for point in report.points} == {"start", "netadapt", "width", "resolution"}
+    assert report.point("resolution-0.67").resolution == 32
+    assert report.table is not None and report.table.candidates >= len(report.iterations)
+    assert report.oracle_measurements > 0 and report.device_measurements > 0
+    for name in ("search.json", "search.md", "search.png", final.artifact):
+        assert (out / name).stat().st_size > 0
+    saved = json.loads((out / "search.json").read_text())
+    assert saved["iterations"][0]["proposals"] and saved["points"][0]["measured"] is True
+    assert "estimated ms" in (out / "search.md").read_text()
+
+
+def _final_weights(folder: Path) -> dict[str, torch.Tensor]:
+    return torch.load(folder / "state" / "weights" / "final.pt", map_location="cpu", weights_only=True)
+
+
+def test_search_killed_mid_iteration_resumes_to_the_same_result(finished, cache, recipe_file, tmp_path):
+    report, out = finished
+    killed = tmp_path / "killed"
+    env = {**os.environ, "EDGEFLOW_CACHE": str(cache)}
+    command = [sys.executable, "-m", "edgeflow.cli", "search", "mobilenet_v3_small", "--recipe", str(recipe_file)]
+    process = subprocess.Popen([*command, "--out", str(killed)], env=env, stderr=subprocess.DEVNULL)
+    state_file = killed / "state" / "state.json"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and process.poll() is None:  # kill inside the first iteration
+            if state_file.exists() and len(json.loads(state_file.read_text())["pending"]) >= 3:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "the search ended before it could be killed"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    interrupted = json.loads(state_file.read_text())
+    assert interrupted["phase"] == "search" and interrupted["pending"]
+
+    result = subprocess.run(
+        [*command, "--out", str(killed)], env=env, capture_output=True, text=True, timeout=60
+    )  # without --resume: refused, the state is kept
+    assert result.returncode == 2 and "--resume" in result.stderr and "Traceback" not in result.stderr
+
+    recipe = Recipe.model_validate(RECIPE)
+    resumed = edgeflow.search("mobilenet_v3_small", recipe=recipe, out=killed, resume=True)
+    assert [i.chosen for i in resumed.iterations] == [i.chosen for i in report.iterations]
+    assert [i.holdout_top1 for i in resumed.iterations] == [i.holdout_top1 for i in report.iterations]
+    expected, got = _final_weights(out), _final_weights(killed)
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+
+
+def test_search_refuses_bad_requests(tmp_path, cache):
+    recipe = Recipe.model_validate(RECIPE)
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        edgeflow.search("mobilenet_v3_small", recipe=recipe, out=tmp_path / "none", resume=True)
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        edgeflow.search("mobilenet_v3_small", recipe=recipe, out=tmp_path / "x", latency_ratio=1.5)
+    with pytest.raises(ConfigError, match="no search section"):
+        edgeflow.search("mobilenet_v3_small", recipe="default", out=tmp_path / "y")
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
+def test_optimize_runs_the_recipe_search_step_first(finished, cache, tmp_path):
+    recipe = Recipe.model_validate(RECIPE)
+    report = edgeflow.optimize("mobilenet_v3_small", recipe=recipe, out=tmp_path / "opt")
+    assert report.search is not None and report.search["iterations"]
+    assert any(note.startswith("NetAdapt") for note in report.notes)
+    # the variant is the adapted model: fewer MACs than the same network unpruned at the same size
+    assert report.variants[0].macs < finished[0].point("start").macs
+    assert (tmp_path / "opt" / "search" / "state.json").exists()
+
+
+def test_lookup_table_is_kept_on_disk_and_tied_to_what_it_measured(tmp_path):
+    import torchvision
+
+    from edgeflow.device import load_device
+    from edgeflow.profile_config import ProfileConfig
+    from edgeflow.search.oracle import LookupTable, Timer
+
+    device = load_device("cpu")
+    timing = ProfileConfig(warmup=2, iterations=30, max_seconds=0.05, min_iterations=5)
+    model = torchvision.models.mobilenet_v3_small(num_classes=10).eval()
+    path = tmp_path / "table.json"
+    first = LookupTable(Timer(device, "openvino", device.runtime, timing, tmp_path), path)
+    estimate = first.latency(model, (1, 3, 32, 32))
+    assert estimate > 0 and first.cost.measurements >= 10  # one per block, plus the call overhead
+    again = LookupTable(Timer(device, "openvino", device.runtime, timing, tmp_path), path)
+    assert again.latency(model, (1, 3, 32, 32)) == estimate and again.cost.measurements == 0
+    other = device.runtime.model_copy(update={"threads": 1})
+    with pytest.raises(ConfigError, match="was measured for"):
+        LookupTable(Timer(device, "openvino", other, timing, tmp_path), path)
+    path.write_text("{not json")
+    with pytest.raises(ConfigError, match="unreadable"):
+        LookupTable(Timer(device, "openvino", device.runtime, timing, tmp_path), path)
