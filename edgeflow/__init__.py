@@ -19,7 +19,7 @@ _LAZY = {
     "export": "edgeflow.api",
     "profile": "edgeflow.api",
     "evaluate": "edgeflow.api",
-    "search": "edgeflow.search.run",
+    "search": "edgeflow.netadapt.run",
     "create_model": "edgeflow.models",
     "list_models": "edgeflow.models",
     "load_device": "edgeflow.device",
@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     from edgeflow.data import load_data
     from edgeflow.device import load_device
     from edgeflow.models import create_model, list_models
+    from edgeflow.netadapt.run import search
     from edgeflow.recipe import load_recipe
-    from edgeflow.search.run import search
 
 
 def __getattr__(name: str) -> Any:

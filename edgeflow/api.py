@@ -162,7 +162,7 @@ def _search_step(
     """The recipe's NetAdapt step: the adapted model replaces the source for everything after it."""
     if recipe.search is None:
         return None
-    from edgeflow.search.run import adapt, search_config
+    from edgeflow.netadapt.run import adapt, search_config
 
     engine = adapt(
         source, splits, recipe=recipe, config=search_config(recipe, None, None), device=device,

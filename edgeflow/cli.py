@@ -124,7 +124,7 @@ def search(
     as_json: bool = JsonOption,
 ) -> None:
     """NetAdapt: shrink MODEL until its latency measured on DEVICE meets the budget."""
-    from edgeflow.search.run import search as run_search
+    from edgeflow.netadapt.run import search as run_search
 
     report = _run(
         lambda: run_search(

@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from edgeflow.config import StrictModel, find_named_file, list_named_files, parse_spec, read_yaml
+from edgeflow.netadapt.config import SearchConfig
 from edgeflow.profile_config import ProfileConfig
-from edgeflow.search.config import SearchConfig
 
 
 class ModelConfig(StrictModel):

@@ -75,3 +75,18 @@ def test_cost_of_mobilenet_close_to_torch_count(mobilenet_artifacts) -> None:
     folded = sum(layer.num_features for layer in module.modules() if isinstance(layer, torch.nn.BatchNorm2d))
     assert cost.params == count_parameters(module) - folded
     assert cost.macs > 0
+
+
+def test_interleaved_rounds_time_every_model_each_round(tiny_artifacts) -> None:
+    from edgeflow.backends import get_backend
+    from edgeflow.device import RuntimeSettings
+    from edgeflow.measure import interleaved_p50
+
+    compiled = {
+        runtime: get_backend(runtime).compile(tiny_artifacts[key], settings=RuntimeSettings())
+        for runtime, key in (("openvino", "openvino"), ("onnxruntime", "onnx"))
+    }
+    config = ProfileConfig(warmup=2, iterations=50, max_seconds=0.02, min_iterations=5)
+    rounds = interleaved_p50(compiled, rounds=3, config=config)
+    assert set(rounds) == {"openvino", "onnxruntime"}
+    assert all(len(values) == 3 and all(value > 0 for value in values) for values in rounds.values())

@@ -155,8 +155,8 @@ def test_lookup_table_is_kept_on_disk_and_tied_to_what_it_measured(tmp_path):
     import torchvision
 
     from edgeflow.device import load_device
+    from edgeflow.netadapt.oracle import LookupTable, Timer
     from edgeflow.profile_config import ProfileConfig
-    from edgeflow.search.oracle import LookupTable, Timer
 
     device = load_device("cpu")
     timing = ProfileConfig(warmup=2, iterations=30, max_seconds=0.05, min_iterations=5)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from edgeflow.errors import ConfigError
 from edgeflow.io import atomic_path, write_json
-from edgeflow.search.space import Action
+from edgeflow.netadapt.space import Action
 
 STATE_VERSION = 1
 

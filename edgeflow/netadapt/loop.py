@@ -28,13 +28,13 @@ from torch import nn
 from torch.utils.data import Subset
 
 from edgeflow.data import DataSplits
+from edgeflow.netadapt import space
+from edgeflow.netadapt.config import FineTuneConfig, SearchConfig
+from edgeflow.netadapt.executor import Executor, InProcessExecutor
+from edgeflow.netadapt.oracle import LookupTable, MeasuredOracle, Timer
+from edgeflow.netadapt.state import Checkpoint, IterationRecord, ProposalRecord, SearchState
 from edgeflow.progress import Progress
 from edgeflow.recipe import TrainConfig
-from edgeflow.search import space
-from edgeflow.search.config import FineTuneConfig, SearchConfig
-from edgeflow.search.executor import Executor, InProcessExecutor
-from edgeflow.search.oracle import LookupTable, MeasuredOracle, Timer
-from edgeflow.search.state import Checkpoint, IterationRecord, ProposalRecord, SearchState
 from edgeflow.train import accuracy, recalibrate_batchnorm, train
 
 
@@ -218,10 +218,13 @@ class Search:
                 record.holdout_top1, record.seconds = holdout, record.seconds + seconds
                 self._save()
                 advance(1, f"{record.name}: holdout {100 * holdout:.1f}%")
+        if self.config.measure == "screened":
+            for record in chosen_k:
+                if record.measured_ms is None:
+                    record.measured_ms = self.measure(self._proposal_model(record, index, weights=False))
+                    self._save()
         best = self._select(chosen_k)
-        model = copy.deepcopy(self.current())
-        space.apply(model, best.action, self.example)
-        self.checkpoint.load_weights(_proposal_file(index, best.name), model)
+        model = self._proposal_model(best, index)
         measured = best.measured_ms if best.measured_ms is not None else self.measure(model)
         weights = self.checkpoint.save_weights(f"iteration-{index + 1:03d}.pt", model)
         self.state.iterations.append(
@@ -247,6 +250,13 @@ class Search:
             f"{measured:.3f} ms measured, holdout {100 * best.holdout_top1:.2f}%"
         )
         return True
+
+    def _proposal_model(self, record: ProposalRecord, index: int, *, weights: bool = True) -> nn.Module:
+        model = copy.deepcopy(self.current())
+        space.apply(model, record.action, self.example)
+        if weights:
+            self.checkpoint.load_weights(_proposal_file(index, record.name), model)
+        return model.eval()
 
     def _select(self, records: list[ProposalRecord]) -> ProposalRecord:
         if self.config.selection == "accuracy":

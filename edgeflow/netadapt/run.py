@@ -28,16 +28,16 @@ from edgeflow.measure import compile_and_profile
 from edgeflow.model_source import ModelSource
 from edgeflow.models import check_resolution
 from edgeflow.models.multipliers import make_divisible
+from edgeflow.netadapt import space
+from edgeflow.netadapt.config import SearchConfig
+from edgeflow.netadapt.executor import Executor, InProcessExecutor
+from edgeflow.netadapt.loop import Search, derived_seed, finetune
+from edgeflow.netadapt.oracle import LookupTable, MeasuredOracle, Timer, cache_folder, default_table_path
+from edgeflow.netadapt.report import PointRecord, SearchReport, table_errors, write_search_report
+from edgeflow.netadapt.state import Checkpoint, SearchState
 from edgeflow.prepare import load_model_and_data, train_if_needed
 from edgeflow.progress import Progress
 from edgeflow.recipe import Recipe, load_recipe
-from edgeflow.search import space
-from edgeflow.search.config import SearchConfig
-from edgeflow.search.executor import Executor, InProcessExecutor
-from edgeflow.search.netadapt import Search, derived_seed, finetune
-from edgeflow.search.oracle import LookupTable, MeasuredOracle, Timer, cache_folder, default_table_path
-from edgeflow.search.report import PointRecord, SearchReport, table_errors, write_search_report
-from edgeflow.search.state import Checkpoint, SearchState
 
 SEARCH_BACKENDS = ("openvino", "onnxruntime")
 
@@ -70,6 +70,7 @@ def search(
     if resume and not Checkpoint(out / "state").exists():
         raise ConfigError(f"nothing to resume: {out / 'state' / 'state.json'} does not exist")
     ensure_writable_dir(out)
+    torch.manual_seed(recipe_spec.seed)  # a registry model's initial weights come from the global generator
     source, splits = load_model_and_data(model, arch=arch, data=data or recipe_spec.data, recipe=recipe_spec)
     engine = adapt(
         source, splits, recipe=recipe_spec, config=config, device=device_spec, folder=out / "state", resume=resume,

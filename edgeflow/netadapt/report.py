@@ -8,8 +8,8 @@ import numpy as np
 from pydantic import BaseModel
 
 from edgeflow.io import atomic_path, write_json, write_text
+from edgeflow.netadapt.state import IterationRecord, SearchState
 from edgeflow.profiling import LatencyStats
-from edgeflow.search.state import IterationRecord, SearchState
 
 
 class PointRecord(BaseModel):

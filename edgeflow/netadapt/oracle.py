@@ -27,8 +27,8 @@ from edgeflow.device import DeviceSpec, RuntimeSettings
 from edgeflow.errors import ConfigError
 from edgeflow.exporter import export_onnx
 from edgeflow.io import write_json
+from edgeflow.netadapt.units import split_units
 from edgeflow.recipe import ProfileConfig
-from edgeflow.search.units import split_units
 
 TABLE_VERSION = 1
 

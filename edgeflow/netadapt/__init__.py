@@ -1,0 +1,1 @@
+"""NetAdapt latency-guided search (see edgeflow.netadapt.loop); submodules are imported where used."""
