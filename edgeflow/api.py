@@ -21,7 +21,7 @@ from edgeflow.artifact import Artifact, artifact_from_path
 from edgeflow.backends import get_backend
 from edgeflow.config import parse_spec
 from edgeflow.data import DataSplits, load_data
-from edgeflow.device import DeviceSpec, RuntimeSettings, load_device
+from edgeflow.device import DeviceSpec, RuntimeSettings, as_device
 from edgeflow.environment import environment, host_has_bf16
 from edgeflow.errors import ConfigError
 from edgeflow.exporter import ParityStats, convert_to_openvino, export_onnx, measure_parity
@@ -31,20 +31,12 @@ from edgeflow.model_source import ModelSource, looks_like_file, resolve_model
 from edgeflow.models import model_info
 from edgeflow.prepare import load_model_and_data, train_if_needed
 from edgeflow.progress import Progress
-from edgeflow.recipe import ModelConfig, ProfileConfig, Recipe, VariantSpec, load_recipe
+from edgeflow.recipe import ModelConfig, ProfileConfig, Recipe, VariantSpec, as_recipe
 from edgeflow.report import write_report
 from edgeflow.report.schema import ModelRecord, Report, VariantRecord
 from edgeflow.variants import FloatArtifacts, build_variant
 
 _PARITY_SETTINGS = {"execution_precision": "f32"}
-
-
-def _as_device(device: str | Path | DeviceSpec) -> DeviceSpec:
-    return device if isinstance(device, DeviceSpec) else load_device(device)
-
-
-def _as_recipe(recipe: str | Path | Recipe) -> Recipe:
-    return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
 
 
 def optimize(
@@ -64,7 +56,7 @@ def optimize(
     """
     started = time.perf_counter()
     progress = progress or Progress.silent()
-    device_spec, recipe_spec = _as_device(device), _as_recipe(recipe)
+    device_spec, recipe_spec = as_device(device), as_recipe(recipe)
     _check_variants_fit_device(recipe_spec.variants, device_spec)
     out = Path(out)
     ensure_writable_dir(out.parent)
@@ -341,7 +333,7 @@ def profile(
     config: ProfileConfig | None = None,
 ) -> ProfileResult:
     """Time an exported artifact (.onnx or .xml) on ``device``'s runtime."""
-    device_spec = _as_device(device)
+    device_spec = as_device(device)
     loaded = artifact_from_path(artifact)
     _infer_precision(loaded)
     chosen = choose_backend(loaded, device_spec, backend)
@@ -364,7 +356,7 @@ def evaluate(
     """Top-1/top-5 of an exported artifact on a data split, computed through the device's runtime."""
     if split not in {"test", "holdout"}:
         raise ConfigError(f"unknown split {split!r}; choose test or holdout")
-    device_spec = _as_device(device)
+    device_spec = as_device(device)
     loaded = artifact_from_path(artifact)
     chosen = choose_backend(loaded, device_spec, backend)
     compiled = get_backend(chosen).compile(loaded, settings=device_spec.runtime)

@@ -26,6 +26,8 @@ error_console = Console(stderr=True)
 
 JsonOption = typer.Option(False, "--json", help="print machine-readable results on stdout")
 DeviceOption = typer.Option("cpu", "--device", "-d", help="device name (edgeflow devices) or a device YAML file")
+DataSetOption = typer.Option(None, "--data", help="digits, digits-hard, or an ImageFolder directory")
+ArchOption = typer.Option(None, "--arch", help="architecture of a checkpoint file")
 
 
 @contextlib.contextmanager
@@ -68,9 +70,9 @@ def optimize(
     recipe: str = typer.Option(
         "default", "--recipe", "-r", help="recipe name (edgeflow recipes) or a recipe YAML file"
     ),
-    data: str | None = typer.Option(None, "--data", help="digits, digits-hard, or an ImageFolder directory"),
+    data: str | None = DataSetOption,
     out: Path = typer.Option(Path("reports/latest"), "--out", "-o", help="report folder (replaced on success)"),
-    arch: str | None = typer.Option(None, "--arch", help="architecture of a checkpoint file"),
+    arch: str | None = ArchOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Compress, export, time and evaluate MODEL on DEVICE, and write a report."""
@@ -117,9 +119,9 @@ def search(
         None, "--latency-ratio", help="budget as a fraction of the starting model's measured latency"
     ),
     recipe: str = typer.Option("search", "--recipe", "-r", help="recipe with a search section"),
-    data: str | None = typer.Option(None, "--data", help="digits, digits-hard, or an ImageFolder directory"),
+    data: str | None = DataSetOption,
     out: Path = typer.Option(Path("reports/search"), "--out", "-o", help="search folder (state/ and reports)"),
-    arch: str | None = typer.Option(None, "--arch", help="architecture of a checkpoint file"),
+    arch: str | None = ArchOption,
     resume: bool = typer.Option(False, "--resume", help="go on with the unfinished search in --out"),
     as_json: bool = JsonOption,
 ) -> None:
@@ -166,7 +168,7 @@ def export(
     width: float = typer.Option(1.0, "--width", help="width multiplier alpha"),
     resolution: int | None = typer.Option(None, "--resolution", help="input side in pixels"),
     rho: float | None = typer.Option(None, "--rho", help="resolution multiplier: input side = model default x rho"),
-    arch: str | None = typer.Option(None, "--arch", help="architecture of a checkpoint file"),
+    arch: str | None = ArchOption,
     num_classes: int = typer.Option(1000, "--num-classes", help="classes of an untrained model"),
     out: Path = typer.Option(Path("reports/export"), "--out", "-o", help="output folder"),
     as_json: bool = JsonOption,

@@ -44,5 +44,10 @@ def load_device(name_or_path: str | Path) -> DeviceSpec:
     return parse_spec(DeviceSpec, read_yaml(path), source=str(path))
 
 
+def as_device(device: str | Path | DeviceSpec) -> DeviceSpec:
+    """A device given by name, file or as a loaded spec (what every API call accepts)."""
+    return device if isinstance(device, DeviceSpec) else load_device(device)
+
+
 def list_devices() -> list[DeviceSpec]:
     return [load_device(name) for name in list_named_files("devices")]

@@ -12,7 +12,7 @@ from edgeflow.artifact import artifact_from_path
 from edgeflow.backends import get_backend
 from edgeflow.compress.summary import QuantizationSummary
 from edgeflow.data import load_data
-from edgeflow.device import DeviceSpec, RuntimeSettings, load_device
+from edgeflow.device import DeviceSpec, RuntimeSettings, as_device
 from edgeflow.errors import ConfigError
 from edgeflow.exporter import ParityStats, measure_parity
 from edgeflow.io import ensure_writable_dir
@@ -63,7 +63,7 @@ def quantize(
     When the budget cannot be met, the best artifact is kept and the result says what was reached.
     """
     progress = progress or Progress.silent()
-    device_spec = device if isinstance(device, DeviceSpec) else load_device(device)
+    device_spec = as_device(device)
     if "int8" not in device_spec.precisions:
         raise ConfigError(f"device {device_spec.name} does not run int8 (it has: {', '.join(device_spec.precisions)})")
     source = artifact_from_path(artifact)

@@ -190,5 +190,10 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     return parse_spec(Recipe, read_yaml(path), source=str(path))
 
 
+def as_recipe(recipe: str | Path | Recipe) -> Recipe:
+    """A recipe given by name, file or as a loaded Recipe (what every API call accepts)."""
+    return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+
+
 def list_recipes() -> list[Recipe]:
     return [load_recipe(name) for name in list_named_files("recipes")]

@@ -45,10 +45,10 @@ def derived_seed(seed: int, *parts: object) -> int:
 
 def finetune(model: nn.Module, splits: DataSplits, config: FineTuneConfig, *, seed: int) -> None:
     """``config.steps`` AdamW steps on the train split (one-cycle schedule), then batch-norm recomputed."""
-    settings = TrainConfig(epochs=10**6, batch_size=config.batch_size, lr=config.lr, max_steps=max(1, config.steps))
     if config.steps == 0:
         recalibrate_batchnorm(model, splits.train, batch_size=config.batch_size, batches=config.bn_batches, seed=seed)
         return
+    settings = TrainConfig(epochs=10**6, batch_size=config.batch_size, lr=config.lr, max_steps=config.steps)
     train(model, splits.train, config=settings, seed=seed, bn_batches=config.bn_batches)
 
 
@@ -324,7 +324,7 @@ def _largest_keep(
     search: Search, current: nn.Module, group: str, target: float
 ) -> tuple[space.Action, nn.Module, float, list[int]] | None:
     """Binary search for the most channels whose latency meets ``target`` (latency falls with channels)."""
-    channels = space._out_channels(current.get_submodule(group))
+    channels = space.out_channels(current.get_submodule(group))
     divisor, floor = search.config.channel_divisor, max(search.config.min_channels, search.config.channel_divisor)
     options = [keep for keep in range(floor, channels, divisor)]
     if not options:

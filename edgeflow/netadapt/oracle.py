@@ -108,7 +108,6 @@ class LookupTable:
         self.fits: dict[str, float] = {}
         self.overhead_ms: float | None = None
         self.scale = 1.0
-        self.hits = 0
         if self.path.exists():
             self._load()
 
@@ -154,8 +153,6 @@ class LookupTable:
             entry = {"ms": ms, "unit": unit.name, "input_shape": list(unit.input_shape)}
             self.entries[unit.key] = entry
             self.save()
-        else:
-            self.hits += 1
         return entry["ms"]
 
     def raw(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:

@@ -69,7 +69,7 @@ class SearchReport(BaseModel):
     def width_top1_at(self, latency_ms: float) -> float | None:
         """Test top-1 of the width-multiplier curve at ``latency_ms``, interpolated between its points."""
         widths = sorted(
-            (point.latency_ms.p50, point.test_top1) for point in [*self.points] if point.kind in ("width", "start")
+            (point.latency_ms.p50, point.test_top1) for point in self.points if point.kind in ("width", "start")
         )
         if len(widths) < 2 or not widths[0][0] <= latency_ms <= widths[-1][0]:
             return None

@@ -19,7 +19,7 @@ from torch import nn
 
 from edgeflow.accuracy import accuracy_from_logits, collect_logits
 from edgeflow.data import DataSplits
-from edgeflow.device import DeviceSpec, load_device
+from edgeflow.device import DeviceSpec, as_device
 from edgeflow.environment import environment
 from edgeflow.errors import ConfigError
 from edgeflow.exporter import convert_to_openvino, export_onnx
@@ -37,7 +37,7 @@ from edgeflow.netadapt.report import PointRecord, SearchReport, table_errors, wr
 from edgeflow.netadapt.state import Checkpoint, SearchState
 from edgeflow.prepare import load_model_and_data, train_if_needed
 from edgeflow.progress import Progress
-from edgeflow.recipe import Recipe, load_recipe
+from edgeflow.recipe import Recipe, as_recipe
 
 SEARCH_BACKENDS = ("openvino", "onnxruntime")
 
@@ -62,8 +62,7 @@ def search(
     With ``resume`` a search killed at any point goes on from ``out/state``.
     """
     progress = progress or Progress.silent()
-    device_spec = device if isinstance(device, DeviceSpec) else load_device(device)
-    recipe_spec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    device_spec, recipe_spec = as_device(device), as_recipe(recipe)
     config = search_config(recipe_spec, latency_budget_ms, latency_ratio)
     backend = search_backend(device_spec)
     out = Path(out)

@@ -96,7 +96,7 @@ def l2_ranking(model: nn.Module, example: torch.Tensor, group_name: str) -> list
     (torch-pruning's group magnitude importance)."""
     graph = _dependency_graph(model, example)
     root = model.get_submodule(group_name)
-    channels = _out_channels(root)
+    channels = out_channels(root)
     group = graph.get_pruning_group(root, _pruning_fn(root), idxs=list(range(channels)))
     importance = tp.importance.GroupMagnitudeImportance(p=2)(group)
     return [int(index) for index in torch.argsort(importance, stable=True)]
@@ -111,7 +111,7 @@ def keep_action(group_name: str, ranking: list[int], keep: int) -> Action:
 
 def l2_prune_action(model: nn.Module, example: torch.Tensor, group_name: str, keep: int) -> Action:
     """The action that keeps the ``keep`` channels of group ``group_name`` with the largest L2 norm."""
-    channels = _out_channels(model.get_submodule(group_name))
+    channels = out_channels(model.get_submodule(group_name))
     if not 0 < keep < channels:
         raise ConfigError(f"cannot keep {keep} of the {channels} channels of {group_name}")
     return keep_action(group_name, l2_ranking(model, example, group_name), keep)
@@ -143,7 +143,7 @@ def replay(model: nn.Module, actions: list[Action], example: torch.Tensor) -> nn
     return model
 
 
-def _out_channels(module: nn.Module) -> int:
+def out_channels(module: nn.Module) -> int:
     if isinstance(module, nn.Conv2d):
         return module.out_channels
     if isinstance(module, nn.Linear):
@@ -157,4 +157,4 @@ def _pruning_fn(module: nn.Module):
 
 def channel_counts(model: nn.Module) -> dict[str, int]:
     """Output channels of every convolution and linear layer: the architecture, for reports."""
-    return {name: _out_channels(m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    return {name: out_channels(m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}

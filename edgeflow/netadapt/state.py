@@ -67,9 +67,6 @@ class SearchState(BaseModel):
     device_seconds: float = 0.0
     elapsed_seconds: float = 0.0
 
-    def actions(self) -> list[Action]:
-        return [iteration.action for iteration in self.iterations]
-
 
 class Checkpoint:
     """The state file and weight files of one search, in ``folder``."""
