@@ -95,8 +95,9 @@ def optimize(
                 continue
             progress.stage(f"variant {variant.name}: build, time, evaluate")
             artifact, summary = build_variant(
-                variant, floats=floats, splits=splits, folder=stage, seed=recipe_spec.seed, progress=progress
-            )
+                variant, floats=floats, splits=splits, folder=stage, seed=recipe_spec.seed, progress=progress,
+                settings=device_spec.runtime,
+            )  # fmt: skip
             record = _measure_variant(variant, artifact, floats, splits, device_spec, recipe_spec, stage, reference)
             record.quantization = summary
             records.append(record)

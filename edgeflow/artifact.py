@@ -38,6 +38,20 @@ class Artifact:
     def size_bytes(self) -> int:
         return sum(file.stat().st_size for file in self.files if file.exists())
 
+    def move_to(self, path: Path) -> Artifact:
+        """Rename the artifact's files (an IR's ``.bin`` too) so that ``path`` is its file; returns self."""
+        assert self.path is not None, "an in-memory artifact has no files to move"
+        if self.format == "openvino":
+            self.path.with_suffix(".bin").replace(path.with_suffix(".bin"))
+        self.path.replace(path)
+        self.path = path
+        return self
+
+    def remove(self) -> None:
+        """Delete the artifact's files (a discarded candidate)."""
+        for file in self.files:
+            file.unlink(missing_ok=True)
+
 
 def artifact_from_path(path: str | Path) -> Artifact:
     """Recognize an exported artifact by its suffix (``.onnx`` or OpenVINO ``.xml``)."""

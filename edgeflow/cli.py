@@ -258,6 +258,9 @@ def quantize(
     max_drop: float = typer.Option(1.0, "--max-drop", help="largest top-1 drop in points on the holdout split"),
     backend: str | None = typer.Option(None, "--backend", "-b", help="openvino or onnxruntime (default: device's)"),
     subset_size: int = typer.Option(300, "--subset-size", help="calibration images"),
+    preset: str = typer.Option(
+        "fastest", "--preset", help="fastest (both NNCF presets timed on the device), auto, mixed, performance"
+    ),
     out: Path | None = typer.Option(None, "--out", "-o", help="output folder (default: beside the artifact)"),
     as_json: bool = JsonOption,
 ) -> None:
@@ -277,6 +280,7 @@ def quantize(
             backend=backend,
             out=out,
             subset_size=subset_size,
+            preset=preset,
             progress=_progress(not as_json),
         )
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel
 
@@ -22,6 +22,7 @@ from edgeflow.recipe import INT8_METHODS, QuantizeConfig, VariantSpec
 from edgeflow.variants import AUTO_CHAIN, FloatArtifacts, quantize_within_budget
 
 Method = Literal["auto", "nncf-ptq", "nncf-accuracy-control", "ort-static", "ort-dynamic"]
+Preset = Literal["fastest", "auto", "mixed", "performance"]
 _F32 = RuntimeSettings(execution_precision="f32")
 
 
@@ -53,6 +54,7 @@ def quantize(
     backend: str | None = None,
     out: str | Path | None = None,
     subset_size: int = 300,
+    preset: Preset = "fastest",
     seed: int = 0,
     progress: Progress | None = None,
 ) -> QuantizeResult:
@@ -61,8 +63,12 @@ def quantize(
     ``auto`` runs NNCF PTQ (or ONNX Runtime static QDQ for an onnxruntime target) and, if the holdout
     drop exceeds ``max_drop``, accuracy-controlled PTQ, which keeps the most sensitive layers in float.
     When the budget cannot be met, the best artifact is kept and the result says what was reached.
+    ``preset`` (NNCF PTQ): ``fastest`` builds both activation schemes and keeps the one that runs
+    fastest on ``device`` within the budget; ``auto`` picks by rule (mixed for h-swish networks).
     """
     progress = progress or Progress.silent()
+    if preset not in get_args(Preset):
+        raise ConfigError(f"unknown preset {preset!r}; choose {', '.join(get_args(Preset))}")
     device_spec = as_device(device)
     if "int8" not in device_spec.precisions:
         raise ConfigError(f"device {device_spec.name} does not run int8 (it has: {', '.join(device_spec.precisions)})")
@@ -85,12 +91,13 @@ def quantize(
         name="int8",
         backend=target,
         precision="int8",
-        quantize=QuantizeConfig(method="auto", subset_size=subset_size, max_drop=max_drop),
+        quantize=QuantizeConfig(method="auto", subset_size=subset_size, max_drop=max_drop, preset=preset),
     )
     methods = _methods(method, target)
     quantized, summary = quantize_within_budget(
         variant, methods=methods, base=source, floats=floats, splits=splits,
         path=out_dir / f"{source.path.stem}_int8{source.path.suffix}", seed=seed, progress=progress,
+        settings=device_spec.runtime,
     )  # fmt: skip
     compiled = get_backend(target).compile(quantized, settings=_F32)
     logits, _ = collect_logits(compiled, splits.test)

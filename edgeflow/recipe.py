@@ -84,10 +84,11 @@ class QuantizeConfig(StrictModel):
 
     method: QuantizeMethod = "nncf-ptq"
     subset_size: int = Field(default=300, ge=1, description="calibration images from the train split")
-    preset: Literal["auto", "performance", "mixed"] = Field(
+    preset: Literal["auto", "performance", "mixed", "fastest"] = Field(
         default="auto",
         description="auto: mixed (asymmetric activations) when the model has h-swish/swish/GELU-like "
-        "activations that go negative, else performance (symmetric)",
+        "activations that go negative, else performance (symmetric); fastest (nncf-ptq): quantize with "
+        "both, keep those within max_drop on the holdout split, time them on the device, keep the fastest",
     )
     model_type: Literal["cnn", "transformer"] = "cnn"
     ignored_scope: IgnoredScopeConfig = IgnoredScopeConfig()

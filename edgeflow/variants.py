@@ -9,6 +9,7 @@ from typing import Any
 from edgeflow.artifact import Artifact
 from edgeflow.compress.summary import QuantizationSummary
 from edgeflow.data import DataSplits
+from edgeflow.device import RuntimeSettings
 from edgeflow.errors import ConfigError
 from edgeflow.progress import Progress
 from edgeflow.recipe import VariantSpec
@@ -33,9 +34,11 @@ def build_variant(
     seed: int = 0,
     progress: Progress | None = None,
     file_stem: str | None = None,
+    settings: RuntimeSettings | None = None,
 ) -> tuple[Artifact, QuantizationSummary | None]:
     """The artifact ``variant`` runs, written into ``folder`` (as ``model_<variant>`` unless ``file_stem``),
-    and what quantization did (if any)."""
+    and what quantization did (if any). ``settings`` are the device's runtime settings, for steps that
+    time candidates (``preset: fastest``)."""
     if variant.backend == "torch":
         if floats.module is None:
             raise ConfigError(f"variant {variant.name}: an ONNX model has no torch module to run")
@@ -52,7 +55,9 @@ def build_variant(
     path = folder / f"{file_stem or 'model_' + variant.name}{suffix}"
     if variant.precision == "fp16":
         return _fp16(base, path=path), None
-    return _int8(variant, base=base, floats=floats, splits=splits, path=path, seed=seed, progress=progress)
+    return _int8(
+        variant, base=base, floats=floats, splits=splits, path=path, seed=seed, progress=progress, settings=settings
+    )
 
 
 def _fp16(base: Artifact, *, path: Path) -> Artifact:
@@ -93,6 +98,7 @@ def quantize_within_budget(
     path: Path,
     seed: int,
     progress: Progress | None,
+    settings: RuntimeSettings | None = None,
 ) -> tuple[Artifact, QuantizationSummary]:
     """Try ``methods`` in order until the holdout drop is within ``max_drop``; keep the best artifact.
 
@@ -112,22 +118,23 @@ def quantize_within_budget(
         attempt = variant.model_copy(update={"quantize": config.model_copy(update={"method": method})})
         attempt_path = path.with_name(f"{path.stem}.{method}{path.suffix}")
         artifact, summary = _int8(
-            attempt, base=base, floats=floats, splits=splits, path=attempt_path, seed=seed, progress=progress
-        )
+            attempt, base=base, floats=floats, splits=splits, path=attempt_path, seed=seed, progress=progress,
+            settings=settings,
+        )  # fmt: skip
         top1 = holdout_top1(artifact, splits.holdout)
         tried.append(method)
         attempts.append(f"{method}: holdout top-1 {100 * top1:.2f}% (float {100 * float_top1:.2f}%)")
         if best is None or top1 > best[2]:
             if best is not None:
-                _remove(best[0])
+                best[0].remove()
             best = (artifact, summary, top1)
         else:
-            _remove(artifact)
+            artifact.remove()
         if float_top1 - best[2] <= config.max_drop + 1e-9:
             break
     assert best is not None, "no quantization method to try"
     artifact, summary, top1 = best
-    final = _rename(artifact, path)
+    final = artifact.move_to(path)
     met = float_top1 - top1 <= config.max_drop + 1e-9
     summary = summary.model_copy(
         update={
@@ -145,19 +152,6 @@ def quantize_within_budget(
     return final, summary
 
 
-def _remove(artifact: Artifact) -> None:
-    for file in artifact.files:
-        file.unlink(missing_ok=True)
-
-
-def _rename(artifact: Artifact, path: Path) -> Artifact:
-    if artifact.format == "openvino":
-        artifact.path.with_suffix(".bin").replace(path.with_suffix(".bin"))
-    artifact.path.replace(path)
-    artifact.path = path
-    return artifact
-
-
 def _int8(
     variant: VariantSpec,
     *,
@@ -167,14 +161,19 @@ def _int8(
     path: Path,
     seed: int,
     progress: Progress | None,
+    settings: RuntimeSettings | None = None,
 ) -> tuple[Artifact, QuantizationSummary]:
     config = variant.quantize
     assert config is not None
     if config.method == "auto":
         return quantize_within_budget(
             variant, methods=AUTO_CHAIN[variant.backend], base=base, floats=floats, splits=splits, path=path,
-            seed=seed, progress=progress,
+            seed=seed, progress=progress, settings=settings,
         )  # fmt: skip
+    if config.method == "nncf-ptq" and config.preset == "fastest":
+        from edgeflow.compress.fastest_preset import quantize_fastest_preset
+
+        return quantize_fastest_preset(base, splits=splits, config=config, path=path, seed=seed, settings=settings)
     if config.method == "nncf-ptq":
         from edgeflow.compress.quantize import quantize_nncf
 

@@ -80,6 +80,33 @@ def test_auto_preset_picks_mixed_for_hswish(trained) -> None:
     assert summary.settings["preset"] == "mixed"
 
 
+def test_fastest_preset_times_both_and_keeps_the_fastest_within_budget(trained) -> None:
+    """``preset: fastest`` builds both NNCF presets, judges them on holdout and times those within the
+    budget on the device's runtime; the one kept is the fastest of those, and no candidate file is left."""
+    floats, splits, folder = trained
+    variant = VariantSpec(
+        name="fastest", backend="openvino", precision="int8",
+        quantize=QuantizeConfig(subset_size=64, preset="fastest", max_drop=0.05),
+    )  # fmt: skip
+    artifact, summary = build_variant(variant, floats=floats, splits=splits, folder=folder, settings=F32)
+    choice = summary.settings["preset_choice"]
+    assert set(choice) == {"mixed", "performance"}
+    float_top1 = summary.holdout_top1_float
+    within = [preset for preset, entry in choice.items() if float_top1 - entry["holdout_top1"] <= 0.05 + 1e-9]
+    assert within, "a 5-point budget is met by int8 on this trained model"
+    kept = summary.settings["preset"]
+    assert choice[kept]["holdout_top1"] == pytest.approx(summary.holdout_top1_quantized)
+    if len(within) == 2:
+        assert all(choice[preset]["measured"] and choice[preset]["p50_ms"] > 0 for preset in within)
+        assert kept == min(within, key=lambda preset: choice[preset]["p50_ms"])
+    else:
+        assert kept == within[0]
+    assert any("<- kept" in note for note in summary.notes)
+    assert artifact.path == folder / "model_fastest.xml" and artifact.path.with_suffix(".bin").exists()
+    assert not list(folder.glob("model_fastest.*.xml")) and not list(folder.glob("model_fastest.*.bin"))
+    assert accuracy_of(artifact, splits) > 0.8
+
+
 def test_fp16_variants_track_float(trained) -> None:
     floats, splits, folder = trained
     reference = accuracy_of(floats.onnx, splits)

@@ -137,7 +137,7 @@ def quantization_aware_training(
 
 def _resolve_preset(module: nn.Module, config: QuantizeConfig) -> str:
     """``auto``: mixed when the model has activation modules that go negative (h-swish, SiLU, GELU...)."""
-    if config.preset != "auto":
+    if config.preset not in ("auto", "fastest"):
         return config.preset
     negative = any(isinstance(layer, _NEGATIVE_ACTIVATIONS) for layer in module.modules())
     return "mixed" if negative else "performance"

@@ -36,8 +36,9 @@ def is_quantized(model) -> bool:
 
 
 def resolve_preset(model, config: QuantizeConfig) -> str:
-    """``auto``: mixed (asymmetric activations) for h-swish/swish/GELU networks, else performance."""
-    if config.preset != "auto":
+    """``auto`` (and ``fastest``, when one preset must be named): mixed (asymmetric activations) for
+    h-swish/swish/GELU networks, else performance."""
+    if config.preset not in ("auto", "fastest"):
         return config.preset
     kinds = {op.get_type_name() for op in model.get_ordered_ops()}
     return "mixed" if kinds & _NEGATIVE_ACTIVATIONS else "performance"
