@@ -59,7 +59,7 @@ def main() -> None:
     start, final = report.point("start"), report.point("netadapt")
     speedup = report.speedup()
     drop = 100 * (start.test_top1 - final.test_top1)
-    width_top1 = report.width_top1_at(final.latency_ms.p50)
+    width_top1 = report.width_top1_at(final.p50())
     table = report.table
     print(f"search {report.search_seconds / 60:.1f} min (whole command incl. baselines {total / 60:.1f} min)\n")
     print("| goal | figure | met |\n|---|---|---|")

@@ -84,6 +84,12 @@ def test_search_meets_its_targets_and_reports_everything(finished):
     assert {point.kind for point in report.points} == {"start", "netadapt", "width", "resolution"}
     assert report.point("resolution-0.67").resolution == 32
     assert report.table is not None and report.table.candidates >= len(report.iterations)
+    assert len(report.table.errors_percent) == len(report.table.raw_errors_percent) == report.table.candidates
+    measured = [record for it in report.iterations for record in it.proposals if record.measured_ms is not None]
+    assert measured and all(record.reference_ms > 0 for record in measured)  # start timed beside each candidate
+    for point in report.points:  # every model timed in turn with the others, round after round
+        assert len(point.rounds_ms) == report.config["compare_rounds"] and point.p50_in_turn_ms > 0
+    assert report.speedup() == pytest.approx(start.p50_in_turn_ms / final.p50_in_turn_ms)
     assert report.oracle_measurements > 0 and report.device_measurements > 0
     for name in ("search.json", "search.md", "search.png", final.artifact):
         assert (out / name).stat().st_size > 0
@@ -163,9 +169,19 @@ def test_lookup_table_is_kept_on_disk_and_tied_to_what_it_measured(tmp_path):
     model = torchvision.models.mobilenet_v3_small(num_classes=10).eval()
     path = tmp_path / "table.json"
     first = LookupTable(Timer(device, "openvino", device.runtime, timing, tmp_path), path)
+    fitted = first.fit(model, (1, 3, 32, 32), rounds=2)
     estimate = first.latency(model, (1, 3, 32, 32))
-    assert estimate > 0 and first.cost.measurements >= 10  # one per block, plus the call overhead
+    assert estimate > 0 and first.cost.measurements >= 10  # one per block, the call overhead, the calibration
+    names = {point.name for point in fitted.calibration}
+    assert names == {"start", "width-0.75", "width-0.5", "width-0.35", "half-the-blocks", "no-blocks"}
+    depths = {point.name: point.blocks for point in fitted.calibration}
+    assert depths["no-blocks"] < depths["half-the-blocks"] < depths["start"] == depths["width-0.5"]
+    assert all(point.measured_ms > 0 for point in fitted.calibration)
+    # least squares over six models with three unknowns: the fit describes them, not interpolates them
+    for point in fitted.calibration:
+        assert point.estimate_ms == pytest.approx(fitted.estimate(point.blocks_ms, point.blocks))
     again = LookupTable(Timer(device, "openvino", device.runtime, timing, tmp_path), path)
+    assert again.fit(model, (1, 3, 32, 32)) == fitted
     assert again.latency(model, (1, 3, 32, 32)) == estimate and again.cost.measurements == 0
     other = device.runtime.model_copy(update={"threads": 1})
     with pytest.raises(ConfigError, match="was measured for"):
@@ -173,3 +189,27 @@ def test_lookup_table_is_kept_on_disk_and_tied_to_what_it_measured(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="unreadable"):
         LookupTable(Timer(device, "openvino", device.runtime, timing, tmp_path), path)
+
+
+def test_table_error_takes_the_hosts_drift_out():
+    """A candidate timed while the host ran 30% slow: against the start timed beside it, the table's
+    estimate is exact; against the raw timing it looks 23% off."""
+    from edgeflow.netadapt.report import table_errors
+    from edgeflow.netadapt.space import Action
+    from edgeflow.netadapt.state import IterationRecord, ProposalRecord, SearchState
+
+    action = Action(kind="remove-block", target="features.1")
+    record = ProposalRecord(
+        name="remove-block features.1", action=action, estimate_ms=0.8, measured_ms=1.04, reference_ms=1.3
+    )
+    state = SearchState(fingerprint="x", start_estimate_ms=1.0, start_measured_ms=1.0)
+    state.iterations = [
+        IterationRecord(
+            index=1, target_ms=0.9, chosen=record.name, action=action, estimate_ms=0.8, measured_ms=1.04,
+            reference_ms=1.3, holdout_top1=0.9, weights="w.pt", proposals=[record], seconds=1.0,
+        )
+    ]  # fmt: skip
+    errors = table_errors(state)
+    assert errors.candidates == 1  # the start model is not counted: the table is fitted on it
+    assert errors.errors_percent == [pytest.approx(0.0, abs=0.01)] and errors.within_10_percent == 1.0
+    assert errors.raw_errors_percent == [pytest.approx(-23.08, abs=0.01)] and errors.raw_within_10_percent == 0.0

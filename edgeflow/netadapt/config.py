@@ -17,6 +17,13 @@ class FineTuneConfig(StrictModel):
     batch_size: int = Field(default=32, ge=1)
     lr: float = Field(default=1e-3, gt=0)
     bn_batches: int = Field(default=8, ge=1, description="train batches averaged into batch-norm statistics")
+    distill: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="weight of knowledge distillation from the starting model (0 = labels only)",
+    )
+    temperature: float = Field(default=2.0, gt=0, description="distillation temperature")
 
 
 class BaselineConfig(StrictModel):
@@ -61,13 +68,24 @@ class SearchConfig(StrictModel):
         description="short-term fine-tune only the k proposals with the best holdout accuracy right after "
         "pruning (batch-norm recomputed); None = fine-tune every proposal",
     )
-    holdout_samples: int | None = Field(default=None, ge=1, description="score proposals on the first N holdout")
+    holdout_samples: int | None = Field(
+        default=None, ge=1, description="screen proposals on the first N holdout images (fine-tuned ones: all)"
+    )
     short_term: FineTuneConfig = FineTuneConfig()
     long_term: FineTuneConfig = FineTuneConfig(steps=400, batch_size=64)
     measure: Literal["proposals", "screened", "chosen"] = Field(
         default="proposals",
         description="which candidates are also timed whole on the device (the table's error is reported on "
         "them): every proposal that reaches the target, the short-term fine-tuned ones, or the chosen one",
+    )
+    measure_rounds: int = Field(
+        default=3,
+        ge=1,
+        description="a candidate timed whole is timed in turn with the starting model this many "
+        "rounds (medians kept), so the table's error is judged without the host's drift between timings",
+    )
+    compare_rounds: int = Field(
+        default=5, ge=1, description="rounds in which the start, adapted and baseline models are timed in turn"
     )
     max_iterations: int = Field(default=40, ge=1)
     profile: ProfileConfig = ProfileConfig(warmup=10, iterations=400, max_seconds=0.6, min_iterations=30)

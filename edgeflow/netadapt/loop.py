@@ -43,13 +43,21 @@ def derived_seed(seed: int, *parts: object) -> int:
     return zlib.crc32(repr((seed, *parts)).encode()) & 0x7FFFFFFF
 
 
-def finetune(model: nn.Module, splits: DataSplits, config: FineTuneConfig, *, seed: int) -> None:
-    """``config.steps`` AdamW steps on the train split (one-cycle schedule), then batch-norm recomputed."""
+def finetune(
+    model: nn.Module, splits: DataSplits, config: FineTuneConfig, *, seed: int, teacher: nn.Module | None = None
+) -> None:
+    """``config.steps`` AdamW steps on the train split (one-cycle schedule), then batch-norm recomputed.
+
+    With ``config.distill`` > 0 the ``teacher`` (the starting model) is distilled into ``model``.
+    """
     if config.steps == 0:
         recalibrate_batchnorm(model, splits.train, batch_size=config.batch_size, batches=config.bn_batches, seed=seed)
         return
     settings = TrainConfig(epochs=10**6, batch_size=config.batch_size, lr=config.lr, max_steps=config.steps)
-    train(model, splits.train, config=settings, seed=seed, bn_batches=config.bn_batches)
+    train(
+        model, splits.train, config=settings, seed=seed, bn_batches=config.bn_batches,
+        teacher=teacher if config.distill > 0 else None, distill_weight=config.distill, temperature=config.temperature,
+    )  # fmt: skip
 
 
 @dataclass
@@ -75,6 +83,7 @@ class Search:
         count = self.config.holdout_samples
         self.holdout = Subset(holdout, range(min(count, len(holdout)))) if count else holdout
         self._current: nn.Module | None = None
+        self._reference = None  # the starting model compiled for the device, timed beside candidates
 
     # ----- models ---------------------------------------------------------------------------------
     def model_after(self, iterations: int) -> nn.Module:
@@ -97,12 +106,15 @@ class Search:
     def current_holdout(self) -> float:
         return self.state.iterations[-1].holdout_top1 if self.state.iterations else self.state.start_holdout_top1
 
-    def measure(self, model: nn.Module) -> float:
+    def measure(self, model: nn.Module) -> tuple[float, float]:
+        """``model`` timed whole on the device in turn with the starting model: (its p50, the start's) in ms."""
         started = time.perf_counter()
-        ms = self.timer.time_module(model, self.input_shape)
+        if self._reference is None:
+            self._reference = self.timer.compile_module(self.start, self.input_shape)
+        measured = self.timer.time_against(model, self._reference, self.input_shape, rounds=self.config.measure_rounds)
         self.state.device_measurements += 1
         self.state.device_seconds += time.perf_counter() - started
-        return ms
+        return measured
 
     def _save(self) -> None:
         if hasattr(self, "_clock"):
@@ -113,19 +125,29 @@ class Search:
 
     # ----- the loop -------------------------------------------------------------------------------
     def prepare(self) -> None:
-        """Time and score the starting model once; fit the lookup table's scale to it."""
+        """Time and score the starting model once; fit the lookup table (when it is the oracle) on it."""
         if self.state.start_estimate_ms is not None:
             if isinstance(self.oracle, LookupTable):
-                self.oracle.scale = self.state.table_scale
+                self.oracle.fitted = self.state.table_fit
             return
         model = self.current()
-        self.progress.stage("time and score the starting model")
-        self.state.start_measured_ms = self.measure(model)
         if isinstance(self.oracle, LookupTable):
-            self.oracle.fit(model, self.input_shape, lambda: self.state.start_measured_ms)
-            self.state.table_scale = self.oracle.scale
+            # The start is timed among the calibration models; candidates timed later beside it are
+            # brought back to the host's speed of that moment (report.table_errors).
+            self.progress.stage("fit the lookup table on calibration models timed in turn on the device")
+            fitted = self.oracle.fit(model, self.input_shape, rounds=self.config.compare_rounds)
+            self.state.table_fit = fitted
+            self.state.start_measured_ms = next(
+                point.measured_ms for point in fitted.calibration if point.name == "start"
+            )
+        else:
+            self.progress.stage("time the starting model")
+            started = time.perf_counter()
+            self.state.start_measured_ms = self.timer.time_module(model, self.input_shape)
+            self.state.device_measurements += 1
+            self.state.device_seconds += time.perf_counter() - started
         self.state.start_estimate_ms = self.oracle.latency(model, self.input_shape)
-        self.state.start_holdout_top1 = accuracy(model, self.holdout)
+        self.state.start_holdout_top1 = accuracy(model, self.splits.holdout)
         # Decisions use the oracle's figures only (a ratio budget too), so a search is reproducible.
         self.state.budget_ms = self.config.budget(self.state.start_estimate_ms)
         self._save()
@@ -144,7 +166,9 @@ class Search:
         if self.state.phase == "long-term":
             self.progress.stage(f"long-term fine-tune ({self.config.long_term.steps} steps)")
             model = copy.deepcopy(self.current())
-            finetune(model, self.splits, self.config.long_term, seed=derived_seed(self.seed, "long-term"))
+            finetune(
+                model, self.splits, self.config.long_term, seed=derived_seed(self.seed, "long-term"), teacher=self.start
+            )
             self.state.final_weights = self.checkpoint.save_weights("final.pt", model)
             self.state.phase = "done"
             self._save()
@@ -221,11 +245,16 @@ class Search:
         if self.config.measure == "screened":
             for record in chosen_k:
                 if record.measured_ms is None:
-                    record.measured_ms = self.measure(self._proposal_model(record, index, weights=False))
+                    record.measured_ms, record.reference_ms = self.measure(
+                        self._proposal_model(record, index, weights=False)
+                    )
                     self._save()
         best = self._select(chosen_k)
         model = self._proposal_model(best, index)
-        measured = best.measured_ms if best.measured_ms is not None else self.measure(model)
+        if best.measured_ms is not None:
+            measured, reference = best.measured_ms, best.reference_ms
+        else:
+            measured, reference = self.measure(model)
         weights = self.checkpoint.save_weights(f"iteration-{index + 1:03d}.pt", model)
         self.state.iterations.append(
             IterationRecord(
@@ -235,6 +264,7 @@ class Search:
                 action=best.action,
                 estimate_ms=best.estimate_ms,
                 measured_ms=measured,
+                reference_ms=reference,
                 holdout_top1=best.holdout_top1,
                 weights=weights,
                 proposals=self.state.pending,
@@ -302,13 +332,14 @@ def _size_and_screen(search: Search, name: str, *, target: float, index: int) ->
         batches=search.config.short_term.bn_batches,
         seed=derived_seed(search.seed, index, name, "bn"),
     )
-    measured = search.measure(model) if search.config.measure == "proposals" else None
+    measured, reference = search.measure(model) if search.config.measure == "proposals" else (None, None)
     return ProposalRecord(
         name=name,
         action=action,
         channels=channels,
         estimate_ms=estimate,
         measured_ms=measured,
+        reference_ms=reference,
         zero_shot_top1=accuracy(model, search.holdout),
         seconds=time.perf_counter() - started,
     )
@@ -357,9 +388,12 @@ def _short_term(search: Search, record: ProposalRecord, *, index: int) -> tuple[
     started = time.perf_counter()
     model = copy.deepcopy(search.current())
     space.apply(model, record.action, search.example)
-    finetune(model, search.splits, search.config.short_term, seed=derived_seed(search.seed, index, record.name))
+    finetune(
+        model, search.splits, search.config.short_term, seed=derived_seed(search.seed, index, record.name),
+        teacher=search.start,
+    )  # fmt: skip
     search.checkpoint.save_weights(_proposal_file(index, record.name)[len("weights/") :], model)
-    return accuracy(model, search.holdout), time.perf_counter() - started
+    return accuracy(model, search.splits.holdout), time.perf_counter() - started
 
 
 __all__ = ["Search", "derived_seed", "finetune"]

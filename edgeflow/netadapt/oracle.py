@@ -2,9 +2,13 @@
 
 * :class:`MeasuredOracle` exports the candidate, compiles it with the device's runtime and times it.
 * :class:`LookupTable` times each block configuration once (per device, runtime, version and execution
-  precision), keeps the table on disk, and estimates a network as the sum of its blocks, scaled by a
-  factor fitted on the starting model (the per-call overhead each block timing carries, and fusion
-  across block borders, are what the factor absorbs).
+  precision), keeps the table on disk, and estimates a network as
+  ``intercept + compute_scale x (sum of its blocks) + per_block x (number of blocks)``. The three
+  figures are fitted by least squares on calibration models derived from the starting model (itself,
+  uniformly thinner copies, copies with residual blocks removed), timed whole in turn on the device.
+  One scale fitted on the starting model alone was 10-15% optimistic for thinner or shallower models:
+  a runtime's per-layer costs do not shrink with the channels, and fusion across block borders is
+  not in any block's own timing.
 
 Both count how many timings they made and how long those took, for the search report.
 """
@@ -13,16 +17,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import BaseModel
 from torch import nn
 
 from edgeflow.artifact import Artifact
-from edgeflow.backends import get_backend
+from edgeflow.backends import Compiled, get_backend
 from edgeflow.device import DeviceSpec, RuntimeSettings
 from edgeflow.errors import ConfigError
 from edgeflow.exporter import export_onnx
@@ -30,7 +35,27 @@ from edgeflow.io import write_json
 from edgeflow.netadapt.units import split_units
 from edgeflow.recipe import ProfileConfig
 
-TABLE_VERSION = 1
+TABLE_VERSION = 2
+
+
+class CalibrationPoint(BaseModel):
+    name: str
+    blocks_ms: float  # sum of the model's block timings (less the per-call overhead)
+    blocks: int
+    measured_ms: float  # median over rounds, timed in turn with the other calibration models
+    estimate_ms: float  # what the fit gives for it
+
+
+class TableFit(BaseModel):
+    """How block timings add up to a whole model on this device (fitted once per starting model)."""
+
+    intercept_ms: float
+    compute_scale: float
+    per_block_ms: float
+    calibration: list[CalibrationPoint]
+
+    def estimate(self, blocks_ms: float, blocks: int) -> float:
+        return self.intercept_ms + self.compute_scale * blocks_ms + self.per_block_ms * blocks
 
 
 @dataclass
@@ -56,17 +81,48 @@ class Timer:
     workdir: Path
     cost: OracleCost = field(default_factory=OracleCost)
 
-    def time_module(self, module: nn.Module, input_shape: tuple[int, ...]) -> float:
-        started = time.perf_counter()
+    def compile_module(self, module: nn.Module, input_shape: tuple[int, ...]) -> Compiled:
+        """Export ``module`` to ONNX and compile it with the device's runtime (the file is read in and removed)."""
         with tempfile.TemporaryDirectory(dir=self.workdir, prefix=".timing-") as folder:
             artifact = export_onnx(module, input_shape=input_shape, path=Path(folder) / "candidate.onnx")
-            runtime = get_backend(self.backend)
-            compiled = runtime.compile(
+            return get_backend(self.backend).compile(
                 Artifact(format="onnx", path=artifact.path, input_shape=input_shape), settings=self.settings
             )
-            latency = runtime.profile(compiled, config=self.profile).p50
+
+    def time_module(self, module: nn.Module, input_shape: tuple[int, ...]) -> float:
+        started = time.perf_counter()
+        compiled = self.compile_module(module, input_shape)
+        latency = get_backend(self.backend).profile(compiled, config=self.profile).p50
         self.cost.add(time.perf_counter() - started)
         return latency
+
+    def time_in_turn(
+        self, modules: dict[str, nn.Module], input_shape: tuple[int, ...], *, rounds: int
+    ) -> dict[str, float]:
+        """Time ``modules`` one after another, round after round; the median of each one's p50s (ms)."""
+        from edgeflow.measure import interleaved_p50
+
+        started = time.perf_counter()
+        compiled = {name: self.compile_module(module, input_shape) for name, module in modules.items()}
+        per_round = interleaved_p50(compiled, rounds=rounds, config=self.profile)
+        self.cost.add(time.perf_counter() - started)
+        return {name: statistics.median(values) for name, values in per_round.items()}
+
+    def time_against(
+        self, module: nn.Module, reference: Compiled, input_shape: tuple[int, ...], *, rounds: int
+    ) -> tuple[float, float]:
+        """Time ``module`` and ``reference`` in turn for ``rounds`` rounds; the medians of their p50s (ms).
+
+        The host's speed drifts over minutes on shared machines; a reference timed in the same rounds
+        lets comparisons between timings made minutes apart take that drift out.
+        """
+        from edgeflow.measure import interleaved_p50
+
+        started = time.perf_counter()
+        compiled = self.compile_module(module, input_shape)
+        per_round = interleaved_p50({"model": compiled, "reference": reference}, rounds=rounds, config=self.profile)
+        self.cost.add(time.perf_counter() - started)
+        return statistics.median(per_round["model"]), statistics.median(per_round["reference"])
 
     def context(self) -> str:
         """What a lookup table's figures depend on: device, runtime and version, precision, threads."""
@@ -105,9 +161,9 @@ class LookupTable:
         self.path = Path(path)
         self.context = timer.context()
         self.entries: dict[str, dict] = {}
-        self.fits: dict[str, float] = {}
+        self.fits: dict[str, dict] = {}
         self.overhead_ms: float | None = None
-        self.scale = 1.0
+        self.fitted: TableFit | None = None
         if self.path.exists():
             self._load()
 
@@ -120,7 +176,9 @@ class LookupTable:
             data = json.loads(self.path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"latency table {self.path} is unreadable ({exc}); delete it to measure again") from None
-        if data.get("version") != TABLE_VERSION or data.get("context") != self.context:
+        if data.get("version") != TABLE_VERSION:
+            return  # a table of an older layout is a cache: measured again and overwritten
+        if data.get("context") != self.context:
             raise ConfigError(
                 f"latency table {self.path} was measured for {data.get('context')!r}, not {self.context!r}"
             )
@@ -156,24 +214,81 @@ class LookupTable:
         return entry["ms"]
 
     def raw(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
-        """The sum of the model's block latencies less the per-call overhead, before the fitted scale."""
+        """The sum of the model's block latencies less the per-call overhead, before the fit."""
         overhead = self.overhead()
         return sum(max(0.0, self.block_latency(unit) - overhead) for unit in split_units(model, input_shape))
 
-    def fit(self, model: nn.Module, input_shape: tuple[int, ...], measure: Callable[[], float]) -> None:
-        """Fit the scale so the estimate of ``model`` equals its latency measured whole by ``measure()``.
+    def fit(self, model: nn.Module, input_shape: tuple[int, ...], *, rounds: int = 5) -> TableFit:
+        """Fit how blocks add up, on calibration models derived from ``model`` timed whole in turn.
 
         The fit is kept in the table with the blocks, so every search from the same model on the same
-        device uses the same table and scale, and makes the same choices.
+        device uses the same figures, and makes the same choices.
         """
         key = hashlib.sha256("|".join(u.key for u in split_units(model, input_shape)).encode()).hexdigest()[:20]
         if key not in self.fits:
-            self.fits[key] = (measure() - self.overhead()) / self.raw(model, input_shape)
+            models = calibration_models(model, input_shape)
+            measured = self.timer.time_in_turn(models, input_shape, rounds=rounds)
+            features = {
+                name: (self.raw(m, input_shape), len(split_units(m, input_shape))) for name, m in models.items()
+            }
+            fitted = _least_squares(features, measured)
+            self.fits[key] = fitted.model_dump()
             self.save()
-        self.scale = self.fits[key]
+        self.fitted = TableFit.model_validate(self.fits[key])
+        return self.fitted
 
     def latency(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
-        return self.overhead() + self.scale * self.raw(model, input_shape)
+        if self.fitted is None:
+            raise RuntimeError("fit the lookup table on the starting model before estimating")
+        return self.fitted.estimate(self.raw(model, input_shape), len(split_units(model, input_shape)))
+
+
+def calibration_models(start: nn.Module, input_shape: tuple[int, ...]) -> dict[str, nn.Module]:
+    """The starting model, thinner copies (width 0.75, 0.5, 0.35) and copies without residual blocks
+    (every other one, and all): the range of widths and depths a search moves through."""
+    import copy
+
+    import torch
+
+    from edgeflow.netadapt import space
+
+    example = torch.zeros(input_shape)
+    models = {"start": copy.deepcopy(start).eval()}
+    for width in (0.75, 0.5, 0.35):
+        models[f"width-{width:g}"] = space.uniform_width(start, example, width)
+    blocks = space.removable_blocks(start)
+    for name, removed in (("half-the-blocks", blocks[::2]), ("no-blocks", blocks)):
+        if removed:
+            model = copy.deepcopy(start).eval()
+            for block in removed:
+                space.apply(model, space.Action(kind="remove-block", target=block), example)
+            models[name] = model
+    return models
+
+
+def _least_squares(features: dict[str, tuple[float, int]], measured: dict[str, float]) -> TableFit:
+    """``measured = intercept + compute_scale x blocks_ms + per_block x blocks`` by least squares; without
+    depth changes among the models (no removable blocks) the per-block term is left out."""
+    import numpy as np
+
+    names = list(features)
+    depths = {features[name][1] for name in names}
+    columns = [[1.0, features[name][0]] + ([float(features[name][1])] if len(depths) > 1 else []) for name in names]
+    coefficients = np.linalg.lstsq(np.array(columns), np.array([measured[name] for name in names]), rcond=None)[0]
+    intercept, scale = float(coefficients[0]), float(coefficients[1])
+    per_block = float(coefficients[2]) if len(depths) > 1 else 0.0
+    fitted = TableFit(intercept_ms=intercept, compute_scale=scale, per_block_ms=per_block, calibration=[])
+    fitted.calibration = [
+        CalibrationPoint(
+            name=name,
+            blocks_ms=features[name][0],
+            blocks=features[name][1],
+            measured_ms=measured[name],
+            estimate_ms=fitted.estimate(*features[name]),
+        )  # fmt: skip
+        for name in names
+    ]
+    return fitted
 
 
 class _NearlyEmpty(nn.Module):

@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import shutil
+import statistics
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,16 +19,16 @@ import torch
 from torch import nn
 
 from edgeflow.accuracy import accuracy_from_logits, collect_logits
+from edgeflow.backends import Compiled
 from edgeflow.data import DataSplits
 from edgeflow.device import DeviceSpec, as_device
 from edgeflow.environment import environment
 from edgeflow.errors import ConfigError
 from edgeflow.exporter import convert_to_openvino, export_onnx
 from edgeflow.io import ensure_writable_dir
-from edgeflow.measure import compile_and_profile
+from edgeflow.measure import compile_and_profile, interleaved_p50
 from edgeflow.model_source import ModelSource
 from edgeflow.models import check_resolution
-from edgeflow.models.multipliers import make_divisible
 from edgeflow.netadapt import space
 from edgeflow.netadapt.config import SearchConfig
 from edgeflow.netadapt.executor import Executor, InProcessExecutor
@@ -36,6 +37,7 @@ from edgeflow.netadapt.oracle import LookupTable, MeasuredOracle, Timer, cache_f
 from edgeflow.netadapt.report import PointRecord, SearchReport, table_errors, write_search_report
 from edgeflow.netadapt.state import Checkpoint, SearchState
 from edgeflow.prepare import load_model_and_data, train_if_needed
+from edgeflow.profile_config import ProfileConfig
 from edgeflow.progress import Progress
 from edgeflow.recipe import Recipe, as_recipe
 
@@ -79,11 +81,13 @@ def search(
     search_seconds = state.elapsed_seconds
 
     progress.stage("export the start and adapted models; time and evaluate them on the device")
-    points = [
+    evaluated = [
         _evaluate_point("start", engine.start, splits, out, device_spec, backend, recipe_spec, kind="start"),
         _evaluate_point("netadapt", engine.final_model(), splits, out, device_spec, backend, recipe_spec),
     ]
-    points += _baselines(engine, splits, out, device_spec, backend, recipe_spec, progress)
+    evaluated += _baselines(engine, splits, out, device_spec, backend, recipe_spec, progress)
+    progress.stage(f"time the {len(evaluated)} models in turn ({config.compare_rounds} rounds)")
+    points = _time_in_turn(evaluated, rounds=config.compare_rounds, profile=recipe_spec.profile)
     report = SearchReport(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         model=source.name,
@@ -95,6 +99,9 @@ def search(
         config=config.model_dump(),
         oracle=oracle.name,
         budget_ms=state.budget_ms,
+        start_measured_ms=state.start_measured_ms,
+        start_estimate_ms=state.start_estimate_ms,
+        table_fit=state.table_fit,
         stop_reason=state.stop_reason or "",
         iterations=state.iterations,
         points=points,
@@ -247,7 +254,7 @@ def _evaluate_point(
     *,
     kind: str = "netadapt",
     detail: str = "",
-) -> PointRecord:
+) -> tuple[PointRecord, Compiled]:
     """Export ``model``, time it on the device and measure test top-1 through the runtime."""
     resolution = splits.resolution
     shape = (1, 3, resolution, resolution)
@@ -258,7 +265,7 @@ def _evaluate_point(
     compiled, profiled = compile_and_profile(artifact, device=device, backend=backend, config=recipe.profile)
     logits, labels = collect_logits(compiled, splits.test, max_samples=recipe.evaluate.max_samples)
     stats = accuracy_from_logits(logits, labels, split="test", runtime=backend)
-    return PointRecord(
+    record = PointRecord(
         name=name,
         kind=kind,
         detail=detail,
@@ -271,6 +278,26 @@ def _evaluate_point(
         params=profiled.params,
         macs=profiled.macs,
     )
+    return record, compiled
+
+
+def _time_in_turn(
+    evaluated: list[tuple[PointRecord, Compiled]], *, rounds: int, profile: ProfileConfig
+) -> list[PointRecord]:
+    """Time every model one after another, round after round; each gets the median of its per-round p50s.
+
+    Models timed minutes apart meet a host whose speed has drifted; timed in turn, they meet the same.
+    """
+    per_round = profile.model_copy(update={"max_seconds": min(profile.max_seconds, 1.0)})
+    rounds_ms = interleaved_p50(
+        {record.name: compiled for record, compiled in evaluated}, rounds=rounds, config=per_round
+    )
+    return [
+        record.model_copy(
+            update={"p50_in_turn_ms": statistics.median(rounds_ms[record.name]), "rounds_ms": rounds_ms[record.name]}
+        )
+        for record, _ in evaluated
+    ]
 
 
 def _baselines(
@@ -281,14 +308,14 @@ def _baselines(
     backend: str,
     recipe: Recipe,
     progress: Progress,
-) -> list[PointRecord]:
+) -> list[tuple[PointRecord, Compiled]]:
     """Width (alpha) and resolution (rho) multiplier models, fine-tuned with the final model's steps."""
     config = engine.config
     points = []
     for width in config.baselines.widths:
         progress.stage(f"baseline width {width:g}: keep {width:g} of every group's channels, fine-tune")
-        model = uniform_width(engine.start, engine.example, width)
-        finetune(model, splits, config.long_term, seed=derived_seed(engine.seed, "width", width))
+        model = space.uniform_width(engine.start, engine.example, width)
+        finetune(model, splits, config.long_term, seed=derived_seed(engine.seed, "width", width), teacher=engine.start)
         points.append(
             _evaluate_point(
                 f"width-{width:g}", model, splits, out, device, backend, recipe, kind="width", detail=f"alpha={width:g}"
@@ -301,6 +328,7 @@ def _baselines(
         progress.stage(f"baseline resolution {rho:g}: {side} px, fine-tune")
         scaled = splits.with_resolution(side)
         model = copy.deepcopy(engine.start)
+        # no distillation here: the teacher would see the same smaller images as the student it started as
         finetune(model, scaled, config.long_term, seed=derived_seed(engine.seed, "resolution", rho))
         points.append(
             _evaluate_point(
@@ -318,15 +346,4 @@ def _baselines(
     return points
 
 
-def uniform_width(start: nn.Module, example: torch.Tensor, width: float) -> nn.Module:
-    """The width-multiplier architecture (every group at ``width`` x its channels, rounded to 8), with the
-    starting model's channels of largest L2 norm: the multiplier baseline with inherited weights."""
-    model = copy.deepcopy(start).eval()
-    for group in space.prunable_groups(model, example, min_channels=1):
-        keep = min(group.channels, make_divisible(group.channels * width))
-        if keep < group.channels:
-            space.apply(model, space.l2_prune_action(model, example, group.name, keep), example)
-    return model
-
-
-__all__ = ["search", "uniform_width"]
+__all__ = ["search"]

@@ -11,6 +11,7 @@ the network valid and trades depth instead of width.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from edgeflow.errors import ConfigError
+from edgeflow.models.multipliers import make_divisible
 
 
 class Action(BaseModel):
@@ -158,3 +160,14 @@ def _pruning_fn(module: nn.Module):
 def channel_counts(model: nn.Module) -> dict[str, int]:
     """Output channels of every convolution and linear layer: the architecture, for reports."""
     return {name: out_channels(m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
+def uniform_width(start: nn.Module, example: torch.Tensor, width: float) -> nn.Module:
+    """The width-multiplier architecture (every group at ``width`` x its channels, rounded to 8), with the
+    starting model's channels of largest L2 norm: the multiplier baseline with inherited weights."""
+    model = copy.deepcopy(start).eval()
+    for group in prunable_groups(model, example, min_channels=1):
+        keep = min(group.channels, make_divisible(group.channels * width))
+        if keep < group.channels:
+            apply(model, l2_prune_action(model, example, group.name, keep), example)
+    return model

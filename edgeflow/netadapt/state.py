@@ -15,9 +15,10 @@ from pydantic import BaseModel, ValidationError
 
 from edgeflow.errors import ConfigError
 from edgeflow.io import atomic_path, write_json
+from edgeflow.netadapt.oracle import TableFit
 from edgeflow.netadapt.space import Action
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 class ProposalRecord(BaseModel):
@@ -28,6 +29,7 @@ class ProposalRecord(BaseModel):
     channels: list[int] | None = None  # [before, after] for a pruned group
     estimate_ms: float | None = None  # the oracle's figure (measured when the oracle is "measured")
     measured_ms: float | None = None  # timed on the device, when proposals are measured
+    reference_ms: float | None = None  # the starting model, timed in turn with it (the host's drift)
     zero_shot_top1: float | None = None  # holdout top-1 right after the change (batch-norm recomputed)
     holdout_top1: float | None = None  # after short-term fine-tuning
     skipped: str | None = None  # why it was not a candidate
@@ -41,6 +43,7 @@ class IterationRecord(BaseModel):
     action: Action
     estimate_ms: float
     measured_ms: float | None
+    reference_ms: float | None = None  # the starting model, timed in turn with the chosen one
     holdout_top1: float
     weights: str
     proposals: list[ProposalRecord]
@@ -54,7 +57,7 @@ class SearchState(BaseModel):
     start_estimate_ms: float | None = None
     start_measured_ms: float | None = None
     start_holdout_top1: float | None = None
-    table_scale: float = 1.0
+    table_fit: TableFit | None = None  # how the lookup table's blocks add up (when the oracle is the table)
     budget_ms: float | None = None
     iterations: list[IterationRecord] = []
     pending: list[ProposalRecord] = []  # proposals of the unfinished iteration
