@@ -32,12 +32,10 @@ def run(model: str, *, resolution: int, epochs: int, cache: Path, out: Path):
 
 def interleaved(report, folder: Path, *, rounds: int, seconds: float) -> dict[str, float]:
     """Median over ``rounds`` of each variant's p50, the variants timed in turn in every round."""
-    import statistics
-
     from edgeflow.artifact import artifact_from_path
     from edgeflow.backends import get_backend
     from edgeflow.device import load_device
-    from edgeflow.measure import interleaved_p50
+    from edgeflow.measure import median_in_turn
     from edgeflow.recipe import ProfileConfig
 
     device = load_device("cpu")
@@ -51,8 +49,7 @@ def interleaved(report, folder: Path, *, rounds: int, seconds: float) -> dict[st
             artifact_from_path(folder / variant.artifact), settings=settings
         )
     config = ProfileConfig(warmup=20, iterations=100000, max_seconds=seconds, min_iterations=20)
-    per_round = interleaved_p50(compiled, rounds=rounds, config=config)
-    return {name: statistics.median(values) for name, values in per_round.items()}
+    return median_in_turn(compiled, rounds=rounds, config=config)
 
 
 def print_table(report, p50: dict[str, float], rounds: int) -> dict[str, object]:
@@ -84,6 +81,12 @@ def print_table(report, p50: dict[str, float], rounds: int) -> dict[str, object]
             f"| {variant.size_bytes / 2**20:.2f} |"
         )
     int8, qdq, dynamic = by_name["openvino-int8"], by_name["onnxruntime-int8-qdq"], by_name["onnxruntime-int8-dynamic"]
+    choice = int8.quantization.settings.get("preset_choice", {}) if int8.quantization else {}
+    if choice:
+        print(f"\nopenvino-int8 (preset: fastest) kept **{int8.quantization.settings['preset']}**:")
+        for note in int8.quantization.notes:
+            if note.startswith("preset "):
+                print(f"- {note}")
     ort = by_name["onnxruntime-fp32"]
     return {
         "openvino int8 drop <= 1.0": 100 * (default.accuracy.top1 - int8.accuracy.top1) <= 1.0,

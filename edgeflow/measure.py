@@ -114,3 +114,13 @@ def interleaved_p50(compiled: dict[str, Compiled], *, rounds: int, config: Profi
         for name, model in compiled.items():
             rounds_p50[name].append(time_inference(model, config=config).p50)
     return rounds_p50
+
+
+def median_in_turn(compiled: dict[str, Compiled], *, rounds: int, config: ProfileConfig) -> dict[str, float]:
+    """Each model's median over ``rounds`` of its per-round p50 (ms), the models timed in turn."""
+    import statistics
+
+    return {
+        name: statistics.median(values)
+        for name, values in interleaved_p50(compiled, rounds=rounds, config=config).items()
+    }

@@ -9,7 +9,6 @@ turn on the device's runtime (interleaved rounds, median of the per-round p50s);
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
 from edgeflow.artifact import Artifact
@@ -90,11 +89,10 @@ def quantize_fastest_preset(
 
 def _time_in_turn(artifacts: dict[str, Artifact], settings: RuntimeSettings | None) -> dict[str, float]:
     """Median over rounds of each artifact's p50 (ms), the artifacts timed in turn in every round."""
-    from edgeflow.measure import interleaved_p50
+    from edgeflow.measure import median_in_turn
 
     compiled = {}
     for name, artifact in artifacts.items():
         backend = "onnxruntime" if artifact.format == "onnx" else "openvino"
         compiled[name] = get_backend(backend).compile(artifact, settings=settings or RuntimeSettings())
-    rounds = interleaved_p50(compiled, rounds=TIMING_ROUNDS, config=_TIMING)
-    return {name: statistics.median(values) for name, values in rounds.items()}
+    return median_in_turn(compiled, rounds=TIMING_ROUNDS, config=_TIMING)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from edgeflow.device import DeviceSpec, RuntimeSettings
 from edgeflow.errors import ConfigError
 from edgeflow.exporter import export_onnx
 from edgeflow.io import write_json
+from edgeflow.measure import median_in_turn
 from edgeflow.netadapt.units import split_units
 from edgeflow.recipe import ProfileConfig
 
@@ -100,13 +100,11 @@ class Timer:
         self, modules: dict[str, nn.Module], input_shape: tuple[int, ...], *, rounds: int
     ) -> dict[str, float]:
         """Time ``modules`` one after another, round after round; the median of each one's p50s (ms)."""
-        from edgeflow.measure import interleaved_p50
-
         started = time.perf_counter()
         compiled = {name: self.compile_module(module, input_shape) for name, module in modules.items()}
-        per_round = interleaved_p50(compiled, rounds=rounds, config=self.profile)
+        medians = median_in_turn(compiled, rounds=rounds, config=self.profile)
         self.cost.add(time.perf_counter() - started)
-        return {name: statistics.median(values) for name, values in per_round.items()}
+        return medians
 
     def time_against(
         self, module: nn.Module, reference: Compiled, input_shape: tuple[int, ...], *, rounds: int
@@ -116,13 +114,11 @@ class Timer:
         The host's speed drifts over minutes on shared machines; a reference timed in the same rounds
         lets comparisons between timings made minutes apart take that drift out.
         """
-        from edgeflow.measure import interleaved_p50
-
         started = time.perf_counter()
         compiled = self.compile_module(module, input_shape)
-        per_round = interleaved_p50({"model": compiled, "reference": reference}, rounds=rounds, config=self.profile)
+        medians = median_in_turn({"model": compiled, "reference": reference}, rounds=rounds, config=self.profile)
         self.cost.add(time.perf_counter() - started)
-        return statistics.median(per_round["model"]), statistics.median(per_round["reference"])
+        return medians["model"], medians["reference"]
 
     def context(self) -> str:
         """What a lookup table's figures depend on: device, runtime and version, precision, threads."""
