@@ -180,8 +180,9 @@ def test_lookup_table_is_kept_on_disk_and_tied_to_what_it_measured(tmp_path):
     # least squares over six models with three unknowns: the fit describes them, not interpolates them
     for point in fitted.calibration:
         assert point.estimate_ms == pytest.approx(fitted.estimate(point.blocks_ms, point.blocks))
+    assert first.reference_ms > 0  # entries are kept at the host's speed when the table was begun
     again = LookupTable(Timer(device, "openvino", device.runtime, timing, tmp_path), path)
-    assert again.fit(model, (1, 3, 32, 32)) == fitted
+    assert again.reference_ms == first.reference_ms and again.fit(model, (1, 3, 32, 32)) == fitted
     assert again.latency(model, (1, 3, 32, 32)) == estimate and again.cost.measurements == 0
     other = device.runtime.model_copy(update={"threads": 1})
     with pytest.raises(ConfigError, match="was measured for"):

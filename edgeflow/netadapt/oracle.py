@@ -8,7 +8,9 @@
   uniformly thinner copies, copies with residual blocks removed), timed whole in turn on the device.
   One scale fitted on the starting model alone was 10-15% optimistic for thinner or shallower models:
   a runtime's per-layer costs do not shrink with the channels, and fusion across block borders is
-  not in any block's own timing.
+  not in any block's own timing. Every entry is timed in turn with a fixed reference workload and
+  kept at the host's speed when the table was begun, because a shared host drifts by tens of percent
+  over the minutes a table takes to fill (entries timed plainly were off by up to 20% between them).
 
 Both count how many timings they made and how long those took, for the search report.
 """
@@ -22,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from pydantic import BaseModel
 from torch import nn
 
@@ -35,7 +38,7 @@ from edgeflow.measure import median_in_turn
 from edgeflow.netadapt.units import split_units
 from edgeflow.recipe import ProfileConfig
 
-TABLE_VERSION = 2
+TABLE_VERSION = 3
 
 
 class CalibrationPoint(BaseModel):
@@ -97,12 +100,21 @@ class Timer:
         return latency
 
     def time_in_turn(
-        self, modules: dict[str, nn.Module], input_shape: tuple[int, ...], *, rounds: int
+        self,
+        modules: dict[str, nn.Module | Compiled],
+        input_shape: tuple[int, ...] | None,
+        *,
+        rounds: int,
+        profile: ProfileConfig | None = None,
     ) -> dict[str, float]:
-        """Time ``modules`` one after another, round after round; the median of each one's p50s (ms)."""
+        """Time ``modules`` (torch modules taking ``input_shape``, or already compiled) one after another,
+        round after round; the median of each one's p50s (ms)."""
         started = time.perf_counter()
-        compiled = {name: self.compile_module(module, input_shape) for name, module in modules.items()}
-        medians = median_in_turn(compiled, rounds=rounds, config=self.profile)
+        compiled = {
+            name: module if isinstance(module, Compiled) else self.compile_module(module, input_shape)
+            for name, module in modules.items()
+        }
+        medians = median_in_turn(compiled, rounds=rounds, config=profile or self.profile)
         self.cost.add(time.perf_counter() - started)
         return medians
 
@@ -159,7 +171,9 @@ class LookupTable:
         self.entries: dict[str, dict] = {}
         self.fits: dict[str, dict] = {}
         self.overhead_ms: float | None = None
+        self.reference_ms: float | None = None  # the reference workload when the table was begun
         self.fitted: TableFit | None = None
+        self._reference: Compiled | None = None
         if self.path.exists():
             self._load()
 
@@ -181,29 +195,52 @@ class LookupTable:
         self.entries = data["entries"]
         self.fits = data.get("fits", {})
         self.overhead_ms = data.get("overhead_ms")
+        self.reference_ms = data.get("reference_ms")
 
     def save(self) -> None:
         data = {
             "version": TABLE_VERSION,
             "context": self.context,
             "overhead_ms": self.overhead_ms,
+            "reference_ms": self.reference_ms,
             "entries": self.entries,
             "fits": self.fits,
         }
         write_json(self.path, data)
 
+    def in_table_units(self, modules: dict[str, nn.Module | Compiled], input_shape, *, rounds: int, profile=None):
+        """Time ``modules`` in turn with the reference workload; their latencies (ms) at the host's speed
+        when the table was begun: measured x (reference then / reference now).
+
+        A shared host's speed drifts by tens of percent over minutes; entries timed minutes apart are
+        only comparable through a reference timed beside each of them.
+        """
+        if self._reference is None:
+            self._reference = self.timer.compile_module(_Reference(), _REFERENCE_SHAPE)
+        medians = self.timer.time_in_turn(
+            {**modules, _REFERENCE_NAME: self._reference}, input_shape, rounds=rounds, profile=profile
+        )
+        now = medians.pop(_REFERENCE_NAME)
+        if self.reference_ms is None:
+            self.reference_ms = now
+        return {name: ms * self.reference_ms / now for name, ms in medians.items()}
+
+    def _entry_ms(self, module: nn.Module, input_shape: tuple[int, ...]) -> float:
+        quick = self.timer.profile.model_copy(update={"max_seconds": min(self.timer.profile.max_seconds, 0.2)})
+        return self.in_table_units({"block": module}, input_shape, rounds=ENTRY_ROUNDS, profile=quick)["block"]
+
     def overhead(self) -> float:
         """What one inference call costs with (almost) nothing to compute: every block timed alone pays it
         once, the whole model pays it once, so it is taken off each block and added back once."""
         if self.overhead_ms is None:
-            self.overhead_ms = self.timer.time_module(_NearlyEmpty(), (1, 1, 1, 1))
+            self.overhead_ms = self._entry_ms(_NearlyEmpty(), (1, 1, 1, 1))
             self.save()
         return self.overhead_ms
 
     def block_latency(self, unit) -> float:
         entry = self.entries.get(unit.key)
         if entry is None:
-            ms = self.timer.time_module(unit.module, unit.input_shape)
+            ms = self._entry_ms(unit.module, unit.input_shape)
             entry = {"ms": ms, "unit": unit.name, "input_shape": list(unit.input_shape)}
             self.entries[unit.key] = entry
             self.save()
@@ -223,7 +260,7 @@ class LookupTable:
         key = hashlib.sha256("|".join(u.key for u in split_units(model, input_shape)).encode()).hexdigest()[:20]
         if key not in self.fits:
             models = calibration_models(model, input_shape)
-            measured = self.timer.time_in_turn(models, input_shape, rounds=rounds)
+            measured = self.in_table_units(models, input_shape, rounds=rounds)
             features = {
                 name: (self.raw(m, input_shape), len(split_units(m, input_shape))) for name, m in models.items()
             }
@@ -285,6 +322,27 @@ def _least_squares(features: dict[str, tuple[float, int]], measured: dict[str, f
         for name in names
     ]
     return fitted
+
+
+class _Reference(nn.Sequential):
+    """A fixed inverted-residual workload timed beside every entry: the yardstick for the host's speed."""
+
+    def __init__(self) -> None:
+        generator = torch.Generator().manual_seed(0)
+        super().__init__(
+            nn.Conv2d(16, 64, 1), nn.BatchNorm2d(64), nn.Hardswish(),
+            nn.Conv2d(64, 64, 3, padding=1, groups=64), nn.BatchNorm2d(64), nn.Hardswish(),
+            nn.Conv2d(64, 16, 1), nn.BatchNorm2d(16),
+        )  # fmt: skip
+        with torch.no_grad():
+            for parameter in self.parameters():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+        self.eval()
+
+
+_REFERENCE_NAME = "__reference__"
+_REFERENCE_SHAPE = (1, 16, 32, 32)
+ENTRY_ROUNDS = 3
 
 
 class _NearlyEmpty(nn.Module):
