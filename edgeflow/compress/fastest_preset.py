@@ -1,8 +1,9 @@
 """NNCF PTQ with the preset chosen by measurement: the fastest on the device among those within the budget.
 
 Which activation scheme is fastest depends on the CPU and runtime, not on the network alone: on an
-AMX Xeon, MobileNetV3 quantized with the ``performance`` preset (symmetric activations) ran 1.10x faster
-than OpenVINO's bf16 default while ``mixed`` (asymmetric, the textbook choice for h-swish) ran 0.97x.
+AMX Xeon, MobileNetV3 quantized with the ``performance`` preset (symmetric activations) ran 0.98-1.08x
+the speed of OpenVINO's bf16 default while ``mixed`` (asymmetric, the textbook choice for h-swish) ran
+0.91-0.97x.
 So both are built, each is judged on the holdout split, and those within ``max_drop`` are timed in
 turn on the device's runtime (interleaved rounds, median of the per-round p50s); the fastest is kept.
 """
