@@ -111,10 +111,12 @@ class Search:
         started = time.perf_counter()
         if self._reference is None:
             self._reference = self.timer.compile_module(self.start, self.input_shape)
-        measured = self.timer.time_against(model, self._reference, self.input_shape, rounds=self.config.measure_rounds)
+        medians = self.timer.time_in_turn(
+            {"model": model, "reference": self._reference}, self.input_shape, rounds=self.config.measure_rounds
+        )
         self.state.device_measurements += 1
         self.state.device_seconds += time.perf_counter() - started
-        return measured
+        return medians["model"], medians["reference"]
 
     def _save(self) -> None:
         if hasattr(self, "_clock"):

@@ -118,20 +118,6 @@ class Timer:
         self.cost.add(time.perf_counter() - started)
         return medians
 
-    def time_against(
-        self, module: nn.Module, reference: Compiled, input_shape: tuple[int, ...], *, rounds: int
-    ) -> tuple[float, float]:
-        """Time ``module`` and ``reference`` in turn for ``rounds`` rounds; the medians of their p50s (ms).
-
-        The host's speed drifts over minutes on shared machines; a reference timed in the same rounds
-        lets comparisons between timings made minutes apart take that drift out.
-        """
-        started = time.perf_counter()
-        compiled = self.compile_module(module, input_shape)
-        medians = median_in_turn({"model": compiled, "reference": reference}, rounds=rounds, config=self.profile)
-        self.cost.add(time.perf_counter() - started)
-        return medians["model"], medians["reference"]
-
     def context(self) -> str:
         """What a lookup table's figures depend on: device, runtime and version, precision, threads."""
         threads = self.settings.threads or "default"
@@ -246,10 +232,12 @@ class LookupTable:
             self.save()
         return entry["ms"]
 
-    def raw(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
-        """The sum of the model's block latencies less the per-call overhead, before the fit."""
+    def features(self, model: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, int]:
+        """What the fit takes: (sum of block latencies less the per-call overhead, number of blocks).
+        The model is split into blocks once (a traced forward pass), for both."""
         overhead = self.overhead()
-        return sum(max(0.0, self.block_latency(unit) - overhead) for unit in split_units(model, input_shape))
+        units = split_units(model, input_shape)
+        return sum(max(0.0, self.block_latency(unit) - overhead) for unit in units), len(units)
 
     def fit(self, model: nn.Module, input_shape: tuple[int, ...], *, rounds: int = 5) -> TableFit:
         """Fit how blocks add up, on calibration models derived from ``model`` timed whole in turn.
@@ -261,9 +249,7 @@ class LookupTable:
         if key not in self.fits:
             models = calibration_models(model, input_shape)
             measured = self.in_table_units(models, input_shape, rounds=rounds)
-            features = {
-                name: (self.raw(m, input_shape), len(split_units(m, input_shape))) for name, m in models.items()
-            }
+            features = {name: self.features(candidate, input_shape) for name, candidate in models.items()}
             fitted = _least_squares(features, measured)
             self.fits[key] = fitted.model_dump()
             self.save()
@@ -273,7 +259,7 @@ class LookupTable:
     def latency(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
         if self.fitted is None:
             raise RuntimeError("fit the lookup table on the starting model before estimating")
-        return self.fitted.estimate(self.raw(model, input_shape), len(split_units(model, input_shape)))
+        return self.fitted.estimate(*self.features(model, input_shape))
 
 
 def calibration_models(start: nn.Module, input_shape: tuple[int, ...]) -> dict[str, nn.Module]:
