@@ -28,8 +28,8 @@ RECIPE = {
     "profile": {"warmup": 3, "iterations": 100, "max_seconds": 0.2},
     "evaluate": {"max_samples": 120},
     "search": {
-        # a block removal saves more than 3% even on a tiny model, so an iteration always finds a proposal
-        "latency_ratio": 0.97,
+        # out of reach in 3 iterations: the stop, judged on measured latency, is the same in every run
+        "latency_ratio": 0.5,
         "initial_step": 0.02,
         "screen_top_k": 2,
         "holdout_samples": 60,
@@ -90,6 +90,13 @@ def test_search_meets_its_targets_and_reports_everything(finished):
     for point in report.points:  # every model timed in turn with the others, round after round
         assert len(point.rounds_ms) == report.config["compare_rounds"] and point.p50_in_turn_ms > 0
     assert report.speedup() == pytest.approx(start.p50_in_turn_ms / final.p50_in_turn_ms)
+    # anchored estimates: the current model's measured (drift-corrected) latency x the table's ratio
+    measured_ms, table_ms = report.start_measured_ms, report.start_estimate_ms
+    for iteration in report.iterations:
+        assert iteration.estimate_ms == pytest.approx(measured_ms * iteration.table_ms / table_ms)
+        measured_ms = iteration.measured_ms * report.start_measured_ms / iteration.reference_ms
+        table_ms = iteration.table_ms
+    assert len(report.table.table_only_errors_percent) == report.table.candidates
     assert report.oracle_measurements > 0 and report.device_measurements > 0
     for name in ("search.json", "search.md", "search.png", final.artifact):
         assert (out / name).stat().st_size > 0
@@ -214,3 +221,6 @@ def test_table_error_takes_the_hosts_drift_out():
     assert errors.candidates == 1  # the start model is not counted: the table is fitted on it
     assert errors.errors_percent == [pytest.approx(0.0, abs=0.01)] and errors.within_10_percent == 1.0
     assert errors.raw_errors_percent == [pytest.approx(-23.08, abs=0.01)] and errors.raw_within_10_percent == 0.0
+    assert errors.table_only_errors_percent == []  # no table figure recorded: nothing to judge
+    record.table_ms = 0.6  # the table alone, unanchored, 25% below the drift-corrected 0.8 ms
+    assert table_errors(state).table_only_errors_percent == [pytest.approx(-25.0, abs=0.01)]

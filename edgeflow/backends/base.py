@@ -14,6 +14,7 @@ from edgeflow.device import RuntimeSettings
 from edgeflow.errors import ShapeError
 
 if TYPE_CHECKING:
+    from edgeflow.layer_profile import LayerProfile
     from edgeflow.profiling import LatencyStats
     from edgeflow.recipe import ProfileConfig
 
@@ -37,6 +38,11 @@ class Compiled(ABC):
         The profiler times this callable, so it must not allocate or convert on each call.
         """
 
+    def layer_profile(self, *, inferences: int, warmup: int = 5) -> LayerProfile:
+        """Per-layer times from the runtime's own profiler over ``inferences`` runs (compile with
+        ``layer_profile=True``); runtimes without one raise NotImplementedError."""
+        raise NotImplementedError(f"{self.backend} has no per-layer profiler")
+
     def check_shape(self, batch: np.ndarray) -> np.ndarray:
         if tuple(batch.shape) != tuple(self.input_shape):
             raise ShapeError(f"input shape {tuple(batch.shape)} does not match the model's {tuple(self.input_shape)}")
@@ -49,9 +55,15 @@ class Backend(ABC):
     name: str
     formats: tuple[str, ...]
 
+    supports_layer_profile: bool = False
+
     @abstractmethod
-    def compile(self, artifact: Artifact, *, settings: RuntimeSettings) -> Compiled:
-        """Load and compile ``artifact``; raises EdgeflowError subclasses for bad files."""
+    def compile(self, artifact: Artifact, *, settings: RuntimeSettings, layer_profile: bool = False) -> Compiled:
+        """Load and compile ``artifact``; raises EdgeflowError subclasses for bad files.
+
+        With ``layer_profile`` (where ``supports_layer_profile``) the runtime's per-layer profiler is on,
+        for :meth:`Compiled.layer_profile`; it costs time per inference, so timing runs leave it off.
+        """
 
     @abstractmethod
     def version(self) -> str: ...

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,11 +15,14 @@ from edgeflow.backends.base import Backend, Compiled
 from edgeflow.backends.openvino import runtime_message
 from edgeflow.device import RuntimeSettings
 from edgeflow.errors import ModelLoadError, ShapeError
+from edgeflow.layer_profile import LayerProfile, summarize
 
 
 @dataclass
 class OnnxRuntimeCompiled(Compiled):
     session: Any = None
+    model_bytes: bytes | None = None  # kept when compiled with layer_profile: each profile opens a session
+    threads: int | None = None
 
     @property
     def _input_name(self) -> str:
@@ -39,26 +44,76 @@ class OnnxRuntimeCompiled(Compiled):
 
         return run_once
 
+    def layer_profile(self, *, inferences: int, warmup: int = 5) -> LayerProfile:
+        """ONNX Runtime's session profiling: a fresh session records ``warmup + inferences`` runs, and the
+        node events inside each ``model_run`` are that inference's layers."""
+        import tempfile
+
+        if self.model_bytes is None:
+            raise NotImplementedError("compile with layer_profile=True to profile layers")
+        with tempfile.TemporaryDirectory(prefix="edgeflow-ort-profile-") as folder:
+            options = _session_options(self.threads)
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(folder) / "profile")
+            session = _ort().InferenceSession(self.model_bytes, options, providers=["CPUExecutionProvider"])
+            feed = {session.get_inputs()[0].name: np.zeros(self.input_shape, dtype=np.float32)}
+            for _ in range(warmup + inferences):
+                session.run(None, feed)
+            events = json.loads(Path(session.end_profiling()).read_text())
+        runs = [event for event in events if event.get("cat") == "Session" and event.get("name") == "model_run"]
+        nodes = [event for event in events if event.get("cat") == "Node" and event["name"].endswith("_kernel_time")]
+        layers: list[list[tuple[str, str, str, float]]] = []
+        for run in sorted(runs, key=lambda event: event["ts"])[warmup:]:
+            begin, end = run["ts"], run["ts"] + run["dur"]
+            layers.append(
+                [
+                    (
+                        node["name"].removesuffix("_kernel_time"),
+                        node.get("args", {}).get("op_name", "?"),
+                        node.get("args", {}).get("provider", ""),
+                        node["dur"] / 1000,
+                    )
+                    for node in nodes
+                    if begin <= node["ts"] <= end
+                ]
+            )
+        return summarize(layers)
+
+
+def _ort():
+    import onnxruntime
+
+    return onnxruntime
+
+
+def _session_options(threads: int | None):
+    ort = _ort()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    return options
+
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     formats = ("onnx",)
+    supports_layer_profile = True
 
     def version(self) -> str:
         import onnxruntime
 
         return onnxruntime.__version__
 
-    def compile(self, artifact: Artifact, *, settings: RuntimeSettings) -> OnnxRuntimeCompiled:
+    def compile(
+        self, artifact: Artifact, *, settings: RuntimeSettings, layer_profile: bool = False
+    ) -> OnnxRuntimeCompiled:
         import onnxruntime as ort
 
         if artifact.format != "onnx":
             raise ModelLoadError(f"{artifact.path}: onnxruntime runs .onnx files, not {artifact.format}")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        if settings.threads is not None:
-            options.intra_op_num_threads = settings.threads
+        options = _session_options(settings.threads)
         try:
             session = ort.InferenceSession(str(artifact.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
@@ -88,6 +143,8 @@ class OnnxRuntimeBackend(Backend):
                 "execution_precision": "f32" if artifact.precision != "int8" else "int8",
             },
             session=session,
+            model_bytes=Path(artifact.path).read_bytes() if layer_profile else None,
+            threads=settings.threads,
         )
 
 

@@ -46,8 +46,11 @@ class TorchEagerBackend(Backend):
 
         return torch.__version__
 
-    def compile(self, artifact: Artifact, *, settings: RuntimeSettings) -> TorchCompiled:
+    def compile(self, artifact: Artifact, *, settings: RuntimeSettings, layer_profile: bool = False) -> TorchCompiled:
         import torch
+
+        if layer_profile:
+            raise NotImplementedError("the torch backend has no per-layer profiler here")
 
         if artifact.module is None:
             raise ModelLoadError("the torch backend needs a model built in this process (model name or --arch)")

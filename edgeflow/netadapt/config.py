@@ -50,6 +50,12 @@ class SearchConfig(StrictModel):
     oracle: Literal["lookup-table", "measured"] = Field(
         default="lookup-table", description="what proposals are sized with: per-block table or whole-model timing"
     )
+    anchor: bool = Field(
+        default=True,
+        description="with the lookup table: estimate a candidate as the current model's latency measured on "
+        "the device times the table's ratio candidate/current, so the table predicts only the change and "
+        "the budget is judged on measured latency (errors of the table do not add up over iterations)",
+    )
     initial_step: float = Field(
         default=0.06, gt=0, lt=1, description="first iteration's latency cut, as a fraction of the start latency"
     )

@@ -100,8 +100,47 @@ class Search:
             self._current = self.model_after(len(self.state.iterations))
         return self._current
 
+    @property
+    def anchored(self) -> bool:
+        """Whether estimates are anchored on the current model's measurement (see ``SearchConfig.anchor``)."""
+        return isinstance(self.oracle, LookupTable) and self.config.anchor
+
+    def start_latency(self) -> float:
+        """What a ratio budget and the steps are fractions of: measured when anchored, else the oracle's."""
+        return self.state.start_measured_ms if self.anchored else self.state.start_estimate_ms
+
     def current_latency(self) -> float:
-        return self.state.iterations[-1].estimate_ms if self.state.iterations else self.state.start_estimate_ms
+        """The current model's latency: measured on the device and drift-corrected when anchored."""
+        if not self.state.iterations:
+            return self.start_latency()
+        last = self.state.iterations[-1]
+        if self.anchored:
+            return self.drift_corrected(last.measured_ms, last.reference_ms)
+        return last.estimate_ms
+
+    def drift_corrected(self, measured_ms: float, reference_ms: float | None) -> float:
+        """A timing brought to the host's speed when the search began: the starting model was timed in turn
+        with it (``reference_ms``) and its latency then is ``start_measured_ms``."""
+        return measured_ms * self.state.start_measured_ms / reference_ms if reference_ms else measured_ms
+
+    def current_table(self) -> float:
+        """The lookup table's own figure for the current model."""
+        return self.state.iterations[-1].table_ms if self.state.iterations else self.state.start_estimate_ms
+
+    def estimate(self, model: nn.Module) -> tuple[float, float | None]:
+        """(the latency decisions use, the lookup table's own figure or None) for a candidate.
+
+        Anchored: the current model's measured latency x table(candidate) / table(current). The table
+        then predicts only the change one step makes; measured on the device, the change is what it
+        gets right (a block's cost relative to its neighbours), and its absolute error stays out of
+        the figure instead of adding up over the iterations.
+        """
+        latency = self.oracle.latency(model.eval(), self.input_shape)
+        if not isinstance(self.oracle, LookupTable):
+            return latency, None
+        if not self.anchored:
+            return latency, latency
+        return self.current_latency() * latency / self.current_table(), latency
 
     def current_holdout(self) -> float:
         return self.state.iterations[-1].holdout_top1 if self.state.iterations else self.state.start_holdout_top1
@@ -150,8 +189,7 @@ class Search:
             self.state.device_seconds += time.perf_counter() - started
         self.state.start_estimate_ms = self.oracle.latency(model, self.input_shape)
         self.state.start_holdout_top1 = accuracy(model, self.splits.holdout)
-        # Decisions use the oracle's figures only (a ratio budget too), so a search is reproducible.
-        self.state.budget_ms = self.config.budget(self.state.start_estimate_ms)
+        self.state.budget_ms = self.config.budget(self.start_latency())
         self._save()
 
     def run(self) -> SearchState:
@@ -185,7 +223,7 @@ class Search:
         budget = self.state.budget_ms
         latency = self.current_latency()
         if latency <= budget:
-            kind = "measured" if self.oracle.measured else "estimated"
+            kind = "measured" if self.oracle.measured or self.anchored else "estimated"
             count = len(self.state.iterations)
             return f"budget met: {latency:.3f} ms ({kind}) <= {budget:.3f} ms after {count} iterations"
         if len(self.state.iterations) >= self.config.max_iterations:
@@ -197,8 +235,13 @@ class Search:
     def _target(self, shrink: int = 0) -> float:
         """This iteration's target: the current latency minus the decayed step (halved ``shrink`` times)."""
         index = len(self.state.iterations)
-        step = self.config.initial_step * self.state.start_estimate_ms * self.config.step_decay**index
-        return self.current_latency() - step / 2**shrink
+        fraction = self.config.initial_step * self.config.step_decay**index / 2**shrink
+        if self.anchored:
+            # The cut is sized in the table's own figures (a fraction of the start's, taken off the current
+            # model's): which proposals reach it then does not hang on a measurement's noise.
+            cut = fraction * self.state.start_estimate_ms / self.current_table()
+            return self.current_latency() * (1 - cut)
+        return self.current_latency() - fraction * self.start_latency()
 
     def _iteration(self) -> None:
         """One NetAdapt iteration; when no proposal reaches the target, retry with half the step (twice)."""
@@ -265,6 +308,7 @@ class Search:
                 chosen=best.name,
                 action=best.action,
                 estimate_ms=best.estimate_ms,
+                table_ms=best.table_ms,
                 measured_ms=measured,
                 reference_ms=reference,
                 holdout_top1=best.holdout_top1,
@@ -318,15 +362,17 @@ def _size_and_screen(search: Search, name: str, *, target: float, index: int) ->
     current = search.current()
     if kind == "remove-block":
         action = space.Action(kind="remove-block", target=target_name)
-        model, estimate = _changed(search, current, action)
+        model, estimate, table = _changed(search, current, action)
         if estimate > target:
-            return ProposalRecord(name=name, action=action, estimate_ms=estimate, skipped="does not reach the target")
+            return ProposalRecord(
+                name=name, action=action, estimate_ms=estimate, table_ms=table, skipped="does not reach the target"
+            )
         channels = None
     else:
         found = _largest_keep(search, current, target_name, target)
         if found is None:
             return ProposalRecord(name=name, skipped="cannot reach the target", seconds=time.perf_counter() - started)
-        action, model, estimate, channels = found
+        action, model, estimate, table, channels = found
     recalibrate_batchnorm(
         model,
         search.splits.train,
@@ -340,6 +386,7 @@ def _size_and_screen(search: Search, name: str, *, target: float, index: int) ->
         action=action,
         channels=channels,
         estimate_ms=estimate,
+        table_ms=table,
         measured_ms=measured,
         reference_ms=reference,
         zero_shot_top1=accuracy(model, search.holdout),
@@ -347,29 +394,28 @@ def _size_and_screen(search: Search, name: str, *, target: float, index: int) ->
     )
 
 
-def _changed(search: Search, current: nn.Module, action: space.Action) -> tuple[nn.Module, float]:
+def _changed(search: Search, current: nn.Module, action: space.Action) -> tuple[nn.Module, float, float | None]:
     model = copy.deepcopy(current)
     space.apply(model, action, search.example)
-    return model, search.oracle.latency(model.eval(), search.input_shape)
+    return (model, *search.estimate(model))
 
 
 def _largest_keep(
     search: Search, current: nn.Module, group: str, target: float
-) -> tuple[space.Action, nn.Module, float, list[int]] | None:
+) -> tuple[space.Action, nn.Module, float, float | None, list[int]] | None:
     """Binary search for the most channels whose latency meets ``target`` (latency falls with channels)."""
     channels = space.out_channels(current.get_submodule(group))
     divisor, floor = search.config.channel_divisor, max(search.config.min_channels, search.config.channel_divisor)
     options = [keep for keep in range(floor, channels, divisor)]
     if not options:
         return None
-    cache: dict[int, tuple[space.Action, nn.Module, float]] = {}
+    cache: dict[int, tuple[space.Action, nn.Module, float, float | None]] = {}
     ranking = space.l2_ranking(current, search.example, group)
 
-    def probe(keep: int) -> tuple[space.Action, nn.Module, float]:
+    def probe(keep: int) -> tuple[space.Action, nn.Module, float, float | None]:
         if keep not in cache:
             action = space.keep_action(group, ranking, keep)
-            model, estimate = _changed(search, current, action)
-            cache[keep] = (action, model, estimate)
+            cache[keep] = (action, *_changed(search, current, action))
         return cache[keep]
 
     if probe(options[0])[2] > target:
@@ -381,8 +427,8 @@ def _largest_keep(
             low = middle
         else:
             high = middle - 1
-    action, model, estimate = probe(options[low])
-    return action, model, estimate, [channels, options[low]]
+    action, model, estimate, table = probe(options[low])
+    return action, model, estimate, table, [channels, options[low]]
 
 
 def _short_term(search: Search, record: ProposalRecord, *, index: int) -> tuple[float, float]:

@@ -18,7 +18,7 @@ from edgeflow.io import atomic_path, write_json
 from edgeflow.netadapt.oracle import TableFit
 from edgeflow.netadapt.space import Action
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 
 
 class ProposalRecord(BaseModel):
@@ -28,6 +28,7 @@ class ProposalRecord(BaseModel):
     action: Action | None = None
     channels: list[int] | None = None  # [before, after] for a pruned group
     estimate_ms: float | None = None  # the oracle's figure (measured when the oracle is "measured")
+    table_ms: float | None = None  # the lookup table's own figure, before anchoring on a measurement
     measured_ms: float | None = None  # timed on the device, when proposals are measured
     reference_ms: float | None = None  # the starting model, timed in turn with it (the host's drift)
     zero_shot_top1: float | None = None  # holdout top-1 right after the change (batch-norm recomputed)
@@ -42,6 +43,7 @@ class IterationRecord(BaseModel):
     chosen: str
     action: Action
     estimate_ms: float
+    table_ms: float | None = None
     measured_ms: float | None
     reference_ms: float | None = None  # the starting model, timed in turn with the chosen one
     holdout_top1: float
