@@ -90,13 +90,15 @@ def test_search_meets_its_targets_and_reports_everything(finished):
     for point in report.points:  # every model timed in turn with the others, round after round
         assert len(point.rounds_ms) == report.config["compare_rounds"] and point.p50_in_turn_ms > 0
     assert report.speedup() == pytest.approx(start.p50_in_turn_ms / final.p50_in_turn_ms)
-    # anchored estimates: the current model's measured (drift-corrected) latency x the table's ratio
-    measured_ms, table_ms = report.start_measured_ms, report.start_estimate_ms
-    for iteration in report.iterations:
-        assert iteration.estimate_ms == pytest.approx(measured_ms * iteration.table_ms / table_ms)
-        measured_ms = iteration.measured_ms * report.start_measured_ms / iteration.reference_ms
-        table_ms = iteration.table_ms
+    # recalibrated estimates: the table's figure x one scale per iteration, measured / table over the
+    # models measured before it (for the first, the start's)
+    for number, iteration in enumerate(report.iterations):
+        scales = {record.estimate_ms / record.table_ms for record in iteration.proposals if record.table_ms}
+        assert max(scales) == pytest.approx(min(scales))
+        if number == 0:
+            assert min(scales) == pytest.approx(report.start_measured_ms / report.start_estimate_ms)
     assert len(report.table.table_only_errors_percent) == report.table.candidates
+    assert all(0.5 < record.ratio_to_start < 1.5 for record in measured)
     assert report.oracle_measurements > 0 and report.device_measurements > 0
     for name in ("search.json", "search.md", "search.png", final.artifact):
         assert (out / name).stat().st_size > 0
@@ -197,6 +199,29 @@ def test_lookup_table_is_kept_on_disk_and_tied_to_what_it_measured(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="unreadable"):
         LookupTable(Timer(device, "openvino", device.runtime, timing, tmp_path), path)
+
+
+def test_table_scale_is_the_median_of_measured_over_table():
+    """One timing taken while the host ran 40% slow moves the scale little."""
+    from edgeflow.netadapt.space import Action
+    from edgeflow.netadapt.state import IterationRecord, ProposalRecord, SearchState, table_scale
+
+    action = Action(kind="remove-block", target="features.1")
+    state = SearchState(fingerprint="x", start_estimate_ms=1.0, start_measured_ms=1.1)
+    assert table_scale(state) == pytest.approx(1.1)
+    records = [
+        ProposalRecord(name="a", action=action, table_ms=0.9, measured_ms=2.0, ratio_to_start=0.9),  # 0.99 ms
+        ProposalRecord(name="b", action=action, table_ms=0.8, measured_ms=2.0, ratio_to_start=1.2),  # the slow one
+        ProposalRecord(name="c", action=action, table_ms=0.8, measured_ms=0.9, reference_ms=1.0),  # 0.99 ms
+    ]
+    state.iterations = [
+        IterationRecord(
+            index=1, target_ms=0.9, chosen="a", action=action, estimate_ms=0.99, table_ms=0.9, measured_ms=2.0,
+            ratio_to_start=0.9, holdout_top1=0.9, weights="w.pt", proposals=records, seconds=1.0,
+        )
+    ]  # fmt: skip
+    # ratios: start 1.1, a 1.1, b 1.65, c 1.2375 -> median 1.16875
+    assert table_scale(state) == pytest.approx((1.1 + 1.2375) / 2)
 
 
 def test_table_error_takes_the_hosts_drift_out():

@@ -50,11 +50,10 @@ class SearchConfig(StrictModel):
     oracle: Literal["lookup-table", "measured"] = Field(
         default="lookup-table", description="what proposals are sized with: per-block table or whole-model timing"
     )
-    anchor: bool = Field(
+    recalibrate: bool = Field(
         default=True,
-        description="with the lookup table: estimate a candidate as the current model's latency measured on "
-        "the device times the table's ratio candidate/current, so the table predicts only the change and "
-        "the budget is judged on measured latency (errors of the table do not add up over iterations)",
+        description="with the lookup table: scale its figures by the median of measured / table over every "
+        "model measured whole on the device so far (the start among them), and judge the budget on them",
     )
     initial_step: float = Field(
         default=0.06, gt=0, lt=1, description="first iteration's latency cut, as a fraction of the start latency"
@@ -85,7 +84,7 @@ class SearchConfig(StrictModel):
         "them): every proposal that reaches the target, the short-term fine-tuned ones, or the chosen one",
     )
     measure_rounds: int = Field(
-        default=3,
+        default=5,
         ge=1,
         description="a candidate timed whole is timed in turn with the starting model this many "
         "rounds (medians kept), so the table's error is judged without the host's drift between timings",

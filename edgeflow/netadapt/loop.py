@@ -18,6 +18,7 @@ uninterrupted one would.
 from __future__ import annotations
 
 import copy
+import statistics
 import time
 import zlib
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from edgeflow.netadapt import space
 from edgeflow.netadapt.config import FineTuneConfig, SearchConfig
 from edgeflow.netadapt.executor import Executor, InProcessExecutor
 from edgeflow.netadapt.oracle import LookupTable, MeasuredOracle, Timer
-from edgeflow.netadapt.state import Checkpoint, IterationRecord, ProposalRecord, SearchState
+from edgeflow.netadapt.state import Checkpoint, IterationRecord, ProposalRecord, SearchState, table_scale
 from edgeflow.progress import Progress
 from edgeflow.recipe import TrainConfig
 from edgeflow.train import accuracy, recalibrate_batchnorm, train
@@ -101,61 +102,61 @@ class Search:
         return self._current
 
     @property
-    def anchored(self) -> bool:
-        """Whether estimates are anchored on the current model's measurement (see ``SearchConfig.anchor``)."""
-        return isinstance(self.oracle, LookupTable) and self.config.anchor
+    def recalibrated(self) -> bool:
+        """Whether the table's figures are scaled by what the device measured (``SearchConfig.recalibrate``)."""
+        return isinstance(self.oracle, LookupTable) and self.config.recalibrate
 
     def start_latency(self) -> float:
-        """What a ratio budget and the steps are fractions of: measured when anchored, else the oracle's."""
-        return self.state.start_measured_ms if self.anchored else self.state.start_estimate_ms
+        """What a ratio budget and the steps are fractions of: measured when recalibrated, else the oracle's."""
+        return self.state.start_measured_ms if self.recalibrated else self.state.start_estimate_ms
 
-    def current_latency(self) -> float:
-        """The current model's latency: measured on the device and drift-corrected when anchored."""
-        if not self.state.iterations:
-            return self.start_latency()
-        last = self.state.iterations[-1]
-        if self.anchored:
-            return self.drift_corrected(last.measured_ms, last.reference_ms)
-        return last.estimate_ms
+    def scale(self) -> float:
+        """The factor the table's figures are multiplied by: measured / table over the models measured so far.
 
-    def drift_corrected(self, measured_ms: float, reference_ms: float | None) -> float:
-        """A timing brought to the host's speed when the search began: the starting model was timed in turn
-        with it (``reference_ms``) and its latency then is ``start_measured_ms``."""
-        return measured_ms * self.state.start_measured_ms / reference_ms if reference_ms else measured_ms
+        Timed alone, blocks add up to a figure that is right in shape but not in level for every model the
+        search reaches; each model the search times whole says by how much, and the median over them keeps
+        one noisy timing (on a shared host, a round can run 25% slow) from moving every estimate after it.
+        """
+        return table_scale(self.state) if self.recalibrated else 1.0
 
     def current_table(self) -> float:
-        """The lookup table's own figure for the current model."""
-        return self.state.iterations[-1].table_ms if self.state.iterations else self.state.start_estimate_ms
+        """The lookup table's own figure for the current model (the oracle's, without a table)."""
+        last = self.state.iterations[-1] if self.state.iterations else None
+        if last is None:
+            return self.state.start_estimate_ms
+        return last.table_ms if last.table_ms is not None else last.estimate_ms
+
+    def current_latency(self) -> float:
+        return self.scale() * self.current_table()
 
     def estimate(self, model: nn.Module) -> tuple[float, float | None]:
-        """(the latency decisions use, the lookup table's own figure or None) for a candidate.
-
-        Anchored: the current model's measured latency x table(candidate) / table(current). The table
-        then predicts only the change one step makes; measured on the device, the change is what it
-        gets right (a block's cost relative to its neighbours), and its absolute error stays out of
-        the figure instead of adding up over the iterations.
-        """
+        """(the latency decisions use, the lookup table's own figure or None) for a candidate."""
         latency = self.oracle.latency(model.eval(), self.input_shape)
         if not isinstance(self.oracle, LookupTable):
             return latency, None
-        if not self.anchored:
-            return latency, latency
-        return self.current_latency() * latency / self.current_table(), latency
+        return self.scale() * latency, latency
 
     def current_holdout(self) -> float:
         return self.state.iterations[-1].holdout_top1 if self.state.iterations else self.state.start_holdout_top1
 
-    def measure(self, model: nn.Module) -> tuple[float, float]:
-        """``model`` timed whole on the device in turn with the starting model: (its p50, the start's) in ms."""
+    def measure(self, model: nn.Module) -> dict[str, float]:
+        """``model`` timed whole on the device in turn with the starting model, ``measure_rounds`` rounds:
+        its median p50 (``measured_ms``), the start's (``reference_ms``), and the median over rounds of
+        its p50 / the start's in the same round (``ratio_to_start``), which drift within a round cancels."""
         started = time.perf_counter()
         if self._reference is None:
             self._reference = self.timer.compile_module(self.start, self.input_shape)
-        medians = self.timer.time_in_turn(
+        rounds = self.timer.rounds_in_turn(
             {"model": model, "reference": self._reference}, self.input_shape, rounds=self.config.measure_rounds
         )
         self.state.device_measurements += 1
         self.state.device_seconds += time.perf_counter() - started
-        return medians["model"], medians["reference"]
+        ratios = [ms / reference for ms, reference in zip(rounds["model"], rounds["reference"], strict=True)]
+        return {
+            "measured_ms": statistics.median(rounds["model"]),
+            "reference_ms": statistics.median(rounds["reference"]),
+            "ratio_to_start": statistics.median(ratios),
+        }
 
     def _save(self) -> None:
         if hasattr(self, "_clock"):
@@ -223,7 +224,9 @@ class Search:
         budget = self.state.budget_ms
         latency = self.current_latency()
         if latency <= budget:
-            kind = "measured" if self.oracle.measured or self.anchored else "estimated"
+            kind = "measured" if self.oracle.measured else "estimated"
+            if self.recalibrated:
+                kind += f", table x {self.scale():.3f} from the device's measurements"
             count = len(self.state.iterations)
             return f"budget met: {latency:.3f} ms ({kind}) <= {budget:.3f} ms after {count} iterations"
         if len(self.state.iterations) >= self.config.max_iterations:
@@ -236,7 +239,7 @@ class Search:
         """This iteration's target: the current latency minus the decayed step (halved ``shrink`` times)."""
         index = len(self.state.iterations)
         fraction = self.config.initial_step * self.config.step_decay**index / 2**shrink
-        if self.anchored:
+        if self.recalibrated:
             # The cut is sized in the table's own figures (a fraction of the start's, taken off the current
             # model's): which proposals reach it then does not hang on a measurement's noise.
             cut = fraction * self.state.start_estimate_ms / self.current_table()
@@ -290,16 +293,16 @@ class Search:
         if self.config.measure == "screened":
             for record in chosen_k:
                 if record.measured_ms is None:
-                    record.measured_ms, record.reference_ms = self.measure(
-                        self._proposal_model(record, index, weights=False)
-                    )
+                    for key, value in self.measure(self._proposal_model(record, index, weights=False)).items():
+                        setattr(record, key, value)
                     self._save()
         best = self._select(chosen_k)
         model = self._proposal_model(best, index)
         if best.measured_ms is not None:
-            measured, reference = best.measured_ms, best.reference_ms
+            timing = {"measured_ms": best.measured_ms, "reference_ms": best.reference_ms}
+            timing["ratio_to_start"] = best.ratio_to_start
         else:
-            measured, reference = self.measure(model)
+            timing = self.measure(model)
         weights = self.checkpoint.save_weights(f"iteration-{index + 1:03d}.pt", model)
         self.state.iterations.append(
             IterationRecord(
@@ -309,8 +312,7 @@ class Search:
                 action=best.action,
                 estimate_ms=best.estimate_ms,
                 table_ms=best.table_ms,
-                measured_ms=measured,
-                reference_ms=reference,
+                **timing,
                 holdout_top1=best.holdout_top1,
                 weights=weights,
                 proposals=self.state.pending,
@@ -323,7 +325,7 @@ class Search:
         self._current = model.eval()
         self.progress.stage(
             f"iteration {index + 1}: chose {best.action.describe()}: {best.estimate_ms:.3f} ms estimated, "
-            f"{measured:.3f} ms measured, holdout {100 * best.holdout_top1:.2f}%"
+            f"{timing['measured_ms']:.3f} ms measured, holdout {100 * best.holdout_top1:.2f}%"
         )
         return True
 
@@ -380,15 +382,14 @@ def _size_and_screen(search: Search, name: str, *, target: float, index: int) ->
         batches=search.config.short_term.bn_batches,
         seed=derived_seed(search.seed, index, name, "bn"),
     )
-    measured, reference = search.measure(model) if search.config.measure == "proposals" else (None, None)
+    timing = search.measure(model) if search.config.measure == "proposals" else {}
     return ProposalRecord(
         name=name,
         action=action,
         channels=channels,
         estimate_ms=estimate,
         table_ms=table,
-        measured_ms=measured,
-        reference_ms=reference,
+        **timing,
         zero_shot_top1=accuracy(model, search.holdout),
         seconds=time.perf_counter() - started,
     )

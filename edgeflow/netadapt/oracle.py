@@ -39,7 +39,7 @@ from edgeflow.device import DeviceSpec, RuntimeSettings
 from edgeflow.errors import ConfigError
 from edgeflow.exporter import export_onnx
 from edgeflow.io import write_json
-from edgeflow.measure import median_in_turn
+from edgeflow.measure import interleaved_p50, median_in_turn
 from edgeflow.netadapt.units import split_units
 from edgeflow.recipe import ProfileConfig
 
@@ -131,6 +131,19 @@ class Timer:
         medians = median_in_turn(compiled, rounds=rounds, config=profile or self.profile)
         self.cost.add(time.perf_counter() - started)
         return medians
+
+    def rounds_in_turn(
+        self, modules: dict[str, nn.Module | Compiled], input_shape: tuple[int, ...] | None, *, rounds: int
+    ) -> dict[str, list[float]]:
+        """Like :meth:`time_in_turn`, but every round's p50 of each module (ms)."""
+        started = time.perf_counter()
+        compiled = {
+            name: module if isinstance(module, Compiled) else self.compile_module(module, input_shape)
+            for name, module in modules.items()
+        }
+        per_round = interleaved_p50(compiled, rounds=rounds, config=self.profile)
+        self.cost.add(time.perf_counter() - started)
+        return per_round
 
     def context(self) -> str:
         """What a lookup table's figures depend on: device, runtime and version, precision, threads."""

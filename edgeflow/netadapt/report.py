@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from edgeflow.io import atomic_path, write_json, write_text
 from edgeflow.netadapt.oracle import TableFit
-from edgeflow.netadapt.state import IterationRecord, SearchState
+from edgeflow.netadapt.state import IterationRecord, SearchState, drift_corrected
 from edgeflow.profiling import LatencyStats
 
 
@@ -44,9 +44,9 @@ class TableErrors(BaseModel):
     (measured x start's fitted ms / start timed beside it). ``raw_*`` compare with the timing as taken.
     The starting model itself is left out: the table's scale is fitted on it.
 
-    The estimate is the figure the search decided with: anchored (``SearchConfig.anchor``), the current
-    model's measured latency x the table's ratio candidate/current. ``table_only_*`` judge the table's
-    own figure for the whole candidate, unanchored, the same way.
+    The estimate is the figure the search decided with: recalibrated (``SearchConfig.recalibrate``), the
+    table's figure x the median of measured / table over the models measured in earlier iterations.
+    ``table_only_*`` judge the table's own figure, as fitted on the calibration models, the same way.
     """
 
     candidates: int
@@ -109,17 +109,20 @@ def table_errors(state: SearchState) -> TableErrors | None:
         chosen = next((record for record in iteration.proposals if record.name == iteration.chosen), None)
         if chosen is not None and id(chosen) not in measured and iteration.measured_ms is not None:
             records.append(
-                chosen.model_copy(update={"measured_ms": iteration.measured_ms, "reference_ms": iteration.reference_ms})
+                chosen.model_copy(
+                    update={
+                        "measured_ms": iteration.measured_ms,
+                        "reference_ms": iteration.reference_ms,
+                        "ratio_to_start": iteration.ratio_to_start,
+                    }
+                )
             )
     records = [record for record in records if record.estimate_ms is not None and record.measured_ms is not None]
     if not records or state.start_measured_ms is None:
         return None
     fitted = state.start_measured_ms
     raw = np.array([100 * (record.estimate_ms - record.measured_ms) / record.measured_ms for record in records])
-    corrected_ms = [
-        record.measured_ms * fitted / record.reference_ms if record.reference_ms else record.measured_ms
-        for record in records
-    ]
+    corrected_ms = [drift_corrected(record, fitted) for record in records]
     errors = np.array([100 * (record.estimate_ms - ms) / ms for record, ms in zip(records, corrected_ms, strict=True)])
     table_only = np.array(
         [100 * (record.table_ms - ms) / ms for record, ms in zip(records, corrected_ms, strict=True) if record.table_ms]
@@ -208,11 +211,11 @@ def render_markdown(report: SearchReport) -> str:
             f"against the timings as taken: {100 * table.raw_within_10_percent:.1f}% within +-10%, median "
             f"|error| {table.raw_median_abs_error_percent:.1f}%.",
         ]
-        if table.table_only_within_10_percent is not None and report.config.get("anchor"):
+        if table.table_only_within_10_percent is not None and report.config.get("recalibrate"):
             lines += [
                 "",
-                "The estimates above are anchored: the current model's latency measured on the device x the "
-                "table's ratio candidate/current. The table's own figure for each whole candidate: "
+                "The estimates above are recalibrated: the table's figure x the median of measured / table "
+                "over the models measured in earlier iterations. The table's own figure, as fitted: "
                 f"{100 * table.table_only_within_10_percent:.1f}% within +-10%, median |error| "
                 f"{table.table_only_median_abs_error_percent:.1f}%.",
             ]

@@ -8,6 +8,7 @@ written before the state that names them, so a kill between the two leaves only 
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import torch
@@ -31,6 +32,7 @@ class ProposalRecord(BaseModel):
     table_ms: float | None = None  # the lookup table's own figure, before anchoring on a measurement
     measured_ms: float | None = None  # timed on the device, when proposals are measured
     reference_ms: float | None = None  # the starting model, timed in turn with it (the host's drift)
+    ratio_to_start: float | None = None  # median over rounds of its p50 / the start's p50 in the same round
     zero_shot_top1: float | None = None  # holdout top-1 right after the change (batch-norm recomputed)
     holdout_top1: float | None = None  # after short-term fine-tuning
     skipped: str | None = None  # why it was not a candidate
@@ -46,6 +48,7 @@ class IterationRecord(BaseModel):
     table_ms: float | None = None
     measured_ms: float | None
     reference_ms: float | None = None  # the starting model, timed in turn with the chosen one
+    ratio_to_start: float | None = None
     holdout_top1: float
     weights: str
     proposals: list[ProposalRecord]
@@ -71,6 +74,32 @@ class SearchState(BaseModel):
     device_measurements: int = 0
     device_seconds: float = 0.0
     elapsed_seconds: float = 0.0
+
+
+def drift_corrected(record: ProposalRecord | IterationRecord, start_measured_ms: float) -> float | None:
+    """A whole-model timing at the host's speed when the search began: its ratio to the starting model
+    timed in the same rounds, times the start's latency then (a shared host drifts by tens of percent)."""
+    if record.measured_ms is None:
+        return None
+    if record.ratio_to_start is not None:
+        return record.ratio_to_start * start_measured_ms
+    if record.reference_ms:
+        return record.measured_ms * start_measured_ms / record.reference_ms
+    return record.measured_ms
+
+
+def table_scale(state: SearchState) -> float:
+    """How much slower the device measured models than the lookup table said: the median of measured /
+    table over the start and every model measured whole in the finished iterations (one per
+    measurement, so one noisy timing moves it little). Recorded measurements only: a resumed search
+    computes the same figure."""
+    ratios = [state.start_measured_ms / state.start_estimate_ms]
+    for iteration in state.iterations:
+        measured = [record for record in iteration.proposals if record.measured_ms is not None and record.table_ms]
+        if iteration.table_ms and not any(record.name == iteration.chosen for record in measured):
+            measured.append(iteration)  # measure: chosen times only the chosen model, recorded on the iteration
+        ratios += [drift_corrected(record, state.start_measured_ms) / record.table_ms for record in measured]
+    return float(statistics.median(ratios))
 
 
 class Checkpoint:
