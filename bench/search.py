@@ -78,6 +78,13 @@ def main() -> None:
             "n/a" if table is None else f"{100 * table.within_10_percent:.1f}% of {table.candidates}",
             table is not None and table.within_10_percent >= 0.95,
         ),
+        (
+            "(the table alone, without recalibration, within +-10%)",
+            "n/a"
+            if table is None or table.table_only_within_10_percent is None
+            else f"{100 * table.table_only_within_10_percent:.1f}% of {table.candidates}",
+            table is not None and (table.table_only_within_10_percent or 0) >= 0.95,
+        ),
         ("search within 45 min", f"{report.search_seconds / 60:.1f} min", report.search_seconds <= 45 * 60),
     ]
     for goal, figure, met in rows:

@@ -10,6 +10,8 @@ iteration) and makes one proposal per prunable channel group and per removable b
 3. *short-term fine-tune* the ``screen_top_k`` best, then score them on the holdout split (never test).
 
 The best proposal (by accuracy, or by accuracy lost per millisecond saved) becomes the next model.
+With the lookup table, the screened proposals are also timed whole on the device, and the table's
+figures are scaled by the median of measured / table over the models timed so far (``recalibrate``).
 Every proposal is recorded in the state as it finishes, so a killed search resumes where it was, and
 every random choice is seeded from (seed, iteration, proposal), so the resumed search ends where an
 uninterrupted one would.

@@ -39,7 +39,7 @@ from edgeflow.device import DeviceSpec, RuntimeSettings
 from edgeflow.errors import ConfigError
 from edgeflow.exporter import export_onnx
 from edgeflow.io import write_json
-from edgeflow.measure import interleaved_p50, median_in_turn
+from edgeflow.measure import interleaved_p50
 from edgeflow.netadapt.units import split_units
 from edgeflow.recipe import ProfileConfig
 
@@ -113,6 +113,25 @@ class Timer:
         self.cost.add(time.perf_counter() - started)
         return latency
 
+    def rounds_in_turn(
+        self,
+        modules: dict[str, nn.Module | Compiled],
+        input_shape: tuple[int, ...] | None,
+        *,
+        rounds: int,
+        profile: ProfileConfig | None = None,
+    ) -> dict[str, list[float]]:
+        """Time ``modules`` (torch modules taking ``input_shape``, or already compiled) one after another,
+        round after round; each one's p50 of every round (ms)."""
+        started = time.perf_counter()
+        compiled = {
+            name: module if isinstance(module, Compiled) else self.compile_module(module, input_shape)
+            for name, module in modules.items()
+        }
+        per_round = interleaved_p50(compiled, rounds=rounds, config=profile or self.profile)
+        self.cost.add(time.perf_counter() - started)
+        return per_round
+
     def time_in_turn(
         self,
         modules: dict[str, nn.Module | Compiled],
@@ -121,29 +140,9 @@ class Timer:
         rounds: int,
         profile: ProfileConfig | None = None,
     ) -> dict[str, float]:
-        """Time ``modules`` (torch modules taking ``input_shape``, or already compiled) one after another,
-        round after round; the median of each one's p50s (ms)."""
-        started = time.perf_counter()
-        compiled = {
-            name: module if isinstance(module, Compiled) else self.compile_module(module, input_shape)
-            for name, module in modules.items()
-        }
-        medians = median_in_turn(compiled, rounds=rounds, config=profile or self.profile)
-        self.cost.add(time.perf_counter() - started)
-        return medians
-
-    def rounds_in_turn(
-        self, modules: dict[str, nn.Module | Compiled], input_shape: tuple[int, ...] | None, *, rounds: int
-    ) -> dict[str, list[float]]:
-        """Like :meth:`time_in_turn`, but every round's p50 of each module (ms)."""
-        started = time.perf_counter()
-        compiled = {
-            name: module if isinstance(module, Compiled) else self.compile_module(module, input_shape)
-            for name, module in modules.items()
-        }
-        per_round = interleaved_p50(compiled, rounds=rounds, config=self.profile)
-        self.cost.add(time.perf_counter() - started)
-        return per_round
+        """Like :meth:`rounds_in_turn`: the median of each one's p50s (ms)."""
+        per_round = self.rounds_in_turn(modules, input_shape, rounds=rounds, profile=profile)
+        return {name: statistics.median(values) for name, values in per_round.items()}
 
     def context(self) -> str:
         """What a lookup table's figures depend on: device, runtime and version, precision, threads."""
