@@ -227,15 +227,23 @@ class LookupTable:
         A shared host's speed drifts by tens of percent over minutes; entries timed minutes apart are
         only comparable through a reference timed beside each of them.
         """
+        medians = self.timer.time_in_turn(
+            {**modules, _REFERENCE_NAME: self._reference_workload()}, input_shape, rounds=rounds, profile=profile
+        )
+        to_table = self._to_table_units(medians.pop(_REFERENCE_NAME))
+        return {name: ms * to_table for name, ms in medians.items()}
+
+    def _reference_workload(self) -> Compiled:
         if self._reference is None:
             self._reference = self.timer.compile_module(_Reference(), _REFERENCE_SHAPE)
-        medians = self.timer.time_in_turn(
-            {**modules, _REFERENCE_NAME: self._reference}, input_shape, rounds=rounds, profile=profile
-        )
-        now = medians.pop(_REFERENCE_NAME)
+        return self._reference
+
+    def _to_table_units(self, reference_now_ms: float) -> float:
+        """The factor from the host's speed now (the reference workload timed now) to its speed when the
+        table was begun (the first such timing)."""
         if self.reference_ms is None:
-            self.reference_ms = now
-        return {name: ms * self.reference_ms / now for name, ms in medians.items()}
+            self.reference_ms = reference_now_ms
+        return self.reference_ms / reference_now_ms
 
     def _entry_ms(self, module: nn.Module, input_shape: tuple[int, ...]) -> float:
         quick = self.timer.profile.model_copy(update={"max_seconds": min(self.timer.profile.max_seconds, 0.2)})
@@ -250,17 +258,13 @@ class LookupTable:
 
         started = time.perf_counter()
         compiled = self.timer.compile_module(module, input_shape, layer_profile=True)
-        if self._reference is None:
-            self._reference = self.timer.compile_module(_Reference(), _REFERENCE_SHAPE)
+        reference = self._reference_workload()
         references, computes = [], []
         for _ in range(ENTRY_ROUNDS):
-            references.append(time_inference(self._reference, config=profile).p50)
+            references.append(time_inference(reference, config=profile).p50)
             computes.append(compiled.layer_profile(inferences=ENTRY_INFERENCES).compute_ms)
-        now = statistics.median(references)
-        if self.reference_ms is None:
-            self.reference_ms = now
         self.timer.cost.add(time.perf_counter() - started)
-        return statistics.median(computes) * self.reference_ms / now
+        return statistics.median(computes) * self._to_table_units(statistics.median(references))
 
     def overhead(self) -> float:
         """What one inference call costs with (almost) nothing to compute: every block timed alone pays it

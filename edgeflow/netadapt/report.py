@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from edgeflow.io import atomic_path, write_json, write_text
 from edgeflow.netadapt.oracle import TableFit
-from edgeflow.netadapt.state import IterationRecord, SearchState, drift_corrected
+from edgeflow.netadapt.state import IterationRecord, SearchState, drift_corrected, measured_candidates
 from edgeflow.profiling import LatencyStats
 
 
@@ -103,21 +103,7 @@ class SearchReport(BaseModel):
 
 def table_errors(state: SearchState) -> TableErrors | None:
     """Signed percentage errors of the table over every candidate that was also measured whole."""
-    records = [record for iteration in state.iterations for record in iteration.proposals]
-    measured = {id(record) for record in records if record.measured_ms is not None}
-    for iteration in state.iterations:  # measure: chosen times only the chosen model, recorded on the iteration
-        chosen = next((record for record in iteration.proposals if record.name == iteration.chosen), None)
-        if chosen is not None and id(chosen) not in measured and iteration.measured_ms is not None:
-            records.append(
-                chosen.model_copy(
-                    update={
-                        "measured_ms": iteration.measured_ms,
-                        "reference_ms": iteration.reference_ms,
-                        "ratio_to_start": iteration.ratio_to_start,
-                    }
-                )
-            )
-    records = [record for record in records if record.estimate_ms is not None and record.measured_ms is not None]
+    records = [record for record in measured_candidates(state) if record.estimate_ms is not None]
     if not records or state.start_measured_ms is None:
         return None
     fitted = state.start_measured_ms

@@ -88,17 +88,32 @@ def drift_corrected(record: ProposalRecord | IterationRecord, start_measured_ms:
     return record.measured_ms
 
 
+def measured_candidates(state: SearchState) -> list[ProposalRecord]:
+    """Every proposal of the finished iterations that was timed whole on the device. With ``measure:
+    chosen`` only the chosen model is timed, and its timing is recorded on the iteration: it is copied
+    onto the chosen proposal's record here."""
+    records = []
+    for iteration in state.iterations:
+        measured = [record for record in iteration.proposals if record.measured_ms is not None]
+        chosen = next((record for record in iteration.proposals if record.name == iteration.chosen), None)
+        if chosen is not None and chosen.measured_ms is None and iteration.measured_ms is not None:
+            timing = ("measured_ms", "reference_ms", "ratio_to_start")
+            measured.append(chosen.model_copy(update={key: getattr(iteration, key) for key in timing}))
+        records += measured
+    return records
+
+
 def table_scale(state: SearchState) -> float:
     """How much slower the device measured models than the lookup table said: the median of measured /
     table over the start and every model measured whole in the finished iterations (one per
     measurement, so one noisy timing moves it little). Recorded measurements only: a resumed search
     computes the same figure."""
     ratios = [state.start_measured_ms / state.start_estimate_ms]
-    for iteration in state.iterations:
-        measured = [record for record in iteration.proposals if record.measured_ms is not None and record.table_ms]
-        if iteration.table_ms and not any(record.name == iteration.chosen for record in measured):
-            measured.append(iteration)  # measure: chosen times only the chosen model, recorded on the iteration
-        ratios += [drift_corrected(record, state.start_measured_ms) / record.table_ms for record in measured]
+    ratios += [
+        drift_corrected(record, state.start_measured_ms) / record.table_ms
+        for record in measured_candidates(state)
+        if record.table_ms
+    ]
     return float(statistics.median(ratios))
 
 
