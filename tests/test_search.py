@@ -201,6 +201,23 @@ def test_lookup_table_is_kept_on_disk_and_tied_to_what_it_measured(tmp_path):
         LookupTable(Timer(device, "openvino", device.runtime, timing, tmp_path), path)
 
 
+def test_last_target_stops_at_the_budget():
+    """The step is taken off the current latency, but no deeper than the budget."""
+    from edgeflow.netadapt.config import SearchConfig
+    from edgeflow.netadapt.loop import Search
+    from edgeflow.netadapt.oracle import MeasuredOracle
+    from edgeflow.netadapt.state import SearchState
+
+    search = Search.__new__(Search)  # _target reads only the state, the config and the oracle's kind
+    search.config = SearchConfig(latency_ratio=0.5, initial_step=0.1, step_decay=1.0)
+    search.oracle = MeasuredOracle(timer=None)
+    search.state = SearchState(fingerprint="x", start_estimate_ms=1.0, start_measured_ms=1.0, budget_ms=0.5)
+    assert search._target() == pytest.approx(0.9)  # a full step
+    assert search._target(shrink=1) == pytest.approx(0.95)
+    search.state.budget_ms = 0.95
+    assert search._target() == pytest.approx(0.95)  # the step would pass the budget
+
+
 def test_table_scale_is_the_median_of_measured_over_table():
     """One timing taken while the host ran 40% slow moves the scale little."""
     from edgeflow.netadapt.space import Action

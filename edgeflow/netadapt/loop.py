@@ -238,15 +238,19 @@ class Search:
         return None
 
     def _target(self, shrink: int = 0) -> float:
-        """This iteration's target: the current latency minus the decayed step (halved ``shrink`` times)."""
+        """This iteration's target: the current latency minus the decayed step (halved ``shrink`` times),
+        and never below the budget: a last step cut past it gives accuracy away for latency nobody asked for
+        (one run ended at 0.53 of the start's latency for a 0.57 budget, 1.2 points of test top-1 down)."""
         index = len(self.state.iterations)
         fraction = self.config.initial_step * self.config.step_decay**index / 2**shrink
         if self.recalibrated:
             # The cut is sized in the table's own figures (a fraction of the start's, taken off the current
             # model's): which proposals reach it then does not hang on a measurement's noise.
             cut = fraction * self.state.start_estimate_ms / self.current_table()
-            return self.current_latency() * (1 - cut)
-        return self.current_latency() - fraction * self.start_latency()
+            target = self.current_latency() * (1 - cut)
+        else:
+            target = self.current_latency() - fraction * self.start_latency()
+        return max(target, self.state.budget_ms)
 
     def _iteration(self) -> None:
         """One NetAdapt iteration; when no proposal reaches the target, retry with half the step (twice)."""
