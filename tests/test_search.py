@@ -28,14 +28,14 @@ RECIPE = {
     "profile": {"warmup": 3, "iterations": 100, "max_seconds": 0.2},
     "evaluate": {"max_samples": 120},
     "search": {
-        # out of reach in 3 iterations: the stop, judged on measured latency, is the same in every run
+        # out of reach in 2 iterations: the stop, judged on measured latency, is the same in every run
         "latency_ratio": 0.5,
         "initial_step": 0.02,
         "screen_top_k": 2,
         "holdout_samples": 60,
         "short_term": {"steps": 2, "batch_size": 16, "bn_batches": 2},
         "long_term": {"steps": 3, "batch_size": 16, "bn_batches": 2},
-        "max_iterations": 3,
+        "max_iterations": 2,
         "profile": {"warmup": 3, "iterations": 60, "max_seconds": 0.05, "min_iterations": 10},
     },
 }
