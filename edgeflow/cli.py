@@ -367,8 +367,21 @@ def models(as_json: bool = JsonOption) -> None:
     console.print(table)
 
 
-@app.command()
-def devices(as_json: bool = JsonOption) -> None:
+devices_app = typer.Typer(no_args_is_help=False, help="Devices: list, show, check (reach it, probe runtimes).")
+app.add_typer(devices_app, name="devices")
+HostOption = typer.Option(None, "--host", help="ssh devices: [user@]host[:port] (overrides the file and env)")
+KeyOption = typer.Option(None, "--key", help="ssh devices: private key file")
+
+
+@devices_app.callback(invoke_without_command=True)
+def devices(context: typer.Context, as_json: bool = JsonOption) -> None:
+    """List the built-in devices (devices/*.yaml); see also show, check."""
+    if context.invoked_subcommand is None:
+        devices_list(as_json=as_json)
+
+
+@devices_app.command("list")
+def devices_list(as_json: bool = JsonOption) -> None:
     """List the built-in devices (devices/*.yaml)."""
     from edgeflow.device import list_devices
 
@@ -376,12 +389,48 @@ def devices(as_json: bool = JsonOption) -> None:
     if as_json:
         _print_json([spec.model_dump() for spec in specs])
         return
-    table = Table(title="devices")
-    for column in ("name", "transport", "runtimes", "precisions", "description"):
+    table = Table(title="devices (add your own: devices/README.md)")
+    for column in ("name", "aliases", "transport", "runtimes", "precisions", "description"):
         table.add_column(column)
     for spec in specs:
-        table.add_row(spec.name, spec.transport, ", ".join(spec.runtimes), ", ".join(spec.precisions), spec.description)
+        table.add_row(
+            spec.name, ", ".join(spec.aliases), spec.transport, ", ".join(spec.runtimes), ", ".join(spec.precisions),
+            spec.description,
+        )  # fmt: skip
     console.print(table)
+
+
+@devices_app.command("show")
+def devices_show(device: str = typer.Argument(..., help="device name, alias or YAML file")) -> None:
+    """Print DEVICE's descriptor as validated (defaults filled in), as JSON."""
+    from edgeflow.device import load_device
+
+    _print_json(_run(lambda: load_device(device)).model_dump())
+
+
+@devices_app.command("check")
+def devices_check(
+    device: str = typer.Argument(..., help="device name, alias or YAML file"),
+    host: str | None = HostOption,
+    key: str | None = KeyOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Reach DEVICE and list the runtimes (and versions) it has; exit 1 when one it names is missing."""
+    from edgeflow.device import load_device
+    from edgeflow.remote import check
+
+    found = _run(lambda: check(load_device(device).with_connection(host=host, key=key)))
+    if as_json:
+        _print_json(found.model_dump())
+    else:
+        console.print(f"{found.device}: reachable at {found.address} ({found.transport})", highlight=False)
+        if found.python:
+            console.print(f"  python {found.python} on {found.machine} ({found.system})", highlight=False)
+        for name, version in found.runtimes.items():
+            console.print(f"  {name}: {version or 'MISSING'}", highlight=False)
+    if found.missing:
+        error_console.print(f"error: {found.device} lacks {', '.join(found.missing)}", markup=False)
+        raise typer.Exit(code=1)
 
 
 @app.command()

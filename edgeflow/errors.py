@@ -31,3 +31,11 @@ class OutputError(EdgeflowError):
 
 class RuntimeUnavailableError(EdgeflowError):
     """A runtime (backend) that is not installed or cannot run the artifact here."""
+
+
+class DeviceError(EdgeflowError):
+    """A device that cannot be reached, refuses us, lacks a runtime, or whose command failed or hung."""
+
+    def __init__(self, device: str, step: str, message: str) -> None:
+        super().__init__(f"device {device}: {step}: {message}")
+        self.device, self.step = device, step

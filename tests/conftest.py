@@ -103,3 +103,16 @@ def copy_of(tmp_path: Path):
         return target
 
     return copy
+
+
+@pytest.fixture(scope="session")
+def loopback_ssh(tmp_path_factory: pytest.TempPathFactory):
+    """A real sshd on 127.0.0.1 (OpenSSH, installed by .ci/run); skipped where sshd is not installed."""
+    from loopback_sshd import SSHD, start_sshd
+
+    if SSHD is None:
+        pytest.skip("needs OpenSSH's sshd (apt-get install openssh-server)")
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.process.terminate()
+    server.process.wait(timeout=10)

@@ -34,7 +34,9 @@ def test_listings_as_json() -> None:
     names = {model["name"] for model in models}
     assert {"mobilenet_v1", "mobilenet_v3_large", "resnet18", "efficientnet_b0", "shufflenet_v2_x1_0"} <= names
     assert "mobilenetv3" in next(m for m in models if m["name"] == "mobilenet_v3_large")["aliases"]
-    assert [device["name"] for device in json.loads(invoke("devices", "--json").output)] == ["cpu"]
+    names = [device["name"] for device in json.loads(invoke("devices", "--json").output)]
+    assert {"cpu", "jetson-orin-nano", "jetson-agx-orin", "raspberry-pi-5", "pixel-8", "nvidia-gpu"} <= set(names)
+    assert json.loads(invoke("devices", "show", "jetson").output)["name"] == "jetson-orin-nano"
     assert "demo" in {recipe["name"] for recipe in json.loads(invoke("recipes", "--json").output)}
     assert "mobilenet_v3_large" in invoke("models").output
 

@@ -1,0 +1,153 @@
+"""Time (and run) an artifact on a device reached through a transport, with the benchmark agent.
+
+The agent and the artifact are copied into a fresh folder on the device, run with the device's Python
+and runtime, and the folder is removed afterwards whether the run worked, failed or hung.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel
+
+from edgeflow.artifact import Artifact
+from edgeflow.device import DeviceSpec, RuntimeSettings
+from edgeflow.errors import DeviceError
+from edgeflow.profile_config import ProfileConfig
+from edgeflow.profiling import LatencyStats, MemoryStats
+from edgeflow.transports import Transport, open_transport
+
+AGENT = Path(__file__).parent / "transports" / "agent.py"
+
+
+class DeviceCheck(BaseModel):
+    """What ``edgeflow devices check`` found on a device."""
+
+    device: str
+    transport: str
+    address: str
+    reachable: bool
+    python: str | None = None
+    machine: str | None = None
+    system: str | None = None
+    runtimes: dict[str, str | None] = {}
+    missing: list[str] = []  # runtimes the descriptor names that the device lacks
+    trtexec: str | None = None  # version line, where the device names tensorrt and has trtexec
+
+
+class RemoteTiming(BaseModel):
+    """An artifact timed on a device by the agent (always measured)."""
+
+    runtime: str
+    runtime_version: str
+    input_shape: list[int]
+    latency_ms: LatencyStats
+    samples_ms: list[float]
+    memory: MemoryStats
+    settings: dict
+    address: str
+
+
+def _agent_python(device: DeviceSpec) -> str:
+    """The device's Python; for this machine, the one running edgeflow (it has the runtimes)."""
+    if device.ssh is not None:
+        return device.ssh.python
+    return sys.executable if device.transport == "local" else "python3"
+
+
+def _parse_agent(device: DeviceSpec, step: str, stdout: str) -> dict:
+    try:
+        data = json.loads(stdout.strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError):
+        raise DeviceError(device.name, step, f"the agent printed no result: {stdout.strip()[-200:]!r}") from None
+    if "error" in data:
+        raise DeviceError(device.name, step, data["error"])
+    return data
+
+
+def check(device: DeviceSpec) -> DeviceCheck:
+    """Reach the device, probe its Python and runtimes (and trtexec where it names TensorRT)."""
+    transport = open_transport(device)
+    result = DeviceCheck(device=device.name, transport=device.transport, address=transport.address, reachable=False)
+    if device.transport == "adb":
+        transport.run(["getprop", "ro.product.model"], step="reach the phone", timeout=transport.short_timeout)
+        result.reachable = True
+        return result
+    with transport.workspace(step="reach the device") as folder:
+        result.reachable = True
+        agent = f"{folder}/agent.py"
+        transport.put(AGENT, agent, step="copy the benchmark agent")
+        done = transport.run([_agent_python(device), agent, "probe"], step="probe the runtimes",
+                             timeout=transport.short_timeout, check=False)  # fmt: skip
+        if done.returncode == 127 or "not found" in done.stderr:
+            raise DeviceError(device.name, "probe the runtimes", f"no Python at {_agent_python(device)!r}")
+        probed = _parse_agent(device, "probe the runtimes", done.stdout)
+    result.python, result.machine, result.system = probed["python"], probed["machine"], probed["system"]
+    result.runtimes = {name: probed["runtimes"].get(name) for name in device.runtimes if name in probed["runtimes"]}
+    if "tensorrt" in device.runtimes and device.ssh is not None:
+        found = transport.run([device.ssh.trtexec, "--help"], step="look for trtexec", timeout=transport.short_timeout,
+                              check=False)  # fmt: skip
+        lines = [line for line in (found.stdout + found.stderr).splitlines() if "TensorRT" in line]
+        result.trtexec = lines[0].strip() if found.returncode == 0 and lines else None
+        if result.trtexec:
+            result.runtimes["tensorrt"] = result.runtimes.get("tensorrt") or result.trtexec
+    result.missing = [name for name in device.runtimes if not result.runtimes.get(name) and name != "torch"]
+    return result
+
+
+def time_on_device(
+    artifact: Artifact,
+    *,
+    device: DeviceSpec,
+    backend: str,
+    config: ProfileConfig,
+    settings: RuntimeSettings | None = None,
+    inputs: np.ndarray | None = None,
+    transport: Transport | None = None,
+) -> tuple[RemoteTiming, np.ndarray | None]:
+    """Copy ``artifact`` and the agent to ``device``, time it there with ``backend``; with ``inputs``
+    (N images) also return the logits the device's runtime computed for them."""
+    transport = transport or open_transport(device)
+    settings = settings or device.runtime
+    if artifact.path is None or artifact.format not in {"onnx", "openvino"}:
+        raise DeviceError(device.name, "copy the model", f"cannot send a {artifact.format} artifact to a device")
+    step = f"time {artifact.path.name} with {backend}"
+    with transport.workspace() as folder, tempfile.TemporaryDirectory() as local:
+        transport.put(AGENT, f"{folder}/agent.py", step="copy the benchmark agent")
+        for file in artifact.files:
+            transport.put(file, f"{folder}/{file.name}", step=f"copy {file.name}")
+        argv = [
+            _agent_python(device), f"{folder}/agent.py", "time",
+            "--model", f"{folder}/{artifact.path.name}", "--runtime", backend,
+            "--warmup", str(config.warmup), "--iterations", str(config.iterations),
+            "--min-iterations", str(config.min_iterations), "--max-seconds", str(config.max_seconds),
+        ]  # fmt: skip
+        if settings.threads:
+            argv += ["--threads", str(settings.threads)]
+        if inputs is not None:
+            np.save(Path(local) / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32), allow_pickle=False)
+            transport.put(Path(local) / "inputs.npy", f"{folder}/inputs.npy", step="copy the evaluation images")
+            argv += ["--inputs", f"{folder}/inputs.npy", "--outputs", f"{folder}/logits.npy"]
+        done = transport.run(argv, step=step, timeout=transport.command_timeout, check=False)
+        data = _parse_agent(device, step, done.stdout)
+        logits = None
+        if inputs is not None:
+            transport.get(f"{folder}/logits.npy", Path(local) / "logits.npy", step="fetch the logits")
+            logits = np.load(Path(local) / "logits.npy", allow_pickle=False)
+    samples = np.asarray(data["samples_ns"], dtype=np.int64)
+    latency = LatencyStats.from_samples(samples, cold_ns=data["cold_ns"], warmup=data["warmup"],
+                                        batch=data["input_shape"][0])  # fmt: skip
+    memory = MemoryStats(
+        rss_before_mb=data["rss_before_mb"], load_peak_mb=data["load_peak_mb"], run_peak_mb=data["run_peak_mb"],
+        method="peak RSS (getrusage) of the agent on the device",
+    )  # fmt: skip
+    timing = RemoteTiming(
+        runtime=backend, runtime_version=data["version"], input_shape=data["input_shape"], latency_ms=latency,
+        samples_ms=[round(value / 1e6, 6) for value in data["samples_ns"]], memory=memory,
+        settings=data["settings"], address=transport.address,
+    )  # fmt: skip
+    return timing, logits

@@ -1,0 +1,173 @@
+"""The benchmark agent copied to a device and run there with the device's Python and runtime.
+
+It must stand alone: the standard library, NumPy and the runtime it times, nothing from edgeflow.
+It prints one JSON object on stdout; on a problem it prints {"error": "..."} and exits 3.
+
+    python3 agent.py probe
+    python3 agent.py time --model m.onnx --runtime onnxruntime [--warmup 20 --iterations 500 --max-seconds 5]
+                          [--threads N] [--inputs x.npy --outputs logits.npy]
+"""
+
+import argparse
+import importlib
+import json
+import platform
+import resource
+import sys
+import time
+
+RUNTIMES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
+
+
+def _version(module_name):
+    try:
+        module = importlib.import_module(module_name)
+    except Exception:  # noqa: BLE001 - a missing or broken runtime is simply absent
+        return None
+    return str(getattr(module, "__version__", None) or getattr(module, "get_version", lambda: "unknown")())
+
+
+def probe():
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "system": platform.platform(),
+        "processor": platform.processor(),
+        "numpy": _version("numpy"),
+        "runtimes": {name: _version(module) for name, module in RUNTIMES.items()},
+    }
+
+
+def _rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _onnxruntime(model, threads):
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    feed = session.get_inputs()[0]
+    shape = [dim if isinstance(dim, int) else 1 for dim in feed.shape]
+
+    def runner(batch):
+        binding = session.io_binding()
+        binding.bind_cpu_input(feed.name, batch)
+        binding.bind_output(session.get_outputs()[0].name)
+
+        def once():
+            session.run_with_iobinding(binding)
+
+        return once
+
+    def infer(batch):
+        return session.run(None, {feed.name: batch})[0]
+
+    settings = {"threads": threads, "providers": session.get_providers()}
+    return shape, runner, infer, ort.__version__, settings, np
+
+
+def _openvino(model, threads):
+    import numpy as np
+    import openvino as ov
+
+    core = ov.Core()
+    config = {"PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = core.compile_model(model, "CPU", config)
+    shape = list(compiled.inputs[0].get_shape())
+    request = compiled.create_infer_request()
+
+    def runner(batch):
+        request.set_input_tensor(ov.Tensor(batch))
+
+        def once():
+            request.infer()
+
+        return once
+
+    def infer(batch):
+        return np.array(request.infer({0: batch})[compiled.outputs[0]])
+
+    settings = {"threads": threads, "execution_precision": str(compiled.get_property("INFERENCE_PRECISION_HINT"))}
+    return shape, runner, infer, ov.get_version(), settings, np
+
+
+def time_model(args):
+    load_before = _rss_mb()
+    build = {"onnxruntime": _onnxruntime, "openvino": _openvino}.get(args.runtime)
+    if build is None:
+        raise ValueError(f"the agent cannot time with {args.runtime}")
+    if _version(RUNTIMES[args.runtime]) is None:
+        raise ValueError(f"{args.runtime} is not installed for {sys.executable}")
+    shape, runner, infer, version, settings, np = build(args.model, args.threads)
+    load_peak = _rss_mb()
+    batch = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    once = runner(batch)
+    clock = time.perf_counter_ns
+    start = clock()
+    once()
+    cold_ns = clock() - start
+    for _ in range(args.warmup):
+        once()
+    samples = []
+    loop_start = clock()
+    budget = int(args.max_seconds * 1e9)
+    while len(samples) < args.iterations:
+        before = clock()
+        once()
+        after = clock()
+        samples.append(after - before)
+        if len(samples) >= min(args.min_iterations, args.iterations) and after - loop_start >= budget:
+            break
+    result = {
+        "runtime": args.runtime,
+        "version": str(version),
+        "input_shape": shape,
+        "samples_ns": samples,
+        "cold_ns": cold_ns,
+        "warmup": args.warmup,
+        "rss_before_mb": round(load_before, 2),
+        "load_peak_mb": round(max(0.0, load_peak - load_before), 2),
+        "run_peak_mb": round(max(0.0, _rss_mb() - load_before), 2),
+        "settings": settings,
+        "machine": platform.machine(),
+    }
+    if args.inputs:
+        images = np.load(args.inputs, allow_pickle=False)
+        logits = np.concatenate([infer(np.ascontiguousarray(image[None])) for image in images])
+        np.save(args.outputs, logits.astype(np.float32), allow_pickle=False)
+        result["outputs"] = int(len(logits))
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="edgeflow's benchmark agent")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("probe")
+    timing = commands.add_parser("time")
+    timing.add_argument("--model", required=True)
+    timing.add_argument("--runtime", required=True)
+    timing.add_argument("--warmup", type=int, default=20)
+    timing.add_argument("--iterations", type=int, default=500)
+    timing.add_argument("--min-iterations", type=int, default=10)
+    timing.add_argument("--max-seconds", type=float, default=5.0)
+    timing.add_argument("--threads", type=int, default=None)
+    timing.add_argument("--inputs", default=None)
+    timing.add_argument("--outputs", default=None)
+    args = parser.parse_args(argv)
+    try:
+        result = probe() if args.command == "probe" else time_model(args)
+    except Exception as exc:  # noqa: BLE001 - reported to the host as one line
+        print(json.dumps({"error": f"{exc.__class__.__name__}: {exc}".splitlines()[0]}))
+        return 3
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Transports for real: an OpenSSH server on 127.0.0.1, the benchmark agent run through it with ONNX
+Runtime and OpenVINO, and every failure the issue names (unknown host key, wrong key, unreachable host,
+missing runtime or Python, a remote command that fails or hangs) as one clear DeviceError."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeflow.device import load_device
+from edgeflow.errors import DeviceError
+from edgeflow.profile_config import ProfileConfig
+from edgeflow.remote import check, time_on_device
+from edgeflow.transports import open_transport
+
+QUICK = ProfileConfig(warmup=2, iterations=30, max_seconds=1.0)
+
+
+@pytest.fixture
+def ssh_device(loopback_ssh, tmp_path: Path):
+    def make(**ssh: object):
+        path = tmp_path / "loopback.yaml"
+        path.write_text(loopback_ssh.device_yaml(**{"python": sys.executable, **ssh}))
+        return load_device(path)
+
+    return make
+
+
+def _leftovers() -> set[str]:
+    return {path.name for path in Path("/tmp").glob("edgeflow.*")}
+
+
+def test_check_reports_runtimes_over_ssh(ssh_device) -> None:
+    found = check(ssh_device())
+    assert found.reachable and found.transport == "ssh" and "@127.0.0.1:" in found.address
+    import onnxruntime
+    import openvino
+
+    assert found.runtimes["onnxruntime"] == onnxruntime.__version__
+    assert found.runtimes["openvino"] == openvino.get_version()
+    assert found.missing == [] and found.python == ".".join(map(str, sys.version_info[:3]))
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_time_and_run_a_model_remotely(ssh_device, mobilenet_artifacts, backend: str) -> None:
+    artifact = mobilenet_artifacts["onnx" if backend == "onnxruntime" else "openvino"]
+    images = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    before = _leftovers()
+    timing, logits = time_on_device(artifact, device=ssh_device(), backend=backend, config=QUICK, inputs=images)
+    assert _leftovers() == before, "the work folder on the device was not removed"
+    assert timing.runtime == backend and timing.input_shape == [1, 3, 32, 32]
+    assert 2 <= timing.latency_ms.iterations == len(timing.samples_ms) <= 30
+    assert 0 < timing.latency_ms.min <= timing.latency_ms.p50 <= timing.latency_ms.max
+    assert timing.memory.run_peak_mb is not None and timing.memory.rss_before_mb > 0
+    # the device's runtime computed the logits: they match the same runtime run here
+    from edgeflow.backends import get_backend
+    from edgeflow.device import RuntimeSettings
+
+    local = get_backend(backend).compile(artifact, settings=RuntimeSettings())
+    expected = np.concatenate([local.run(image[None]) for image in images])
+    assert logits.shape == expected.shape == (3, 10)
+    np.testing.assert_allclose(logits, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_remote_paths_with_spaces_and_quotes_are_quoted(ssh_device, tmp_path: Path) -> None:
+    transport = open_transport(ssh_device())
+    source = tmp_path / "payload.bin"
+    source.write_bytes(bytes(range(256)) * 10)
+    with transport.workspace() as folder:
+        awkward = f"{folder}/it's a $(touch pwned) file;"
+        transport.put(source, awkward, step="copy")
+        back = tmp_path / "back.bin"
+        transport.get(awkward, back, step="fetch")
+        listed = transport.run(["ls", folder], step="list", timeout=30).stdout.split("\n")
+    assert back.read_bytes() == source.read_bytes()
+    assert [name for name in listed if name] == ["it's a $(touch pwned) file;"]
+
+
+def test_unknown_host_key_is_refused(ssh_device, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts_empty"
+    empty.write_text("")
+    with pytest.raises(
+        DeviceError, match=r"loopback: reach the device: the host key of 127\.0\.0\.1 port \d+ is unknown"
+    ):
+        check(ssh_device(known_hosts=str(empty)))
+
+
+def test_changed_host_key_is_refused(ssh_device, loopback_ssh, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    kind, key = (tmp_path / "other.pub").read_text().split()[:2]
+    wrong = tmp_path / "known_hosts_wrong"
+    wrong.write_text(f"[127.0.0.1]:{loopback_ssh.port} {kind} {key}\n")
+    with pytest.raises(DeviceError, match="host key .* is unknown or has changed"):
+        check(ssh_device(known_hosts=str(wrong)))
+
+
+def test_wrong_key_is_refused(ssh_device, tmp_path: Path) -> None:
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    with pytest.raises(DeviceError, match="refused the login"):
+        check(ssh_device(key=str(stranger)))
+
+
+def test_missing_key_file_and_host(ssh_device, tmp_path: Path) -> None:
+    with pytest.raises(DeviceError, match="key file not found"):
+        check(ssh_device(key=str(tmp_path / "nope")))
+    with pytest.raises(DeviceError, match="no host given"):
+        check(load_device("raspberry-pi-5"))
+
+
+def test_unreachable_host(ssh_device) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(DeviceError, match=r"cannot reach 127\.0\.0\.1 port \d+: connection refused"):
+        check(ssh_device(port=port))
+
+
+def test_missing_runtime_and_python(ssh_device, mobilenet_artifacts, tmp_path: Path) -> None:
+    bare = tmp_path / "bare-python"  # a Python without numpy or any runtime
+    bare.write_text(f'#!/bin/sh\nexec {sys.base_prefix}/bin/python3 -I -S "$@"\n')
+    bare.chmod(0o755)
+    found = check(ssh_device(python=str(bare)))
+    assert found.missing == ["onnxruntime", "openvino"]
+    bare_device = ssh_device(python=str(bare))
+    with pytest.raises(DeviceError, match="time m.onnx with onnxruntime: onnxruntime is not installed"):
+        time_on_device(mobilenet_artifacts["onnx"], device=bare_device, backend="onnxruntime", config=QUICK)
+    with pytest.raises(DeviceError, match="no Python at '/no/python3'"):
+        check(ssh_device(python="/no/python3"))
+
+
+def test_failing_and_hanging_commands(ssh_device) -> None:
+    transport = open_transport(ssh_device())
+    with pytest.raises(DeviceError, match=r"device loopback: list: `ls` failed on .* \(exit 2\): .*No such file"):
+        transport.run(["ls", "/no/such/folder"], step="list", timeout=30)
+    before = _leftovers()
+    with pytest.raises(DeviceError, match=r"device loopback: wait: no answer from .* within 2 s"):
+        with transport.workspace() as _folder:
+            transport.run(["sleep", "30"], step="wait", timeout=2)
+    assert _leftovers() == before, "a hung command left its work folder behind"
+
+
+def test_connection_overrides_from_environment_and_cli(ssh_device, monkeypatch) -> None:
+    device = ssh_device()
+    monkeypatch.setenv("EDGEFLOW_SSH_HOST", "10.0.0.9")
+    monkeypatch.setenv("EDGEFLOW_SSH_PORT", "2222")
+    resolved = device.with_connection()
+    assert (resolved.ssh.host, resolved.ssh.port, resolved.ssh.user) == ("10.0.0.9", 2222, device.ssh.user)
+    resolved = device.with_connection(host="pi@board.local:2200")
+    assert (resolved.ssh.host, resolved.ssh.port, resolved.ssh.user) == ("board.local", 2200, "pi")
+    from edgeflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="port must be a number"):
+        device.with_connection(host="board:abc")
+    monkeypatch.setenv("EDGEFLOW_SSH_PORT", "0")
+    with pytest.raises(ConfigError, match="EDGEFLOW_SSH_PORT: port"):
+        device.with_connection()
