@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgeflow.accuracy import AccuracyStats, accuracy_from_logits, collect_logits, evaluate_compiled
+from edgeflow.accuracy import AccuracyStats, collect_logits, evaluate_compiled
 from edgeflow.artifact import Artifact, artifact_from_path
 from edgeflow.backends import get_backend
 from edgeflow.config import parse_spec
@@ -43,7 +43,7 @@ def optimize(
     model: str,
     *,
     device: str | Path | DeviceSpec = "cpu",
-    recipe: str | Path | Recipe = "default",
+    recipe: str | Path | Recipe | None = None,
     data: str | None = None,
     out: str | Path = "reports/latest",
     arch: str | None = None,
@@ -51,12 +51,16 @@ def optimize(
 ) -> Report:
     """Scale, train (if needed), export, quantize, then time and evaluate every variant on ``device``.
 
+    ``recipe`` defaults to the device's own (``recipe:`` in its file: ``tensorrt`` for Jetsons), else
+    ``default``. Where the device is not attached, latencies are estimated and labelled so.
+
     Writes ``out/report.{json,md,html}``, the accuracy-latency plot and the artifacts; the folder
     appears only when the whole run succeeded.
     """
     started = time.perf_counter()
     progress = progress or Progress.silent()
-    device_spec, recipe_spec = as_device(device), as_recipe(recipe)
+    device_spec = as_device(device)
+    recipe_spec = as_recipe(recipe if recipe is not None else device_spec.recipe or "default")
     _check_variants_fit_device(recipe_spec.variants, device_spec)
     out = Path(out)
     ensure_writable_dir(out.parent)
@@ -88,7 +92,7 @@ def optimize(
             onnx=onnx_artifact, openvino=openvino_artifact, module=source.module, input_shape=source.input_shape
         )
         reference = _ReferenceLogits.compute(onnx_artifact, splits, recipe_spec)
-        records = []
+        records, artifacts = [], {}
         for variant in recipe_spec.variants:
             if variant.backend == "torch" and source.module is None:
                 notes.append(f"variant {variant.name} skipped: an ONNX model has no torch module")
@@ -101,7 +105,15 @@ def optimize(
             record = _measure_variant(variant, artifact, floats, splits, device_spec, recipe_spec, stage, reference)
             record.quantization = summary
             records.append(record)
+            artifacts[variant.name] = artifact
         _mark_baseline_and_recommendation(records, max_drop=recipe_spec.max_accuracy_drop)
+        notes += _latency_notes(records, device_spec)
+        bundle = _write_bundle(records, artifacts, source, splits, device_spec, stage, progress)
+        if bundle is not None:
+            notes.append(f"ship bundle: bundle/ ({bundle.variant}, {len(bundle.files)} files, manifest.json)")
+            for where, command in bundle.build.items():
+                if where != "note":
+                    notes.append(f"build and measure on the device ({where.replace('_', ' ')}): {command}")
         report = Report(
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             model=ModelRecord(
@@ -128,6 +140,31 @@ def optimize(
         progress.stage("write report")
         write_report(report, folder=stage)
     return report
+
+
+def _latency_notes(records: list[VariantRecord], device: DeviceSpec) -> list[str]:
+    estimated = [record for record in records if not record.measured]
+    if not estimated:
+        return []
+    reasons = sorted({record.latency_source for record in estimated})
+    return [
+        f"{len(estimated)} of {len(records)} latencies are estimated, not measured on {device.name}: "
+        + "; ".join(reasons)
+    ]
+
+
+def _write_bundle(records, artifacts, source, splits, device, stage, progress):
+    """The recommended deployable variant as a ship bundle (torch eager is never shipped)."""
+    from edgeflow.bundle import write_bundle
+
+    chosen = next((r for r in records if r.recommended and artifacts[r.name].format in ("onnx", "openvino")), None)
+    if chosen is None:
+        return None
+    progress.stage(f"ship bundle of {chosen.name}")
+    return write_bundle(
+        folder=stage / "bundle", record=chosen, artifact=artifacts[chosen.name], model_name=source.name,
+        splits=splits, device=device,
+    )  # fmt: skip
 
 
 def _check_variants_fit_device(variants: list[VariantSpec], device: DeviceSpec) -> None:
@@ -233,37 +270,38 @@ def _measure_variant(
     stage: Path,
     reference: _ReferenceLogits,
 ) -> VariantRecord:
+    from edgeflow.device_run import run_on_device
+
     settings = device.runtime
     if variant.execution_precision is not None:
         settings = settings.model_copy(update={"execution_precision": variant.execution_precision})
-    compiled, profiled = compile_and_profile(
-        artifact,
-        device=device,
-        settings=settings,
-        backend=variant.backend,
-        config=recipe.profile,
-        cost_graph=floats.onnx if artifact.format == "torch" else None,
-    )
-    logits, labels = collect_logits(compiled, splits.test, max_samples=recipe.evaluate.max_samples)
-    holdout = evaluate_compiled(compiled, splits.holdout, split="holdout", max_samples=recipe.evaluate.max_samples)
+    result = run_on_device(
+        artifact, device=device, backend=variant.backend, precision=variant.precision, settings=settings,
+        profile=recipe.profile, test=splits.test, holdout=splits.holdout, max_samples=recipe.evaluate.max_samples,
+        cost_graph=floats.onnx if artifact.format == "torch" else None, module=floats.module,
+    )  # fmt: skip
     return VariantRecord(
         name=variant.name,
-        backend=profiled.backend,
+        backend=variant.backend,
         precision=variant.precision,
-        execution_precision=profiled.execution_precision,
+        execution_precision=result.execution_precision,
         artifact=str(artifact.path.relative_to(stage)) if artifact.path else "",
         lineage=artifact.lineage,
-        accuracy=accuracy_from_logits(logits, labels, split="test", runtime=compiled.backend),
-        holdout_top1=holdout.top1,
-        agreement=measure_parity(reference.test, logits, reference_name="fp32 onnx (f32)", runtime=variant.name),
-        latency_ms=profiled.latency_ms,
-        measured=profiled.measured,
-        memory=profiled.memory,
-        size_bytes=profiled.size_bytes,
-        params=profiled.params,
-        macs=profiled.macs,
-        runtime_settings=profiled.runtime_settings,
-        runtime_version=profiled.runtime_version,
+        accuracy=result.test,
+        holdout_top1=result.holdout.top1,
+        agreement=measure_parity(
+            reference.test, result.test_logits, reference_name="fp32 onnx (f32)", runtime=variant.name
+        ),  # fmt: skip
+        latency_ms=result.latency_ms,
+        estimate=result.estimate,
+        measured=result.measured,
+        latency_source=result.why,
+        memory=result.memory,
+        size_bytes=result.size_bytes,
+        params=result.params,
+        macs=result.macs,
+        runtime_settings=result.runtime_settings,
+        runtime_version=result.runtime_version,
     )
 
 
@@ -272,14 +310,15 @@ def _mark_baseline_and_recommendation(records: list[VariantRecord], *, max_drop:
     whose holdout top-1 is within ``max_drop`` of the best fp32 variant's: chosen on holdout, never test."""
     if not records:
         return
-    baseline = records[0].latency_ms.p50
+    first = records[0]
     for record in records:
-        record.speedup_vs_baseline = round(baseline / record.latency_ms.p50, 3)
+        if record.measured == first.measured:  # a measured and an estimated figure are never divided
+            record.speedup_vs_baseline = round(first.p50() / record.p50(), 3)
     deployable = [record for record in records if record.backend != "torch"] or records
     floats = [record for record in deployable if record.precision == "fp32"] or deployable
     floor = max(record.holdout_top1 for record in floats) - max_drop
     eligible = [record for record in deployable if record.holdout_top1 >= floor - 1e-9] or floats
-    min(eligible, key=lambda record: record.latency_ms.p50).recommended = True
+    min(eligible, key=lambda record: (not record.measured, record.p50())).recommended = True
 
 
 def export(

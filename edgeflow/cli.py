@@ -28,6 +28,8 @@ JsonOption = typer.Option(False, "--json", help="print machine-readable results 
 DeviceOption = typer.Option("cpu", "--device", "-d", help="device name (edgeflow devices) or a device YAML file")
 DataSetOption = typer.Option(None, "--data", help="digits, digits-hard, or an ImageFolder directory")
 ArchOption = typer.Option(None, "--arch", help="architecture of a checkpoint file")
+HostOption = typer.Option(None, "--host", help="ssh devices: [user@]host[:port] (overrides the file and env)")
+KeyOption = typer.Option(None, "--key", help="ssh devices: private key file")
 
 
 @contextlib.contextmanager
@@ -67,21 +69,24 @@ def optimize(
         ..., help="model name (edgeflow models), a .pt checkpoint with --arch, or an .onnx file"
     ),
     device: str = DeviceOption,
-    recipe: str = typer.Option(
-        "default", "--recipe", "-r", help="recipe name (edgeflow recipes) or a recipe YAML file"
+    recipe: str | None = typer.Option(
+        None, "--recipe", "-r", help="recipe name (edgeflow recipes) or YAML file; default: the device's, else default"
     ),
     data: str | None = DataSetOption,
     out: Path = typer.Option(Path("reports/latest"), "--out", "-o", help="report folder (replaced on success)"),
     arch: str | None = ArchOption,
+    host: str | None = HostOption,
+    key: str | None = KeyOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Compress, export, time and evaluate MODEL on DEVICE, and write a report."""
     from edgeflow.api import optimize as run_optimize
+    from edgeflow.device import load_device
 
     report = _run(
         lambda: run_optimize(
             model,
-            device=device,
+            device=load_device(device).with_connection(host=host, key=key),
             recipe=recipe,
             data=data,
             out=out,
@@ -101,8 +106,8 @@ def optimize(
             variant.backend,
             f"{variant.precision}/{variant.execution_precision}",
             f"{100 * variant.accuracy.top1:.2f}",
-            f"{variant.latency_ms.p50:.3f}",
-            f"{variant.latency_ms.p90:.3f}",
+            f"{variant.p50():.3f}" + ("" if variant.measured else " (est.)"),
+            "n/a" if variant.latency_ms is None else f"{variant.latency_ms.p90:.3f}",
             f"{variant.size_bytes / 2**20:.2f}",
             "measured" if variant.measured else "estimated",
         )
@@ -369,8 +374,6 @@ def models(as_json: bool = JsonOption) -> None:
 
 devices_app = typer.Typer(no_args_is_help=False, help="Devices: list, show, check (reach it, probe runtimes).")
 app.add_typer(devices_app, name="devices")
-HostOption = typer.Option(None, "--host", help="ssh devices: [user@]host[:port] (overrides the file and env)")
-KeyOption = typer.Option(None, "--key", help="ssh devices: private key file")
 
 
 @devices_app.callback(invoke_without_command=True)
@@ -431,6 +434,41 @@ def devices_check(
     if found.missing:
         error_console.print(f"error: {found.device} lacks {', '.join(found.missing)}", markup=False)
         raise typer.Exit(code=1)
+
+
+@devices_app.command("calibrate")
+def devices_calibrate(
+    device: str = typer.Argument(..., help="device name, alias or YAML file (transport: local)"),
+    models: str = typer.Option(
+        "mobilenet_v2,mobilenet_v3_large,mobilenet_v3_small,mnasnet1_0,resnet18",
+        "--models",
+        help="comma-separated registry models whose blocks are measured",
+    ),
+    resolution: int = typer.Option(128, "--resolution", help="input side in pixels"),
+    backend: str | None = typer.Option(None, "--backend", "-b", help="openvino or onnxruntime (default: device's)"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Measure DEVICE's lookup table (block compute times) and fit it on whole models timed there."""
+    from edgeflow.device import load_device
+    from edgeflow.latency.table import calibrate_device
+
+    names = [name.strip() for name in models.split(",") if name.strip()]
+    fitted = _run(lambda: calibrate_device(load_device(device), models=names, resolution=resolution, backend=backend))
+    if as_json:
+        _print_json(fitted.model_dump(mode="json"))
+        return
+    fit = fitted.fit
+    console.print(
+        f"{fitted.device} ({fitted.context}): latency = {fit.intercept_ms:.3f} ms + {fit.compute_scale:.3f} x blocks "
+        f"+ {fit.per_block_ms:.4f} ms per block",
+        highlight=False,
+    )
+    for point in fit.calibration:
+        error = 100 * (point.estimate_ms / point.measured_ms - 1)
+        console.print(
+            f"  {point.name}: measured {point.measured_ms:.3f} ms, fitted {point.estimate_ms:.3f} ms ({error:+.1f}%)",
+            highlight=False,
+        )
 
 
 @app.command()

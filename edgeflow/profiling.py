@@ -154,17 +154,17 @@ class CostStats(BaseModel):
 _CONVOLUTIONS = {"Convolution", "GroupConvolution"}
 
 
-def _shape(output) -> list[int]:
+def output_shape(output) -> list[int]:
     return [dim.get_length() for dim in output.get_partial_shape()]
 
 
-def _constant_elements(node) -> int:
+def constant_elements(node) -> int:
     """Elements of the constant behind a (possibly decompressed or fake-quantized) weight input."""
     while node.get_type_name() in {"Convert", "FakeQuantize", "Multiply", "Subtract", "Reshape"}:
         node = node.input_value(0).get_node()
     if node.get_type_name() != "Constant":
         return 0
-    return int(np.prod(_shape(node.output(0)))) if len(node.output(0).get_partial_shape()) else 1
+    return int(np.prod(output_shape(node.output(0)))) if len(node.output(0).get_partial_shape()) else 1
 
 
 def count_cost(artifact_model) -> CostStats:
@@ -176,25 +176,29 @@ def count_cost(artifact_model) -> CostStats:
     """
     macs = 0
     params = 0
-    batch = max(1, _shape(artifact_model.inputs[0])[0]) if artifact_model.inputs[0].get_partial_shape().is_static else 1
+    batch = (
+        max(1, output_shape(artifact_model.inputs[0])[0])
+        if artifact_model.inputs[0].get_partial_shape().is_static
+        else 1
+    )
     for op in artifact_model.get_ordered_ops():
         kind = op.get_type_name()
         if kind in _CONVOLUTIONS:
-            out_elements = int(np.prod(_shape(op.output(0))))
-            weights = _shape(op.input_value(1))
+            out_elements = int(np.prod(output_shape(op.output(0))))
+            weights = output_shape(op.input_value(1))
             per_output = int(np.prod(weights[-3:])) if kind == "GroupConvolution" else int(np.prod(weights[1:]))
             macs += out_elements * per_output
         elif kind == "MatMul":
-            a_shape = _shape(op.input_value(0))
+            a_shape = output_shape(op.input_value(0))
             transpose_a = op.get_attributes().get("transpose_a", False)
             inner = a_shape[-2] if transpose_a else a_shape[-1]
-            macs += int(np.prod(_shape(op.output(0)))) * inner
+            macs += int(np.prod(output_shape(op.output(0)))) * inner
         else:
             continue
-        params += _constant_elements(op.input_value(1).get_node())
+        params += constant_elements(op.input_value(1).get_node())
         for target in op.output(0).get_target_inputs():
             consumer = target.get_node()
             if consumer.get_type_name() == "Add":
                 other = consumer.input_value(1 - target.get_index()).get_node()
-                params += _constant_elements(other)
+                params += constant_elements(other)
     return CostStats(macs=macs // batch, params=params)

@@ -96,6 +96,9 @@ class QuantizeConfig(StrictModel):
     per_channel: bool = Field(default=True, description="per-channel weight scales (ort-static)")
     calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     activation_type: Literal["uint8", "int8"] = "uint8"
+    symmetric: bool = Field(
+        default=False, description="ort-static: zero points 0 for weights and activations (TensorRT reads only these)"
+    )
     max_drop: float = Field(
         default=0.01, ge=0, le=1, description="largest top-1 drop (fraction) on the holdout split, vs float"
     )
@@ -105,8 +108,10 @@ class QuantizeConfig(StrictModel):
 INT8_METHODS = {
     "openvino": {"auto", "nncf-ptq", "nncf-accuracy-control", "nncf-qat"},
     "onnxruntime": {"auto", "ort-static", "ort-dynamic", "nncf-ptq"},
+    # TensorRT's explicit quantization reads QDQ ONNX with symmetric int8 scales (zero point 0)
+    "tensorrt": {"ort-static"},
 }
-_DEFAULT_INT8_METHOD = {"openvino": "nncf-ptq", "onnxruntime": "ort-static"}
+_DEFAULT_INT8_METHOD = {"openvino": "nncf-ptq", "onnxruntime": "ort-static", "tensorrt": "ort-static"}
 
 
 class VariantSpec(StrictModel):
@@ -117,7 +122,7 @@ class VariantSpec(StrictModel):
     """
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    backend: Literal["openvino", "onnxruntime", "torch"]
+    backend: Literal["openvino", "onnxruntime", "torch", "tensorrt"]
     precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
     execution_precision: Literal["default", "f32", "bf16", "f16"] | None = Field(
         default=None, description="override the device's OpenVINO execution precision for this variant"
@@ -126,8 +131,10 @@ class VariantSpec(StrictModel):
 
     @model_validator(mode="after")
     def _check_combination(self) -> VariantSpec:
-        if self.execution_precision is not None and self.backend != "openvino":
+        if self.execution_precision is not None and self.backend not in ("openvino", "tensorrt"):
             raise ValueError("execution_precision applies to the openvino backend only")
+        if self.backend == "tensorrt" and self.precision == "fp16":
+            self.execution_precision = "f16"  # TensorRT builds the fp16 engine from the float ONNX
         if self.precision == "bf16":
             if self.backend != "openvino":
                 raise ValueError("bf16 variants run on the openvino backend only")
@@ -141,11 +148,13 @@ class VariantSpec(StrictModel):
                 raise ValueError("torch variants are the fp32 baseline")
             return self
         if self.backend == "torch":
-            raise ValueError("int8 variants run on openvino or onnxruntime")
+            raise ValueError("int8 variants run on openvino, onnxruntime or tensorrt")
         if self.quantize is None:
             self.quantize = QuantizeConfig(method=_DEFAULT_INT8_METHOD[self.backend])
         elif "method" not in self.quantize.model_fields_set:
             self.quantize.method = _DEFAULT_INT8_METHOD[self.backend]
+        if self.backend == "tensorrt":  # explicit quantization: symmetric int8 Q/DQ pairs
+            self.quantize.activation_type, self.quantize.symmetric = "int8", True
         if self.quantize.method not in INT8_METHODS[self.backend]:
             allowed = ", ".join(sorted(INT8_METHODS[self.backend]))
             raise ValueError(f"method {self.quantize.method} does not build {self.backend} artifacts (use {allowed})")

@@ -7,6 +7,8 @@ and runtime, and the folder is removed afterwards whether the run worked, failed
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -151,3 +153,66 @@ def time_on_device(
         settings=data["settings"], address=transport.address,
     )  # fmt: skip
     return timing, logits
+
+
+class TrtexecTiming(BaseModel):
+    """An engine built and timed by trtexec on the device (GPU compute time per inference)."""
+
+    latency_ms: LatencyStats
+    samples_ms: list[float]
+    h2d_median_ms: float | None
+    d2h_median_ms: float | None
+    throughput_qps: float
+    tensorrt_version: str | None
+    gpu: str | None
+    engine_cache: str | None
+    address: str
+    command: str
+
+
+def time_with_trtexec(
+    artifact: Artifact, *, device: DeviceSpec, precision: str, duration_s: int = 10, transport: Transport | None = None
+) -> TrtexecTiming:
+    """Copy the ONNX to ``device``, build and time it with trtexec there, fetch the per-inference times and
+    the engine (cached here by TensorRT version, GPU, precision and shape: engines do not carry between
+    GPUs or TensorRT versions)."""
+    from edgeflow.backends.tensorrt import engine_cache_folder, engine_cache_key
+    from edgeflow.backends.trtexec import parse_summary, trtexec_command
+
+    transport = transport or open_transport(device)
+    trtexec = device.ssh.trtexec if device.ssh is not None else "trtexec"
+    if artifact.format != "onnx" or artifact.path is None:
+        raise DeviceError(device.name, "copy the model", f"trtexec builds engines from ONNX, not {artifact.format}")
+    step = f"build and time {artifact.path.name} with trtexec ({precision})"
+    with transport.workspace() as folder, tempfile.TemporaryDirectory() as local:
+        transport.put(artifact.path, f"{folder}/model.onnx", step=f"copy {artifact.path.name}")
+        argv = trtexec_command(
+            trtexec=trtexec, onnx=f"{folder}/model.onnx", engine=f"{folder}/model.engine", precision=precision,
+            duration_s=duration_s, times_json=f"{folder}/times.json",
+        )  # fmt: skip
+        done = transport.run(argv, step=step, timeout=transport.command_timeout, check=False)
+        if done.returncode == 127:
+            raise DeviceError(device.name, step, f"trtexec not found at {trtexec} (set ssh.trtexec in the device file)")
+        summary = parse_summary(done.stdout + done.stderr, device=device.name)
+        transport.get(f"{folder}/times.json", Path(local) / "times.json", step="fetch trtexec's times")
+        times = json.loads((Path(local) / "times.json").read_text())
+        transport.get(f"{folder}/model.engine", Path(local) / "model.engine", step="fetch the engine")
+        key = engine_cache_key(
+            artifact.path.read_bytes(), tensorrt_version=summary.tensorrt_version or "unknown",
+            gpu=summary.device or device.name, precision=precision, shape=artifact.input_shape or (),
+        )  # fmt: skip
+        cached = engine_cache_folder() / f"{key}.engine"
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(Path(local) / "model.engine"), cached)
+    samples = np.asarray([entry["computeMs"] for entry in times], dtype=np.float64)
+    if samples.size == 0:
+        raise DeviceError(device.name, step, "trtexec recorded no inference times")
+    latency = LatencyStats.from_samples((samples * 1e6).astype(np.int64), cold_ns=int(samples[0] * 1e6), warmup=0,
+                                        batch=1)  # fmt: skip
+    return TrtexecTiming(
+        latency_ms=latency, samples_ms=samples.round(6).tolist(),
+        h2d_median_ms=summary.h2d.median if summary.h2d else None,
+        d2h_median_ms=summary.d2h.median if summary.d2h else None,
+        throughput_qps=summary.throughput_qps, tensorrt_version=summary.tensorrt_version, gpu=summary.device,
+        engine_cache=str(cached), address=transport.address, command=shlex.join(argv),
+    )  # fmt: skip

@@ -47,11 +47,14 @@ def build_variant(
             lineage=["torch"],
         )  # fmt: skip
         return artifact, None
-    base = floats.onnx if variant.backend == "onnxruntime" else floats.openvino
+    base = floats.openvino if variant.backend == "openvino" else floats.onnx
     assert base is not None, "the OpenVINO IR is built whenever a variant runs on openvino"
     if variant.precision in ("fp32", "bf16"):  # bf16 is an execution precision of the fp32 artifact
         return base, None
-    suffix = ".onnx" if variant.backend == "onnxruntime" else ".xml"
+    if variant.backend == "tensorrt" and variant.precision == "fp16":
+        # TensorRT reads the float ONNX and builds an fp16 engine from it (--fp16): no fp16 file to ship
+        return base, None
+    suffix = ".xml" if variant.backend == "openvino" else ".onnx"
     path = folder / f"{file_stem or 'model_' + variant.name}{suffix}"
     if variant.precision == "fp16":
         return _fp16(base, path=path), None

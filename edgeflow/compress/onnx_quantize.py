@@ -68,6 +68,7 @@ def quantize_onnx_static(
         "weight_type": "int8",
         "activation_type": config.activation_type,
         "calibrate_method": config.calibrate_method,
+        "symmetric": config.symmetric,
         "subset_size": len(subset),
         "preprocessed": True,
     }
@@ -79,8 +80,11 @@ def quantize_onnx_static(
                 str(preprocessed), str(temporary), _ImageReader(subset, input_name),
                 quant_format=QuantFormat.QDQ, per_channel=config.per_channel, weight_type=QuantType.QInt8,
                 activation_type=activation_type, calibrate_method=methods[config.calibrate_method],
+                extra_options={"ActivationSymmetric": config.symmetric, "WeightSymmetric": True},
             )  # fmt: skip
-    lineage = f"ort-static(qdq, per_channel={config.per_channel}, calibrate={config.calibrate_method})"
+    lineage = f"ort-static(qdq, per_channel={config.per_channel}, calibrate={config.calibrate_method}" + (
+        ", symmetric int8)" if config.symmetric else ")"
+    )
     return _int8_result(artifact, path=path, shape=shape, lineage=lineage, method="ort-static", settings=settings)
 
 

@@ -23,8 +23,8 @@ def plot_accuracy_latency(report: Report, *, path: Path) -> None:
         label = f"{variant.name} ({variant.precision}/{variant.execution_precision})"
         if not variant.measured:
             label += ", estimated"
-        axes.scatter(variant.latency_ms.p50, 100 * variant.accuracy.top1, label=label, **style)
-    latencies = [variant.latency_ms.p50 for variant in report.variants]
+        axes.scatter(variant.p50(), 100 * variant.accuracy.top1, label=label, **style)
+    latencies = [variant.p50() for variant in report.variants]
     if latencies and max(latencies) > 4 * min(latencies):
         axes.set_xscale("log")  # torch eager is often several times slower than the runtimes
         from matplotlib.ticker import FormatStrFormatter

@@ -34,7 +34,15 @@ def _filters() -> dict:
     def kind(measured: bool) -> str:
         return "measured" if measured else "estimated"
 
-    return {"pct": pct, "ms": ms, "mib": mib, "millions": millions, "kind": kind}
+    def latency(variant, field: str = "p50") -> str:
+        """A measured statistic, or for an estimated variant its estimate (p50 column only), marked so."""
+        if variant.latency_ms is not None:
+            return ms(getattr(variant.latency_ms, field))
+        if field == "p50" and variant.estimate is not None:
+            return f"~{variant.estimate.ms:.3f} (estimated, {variant.estimate.method})"
+        return "n/a"
+
+    return {"pct": pct, "ms": ms, "mib": mib, "millions": millions, "kind": kind, "latency": latency}
 
 
 _ENVIRONMENT.filters.update(_filters())

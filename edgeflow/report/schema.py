@@ -9,10 +9,11 @@ from pydantic import BaseModel, Field
 from edgeflow.accuracy import AccuracyStats
 from edgeflow.compress.summary import QuantizationSummary
 from edgeflow.exporter import ParityStats
+from edgeflow.latency import LatencyEstimate
 from edgeflow.profiling import LatencyStats, MemoryStats
 from edgeflow.train import TrainStats
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: latency_ms may be None, with an estimate instead
 
 
 class ModelRecord(BaseModel):
@@ -36,8 +37,10 @@ class VariantRecord(BaseModel):
     lineage: list[str]
     accuracy: AccuracyStats  # on the test split: the reported figure
     holdout_top1: float  # on the holdout split: what the recommendation is chosen on
-    latency_ms: LatencyStats
+    latency_ms: LatencyStats | None = Field(description="timed on the device's runtime; None when estimated")
+    estimate: LatencyEstimate | None = Field(default=None, description="predicted latency when not measured")
     measured: bool = Field(description="true when the latency was timed on the device's runtime")
+    latency_source: str = ""  # where it was timed, or why it is estimated
     memory: MemoryStats | None
     size_bytes: int
     params: int
@@ -46,8 +49,15 @@ class VariantRecord(BaseModel):
     runtime_version: str
     agreement: ParityStats | None = None  # against the float (fp32) artifact, on the same test images
     quantization: QuantizationSummary | None = None
-    speedup_vs_baseline: float | None = None  # p50 of the first variant / this p50
+    speedup_vs_baseline: float | None = None  # p50 of the first variant / this p50 (both measured or both estimated)
     recommended: bool = False
+
+    def p50(self) -> float:
+        """The measured p50, or the estimate where nothing was measured (never a mix of the two)."""
+        if self.latency_ms is not None:
+            return self.latency_ms.p50
+        assert self.estimate is not None, "a variant has a measured latency or an estimate"
+        return self.estimate.ms
 
 
 class Report(BaseModel):

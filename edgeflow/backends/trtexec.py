@@ -1,0 +1,126 @@
+"""TensorRT's ``trtexec`` on a device: the command that builds and times an engine, and its output parsed.
+
+trtexec prints a performance summary at the end of a run; what it calls "GPU Compute Time" is the time
+the engine spent on the GPU, "Latency" adds the host-device copies (H2D, D2H). Different TensorRT
+releases print different percentiles (7.x: 99%; 8.x: 90/95/99%; 10.x the same): every one is optional
+except min, max, mean and median.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from pydantic import BaseModel
+
+from edgeflow.errors import DeviceError
+
+_METRICS = {
+    "Throughput": "throughput_qps",
+    "Latency": "latency",
+    "Enqueue Time": "enqueue",
+    "H2D Latency": "h2d",
+    "GPU Compute Time": "gpu_compute",
+    "D2H Latency": "d2h",
+}
+_LINE = re.compile(
+    r"\[I\] (?P<name>Throughput|Latency|Enqueue Time|H2D Latency|GPU Compute Time|D2H Latency): (?P<rest>.*)$"
+)
+_STAT = re.compile(r"(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\)) = ([0-9.eE+-]+) ms")
+
+
+class TrtexecStats(BaseModel):
+    """One metric of trtexec's performance summary, in milliseconds."""
+
+    min: float
+    max: float
+    mean: float
+    median: float
+    percentiles: dict[str, float] = {}  # "90", "95", "99" -> ms
+
+
+class TrtexecSummary(BaseModel):
+    """trtexec's performance summary, with the TensorRT version and device it names."""
+
+    tensorrt_version: str | None
+    device: str | None
+    throughput_qps: float
+    latency: TrtexecStats
+    gpu_compute: TrtexecStats
+    enqueue: TrtexecStats | None = None
+    h2d: TrtexecStats | None = None
+    d2h: TrtexecStats | None = None
+    total_gpu_compute_s: float | None = None
+    total_walltime_s: float | None = None
+
+
+def parse_summary(text: str, *, device: str = "trtexec") -> TrtexecSummary:
+    """The performance summary of a trtexec run; raises DeviceError when the output has none (a failed
+    build prints "&&&& FAILED" and no summary)."""
+    found: dict[str, object] = {}
+    for line in text.splitlines():
+        match = _LINE.search(line)
+        if match is None:
+            continue
+        key, rest = _METRICS[match["name"]], match["rest"]
+        if key == "throughput_qps":
+            found[key] = float(rest.split()[0])
+            continue
+        stats = {name if not pct else f"p{pct}": float(value) for name, pct, value in _STAT.findall(rest)}
+        if not {"min", "max", "mean", "median"} <= stats.keys():
+            continue
+        percentiles = {name[1:]: value for name, value in stats.items() if name.startswith("p")}
+        found[key] = TrtexecStats(
+            min=stats["min"], max=stats["max"], mean=stats["mean"], median=stats["median"], percentiles=percentiles
+        )
+    if "gpu_compute" not in found or "latency" not in found:
+        failed = next((line for line in text.splitlines() if "FAILED" in line or "Error" in line), "")
+        raise DeviceError(
+            device, "read trtexec's output", f"no performance summary{': ' + failed.strip() if failed else ''}"
+        )
+    version = re.search(r"TensorRT version: ([0-9.]+)|\[TensorRT v(\d+)\]", text)
+    if version and version.group(2):
+        digits = version.group(2)  # v100200 -> 10.2.0
+        version_text = f"{int(digits[:-4])}.{int(digits[-4:-2])}.{int(digits[-2:])}"
+    else:
+        version_text = version.group(1) if version else None
+    selected = re.search(r"Selected Device: (.+)", text)
+    totals = {
+        name: float(match.group(1))
+        for name, pattern in (
+            ("total_gpu_compute_s", r"Total GPU Compute Time: ([0-9.]+) s"),
+            ("total_walltime_s", r"Total Host Walltime: ([0-9.]+) s"),
+        )  # fmt: skip
+        if (match := re.search(pattern, text))
+    }
+    return TrtexecSummary(
+        tensorrt_version=version_text, device=selected.group(1).strip() if selected else None, **found, **totals
+    )
+
+
+def trtexec_command(
+    *, trtexec: str, onnx: str, engine: str, precision: str, warmup_ms: int = 500, duration_s: int = 10,
+    times_json: str | None = None, profile_json: str | None = None,
+) -> list[str]:  # fmt: skip
+    """The trtexec argv that builds ``onnx`` into ``engine`` at ``precision`` and times it.
+
+    int8 is explicit quantization: the ONNX carries Q/DQ pairs (no calibrator); ``--fp16`` lets the
+    layers left in float run in fp16. ``profile_json`` adds a separate per-layer profiling run, so the
+    timing run is not slowed by the profiler.
+    """
+    argv = [trtexec, f"--onnx={onnx}", f"--saveEngine={engine}", f"--warmUp={warmup_ms}", f"--duration={duration_s}"]
+    if precision == "fp16":
+        argv.append("--fp16")
+    elif precision == "int8":
+        argv += ["--int8", "--fp16"]
+    elif precision != "fp32":
+        raise ValueError(f"trtexec builds fp32, fp16 or int8 engines, not {precision}")
+    if times_json:
+        argv.append(f"--exportTimes={times_json}")
+    if profile_json:
+        argv += ["--separateProfileRun", "--dumpProfile", f"--exportProfile={profile_json}"]
+    return argv
+
+
+def shell_line(argv: list[str]) -> str:
+    return shlex.join(argv)

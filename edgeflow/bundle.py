@@ -1,0 +1,197 @@
+"""The ship bundle: what an app or a device build needs, with a manifest that says what each file is.
+
+``bundle/`` in a report folder holds the recommended variant's model file(s), for phones the ONNX Runtime
+mobile format (``.ort``) with the operator config a minimal ORT build needs, ``labels.txt``, and
+``manifest.json``: input name, shape, layout, dtype and normalization (mean/std after scaling to 0..1),
+labels, the sha256 and size of every file, precision, runtime and version, the metrics with the device
+they were measured on (or ``measured: false`` and how they were estimated), and for TensorRT devices the
+exact commands that build the engine and measure it there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from edgeflow.artifact import Artifact
+from edgeflow.data import DataSplits
+from edgeflow.device import DeviceSpec
+from edgeflow.errors import ModelLoadError
+from edgeflow.io import write_json, write_text
+from edgeflow.report.schema import VariantRecord
+
+MANIFEST_VERSION = 1
+
+
+class BundleFile(BaseModel):
+    path: str
+    sha256: str
+    bytes: int
+    role: str  # model, weights, ort-model, ort-config, labels
+
+
+class Manifest(BaseModel):
+    manifest_version: int = MANIFEST_VERSION
+    model: str
+    variant: str
+    precision: str
+    runtime: str
+    runtime_version: str
+    input: dict
+    labels: list[str]
+    files: list[BundleFile]
+    metrics: dict
+    device: dict
+    build: dict  # commands that build (TensorRT) and measure the bundle on the device
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_bundle(
+    *,
+    folder: Path,
+    record: VariantRecord,
+    artifact: Artifact,
+    model_name: str,
+    splits: DataSplits,
+    device: DeviceSpec,
+) -> Manifest:
+    """Write ``folder`` (inside a staged report folder, so it appears whole or not at all)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files: list[tuple[Path, str]] = []
+    for index, source in enumerate(artifact.files):
+        target = folder / f"model{source.suffix}"
+        shutil.copyfile(source, target)
+        files.append((target, "model" if index == 0 else "weights"))
+    if device.kind == "phone" and artifact.format == "onnx":
+        files += _ort_format(folder / "model.onnx")
+    write_text(folder / "labels.txt", "\n".join(splits.class_names) + "\n")
+    files.append((folder / "labels.txt", "labels"))
+    input_shape = list(artifact.input_shape or [])
+    manifest = Manifest(
+        model=model_name,
+        variant=record.name,
+        precision=record.precision,
+        runtime=record.backend,
+        runtime_version=record.runtime_version,
+        input={
+            "name": _input_name(folder / f"model{artifact.files[0].suffix}", artifact.format),
+            "shape": input_shape,
+            "layout": "NCHW",
+            "dtype": "float32",
+            "color": "RGB",
+            "scale": "divide 0..255 pixel values by 255, then subtract mean and divide by std, per channel",
+            "mean": list(splits.mean),
+            "std": list(splits.std),
+            "resize": f"{input_shape[-1]}x{input_shape[-2]} bilinear" if len(input_shape) == 4 else "",
+        },
+        labels=list(splits.class_names),
+        files=[
+            BundleFile(path=path.name, sha256=sha256(path), bytes=path.stat().st_size, role=role)
+            for path, role in files
+        ],
+        metrics=_metrics(record, device),
+        device={"name": device.name, "description": device.description, "transport": device.transport},
+        build=build_commands(record, device, model_file=f"model{artifact.files[0].suffix}"),
+    )
+    write_json(folder / "manifest.json", manifest.model_dump(mode="json"))
+    return manifest
+
+
+def _metrics(record: VariantRecord, device: DeviceSpec) -> dict:
+    latency: dict = {"measured": record.measured, "device": device.name, "how": record.latency_source}
+    if record.latency_ms is not None:
+        latency.update(p50_ms=record.latency_ms.p50, p90_ms=record.latency_ms.p90, p99_ms=record.latency_ms.p99)
+    elif record.estimate is not None:
+        latency.update(estimated_ms=record.estimate.ms, method=record.estimate.method, detail=record.estimate.detail)
+    return {
+        "latency": latency,
+        "accuracy": {
+            "top1": record.accuracy.top1,
+            "top5": record.accuracy.top5,
+            "split": record.accuracy.split,
+            "samples": record.accuracy.samples,
+            "computed_by": record.accuracy.runtime,
+        },  # fmt: skip
+        "size_bytes": record.size_bytes,
+        "params": record.params,
+        "macs": record.macs,
+    }
+
+
+def build_commands(record: VariantRecord, device: DeviceSpec, *, model_file: str) -> dict:
+    """The commands that build and measure the bundle on the device, exactly as they would be run."""
+    measure = ["edgeflow", "profile", model_file, "--device", device.name]
+    if record.backend == "tensorrt":
+        from edgeflow.backends.trtexec import trtexec_command
+
+        trtexec = device.ssh.trtexec if device.ssh is not None else "trtexec"
+        precision = "fp16" if record.precision == "fp16" else record.precision
+        on_device = trtexec_command(
+            trtexec=trtexec, onnx=model_file, engine="model.engine", precision=precision, times_json="times.json"
+        )
+        return {
+            "on_device": shlex.join(on_device),
+            "note": "run in the bundle folder on the device; the engine is built there (engines do not carry "
+            "between GPUs or TensorRT versions) and times.json holds the GPU compute time of every inference",
+            "from_this_host": shlex.join([*measure, "--backend", "tensorrt", "--host", "USER@HOST"]),
+        }
+    if device.transport == "ssh":
+        return {"from_this_host": shlex.join([*measure, "--backend", record.backend, "--host", "USER@HOST"])}
+    if device.transport == "adb":
+        return {
+            "on_device": shlex.join(
+                ["onnxruntime_perf_test", "-e", "cpu", "-m", "times", "-r", "500", "-I", "model.ort"]
+            ),
+            "note": "push the bundle with `adb push bundle /data/local/tmp/edgeflow`, then run this in that folder",
+        }
+    return {"from_this_host": shlex.join([*measure, "--backend", record.backend])}
+
+
+def _input_name(path: Path, format: str) -> str:
+    if format == "onnx":
+        import onnx
+
+        return onnx.load(str(path), load_external_data=False).graph.input[0].name
+    from edgeflow.backends.openvino import read_model
+
+    return read_model(Artifact(format="openvino", path=path)).inputs[0].get_any_name()
+
+
+def _ort_format(onnx_path: Path) -> list[tuple[Path, str]]:
+    """The ONNX Runtime mobile format of ``onnx_path`` and its required-operators config, made with ORT's
+    own converter (``python -m onnxruntime.tools.convert_onnx_models_to_ort``)."""
+    with tempfile.TemporaryDirectory(dir=onnx_path.parent) as scratch:
+        source = Path(scratch) / onnx_path.name
+        shutil.copyfile(onnx_path, source)
+        done = subprocess.run(
+            [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(source),
+             "--optimization_style", "Fixed"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        ort_files = list(Path(scratch).glob("*.ort"))
+        configs = list(Path(scratch).glob("*.config"))
+        if done.returncode != 0 or not ort_files:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ModelLoadError(f"ONNX Runtime could not convert {onnx_path.name} to the .ort format: {last}")
+        ort_target = onnx_path.with_suffix(".ort")
+        shutil.move(str(ort_files[0]), ort_target)
+        result = [(ort_target, "ort-model")]
+        if configs:
+            config_target = onnx_path.parent / "required_operators.config"
+            shutil.move(str(configs[0]), config_target)
+            result.append((config_target, "ort-config"))
+    return result

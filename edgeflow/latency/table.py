@@ -1,0 +1,136 @@
+"""Lookup-table estimates for a device: the compute time of every block, measured on the device once and
+cached (the NetAdapt table, :class:`edgeflow.netadapt.oracle.LookupTable`), mapped to a whole-model
+latency by a fit over calibration models timed whole on the device (``edgeflow devices calibrate``):
+
+    latency = intercept + compute_scale x (sum of the model's block entries) + per_block x (blocks)
+
+A model whose blocks are all in the table is estimated without the device; a block the table lacks
+needs the device (it is measured then, when the device is this machine), else no table estimate is made.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from edgeflow.device import DeviceSpec
+from edgeflow.errors import ConfigError, DeviceError
+from edgeflow.io import write_json
+from edgeflow.latency.estimate import LatencyEstimate
+from edgeflow.netadapt.oracle import LookupTable, TableFit, Timer, _least_squares, cache_folder, default_table_path
+from edgeflow.profile_config import ProfileConfig
+
+TABLE_BACKENDS = ("openvino", "onnxruntime")
+
+
+class DeviceFit(BaseModel):
+    """How block entries add up to whole models on one device, fitted on calibration models."""
+
+    device: str
+    context: str  # device, runtime and version, precision, threads (the table's)
+    input_shape: list[int]
+    models: list[str]
+    fit: TableFit
+
+
+def device_timer(device: DeviceSpec, backend: str | None = None, *, workdir: Path | None = None) -> Timer:
+    backend = backend or next((name for name in device.runtimes if name in TABLE_BACKENDS), None)
+    if backend is None or backend not in TABLE_BACKENDS:
+        raise ConfigError(f"device {device.name}: a lookup table is measured with openvino or onnxruntime")
+    profile = ProfileConfig(warmup=20, iterations=2000, max_seconds=1.0)
+    folder = workdir or cache_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    return Timer(device, backend, device.runtime, profile, folder)
+
+
+def _fit_path(timer: Timer, input_shape: tuple[int, ...]) -> Path:
+    table = default_table_path(cache_folder(), timer, input_shape)
+    return table.with_name(table.stem + ".fit.json")
+
+
+def block_features(table: LookupTable, module: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, int]:
+    """(sum of the model's block entries, number of blocks); measures the entries the table lacks."""
+    return table.features(module, input_shape)
+
+
+def calibrate(
+    device: DeviceSpec, *, models: dict[str, nn.Module], input_shape: tuple[int, ...], backend: str | None = None,
+    rounds: int = 5,
+) -> tuple[DeviceFit, dict[str, float], dict[str, tuple[float, int]]]:  # fmt: skip
+    """Measure the blocks of ``models`` on ``device`` into its table, time the models whole in turn, and fit
+    how the blocks add up. Returns the fit (also saved beside the table), the whole-model timings and the
+    block features, both in the table's units (the host's speed when the table was begun)."""
+    if not device.is_local:
+        raise DeviceError(
+            device.name, "calibrate", "calibration runs where the device is this machine (transport: local)"
+        )
+    timer = device_timer(device, backend)
+    table = LookupTable(timer, default_table_path(cache_folder(), timer, input_shape))
+    features = {name: block_features(table, module, input_shape) for name, module in models.items()}
+    measured = table.in_table_units(models, input_shape, rounds=rounds)
+    fitted = DeviceFit(
+        device=device.name, context=timer.context(), input_shape=list(input_shape), models=sorted(models),
+        fit=_least_squares(features, measured),
+    )  # fmt: skip
+    table.save()
+    write_json(_fit_path(timer, input_shape), fitted.model_dump(mode="json"))
+    return fitted, measured, features
+
+
+def load_fit(device: DeviceSpec, input_shape: tuple[int, ...], backend: str | None = None) -> DeviceFit | None:
+    timer = device_timer(device, backend)
+    path = _fit_path(timer, input_shape)
+    if not path.exists():
+        return None
+    try:
+        fitted = DeviceFit.model_validate(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"device fit {path} is unreadable ({exc}); run edgeflow devices calibrate again") from None
+    return fitted if fitted.context == timer.context() else None
+
+
+def estimate_from_table(
+    device: DeviceSpec, module: nn.Module, input_shape: tuple[int, ...], *, precision: str, backend: str | None = None
+) -> LatencyEstimate | None:
+    """The table's estimate for ``module`` on ``device``, or None when the device was never calibrated at
+    this input size (or, for a device that is not this machine, when the table lacks one of its blocks)."""
+    fitted = load_fit(device, input_shape, backend)
+    if fitted is None:
+        return None
+    timer = device_timer(device, backend)
+    table = LookupTable(timer, default_table_path(cache_folder(), timer, input_shape))
+    if not device.is_local:
+        from edgeflow.netadapt.units import split_units
+
+        if any(unit.key not in table.entries for unit in split_units(module, input_shape)):
+            return None
+    with torch.no_grad():
+        blocks_ms, blocks = block_features(table, module, input_shape)
+    return LatencyEstimate(
+        ms=fitted.fit.estimate(blocks_ms, blocks), method="lookup-table", device=device.name, precision=precision,
+        detail=f"{blocks} blocks summing to {blocks_ms:.3f} ms; fit on {', '.join(fitted.models)}",
+        source=str(default_table_path(cache_folder(), timer, input_shape)),
+    )  # fmt: skip
+
+
+DEFAULT_CALIBRATION_MODELS = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "mnasnet1_0", "resnet18")
+
+
+def calibrate_device(
+    device: DeviceSpec, *, models: list[str] | tuple[str, ...] = DEFAULT_CALIBRATION_MODELS, resolution: int = 128,
+    backend: str | None = None, rounds: int = 5,
+) -> DeviceFit:  # fmt: skip
+    """``edgeflow devices calibrate``: the registry ``models`` (untrained: weights do not change a CNN's
+    latency) at ``resolution`` px, their blocks measured into the device's table and the fit made."""
+    from edgeflow.models import create_model
+
+    torch.manual_seed(0)
+    modules = {name: create_model(name, num_classes=10).eval() for name in models}
+    fitted, _measured, _features = calibrate(
+        device, models=modules, input_shape=(1, 3, resolution, resolution), backend=backend, rounds=rounds
+    )
+    return fitted
