@@ -278,7 +278,7 @@ def _measure_variant(
     result = run_on_device(
         artifact, device=device, backend=variant.backend, precision=variant.precision, settings=settings,
         profile=recipe.profile, test=splits.test, holdout=splits.holdout, max_samples=recipe.evaluate.max_samples,
-        cost_graph=floats.onnx if artifact.format == "torch" else None, module=floats.module,
+        cost_graph=floats.onnx if artifact.format == "torch" else None, float_graph=floats.onnx, module=floats.module,
     )  # fmt: skip
     return VariantRecord(
         name=variant.name,

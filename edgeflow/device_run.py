@@ -94,6 +94,7 @@ def run_on_device(
     holdout: ImageDataset,
     max_samples: int | None,
     cost_graph: Artifact | None = None,
+    float_graph: Artifact | None = None,
     module=None,
 ) -> DeviceResult:
     """Time ``artifact`` on ``device`` (or estimate it) and compute its test and holdout accuracy."""
@@ -153,7 +154,7 @@ def run_on_device(
             params=cost.params, macs=cost.macs, why=why,
         )  # fmt: skip
     estimate = _estimate(artifact, device=device, backend=backend, precision=precision, module=module,
-                         cost_graph=cost_graph)  # fmt: skip
+                         graph=float_graph or cost_graph or artifact)  # fmt: skip
     return DeviceResult(
         plan=plan, latency_ms=None, estimate=estimate, memory=None, runtime_version="(not run: estimated)",
         execution_precision=precision, runtime_settings={}, test=test_stats, test_logits=logits,
@@ -161,9 +162,10 @@ def run_on_device(
     )  # fmt: skip
 
 
-def _estimate(artifact: Artifact, *, device: DeviceSpec, backend: str, precision: str, module, cost_graph):
+def _estimate(artifact: Artifact, *, device: DeviceSpec, backend: str, precision: str, module, graph: Artifact):
     """The device's lookup table where it was calibrated for this input size and the variant runs in float
-    on the table's runtime, else the roofline from the descriptor's peak figures."""
+    on the table's runtime, else the roofline from the descriptor's peak figures, counted on the float
+    graph (``graph``): a QDQ graph's quantize/dequantize pairs are not layers the device runs."""
     from edgeflow.latency.roofline import estimate_roofline
     from edgeflow.latency.table import TABLE_BACKENDS, estimate_from_table
 
@@ -173,7 +175,7 @@ def _estimate(artifact: Artifact, *, device: DeviceSpec, backend: str, precision
         )
         if estimate is not None:
             return estimate
-    return estimate_roofline(cost_graph or artifact, device=device, precision=precision)
+    return estimate_roofline(graph, device=device, precision=precision)
 
 
 def _images(dataset: ImageDataset, max_samples: int | None) -> tuple[np.ndarray, np.ndarray]:

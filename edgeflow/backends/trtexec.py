@@ -74,10 +74,12 @@ def parse_summary(text: str, *, device: str = "trtexec") -> TrtexecSummary:
             min=stats["min"], max=stats["max"], mean=stats["mean"], median=stats["median"], percentiles=percentiles
         )
     if "gpu_compute" not in found or "latency" not in found:
-        failed = next((line for line in text.splitlines() if "FAILED" in line or "Error" in line), "")
-        raise DeviceError(
-            device, "read trtexec's output", f"no performance summary{': ' + failed.strip() if failed else ''}"
+        lines = text.splitlines()
+        failed = next((line for line in lines if "[E]" in line), None) or next(
+            (line for line in lines if "FAILED" in line), ""
         )
+        detail = f": {failed.strip()[:300]}" if failed else ""
+        raise DeviceError(device, "read trtexec's output", f"no performance summary{detail}")
     version = re.search(r"TensorRT version: ([0-9.]+)|\[TensorRT v(\d+)\]", text)
     if version and version.group(2):
         digits = version.group(2)  # v100200 -> 10.2.0

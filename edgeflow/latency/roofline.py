@@ -50,8 +50,10 @@ def layer_costs(model, *, precision: str) -> list[LayerCost]:
                 weights += constant_elements(node)
             elif value.get_partial_shape().is_static:
                 inputs += float(np.prod(output_shape(value)))
-        if kind in _MOVERS and (inputs == 0 or (kind in ("Add", "Multiply", "Subtract") and weights)):
-            continue  # a constant bias or scale: folded into the convolution before it
+        if kind in _MOVERS:
+            if inputs == 0 or (kind in ("Add", "Multiply", "Subtract") and weights):
+                continue  # a constant bias or scale: folded into the convolution before it
+            weights = 0.0  # the constants of a pool or reduction are its axes and kernel, not data
         if kind == "Convolution":
             kernel = output_shape(op.input_value(1))
             flops = 2.0 * out * float(np.prod(kernel[1:]))
