@@ -23,10 +23,10 @@ from edgeflow.config import parse_spec
 from edgeflow.data import DataSplits, load_data
 from edgeflow.device import DeviceSpec, RuntimeSettings, as_device
 from edgeflow.environment import environment, host_has_bf16
-from edgeflow.errors import ConfigError
+from edgeflow.errors import ConfigError, DeviceError
 from edgeflow.exporter import ParityStats, convert_to_openvino, export_onnx, measure_parity
 from edgeflow.io import ensure_writable_dir, staged_dir
-from edgeflow.measure import ProfileResult, choose_backend, compile_and_profile
+from edgeflow.measure import ProfileResult, artifact_cost, choose_backend, compile_and_profile
 from edgeflow.model_source import ModelSource, looks_like_file, resolve_model
 from edgeflow.models import model_info
 from edgeflow.prepare import load_model_and_data, train_if_needed
@@ -372,15 +372,46 @@ def profile(
     backend: str | None = None,
     config: ProfileConfig | None = None,
 ) -> ProfileResult:
-    """Time an exported artifact (.onnx or .xml) on ``device``'s runtime."""
+    """Time an exported artifact (.onnx or .xml) on ``device``'s runtime: in this process for a local
+    device, through the benchmark agent or trtexec for an SSH device (never estimated: a device that
+    cannot be reached is an error)."""
+    from edgeflow.device_run import timing_plan
+
     device_spec = as_device(device)
     loaded = artifact_from_path(artifact)
     _infer_precision(loaded)
     chosen = choose_backend(loaded, device_spec, backend)
-    _compiled, result = compile_and_profile(
-        loaded, device=device_spec, backend=chosen, config=config or ProfileConfig()
-    )
-    return result
+    config = config or ProfileConfig()
+    plan, why = timing_plan(device_spec, chosen)
+    if plan == "local":
+        _compiled, result = compile_and_profile(loaded, device=device_spec, backend=chosen, config=config)
+        return result
+    if plan == "estimate":
+        raise DeviceError(device_spec.name, "profile", why.replace(": latency estimated", ""))
+    cost = artifact_cost(loaded)
+    common = dict(
+        artifact=str(loaded.path), device=device_spec.name, backend=chosen, input_shape=list(loaded.input_shape or []),
+        measured=True, size_bytes=loaded.size_bytes, params=cost.params, macs=cost.macs,
+    )  # fmt: skip
+    if plan == "agent":
+        from edgeflow.remote import time_on_device
+
+        timing, _ = time_on_device(loaded, device=device_spec, backend=chosen, config=config)
+        return ProfileResult(
+            **common, runtime_version=timing.runtime_version, precision=loaded.precision,
+            execution_precision=str(timing.settings.get("execution_precision", "unknown")),
+            latency_ms=timing.latency_ms, memory=timing.memory,
+            runtime_settings={**timing.settings, "address": timing.address},
+        )  # fmt: skip
+    from edgeflow.remote import time_with_trtexec
+
+    precision = "int8" if loaded.precision == "int8" else "fp16"
+    timing = time_with_trtexec(loaded, device=device_spec, precision=precision)
+    return ProfileResult(
+        **common, runtime_version=f"TensorRT {timing.tensorrt_version}", precision=precision,
+        execution_precision=precision, latency_ms=timing.latency_ms, memory=None,
+        runtime_settings={"gpu": timing.gpu, "address": timing.address, "command": timing.command},
+    )  # fmt: skip
 
 
 def evaluate(

@@ -217,16 +217,19 @@ def profile(
     iterations: int = typer.Option(1000, "--iterations", "-n", help="stop after this many timed runs"),
     seconds: float = typer.Option(10.0, "--seconds", "-t", help="... or after this many seconds"),
     warmup: int = typer.Option(10, "--warmup", help="untimed runs first"),
+    host: str | None = HostOption,
+    key: str | None = KeyOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Time ARTIFACT on DEVICE's runtime: latency percentiles, cold start, memory, size, MACs."""
     from edgeflow.api import profile as run_profile
+    from edgeflow.device import load_device
     from edgeflow.recipe import ProfileConfig
 
     result = _run(
         lambda: run_profile(
             artifact,
-            device=device,
+            device=load_device(device).with_connection(host=host, key=key),
             backend=backend,
             config=ProfileConfig(iterations=iterations, max_seconds=seconds, warmup=warmup),
         )
@@ -247,7 +250,9 @@ def profile(
     console.print(
         f"size {result.size_bytes / 2**20:.2f} MiB, {result.params / 1e6:.2f}M params, "
         f"{result.macs / 1e6:.1f}M MACs; "
-        f"memory: load peak +{result.memory.load_peak_mb} MiB, run peak +{result.memory.run_peak_mb} MiB",
+        "memory: n/a"
+        if result.memory is None
+        else f"memory: load peak +{result.memory.load_peak_mb} MiB, run peak +{result.memory.run_peak_mb} MiB",
         highlight=False,
     )
 

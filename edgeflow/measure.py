@@ -25,7 +25,7 @@ class ProfileResult(BaseModel):
     input_shape: list[int]
     latency_ms: LatencyStats
     measured: bool  # timed on the device's runtime (always true here; estimates say false)
-    memory: MemoryStats
+    memory: MemoryStats | None  # None where the runtime's tool reports none (trtexec)
     size_bytes: int
     params: int
     macs: int

@@ -86,7 +86,9 @@ def test_jetson_bundle_and_the_command_to_build_it(jetson_run) -> None:
     build = manifest["build"]["on_device"]
     assert build.startswith("/usr/src/tensorrt/bin/trtexec --onnx=model.onnx --saveEngine=model.engine")
     assert ("--int8 --fp16" in build) == (recommended.precision == "int8")
-    assert any(note.startswith("build and measure on the device (on device): /usr/src/tensorrt") for note in report.notes)
+    assert any(
+        note.startswith("build and measure on the device (on device): /usr/src/tensorrt") for note in report.notes
+    )
 
 
 def test_optimize_over_ssh_measures_on_the_device(loopback_ssh, tmp_path: Path) -> None:

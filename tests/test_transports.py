@@ -162,3 +162,35 @@ def test_connection_overrides_from_environment_and_cli(ssh_device, monkeypatch) 
     monkeypatch.setenv("EDGEFLOW_SSH_PORT", "0")
     with pytest.raises(ConfigError, match="EDGEFLOW_SSH_PORT: port"):
         device.with_connection()
+
+
+def test_cli_profile_and_check_with_host_and_key_given_on_the_command_line(
+    loopback_ssh, mobilenet_artifacts, tmp_path: Path
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from edgeflow.cli import app
+
+    device = tmp_path / "board.yaml"  # no host, user or key in the file: they come from the command line
+    device.write_text(
+        f"name: board\ntransport: ssh\nruntimes: [onnxruntime]\nprecisions: [fp32]\n"
+        f"ssh: {{known_hosts: {loopback_ssh.known_hosts}, python: {sys.executable}}}\n"
+    )
+    host = ["--host", f"{loopback_ssh.user}@127.0.0.1:{loopback_ssh.port}", "--key", str(loopback_ssh.key)]
+    runner = CliRunner()
+    checked = runner.invoke(app, ["devices", "check", str(device), *host, "--json"])
+    assert checked.exit_code == 0, checked.output
+    assert json.loads(checked.stdout)["runtimes"]["onnxruntime"]
+    profiled = runner.invoke(
+        app, ["profile", str(mobilenet_artifacts["onnx"].path), "--device", str(device), *host, "-n", "20", "-t", "1",
+              "--json"],
+    )  # fmt: skip
+    assert profiled.exit_code == 0, profiled.output
+    result = json.loads(profiled.stdout)
+    assert result["measured"] is True and result["device"] == "board" and result["latency_ms"]["p50"] > 0
+    assert result["runtime_settings"]["address"] == f"{loopback_ssh.user}@127.0.0.1:{loopback_ssh.port}"
+    unreachable = runner.invoke(app, ["profile", str(mobilenet_artifacts["onnx"].path), "--device", str(device)])
+    assert unreachable.exit_code == 2 and "error: device board: " in unreachable.output
+    assert "no host given" in unreachable.output and "Traceback" not in unreachable.output
