@@ -48,7 +48,7 @@ def main() -> None:
     print("| run | f32 GFLOP/s | bf16 GFLOP/s | copy GB/s |\n|---|---|---|---|")
     for index, (f32, bf16, gbs) in enumerate(runs, 1):
         print(f"| {index} | {f32:.1f} | {bf16:.1f} | {gbs:.2f} |")
-    best = [max(column) for column in zip(*runs)]
+    best = [max(column) for column in zip(*runs, strict=True)]
     print(f"| best | {best[0]:.1f} | {best[1]:.1f} | {best[2]:.2f} |")
 
 

@@ -227,11 +227,18 @@ class LookupTable:
         A shared host's speed drifts by tens of percent over minutes; entries timed minutes apart are
         only comparable through a reference timed beside each of them.
         """
+        medians, to_table = self.time_with_reference(modules, input_shape, rounds=rounds, profile=profile)
+        return {name: ms * to_table for name, ms in medians.items()}
+
+    def time_with_reference(
+        self, modules: dict[str, nn.Module | Compiled], input_shape, *, rounds: int, profile=None
+    ) -> tuple[dict[str, float], float]:
+        """``modules`` timed in turn with the reference workload: their medians (ms, at the host's speed
+        now) and the factor that brings a figure of now to the table's units."""
         medians = self.timer.time_in_turn(
             {**modules, _REFERENCE_NAME: self._reference_workload()}, input_shape, rounds=rounds, profile=profile
         )
-        to_table = self._to_table_units(medians.pop(_REFERENCE_NAME))
-        return {name: ms * to_table for name, ms in medians.items()}
+        return medians, self._to_table_units(medians.pop(_REFERENCE_NAME))
 
     def _reference_workload(self) -> Compiled:
         if self._reference is None:
