@@ -152,10 +152,11 @@ def build_commands(record: VariantRecord, device: DeviceSpec, *, model_file: str
     if device.transport == "ssh":
         return {"from_this_host": shlex.join([*measure, "--backend", record.backend, "--host", "USER@HOST"])}
     if device.transport == "adb":
+        from edgeflow.remote import perf_test_command
+
+        binary = device.adb.benchmark_binary if device.adb is not None else "onnxruntime_perf_test"
         return {
-            "on_device": shlex.join(
-                ["onnxruntime_perf_test", "-e", "cpu", "-m", "times", "-r", "500", "-I", "model.ort"]
-            ),
+            "on_device": shlex.join(perf_test_command(binary=binary, model="model.ort")),
             "note": "push the bundle with `adb push bundle /data/local/tmp/edgeflow`, then run this in that folder",
         }
     return {"from_this_host": shlex.join([*measure, "--backend", record.backend])}

@@ -216,3 +216,60 @@ def time_with_trtexec(
         throughput_qps=summary.throughput_qps, tensorrt_version=summary.tensorrt_version, gpu=summary.device,
         engine_cache=str(cached), address=transport.address, command=shlex.join(argv),
     )  # fmt: skip
+
+
+class PerfTestSummary(BaseModel):
+    """What ONNX Runtime's ``onnxruntime_perf_test`` prints at the end of a run (latencies in ms)."""
+
+    iterations: int | None
+    mean_ms: float
+    min_ms: float
+    max_ms: float
+    percentiles_ms: dict[str, float]  # "50", "90", "95", "99", "999"
+
+
+def parse_perf_test(text: str, *, device: str = "phone") -> PerfTestSummary:
+    """Parse ``onnxruntime_perf_test``'s summary: "Average inference time cost: X ms" (or "Average time
+    cost"), "Total iterations: N", "Min/Max/P50/.../P999 Latency is X sec"."""
+    import re
+
+    def seconds(label: str) -> float | None:
+        match = re.search(rf"{label} Latency is ([0-9.eE+-]+) sec", text)
+        return float(match.group(1)) * 1e3 if match else None
+
+    mean = re.search(r"Average (?:inference )?time cost:\s*([0-9.eE+-]+) ms", text)
+    low, high = seconds("Min"), seconds("Max")
+    percentiles = {name[1:]: value for name in ("P50", "P90", "P95", "P99", "P999") if (value := seconds(name))}
+    if mean is None or low is None or high is None or "50" not in percentiles:
+        last = (text.strip().splitlines() or ["no output"])[-1][:300]
+        raise DeviceError(device, "read onnxruntime_perf_test's output", f"no latency summary: {last}")
+    iterations = re.search(r"Total (?:iterations|inference requests):\s*(\d+)", text)
+    return PerfTestSummary(
+        iterations=int(iterations.group(1)) if iterations else None, mean_ms=float(mean.group(1)), min_ms=low,
+        max_ms=high, percentiles_ms=percentiles,
+    )  # fmt: skip
+
+
+def perf_test_command(*, binary: str, model: str, iterations: int = 500, threads: int | None = None) -> list[str]:
+    """``onnxruntime_perf_test`` on the CPU execution provider, timing ``iterations`` runs on random inputs."""
+    argv = [binary, "-e", "cpu", "-m", "times", "-r", str(iterations), "-I"]
+    if threads:
+        argv += ["-x", str(threads)]
+    return [*argv, model]
+
+
+def time_with_perf_test(artifact: Artifact, *, device: DeviceSpec, iterations: int = 500) -> PerfTestSummary:
+    """Push the ``.ort`` (or ``.onnx``) model to the phone, run ``onnxruntime_perf_test`` there, parse it."""
+    transport = open_transport(device)
+    binary = device.adb.benchmark_binary if device.adb is not None else "onnxruntime_perf_test"
+    if artifact.path is None:
+        raise DeviceError(device.name, "push the model", "the artifact has no file")
+    with transport.workspace() as folder:
+        transport.put(artifact.path, f"{folder}/{artifact.path.name}", step=f"push {artifact.path.name}")
+        argv = perf_test_command(binary=binary, model=f"{folder}/{artifact.path.name}", iterations=iterations,
+                                 threads=device.runtime.threads)  # fmt: skip
+        done = transport.run(argv, step="run onnxruntime_perf_test", timeout=transport.command_timeout, check=False)
+        if done.returncode == 127 or "not found" in done.stderr:
+            raise DeviceError(device.name, "run onnxruntime_perf_test",
+                              f"{binary} is not on the phone (adb push it, or set adb.benchmark_binary)")  # fmt: skip
+        return parse_perf_test(done.stdout + done.stderr, device=device.name)

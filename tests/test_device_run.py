@@ -107,3 +107,24 @@ def test_optimize_over_ssh_measures_on_the_device(loopback_ssh, tmp_path: Path) 
         assert variant.agreement.top1_agreement >= 0.95  # the device's logits match the reference's
     manifest = json.loads((tmp_path / "out" / "bundle" / "manifest.json").read_text())
     assert manifest["metrics"]["latency"]["measured"] is True and manifest["device"]["transport"] == "ssh"
+
+
+def test_phone_bundle_has_the_ort_format_and_it_runs(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    recipe = _recipe(tmp_path, "quick-mobile", "  - {name: onnxruntime-fp32, backend: onnxruntime}\n")
+    out = tmp_path / "phone"
+    report = edgeflow.optimize("mobilenet_v3_small", device="pixel-8", recipe=recipe, out=out)
+    assert not report.variants[0].measured and report.variants[0].estimate.method == "roofline"
+    manifest = json.loads((out / "bundle" / "manifest.json").read_text())
+    roles = {entry["role"]: entry["path"] for entry in manifest["files"]}
+    assert roles["ort-model"] == "model.ort" and roles["ort-config"] == "required_operators.config"
+    assert "ai.onnx;" in (out / "bundle" / "required_operators.config").read_text()
+    # the .ort file is what ONNX Runtime mobile loads: same logits as the ONNX it came from
+    image = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    outputs = []
+    for name in ("model.onnx", "model.ort"):
+        session = ort.InferenceSession(str(out / "bundle" / name), providers=["CPUExecutionProvider"])
+        outputs.append(session.run(None, {manifest["input"]["name"]: image})[0])
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-4, atol=1e-5)
+    assert manifest["build"]["on_device"].startswith("onnxruntime_perf_test")
