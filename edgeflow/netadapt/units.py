@@ -16,13 +16,16 @@ from edgeflow.errors import ConfigError
 
 
 class Head(nn.Module):
-    """Global average pooling, flatten and the classifier: the end of MobileNet/EfficientNet/MNASNet/ResNet."""
+    """Global average pooling, flatten and the classifier: the end of MobileNet/EfficientNet/MNASNet/ResNet
+    (SqueezeNet's convolutional classifier pools after its convolution)."""
 
     def __init__(self, *layers: nn.Module) -> None:
         super().__init__()
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if any(isinstance(layer, nn.Conv2d) for layer in self.layers.modules()):
+            return torch.flatten(self.layers(x), 1)  # a convolutional classifier pools itself (SqueezeNet)
         return self.layers(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
