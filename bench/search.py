@@ -40,7 +40,9 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=None, help="latency ratio (default: the recipe's)")
     parser.add_argument("--cache", type=Path, default=Path("reports/bench-cache"))
     parser.add_argument("--out", type=Path, default=Path("reports/bench-search"))
-    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--resume", action="store_true", help="go on with (or re-compare) the search in --out")
+    parser.add_argument("--widths", default=None, help="width baselines, comma-separated (default: the recipe's)")
+    parser.add_argument("--resolutions", default=None, help="resolution baselines (default: the recipe's; '' = none)")
     args = parser.parse_args()
 
     checkpoint = trained_start(
@@ -48,6 +50,11 @@ def main() -> None:
     )
     recipe = load_recipe("search").model_copy(deep=True)
     recipe.model.resolution = args.resolution
+    baselines = recipe.search.baselines
+    if args.widths is not None:
+        baselines.widths = [float(value) for value in args.widths.split(",") if value]
+    if args.resolutions is not None:
+        baselines.resolutions = [float(value) for value in args.resolutions.split(",") if value]
     started = time.perf_counter()
     report = edgeflow.search(
         str(checkpoint), arch=args.model, recipe=recipe, out=args.out / args.model, latency_ratio=args.ratio,

@@ -18,8 +18,11 @@ F32 = RuntimeSettings(execution_precision="f32")
 
 
 def test_registry_is_lazy_and_complete() -> None:
-    assert BACKENDS.names() == ["onnxruntime", "openvino", "torch"]
-    assert BACKENDS.resolve("ov") == "openvino"
+    assert BACKENDS.names() == ["onnxruntime", "openvino", "tensorrt", "torch"]
+    assert BACKENDS.resolve("ov") == "openvino" and BACKENDS.resolve("trt") == "tensorrt"
+    import sys
+
+    assert "tensorrt" not in sys.modules  # registered by import path: importing edgeflow never imports TensorRT
 
 
 @pytest.mark.parametrize("backend,key", [("openvino", "openvino"), ("openvino", "onnx"), ("onnxruntime", "onnx")])

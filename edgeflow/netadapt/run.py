@@ -219,7 +219,9 @@ def _fingerprint(source: ModelSource, splits: DataSplits, recipe: Recipe, config
         "data": splits.describe(),
         "recipe_train": recipe.train.model_dump(),
         "seed": recipe.seed,
-        "search": config.model_dump(),
+        # the baselines are compared after the search and do not change it: a finished search can be
+        # resumed to compare it with other multipliers
+        "search": config.model_dump(exclude={"baselines"}),
         "device": device.model_dump(),
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
