@@ -130,7 +130,9 @@ def test_missing_runtime_and_python(ssh_device, mobilenet_artifacts, tmp_path: P
     found = check(ssh_device(python=str(bare)))
     assert found.missing == ["onnxruntime", "openvino"]
     bare_device = ssh_device(python=str(bare))
-    with pytest.raises(DeviceError, match="time m.onnx with onnxruntime: onnxruntime is not installed"):
+    with pytest.raises(
+        DeviceError, match=r"loopback: time m.onnx with onnxruntime: onnxruntime is not installed for /"
+    ):
         time_on_device(mobilenet_artifacts["onnx"], device=bare_device, backend="onnxruntime", config=QUICK)
     with pytest.raises(DeviceError, match="no Python at '/no/python3'"):
         check(ssh_device(python="/no/python3"))

@@ -19,6 +19,10 @@ import time
 RUNTIMES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
 
 
+class AgentError(Exception):
+    """A problem the agent names itself (printed as its message alone)."""
+
+
 def _version(module_name):
     try:
         module = importlib.import_module(module_name)
@@ -101,9 +105,9 @@ def time_model(args):
     load_before = _rss_mb()
     build = {"onnxruntime": _onnxruntime, "openvino": _openvino}.get(args.runtime)
     if build is None:
-        raise ValueError(f"the agent cannot time with {args.runtime}")
+        raise AgentError(f"the agent cannot time with {args.runtime}")
     if _version(RUNTIMES[args.runtime]) is None:
-        raise ValueError(f"{args.runtime} is not installed for {sys.executable}")
+        raise AgentError(f"{args.runtime} is not installed for {sys.executable}")
     shape, runner, infer, version, settings, np = build(args.model, args.threads)
     load_peak = _rss_mb()
     batch = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -163,7 +167,8 @@ def main(argv=None):
     try:
         result = probe() if args.command == "probe" else time_model(args)
     except Exception as exc:  # noqa: BLE001 - reported to the host as one line
-        print(json.dumps({"error": f"{exc.__class__.__name__}: {exc}".splitlines()[0]}))
+        message = str(exc) if isinstance(exc, AgentError) else f"{exc.__class__.__name__}: {exc}"
+        print(json.dumps({"error": (message.splitlines() or ["no message"])[0]}))
         return 3
     print(json.dumps(result))
     return 0
