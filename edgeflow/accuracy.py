@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from pydantic import BaseModel
 
@@ -36,12 +38,21 @@ def collect_logits(
     if usable == 0:
         raise ShapeError(f"the model takes batches of {batch_size} but only {count} images were given")
     logits, labels = [], []
-    for start in range(0, usable, batch_size):
-        items = [dataset[index] for index in range(start, start + batch_size)]
-        batch = np.stack([image.numpy() for image, _ in items])
+    for batch, batch_labels in image_batches(dataset, max_samples=usable, batch_size=batch_size):
         logits.append(compiled.run(batch).reshape(batch_size, -1))
-        labels.extend(int(label) for _, label in items)
-    return np.concatenate(logits), np.asarray(labels)
+        labels.append(batch_labels)
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+def image_batches(
+    dataset: ImageDataset, *, max_samples: int | None = None, batch_size: int = 64
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The first ``max_samples`` images (all by default) as float32 arrays in batches, with their labels."""
+    count = len(dataset) if max_samples is None else min(max_samples, len(dataset))
+    for start in range(0, count, batch_size):
+        items = [dataset[index] for index in range(start, min(start + batch_size, count))]
+        images = np.stack([image.numpy() for image, _ in items]).astype(np.float32, copy=False)
+        yield images, np.asarray([int(label) for _, label in items])
 
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float | None]:

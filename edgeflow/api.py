@@ -375,7 +375,7 @@ def profile(
     """Time an exported artifact (.onnx or .xml) on ``device``'s runtime: in this process for a local
     device, through the benchmark agent or trtexec for an SSH device (never estimated: a device that
     cannot be reached is an error)."""
-    from edgeflow.device_run import timing_plan
+    from edgeflow.device_run import time_remotely, timing_plan
 
     device_spec = as_device(device)
     loaded = artifact_from_path(artifact)
@@ -389,28 +389,15 @@ def profile(
     if plan == "estimate":
         raise DeviceError(device_spec.name, "profile", why.replace(": latency estimated", ""))
     cost = artifact_cost(loaded)
-    common = dict(
+    precision = loaded.precision
+    if plan == "trtexec":
+        precision = "int8" if loaded.precision == "int8" else "fp16"
+    timing = time_remotely(loaded, plan=plan, device=device_spec, backend=chosen, precision=precision, profile=config)
+    return ProfileResult(
         artifact=str(loaded.path), device=device_spec.name, backend=chosen, input_shape=list(loaded.input_shape or []),
         measured=True, size_bytes=loaded.size_bytes, params=cost.params, macs=cost.macs,
-    )  # fmt: skip
-    if plan == "agent":
-        from edgeflow.remote import time_on_device
-
-        timing, _ = time_on_device(loaded, device=device_spec, backend=chosen, config=config)
-        return ProfileResult(
-            **common, runtime_version=timing.runtime_version, precision=loaded.precision,
-            execution_precision=str(timing.settings.get("execution_precision", "unknown")),
-            latency_ms=timing.latency_ms, memory=timing.memory,
-            runtime_settings={**timing.settings, "address": timing.address},
-        )  # fmt: skip
-    from edgeflow.remote import time_with_trtexec
-
-    precision = "int8" if loaded.precision == "int8" else "fp16"
-    timing = time_with_trtexec(loaded, device=device_spec, precision=precision)
-    return ProfileResult(
-        **common, runtime_version=f"TensorRT {timing.tensorrt_version}", precision=precision,
-        execution_precision=precision, latency_ms=timing.latency_ms, memory=None,
-        runtime_settings={"gpu": timing.gpu, "address": timing.address, "command": timing.command},
+        runtime_version=timing.runtime_version, precision=precision, execution_precision=timing.execution_precision,
+        latency_ms=timing.latency_ms, memory=timing.memory, runtime_settings=timing.runtime_settings,
     )  # fmt: skip
 
 

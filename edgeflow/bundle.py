@@ -10,7 +10,6 @@ exact commands that build the engine and measure it there.
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 import shutil
 import subprocess
@@ -24,7 +23,7 @@ from edgeflow.artifact import Artifact
 from edgeflow.data import DataSplits
 from edgeflow.device import DeviceSpec
 from edgeflow.errors import ModelLoadError
-from edgeflow.io import write_json, write_text
+from edgeflow.io import sha256, write_json, write_text
 from edgeflow.report.schema import VariantRecord
 
 MANIFEST_VERSION = 1
@@ -50,14 +49,6 @@ class Manifest(BaseModel):
     metrics: dict
     device: dict
     build: dict  # commands that build (TensorRT) and measure the bundle on the device
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_bundle(

@@ -477,6 +477,47 @@ def devices_calibrate(
 
 
 @app.command()
+def nightly(
+    recipe: str = typer.Option("nightly", "--recipe", "-r", help="nightly recipe (kind: nightly), name or YAML file"),
+    out: Path = typer.Option(Path("reports/nightly"), "--out", "-o", help="folder of the nights (<out>/<date>/)"),
+    history: Path | None = typer.Option(None, "--history", help="SQLite history; default <out>/history.sqlite"),
+    label: str | None = typer.Option(None, "--label", help="the night's folder name; default today's date (UTC)"),
+    fail_on_regression: bool = typer.Option(
+        False, "--fail-on-regression", help="exit with code 1 when a cell regressed (for CI)"
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Run a benchmark matrix, keep it in the history, and flag regressions against recent nights."""
+    from edgeflow.nightly import run_nightly
+
+    report = _run(lambda: run_nightly(recipe, out=out, history=history, label=label, progress=_progress(not as_json)))
+    if as_json:
+        _print_json(report.model_dump(mode="json"))
+    else:
+        table = Table(title=f"nightly {report.label}: {report.recipe_name}")
+        for column in ("model", "device", "precision", "p50 ms", "vs history", "top-1 %", "status"):
+            table.add_column(column)
+        for cell in report.cells:
+            latency = report.finding(cell, "latency")
+            change = "new" if latency is None or latency.change is None else f"{100 * latency.change:+.1f}%"
+            if latency is not None and latency.flagged:
+                change += " REGRESSED"
+            p50 = f"{cell.p50_ms:.3f}" if cell.measured else (
+                f"~{cell.estimate_ms:.3f} (est.)" if cell.estimate_ms is not None else "n/a"
+            )  # fmt: skip
+            top1 = "n/a" if cell.top1 is None else f"{100 * cell.top1:.2f}"
+            status = cell.status if cell.error is None else f"failed: {cell.error}"
+            table.add_row(cell.model, cell.device, cell.precision, p50, change, top1, status)
+        console.print(table)
+        for finding in report.regressions:
+            console.print(f"regression: {finding.model} on {finding.device} {finding.precision}: {finding.kind}: "
+                          f"{finding.message}", markup=False, highlight=False)  # fmt: skip
+        console.print(f"Report: {out / report.label / 'night.html'} (also night.md, night.json)")
+    if fail_on_regression and report.regressions:
+        raise typer.Exit(code=1)
+
+
+@app.command()
 def recipes(as_json: bool = JsonOption) -> None:
     """List the built-in recipes (recipes/*.yaml)."""
     from edgeflow.recipe import list_recipes

@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from edgeflow.accuracy import AccuracyStats, accuracy_from_logits, collect_logits
+from edgeflow.accuracy import AccuracyStats, accuracy_from_logits, collect_logits, image_batches
 from edgeflow.artifact import Artifact
 from edgeflow.backends import get_backend
 from edgeflow.data import ImageDataset
@@ -82,6 +82,52 @@ def timing_plan(device: DeviceSpec, backend: str) -> tuple[Plan, str]:
     return "estimate", "timing on a phone over ADB is not available in this version: latency estimated"
 
 
+@dataclass
+class DeviceTiming:
+    """A latency timed on a remote device (agent or trtexec), with the logits it computed when asked."""
+
+    latency_ms: LatencyStats
+    memory: MemoryStats | None
+    runtime_version: str
+    execution_precision: str
+    runtime_settings: dict
+    logits: np.ndarray | None = None
+
+
+def time_remotely(
+    artifact: Artifact,
+    *,
+    plan: Plan,
+    device: DeviceSpec,
+    backend: str,
+    precision: str,
+    profile: ProfileConfig,
+    settings: RuntimeSettings | None = None,
+    inputs: np.ndarray | None = None,
+) -> DeviceTiming:
+    """Time ``artifact`` on an SSH device by ``plan`` (``agent`` or ``trtexec``); with ``inputs`` the agent
+    also returns the logits the device's runtime computed for them. Serves ``optimize`` and ``profile``."""
+    from edgeflow.remote import time_on_device, time_with_trtexec
+
+    if plan == "agent":
+        timing, logits = time_on_device(
+            artifact, device=device, backend=backend, config=profile, settings=settings, inputs=inputs
+        )
+        return DeviceTiming(
+            latency_ms=timing.latency_ms, memory=timing.memory, runtime_version=timing.runtime_version,
+            execution_precision=str(timing.settings.get("execution_precision", "unknown")),
+            runtime_settings={**timing.settings, "address": timing.address}, logits=logits,
+        )  # fmt: skip
+    if plan != "trtexec":
+        raise ValueError(f"{plan!r} is not a remote timing plan")
+    trt = time_with_trtexec(artifact, device=device, precision=precision)
+    return DeviceTiming(
+        latency_ms=trt.latency_ms, memory=None, runtime_version=f"TensorRT {trt.tensorrt_version}",
+        execution_precision=precision,
+        runtime_settings={"gpu": trt.gpu, "address": trt.address, "command": trt.command},
+    )  # fmt: skip
+
+
 def run_on_device(
     artifact: Artifact,
     *,
@@ -115,21 +161,18 @@ def run_on_device(
         )  # fmt: skip
     cost = artifact_cost(cost_graph or artifact)
     if plan == "agent":
-        from edgeflow.remote import time_on_device
-
         images, labels = _images(test, max_samples)
         held_images, held_labels = _images(holdout, max_samples)
-        timing, logits = time_on_device(
-            artifact, device=device, backend=backend, config=profile, settings=settings,
-            inputs=np.concatenate([images, held_images]),
+        timing = time_remotely(
+            artifact, plan=plan, device=device, backend=backend, precision=precision, profile=profile,
+            settings=settings, inputs=np.concatenate([images, held_images]),
         )  # fmt: skip
         runtime = f"{backend} on {device.name}"
-        test_logits, held_logits = logits[: len(images)], logits[len(images) :]
+        test_logits, held_logits = timing.logits[: len(images)], timing.logits[len(images) :]
         return DeviceResult(
             plan=plan, latency_ms=timing.latency_ms, estimate=None, memory=timing.memory,
-            runtime_version=timing.runtime_version,
-            execution_precision=str(timing.settings.get("execution_precision", "unknown")),
-            runtime_settings={**timing.settings, "address": timing.address},
+            runtime_version=timing.runtime_version, execution_precision=timing.execution_precision,
+            runtime_settings=timing.runtime_settings,
             test=accuracy_from_logits(test_logits, labels, split="test", runtime=runtime), test_logits=test_logits,
             holdout=accuracy_from_logits(held_logits, held_labels, split="holdout", runtime=runtime),
             size_bytes=artifact.size_bytes, params=cost.params, macs=cost.macs, why=why,
@@ -143,15 +186,14 @@ def run_on_device(
     test_stats = accuracy_from_logits(logits, labels, split="test", runtime=label)
     holdout_stats = accuracy_from_logits(held_logits, held_labels, split="holdout", runtime=label)
     if plan == "trtexec":
-        from edgeflow.remote import time_with_trtexec
-
-        timing = time_with_trtexec(artifact, device=device, precision=precision)
+        timing = time_remotely(
+            artifact, plan=plan, device=device, backend=backend, precision=precision, profile=profile
+        )
         return DeviceResult(
             plan=plan, latency_ms=timing.latency_ms, estimate=None, memory=None,
-            runtime_version=f"TensorRT {timing.tensorrt_version}", execution_precision=precision,
-            runtime_settings={"gpu": timing.gpu, "address": timing.address, "command": timing.command},
-            test=test_stats, test_logits=logits, holdout=holdout_stats, size_bytes=artifact.size_bytes,
-            params=cost.params, macs=cost.macs, why=why,
+            runtime_version=timing.runtime_version, execution_precision=timing.execution_precision,
+            runtime_settings=timing.runtime_settings, test=test_stats, test_logits=logits, holdout=holdout_stats,
+            size_bytes=artifact.size_bytes, params=cost.params, macs=cost.macs, why=why,
         )  # fmt: skip
     estimate = _estimate(artifact, device=device, backend=backend, precision=precision, module=module,
                          graph=float_graph or cost_graph or artifact)  # fmt: skip
@@ -179,6 +221,5 @@ def _estimate(artifact: Artifact, *, device: DeviceSpec, backend: str, precision
 
 
 def _images(dataset: ImageDataset, max_samples: int | None) -> tuple[np.ndarray, np.ndarray]:
-    count = len(dataset) if max_samples is None else min(max_samples, len(dataset))
-    items = [dataset[index] for index in range(count)]
-    return np.stack([image.numpy() for image, _ in items]).astype(np.float32), np.asarray([int(y) for _, y in items])
+    batches = list(image_batches(dataset, max_samples=max_samples))
+    return np.concatenate([images for images, _ in batches]), np.concatenate([labels for _, labels in batches])

@@ -45,5 +45,24 @@ def environment() -> dict[str, object]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu_description(),
+        "gpu": gpu_name(),
+        "threads": _threads(),
         "versions": versions,
     }
+
+
+def gpu_name() -> str | None:
+    """The first CUDA GPU's name, or None (never initialises CUDA where torch has none)."""
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:  # a broken driver is not this report's business
+        return None
+
+
+def _threads() -> dict[str, object]:
+    import torch
+
+    variables = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    return {"torch": torch.get_num_threads(), **{name: os.environ[name] for name in variables if name in os.environ}}

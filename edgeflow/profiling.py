@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from edgeflow.backends.base import Compiled
 from edgeflow.recipe import ProfileConfig
@@ -35,6 +35,9 @@ class LatencyStats(BaseModel):
     warmup: int
     seconds: float
     throughput_fps: float
+    samples_ms: list[float] | None = Field(
+        default=None, exclude=True, repr=False, description="the raw timed samples (kept by the nightly history)"
+    )
 
     @classmethod
     def from_samples(cls, samples_ns: np.ndarray, *, cold_ns: int, warmup: int, batch: int) -> LatencyStats:
@@ -52,6 +55,7 @@ class LatencyStats(BaseModel):
             warmup=warmup,
             seconds=float(ms.sum() / 1e3),
             throughput_fps=float(batch * 1e3 / ms.mean()),
+            samples_ms=ms.tolist(),
         )
 
 

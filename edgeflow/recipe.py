@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from edgeflow.config import StrictModel, find_named_file, list_named_files, parse_spec, read_yaml
+from edgeflow.errors import ConfigError
 from edgeflow.netadapt.config import SearchConfig
 from edgeflow.profile_config import ProfileConfig
 
@@ -197,7 +198,10 @@ class Recipe(StrictModel):
 def load_recipe(name_or_path: str | Path) -> Recipe:
     """Load a built-in recipe by name (``default``) or a recipe YAML file by path."""
     path = find_named_file(str(name_or_path), folder="recipes", kind="recipe")
-    return parse_spec(Recipe, read_yaml(path), source=str(path))
+    data = read_yaml(path)
+    if data.get("kind") == "nightly":
+        raise ConfigError(f"{path} is a nightly recipe: run it with `edgeflow nightly --recipe {path}`")
+    return parse_spec(Recipe, data, source=str(path))
 
 
 def as_recipe(recipe: str | Path | Recipe) -> Recipe:
@@ -206,4 +210,9 @@ def as_recipe(recipe: str | Path | Recipe) -> Recipe:
 
 
 def list_recipes() -> list[Recipe]:
-    return [load_recipe(name) for name in list_named_files("recipes")]
+    """The built-in pipeline recipes (nightly matrices, ``kind: nightly``, are loaded by ``load_nightly``)."""
+    return [load_recipe(name) for name in list_named_files("recipes") if not _is_nightly(name)]
+
+
+def _is_nightly(name: str) -> bool:
+    return read_yaml(find_named_file(name, folder="recipes", kind="recipe")).get("kind") == "nightly"

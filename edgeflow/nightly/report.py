@@ -1,0 +1,174 @@
+"""The night's report: night.json (schema), night.md (fits a CI job summary), night.html (self-contained:
+tables, a Pareto plot per device, trend plots over past nights, the slowest layers, the environment)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import asdict
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from edgeflow.io import write_json, write_text
+from edgeflow.nightly.history import CellRecord
+from edgeflow.nightly.regression import Finding
+
+SCHEMA_VERSION = 1
+
+
+class CellResult(BaseModel):
+    """One cell of the night as reported (raw samples stay in the history)."""
+
+    model: str
+    device: str
+    precision: str
+    backend: str
+    status: str
+    error: str | None
+    measured: bool  # latency timed on the device's runtime; false = estimated (estimate_ms) or not run
+    p50_ms: float | None
+    p90_ms: float | None
+    estimate_ms: float | None
+    estimate_method: str | None
+    latency_source: str | None
+    samples: int  # raw latency samples kept in the history
+    top1: float | None
+    test_images: int | None
+    size_bytes: int | None
+    runtime_version: str | None
+    model_hash: str | None
+    artifact_hash: str | None
+    slowest_layers: list[dict]
+    report: str | None  # the cell's own report, relative to the night's folder
+    seconds: float
+
+    @classmethod
+    def from_cell(cls, cell: CellRecord, *, seconds: float) -> CellResult:
+        detail = cell.detail
+        return cls(
+            model=cell.model, device=cell.device, precision=cell.precision, backend=cell.backend, status=cell.status,
+            error=cell.error, measured=cell.measured, p50_ms=cell.p50_ms, p90_ms=cell.p90_ms,
+            estimate_ms=detail.get("estimate_ms"), estimate_method=detail.get("estimate_method"),
+            latency_source=detail.get("latency_source"), samples=0 if cell.samples is None else len(cell.samples),
+            top1=cell.top1, test_images=cell.test_images, size_bytes=cell.size_bytes,
+            runtime_version=cell.runtime_version, model_hash=cell.model_hash, artifact_hash=cell.artifact_hash,
+            slowest_layers=detail.get("slowest_layers", []), report=detail.get("report"), seconds=seconds,
+        )  # fmt: skip
+
+    @property
+    def key(self) -> str:
+        return "/".join((self.model, self.device, self.precision, self.backend))
+
+
+class FindingRecord(BaseModel):
+    model: str
+    device: str
+    precision: str
+    backend: str
+    kind: str
+    flagged: bool
+    message: str
+    current: float | None
+    baseline: float | None
+    change: float | None
+    interval: list[float] | None
+    p_value: float | None
+    threshold: float | None
+    baseline_runs: list[str]
+    changes: list[str]
+
+
+def finding_record(finding: Finding) -> FindingRecord:
+    fields = asdict(finding)
+    model, device, precision, backend = fields.pop("key")
+    interval = fields.pop("interval")
+    return FindingRecord(
+        model=model, device=device, precision=precision, backend=backend,
+        interval=list(interval) if interval else None, **fields,
+    )  # fmt: skip
+
+
+class TrendPoint(BaseModel):
+    label: str
+    p50_ms: float | None
+    top1: float | None
+    measured: bool
+    status: str
+
+
+class NightReport(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    label: str
+    started: str
+    finished: str
+    recipe_name: str
+    recipe_hash: str
+    description: str
+    recipe: dict
+    history: str
+    environment: dict
+    cells: list[CellResult]
+    findings: list[FindingRecord]
+    trends: dict[str, list[TrendPoint]]
+    seconds: float
+
+    @property
+    def regressions(self) -> list[FindingRecord]:
+        return [finding for finding in self.findings if finding.flagged]
+
+    def finding(self, cell: CellResult, kind: str) -> FindingRecord | None:
+        for finding in self.findings:
+            if finding.kind == kind and "/".join((finding.model, finding.device, finding.precision,
+                                                  finding.backend)) == cell.key:  # fmt: skip
+                return finding
+        return None
+
+
+def write_night(report: NightReport, *, folder: Path) -> None:
+    """night.json, night.md, night.html and the plots (SVG) into ``folder``."""
+    from edgeflow.nightly.plots import pareto_svg, trend_svg
+
+    plots: dict[str, bytes] = {}
+    for device in dict.fromkeys(cell.device for cell in report.cells):
+        plots[f"pareto-{device}.svg"] = pareto_svg(report, device=device)
+        plots[f"trend-{device}.svg"] = trend_svg(report, device=device)
+    for name, data in plots.items():
+        (folder / name).write_bytes(data)
+    write_json(folder / "night.json", report.model_dump(mode="json"))
+    write_text(folder / "night.md", render_markdown(report))
+    embedded = {
+        name: "data:image/svg+xml;base64," + base64.b64encode(data).decode("ascii") for name, data in plots.items()
+    }
+    write_text(folder / "night.html", render_html(report, plots=embedded))
+
+
+def _environment():
+    import jinja2
+
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("edgeflow.report", "templates"),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"), default_for_string=False),
+        trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+    )  # fmt: skip
+    environment.filters.update(
+        md=_markdown_cell, ms=lambda value: "n/a" if value is None else f"{value:.3f}",
+        pct=lambda value: "n/a" if value is None else f"{100 * value:.2f}",
+        mib=lambda value: "n/a" if value is None else f"{value / 2**20:.2f}",
+        signed=lambda value: "n/a" if value is None else f"{100 * value:+.1f}%",
+    )  # fmt: skip
+    return environment
+
+
+def _markdown_cell(value: object) -> str:
+    """Text from inputs inside a Markdown table: no HTML (CI summaries render it), no column breaks."""
+    text = html.escape(str(value), quote=False).replace("|", "\\|")
+    return " ".join(text.split())
+
+
+def render_markdown(report: NightReport) -> str:
+    return _environment().get_template("nightly.md.j2").render(report=report)
+
+
+def render_html(report: NightReport, *, plots: dict[str, str]) -> str:
+    return _environment().get_template("nightly.html.j2").render(report=report, plots=plots)

@@ -1,0 +1,250 @@
+"""Run a nightly matrix: every (model, device, precision) cell through ``optimize``, carrying on past a
+failing cell; record the night in the history; compare each cell with its recent nights; write the
+night's folder (JSON, Markdown, HTML) atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeflow.device import DeviceSpec, load_device
+from edgeflow.environment import environment
+from edgeflow.errors import ConfigError, EdgeflowError
+from edgeflow.io import ensure_writable_dir, sha256, staged_dir
+from edgeflow.nightly.config import NightlySpec, load_nightly
+from edgeflow.nightly.history import CellRecord, History
+from edgeflow.nightly.regression import compare_run
+from edgeflow.nightly.report import CellResult, NightReport, TrendPoint, finding_record, write_night
+from edgeflow.progress import Progress
+from edgeflow.recipe import Recipe, VariantSpec
+
+
+def run_nightly(
+    recipe: str | Path | NightlySpec,
+    *,
+    out: str | Path = "reports/nightly",
+    history: str | Path | None = None,
+    label: str | None = None,
+    progress: Progress | None = None,
+) -> NightReport:
+    """Run the matrix of ``recipe``; write ``out/<label>/`` (label: today's date) and add the night to
+    ``history`` (default ``out/history.sqlite``). Returns the night's report, findings included."""
+    progress = progress or Progress.silent()
+    spec = recipe if isinstance(recipe, NightlySpec) else load_nightly(recipe)
+    devices = _check_matrix(spec)
+    out = Path(out)
+    ensure_writable_dir(out)
+    started = datetime.now(timezone.utc)
+    label = _free_label(out, label or started.strftime("%Y-%m-%d"))
+    with History.open(history or out / "history.sqlite") as store:
+        run_id = store.start_run(
+            label=label, started=started.isoformat(timespec="seconds"), recipe_name=spec.name,
+            recipe_hash=spec.fingerprint(), recipe=spec.model_dump(mode="json"), environment=environment(),
+        )  # fmt: skip
+        cells: list[CellRecord] = []
+        results: list[CellResult] = []
+        with staged_dir(out / label) as stage:
+            for model in spec.matrix.models:
+                checkpoint, model_hash, model_error = _trained_model(
+                    model, spec, cache=out / "cache", progress=progress
+                )
+                for device in devices:
+                    backend = spec.matrix.backend or device.preferred_runtime()
+                    for precision in spec.matrix.precisions:
+                        cell, result = _run_cell(
+                            spec, model=model, checkpoint=checkpoint, model_hash=model_hash, model_error=model_error,
+                            device=device, backend=backend, precision=precision,
+                            folder=stage / "cells", progress=progress,
+                        )  # fmt: skip
+                        store.add_cell(run_id, cell)
+                        cells.append(cell)
+                        results.append(result)
+            finished = datetime.now(timezone.utc)
+            store.finish_run(run_id, finished=finished.isoformat(timespec="seconds"))
+            run = store.run(run_id)
+            findings = compare_run(store, run, cells, spec.regression)
+            report = NightReport(
+                label=label, started=run.started, finished=run.finished or "", recipe_name=spec.name,
+                recipe_hash=spec.fingerprint(), recipe=run.recipe, description=spec.description,
+                history=str(store.path), environment=run.environment, cells=results,
+                findings=[finding_record(finding) for finding in findings],
+                trends=_trends(store, cells, run_id=run_id, nights=spec.trend_nights),
+                seconds=round((finished - started).total_seconds(), 1),
+            )  # fmt: skip
+            progress.stage("write the night's report")
+            write_night(report, folder=stage)
+    return report
+
+
+def _check_matrix(spec: NightlySpec) -> list[DeviceSpec]:
+    """Every device and model of the matrix exists, and every precision runs there: before anything runs."""
+    from edgeflow.model_source import looks_like_file
+    from edgeflow.models import model_info
+
+    devices = []
+    for name in spec.matrix.devices:
+        try:
+            device = load_device(name)
+        except EdgeflowError as exc:
+            raise ConfigError(f"matrix device {name!r}: {exc}") from None
+        if spec.pipeline.runtime is not None:
+            device = device.model_copy(update={"runtime": spec.pipeline.runtime})
+        backend = spec.matrix.backend or device.preferred_runtime()
+        missing = [p for p in spec.matrix.precisions if p not in device.precisions]
+        if missing:
+            raise ConfigError(f"matrix device {name!r} does not run {', '.join(missing)} (it runs {device.precisions})")
+        if backend not in device.runtimes:
+            raise ConfigError(f"matrix device {name!r} has no {backend} runtime (it has {', '.join(device.runtimes)})")
+        devices.append(device)
+    for model in spec.matrix.models:
+        if looks_like_file(model):
+            if not Path(model).is_file():
+                raise ConfigError(f"matrix model file not found: {model}")
+            if Path(model).suffix != ".onnx" and spec.matrix.arch is None:
+                raise ConfigError(f"matrix model {model} is a checkpoint: give matrix.arch (its architecture)")
+        else:
+            try:
+                model_info(model)
+            except EdgeflowError as exc:
+                raise ConfigError(f"matrix model {model!r}: {exc}") from None
+    return devices
+
+
+def _free_label(out: Path, label: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", label):
+        raise ConfigError(f"night label {label!r}: use letters, digits, '.', '_' and '-'")
+    candidate, number = label, 1
+    while (out / candidate).exists():
+        number += 1
+        candidate = f"{label}-{number}"
+    return candidate
+
+
+def _trained_model(model: str, spec: NightlySpec, *, cache: Path, progress: Progress):
+    """(file, sha256, error): a file model as it is; a registry model trained once with the pipeline's
+    training and cached across nights (keyed by everything that decides its weights)."""
+    from edgeflow.model_source import looks_like_file
+    from edgeflow.prepare import load_model_and_data, train_if_needed
+
+    if looks_like_file(model):
+        return Path(model), sha256(Path(model)), None
+    pipeline = spec.pipeline
+    described = {
+        "model": model, "data": pipeline.data, "seed": pipeline.seed, "scale": pipeline.model.model_dump(),
+        "train": pipeline.train.model_dump(), "torch": torch.__version__,
+    }  # fmt: skip
+    key = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+    checkpoint = cache / f"{model}-{key}.pt"
+    try:
+        if not checkpoint.exists():
+            torch.manual_seed(pipeline.seed)
+            recipe = _cell_recipe(spec, backend="onnxruntime", precision="fp32")
+            source, splits = load_model_and_data(model, arch=None, data=pipeline.data, recipe=recipe)
+            train_if_needed(source, splits, recipe, progress)
+            ensure_writable_dir(cache)
+            temporary = checkpoint.with_name(f".{checkpoint.name}.tmp")
+            torch.save(source.module.state_dict(), temporary)
+            temporary.replace(checkpoint)
+        return checkpoint, sha256(checkpoint), None
+    except EdgeflowError as exc:
+        return None, None, str(exc)
+    except Exception as exc:  # carry on: every cell of this model records the failure
+        return None, None, _bug(exc)
+
+
+def _cell_recipe(spec: NightlySpec, *, backend: str, precision: str) -> Recipe:
+    pipeline = spec.pipeline
+    quantize = pipeline.quantize.model_copy() if precision == "int8" and pipeline.quantize is not None else None
+    return Recipe(
+        name=f"{spec.name}-{precision}", description=f"nightly cell of {spec.name}", data=pipeline.data,
+        seed=pipeline.seed, model=pipeline.model, train=pipeline.train, export=pipeline.export,
+        profile=pipeline.profile, evaluate=pipeline.evaluate,
+        variants=[VariantSpec(name=f"{backend}-{precision}", backend=backend, precision=precision, quantize=quantize)],
+    )  # fmt: skip
+
+
+def _run_cell(spec: NightlySpec, *, model, checkpoint, model_hash, model_error, device: DeviceSpec, backend,
+              precision, folder: Path, progress: Progress) -> tuple[CellRecord, CellResult]:  # fmt: skip
+    from edgeflow.api import optimize
+
+    device_name = device.name
+    name = f"{Path(model).stem if Path(model).suffix else model}-{device_name}-{precision}"
+    cell = CellRecord(model=model, device=device_name, precision=precision, backend=backend, status="failed")
+    started = time.perf_counter()
+    progress.stage(f"cell {model} on {device_name}, {precision} ({backend})")
+    try:
+        if model_error is not None:
+            raise EdgeflowError(f"the model could not be prepared: {model_error}")
+        recipe = _cell_recipe(spec, backend=backend, precision=precision)
+        arch = spec.matrix.arch if Path(model).is_file() else model
+        report = optimize(str(checkpoint), arch=arch, device=device, recipe=recipe, out=folder / name)
+        variant = report.variants[0]
+        artifact = folder / name / variant.artifact
+        cell.status, cell.measured, cell.model_hash = "ok", variant.measured, model_hash
+        cell.top1, cell.test_images, cell.size_bytes = (
+            variant.accuracy.top1,
+            variant.accuracy.samples,
+            variant.size_bytes,
+        )
+        cell.runtime_version = variant.runtime_version
+        cell.artifact_hash = sha256(artifact) if artifact.is_file() else None
+        if variant.latency_ms is not None:
+            cell.p50_ms, cell.p90_ms = variant.latency_ms.p50, variant.latency_ms.p90
+            if variant.latency_ms.samples_ms:
+                cell.samples = np.asarray(variant.latency_ms.samples_ms)
+        cell.detail = {
+            "report": f"cells/{name}/report.html",
+            "estimate_ms": variant.estimate.ms if variant.estimate is not None else None,
+            "estimate_method": variant.estimate.method if variant.estimate is not None else None,
+            "latency_source": variant.latency_source,
+            "execution_precision": variant.execution_precision,
+            "slowest_layers": _slowest_layers(artifact, device, backend, spec) if variant.measured else [],
+        }
+    except EdgeflowError as exc:
+        cell.error = str(exc)
+    except Exception as exc:  # a bug in one cell must not lose the night: recorded, the run goes on
+        cell.error = _bug(exc)
+    seconds = round(time.perf_counter() - started, 1)
+    if cell.error:
+        progress.stage(f"cell {name} failed: {cell.error}")
+    return cell, CellResult.from_cell(cell, seconds=seconds)
+
+
+def _slowest_layers(artifact: Path, device: DeviceSpec, backend: str, spec: NightlySpec) -> list[dict]:
+    """The runtime's own per-layer profile of the artifact (OpenVINO PERF_COUNT, ONNX Runtime profiling)."""
+    from edgeflow.artifact import artifact_from_path
+    from edgeflow.backends import get_backend
+
+    if spec.pipeline.layer_inferences == 0 or spec.slowest_layers == 0 or backend not in {"openvino", "onnxruntime"}:
+        return []
+    compiled = get_backend(backend).compile(artifact_from_path(artifact), settings=device.runtime, layer_profile=True)
+    profile = compiled.layer_profile(inferences=spec.pipeline.layer_inferences)
+    return [
+        {"name": layer.name, "type": layer.type, "kernel": layer.kernel, "ms": round(layer.ms, 5)}
+        for layer in profile.slowest(spec.slowest_layers)
+    ]
+
+
+def _bug(exc: Exception) -> str:
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    place = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
+    return f"{type(exc).__name__}: {exc}{place}"
+
+
+def _trends(store: History, cells: list[CellRecord], *, run_id: int, nights: int) -> dict[str, list[TrendPoint]]:
+    trends = {}
+    for cell in cells:
+        past = store.cell_history(cell.key, before=run_id + 1, limit=nights)
+        trends["/".join(cell.key)] = [
+            TrendPoint(label=run.label, p50_ms=old.p50_ms, top1=old.top1, measured=old.measured, status=old.status)
+            for run, old in reversed(past)
+        ]
+    return trends
