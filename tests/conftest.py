@@ -116,3 +116,20 @@ def loopback_ssh(tmp_path_factory: pytest.TempPathFactory):
     yield server
     server.process.terminate()
     server.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def two_nights(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Two real nights of tiny cells on this CPU (the second with one thread), and a checkpoint that fails."""
+    from nightly_recipe import nightly_recipe
+
+    from edgeflow.nightly import run_nightly
+
+    folder = tmp_path_factory.mktemp("nightly")
+    broken = folder / "<i>broken&amp;<i>.pt"
+    broken.write_bytes(b"not a checkpoint")
+    models = ["mobilenet_v3_small", str(broken)]
+    out = folder / "out"
+    first = run_nightly(nightly_recipe(folder, models=models), out=out, label="night-1")
+    second = run_nightly(nightly_recipe(folder, models=models, threads=1), out=out, label="night-2")
+    return {"out": out, "first": first, "second": second, "broken": broken}

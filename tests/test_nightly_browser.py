@@ -1,0 +1,72 @@
+"""The nightly page in a real headless Chromium (Debian's package, installed by .ci/run): its tables and
+plots are there and drawn, and text from inputs is shown as text, never run as markup.
+
+The committed screenshot (reports/nightly-screenshot.png) is this test's, taken of a real night:
+    EDGEFLOW_NIGHTLY_PAGE=reports/nightly/<date>/night.html .venv/bin/python -m pytest tests/test_nightly_browser.py
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+CHROMIUM = next((path for name in ("chromium", "chromium-browser") if (path := shutil.which(name))), None)
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (.ci/run installs Debian's package)")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run"]  # fmt: skip
+
+
+def _inspect(page_path: Path, screenshot: Path) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(page_path.resolve().as_uri(), wait_until="load")
+            found = page.evaluate(
+                """() => ({
+                    title: document.title,
+                    tables: Array.from(document.querySelectorAll('table')).map(t => t.id || t.className),
+                    cellRows: document.querySelectorAll('table#cells tbody tr').length,
+                    plots: Array.from(document.querySelectorAll('img.plot')).map(
+                        i => ({cls: i.className, drawn: i.complete && i.naturalWidth > 200})),
+                    text: document.body.innerText,
+                    injected: window.__injected === 1 || document.getElementById('injected') !== null,
+                    scripts: document.scripts.length,
+                })"""
+            )
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    found["errors"] = errors
+    return found
+
+
+def test_the_night_page_in_chromium(two_nights: dict, tmp_path: Path) -> None:
+    page = two_nights["out"] / "night-2" / "night.html"
+    found = _inspect(page, tmp_path / "night.png")
+    assert found["title"].startswith("edgeflow nightly night-2")
+    assert {"cells", "environment", "layers"} <= set(found["tables"])
+    assert found["cellRows"] == 4
+    kinds = sorted(plot["cls"] for plot in found["plots"])
+    assert kinds == ["plot pareto", "plot trend"] and all(plot["drawn"] for plot in found["plots"])
+    assert not found["injected"] and found["scripts"] == 0 and not found["errors"]
+    assert "<script>window.__injected = 1</script>" in found["text"]  # shown as text
+    assert "<i>broken&amp;<i>.pt" in found["text"]  # the failing cell's error, as text
+    assert (tmp_path / "night.png").stat().st_size > 20_000
+
+
+@pytest.mark.skipif("EDGEFLOW_NIGHTLY_PAGE" not in os.environ, reason="set EDGEFLOW_NIGHTLY_PAGE to a real night")
+def test_screenshot_of_a_real_night() -> None:
+    page = Path(os.environ["EDGEFLOW_NIGHTLY_PAGE"])
+    target = Path(os.environ.get("EDGEFLOW_SCREENSHOT", "reports/nightly-screenshot.png"))
+    found = _inspect(page, target)
+    assert {"cells", "environment"} <= set(found["tables"]) and found["plots"]
+    assert all(plot["drawn"] for plot in found["plots"]) and not found["errors"]
