@@ -188,6 +188,7 @@ def _run_cell(spec: NightlySpec, *, model, checkpoint, model_hash, model_error, 
         report = optimize(str(checkpoint), arch=arch, device=device, recipe=recipe, out=folder / name)
         variant = report.variants[0]
         artifact = folder / name / variant.artifact
+        _drop_copies(folder / name)
         cell.status, cell.measured, cell.model_hash = "ok", variant.measured, model_hash
         cell.top1, cell.test_images, cell.size_bytes = (
             variant.accuracy.top1,
@@ -216,6 +217,15 @@ def _run_cell(spec: NightlySpec, *, model, checkpoint, model_hash, model_error, 
     if cell.error:
         progress.stage(f"cell {name} failed: {cell.error}")
     return cell, CellResult.from_cell(cell, seconds=seconds)
+
+
+def _drop_copies(cell_folder: Path) -> None:
+    """A night keeps each cell's report and artifacts; the trained weights are in the cache once, and the
+    ship bundle repeats the artifact: neither is kept per cell and night."""
+    import shutil
+
+    (cell_folder / "model.pt").unlink(missing_ok=True)
+    shutil.rmtree(cell_folder / "bundle", ignore_errors=True)
 
 
 def _slowest_layers(artifact: Path, device: DeviceSpec, backend: str, spec: NightlySpec) -> list[dict]:
