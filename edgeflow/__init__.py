@@ -20,6 +20,7 @@ _LAZY = {
     "profile": "edgeflow.api",
     "evaluate": "edgeflow.api",
     "search": "edgeflow.netadapt.run",
+    "run_nightly": "edgeflow.nightly.run",
     "create_model": "edgeflow.models",
     "list_models": "edgeflow.models",
     "load_device": "edgeflow.device",
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from edgeflow.device import load_device
     from edgeflow.models import create_model, list_models
     from edgeflow.netadapt.run import search
+    from edgeflow.nightly.run import run_nightly
     from edgeflow.recipe import load_recipe
 
 
@@ -57,5 +59,6 @@ __all__ = [
     "load_recipe",
     "optimize",
     "profile",
+    "run_nightly",
     "search",
 ]
