@@ -53,6 +53,10 @@ def _run(call: Callable[[], Any]) -> Any:
         raise typer.Exit(code=130) from None
 
 
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
@@ -243,7 +247,7 @@ def profile(
         f"{result.precision} executed as {result.execution_precision}, "
         f"{result.runtime_settings.get('threads')} threads): "
         f"p50 {latency.p50:.3f} ms, p90 {latency.p90:.3f}, p99 {latency.p99:.3f}, mean {latency.mean:.3f}, "
-        f"min {latency.min:.3f}, max {latency.max:.3f}, std {latency.std:.3f}; cold {latency.cold:.3f} ms; "
+        f"min {latency.min:.3f}, max {latency.max:.3f}, std {_ms(latency.std)}; cold {_ms(latency.cold)} ms; "
         f"{latency.throughput_fps:.1f} FPS over {latency.iterations} runs (measured)",
         highlight=False,
     )

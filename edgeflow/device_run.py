@@ -8,6 +8,8 @@ Which way is decided by :func:`timing_plan` from the descriptor alone, before an
   device and computes the logits of the evaluation images there;
 * ``trtexec``: an SSH device with TensorRT: trtexec builds and times the engine on the device;
   accuracy comes from ONNX Runtime on this host (the report says so);
+* ``perf_test``: an attached phone (``adb get-state`` says ``device``): ONNX Runtime's
+  ``onnxruntime_perf_test`` times the model there; accuracy from ONNX Runtime on this host;
 * ``estimate``: no device attached (an SSH device without a host, a phone, a local runtime that is not
   installed): latency from the device's lookup table or roofline, ``measured: false``.
 """
@@ -31,7 +33,7 @@ from edgeflow.measure import artifact_cost, compile_and_profile
 from edgeflow.profile_config import ProfileConfig
 from edgeflow.profiling import LatencyStats, MemoryStats
 
-Plan = Literal["local", "agent", "trtexec", "estimate"]
+Plan = Literal["local", "agent", "trtexec", "perf_test", "estimate"]
 
 
 @dataclass
@@ -79,12 +81,29 @@ def timing_plan(device: DeviceSpec, backend: str) -> tuple[Plan, str]:
         return "agent", f"the benchmark agent on {device.ssh.host}"
     if shutil.which("adb") is None:
         return "estimate", "adb is not installed here, so no phone is attached: latency estimated"
-    return "estimate", "timing on a phone over ADB is not available in this version: latency estimated"
+    state = adb_state(device)
+    if state != "device":
+        return "estimate", f"no phone attached (adb get-state: {state}): latency estimated"
+    serial = device.adb.serial if device.adb is not None and device.adb.serial else "the attached phone"
+    return "perf_test", f"onnxruntime_perf_test on {serial}"
+
+
+def adb_state(device: DeviceSpec) -> str:
+    """``adb get-state`` for the device's serial: ``device`` when a phone is attached and authorized."""
+    import subprocess
+
+    serial = ["-s", device.adb.serial] if device.adb is not None and device.adb.serial else []
+    try:
+        done = subprocess.run(["adb", *serial, "get-state"], capture_output=True, text=True, timeout=15, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"adb failed: {exc}"
+    text = (done.stdout.strip() or done.stderr.strip() or "no answer").splitlines()[-1]
+    return text.removeprefix("error: ")
 
 
 @dataclass
 class DeviceTiming:
-    """A latency timed on a remote device (agent or trtexec), with the logits it computed when asked."""
+    """A latency timed on a remote device (agent, trtexec or perf_test), with the logits the agent computed."""
 
     latency_ms: LatencyStats
     memory: MemoryStats | None
@@ -105,9 +124,9 @@ def time_remotely(
     settings: RuntimeSettings | None = None,
     inputs: np.ndarray | None = None,
 ) -> DeviceTiming:
-    """Time ``artifact`` on an SSH device by ``plan`` (``agent`` or ``trtexec``); with ``inputs`` the agent
-    also returns the logits the device's runtime computed for them. Serves ``optimize`` and ``profile``."""
-    from edgeflow.remote import time_on_device, time_with_trtexec
+    """Time ``artifact`` on a remote device by ``plan`` (``agent``, ``trtexec``, ``perf_test``); with ``inputs``
+    the agent also returns the logits the device's runtime computed for them. Serves ``optimize`` and ``profile``."""
+    from edgeflow.remote import time_on_device, time_with_perf_test, time_with_trtexec
 
     if plan == "agent":
         timing, logits = time_on_device(
@@ -117,6 +136,13 @@ def time_remotely(
             latency_ms=timing.latency_ms, memory=timing.memory, runtime_version=timing.runtime_version,
             execution_precision=str(timing.settings.get("execution_precision", "unknown")),
             runtime_settings={**timing.settings, "address": timing.address}, logits=logits,
+        )  # fmt: skip
+    if plan == "perf_test":
+        summary = time_with_perf_test(artifact, device=device)
+        return DeviceTiming(
+            latency_ms=summary.latency_stats(), memory=None, runtime_version="onnxruntime (onnxruntime_perf_test)",
+            execution_precision=precision,
+            runtime_settings={"tool": "onnxruntime_perf_test", "iterations": summary.iterations},
         )  # fmt: skip
     if plan != "trtexec":
         raise ValueError(f"{plan!r} is not a remote timing plan")
@@ -177,7 +203,7 @@ def run_on_device(
             holdout=accuracy_from_logits(held_logits, held_labels, split="holdout", runtime=runtime),
             size_bytes=artifact.size_bytes, params=cost.params, macs=cost.macs, why=why,
         )  # fmt: skip
-    # trtexec and estimate: the accuracy comes from a runtime of this host reading the same file
+    # trtexec, perf_test and estimate: the accuracy comes from a runtime of this host reading the same file
     host_backend = "openvino" if artifact.format == "openvino" else "onnxruntime"
     compiled = get_backend(host_backend).compile(artifact, settings=RuntimeSettings(execution_precision="f32"))
     label = f"{host_backend} on this host ({backend} is on {device.name})"
@@ -185,7 +211,7 @@ def run_on_device(
     held_logits, held_labels = collect_logits(compiled, holdout, max_samples=max_samples)
     test_stats = accuracy_from_logits(logits, labels, split="test", runtime=label)
     holdout_stats = accuracy_from_logits(held_logits, held_labels, split="holdout", runtime=label)
-    if plan == "trtexec":
+    if plan in ("trtexec", "perf_test"):
         timing = time_remotely(
             artifact, plan=plan, device=device, backend=backend, precision=precision, profile=profile
         )

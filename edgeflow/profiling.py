@@ -29,8 +29,8 @@ class LatencyStats(BaseModel):
     mean: float
     min: float
     max: float
-    std: float
-    cold: float  # the first inference after compiling
+    std: float | None  # None where the timing tool does not report it (onnxruntime_perf_test)
+    cold: float | None  # the first inference after compiling; None where the tool does not report it
     iterations: int
     warmup: int
     seconds: float

@@ -227,6 +227,16 @@ class PerfTestSummary(BaseModel):
     max_ms: float
     percentiles_ms: dict[str, float]  # "50", "90", "95", "99", "999"
 
+    def latency_stats(self) -> LatencyStats:
+        """As the report's statistics: what the tool printed (it reports no spread or cold start)."""
+        percentiles = self.percentiles_ms
+        iterations = self.iterations or 0
+        return LatencyStats(
+            p50=percentiles["50"], p90=percentiles.get("90", self.max_ms), p99=percentiles.get("99", self.max_ms),
+            mean=self.mean_ms, min=self.min_ms, max=self.max_ms, std=None, cold=None, iterations=iterations,
+            warmup=0, seconds=iterations * self.mean_ms / 1e3, throughput_fps=1e3 / self.mean_ms,
+        )  # fmt: skip
+
 
 def parse_perf_test(text: str, *, device: str = "phone") -> PerfTestSummary:
     """Parse ``onnxruntime_perf_test``'s summary: "Average inference time cost: X ms" (or "Average time

@@ -3,6 +3,7 @@ The log is composed in the layout onnxruntime_perf_test prints (numbers made up 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,22 @@ def test_command() -> None:
                              iterations=200, threads=4)  # fmt: skip
     assert argv == ["/data/local/tmp/onnxruntime_perf_test", "-e", "cpu", "-m", "times", "-r", "200", "-I", "-x", "4",
                     "/data/local/tmp/w/model.ort"]  # fmt: skip
+
+
+def test_summary_as_report_statistics() -> None:
+    """What the tool printed, and nothing it did not: no spread and no cold start."""
+    stats = parse_perf_test(LOG.read_text()).latency_stats()
+    assert (stats.p50, stats.p90, stats.p99) == pytest.approx((5.904, 6.301, 7.433))
+    assert stats.std is None and stats.cold is None and stats.iterations == 500
+    assert stats.throughput_fps == pytest.approx(1e3 / 5.9742)
+
+
+@pytest.mark.skipif(shutil.which("adb") is None, reason="adb is not installed")
+def test_no_phone_attached_is_estimated_and_says_why() -> None:
+    """The real adb with no phone on this machine: the plan is an estimate, and adb's own words say why."""
+    from edgeflow.device import load_device
+    from edgeflow.device_run import timing_plan
+
+    plan, why = timing_plan(load_device("pixel-8"), "onnxruntime")
+    assert plan == "estimate"
+    assert why.startswith("no phone attached (adb get-state:") and why.endswith("latency estimated")

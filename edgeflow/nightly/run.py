@@ -68,19 +68,20 @@ def run_nightly(
                         cells.append(cell)
                         results.append(result)
             finished = datetime.now(timezone.utc)
-            store.finish_run(run_id, finished=finished.isoformat(timespec="seconds"))
             run = store.run(run_id)
             findings = compare_run(store, run, cells, spec.regression)
             report = NightReport(
-                label=label, started=run.started, finished=run.finished or "", recipe_name=spec.name,
-                recipe_hash=spec.fingerprint(), recipe=run.recipe, description=spec.description,
+                label=label, started=run.started, finished=finished.isoformat(timespec="seconds"),
+                recipe_name=spec.name, recipe_hash=spec.fingerprint(), recipe=run.recipe, description=spec.description,
                 history=str(store.path), environment=run.environment, cells=results,
                 findings=[finding_record(finding) for finding in findings],
-                trends=_trends(store, cells, run_id=run_id, nights=spec.trend_nights),
+                trends=_trends(store, cells, run_id=run_id, label=label, nights=spec.trend_nights),
                 seconds=round((finished - started).total_seconds(), 1),
             )  # fmt: skip
             progress.stage("write the night's report")
             write_night(report, folder=stage)
+        # finished only once its folder is in place: a night that died before is never a baseline
+        store.finish_run(run_id, finished=report.finished)
     return report
 
 
@@ -249,12 +250,17 @@ def _bug(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}{place}"
 
 
-def _trends(store: History, cells: list[CellRecord], *, run_id: int, nights: int) -> dict[str, list[TrendPoint]]:
+def _trends(
+    store: History, cells: list[CellRecord], *, run_id: int, label: str, nights: int
+) -> dict[str, list[TrendPoint]]:
+    """Each cell over its last ``nights`` finished nights and tonight, oldest first."""
     trends = {}
     for cell in cells:
-        past = store.cell_history(cell.key, before=run_id + 1, limit=nights)
+        past = [
+            (run.label, old) for run, old in reversed(store.cell_history(cell.key, before=run_id, limit=nights - 1))
+        ]
         trends["/".join(cell.key)] = [
-            TrendPoint(label=run.label, p50_ms=old.p50_ms, top1=old.top1, measured=old.measured, status=old.status)
-            for run, old in reversed(past)
+            TrendPoint(label=name, p50_ms=old.p50_ms, top1=old.top1, measured=old.measured, status=old.status)
+            for name, old in [*past, (label, cell)]
         ]
     return trends

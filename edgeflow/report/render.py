@@ -37,7 +37,8 @@ def _filters() -> dict:
     def latency(variant, field: str = "p50") -> str:
         """A measured statistic, or for an estimated variant its estimate (p50 column only), marked so."""
         if variant.latency_ms is not None:
-            return ms(getattr(variant.latency_ms, field))
+            value = getattr(variant.latency_ms, field)
+            return "n/a" if value is None else ms(value)
         if field == "p50" and variant.estimate is not None:
             return f"~{variant.estimate.ms:.3f} (estimated, {variant.estimate.method})"
         return "n/a"
