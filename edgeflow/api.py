@@ -111,6 +111,9 @@ def optimize(
         bundle = _write_bundle(records, artifacts, source, splits, device_spec, stage, progress)
         if bundle is not None:
             notes.append(f"ship bundle: bundle/ ({bundle.variant}, {len(bundle.files)} files, manifest.json)")
+            if device_spec.kind == "phone" and not any(f.role.startswith("executorch") for f in bundle.files):
+                notes.append("no ExecuTorch program (.pte) in the bundle: it needs ExecuTorch installed "
+                             "(pip install 'edgeflow[executorch]') and a torch model (not an ONNX file)")  # fmt: skip
             for where, command in bundle.build.items():
                 if where != "note":
                     notes.append(f"build and measure on the device ({where.replace('_', ' ')}): {command}")
@@ -163,7 +166,7 @@ def _write_bundle(records, artifacts, source, splits, device, stage, progress):
     progress.stage(f"ship bundle of {chosen.name}")
     return write_bundle(
         folder=stage / "bundle", record=chosen, artifact=artifacts[chosen.name], model_name=source.name,
-        splits=splits, device=device,
+        splits=splits, device=device, module=source.module,
     )  # fmt: skip
 
 

@@ -59,8 +59,11 @@ def write_bundle(
     model_name: str,
     splits: DataSplits,
     device: DeviceSpec,
+    module=None,
 ) -> Manifest:
-    """Write ``folder`` (inside a staged report folder, so it appears whole or not at all)."""
+    """Write ``folder`` (inside a staged report folder, so it appears whole or not at all). For phones, the
+    ``.ort`` form of an ONNX artifact and, where ExecuTorch is installed and the torch ``module`` is at hand,
+    a float ExecuTorch program (``model.pte``, XNNPACK)."""
     folder.mkdir(parents=True, exist_ok=True)
     files: list[tuple[Path, str]] = []
     for index, source in enumerate(artifact.files):
@@ -69,6 +72,12 @@ def write_bundle(
         files.append((target, "model" if index == 0 else "weights"))
     if device.kind == "phone" and artifact.format == "onnx":
         files += _ort_format(folder / "model.onnx")
+    if device.kind == "phone" and module is not None and artifact.input_shape:
+        from edgeflow.executorch_export import executorch_available, export_pte
+
+        if executorch_available():
+            pte = export_pte(module, input_shape=tuple(artifact.input_shape), path=folder / "model.pte")
+            files.append((pte, "executorch-fp32-xnnpack"))
     write_text(folder / "labels.txt", "\n".join(splits.class_names) + "\n")
     files.append((folder / "labels.txt", "labels"))
     input_shape = list(artifact.input_shape or [])
