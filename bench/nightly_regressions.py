@@ -44,9 +44,10 @@ def main() -> None:
     for index, (kind, recipe) in enumerate(nights):
         report = run_nightly(recipe, out=args.out, label=f"night-{index:02d}", progress=progress)
         latency = [f for f in report.findings if f.kind == "latency" and f.change is not None]
+        judged = sum("not judged yet" not in f.message for f in latency)
         flagged = report.regressions
         worst = max(latency, key=lambda f: f.change, default=None)
-        rows.append((report.label, kind, len(report.cells), sum(c.status == "failed" for c in report.cells),
+        rows.append((report.label, kind, len(report.cells), judged, sum(c.status == "failed" for c in report.cells),
                      sum(f.kind == "latency" for f in flagged), sum(f.kind != "latency" for f in flagged),
                      np.median([abs(f.change) for f in latency]) if latency else None, worst,
                      report.seconds))  # fmt: skip
@@ -56,21 +57,22 @@ def main() -> None:
     matrix = spec.matrix
     print(f"\nrecipe {spec.name} ({', '.join(matrix.models)} x {', '.join(matrix.precisions)} on "
           f"{', '.join(matrix.devices)}); {cores} cores here; half threads = {max(1, cores // 2)}\n")  # fmt: skip
-    print("| night | kind | cells | failed | latency flags | other flags | median abs change "
+    print("| night | kind | cells | latency judged | failed | latency flags | other flags | median abs change "
           "| largest change (interval) | s |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
-    for label, kind, cells, failed, lat_flags, other, median, worst, seconds in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for label, kind, cells, judged, failed, lat_flags, other, median, worst, seconds in rows:
         worst_text = "" if worst is None else (
             f"{100 * worst.change:+.1f}% {worst.model} {worst.precision} "
             f"({worst.interval[0]:.3f}-{worst.interval[1]:.3f})"
         )  # fmt: skip
         median_text = "" if median is None else f"{100 * median:.1f}%"
-        print(f"| {label} | {kind} | {cells} | {failed} | {lat_flags} | {other} | {median_text} | {worst_text} "
-              f"| {seconds:.0f} |")  # fmt: skip
+        print(f"| {label} | {kind} | {cells} | {judged} | {failed} | {lat_flags} | {other} | {median_text} "
+              f"| {worst_text} | {seconds:.0f} |")  # fmt: skip
     reruns = rows[1 : 1 + args.reruns]
-    false_alarms = sum(row[4] + row[5] for row in reruns)
-    cells = sum(r[2] for r in reruns)
-    print(f"\nfalse alarms in {len(reruns)} identical reruns: {false_alarms} flags over {cells} cells")
+    false_alarms = sum(row[5] + row[6] for row in reruns)
+    cells, judged = sum(row[2] for row in reruns), sum(row[3] for row in reruns)
+    print(f"\nfalse alarms in {len(reruns)} identical reruns: {false_alarms} flags over {cells} cells "
+          f"({judged} latency comparisons judged; the first nights build the history)")  # fmt: skip
     if planted is not None:
         print("\n| planted night cell | p50 ms | baseline ms | change | interval | rank p | flagged | what changed |")
         print("|---|---|---|---|---|---|---|---|")

@@ -24,6 +24,7 @@ def nightly_recipe(folder: Path, *, models: list[str], threads: int | None = Non
             "runtime": None if threads is None else {"threads": threads},
         },
         "matrix": {"models": models, "devices": ["cpu"], "precisions": ["fp32", "int8"], "arch": "mobilenet_v3_small"},
+        "timing": {"rounds": 2, "seconds_per_round": 0.2},
         "slowest_layers": 4,
         **extra,
     }

@@ -29,6 +29,7 @@ def test_a_night_carries_on_past_a_failing_cell(two_nights: dict) -> None:
     ]  # fmt: skip
     ok, failed = first.cells[0], first.cells[2]
     assert ok.measured and ok.p50_ms > 0 and ok.samples >= 10 and 0 <= ok.top1 <= 1 and ok.slowest_layers
+    assert len(ok.round_p50_ms) == 2 and ok.timing.startswith("in turn with the night's other cells")
     assert "broken" in failed.error and "\n" not in failed.error
     night = two_nights["out"] / "night-1"
     assert {"night.json", "night.md", "night.html", "pareto-cpu.svg", "trend-cpu.svg"} <= {
@@ -69,7 +70,7 @@ def test_fail_on_regression_exits_non_zero_on_a_planted_baseline(two_nights: dic
                                           backend="openvino", status="ok", measured=True, p50_ms=float(fast[0]),
                                           samples=fast, top1=two_nights["second"].cells[0].top1))  # fmt: skip
         store.finish_run(run_id, finished="x")
-    recipe = _recipe(tmp_path, models=["mobilenet_v3_small"], regression={"window": 1})
+    recipe = _recipe(tmp_path, models=["mobilenet_v3_small"], regression={"window": 1, "min_history": 1})
     out = two_nights["out"]  # its training cache: the model is not trained again
     arguments = ["nightly", "--recipe", str(recipe), "--out", str(out), "--history", str(history)]
     result = runner.invoke(app, [*arguments, "--label", "a", "--fail-on-regression"])

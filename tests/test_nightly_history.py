@@ -149,16 +149,16 @@ def test_a_foreign_database_and_a_newer_schema_are_refused(tmp_path: Path) -> No
 
 # regression rules, on samples planted in a real history
 
-CONFIG = RegressionConfig(window=7, latency_threshold=0.10, bootstrap=1000)
+CONFIG = RegressionConfig(window=7, min_history=1, latency_threshold=0.10, bootstrap=1000)
 
 
-def _latency_finding(tmp_path: Path, past_medians: list[float], tonight: np.ndarray, **tonight_kw):
+def _latency_finding(tmp_path: Path, past_medians: list[float], tonight: np.ndarray, config=CONFIG, **tonight_kw):
     rng = np.random.default_rng(1)
     with History.open(tmp_path / "h.sqlite") as store:
         for index, median in enumerate(past_medians):
             _night(store, f"n{index}", [_cell(median * rng.lognormal(0, 0.03, size=300))])
         run_id = _night(store, "tonight", [_cell(tonight, **tonight_kw)])
-        findings = compare_run(store, store.run(run_id), store.cells(run_id), CONFIG)
+        findings = compare_run(store, store.run(run_id), store.cells(run_id), config)
     return {finding.kind: finding for finding in findings}
 
 
@@ -188,6 +188,37 @@ def test_noise_between_nights_widens_the_interval(tmp_path: Path) -> None:
     noisy = _latency_finding(tmp_path / "noisy", [0.8, 1.2, 0.85, 1.15, 1.0], tonight)["latency"]
     assert quiet.flagged and not noisy.flagged
     assert noisy.interval[0] < quiet.interval[0]
+
+
+def test_latency_is_not_judged_before_min_history_nights(tmp_path: Path) -> None:
+    tonight = 1.5 * np.random.default_rng(2).lognormal(0, 0.03, size=300)
+    config = CONFIG.model_copy(update={"min_history": 3})
+    early = _latency_finding(tmp_path / "early", [1.0, 1.0], tonight, config=config)["latency"]
+    assert not early.flagged and "not judged yet: 2 of the 3 nights" in early.message
+    assert early.change == pytest.approx(0.5, abs=0.03)  # the figures are still reported
+    assert _latency_finding(tmp_path / "enough", [1.0, 1.0, 1.0], tonight, config=config)["latency"].flagged
+
+
+def _rounds_cell(round_p50s: list[float]) -> CellRecord:
+    """A cell timed in turn: its raw samples (tight within each round) and its per-round p50s."""
+    rng = np.random.default_rng(len(round_p50s))
+    samples = np.concatenate([p50 * rng.lognormal(0, 0.01, size=100) for p50 in round_p50s])
+    return _cell(samples, detail={"round_p50_ms": round_p50s})
+
+
+def test_rounds_are_the_units_when_cells_were_timed_in_turn(tmp_path: Path) -> None:
+    """Within a round samples are tight, but the rounds drift: resampled as rounds, tonight's +12% is within
+    the noise; resampled as raw samples (which ignores the drift) it would look certain."""
+    with History.open(tmp_path / "h.sqlite") as store:
+        for index in range(3):
+            _night(store, f"n{index}", [_rounds_cell([0.8, 1.0, 1.25, 0.9, 1.1])])
+        run_id = _night(store, "tonight", [_rounds_cell([0.95, 1.15, 1.35, 1.0, 1.2])])
+        tonight = store.cells(run_id)
+        (latency,) = [f for f in compare_run(store, store.run(run_id), tonight, CONFIG) if f.kind == "latency"]
+        past = [cell.samples for run in store.finished_runs(before=run_id) for cell in store.cells(run.id)]
+    assert not latency.flagged and latency.interval[0] < 1.0
+    naive_low, _ = bootstrap_ratio(tonight[0].samples, past, CONFIG)
+    assert naive_low > latency.interval[0]
 
 
 def test_accuracy_drop_size_growth_and_a_new_failure_are_flagged(tmp_path: Path) -> None:

@@ -50,10 +50,23 @@ class MatrixConfig(StrictModel):
         return values
 
 
+class TimingConfig(StrictModel):
+    """How a night times its cells for the history: every measured cell in turn, round after round, so the
+    host's drift over the night falls on all cells alike and each round is one sample of it."""
+
+    rounds: int = Field(default=5, ge=2, description="rounds; a cell's rounds are the units regressions resample")
+    seconds_per_round: float = Field(default=0.6, gt=0, description="timing loop of each cell in each round")
+    warmup: int = Field(default=10, ge=0, description="untimed runs before each cell's loop")
+
+
 class RegressionConfig(StrictModel):
     """A cell regresses when it is worse than its recent history by more than noise and the thresholds."""
 
     window: int = Field(default=7, ge=1, description="earlier finished nights a cell is compared with")
+    min_history: int = Field(
+        default=3, ge=1, description="latency is judged once this many nights are in the window (their spread is "
+        "the noise between nights)",
+    )  # fmt: skip
     latency_threshold: float = Field(default=0.10, gt=0, description="flag a p50 slowdown above this fraction ...")
     confidence: float = Field(default=0.95, gt=0.5, lt=1, description="... when the bootstrap interval clears it")
     bootstrap: int = Field(default=2000, ge=200, description="bootstrap resamples")
@@ -68,6 +81,7 @@ class NightlySpec(StrictModel):
     description: str = ""
     pipeline: PipelineConfig = PipelineConfig()
     matrix: MatrixConfig
+    timing: TimingConfig = TimingConfig()
     regression: RegressionConfig = RegressionConfig()
     slowest_layers: int = Field(default=8, ge=0, description="slowest layers shown per cell")
     trend_nights: int = Field(default=30, ge=2, description="past nights drawn in the trend plots")

@@ -1,10 +1,11 @@
 """Is a cell worse tonight than in its recent history, by more than the noise between runs?
 
 Latency: the ratio of tonight's median to the median of the last ``window`` nights' medians, with a
-hierarchical bootstrap interval (resample the nights, then the samples within each night), so the spread
-between nights widens the interval as much as the spread within one. A slowdown is flagged when the
-interval's lower end clears ``1 + latency_threshold`` and a one-sided Mann-Whitney rank test of tonight's
-raw samples against the last night's rejects at ``rank_test_alpha``. Accuracy is computed on the same
+hierarchical bootstrap interval (resample the nights, then the units within each night: the per-round p50s
+of cells timed in turn, else raw samples), so the spread between nights widens the interval as much as the
+spread within one. Once ``min_history`` nights are in the window, a slowdown is flagged when the interval's
+lower end clears ``1 + latency_threshold`` and a one-sided Mann-Whitney rank test of tonight's units
+against the earlier nights' rejects at ``rank_test_alpha``. Accuracy is computed on the same
 test images every night, so a drop above ``accuracy_drop`` is flagged as it is; size likewise. A cell that
 failed tonight but ran before is flagged too. Every finding says what changed between the two runs.
 """
@@ -72,29 +73,43 @@ def compare_run(history: History, run: RunRecord, cells: list[CellRecord], confi
 
 
 def _latency(cell: CellRecord, past: list[tuple[RunRecord, CellRecord]], config: RegressionConfig, changes):
-    timed = [(run, old) for run, old in past if old.measured and old.samples is not None and len(old.samples)]
-    if not cell.measured or cell.samples is None or not timed:
+    timed = [(run, old) for run, old in past if old.measured and len(timing_units(old))]
+    if not cell.measured or not len(timing_units(cell)) or not timed:
         return Finding(
             key=cell.key, kind="latency", flagged=False, changes=changes,
             message="not compared: estimated latencies are not tracked for regressions",
         )  # fmt: skip
     baseline = float(np.median([old.p50_ms for _, old in timed]))
-    current = float(np.median(cell.samples))
-    low, high = bootstrap_ratio(cell.samples, [old.samples for _, old in timed], config)
-    p_value = rank_test(cell.samples, timed[0][1].samples)
-    flagged = low > 1 + config.latency_threshold and p_value < config.rank_test_alpha
+    current = float(cell.p50_ms if cell.p50_ms is not None else np.median(cell.samples))
     ratio = current / baseline
     verdict = "slower" if ratio >= 1 else "faster"
-    message = (
+    units = timing_units(cell)
+    low, high = bootstrap_ratio(units, [timing_units(old) for _, old in timed], config)
+    p_value = rank_test(units, np.concatenate([timing_units(old) for _, old in timed]))
+    figures = (
         f"p50 {current:.3f} ms vs {baseline:.3f} ms over {len(timed)} night(s): {abs(ratio - 1) * 100:.1f}% {verdict} "
-        f"({100 * config.confidence:.0f}% interval of the ratio {low:.3f}-{high:.3f}, rank test p={p_value:.2g}; "
-        f"flagged above +{100 * config.latency_threshold:.0f}%)"
+        f"({100 * config.confidence:.0f}% interval of the ratio {low:.3f}-{high:.3f}, rank test p={p_value:.2g}"
     )
+    if len(timed) < config.min_history:
+        flagged = False
+        message = f"{figures}; not judged yet: {len(timed)} of the {config.min_history} nights that measure the noise)"
+    else:
+        flagged = low > 1 + config.latency_threshold and p_value < config.rank_test_alpha
+        message = f"{figures}; flagged above +{100 * config.latency_threshold:.0f}%)"
     return Finding(
         key=cell.key, kind="latency", flagged=flagged, message=message, current=current, baseline=baseline,
         change=ratio - 1, interval=(low, high), p_value=p_value, threshold=config.latency_threshold,
         baseline_runs=[run.label for run, _ in timed], changes=changes,
     )  # fmt: skip
+
+
+def timing_units(cell: CellRecord) -> np.ndarray:
+    """What a night's latency is resampled by: the per-round p50s when the cells were timed in turn (rounds
+    are nearly independent; consecutive samples are not), else the raw samples."""
+    rounds = cell.detail.get("round_p50_ms") if cell.detail else None
+    if rounds and len(rounds) >= 2:
+        return np.asarray(rounds, dtype=float)
+    return np.asarray(cell.samples if cell.samples is not None else [], dtype=float)
 
 
 def _accuracy(cell: CellRecord, past, config: RegressionConfig, changes):
@@ -141,7 +156,7 @@ def bootstrap_ratio(current: np.ndarray, past: list[np.ndarray], config: Regress
 
 
 def rank_test(current: np.ndarray, previous: np.ndarray) -> float:
-    """One-sided Mann-Whitney U: p-value of 'tonight's samples are not larger than the last night's'."""
+    """One-sided Mann-Whitney U: p-value of 'tonight's units are not larger than the earlier nights'."""
     from scipy.stats import mannwhitneyu
 
     return float(mannwhitneyu(current, previous, alternative="greater").pvalue)

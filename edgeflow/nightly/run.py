@@ -49,8 +49,7 @@ def run_nightly(
             label=label, started=started.isoformat(timespec="seconds"), recipe_name=spec.name,
             recipe_hash=spec.fingerprint(), recipe=spec.model_dump(mode="json"), environment=environment(),
         )  # fmt: skip
-        cells: list[CellRecord] = []
-        results: list[CellResult] = []
+        cells: list[tuple[CellRecord, float, DeviceSpec, Path | None]] = []
         with staged_dir(out / label) as stage:
             for model in spec.matrix.models:
                 checkpoint, model_hash, model_error = _trained_model(
@@ -59,23 +58,25 @@ def run_nightly(
                 for device in devices:
                     backend = spec.matrix.backend or device.preferred_runtime()
                     for precision in spec.matrix.precisions:
-                        cell, result = _run_cell(
+                        cells.append(_run_cell(
                             spec, model=model, checkpoint=checkpoint, model_hash=model_hash, model_error=model_error,
                             device=device, backend=backend, precision=precision,
                             folder=stage / "cells", progress=progress,
-                        )  # fmt: skip
-                        store.add_cell(run_id, cell)
-                        cells.append(cell)
-                        results.append(result)
+                        ))  # fmt: skip
+            _time_in_turn(cells, spec, progress)
+            for cell, *_ in cells:
+                store.add_cell(run_id, cell)
+            results = [CellResult.from_cell(cell, seconds=seconds) for cell, seconds, *_ in cells]
+            records = [cell for cell, *_ in cells]
             finished = datetime.now(timezone.utc)
             run = store.run(run_id)
-            findings = compare_run(store, run, cells, spec.regression)
+            findings = compare_run(store, run, records, spec.regression)
             report = NightReport(
                 label=label, started=run.started, finished=finished.isoformat(timespec="seconds"),
                 recipe_name=spec.name, recipe_hash=spec.fingerprint(), recipe=run.recipe, description=spec.description,
                 history=str(store.path), environment=run.environment, cells=results,
                 findings=[finding_record(finding) for finding in findings],
-                trends=_trends(store, cells, run_id=run_id, label=label, nights=spec.trend_nights),
+                trends=_trends(store, records, run_id=run_id, label=label, nights=spec.trend_nights),
                 seconds=round((finished - started).total_seconds(), 1),
             )  # fmt: skip
             progress.stage("write the night's report")
@@ -173,12 +174,13 @@ def _cell_recipe(spec: NightlySpec, *, backend: str, precision: str) -> Recipe:
 
 
 def _run_cell(spec: NightlySpec, *, model, checkpoint, model_hash, model_error, device: DeviceSpec, backend,
-              precision, folder: Path, progress: Progress) -> tuple[CellRecord, CellResult]:  # fmt: skip
+              precision, folder: Path, progress: Progress) -> tuple[CellRecord, float, DeviceSpec, Path | None]:  # fmt: skip  # noqa: E501
     from edgeflow.api import optimize
 
     device_name = device.name
     name = f"{Path(model).stem if Path(model).suffix else model}-{device_name}-{precision}"
     cell = CellRecord(model=model, device=device_name, precision=precision, backend=backend, status="failed")
+    artifact: Path | None = None
     started = time.perf_counter()
     progress.stage(f"cell {model} on {device_name}, {precision} ({backend})")
     try:
@@ -217,7 +219,50 @@ def _run_cell(spec: NightlySpec, *, model, checkpoint, model_hash, model_error, 
     seconds = round(time.perf_counter() - started, 1)
     if cell.error:
         progress.stage(f"cell {name} failed: {cell.error}")
-    return cell, CellResult.from_cell(cell, seconds=seconds)
+    return cell, seconds, device, artifact
+
+
+def _time_in_turn(cells: list[tuple[CellRecord, float, DeviceSpec, Path | None]], spec: NightlySpec,
+                  progress: Progress) -> None:  # fmt: skip
+    """Time every cell measured in this process again, all in turn, ``rounds`` times: a cell's figures for the
+    history are its samples pooled over the rounds, and its per-round p50s (the units regressions resample).
+    A transient slowdown of the host then touches one round of every cell, not all of one cell's samples."""
+    from edgeflow.artifact import artifact_from_path
+    from edgeflow.backends import get_backend
+    from edgeflow.profile_config import ProfileConfig
+    from edgeflow.profiling import time_inference
+
+    timing = spec.timing
+    chosen = [
+        (cell, device, artifact) for cell, _, device, artifact in cells
+        if cell.status == "ok" and cell.measured and device.is_local and artifact is not None
+    ]  # fmt: skip
+    if not chosen:
+        return
+    progress.stage(f"time {len(chosen)} cells in turn, {timing.rounds} rounds of {timing.seconds_per_round:g} s")
+    compiled = {}
+    for index, (cell, device, artifact) in enumerate(chosen):
+        try:
+            compiled[index] = get_backend(cell.backend).compile(artifact_from_path(artifact), settings=device.runtime)
+        except Exception as exc:  # it compiled minutes ago in optimize: keep that cell's own timing
+            cell.detail["timing"] = f"its own timing loop (it did not compile again: {_bug(exc)})"
+    config = ProfileConfig(warmup=timing.warmup, iterations=1_000_000, max_seconds=timing.seconds_per_round)
+    rounds: dict[int, list[float]] = {index: [] for index in compiled}
+    samples: dict[int, list[float]] = {index: [] for index in compiled}
+    for _ in range(timing.rounds):
+        for index, model in compiled.items():
+            stats = time_inference(model, config=config)
+            rounds[index].append(stats.p50)
+            samples[index].extend(stats.samples_ms or [])
+    for index in compiled:
+        cell = chosen[index][0]
+        pooled = np.asarray(samples[index])
+        cell.samples = pooled
+        cell.p50_ms, cell.p90_ms = float(np.median(pooled)), float(np.percentile(pooled, 90))
+        cell.detail["round_p50_ms"] = [round(value, 6) for value in rounds[index]]
+        cell.detail["timing"] = (
+            f"in turn with the night's other cells: {timing.rounds} rounds of {timing.seconds_per_round:g} s, pooled"
+        )
 
 
 def _drop_copies(cell_folder: Path) -> None:
