@@ -199,7 +199,7 @@ def _run_cell(spec: NightlySpec, *, model, checkpoint, model_hash, model_error, 
             variant.size_bytes,
         )
         cell.runtime_version = variant.runtime_version
-        cell.artifact_hash = sha256(artifact) if artifact.is_file() else None
+        cell.artifact_hash = _artifact_hash(artifact)
         if variant.latency_ms is not None:
             cell.p50_ms, cell.p90_ms = variant.latency_ms.p50, variant.latency_ms.p90
             if variant.latency_ms.samples_ms:
@@ -263,6 +263,14 @@ def _time_in_turn(cells: list[tuple[CellRecord, float, DeviceSpec, Path | None]]
         cell.detail["timing"] = (
             f"in turn with the night's other cells: {timing.rounds} rounds of {timing.seconds_per_round:g} s, pooled"
         )
+
+
+def _artifact_hash(artifact: Path) -> str | None:
+    """sha256 of what the artifact computes with: an OpenVINO IR's ``.bin`` (its XML holds names the converter
+    generates anew on every export, so hashing it would report a change every night), else the file."""
+    weights = artifact.with_suffix(".bin")
+    target = weights if artifact.suffix == ".xml" and weights.is_file() else artifact
+    return sha256(target) if target.is_file() else None
 
 
 def _drop_copies(cell_folder: Path) -> None:
