@@ -101,3 +101,18 @@ def test_units_cover_the_network_and_key_by_structure(mnv3_small):
     assert changed["features.3"] == keys["features.3"]
     # equal structure and input shape share a key (features.5 and features.6 are the same block config)
     assert keys["features.5"] == keys["features.6"]
+
+
+def test_resnet_units_start_with_the_stem_and_chain_to_the_model():
+    from edgeflow.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=10).eval()
+    units = split_units(model, (1, 3, 32, 32))
+    assert units[0].name == "stem" and units[0].input_shape == (1, 3, 32, 32)
+    assert units[1].name == "layer1.0" and units[1].input_shape == (1, 64, 8, 8) and units[-1].name == "head"
+    with torch.no_grad():
+        x = EXAMPLE
+        for unit in units:
+            x = unit.module(x)
+        torch.testing.assert_close(x, model(EXAMPLE))

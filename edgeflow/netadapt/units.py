@@ -64,6 +64,7 @@ def split_units(model: nn.Module, input_shape: tuple[int, ...]) -> list[Unit]:
         for hook in hooks:
             hook.remove()
     shapes["head"] = previous_output[-1]  # the head (built here, not called by the model) takes the last output
+    shapes.setdefault("stem", tuple(input_shape))  # a ResNet's stem, likewise built here, takes the input
     return [
         Unit(name=name, module=module, input_shape=shapes[name])
         for name, module in modules
