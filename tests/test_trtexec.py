@@ -52,3 +52,17 @@ def test_commands_for_each_precision() -> None:
     assert not {"--fp16", "--int8"} & set(trtexec_command(**common, precision="fp32"))
     with pytest.raises(ValueError, match="not bf16"):
         trtexec_command(**common, precision="bf16")
+
+
+@pytest.mark.parametrize(
+    "banner, version",
+    [("[TensorRT v8601]", "8.6.1"), ("[TensorRT v8205]", "8.2.5"), ("[TensorRT v100200]", "10.2.0"),
+     ("[TensorRT v101300]", "10.13.0")],  # fmt: skip
+)
+def test_version_from_the_banner(banner: str, version: str) -> None:
+    """trtexec's banner numbers its version as major x 1000 + minor x 100 + patch up to 8.x, and
+    major x 10000 + minor x 100 + patch from 10.0 (8.6.1's banner broke the first parser)."""
+    from edgeflow.backends.trtexec import _tensorrt_version
+
+    assert _tensorrt_version(f"&&&& RUNNING TensorRT.trtexec {banner} # trtexec --onnx=m.onnx") == version
+    assert _tensorrt_version(f"{banner}\n[I] TensorRT version: 9.9.9\n") == "9.9.9"  # the spelled-out line wins

@@ -80,12 +80,7 @@ def parse_summary(text: str, *, device: str = "trtexec") -> TrtexecSummary:
         )
         detail = f": {failed.strip()[:300]}" if failed else ""
         raise DeviceError(device, "read trtexec's output", f"no performance summary{detail}")
-    version = re.search(r"TensorRT version: ([0-9.]+)|\[TensorRT v(\d+)\]", text)
-    if version and version.group(2):
-        digits = version.group(2)  # v100200 -> 10.2.0
-        version_text = f"{int(digits[:-4])}.{int(digits[-4:-2])}.{int(digits[-2:])}"
-    else:
-        version_text = version.group(1) if version else None
+    version_text = _tensorrt_version(text)
     selected = re.search(r"Selected Device: (.+)", text)
     totals = {
         name: float(match.group(1))
@@ -126,3 +121,18 @@ def trtexec_command(
 
 def shell_line(argv: list[str]) -> str:
     return shlex.join(argv)
+
+
+def _tensorrt_version(text: str) -> str | None:
+    """"TensorRT version: 8.6.1" where trtexec prints it, else its banner's number: ``[TensorRT v8601]``
+    (8.x: major x 1000 + minor x 100 + patch) or ``[TensorRT v100200]`` (10.x: major x 10000 + ...)."""
+    spelled = re.search(r"TensorRT version: ([0-9.]+)", text)
+    if spelled:
+        return spelled.group(1)
+    banner = re.search(r"\[TensorRT v(\d+)\]", text)
+    if banner is None:
+        return None
+    number = int(banner.group(1))
+    if number >= 100000:
+        return f"{number // 10000}.{number // 100 % 100}.{number % 100}"
+    return f"{number // 1000}.{number // 100 % 10}.{number % 100}"
