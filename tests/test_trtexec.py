@@ -56,8 +56,12 @@ def test_commands_for_each_precision() -> None:
 
 @pytest.mark.parametrize(
     "banner, version",
-    [("[TensorRT v8601]", "8.6.1"), ("[TensorRT v8205]", "8.2.5"), ("[TensorRT v100200]", "10.2.0"),
-     ("[TensorRT v101300]", "10.13.0")],  # fmt: skip
+    [
+        ("[TensorRT v8601]", "8.6.1"),
+        ("[TensorRT v8205]", "8.2.5"),
+        ("[TensorRT v100200]", "10.2.0"),
+        ("[TensorRT v101300]", "10.13.0"),
+    ],  # fmt: skip
 )
 def test_version_from_the_banner(banner: str, version: str) -> None:
     """trtexec's banner numbers its version as major x 1000 + minor x 100 + patch up to 8.x, and
