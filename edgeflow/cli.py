@@ -447,7 +447,7 @@ def devices_check(
 
 @devices_app.command("calibrate")
 def devices_calibrate(
-    device: str = typer.Argument(..., help="device name, alias or YAML file (transport: local)"),
+    device: str = typer.Argument(..., help="device name, alias or YAML file (transport: local or ssh)"),
     models: str = typer.Option(
         "mobilenet_v2,mobilenet_v3_large,mobilenet_v3_small,mnasnet1_0,resnet18",
         "--models",
@@ -455,14 +455,23 @@ def devices_calibrate(
     ),
     resolution: int = typer.Option(128, "--resolution", help="input side in pixels"),
     backend: str | None = typer.Option(None, "--backend", "-b", help="openvino or onnxruntime (default: device's)"),
+    host: str | None = HostOption,
+    key: str | None = KeyOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Measure DEVICE's lookup table (block compute times) and fit it on whole models timed there."""
+    """Measure DEVICE's lookup table (block times) and fit it on whole models timed there (over SSH for ssh devices)."""
     from edgeflow.device import load_device
     from edgeflow.latency.table import calibrate_device
 
     names = [name.strip() for name in models.split(",") if name.strip()]
-    fitted = _run(lambda: calibrate_device(load_device(device), models=names, resolution=resolution, backend=backend))
+    fitted = _run(
+        lambda: calibrate_device(
+            load_device(device).with_connection(host=host, key=key),
+            models=names,
+            resolution=resolution,
+            backend=backend,
+        )
+    )
     if as_json:
         _print_json(fitted.model_dump(mode="json"))
         return

@@ -155,6 +155,29 @@ def time_on_device(
     return timing, logits
 
 
+def time_in_turn_on_device(
+    files: list[Path], *, device: DeviceSpec, backend: str, rounds: int = 5, max_seconds: float = 0.5,
+    warmup: int = 10, transport: Transport | None = None,
+) -> tuple[str, dict[str, list[float]]]:  # fmt: skip
+    """Copy ONNX ``files`` and the agent to ``device`` and time them there one after another, round after
+    round; the runtime's version and each file's p50 (ms) per round, by file name."""
+    transport = transport or open_transport(device)
+    step = f"time {len(files)} models in turn with {backend}"
+    with transport.workspace() as folder:
+        transport.put(AGENT, f"{folder}/agent.py", step="copy the benchmark agent")
+        for file in files:
+            transport.put(file, f"{folder}/{file.name}", step=f"copy {file.name}")
+        argv = [
+            _agent_python(device), f"{folder}/agent.py", "in-turn", "--runtime", backend, "--rounds", str(rounds),
+            "--max-seconds", str(max_seconds), "--warmup", str(warmup),
+            *(["--threads", str(device.runtime.threads)] if device.runtime.threads else []),
+            "--models", *[f"{folder}/{file.name}" for file in files],
+        ]  # fmt: skip
+        done = transport.run(argv, step=step, timeout=transport.command_timeout, check=False)
+        data = _parse_agent(device, step, done.stdout)
+    return data["version"], {Path(name).name: values for name, values in data["p50_ms"].items()}
+
+
 class TrtexecTiming(BaseModel):
     """An engine built and timed by trtexec on the device (GPU compute time per inference)."""
 

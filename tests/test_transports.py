@@ -196,3 +196,34 @@ def test_cli_profile_and_check_with_host_and_key_given_on_the_command_line(
     unreachable = runner.invoke(app, ["profile", str(mobilenet_artifacts["onnx"].path), "--device", str(device)])
     assert unreachable.exit_code == 2 and "error: device board: " in unreachable.output
     assert "no host given" in unreachable.output and "Traceback" not in unreachable.output
+
+
+def test_calibrate_over_ssh_then_estimate_without_the_device(ssh_device, monkeypatch, tmp_path: Path) -> None:
+    """`devices calibrate` on an SSH device: blocks and models timed in turn there by the agent; the table
+    then estimates a model of those blocks when no host is given, and declines a model it cannot cover."""
+    import torch
+
+    from edgeflow.latency.table import calibrate, estimate_from_table, load_remote_table
+    from edgeflow.models import create_model
+
+    monkeypatch.setenv("EDGEFLOW_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    models = {
+        "small": create_model("mobilenet_v3_small", num_classes=10).eval(),
+        "half": create_model("mobilenet_v3_small", num_classes=10, width=0.5).eval(),
+    }
+    device = ssh_device()
+    before = _leftovers()
+    fitted, measured, features = calibrate(device, models=models, input_shape=(1, 3, 32, 32), rounds=2, seconds=0.05)
+    assert _leftovers() == before
+    table = load_remote_table(device, (1, 3, 32, 32))
+    assert table.backend == "onnxruntime" and table.address.endswith(f"127.0.0.1:{device.ssh.port}")
+    assert len(table.entries) >= 20 and all(ms > 0 for ms in table.entries.values())  # the blocks of both
+    assert set(measured) == set(models) and all(features[name][0] > 0 for name in models)
+    assert fitted.context.startswith("loopback|onnxruntime|")
+    offline = device.model_copy(update={"ssh": device.ssh.model_copy(update={"host": None})})
+    estimate = estimate_from_table(offline, models["small"], (1, 3, 32, 32), precision="fp32")
+    assert estimate.method == "lookup-table" and estimate.measured is False and estimate.ms > 0
+    assert "timed whole on" in estimate.detail
+    other = create_model("resnet18", num_classes=10).eval()  # none of its blocks were measured there
+    assert estimate_from_table(offline, other, (1, 3, 32, 32), precision="fp32") is None

@@ -59,15 +59,21 @@ def block_features(table: LookupTable, module: nn.Module, input_shape: tuple[int
 
 def calibrate(
     device: DeviceSpec, *, models: dict[str, nn.Module], input_shape: tuple[int, ...], backend: str | None = None,
-    rounds: int = 5,
+    rounds: int = 5, seconds: float = 0.5,
 ) -> tuple[DeviceFit, dict[str, float], dict[str, tuple[float, int]]]:  # fmt: skip
     """Measure the blocks of ``models`` on ``device`` into its table, time the models whole in turn, and fit
     how the blocks add up. Returns the fit (also saved beside the table), the whole-model timings and the
-    block features, both in the table's units (the host's speed when the table was begun)."""
-    if not device.is_local:
-        raise DeviceError(
-            device.name, "calibrate", "calibration runs where the device is this machine (transport: local)"
+    block features, both in the table's units (the host's speed when the table was begun).
+
+    An SSH device is calibrated there: every block and model is exported to ONNX, copied with the agent and
+    timed on the device in turn (whole blocks: the agent has no per-layer profile), and the table is kept
+    here (:func:`remote_table_path`); ``seconds``: each file's timing loop per round there."""
+    if device.transport == "ssh":
+        return _calibrate_remote(
+            device, models=models, input_shape=input_shape, backend=backend, rounds=rounds, seconds=seconds
         )
+    if not device.is_local:
+        raise DeviceError(device.name, "calibrate", f"a {device.transport} device cannot be calibrated from here")
     timer = device_timer(device, backend)
     table = LookupTable(timer, default_table_path(cache_folder(), timer, input_shape))
     features = {name: block_features(table, module, input_shape) for name, module in models.items()}
@@ -81,7 +87,89 @@ def calibrate(
     return fitted, measured, features
 
 
+class RemoteTable(BaseModel):
+    """A lookup table measured on a device over SSH: whole-block p50s, and the fit to whole models."""
+
+    device: str
+    backend: str
+    runtime_version: str
+    address: str
+    input_shape: list[int]
+    created: str
+    entries: dict[str, float]  # block key -> p50 ms on the device
+    fit: DeviceFit
+
+
+def remote_table_path(device: DeviceSpec, backend: str, input_shape: tuple[int, ...]) -> Path:
+    shape = "x".join(str(side) for side in input_shape)
+    return cache_folder() / f"remote-{device.name}-{backend}-{shape}.json"
+
+
+def _table_backend(device: DeviceSpec, backend: str | None) -> str:
+    chosen = backend or next((name for name in device.runtimes if name in TABLE_BACKENDS), None)
+    if chosen not in TABLE_BACKENDS:
+        raise ConfigError(f"device {device.name}: a lookup table is measured with openvino or onnxruntime")
+    return chosen
+
+
+def _calibrate_remote(device: DeviceSpec, *, models: dict[str, nn.Module], input_shape: tuple[int, ...],
+                      backend: str | None, rounds: int, seconds: float):  # fmt: skip
+    import tempfile
+    from datetime import datetime, timezone
+
+    from edgeflow.exporter import export_onnx
+    from edgeflow.netadapt.units import split_units
+    from edgeflow.remote import time_in_turn_on_device
+    from edgeflow.transports import open_transport
+
+    backend = _table_backend(device, backend)
+    units = {name: split_units(module, input_shape) for name, module in models.items()}
+    blocks = {unit.key: unit for model_units in units.values() for unit in model_units}
+    transport = open_transport(device)
+    with tempfile.TemporaryDirectory() as folder, torch.no_grad():
+        files = {f"block-{key}.onnx": (unit.module, unit.input_shape) for key, unit in blocks.items()}
+        files.update({f"model-{name}.onnx": (module, input_shape) for name, module in models.items()})
+        paths = [
+            export_onnx(module.eval(), input_shape=tuple(shape), path=Path(folder) / name).path
+            for name, (module, shape) in files.items()
+        ]
+        version, per_round = time_in_turn_on_device(paths, device=device, backend=backend, rounds=rounds,
+                                                    max_seconds=seconds, transport=transport)  # fmt: skip
+    import statistics
+
+    median = {name: statistics.median(values) for name, values in per_round.items()}
+    entries = {key: median[f"block-{key}.onnx"] for key in blocks}
+    measured = {name: median[f"model-{name}.onnx"] for name in models}
+    features = {name: (sum(entries[unit.key] for unit in model_units), len(model_units))
+                for name, model_units in units.items()}  # fmt: skip
+    fitted = DeviceFit(
+        device=device.name, context=f"{device.name}|{backend}|{version}|{transport.address}",
+        input_shape=list(input_shape), models=sorted(models), fit=_least_squares(features, measured),
+    )  # fmt: skip
+    table = RemoteTable(
+        device=device.name, backend=backend, runtime_version=version, address=transport.address,
+        input_shape=list(input_shape), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        entries=entries, fit=fitted,
+    )  # fmt: skip
+    write_json(remote_table_path(device, backend, input_shape), table.model_dump(mode="json"))
+    return fitted, measured, features
+
+
+def load_remote_table(device: DeviceSpec, input_shape: tuple[int, ...], backend: str | None = None):
+    """The table calibrated on an SSH device at this input size, or None."""
+    path = remote_table_path(device, _table_backend(device, backend), input_shape)
+    if not path.exists():
+        return None
+    try:
+        return RemoteTable.model_validate(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"device table {path} is unreadable ({exc}); run edgeflow devices calibrate again") from None
+
+
 def load_fit(device: DeviceSpec, input_shape: tuple[int, ...], backend: str | None = None) -> DeviceFit | None:
+    if device.transport == "ssh":
+        table = load_remote_table(device, input_shape, backend)
+        return None if table is None else table.fit
     timer = device_timer(device, backend)
     path = _fit_path(timer, input_shape)
     if not path.exists():
@@ -98,6 +186,8 @@ def estimate_from_table(
 ) -> LatencyEstimate | None:
     """The table's estimate for ``module`` on ``device``, or None when the device was never calibrated at
     this input size (or, for a device that is not this machine, when the table lacks one of its blocks)."""
+    if device.transport == "ssh":
+        return _estimate_from_remote_table(device, module, input_shape, precision=precision, backend=backend)
     fitted = load_fit(device, input_shape, backend)
     if fitted is None:
         return None
@@ -114,6 +204,25 @@ def estimate_from_table(
         ms=fitted.fit.estimate(blocks_ms, blocks), method="lookup-table", device=device.name, precision=precision,
         detail=f"{blocks} blocks summing to {blocks_ms:.3f} ms; fit on {', '.join(fitted.models)}",
         source=str(default_table_path(cache_folder(), timer, input_shape)),
+    )  # fmt: skip
+
+
+def _estimate_from_remote_table(device, module, input_shape, *, precision: str, backend: str | None):
+    from edgeflow.netadapt.units import split_units
+
+    table = load_remote_table(device, input_shape, backend)
+    if table is None:
+        return None
+    units = split_units(module, input_shape)
+    if any(unit.key not in table.entries for unit in units):
+        return None  # a block never measured there: the device is not here to measure it
+    blocks_ms = sum(table.entries[unit.key] for unit in units)
+    return LatencyEstimate(
+        ms=table.fit.fit.estimate(blocks_ms, len(units)), method="lookup-table", device=device.name,
+        precision=precision,
+        detail=f"{len(units)} blocks summing to {blocks_ms:.3f} ms, timed whole on {table.address} with "
+        f"{table.backend} {table.runtime_version} ({table.created}); fit on {', '.join(table.fit.models)}",
+        source=str(remote_table_path(device, table.backend, input_shape)),
     )  # fmt: skip
 
 

@@ -149,6 +149,36 @@ def time_model(args):
     return result
 
 
+def time_in_turn(args):
+    """Several models timed one after another, round after round: each one's p50 (ms) in every round."""
+    build = {"onnxruntime": _onnxruntime, "openvino": _openvino}.get(args.runtime)
+    if build is None:
+        raise AgentError(f"the agent cannot time with {args.runtime}")
+    if _version(RUNTIMES[args.runtime]) is None:
+        raise AgentError(f"{args.runtime} is not installed for {sys.executable}")
+    runs, version = {}, None
+    for model in args.models:
+        shape, runner, _infer, version, _settings, np = build(model, args.threads)
+        runs[model] = runner(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    clock = time.perf_counter_ns
+    per_round = {model: [] for model in args.models}
+    for _ in range(args.rounds):
+        for model, once in runs.items():
+            for _ in range(args.warmup):
+                once()
+            samples, loop_start = [], clock()
+            while True:
+                before = clock()
+                once()
+                after = clock()
+                samples.append(after - before)
+                if len(samples) >= args.min_iterations and after - loop_start >= args.max_seconds * 1e9:
+                    break
+            samples.sort()
+            per_round[model].append(samples[len(samples) // 2] / 1e6)
+    return {"runtime": args.runtime, "version": str(version), "p50_ms": per_round, "machine": platform.machine()}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="edgeflow's benchmark agent")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -163,9 +193,22 @@ def main(argv=None):
     timing.add_argument("--threads", type=int, default=None)
     timing.add_argument("--inputs", default=None)
     timing.add_argument("--outputs", default=None)
+    in_turn = commands.add_parser("in-turn")
+    in_turn.add_argument("--models", nargs="+", required=True)
+    in_turn.add_argument("--runtime", required=True)
+    in_turn.add_argument("--rounds", type=int, default=5)
+    in_turn.add_argument("--warmup", type=int, default=10)
+    in_turn.add_argument("--min-iterations", type=int, default=10)
+    in_turn.add_argument("--max-seconds", type=float, default=0.5)
+    in_turn.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     try:
-        result = probe() if args.command == "probe" else time_model(args)
+        commands_run = {
+            "probe": lambda: probe(),
+            "time": lambda: time_model(args),
+            "in-turn": lambda: time_in_turn(args),
+        }
+        result = commands_run[args.command]()
     except Exception as exc:  # noqa: BLE001 - reported to the host as one line
         message = str(exc) if isinstance(exc, AgentError) else f"{exc.__class__.__name__}: {exc}"
         print(json.dumps({"error": (message.splitlines() or ["no message"])[0]}))
