@@ -9,7 +9,9 @@ import yaml
 HOSTILE = "<script>window.__injected = 1</script><b id='injected'>bold</b>"
 
 
-def nightly_recipe(folder: Path, *, models: list[str], threads: int | None = None, **extra) -> Path:
+def nightly_recipe(
+    folder: Path, *, models: list[str], threads: int | None = None, precisions=("fp32", "int8"), **extra
+) -> Path:
     data = {
         "kind": "nightly",
         "name": "tiny-night",
@@ -23,7 +25,7 @@ def nightly_recipe(folder: Path, *, models: list[str], threads: int | None = Non
             "layer_inferences": 3,
             "runtime": None if threads is None else {"threads": threads},
         },
-        "matrix": {"models": models, "devices": ["cpu"], "precisions": ["fp32", "int8"], "arch": "mobilenet_v3_small"},
+        "matrix": {"models": models, "devices": ["cpu"], "precisions": list(precisions), "arch": "mobilenet_v3_small"},
         "timing": {"rounds": 2, "seconds_per_round": 0.2},
         "slowest_layers": 4,
         **extra,

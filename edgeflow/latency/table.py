@@ -73,7 +73,7 @@ def calibrate(
             device, models=models, input_shape=input_shape, backend=backend, rounds=rounds, seconds=seconds
         )
     if not device.is_local:
-        raise DeviceError(device.name, "calibrate", f"a {device.transport} device cannot be calibrated from here")
+        raise DeviceError(device.name, "calibrate", "a phone over ADB has no lookup table: only SSH and local devices")
     timer = device_timer(device, backend)
     table = LookupTable(timer, default_table_path(cache_folder(), timer, input_shape))
     features = {name: block_features(table, module, input_shape) for name, module in models.items()}
