@@ -94,6 +94,14 @@ def test_fail_on_regression_exits_non_zero_on_a_planted_baseline(two_nights: dic
         ({"matrix": {"models": ["no_such_model"]}}, "matrix model 'no_such_model'"),
         ({"matrix": {"models": ["mobilenet_v3_small"]}, "regression": {"windw": 3}}, "unknown key 'regression.windw'"),
         ({"matrix": {"models": ["mobilenet_v3_small"], "precisions": ["fp32", "fp32"]}}, "listed twice: fp32"),
+        (
+            {"matrix": {"models": ["mobilenet_v3_small"], "devices": ["jetson-orin-nano", "jetson"]}},
+            "'jetson' is jetson-orin-nano, which the matrix already lists",
+        ),
+        (
+            {"matrix": {"models": ["mobilenet_v3_small"]}, "regression": {"window": 2, "min_history": 3}},
+            "min_history (3) exceeds window (2)",
+        ),
     ],
 )
 def test_bad_recipes_get_one_line(tmp_path: Path, change: dict, message: str) -> None:
@@ -126,3 +134,12 @@ def test_the_shipped_nightly_recipe_loads() -> None:
 
     spec = load_nightly("nightly")
     assert len(spec.matrix.models) >= 3 and spec.matrix.precisions == ["fp32", "int8"]
+
+
+def test_two_model_files_with_one_name_get_their_own_cell_folders(tmp_path: Path) -> None:
+    from edgeflow.nightly.run import _model_folder
+
+    first, second = tmp_path / "a" / "model.onnx", tmp_path / "b" / "model.onnx"
+    assert _model_folder(str(first)) != _model_folder(str(second))
+    assert _model_folder(str(first)).startswith("model-") and _model_folder("resnet18") == "resnet18"
+    assert _model_folder(str(tmp_path / "<i>x.pt")).startswith("_i_x-")

@@ -30,8 +30,9 @@ def _night(store: History, label: str, cells: list[CellRecord], *, environment=E
 
 
 def _cell(samples: np.ndarray | None = None, *, top1=0.9, size=1000, status="ok", precision="fp32", **kw):
+    measured = kw.pop("measured", samples is not None)
     cell = CellRecord(model="m", device="cpu", precision=precision, backend="openvino", status=status,
-                      measured=samples is not None, top1=top1, size_bytes=size, test_images=500,
+                      measured=measured, top1=top1, size_bytes=size, test_images=500,
                       runtime_version="openvino 2026.4.1", model_hash="a" * 64, **kw)  # fmt: skip
     if samples is not None:
         cell.samples, cell.p50_ms, cell.p90_ms = samples, float(np.median(samples)), float(np.percentile(samples, 90))
@@ -259,6 +260,16 @@ def test_a_finding_says_what_changed_between_the_runs(tmp_path: Path) -> None:
         "pipeline.runtime.threads: None -> 1" in change for change in changes
     )
     assert "artifact sha256: none -> bbbbbbbbbbbb" in changes
+
+
+def test_a_summary_only_latency_is_compared_by_its_nights(tmp_path: Path) -> None:
+    """A phone timed by onnxruntime_perf_test keeps a p50 and no samples: its nights are the units."""
+    with History.open(tmp_path / "h.sqlite") as store:
+        for index, p50 in enumerate([1.0, 1.02, 0.98, 1.01]):
+            _night(store, f"n{index}", [_cell(None, measured=True, p50_ms=p50)])
+        run_id = _night(store, "tonight", [_cell(None, measured=True, p50_ms=2.0)])
+        findings = {f.kind: f for f in compare_run(store, store.run(run_id), store.cells(run_id), CONFIG)}
+    assert findings["latency"].change == pytest.approx(1.0, abs=0.02) and findings["latency"].interval[0] > 1.9
 
 
 def test_bootstrap_interval_covers_the_true_ratio() -> None:

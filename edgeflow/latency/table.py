@@ -101,8 +101,10 @@ class RemoteTable(BaseModel):
 
 
 def remote_table_path(device: DeviceSpec, backend: str, input_shape: tuple[int, ...]) -> Path:
+    """Keyed by what its figures depend on that is known here: device, runtime, input shape, threads."""
     shape = "x".join(str(side) for side in input_shape)
-    return cache_folder() / f"remote-{device.name}-{backend}-{shape}.json"
+    threads = device.runtime.threads or "default"
+    return cache_folder() / f"remote-{device.name}-{backend}-{shape}-threads{threads}.json"
 
 
 def _table_backend(device: DeviceSpec, backend: str | None) -> str:
@@ -139,6 +141,9 @@ def _calibrate_remote(device: DeviceSpec, *, models: dict[str, nn.Module], input
 
     median = {name: statistics.median(values) for name, values in per_round.items()}
     entries = {key: median[f"block-{key}.onnx"] for key in blocks}
+    earlier = load_remote_table(device, input_shape, backend)
+    if earlier is not None and earlier.runtime_version == version:  # blocks of earlier calibrations stay
+        entries = {**earlier.entries, **entries}
     measured = {name: median[f"model-{name}.onnx"] for name in models}
     features = {name: (sum(entries[unit.key] for unit in model_units), len(model_units))
                 for name, model_units in units.items()}  # fmt: skip

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgeflow.config import StrictModel, find_named_file, parse_spec, read_yaml
 from edgeflow.device import RuntimeSettings
@@ -73,6 +73,14 @@ class RegressionConfig(StrictModel):
     rank_test_alpha: float = Field(default=0.01, gt=0, lt=1, description="and the rank test rejects at this level")
     accuracy_drop: float = Field(default=0.01, ge=0, le=1, description="flag a top-1 drop above this (fraction)")
     size_growth: float = Field(default=0.05, ge=0, description="flag artifact growth above this fraction")
+
+    @model_validator(mode="after")
+    def _history_fits_the_window(self) -> RegressionConfig:
+        if self.min_history > self.window:
+            raise ValueError(
+                f"min_history ({self.min_history}) exceeds window ({self.window}): latency would never be judged"
+            )
+        return self
 
 
 class NightlySpec(StrictModel):

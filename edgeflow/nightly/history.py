@@ -3,8 +3,9 @@
 * Versioned schema (``PRAGMA user_version``); a file from a newer edgeflow is refused, never migrated down.
 * Safe with concurrent writers: WAL journal, a busy timeout, and each write in one ``BEGIN IMMEDIATE``
   transaction. A crash in the middle of a write leaves the last committed state (SQLite's journal).
-* A run is inserted when it starts and marked finished at the end; cells are committed as they finish,
-  so a crashed night keeps what it measured but is never used as a baseline.
+* A run is inserted when it starts and marked finished at the end; cells are committed as they finish
+  (their figures updated once the night's cells are timed again in turn), so a crashed night keeps what
+  it measured but is never used as a baseline.
 * Raw latency samples are kept (float64 milliseconds in a BLOB per cell), not only summaries.
 * A file that is not a readable SQLite database is reported and left untouched.
 """
@@ -152,18 +153,24 @@ class History:
                     cursor.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Cursor]:
-        """One write transaction; all of it is committed, or none of it."""
-        cursor = self._connection.cursor()
-        cursor.execute("BEGIN IMMEDIATE")
+    def _write(self, step: str | None = None) -> Iterator[sqlite3.Cursor]:
+        """One write transaction; all of it is committed, or none of it. With ``step``, an SQLite failure
+        (locked past the timeout, disk full) is a HistoryError naming the file and the step."""
         try:
-            yield cursor
-        except BaseException:
+            cursor = self._connection.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                yield cursor
+            except BaseException:
+                if self._connection.in_transaction:
+                    cursor.execute("ROLLBACK")
+                raise
             if self._connection.in_transaction:
-                cursor.execute("ROLLBACK")
-            raise
-        if self._connection.in_transaction:
-            cursor.execute("COMMIT")
+                cursor.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if step is None:
+                raise
+            raise HistoryError(f"history {self.path}: could not {step}: {exc}") from None
 
     def close(self) -> None:
         self._connection.close()
@@ -177,7 +184,7 @@ class History:
     # writes
     def start_run(self, *, label: str, started: str, recipe_name: str, recipe_hash: str, recipe: dict,
                   environment: dict) -> int:  # fmt: skip
-        with self._write() as cursor:
+        with self._write("record the night's start") as cursor:
             cursor.execute(
                 "INSERT INTO runs (label, started, recipe_name, recipe_hash, recipe_json, environment_json) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -188,7 +195,7 @@ class History:
 
     def add_cell(self, run_id: int, cell: CellRecord) -> None:
         samples = None if cell.samples is None else np.asarray(cell.samples, dtype="<f8").tobytes()
-        with self._write() as cursor:
+        with self._write(f"record the cell {'/'.join(cell.key)}") as cursor:
             cursor.execute(
                 "INSERT INTO cells (run_id, model, device, precision, backend, status, error, measured, p50_ms, "
                 "p90_ms, top1, test_images, size_bytes, model_hash, artifact_hash, runtime_version, detail_json, "
@@ -199,8 +206,19 @@ class History:
                  samples),
             )  # fmt: skip
 
+    def update_timing(self, run_id: int, cell: CellRecord) -> None:
+        """Replace a recorded cell's latency figures (after the night's cells were timed again in turn)."""
+        samples = None if cell.samples is None else np.asarray(cell.samples, dtype="<f8").tobytes()
+        with self._write(f"update the cell {'/'.join(cell.key)}") as cursor:
+            cursor.execute(
+                "UPDATE cells SET p50_ms = ?, p90_ms = ?, samples = ?, detail_json = ? WHERE run_id = ? AND "
+                "model = ? AND device = ? AND precision = ?",
+                (cell.p50_ms, cell.p90_ms, samples, json.dumps(cell.detail, sort_keys=True), run_id, cell.model,
+                 cell.device, cell.precision),
+            )  # fmt: skip
+
     def finish_run(self, run_id: int, *, finished: str) -> None:
-        with self._write() as cursor:
+        with self._write("mark the night finished") as cursor:
             cursor.execute("UPDATE runs SET finished = ? WHERE id = ?", (finished, run_id))
 
     # reads

@@ -71,26 +71,24 @@ def pareto_svg(report: NightReport, *, device: str) -> bytes:
 def trend_svg(report: NightReport, *, device: str) -> bytes:
     plt = _pyplot()
     figure, (latency_axes, accuracy_axes) = plt.subplots(2, 1, figsize=(7.5, 6), dpi=100, sharex=True)
-    labels: list[str] = []
-    series = {key: points for key, points in report.trends.items() if key.split("/")[1] == device}
-    for points in series.values():
-        for point in points:
-            if point.label not in labels:
-                labels.append(point.label)
-    position = {label: index for index, label in enumerate(labels)}
+    # keys are model/device/precision/backend, and a model may be a path with slashes of its own
+    series = {key: points for key, points in report.trends.items() if key.rsplit("/", 3)[1] == device}
+    nights = sorted({(point.run_id, point.label) for points in series.values() for point in points})
+    position = {run_id: index for index, (run_id, _) in enumerate(nights)}
+    labels = [label for _, label in nights]
     flagged = {(f.model, f.device, f.precision, f.backend) for f in report.regressions}
     for index, (key, points) in enumerate(series.items()):
-        model, _, precision, backend = key.split("/")
+        model, _, precision, backend = key.rsplit("/", 3)
         color = f"C{index % 10}"
-        timed = [(position[p.label], p.p50_ms) for p in points if p.status == "ok" and p.p50_ms is not None]
-        scored = [(position[p.label], 100 * p.top1) for p in points if p.status == "ok" and p.top1 is not None]
+        timed = [(position[p.run_id], p.p50_ms) for p in points if p.status == "ok" and p.p50_ms is not None]
+        scored = [(position[p.run_id], 100 * p.top1) for p in points if p.status == "ok" and p.top1 is not None]
         if timed:
             latency_axes.plot(
                 *zip(*timed, strict=True), marker="o", ms=3, color=color, label=f"{model} {precision} ({backend})"
             )
         if scored:
             accuracy_axes.plot(*zip(*scored, strict=True), marker="o", ms=3, color=color)
-        if tuple(key.split("/")) in flagged and timed:
+        if tuple(key.rsplit("/", 3)) in flagged and timed:
             latency_axes.scatter(*timed[-1], s=160, facecolors="none", edgecolors="red", linewidths=2, zorder=5)
     latency_axes.set_ylabel("p50 ms (measured)")
     accuracy_axes.set_ylabel("test top-1 %")

@@ -77,15 +77,18 @@ def _latency(cell: CellRecord, past: list[tuple[RunRecord, CellRecord]], config:
     if not cell.measured or not len(timing_units(cell)) or not timed:
         return Finding(
             key=cell.key, kind="latency", flagged=False, changes=changes,
-            message="not compared: estimated latencies are not tracked for regressions",
+            message="not compared: estimated latencies are not tracked for regressions"
+            if not cell.measured else "not compared: no earlier night has a measured latency for this cell",
         )  # fmt: skip
-    baseline = float(np.median([old.p50_ms for _, old in timed]))
-    current = float(cell.p50_ms if cell.p50_ms is not None else np.median(cell.samples))
+    units = timing_units(cell)
+    past_units = [timing_units(old) for _, old in timed]
+    # the figures the interval is about: tonight's median unit over the median of the nights' median units
+    current = float(np.median(units))
+    baseline = float(np.median([np.median(night) for night in past_units]))
     ratio = current / baseline
     verdict = "slower" if ratio >= 1 else "faster"
-    units = timing_units(cell)
-    low, high = bootstrap_ratio(units, [timing_units(old) for _, old in timed], config)
-    p_value = rank_test(units, np.concatenate([timing_units(old) for _, old in timed]))
+    low, high = bootstrap_ratio(units, past_units, config)
+    p_value = rank_test(units, np.concatenate(past_units))
     figures = (
         f"p50 {current:.3f} ms vs {baseline:.3f} ms over {len(timed)} night(s): {abs(ratio - 1) * 100:.1f}% {verdict} "
         f"({100 * config.confidence:.0f}% interval of the ratio {low:.3f}-{high:.3f}, rank test p={p_value:.2g}"
@@ -105,11 +108,14 @@ def _latency(cell: CellRecord, past: list[tuple[RunRecord, CellRecord]], config:
 
 def timing_units(cell: CellRecord) -> np.ndarray:
     """What a night's latency is resampled by: the per-round p50s when the cells were timed in turn (rounds
-    are nearly independent; consecutive samples are not), else the raw samples."""
+    are nearly independent; consecutive samples are not), else the raw samples, else (a tool that reports
+    only a summary, like onnxruntime_perf_test) the p50 alone: then only the nights are resampled."""
     rounds = cell.detail.get("round_p50_ms") if cell.detail else None
     if rounds and len(rounds) >= 2:
         return np.asarray(rounds, dtype=float)
-    return np.asarray(cell.samples if cell.samples is not None else [], dtype=float)
+    if cell.samples is not None and len(cell.samples):
+        return np.asarray(cell.samples, dtype=float)
+    return np.asarray([] if cell.p50_ms is None else [cell.p50_ms], dtype=float)
 
 
 def _accuracy(cell: CellRecord, past, config: RegressionConfig, changes):
@@ -147,9 +153,12 @@ def bootstrap_ratio(current: np.ndarray, past: list[np.ndarray], config: Regress
     rng = np.random.default_rng(seed)
     draws = config.bootstrap
     tonight = np.median(rng.choice(current, size=(draws, len(current))), axis=1)
-    night_medians = np.stack([np.median(rng.choice(samples, size=(draws, len(samples))), axis=1) for samples in past])
-    chosen = rng.integers(0, len(past), size=(draws, len(past)))  # resample the nights themselves
-    baseline = np.median(np.take_along_axis(night_medians.T, chosen, axis=1), axis=1)
+    chosen = rng.integers(0, len(past), size=(draws, len(past)))  # resample the nights themselves ...
+    slots = np.empty((draws, len(past)))
+    for slot in range(len(past)):  # ... and, for every night drawn, its units afresh (a night drawn twice differs)
+        fresh = np.stack([np.median(rng.choice(units, size=(draws, len(units))), axis=1) for units in past])
+        slots[:, slot] = fresh[chosen[:, slot], np.arange(draws)]
+    baseline = np.median(slots, axis=1)
     ratios = tonight / baseline
     tail = (1 - config.confidence) / 2
     return float(np.quantile(ratios, tail)), float(np.quantile(ratios, 1 - tail))

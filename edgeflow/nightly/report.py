@@ -93,6 +93,7 @@ def finding_record(finding: Finding) -> FindingRecord:
 
 
 class TrendPoint(BaseModel):
+    run_id: int  # the history's order of the nights
     label: str
     p50_ms: float | None
     top1: float | None

@@ -63,9 +63,9 @@ def run_nightly(
                             device=device, backend=backend, precision=precision,
                             folder=stage / "cells", progress=progress,
                         ))  # fmt: skip
-            _time_in_turn(cells, spec, progress)
-            for cell, *_ in cells:
-                store.add_cell(run_id, cell)
+                        store.add_cell(run_id, cells[-1][0])  # kept even if the night dies later
+            for cell in _time_in_turn(cells, spec, progress):
+                store.update_timing(run_id, cell)
             results = [CellResult.from_cell(cell, seconds=seconds) for cell, seconds, *_ in cells]
             records = [cell for cell, *_ in cells]
             finished = datetime.now(timezone.utc)
@@ -105,6 +105,8 @@ def _check_matrix(spec: NightlySpec) -> list[DeviceSpec]:
             raise ConfigError(f"matrix device {name!r} does not run {', '.join(missing)} (it runs {device.precisions})")
         if backend not in device.runtimes:
             raise ConfigError(f"matrix device {name!r} has no {backend} runtime (it has {', '.join(device.runtimes)})")
+        if any(known.name == device.name for known in devices):
+            raise ConfigError(f"matrix device {name!r} is {device.name}, which the matrix already lists")
         devices.append(device)
     for model in spec.matrix.models:
         if looks_like_file(model):
@@ -178,7 +180,7 @@ def _run_cell(spec: NightlySpec, *, model, checkpoint, model_hash, model_error, 
     from edgeflow.api import optimize
 
     device_name = device.name
-    name = f"{Path(model).stem if Path(model).suffix else model}-{device_name}-{precision}"
+    name = f"{_model_folder(model)}-{device_name}-{precision}"
     cell = CellRecord(model=model, device=device_name, precision=precision, backend=backend, status="failed")
     artifact: Path | None = None
     started = time.perf_counter()
@@ -222,8 +224,18 @@ def _run_cell(spec: NightlySpec, *, model, checkpoint, model_hash, model_error, 
     return cell, seconds, device, artifact
 
 
+def _model_folder(model: str) -> str:
+    """A folder name for a model: a registry name as it is; a file's stem and a hash of its path (two
+    files called model.onnx in different folders must not share a cell folder)."""
+    if not Path(model).suffix:
+        return model
+    digest = hashlib.sha256(str(Path(model).resolve()).encode()).hexdigest()[:8]
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(model).stem)
+    return f"{stem}-{digest}"
+
+
 def _time_in_turn(cells: list[tuple[CellRecord, float, DeviceSpec, Path | None]], spec: NightlySpec,
-                  progress: Progress) -> None:  # fmt: skip
+                  progress: Progress) -> list[CellRecord]:  # fmt: skip
     """Time every cell measured in this process again, all in turn, ``rounds`` times: a cell's figures for the
     history are its samples pooled over the rounds, and its per-round p50s (the units regressions resample).
     A transient slowdown of the host then touches one round of every cell, not all of one cell's samples."""
@@ -238,7 +250,7 @@ def _time_in_turn(cells: list[tuple[CellRecord, float, DeviceSpec, Path | None]]
         if cell.status == "ok" and cell.measured and device.is_local and artifact is not None
     ]  # fmt: skip
     if not chosen:
-        return
+        return []
     progress.stage(f"time {len(chosen)} cells in turn, {timing.rounds} rounds of {timing.seconds_per_round:g} s")
     compiled = {}
     for index, (cell, device, artifact) in enumerate(chosen):
@@ -250,8 +262,13 @@ def _time_in_turn(cells: list[tuple[CellRecord, float, DeviceSpec, Path | None]]
     rounds: dict[int, list[float]] = {index: [] for index in compiled}
     samples: dict[int, list[float]] = {index: [] for index in compiled}
     for _ in range(timing.rounds):
-        for index, model in compiled.items():
-            stats = time_inference(model, config=config)
+        for index, model in list(compiled.items()):
+            try:
+                stats = time_inference(model, config=config)
+            except Exception as exc:  # this cell keeps its own timing from optimize; the others go on
+                chosen[index][0].detail["timing"] = f"its own timing loop (timing in turn failed: {_bug(exc)})"
+                del compiled[index]
+                continue
             rounds[index].append(stats.p50)
             samples[index].extend(stats.samples_ms or [])
     for index in compiled:
@@ -263,6 +280,7 @@ def _time_in_turn(cells: list[tuple[CellRecord, float, DeviceSpec, Path | None]]
         cell.detail["timing"] = (
             f"in turn with the night's other cells: {timing.rounds} rounds of {timing.seconds_per_round:g} s, pooled"
         )
+    return [chosen[index][0] for index in range(len(chosen))]
 
 
 def _artifact_hash(artifact: Path) -> str | None:
@@ -309,11 +327,12 @@ def _trends(
     """Each cell over its last ``nights`` finished nights and tonight, oldest first."""
     trends = {}
     for cell in cells:
-        past = [
-            (run.label, old) for run, old in reversed(store.cell_history(cell.key, before=run_id, limit=nights - 1))
-        ]
+        past = reversed(store.cell_history(cell.key, before=run_id, limit=nights - 1))
+        points = [(run.id, run.label, old) for run, old in past] + [(run_id, label, cell)]
         trends["/".join(cell.key)] = [
-            TrendPoint(label=name, p50_ms=old.p50_ms, top1=old.top1, measured=old.measured, status=old.status)
-            for name, old in [*past, (label, cell)]
+            TrendPoint(
+                run_id=number, label=name, p50_ms=old.p50_ms, top1=old.top1, measured=old.measured, status=old.status
+            )  # fmt: skip
+            for number, name, old in points
         ]
     return trends
