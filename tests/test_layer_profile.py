@@ -3,6 +3,8 @@ conversions at its borders."""
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 import torch
 from torch import nn
@@ -58,10 +60,16 @@ def test_runtime_profiles_a_lone_block_and_its_border_conversions(block_onnx, ba
     assert profile.layout_ms > 0 and any(layer.layout for layer in profile.layers)
     assert profile.compute_ms > 0
     if backend == "openvino":  # ONNX Runtime's profiler adds its own time to every node it records
-        # compute alone is less than an inference timed whole (call overhead and conversions left out)
+        # compute alone is not more than an inference timed whole (call overhead and conversions left out);
+        # both timed in turn over rounds on a shared host, with a margin for its noise (a profile that
+        # counted layers twice would be ~2x)
         plain = runtime.compile(artifact, settings=RuntimeSettings())
-        p50 = time_inference(plain, config=ProfileConfig(warmup=5, iterations=200, max_seconds=0.3)).p50
-        assert profile.compute_ms < p50
+        config = ProfileConfig(warmup=5, iterations=200, max_seconds=0.2)
+        computes, wholes = [], []
+        for _ in range(3):
+            computes.append(compiled.layer_profile(inferences=30).compute_ms)
+            wholes.append(time_inference(plain, config=config).p50)
+        assert statistics.median(computes) < 1.25 * statistics.median(wholes)
     assert compiled.run(torch.zeros(SHAPE).numpy()).shape == (1, 16, 32, 32)
 
 
