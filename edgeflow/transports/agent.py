@@ -101,14 +101,38 @@ def _openvino(model, threads):
     return shape, runner, infer, ov.get_version(), settings, np
 
 
+def _builder(runtime):
+    """The loader of ``runtime``'s models, or an AgentError saying why it cannot time here."""
+    build = {"onnxruntime": _onnxruntime, "openvino": _openvino}.get(runtime)
+    if build is None:
+        raise AgentError(f"the agent cannot time with {runtime}")
+    if _version(RUNTIMES[runtime]) is None:
+        raise AgentError(f"{runtime} is not installed for {sys.executable}")
+    return build
+
+
+def _timing_loop(once, *, warmup, iterations, min_iterations, max_seconds):
+    """Per-run times (ns) after ``warmup`` runs: at most ``iterations``, stopping after ``max_seconds``
+    once ``min_iterations`` are in (the same loop as edgeflow.profiling.time_runner)."""
+    clock = time.perf_counter_ns
+    for _ in range(warmup):
+        once()
+    samples = []
+    loop_start = clock()
+    budget = int(max_seconds * 1e9)
+    while len(samples) < iterations:
+        before = clock()
+        once()
+        after = clock()
+        samples.append(after - before)
+        if len(samples) >= min(min_iterations, iterations) and after - loop_start >= budget:
+            break
+    return samples
+
+
 def time_model(args):
     load_before = _rss_mb()
-    build = {"onnxruntime": _onnxruntime, "openvino": _openvino}.get(args.runtime)
-    if build is None:
-        raise AgentError(f"the agent cannot time with {args.runtime}")
-    if _version(RUNTIMES[args.runtime]) is None:
-        raise AgentError(f"{args.runtime} is not installed for {sys.executable}")
-    shape, runner, infer, version, settings, np = build(args.model, args.threads)
+    shape, runner, infer, version, settings, np = _builder(args.runtime)(args.model, args.threads)
     load_peak = _rss_mb()
     batch = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     once = runner(batch)
@@ -116,18 +140,8 @@ def time_model(args):
     start = clock()
     once()
     cold_ns = clock() - start
-    for _ in range(args.warmup):
-        once()
-    samples = []
-    loop_start = clock()
-    budget = int(args.max_seconds * 1e9)
-    while len(samples) < args.iterations:
-        before = clock()
-        once()
-        after = clock()
-        samples.append(after - before)
-        if len(samples) >= min(args.min_iterations, args.iterations) and after - loop_start >= budget:
-            break
+    samples = _timing_loop(once, warmup=args.warmup, iterations=args.iterations,
+                           min_iterations=args.min_iterations, max_seconds=args.max_seconds)  # fmt: skip
     result = {
         "runtime": args.runtime,
         "version": str(version),
@@ -151,30 +165,17 @@ def time_model(args):
 
 def time_in_turn(args):
     """Several models timed one after another, round after round: each one's p50 (ms) in every round."""
-    build = {"onnxruntime": _onnxruntime, "openvino": _openvino}.get(args.runtime)
-    if build is None:
-        raise AgentError(f"the agent cannot time with {args.runtime}")
-    if _version(RUNTIMES[args.runtime]) is None:
-        raise AgentError(f"{args.runtime} is not installed for {sys.executable}")
+    build = _builder(args.runtime)
     runs, version = {}, None
     for model in args.models:
         shape, runner, _infer, version, _settings, np = build(model, args.threads)
         runs[model] = runner(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
-    clock = time.perf_counter_ns
     per_round = {model: [] for model in args.models}
     for _ in range(args.rounds):
         for model, once in runs.items():
-            for _ in range(args.warmup):
-                once()
-            samples, loop_start = [], clock()
-            while True:
-                before = clock()
-                once()
-                after = clock()
-                samples.append(after - before)
-                if len(samples) >= args.min_iterations and after - loop_start >= args.max_seconds * 1e9:
-                    break
-            samples.sort()
+            loop = _timing_loop(once, warmup=args.warmup, iterations=10**9, min_iterations=args.min_iterations,
+                                max_seconds=args.max_seconds)  # fmt: skip
+            samples = sorted(loop)
             per_round[model].append(samples[len(samples) // 2] / 1e6)
     return {"runtime": args.runtime, "version": str(version), "p50_ms": per_round, "machine": platform.machine()}
 
