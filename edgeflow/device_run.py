@@ -81,24 +81,13 @@ def timing_plan(device: DeviceSpec, backend: str) -> tuple[Plan, str]:
         return "agent", f"the benchmark agent on {device.ssh.host}"
     if shutil.which("adb") is None:
         return "estimate", "adb is not installed here, so no phone is attached: latency estimated"
-    state = adb_state(device)
+    from edgeflow.transports.adb import AdbTransport
+
+    state = AdbTransport(device).state()
     if state != "device":
         return "estimate", f"no phone attached (adb get-state: {state}): latency estimated"
     serial = device.adb.serial if device.adb is not None and device.adb.serial else "the attached phone"
     return "perf_test", f"onnxruntime_perf_test on {serial}"
-
-
-def adb_state(device: DeviceSpec) -> str:
-    """``adb get-state`` for the device's serial: ``device`` when a phone is attached and authorized."""
-    import subprocess
-
-    serial = ["-s", device.adb.serial] if device.adb is not None and device.adb.serial else []
-    try:
-        done = subprocess.run(["adb", *serial, "get-state"], capture_output=True, text=True, timeout=15, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"adb failed: {exc}"
-    text = (done.stdout.strip() or done.stderr.strip() or "no answer").splitlines()[-1]
-    return text.removeprefix("error: ")
 
 
 @dataclass

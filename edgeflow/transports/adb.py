@@ -41,17 +41,27 @@ class AdbTransport(Transport):
             problem = self._diagnose(result) or (result.stderr.strip() or result.stdout.strip())[-300:]
             raise DeviceError(self.device.name, step, problem)
 
-    def run_local(self, command: list[str], *, step: str) -> CommandResult:
+    def run_local(self, command: list[str], *, step: str, timeout: float | None = None) -> CommandResult:
         import subprocess
 
+        timeout = self.command_timeout if timeout is None else timeout
         try:
-            done = subprocess.run(command, capture_output=True, timeout=self.command_timeout, check=False)
+            done = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
-            raise DeviceError(self.device.name, step, f"adb did not finish within {self.command_timeout:g} s") from None
+            raise DeviceError(self.device.name, step, f"adb did not finish within {timeout:g} s") from None
         except FileNotFoundError:
             raise DeviceError(self.device.name, step, "adb is not installed on this machine") from None
         stdout, stderr = done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
         return CommandResult(done.returncode, stdout, stderr)
+
+    def state(self) -> str:
+        """``adb get-state``: ``device`` when the phone is attached and authorized, else adb's own words."""
+        try:
+            done = self.run_local([*self._adb(), "get-state"], step="adb get-state", timeout=15)
+        except DeviceError as exc:
+            return f"adb failed: {exc}"
+        text = (done.stdout.strip() or done.stderr.strip() or "no answer").splitlines()[-1]
+        return text.removeprefix("error: ")
 
     def put(self, local: Path, remote: str, *, step: str) -> None:
         self._transfer(["push", str(local), remote], step=step)
