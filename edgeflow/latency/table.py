@@ -38,9 +38,7 @@ class DeviceFit(BaseModel):
 
 
 def device_timer(device: DeviceSpec, backend: str | None = None, *, workdir: Path | None = None) -> Timer:
-    backend = backend or next((name for name in device.runtimes if name in TABLE_BACKENDS), None)
-    if backend is None or backend not in TABLE_BACKENDS:
-        raise ConfigError(f"device {device.name}: a lookup table is measured with openvino or onnxruntime")
+    backend = _table_backend(device, backend)
     profile = ProfileConfig(warmup=20, iterations=2000, max_seconds=1.0)
     folder = workdir or cache_folder()
     folder.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,6 @@ tables, a Pareto plot per device, trend plots over past nights, the slowest laye
 from __future__ import annotations
 
 import base64
-import html
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from pydantic import BaseModel
 from edgeflow.io import write_json, write_text
 from edgeflow.nightly.history import CellRecord
 from edgeflow.nightly.regression import Finding
+from edgeflow.report.render import render_template
 
 SCHEMA_VERSION = 1
 
@@ -147,32 +147,9 @@ def write_night(report: NightReport, *, folder: Path) -> None:
     write_text(folder / "night.html", render_html(report, plots=embedded))
 
 
-def _environment():
-    import jinja2
-
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("edgeflow.report", "templates"),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"), default_for_string=False),
-        trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
-    )  # fmt: skip
-    environment.filters.update(
-        md=_markdown_cell, ms=lambda value: "n/a" if value is None else f"{value:.3f}",
-        pct=lambda value: "n/a" if value is None else f"{100 * value:.2f}",
-        mib=lambda value: "n/a" if value is None else f"{value / 2**20:.2f}",
-        signed=lambda value: "n/a" if value is None else f"{100 * value:+.1f}%",
-    )  # fmt: skip
-    return environment
-
-
-def _markdown_cell(value: object) -> str:
-    """Text from inputs inside a Markdown table: no HTML (CI summaries render it), no column breaks."""
-    text = html.escape(str(value), quote=False).replace("|", "\\|")
-    return " ".join(text.split())
-
-
 def render_markdown(report: NightReport) -> str:
-    return _environment().get_template("nightly.md.j2").render(report=report)
+    return render_template("nightly.md.j2", report=report)
 
 
 def render_html(report: NightReport, *, plots: dict[str, str]) -> str:
-    return _environment().get_template("nightly.html.j2").render(report=report, plots=plots)
+    return render_template("nightly.html.j2", report=report, plots=plots)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 from pathlib import Path
 
 import jinja2
@@ -22,11 +23,19 @@ def _filters() -> dict:
     def pct(value: float | None) -> str:
         return "n/a" if value is None else f"{100 * value:.2f}"
 
-    def ms(value: float) -> str:
-        return f"{value:.3f}"
+    def ms(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
 
-    def mib(value: int) -> str:
-        return f"{value / 2**20:.2f}"
+    def mib(value: int | None) -> str:
+        return "n/a" if value is None else f"{value / 2**20:.2f}"
+
+    def signed(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:+.1f}%"
+
+    def markdown_cell(value: object) -> str:
+        """Text from inputs inside a Markdown table: no HTML (CI summaries render it), no column breaks."""
+        text = html.escape(str(value), quote=False).replace("|", "\\|")
+        return " ".join(text.split())
 
     def millions(value: int) -> str:
         return f"{value / 1e6:.2f}M"
@@ -43,10 +52,18 @@ def _filters() -> dict:
             return f"~{variant.estimate.ms:.3f} (estimated, {variant.estimate.method})"
         return "n/a"
 
-    return {"pct": pct, "ms": ms, "mib": mib, "millions": millions, "kind": kind, "latency": latency}
+    return {
+        "pct": pct, "ms": ms, "mib": mib, "millions": millions, "kind": kind, "latency": latency, "signed": signed,
+        "md": markdown_cell,
+    }  # fmt: skip
 
 
 _ENVIRONMENT.filters.update(_filters())
+
+
+def render_template(name: str, **context) -> str:
+    """Any of the package's report templates (the nightly pages use it too)."""
+    return _ENVIRONMENT.get_template(name).render(**context)
 
 
 def render_markdown(report: Report, *, plot: str) -> str:
