@@ -16,13 +16,13 @@ from pathlib import Path
 import torch
 
 from edgeflow.device import load_device
-from edgeflow.exporter import export_onnx
+from edgeflow.export.onnx import export_onnx
 from edgeflow.io import write_text
+from edgeflow.latency.calibration import device_timer
 from edgeflow.latency.roofline import estimate_roofline
-from edgeflow.latency.table import device_timer
-from edgeflow.measure import artifact_cost
+from edgeflow.latency.table import LookupTable, cache_folder, default_table_path, least_squares
 from edgeflow.models import create_model
-from edgeflow.netadapt.oracle import LookupTable, _least_squares, cache_folder, default_table_path
+from edgeflow.profiling.cost import artifact_cost
 
 MODELS = "mobilenet_v2,mobilenet_v3_large,mobilenet_v3_small,mnasnet1_0,efficientnet_b0,resnet18,squeezenet1_1"
 
@@ -52,10 +52,10 @@ def main() -> None:
             graph = export_onnx(module, input_shape=shape, path=Path(folder) / f"{name}.onnx")
             roofline = estimate_roofline(graph, device=device, precision=precision)
             others = [other for other in modules if other != name]
-            held_out = _least_squares({o: features[o] for o in others}, {o: measured[o] * to_table for o in others})
+            held_out = least_squares({o: features[o] for o in others}, {o: measured[o] * to_table for o in others})
             table_ms = held_out.estimate(*features[name]) / to_table  # back to the host's speed now
             rows.append((name, artifact_cost(graph).macs, measured[name], roofline.ms, table_ms, features[name][1]))
-    all_fit = _least_squares(features, {name: ms * to_table for name, ms in measured.items()})
+    all_fit = least_squares(features, {name: ms * to_table for name, ms in measured.items()})
 
     def error(estimate: float, truth: float) -> float:
         return 100 * (estimate / truth - 1)

@@ -35,8 +35,8 @@ def interleaved(report, folder: Path, *, rounds: int, seconds: float) -> dict[st
     from edgeflow.artifact import artifact_from_path
     from edgeflow.backends import get_backend
     from edgeflow.device import load_device
-    from edgeflow.measure import median_in_turn
-    from edgeflow.recipe import ProfileConfig
+    from edgeflow.profiling.in_turn import time_in_turn
+    from edgeflow.profiling.loop import ProfileConfig
 
     device = load_device("cpu")
     compiled = {}
@@ -49,7 +49,7 @@ def interleaved(report, folder: Path, *, rounds: int, seconds: float) -> dict[st
             artifact_from_path(folder / variant.artifact), settings=settings
         )
     config = ProfileConfig(warmup=20, iterations=100000, max_seconds=seconds, min_iterations=20)
-    return median_in_turn(compiled, rounds=rounds, config=config)
+    return time_in_turn(compiled, rounds=rounds, config=config).medians()
 
 
 def print_table(report, p50: dict[str, float], rounds: int) -> dict[str, object]:

@@ -19,6 +19,7 @@ _LAZY = {
     "export": "edgeflow.api",
     "profile": "edgeflow.api",
     "evaluate": "edgeflow.api",
+    "quantize": "edgeflow.api",
     "search": "edgeflow.netadapt.run",
     "run_nightly": "edgeflow.nightly.run",
     "create_model": "edgeflow.models",
@@ -29,7 +30,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from edgeflow.api import evaluate, export, optimize, profile
+    from edgeflow.api import evaluate, export, optimize, profile, quantize
     from edgeflow.data import load_data
     from edgeflow.device import load_device
     from edgeflow.models import create_model, list_models
@@ -59,6 +60,7 @@ __all__ = [
     "load_recipe",
     "optimize",
     "profile",
+    "quantize",
     "run_nightly",
     "search",
 ]

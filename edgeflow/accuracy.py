@@ -1,4 +1,8 @@
-"""Accuracy of an artifact, computed through the runtime that ships it (never through torch)."""
+"""Accuracy of an artifact, computed through the runtime that ships it (never through torch): top-k on a split,
+the holdout top-1 that compression decisions use, and parity/agreement between two sets of logits.
+
+(Named ``accuracy``, not ``evaluate``: ``edgeflow.evaluate`` is the public function, and a submodule of that
+name would replace it on the package the moment it was imported.)"""
 
 from __future__ import annotations
 
@@ -7,8 +11,10 @@ from collections.abc import Iterator
 import numpy as np
 from pydantic import BaseModel
 
+from edgeflow.artifact import Artifact
 from edgeflow.backends.base import Compiled
 from edgeflow.data import ImageDataset
+from edgeflow.device import RuntimeSettings
 from edgeflow.errors import ShapeError
 
 
@@ -77,3 +83,43 @@ def evaluate_compiled(
 ) -> AccuracyStats:
     logits, labels = collect_logits(compiled, dataset, max_samples=max_samples)
     return accuracy_from_logits(logits, labels, split=split, runtime=compiled.backend)
+
+
+def holdout_top1(artifact: Artifact, dataset: ImageDataset) -> float:
+    """Top-1 on the holdout split, executed in f32 so that bf16 noise does not enter budget decisions."""
+    from edgeflow.backends import get_backend
+
+    backend = "onnxruntime" if artifact.format == "onnx" else "openvino"
+    compiled = get_backend(backend).compile(artifact, settings=RuntimeSettings(execution_precision="f32"))
+    return evaluate_compiled(compiled, dataset, split="holdout").top1
+
+
+class ParityStats(BaseModel):
+    """How closely one artifact reproduces a reference (torch, or the float artifact) on the same inputs."""
+
+    reference: str
+    runtime: str
+    samples: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    top1_agreement: float
+    cosine_similarity: float  # mean over samples of the cosine between the two logit vectors
+
+
+def measure_parity(reference: np.ndarray, candidate: np.ndarray, *, reference_name: str, runtime: str) -> ParityStats:
+    """Compare two stacks of logits (N x classes) computed on the same inputs."""
+    reference = reference.astype(np.float64)
+    candidate = candidate.astype(np.float64)
+    diff = np.abs(reference - candidate)
+    agreement = float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))
+    norms = np.linalg.norm(reference, axis=1) * np.linalg.norm(candidate, axis=1)
+    cosine = np.sum(reference * candidate, axis=1) / np.where(norms == 0, 1.0, norms)
+    return ParityStats(
+        reference=reference_name,
+        runtime=runtime,
+        samples=int(reference.shape[0]),
+        max_abs_diff=float(diff.max()),
+        mean_abs_diff=float(diff.mean()),
+        top1_agreement=agreement,
+        cosine_similarity=float(cosine.mean()),
+    )

@@ -227,15 +227,20 @@ def profile(
 ) -> None:
     """Time ARTIFACT on DEVICE's runtime: latency percentiles, cold start, memory, size, MACs."""
     from edgeflow.api import profile as run_profile
+    from edgeflow.config import parse_spec
     from edgeflow.device import load_device
-    from edgeflow.recipe import ProfileConfig
+    from edgeflow.profiling.loop import ProfileConfig
 
     result = _run(
         lambda: run_profile(
             artifact,
             device=load_device(device).with_connection(host=host, key=key),
             backend=backend,
-            config=ProfileConfig(iterations=iterations, max_seconds=seconds, warmup=warmup),
+            config=parse_spec(
+                ProfileConfig,
+                {"iterations": iterations, "max_seconds": seconds, "warmup": warmup},
+                source="profile options (-n/--iterations, -t/--seconds, --warmup)",
+            ),
         )
     )
     if as_json:
@@ -251,12 +256,14 @@ def profile(
         f"{latency.throughput_fps:.1f} FPS over {latency.iterations} runs (measured)",
         highlight=False,
     )
-    console.print(
-        f"size {result.size_bytes / 2**20:.2f} MiB, {result.params / 1e6:.2f}M params, "
-        f"{result.macs / 1e6:.1f}M MACs; "
+    memory = (
         "memory: n/a"
         if result.memory is None
-        else f"memory: load peak +{result.memory.load_peak_mb} MiB, run peak +{result.memory.run_peak_mb} MiB",
+        else f"memory: load peak +{result.memory.load_peak_mb} MiB, run peak +{result.memory.run_peak_mb} MiB"
+    )
+    console.print(
+        f"size {result.size_bytes / 2**20:.2f} MiB, {result.params / 1e6:.2f}M params, "
+        f"{result.macs / 1e6:.1f}M MACs; {memory}",
         highlight=False,
     )
 
@@ -279,7 +286,7 @@ def quantize(
     as_json: bool = JsonOption,
 ) -> None:
     """Quantize ARTIFACT to INT8 for DEVICE within an accuracy budget, with evidence."""
-    from edgeflow.quantization import quantize as run_quantize
+    from edgeflow.api import quantize as run_quantize
 
     if not 0 <= max_drop <= 100:
         error_console.print("error: --max-drop is in points of top-1, between 0 and 100", markup=False)
@@ -429,7 +436,7 @@ def devices_check(
 ) -> None:
     """Reach DEVICE and list the runtimes (and versions) it has; exit 1 when one it names is missing."""
     from edgeflow.device import load_device
-    from edgeflow.remote import check
+    from edgeflow.transports.client import check
 
     found = _run(lambda: check(load_device(device).with_connection(host=host, key=key)))
     if as_json:
@@ -461,7 +468,7 @@ def devices_calibrate(
 ) -> None:
     """Measure DEVICE's lookup table (block times) and fit it on whole models timed there (over SSH for ssh devices)."""
     from edgeflow.device import load_device
-    from edgeflow.latency.table import calibrate_device
+    from edgeflow.latency.calibration import calibrate_device
 
     names = [name.strip() for name in models.split(",") if name.strip()]
     fitted = _run(

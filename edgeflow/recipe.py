@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 from edgeflow.config import StrictModel, find_named_file, list_named_files, parse_spec, read_yaml
 from edgeflow.errors import ConfigError
 from edgeflow.netadapt.config import SearchConfig
-from edgeflow.profile_config import ProfileConfig
+from edgeflow.profiling.loop import ProfileConfig
 
 
 class ModelConfig(StrictModel):

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import torch
 from pydantic import BaseModel
 from torch import nn
 
-from edgeflow.data import ImageDataset, make_loader
+from edgeflow.data import DataSplits, ImageDataset, make_loader
 from edgeflow.progress import Progress
-from edgeflow.recipe import TrainConfig
+from edgeflow.recipe import Recipe, TrainConfig
+
+if TYPE_CHECKING:
+    from edgeflow.models.source import ModelSource
 
 
 class TrainStats(BaseModel):
@@ -127,3 +131,22 @@ def train(
         holdout_top1=holdout_top1,
         seconds=time.perf_counter() - start,
     )
+
+
+def train_if_needed(
+    source: ModelSource, splits: DataSplits, *, recipe: Recipe, progress: Progress
+) -> TrainStats | None:
+    """Train ``source`` on ``splits.train`` with the recipe's training when it has no weights yet."""
+    if source.trained or source.module is None:
+        return None
+    progress.stage(f"train {source.name} on {splits.name} ({recipe.train.epochs} epochs): it has no weights")
+    stats = train(
+        source.module,
+        splits.train,
+        config=recipe.train,
+        holdout=splits.holdout,
+        seed=recipe.seed,
+        progress=progress,
+    )
+    source.trained = True
+    return stats

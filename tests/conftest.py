@@ -11,7 +11,8 @@ from torch import nn
 
 from edgeflow.artifact import Artifact
 from edgeflow.data import load_data
-from edgeflow.exporter import convert_to_openvino, export_onnx
+from edgeflow.export.onnx import export_onnx
+from edgeflow.export.openvino import convert_to_openvino
 from edgeflow.train import recalibrate_batchnorm
 
 

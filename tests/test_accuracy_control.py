@@ -12,12 +12,13 @@ from edgeflow.accuracy import evaluate_compiled
 from edgeflow.backends import get_backend
 from edgeflow.backends.openvino import read_model
 from edgeflow.compress.accuracy_control import NOT_QUANTIZED, REVERTED, quantize_with_accuracy_control
-from edgeflow.compress.quantize import is_quantized, quantize_nncf
-from edgeflow.compress.summary import layer_precisions
+from edgeflow.compress.nncf_ptq import is_quantized, quantize_nncf
+from edgeflow.compress.stats import layer_precisions
 from edgeflow.data import ImageDataset, load_data
 from edgeflow.device import RuntimeSettings
 from edgeflow.errors import DataError, ShapeError
-from edgeflow.exporter import convert_to_openvino, export_onnx
+from edgeflow.export.onnx import export_onnx
+from edgeflow.export.openvino import convert_to_openvino
 from edgeflow.recipe import QuantizeConfig, TrainConfig
 from edgeflow.train import train
 

@@ -12,7 +12,7 @@ from edgeflow.artifact import Artifact, artifact_from_path
 from edgeflow.backends import BACKENDS, get_backend
 from edgeflow.device import RuntimeSettings
 from edgeflow.errors import ModelLoadError, ShapeError
-from edgeflow.recipe import ProfileConfig
+from edgeflow.profiling.loop import ProfileConfig, time_inference
 
 F32 = RuntimeSettings(execution_precision="f32")
 
@@ -51,7 +51,7 @@ def test_openvino_records_what_it_executes(tiny_artifacts) -> None:
 def test_torch_backend(tiny_net) -> None:
     artifact = Artifact(format="torch", module=tiny_net, input_shape=(1, 3, 16, 16))
     compiled = get_backend("torch").compile(artifact, settings=RuntimeSettings())
-    stats = get_backend("torch").profile(compiled, config=ProfileConfig(warmup=1, iterations=5))
+    stats = time_inference(compiled, config=ProfileConfig(warmup=1, iterations=5))
     assert stats.iterations == 5 and stats.p50 > 0
 
 
@@ -59,7 +59,7 @@ def test_bound_runner_profiles(tiny_artifacts) -> None:
     for name, key in (("openvino", "openvino"), ("onnxruntime", "onnx")):
         backend = get_backend(name)
         compiled = backend.compile(tiny_artifacts[key], settings=RuntimeSettings())
-        stats = backend.profile(compiled, config=ProfileConfig(warmup=2, iterations=30))
+        stats = time_inference(compiled, config=ProfileConfig(warmup=2, iterations=30))
         assert stats.iterations == 30 and 0 < stats.min <= stats.p50 <= stats.max
 
 

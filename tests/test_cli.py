@@ -173,3 +173,23 @@ def test_optimize_json_keeps_stdout_clean(tmp_path: Path) -> None:
     report = json.loads(completed.stdout)  # NNCF's progress bars went to stderr, not into the JSON
     assert report["model"]["source"] == "onnx"
     assert (tmp_path / "run" / "report.json").exists()
+
+
+def test_profile_plain_output_keeps_size_params_and_macs(tiny_artifacts) -> None:
+    """With memory known (always, locally), the plain line still gives size, params and MACs before it
+    (an implicit string concatenation once bound before the conditional and dropped them)."""
+    result = invoke("profile", str(tiny_artifacts["onnx"].path), "--device", "cpu", "-n", "20", "-t", "1")
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.startswith("size "))
+    assert "MiB, " in line and "M params, " in line and "M MACs; memory: load peak +" in line, line
+
+
+def test_export_refuses_a_zero_resolution(tmp_path: Path) -> None:
+    result = invoke("export", "mobilenet_v3_small", "--resolution", "0", "--format", "onnx", "--out", str(tmp_path))
+    assert_one_line_error(result, "export options: key 'resolution': Input should be greater than or equal to 8")
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_profile_refuses_zero_iterations(tiny_artifacts) -> None:
+    result = invoke("profile", str(tiny_artifacts["onnx"].path), "--device", "cpu", "-n", "0")
+    assert_one_line_error(result, "iterations")

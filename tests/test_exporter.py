@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeflow.exporter import convert_to_openvino, export_onnx, measure_parity
+from edgeflow.accuracy import measure_parity
+from edgeflow.export.onnx import export_onnx
+from edgeflow.export.openvino import convert_to_openvino
 from edgeflow.io import staged_dir
-from edgeflow.measure import artifact_cost
+from edgeflow.profiling.cost import artifact_cost
 
 
 def test_parity_statistics() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from edgeflow.device import load_device
 from edgeflow.errors import DeviceError
-from edgeflow.latency.table import calibrate_device, estimate_from_table, load_fit
+from edgeflow.latency.calibration import calibrate_device, estimate_from_table, load_fit
 from edgeflow.models import create_model
 
 SHAPE = (1, 3, 32, 32)

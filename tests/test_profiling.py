@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from edgeflow.measure import artifact_cost
-from edgeflow.profiling import LatencyStats, MemoryProbe, time_runner
-from edgeflow.recipe import ProfileConfig
+from edgeflow.profiling.cost import artifact_cost
+from edgeflow.profiling.loop import ProfileConfig, time_runner
+from edgeflow.profiling.memory import MemoryProbe
+from edgeflow.profiling.stats import LatencyStats
 
 
 def test_statistics_from_known_samples() -> None:
@@ -82,13 +83,13 @@ def test_cost_of_mobilenet_close_to_torch_count(mobilenet_artifacts) -> None:
 def test_interleaved_rounds_time_every_model_each_round(tiny_artifacts) -> None:
     from edgeflow.backends import get_backend
     from edgeflow.device import RuntimeSettings
-    from edgeflow.measure import interleaved_p50
+    from edgeflow.profiling.in_turn import time_in_turn
 
     compiled = {
         runtime: get_backend(runtime).compile(tiny_artifacts[key], settings=RuntimeSettings())
         for runtime, key in (("openvino", "openvino"), ("onnxruntime", "onnx"))
     }
     config = ProfileConfig(warmup=2, iterations=50, max_seconds=0.02, min_iterations=5)
-    rounds = interleaved_p50(compiled, rounds=3, config=config)
+    rounds = time_in_turn(compiled, rounds=3, config=config).rounds_ms
     assert set(rounds) == {"openvino", "onnxruntime"}
     assert all(len(values) == 3 and all(value > 0 for value in values) for values in rounds.values())

@@ -170,15 +170,17 @@ def test_lookup_table_is_kept_on_disk_and_tied_to_what_it_measured(tmp_path):
     import torchvision
 
     from edgeflow.device import load_device
-    from edgeflow.netadapt.oracle import LookupTable, Timer
-    from edgeflow.profile_config import ProfileConfig
+    from edgeflow.latency.table import LookupTable
+    from edgeflow.latency.timer import Timer
+    from edgeflow.netadapt.oracle import calibration_models
+    from edgeflow.profiling.loop import ProfileConfig
 
     device = load_device("cpu")
     timing = ProfileConfig(warmup=2, iterations=30, max_seconds=0.05, min_iterations=5)
     model = torchvision.models.mobilenet_v3_small(num_classes=10).eval()
     path = tmp_path / "table.json"
-    first = LookupTable(Timer(device, "openvino", device.runtime, timing, tmp_path), path)
-    fitted = first.fit(model, (1, 3, 32, 32), rounds=2)
+    first = LookupTable(Timer(device, "openvino", settings=device.runtime, profile=timing, workdir=tmp_path), path)
+    fitted = first.fit(model, (1, 3, 32, 32), calibration=lambda: calibration_models(model, (1, 3, 32, 32)), rounds=2)
     estimate = first.latency(model, (1, 3, 32, 32))
     assert estimate > 0 and first.cost.measurements >= 10  # one per block, the call overhead, the calibration
     names = {point.name for point in fitted.calibration}
@@ -190,15 +192,15 @@ def test_lookup_table_is_kept_on_disk_and_tied_to_what_it_measured(tmp_path):
     for point in fitted.calibration:
         assert point.estimate_ms == pytest.approx(fitted.estimate(point.blocks_ms, point.blocks))
     assert first.reference_ms > 0  # entries are kept at the host's speed when the table was begun
-    again = LookupTable(Timer(device, "openvino", device.runtime, timing, tmp_path), path)
-    assert again.reference_ms == first.reference_ms and again.fit(model, (1, 3, 32, 32)) == fitted
+    again = LookupTable(Timer(device, "openvino", settings=device.runtime, profile=timing, workdir=tmp_path), path)
+    assert again.reference_ms == first.reference_ms and again.fit(model, (1, 3, 32, 32), calibration=dict) == fitted
     assert again.latency(model, (1, 3, 32, 32)) == estimate and again.cost.measurements == 0
     other = device.runtime.model_copy(update={"threads": 1})
     with pytest.raises(ConfigError, match="was measured for"):
-        LookupTable(Timer(device, "openvino", other, timing, tmp_path), path)
+        LookupTable(Timer(device, "openvino", settings=other, profile=timing, workdir=tmp_path), path)
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="unreadable"):
-        LookupTable(Timer(device, "openvino", device.runtime, timing, tmp_path), path)
+        LookupTable(Timer(device, "openvino", settings=device.runtime, profile=timing, workdir=tmp_path), path)
 
 
 def test_last_target_stops_at_the_budget():

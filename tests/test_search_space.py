@@ -9,8 +9,8 @@ import torch
 import torchvision
 
 from edgeflow.errors import ConfigError
+from edgeflow.latency.units import split_units
 from edgeflow.netadapt import space
-from edgeflow.netadapt.units import split_units
 
 EXAMPLE = torch.zeros(1, 3, 32, 32)
 

@@ -9,7 +9,7 @@ import pytest
 from edgeflow.artifact import Artifact
 from edgeflow.backends import get_backend
 from edgeflow.device import RuntimeSettings
-from edgeflow.profile_config import ProfileConfig
+from edgeflow.profiling.loop import ProfileConfig, time_inference
 
 pytestmark = pytest.mark.gpu
 
@@ -30,7 +30,7 @@ def test_engine_matches_onnxruntime(mobilenet_artifacts, execution_precision: st
     tolerance = 1e-3 if execution_precision == "default" else 5e-2
     np.testing.assert_allclose(compiled.run(image), reference.run(image), rtol=tolerance, atol=tolerance)
     assert compiled.settings["execution_precision"] == ("fp32" if execution_precision == "default" else "fp16")
-    latency = get_backend("tensorrt").profile(compiled, config=ProfileConfig(warmup=5, iterations=50, max_seconds=1))
+    latency = time_inference(compiled, config=ProfileConfig(warmup=5, iterations=50, max_seconds=1))
     assert 0 < latency.p50 < 50
 
 
@@ -48,7 +48,7 @@ def test_engines_are_cached_per_precision(mobilenet_artifacts, tmp_path) -> None
 
 
 def test_int8_from_symmetric_qdq(mobilenet_artifacts, tmp_path) -> None:
-    from edgeflow.compress.onnx_quantize import quantize_onnx_static
+    from edgeflow.compress.ort_quantize import quantize_onnx_static
     from edgeflow.data import load_data
     from edgeflow.recipe import QuantizeConfig
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from edgeflow.artifact import Artifact
 from edgeflow.backends.base import Backend, Compiled
+from edgeflow.device import DeviceSpec
+from edgeflow.errors import ConfigError
 from edgeflow.registry import Registry
 
 BACKENDS: Registry[type[Backend]] = Registry("backend")
@@ -17,4 +20,19 @@ def get_backend(name: str) -> Backend:
     return BACKENDS.get(name)()
 
 
-__all__ = ["BACKENDS", "Backend", "Compiled", "get_backend"]
+def choose_backend(artifact: Artifact, device: DeviceSpec, backend: str | None) -> str:
+    """The requested backend, or the device's most preferred runtime that reads this format."""
+    if backend is not None:
+        name = get_backend(backend).name
+        if name not in device.runtimes:
+            raise ConfigError(f"device {device.name} has no {name} runtime (it has: {', '.join(device.runtimes)})")
+        if artifact.format not in get_backend(name).formats:
+            raise ConfigError(f"the {name} backend cannot run {artifact.format} artifacts")
+        return name
+    for name in device.runtimes:
+        if artifact.format in get_backend(name).formats:
+            return name
+    raise ConfigError(f"device {device.name} has no runtime for {artifact.format} artifacts")
+
+
+__all__ = ["BACKENDS", "Backend", "Compiled", "choose_backend", "get_backend"]

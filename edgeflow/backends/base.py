@@ -1,4 +1,4 @@
-"""The Backend interface: compile an artifact for a runtime, run it, profile it."""
+"""The Backend interface: compile an artifact for a runtime and run it (timing is :mod:`edgeflow.profiling`)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,7 @@ from edgeflow.device import RuntimeSettings
 from edgeflow.errors import ShapeError
 
 if TYPE_CHECKING:
-    from edgeflow.layer_profile import LayerProfile
-    from edgeflow.profiling import LatencyStats
-    from edgeflow.recipe import ProfileConfig
+    from edgeflow.profiling.layers import LayerProfileStats
 
 
 @dataclass
@@ -38,7 +36,7 @@ class Compiled(ABC):
         The profiler times this callable, so it must not allocate or convert on each call.
         """
 
-    def layer_profile(self, *, inferences: int, warmup: int = 5) -> LayerProfile:
+    def layer_profile(self, *, inferences: int, warmup: int = 5) -> LayerProfileStats:
         """Per-layer times from the runtime's own profiler over ``inferences`` runs (compile with
         ``layer_profile=True``); runtimes without one raise NotImplementedError."""
         raise NotImplementedError(f"{self.backend} has no per-layer profiler")
@@ -67,9 +65,3 @@ class Backend(ABC):
 
     @abstractmethod
     def version(self) -> str: ...
-
-    def profile(self, compiled: Compiled, *, config: ProfileConfig) -> LatencyStats:
-        """Time ``compiled`` with the shared timing loop (see :mod:`edgeflow.profiling`)."""
-        from edgeflow.profiling import time_inference
-
-        return time_inference(compiled, config=config)

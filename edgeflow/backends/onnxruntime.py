@@ -15,7 +15,7 @@ from edgeflow.backends.base import Backend, Compiled
 from edgeflow.backends.openvino import runtime_message
 from edgeflow.device import RuntimeSettings
 from edgeflow.errors import ModelLoadError, ShapeError
-from edgeflow.layer_profile import LayerProfile, summarize
+from edgeflow.profiling.layers import LayerProfileStats, summarize
 
 
 @dataclass
@@ -44,7 +44,7 @@ class OnnxRuntimeCompiled(Compiled):
 
         return run_once
 
-    def layer_profile(self, *, inferences: int, warmup: int = 5) -> LayerProfile:
+    def layer_profile(self, *, inferences: int, warmup: int = 5) -> LayerProfileStats:
         """ONNX Runtime's session profiling: a fresh session records ``warmup + inferences`` runs, and the
         node events inside each ``model_run`` are that inference's layers."""
         import tempfile

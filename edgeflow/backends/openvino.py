@@ -12,7 +12,7 @@ from edgeflow.artifact import Artifact
 from edgeflow.backends.base import Backend, Compiled
 from edgeflow.device import RuntimeSettings
 from edgeflow.errors import ModelLoadError, ShapeError
-from edgeflow.layer_profile import LayerProfile, summarize
+from edgeflow.profiling.layers import LayerProfileStats, summarize
 
 _PRECISION_HINTS = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
 
@@ -87,7 +87,7 @@ class OpenVINOCompiled(Compiled):
         request.set_input_tensor(ov.Tensor(self.check_shape(batch)))
         return request.infer
 
-    def layer_profile(self, *, inferences: int, warmup: int = 5) -> LayerProfile:
+    def layer_profile(self, *, inferences: int, warmup: int = 5) -> LayerProfileStats:
         """PERF_COUNT of each inference (layers the plugin fused away report NOT_RUN and are left out)."""
         import openvino as ov
 

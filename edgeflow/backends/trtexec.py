@@ -1,4 +1,5 @@
-"""TensorRT's ``trtexec`` on a device: the command that builds and times an engine, and its output parsed.
+"""TensorRT's ``trtexec`` on a device: the command that builds and times an engine, its output parsed, and the
+run itself (copy the ONNX there, build and time, fetch the times and the engine).
 
 trtexec prints a performance summary at the end of a run; what it calls "GPU Compute Time" is the time
 the engine spent on the GPU, "Latency" adds the host-device copies (H2D, D2H). Different TensorRT
@@ -8,12 +9,24 @@ except min, max, mean and median.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 from pydantic import BaseModel
 
+from edgeflow.artifact import Artifact
+from edgeflow.device import DeviceSpec
 from edgeflow.errors import DeviceError
+from edgeflow.profiling.stats import LatencyStats
+
+if TYPE_CHECKING:
+    from edgeflow.transports import Transport
 
 _METRICS = {
     "Throughput": "throughput_qps",
@@ -29,7 +42,7 @@ _LINE = re.compile(
 _STAT = re.compile(r"(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\)) = ([0-9.eE+-]+) ms")
 
 
-class TrtexecStats(BaseModel):
+class MetricStats(BaseModel):
     """One metric of trtexec's performance summary, in milliseconds."""
 
     min: float
@@ -39,22 +52,22 @@ class TrtexecStats(BaseModel):
     percentiles: dict[str, float] = {}  # "90", "95", "99" -> ms
 
 
-class TrtexecSummary(BaseModel):
+class TrtexecStats(BaseModel):
     """trtexec's performance summary, with the TensorRT version and device it names."""
 
     tensorrt_version: str | None
     device: str | None
     throughput_qps: float
-    latency: TrtexecStats
-    gpu_compute: TrtexecStats
-    enqueue: TrtexecStats | None = None
-    h2d: TrtexecStats | None = None
-    d2h: TrtexecStats | None = None
+    latency: MetricStats
+    gpu_compute: MetricStats
+    enqueue: MetricStats | None = None
+    h2d: MetricStats | None = None
+    d2h: MetricStats | None = None
     total_gpu_compute_s: float | None = None
     total_walltime_s: float | None = None
 
 
-def parse_summary(text: str, *, device: str = "trtexec") -> TrtexecSummary:
+def parse_summary(text: str, *, device: str = "trtexec") -> TrtexecStats:
     """The performance summary of a trtexec run; raises DeviceError when the output has none (a failed
     build prints "&&&& FAILED" and no summary)."""
     found: dict[str, object] = {}
@@ -70,7 +83,7 @@ def parse_summary(text: str, *, device: str = "trtexec") -> TrtexecSummary:
         if not {"min", "max", "mean", "median"} <= stats.keys():
             continue
         percentiles = {name[1:]: value for name, value in stats.items() if name.startswith("p")}
-        found[key] = TrtexecStats(
+        found[key] = MetricStats(
             min=stats["min"], max=stats["max"], mean=stats["mean"], median=stats["median"], percentiles=percentiles
         )
     if "gpu_compute" not in found or "latency" not in found:
@@ -90,7 +103,7 @@ def parse_summary(text: str, *, device: str = "trtexec") -> TrtexecSummary:
         )  # fmt: skip
         if (match := re.search(pattern, text))
     }
-    return TrtexecSummary(
+    return TrtexecStats(
         tensorrt_version=version_text, device=selected.group(1).strip() if selected else None, **found, **totals
     )
 
@@ -136,3 +149,66 @@ def _tensorrt_version(text: str) -> str | None:
     if number >= 100000:
         return f"{number // 10000}.{number // 100 % 100}.{number % 100}"
     return f"{number // 1000}.{number // 100 % 10}.{number % 100}"
+
+
+class TrtexecRunStats(BaseModel):
+    """An engine built and timed by trtexec on the device (GPU compute time per inference)."""
+
+    latency_ms: LatencyStats
+    samples_ms: list[float]
+    h2d_median_ms: float | None
+    d2h_median_ms: float | None
+    throughput_qps: float
+    tensorrt_version: str | None
+    gpu: str | None
+    engine_cache: str | None
+    address: str
+    command: str
+
+
+def time_with_trtexec(
+    artifact: Artifact, *, device: DeviceSpec, precision: str, duration_s: int = 10, transport: Transport | None = None
+) -> TrtexecRunStats:
+    """Copy the ONNX to ``device``, build and time it with trtexec there, fetch the per-inference times and
+    the engine (cached here by TensorRT version, GPU, precision and shape: engines do not carry between
+    GPUs or TensorRT versions)."""
+    from edgeflow.backends.tensorrt import engine_cache_folder, engine_cache_key
+    from edgeflow.transports import open_transport
+
+    transport = transport or open_transport(device)
+    trtexec = device.ssh.trtexec if device.ssh is not None else "trtexec"
+    if artifact.format != "onnx" or artifact.path is None:
+        raise DeviceError(device.name, "copy the model", f"trtexec builds engines from ONNX, not {artifact.format}")
+    step = f"build and time {artifact.path.name} with trtexec ({precision})"
+    with transport.workspace() as folder, tempfile.TemporaryDirectory() as local:
+        transport.put(artifact.path, f"{folder}/model.onnx", step=f"copy {artifact.path.name}")
+        argv = trtexec_command(
+            trtexec=trtexec, onnx=f"{folder}/model.onnx", engine=f"{folder}/model.engine", precision=precision,
+            duration_s=duration_s, times_json=f"{folder}/times.json",
+        )  # fmt: skip
+        done = transport.run(argv, step=step, timeout=transport.command_timeout, check=False)
+        if done.returncode == 127:
+            raise DeviceError(device.name, step, f"trtexec not found at {trtexec} (set ssh.trtexec in the device file)")
+        summary = parse_summary(done.stdout + done.stderr, device=device.name)
+        transport.get(f"{folder}/times.json", Path(local) / "times.json", step="fetch trtexec's times")
+        times = json.loads((Path(local) / "times.json").read_text())
+        transport.get(f"{folder}/model.engine", Path(local) / "model.engine", step="fetch the engine")
+        key = engine_cache_key(
+            artifact.path.read_bytes(), tensorrt_version=summary.tensorrt_version or "unknown",
+            gpu=summary.device or device.name, precision=precision, shape=artifact.input_shape or (),
+        )  # fmt: skip
+        cached = engine_cache_folder() / f"{key}.engine"
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(Path(local) / "model.engine"), cached)
+    samples = np.asarray([entry["computeMs"] for entry in times], dtype=np.float64)
+    if samples.size == 0:
+        raise DeviceError(device.name, step, "trtexec recorded no inference times")
+    latency = LatencyStats.from_samples((samples * 1e6).astype(np.int64), cold_ns=int(samples[0] * 1e6), warmup=0,
+                                        batch=1)  # fmt: skip
+    return TrtexecRunStats(
+        latency_ms=latency, samples_ms=samples.round(6).tolist(),
+        h2d_median_ms=summary.h2d.median if summary.h2d else None,
+        d2h_median_ms=summary.d2h.median if summary.d2h else None,
+        throughput_qps=summary.throughput_qps, tensorrt_version=summary.tensorrt_version, gpu=summary.device,
+        engine_cache=str(cached), address=transport.address, command=shlex.join(argv),
+    )  # fmt: skip

@@ -19,17 +19,17 @@ import numpy as np
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends.openvino import read_model, static_input_shape
-from edgeflow.compress.quantize import (
+from edgeflow.compress.nncf_ptq import (
     calibration_dataset,
     is_quantized,
     nncf_quantize_arguments,
     nncf_settings,
     quiet_nncf,
 )
-from edgeflow.compress.summary import FloatLayer, QuantizationSummary, layer_precisions
+from edgeflow.compress.stats import FloatLayer, QuantizationStats, layer_precisions
 from edgeflow.data import ImageDataset
 from edgeflow.errors import DataError, OutputError, ShapeError
-from edgeflow.exporter import save_openvino
+from edgeflow.export.openvino import save_openvino
 from edgeflow.recipe import QuantizeConfig
 
 MIN_HOLDOUT_SAMPLES = 10
@@ -48,7 +48,7 @@ def quantize_with_accuracy_control(
     config: QuantizeConfig,
     path: Path,
     seed: int = 0,
-) -> tuple[Artifact, QuantizationSummary]:
+) -> tuple[Artifact, QuantizationStats]:
     """NNCF PTQ that keeps the holdout top-1 drop within ``config.max_drop`` (absolute fraction).
 
     Calibrates on ``calibration`` (the train split) and validates on ``holdout`` (never the test split).
@@ -130,7 +130,7 @@ def quantize_with_accuracy_control(
             f"budget not met: holdout top-1 drop {drop:.4f} exceeds max_drop {config.max_drop}; "
             "kept the best model NNCF returned"
         )
-    summary = QuantizationSummary(
+    summary = QuantizationStats(
         method="nncf-accuracy-control",
         settings=settings,
         quantized_layers=len(quantized),

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends import get_backend
-from edgeflow.compress.quantize import quantize_nncf
-from edgeflow.compress.summary import QuantizationSummary
+from edgeflow.compress.nncf_ptq import quantize_nncf
+from edgeflow.compress.stats import QuantizationStats
 from edgeflow.data import DataSplits
 from edgeflow.device import RuntimeSettings
-from edgeflow.profile_config import ProfileConfig
+from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.recipe import QuantizeConfig
 
 PRESETS = ("mixed", "performance")
@@ -34,15 +34,15 @@ def quantize_fastest_preset(
     path: Path,
     seed: int,
     settings: RuntimeSettings | None = None,
-) -> tuple[Artifact, QuantizationSummary]:
+) -> tuple[Artifact, QuantizationStats]:
     """NNCF PTQ with each preset; the fastest (measured with ``settings``) within ``config.max_drop``.
 
     When no preset meets the budget, the most accurate is kept and the summary says so.
     """
-    from edgeflow.variants import holdout_top1
+    from edgeflow.accuracy import holdout_top1
 
     float_top1 = holdout_top1(artifact, splits.holdout)
-    candidates: dict[str, tuple[Artifact, QuantizationSummary, float]] = {}
+    candidates: dict[str, tuple[Artifact, QuantizationStats, float]] = {}
     for preset in PRESETS:
         attempt = config.model_copy(update={"preset": preset})
         candidate_path = path.with_name(f"{path.stem}.{preset}{path.suffix}")
@@ -90,10 +90,10 @@ def quantize_fastest_preset(
 
 def _time_in_turn(artifacts: dict[str, Artifact], settings: RuntimeSettings | None) -> dict[str, float]:
     """Median over rounds of each artifact's p50 (ms), the artifacts timed in turn in every round."""
-    from edgeflow.measure import median_in_turn
+    from edgeflow.profiling.in_turn import time_in_turn
 
     compiled = {}
     for name, artifact in artifacts.items():
         backend = "onnxruntime" if artifact.format == "onnx" else "openvino"
         compiled[name] = get_backend(backend).compile(artifact, settings=settings or RuntimeSettings())
-    return median_in_turn(compiled, rounds=TIMING_ROUNDS, config=_TIMING)
+    return time_in_turn(compiled, rounds=TIMING_ROUNDS, config=_TIMING).medians()

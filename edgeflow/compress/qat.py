@@ -23,8 +23,8 @@ from torch import nn
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends.openvino import read_model, runtime_message
-from edgeflow.compress.quantize import MIN_CALIBRATION_SAMPLES, ignored_scope, quiet_nncf
-from edgeflow.compress.summary import QuantizationSummary, layer_precisions, summarize
+from edgeflow.compress.nncf_ptq import MIN_CALIBRATION_SAMPLES, ignored_scope, quiet_nncf
+from edgeflow.compress.stats import QuantizationStats, layer_precisions, summarize
 from edgeflow.data import DataSplits, calibration_subset, make_loader
 from edgeflow.errors import (
     ConfigError,
@@ -34,7 +34,7 @@ from edgeflow.errors import (
     RuntimeUnavailableError,
     ShapeError,
 )
-from edgeflow.exporter import save_openvino
+from edgeflow.export.openvino import save_openvino
 from edgeflow.progress import Progress
 from edgeflow.recipe import QuantizeConfig
 
@@ -52,7 +52,7 @@ def quantization_aware_training(
     path: Path,
     seed: int = 0,
     progress: Progress | None = None,
-) -> tuple[Artifact, QuantizationSummary]:
+) -> tuple[Artifact, QuantizationStats]:
     """Quantize a copy of ``module`` with NNCF, fine-tune it on the train split, save int8 IR at ``path``.
 
     Calibration and fine-tuning use ``splits.train``; the holdout top-1 of the exported IR (OpenVINO,

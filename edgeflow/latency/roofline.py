@@ -19,7 +19,7 @@ from edgeflow.artifact import Artifact
 from edgeflow.device import DeviceSpec
 from edgeflow.errors import ConfigError
 from edgeflow.latency.estimate import LatencyEstimate
-from edgeflow.profiling import constant_elements, output_shape
+from edgeflow.profiling.cost import constant_elements, output_shape
 
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
 _ARITHMETIC = {"Convolution", "GroupConvolution", "MatMul"}

@@ -1,248 +1,292 @@
-"""Lookup-table estimates for a device: the compute time of every block, measured on the device once and
-cached (the NetAdapt table, :class:`edgeflow.netadapt.oracle.LookupTable`), mapped to a whole-model
-latency by a fit over calibration models timed whole on the device (``edgeflow devices calibrate``):
+"""The device lookup table: block latencies measured on the device once, summed into a model estimate.
 
-    latency = intercept + compute_scale x (sum of the model's block entries) + per_block x (blocks)
+:class:`LookupTable` times each block configuration once (per device, runtime, version and execution
+  precision), keeps the table on disk, and estimates a network as
+  ``intercept + compute_scale x (sum of its blocks) + per_block x (number of blocks)``. Where the
+  runtime has a per-layer profiler (OpenVINO, ONNX Runtime) a block's entry is its *compute time*:
+  its layers less the layout conversions the runtime adds at a lone block's borders, which a fused
+  whole model does not pay. Timed plainly, a 64x64x16 block's output conversion alone cost 5x its
+  convolutions, and pruning the stem was predicted to save 15% where it saved nothing. The three
+  figures are fitted by least squares on calibration models derived from the starting model (itself,
+  uniformly thinner copies, copies with residual blocks removed), timed whole in turn on the device.
+  One scale fitted on the starting model alone was 10-15% optimistic for thinner or shallower models:
+  a runtime's per-layer costs do not shrink with the channels, and fusion across block borders is
+  not in any block's own timing. Every entry is timed in turn with a fixed reference workload and
+  kept at the host's speed when the table was begun, because a shared host drifts by tens of percent
+  over the minutes a table takes to fill (entries timed plainly were off by up to 20% between them).
 
-A model whose blocks are all in the table is estimated without the device; a block the table lacks
-needs the device (it is measured then, when the device is this machine), else no table estimate is made.
+Both count how many timings they made and how long those took, for the search report.
+
+The table is what the NetAdapt search estimates candidates with (``edgeflow.netadapt`` imports it from
+here, never the reverse) and what ``optimize`` estimates a device with when it is not attached
+(:mod:`edgeflow.latency.calibration`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from pydantic import BaseModel
 from torch import nn
 
-from edgeflow.device import DeviceSpec
-from edgeflow.errors import ConfigError, DeviceError
+from edgeflow.backends import Compiled
+from edgeflow.errors import ConfigError
 from edgeflow.io import write_json
-from edgeflow.latency.estimate import LatencyEstimate
-from edgeflow.netadapt.oracle import LookupTable, TableFit, Timer, _least_squares, cache_folder, default_table_path
-from edgeflow.profile_config import ProfileConfig
+from edgeflow.latency.timer import Timer, TimerStats
+from edgeflow.latency.units import split_units
+from edgeflow.profiling.loop import time_inference
 
-TABLE_BACKENDS = ("openvino", "onnxruntime")
-
-
-class DeviceFit(BaseModel):
-    """How block entries add up to whole models on one device, fitted on calibration models."""
-
-    device: str
-    context: str  # device, runtime and version, precision, threads (the table's)
-    input_shape: list[int]
-    models: list[str]
-    fit: TableFit
+TABLE_VERSION = 4
 
 
-def device_timer(device: DeviceSpec, backend: str | None = None, *, workdir: Path | None = None) -> Timer:
-    backend = _table_backend(device, backend)
-    profile = ProfileConfig(warmup=20, iterations=2000, max_seconds=1.0)
-    folder = workdir or cache_folder()
-    folder.mkdir(parents=True, exist_ok=True)
-    return Timer(device, backend, device.runtime, profile, folder)
+class CalibrationPoint(BaseModel):
+    name: str
+    blocks_ms: float  # sum of the model's block timings (less the per-call overhead)
+    blocks: int
+    measured_ms: float  # median over rounds, timed in turn with the other calibration models
+    estimate_ms: float  # what the fit gives for it
 
 
-def _fit_path(timer: Timer, input_shape: tuple[int, ...]) -> Path:
-    table = default_table_path(cache_folder(), timer, input_shape)
-    return table.with_name(table.stem + ".fit.json")
+class TableFit(BaseModel):
+    """How block timings add up to a whole model on this device (fitted once per starting model)."""
+
+    intercept_ms: float
+    compute_scale: float
+    per_block_ms: float
+    calibration: list[CalibrationPoint]
+
+    def estimate(self, blocks_ms: float, blocks: int) -> float:
+        return self.intercept_ms + self.compute_scale * blocks_ms + self.per_block_ms * blocks
 
 
-def block_features(table: LookupTable, module: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, int]:
-    """(sum of the model's block entries, number of blocks); measures the entries the table lacks."""
-    return table.features(module, input_shape)
+class LookupTable:
+    """Per-block latencies measured on the device, cached in a JSON file, summed into a model estimate."""
 
+    name = "lookup-table"
+    measured = False
 
-def calibrate(
-    device: DeviceSpec, *, models: dict[str, nn.Module], input_shape: tuple[int, ...], backend: str | None = None,
-    rounds: int = 5, seconds: float = 0.5,
-) -> tuple[DeviceFit, dict[str, float], dict[str, tuple[float, int]]]:  # fmt: skip
-    """Measure the blocks of ``models`` on ``device`` into its table, time the models whole in turn, and fit
-    how the blocks add up. Returns the fit (also saved beside the table), the whole-model timings and the
-    block features, both in the table's units (the host's speed when the table was begun).
+    def __init__(self, timer: Timer, path: Path) -> None:
+        self.timer = timer
+        self.path = Path(path)
+        self.context = timer.context()
+        self.entries: dict[str, dict] = {}
+        self.fits: dict[str, dict] = {}
+        self.overhead_ms: float | None = None
+        self.reference_ms: float | None = None  # the reference workload when the table was begun
+        self.fitted: TableFit | None = None
+        self._reference: Compiled | None = None
+        if self.path.exists():
+            self._load()
 
-    An SSH device is calibrated there: every block and model is exported to ONNX, copied with the agent and
-    timed on the device in turn (whole blocks: the agent has no per-layer profile), and the table is kept
-    here (:func:`remote_table_path`); ``seconds``: each file's timing loop per round there."""
-    if device.transport == "ssh":
-        return _calibrate_remote(
-            device, models=models, input_shape=input_shape, backend=backend, rounds=rounds, seconds=seconds
+    @property
+    def cost(self) -> TimerStats:
+        return self.timer.cost
+
+    def _load(self) -> None:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"latency table {self.path} is unreadable ({exc}); delete it to measure again") from None
+        if data.get("version") != TABLE_VERSION:
+            return  # a table of an older layout is a cache: measured again and overwritten
+        if data.get("context") != self.context:
+            raise ConfigError(
+                f"latency table {self.path} was measured for {data.get('context')!r}, not {self.context!r}"
+            )
+        self.entries = data["entries"]
+        self.fits = data.get("fits", {})
+        self.overhead_ms = data.get("overhead_ms")
+        self.reference_ms = data.get("reference_ms")
+
+    def save(self) -> None:
+        data = {
+            "version": TABLE_VERSION,
+            "context": self.context,
+            "overhead_ms": self.overhead_ms,
+            "reference_ms": self.reference_ms,
+            "entries": self.entries,
+            "fits": self.fits,
+        }
+        write_json(self.path, data)
+
+    def in_table_units(self, modules: dict[str, nn.Module | Compiled], input_shape, *, rounds: int, profile=None):
+        """Time ``modules`` in turn with the reference workload; their latencies (ms) at the host's speed
+        when the table was begun: measured x (reference then / reference now).
+
+        A shared host's speed drifts by tens of percent over minutes; entries timed minutes apart are
+        only comparable through a reference timed beside each of them.
+        """
+        medians, to_table = self.time_with_reference(modules, input_shape, rounds=rounds, profile=profile)
+        return {name: ms * to_table for name, ms in medians.items()}
+
+    def time_with_reference(
+        self, modules: dict[str, nn.Module | Compiled], input_shape, *, rounds: int, profile=None
+    ) -> tuple[dict[str, float], float]:
+        """``modules`` timed in turn with the reference workload: their medians (ms, at the host's speed
+        now) and the factor that brings a figure of now to the table's units."""
+        medians = self.timer.time_in_turn(
+            {**modules, _REFERENCE_NAME: self._reference_workload()}, input_shape, rounds=rounds, profile=profile
         )
-    if not device.is_local:
-        raise DeviceError(device.name, "calibrate", "a phone over ADB has no lookup table: only SSH and local devices")
-    timer = device_timer(device, backend)
-    table = LookupTable(timer, default_table_path(cache_folder(), timer, input_shape))
-    features = {name: block_features(table, module, input_shape) for name, module in models.items()}
-    measured = table.in_table_units(models, input_shape, rounds=rounds)
-    fitted = DeviceFit(
-        device=device.name, context=timer.context(), input_shape=list(input_shape), models=sorted(models),
-        fit=_least_squares(features, measured),
-    )  # fmt: skip
-    table.save()
-    write_json(_fit_path(timer, input_shape), fitted.model_dump(mode="json"))
-    return fitted, measured, features
+        return medians, self._to_table_units(medians.pop(_REFERENCE_NAME))
+
+    def _reference_workload(self) -> Compiled:
+        if self._reference is None:
+            self._reference = self.timer.compile_module(_Reference(), _REFERENCE_SHAPE)
+        return self._reference
+
+    def _to_table_units(self, reference_now_ms: float) -> float:
+        """The factor from the host's speed now (the reference workload timed now) to its speed when the
+        table was begun (the first such timing)."""
+        if self.reference_ms is None:
+            self.reference_ms = reference_now_ms
+        return self.reference_ms / reference_now_ms
+
+    def _entry_ms(self, module: nn.Module, input_shape: tuple[int, ...]) -> float:
+        quick = self.timer.profile.model_copy(update={"max_seconds": min(self.timer.profile.max_seconds, 0.2)})
+        if not self.timer.layer_profiles:
+            return self.in_table_units({"block": module}, input_shape, rounds=ENTRY_ROUNDS, profile=quick)["block"]
+        return self._compute_in_table_units(module, input_shape, profile=quick)
+
+    def _compute_in_table_units(self, module: nn.Module, input_shape: tuple[int, ...], *, profile) -> float:
+        """The block's compute time (the runtime's per-layer profile less layout conversions), profiled in
+        turn with the reference workload and brought to the host's speed when the table was begun."""
+        started = time.perf_counter()
+        compiled = self.timer.compile_module(module, input_shape, layer_profile=True)
+        reference = self._reference_workload()
+        references, computes = [], []
+        for _ in range(ENTRY_ROUNDS):
+            references.append(time_inference(reference, config=profile).p50)
+            computes.append(compiled.layer_profile(inferences=ENTRY_INFERENCES).compute_ms)
+        self.timer.cost.add(time.perf_counter() - started)
+        return statistics.median(computes) * self._to_table_units(statistics.median(references))
+
+    def overhead(self) -> float:
+        """What one inference call costs with (almost) nothing to compute: every block timed alone pays it
+        once, the whole model pays it once, so it is taken off each block and added back once. Compute
+        times from a per-layer profile hold no such cost: 0."""
+        if self.timer.layer_profiles:
+            return 0.0
+        if self.overhead_ms is None:
+            self.overhead_ms = self._entry_ms(_NearlyEmpty(), (1, 1, 1, 1))
+            self.save()
+        return self.overhead_ms
+
+    def block_latency(self, unit) -> float:
+        entry = self.entries.get(unit.key)
+        if entry is None:
+            ms = self._entry_ms(unit.module, unit.input_shape)
+            entry = {"ms": ms, "unit": unit.name, "input_shape": list(unit.input_shape)}
+            self.entries[unit.key] = entry
+            self.save()
+        return entry["ms"]
+
+    def features(self, model: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, int]:
+        """What the fit takes: (sum of block latencies less the per-call overhead, number of blocks).
+        The model is split into blocks once (a traced forward pass), for both."""
+        overhead = self.overhead()
+        units = split_units(model, input_shape)
+        return sum(max(0.0, self.block_latency(unit) - overhead) for unit in units), len(units)
+
+    def fit(
+        self,
+        model: nn.Module,
+        input_shape: tuple[int, ...],
+        *,
+        calibration: Callable[[], dict[str, nn.Module]],
+        rounds: int = 5,
+    ) -> TableFit:
+        """Fit how blocks add up, on calibration models derived from ``model`` (``calibration()`` builds
+        them: the search derives thinner and shallower copies) timed whole in turn.
+
+        The fit is kept in the table with the blocks, so every search from the same model on the same
+        device uses the same figures, and makes the same choices.
+        """
+        key = hashlib.sha256("|".join(u.key for u in split_units(model, input_shape)).encode()).hexdigest()[:20]
+        if key not in self.fits:
+            models = calibration()
+            measured = self.in_table_units(models, input_shape, rounds=rounds)
+            features = {name: self.features(candidate, input_shape) for name, candidate in models.items()}
+            fitted = least_squares(features, measured)
+            self.fits[key] = fitted.model_dump()
+            self.save()
+        self.fitted = TableFit.model_validate(self.fits[key])
+        return self.fitted
+
+    def latency(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
+        if self.fitted is None:
+            raise RuntimeError("fit the lookup table on the starting model before estimating")
+        return self.fitted.estimate(*self.features(model, input_shape))
 
 
-class RemoteTable(BaseModel):
-    """A lookup table measured on a device over SSH: whole-block p50s, and the fit to whole models."""
+def least_squares(features: dict[str, tuple[float, int]], measured: dict[str, float]) -> TableFit:
+    """``measured = intercept + compute_scale x blocks_ms + per_block x blocks`` by least squares; without
+    depth changes among the models (no removable blocks) the per-block term is left out."""
+    import numpy as np
 
-    device: str
-    backend: str
-    runtime_version: str
-    address: str
-    input_shape: list[int]
-    created: str
-    entries: dict[str, float]  # block key -> p50 ms on the device
-    fit: DeviceFit
-
-
-def remote_table_path(device: DeviceSpec, backend: str, input_shape: tuple[int, ...]) -> Path:
-    """Keyed by what its figures depend on that is known here: device, runtime, input shape, threads."""
-    shape = "x".join(str(side) for side in input_shape)
-    threads = device.runtime.threads or "default"
-    return cache_folder() / f"remote-{device.name}-{backend}-{shape}-threads{threads}.json"
-
-
-def _table_backend(device: DeviceSpec, backend: str | None) -> str:
-    chosen = backend or next((name for name in device.runtimes if name in TABLE_BACKENDS), None)
-    if chosen not in TABLE_BACKENDS:
-        raise ConfigError(f"device {device.name}: a lookup table is measured with openvino or onnxruntime")
-    return chosen
-
-
-def _calibrate_remote(device: DeviceSpec, *, models: dict[str, nn.Module], input_shape: tuple[int, ...],
-                      backend: str | None, rounds: int, seconds: float):  # fmt: skip
-    import tempfile
-    from datetime import datetime, timezone
-
-    from edgeflow.exporter import export_onnx
-    from edgeflow.netadapt.units import split_units
-    from edgeflow.remote import time_in_turn_on_device
-    from edgeflow.transports import open_transport
-
-    backend = _table_backend(device, backend)
-    units = {name: split_units(module, input_shape) for name, module in models.items()}
-    blocks = {unit.key: unit for model_units in units.values() for unit in model_units}
-    transport = open_transport(device)
-    with tempfile.TemporaryDirectory() as folder, torch.no_grad():
-        files = {f"block-{key}.onnx": (unit.module, unit.input_shape) for key, unit in blocks.items()}
-        files.update({f"model-{name}.onnx": (module, input_shape) for name, module in models.items()})
-        paths = [
-            export_onnx(module.eval(), input_shape=tuple(shape), path=Path(folder) / name).path
-            for name, (module, shape) in files.items()
-        ]
-        version, per_round = time_in_turn_on_device(paths, device=device, backend=backend, rounds=rounds,
-                                                    max_seconds=seconds, transport=transport)  # fmt: skip
-    import statistics
-
-    median = {name: statistics.median(values) for name, values in per_round.items()}
-    entries = {key: median[f"block-{key}.onnx"] for key in blocks}
-    earlier = load_remote_table(device, input_shape, backend)
-    if earlier is not None and earlier.runtime_version == version:  # blocks of earlier calibrations stay
-        entries = {**earlier.entries, **entries}
-    measured = {name: median[f"model-{name}.onnx"] for name in models}
-    features = {name: (sum(entries[unit.key] for unit in model_units), len(model_units))
-                for name, model_units in units.items()}  # fmt: skip
-    fitted = DeviceFit(
-        device=device.name, context=f"{device.name}|{backend}|{version}|{transport.address}",
-        input_shape=list(input_shape), models=sorted(models), fit=_least_squares(features, measured),
-    )  # fmt: skip
-    table = RemoteTable(
-        device=device.name, backend=backend, runtime_version=version, address=transport.address,
-        input_shape=list(input_shape), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        entries=entries, fit=fitted,
-    )  # fmt: skip
-    write_json(remote_table_path(device, backend, input_shape), table.model_dump(mode="json"))
-    return fitted, measured, features
-
-
-def load_remote_table(device: DeviceSpec, input_shape: tuple[int, ...], backend: str | None = None):
-    """The table calibrated on an SSH device at this input size, or None."""
-    path = remote_table_path(device, _table_backend(device, backend), input_shape)
-    if not path.exists():
-        return None
-    try:
-        return RemoteTable.model_validate(json.loads(path.read_text()))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"device table {path} is unreadable ({exc}); run edgeflow devices calibrate again") from None
-
-
-def load_fit(device: DeviceSpec, input_shape: tuple[int, ...], backend: str | None = None) -> DeviceFit | None:
-    if device.transport == "ssh":
-        table = load_remote_table(device, input_shape, backend)
-        return None if table is None else table.fit
-    timer = device_timer(device, backend)
-    path = _fit_path(timer, input_shape)
-    if not path.exists():
-        return None
-    try:
-        fitted = DeviceFit.model_validate(json.loads(path.read_text()))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"device fit {path} is unreadable ({exc}); run edgeflow devices calibrate again") from None
-    return fitted if fitted.context == timer.context() else None
-
-
-def estimate_from_table(
-    device: DeviceSpec, module: nn.Module, input_shape: tuple[int, ...], *, precision: str, backend: str | None = None
-) -> LatencyEstimate | None:
-    """The table's estimate for ``module`` on ``device``, or None when the device was never calibrated at
-    this input size (or, for a device that is not this machine, when the table lacks one of its blocks)."""
-    if device.transport == "ssh":
-        return _estimate_from_remote_table(device, module, input_shape, precision=precision, backend=backend)
-    fitted = load_fit(device, input_shape, backend)
-    if fitted is None:
-        return None
-    timer = device_timer(device, backend)
-    table = LookupTable(timer, default_table_path(cache_folder(), timer, input_shape))
-    if not device.is_local:
-        from edgeflow.netadapt.units import split_units
-
-        if any(unit.key not in table.entries for unit in split_units(module, input_shape)):
-            return None
-    with torch.no_grad():
-        blocks_ms, blocks = block_features(table, module, input_shape)
-    return LatencyEstimate(
-        ms=fitted.fit.estimate(blocks_ms, blocks), method="lookup-table", device=device.name, precision=precision,
-        detail=f"{blocks} blocks summing to {blocks_ms:.3f} ms; fit on {', '.join(fitted.models)}",
-        source=str(default_table_path(cache_folder(), timer, input_shape)),
-    )  # fmt: skip
-
-
-def _estimate_from_remote_table(device, module, input_shape, *, precision: str, backend: str | None):
-    from edgeflow.netadapt.units import split_units
-
-    table = load_remote_table(device, input_shape, backend)
-    if table is None:
-        return None
-    units = split_units(module, input_shape)
-    if any(unit.key not in table.entries for unit in units):
-        return None  # a block never measured there: the device is not here to measure it
-    blocks_ms = sum(table.entries[unit.key] for unit in units)
-    return LatencyEstimate(
-        ms=table.fit.fit.estimate(blocks_ms, len(units)), method="lookup-table", device=device.name,
-        precision=precision,
-        detail=f"{len(units)} blocks summing to {blocks_ms:.3f} ms, timed whole on {table.address} with "
-        f"{table.backend} {table.runtime_version} ({table.created}); fit on {', '.join(table.fit.models)}",
-        source=str(remote_table_path(device, table.backend, input_shape)),
-    )  # fmt: skip
-
-
-DEFAULT_CALIBRATION_MODELS = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "mnasnet1_0", "resnet18")
-
-
-def calibrate_device(
-    device: DeviceSpec, *, models: list[str] | tuple[str, ...] = DEFAULT_CALIBRATION_MODELS, resolution: int = 128,
-    backend: str | None = None, rounds: int = 5,
-) -> DeviceFit:  # fmt: skip
-    """``edgeflow devices calibrate``: the registry ``models`` (untrained: weights do not change a CNN's
-    latency) at ``resolution`` px, their blocks measured into the device's table and the fit made."""
-    from edgeflow.models import create_model
-
-    torch.manual_seed(0)
-    modules = {name: create_model(name, num_classes=10).eval() for name in models}
-    fitted, _measured, _features = calibrate(
-        device, models=modules, input_shape=(1, 3, resolution, resolution), backend=backend, rounds=rounds
-    )
+    names = list(features)
+    depths = {features[name][1] for name in names}
+    columns = [[1.0, features[name][0]] + ([float(features[name][1])] if len(depths) > 1 else []) for name in names]
+    coefficients = np.linalg.lstsq(np.array(columns), np.array([measured[name] for name in names]), rcond=None)[0]
+    intercept, scale = float(coefficients[0]), float(coefficients[1])
+    per_block = float(coefficients[2]) if len(depths) > 1 else 0.0
+    fitted = TableFit(intercept_ms=intercept, compute_scale=scale, per_block_ms=per_block, calibration=[])
+    fitted.calibration = [
+        CalibrationPoint(
+            name=name,
+            blocks_ms=features[name][0],
+            blocks=features[name][1],
+            measured_ms=measured[name],
+            estimate_ms=fitted.estimate(*features[name]),
+        )  # fmt: skip
+        for name in names
+    ]
     return fitted
+
+
+class _Reference(nn.Sequential):
+    """A fixed inverted-residual workload timed beside every entry: the yardstick for the host's speed."""
+
+    def __init__(self) -> None:
+        generator = torch.Generator().manual_seed(0)
+        super().__init__(
+            nn.Conv2d(16, 64, 1), nn.BatchNorm2d(64), nn.Hardswish(),
+            nn.Conv2d(64, 64, 3, padding=1, groups=64), nn.BatchNorm2d(64), nn.Hardswish(),
+            nn.Conv2d(64, 16, 1), nn.BatchNorm2d(16),
+        )  # fmt: skip
+        with torch.no_grad():
+            for parameter in self.parameters():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+        self.eval()
+
+
+_REFERENCE_NAME = "__reference__"
+_REFERENCE_SHAPE = (1, 16, 32, 32)
+ENTRY_ROUNDS = 3
+ENTRY_INFERENCES = 60  # per round, for a block's per-layer profile
+
+
+class _NearlyEmpty(nn.Module):
+    """A graph a runtime cannot optimize away, with one element in and out: the cost of a call."""
+
+    def forward(self, x):
+        return x * 2.0 + 1.0
+
+
+def default_table_path(cache: Path, timer: Timer, input_shape: tuple[int, ...]) -> Path:
+    """One table file per device, runtime, version, precision, threads (and input size, for tidiness)."""
+    digest = hashlib.sha256(timer.context().encode()).hexdigest()[:12]
+    side = "x".join(str(side) for side in input_shape[1:])
+    return Path(cache) / f"{timer.device.name}-{timer.backend}-{side}-{digest}.json"
+
+
+def cache_folder() -> Path:
+    """Where latency tables live: $EDGEFLOW_CACHE, else ~/.cache/edgeflow."""
+
+    return Path(os.environ.get("EDGEFLOW_CACHE", Path.home() / ".cache" / "edgeflow")) / "latency-tables"

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from edgeflow.config import StrictModel
-from edgeflow.profile_config import ProfileConfig
+from edgeflow.profiling.loop import ProfileConfig
 
 
 class FineTuneConfig(StrictModel):

@@ -31,10 +31,12 @@ from torch import nn
 from torch.utils.data import Subset
 
 from edgeflow.data import DataSplits
+from edgeflow.latency.table import LookupTable
+from edgeflow.latency.timer import Timer
 from edgeflow.netadapt import space
 from edgeflow.netadapt.config import FineTuneConfig, SearchConfig
 from edgeflow.netadapt.executor import Executor, InProcessExecutor
-from edgeflow.netadapt.oracle import LookupTable, MeasuredOracle, Timer
+from edgeflow.netadapt.oracle import MeasuredOracle, calibration_models
 from edgeflow.netadapt.state import Checkpoint, IterationRecord, ProposalRecord, SearchState, table_scale
 from edgeflow.progress import Progress
 from edgeflow.recipe import TrainConfig
@@ -179,7 +181,10 @@ class Search:
             # The start is timed among the calibration models; candidates timed later beside it are
             # brought back to the host's speed of that moment (report.table_errors).
             self.progress.stage("fit the lookup table on calibration models timed in turn on the device")
-            fitted = self.oracle.fit(model, self.input_shape, rounds=self.config.compare_rounds)
+            fitted = self.oracle.fit(
+                model, self.input_shape, calibration=lambda: calibration_models(model, self.input_shape),
+                rounds=self.config.compare_rounds,
+            )  # fmt: skip
             self.state.table_fit = fitted
             self.state.start_measured_ms = next(
                 point.measured_ms for point in fitted.calibration if point.name == "start"

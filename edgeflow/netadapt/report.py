@@ -8,9 +8,9 @@ import numpy as np
 from pydantic import BaseModel
 
 from edgeflow.io import atomic_path, write_json, write_text
-from edgeflow.netadapt.oracle import TableFit
+from edgeflow.latency.table import TableFit
 from edgeflow.netadapt.state import IterationRecord, SearchState, drift_corrected, measured_candidates
-from edgeflow.profiling import LatencyStats
+from edgeflow.profiling.stats import LatencyStats
 
 
 class PointRecord(BaseModel):

@@ -24,22 +24,26 @@ from edgeflow.data import DataSplits
 from edgeflow.device import DeviceSpec, as_device
 from edgeflow.environment import environment
 from edgeflow.errors import ConfigError
-from edgeflow.exporter import convert_to_openvino, export_onnx
+from edgeflow.export.onnx import export_onnx
+from edgeflow.export.openvino import convert_to_openvino
 from edgeflow.io import ensure_writable_dir
-from edgeflow.measure import compile_and_profile, interleaved_p50
-from edgeflow.model_source import ModelSource
+from edgeflow.latency.table import LookupTable, cache_folder, default_table_path
+from edgeflow.latency.timer import Timer
 from edgeflow.models import check_resolution
+from edgeflow.models.source import ModelSource, load_model_and_data
 from edgeflow.netadapt import space
 from edgeflow.netadapt.config import SearchConfig
 from edgeflow.netadapt.executor import Executor, InProcessExecutor
 from edgeflow.netadapt.loop import Search, derived_seed, finetune
-from edgeflow.netadapt.oracle import LookupTable, MeasuredOracle, Timer, cache_folder, default_table_path
+from edgeflow.netadapt.oracle import MeasuredOracle
 from edgeflow.netadapt.report import PointRecord, SearchReport, table_errors, write_search_report
 from edgeflow.netadapt.state import Checkpoint, SearchState
-from edgeflow.prepare import load_model_and_data, train_if_needed
-from edgeflow.profile_config import ProfileConfig
+from edgeflow.profiling.in_turn import time_in_turn
+from edgeflow.profiling.loop import ProfileConfig
+from edgeflow.profiling.profile import compile_and_profile
 from edgeflow.progress import Progress
 from edgeflow.recipe import Recipe, as_recipe
+from edgeflow.train import train_if_needed
 
 SEARCH_BACKENDS = ("openvino", "onnxruntime")
 
@@ -157,11 +161,11 @@ def adapt(
             source.trained = True
         else:
             torch.manual_seed(recipe.seed)
-            train_if_needed(source, splits, recipe, progress)
+            train_if_needed(source, splits, recipe=recipe, progress=progress)
             checkpoint.save_weights("start.pt", source.module, folder="")
 
     def timer() -> Timer:
-        return Timer(device, backend, device.runtime, config.profile, checkpoint.folder)
+        return Timer(device, backend, settings=device.runtime, profile=config.profile, workdir=checkpoint.folder)
 
     if config.oracle == "measured":
         oracle = MeasuredOracle(timer())
@@ -291,9 +295,9 @@ def _time_in_turn(
     Models timed minutes apart meet a host whose speed has drifted; timed in turn, they meet the same.
     """
     per_round = profile.model_copy(update={"max_seconds": min(profile.max_seconds, 1.0)})
-    rounds_ms = interleaved_p50(
+    rounds_ms = time_in_turn(
         {record.name: compiled for record, compiled in evaluated}, rounds=rounds, config=per_round
-    )
+    ).rounds_ms
     return [
         record.model_copy(
             update={"p50_in_turn_ms": statistics.median(rounds_ms[record.name]), "rounds_ms": rounds_ms[record.name]}

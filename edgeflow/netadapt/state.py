@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from edgeflow.errors import ConfigError
 from edgeflow.io import atomic_path, write_json
-from edgeflow.netadapt.oracle import TableFit
+from edgeflow.latency.table import TableFit
 from edgeflow.netadapt.space import Action
 
 STATE_VERSION = 3

@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from edgeflow.config import StrictModel, find_named_file, parse_spec, read_yaml
 from edgeflow.device import RuntimeSettings
 from edgeflow.errors import ConfigError
-from edgeflow.profile_config import ProfileConfig
+from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.recipe import EvaluateConfig, ExportConfig, ModelConfig, QuantizeConfig, TrainConfig
 
 

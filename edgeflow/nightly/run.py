@@ -88,8 +88,8 @@ def run_nightly(
 
 def _check_matrix(spec: NightlySpec) -> list[DeviceSpec]:
     """Every device and model of the matrix exists, and every precision runs there: before anything runs."""
-    from edgeflow.model_source import looks_like_file
     from edgeflow.models import model_info
+    from edgeflow.models.source import looks_like_file
 
     devices = []
     for name in spec.matrix.devices:
@@ -135,8 +135,8 @@ def _free_label(out: Path, label: str) -> str:
 def _trained_model(model: str, spec: NightlySpec, *, cache: Path, progress: Progress):
     """(file, sha256, error): a file model as it is; a registry model trained once with the pipeline's
     training and cached across nights (keyed by everything that decides its weights)."""
-    from edgeflow.model_source import looks_like_file
-    from edgeflow.prepare import load_model_and_data, train_if_needed
+    from edgeflow.models.source import load_model_and_data, looks_like_file
+    from edgeflow.train import train_if_needed
 
     if looks_like_file(model):
         return Path(model), sha256(Path(model)), None
@@ -152,7 +152,7 @@ def _trained_model(model: str, spec: NightlySpec, *, cache: Path, progress: Prog
             torch.manual_seed(pipeline.seed)
             recipe = _cell_recipe(spec, backend="onnxruntime", precision="fp32")
             source, splits = load_model_and_data(model, arch=None, data=pipeline.data, recipe=recipe)
-            train_if_needed(source, splits, recipe, progress)
+            train_if_needed(source, splits, recipe=recipe, progress=progress)
             ensure_writable_dir(cache)
             temporary = checkpoint.with_name(f".{checkpoint.name}.tmp")
             torch.save(source.module.state_dict(), temporary)
@@ -241,8 +241,8 @@ def _time_in_turn(cells: list[tuple[CellRecord, float, DeviceSpec, Path | None]]
     A transient slowdown of the host then touches one round of every cell, not all of one cell's samples."""
     from edgeflow.artifact import artifact_from_path
     from edgeflow.backends import get_backend
-    from edgeflow.profile_config import ProfileConfig
-    from edgeflow.profiling import time_inference
+    from edgeflow.profiling.in_turn import time_in_turn
+    from edgeflow.profiling.loop import ProfileConfig
 
     timing = spec.timing
     chosen = [
@@ -259,24 +259,17 @@ def _time_in_turn(cells: list[tuple[CellRecord, float, DeviceSpec, Path | None]]
         except Exception as exc:  # it compiled minutes ago in optimize: keep that cell's own timing
             cell.detail["timing"] = f"its own timing loop (it did not compile again: {_bug(exc)})"
     config = ProfileConfig(warmup=timing.warmup, iterations=1_000_000, max_seconds=timing.seconds_per_round)
-    rounds: dict[int, list[float]] = {index: [] for index in compiled}
-    samples: dict[int, list[float]] = {index: [] for index in compiled}
-    for _ in range(timing.rounds):
-        for index, model in list(compiled.items()):
-            try:
-                stats = time_inference(model, config=config)
-            except Exception as exc:  # this cell keeps its own timing from optimize; the others go on
-                chosen[index][0].detail["timing"] = f"its own timing loop (timing in turn failed: {_bug(exc)})"
-                del compiled[index]
-                continue
-            rounds[index].append(stats.p50)
-            samples[index].extend(stats.samples_ms or [])
+    timed = time_in_turn(compiled, rounds=timing.rounds, config=config, tolerate_failures=True)
+    for index, why in timed.failed.items():  # this cell keeps its own timing from optimize; the others went on
+        chosen[index][0].detail["timing"] = f"its own timing loop (timing in turn failed: {why})"
     for index in compiled:
+        if index in timed.failed:
+            continue
         cell = chosen[index][0]
-        pooled = np.asarray(samples[index])
+        pooled = np.asarray(timed.samples_ms[index])
         cell.samples = pooled
         cell.p50_ms, cell.p90_ms = float(np.median(pooled)), float(np.percentile(pooled, 90))
-        cell.detail["round_p50_ms"] = [round(value, 6) for value in rounds[index]]
+        cell.detail["round_p50_ms"] = [round(value, 6) for value in timed.rounds_ms[index]]
         cell.detail["timing"] = (
             f"in turn with the night's other cells: {timing.rounds} rounds of {timing.seconds_per_round:g} s, pooled"
         )

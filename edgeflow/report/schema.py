@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from edgeflow.accuracy import AccuracyStats
-from edgeflow.compress.summary import QuantizationSummary
-from edgeflow.exporter import ParityStats
+from edgeflow.accuracy import AccuracyStats, ParityStats
+from edgeflow.compress.stats import QuantizationStats
 from edgeflow.latency import LatencyEstimate
-from edgeflow.profiling import LatencyStats, MemoryStats
+from edgeflow.profiling.memory import MemoryStats
+from edgeflow.profiling.stats import LatencyStats
 from edgeflow.train import TrainStats
+
+if TYPE_CHECKING:
+    from edgeflow.artifact import Artifact
+    from edgeflow.profiling.run import DeviceStats
+    from edgeflow.recipe import VariantSpec
 
 SCHEMA_VERSION = 2  # 2: latency_ms may be None, with an estimate instead
 
@@ -48,9 +54,44 @@ class VariantRecord(BaseModel):
     runtime_settings: dict[str, Any]
     runtime_version: str
     agreement: ParityStats | None = None  # against the float (fp32) artifact, on the same test images
-    quantization: QuantizationSummary | None = None
+    quantization: QuantizationStats | None = None
     speedup_vs_baseline: float | None = None  # p50 of the first variant / this p50 (both measured or both estimated)
     recommended: bool = False
+
+    @classmethod
+    def from_measurement(
+        cls,
+        variant: VariantSpec,
+        measured: DeviceStats,
+        *,
+        artifact: Artifact,
+        folder: Path,
+        agreement: ParityStats | None,
+        quantization: QuantizationStats | None,
+    ) -> VariantRecord:
+        """The record of ``variant``'s ``artifact`` (in ``folder``) as timed and evaluated on the device."""
+        return cls(
+            name=variant.name,
+            backend=variant.backend,
+            precision=variant.precision,
+            execution_precision=measured.execution_precision,
+            artifact=str(artifact.path.relative_to(folder)) if artifact.path else "",
+            lineage=artifact.lineage,
+            accuracy=measured.test,
+            holdout_top1=measured.holdout.top1,
+            agreement=agreement,
+            latency_ms=measured.latency_ms,
+            estimate=measured.estimate,
+            measured=measured.measured,
+            latency_source=measured.why,
+            memory=measured.memory,
+            size_bytes=measured.size_bytes,
+            params=measured.params,
+            macs=measured.macs,
+            runtime_settings=measured.runtime_settings,
+            runtime_version=measured.runtime_version,
+            quantization=quantization,
+        )
 
     def p50(self) -> float:
         """The measured p50, or the estimate where nothing was measured (never a mix of the two)."""

@@ -131,7 +131,7 @@ def test_phone_bundle_has_the_ort_format_and_it_runs(tmp_path: Path) -> None:
     assert outputs[0].argmax() == outputs[1].argmax()
     assert manifest["build"]["on_device"].startswith("onnxruntime_perf_test")
     # ExecuTorch (optional extra): a float XNNPACK program, run by ExecuTorch's own runtime
-    from edgeflow.executorch_export import executorch_available, run_pte
+    from edgeflow.export.executorch import executorch_available, run_pte
 
     if executorch_available():
         assert roles["executorch-fp32-xnnpack"] == "model.pte"

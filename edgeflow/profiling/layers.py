@@ -19,7 +19,7 @@ LAYOUT_TYPES = frozenset({"Reorder", "ReorderInput", "ReorderOutput", "Convert"}
 
 
 @dataclass(frozen=True)
-class LayerTime:
+class LayerStats:
     """One executed layer: its name in the runtime's graph, its type, the kernel used and its median time."""
 
     name: str
@@ -33,19 +33,19 @@ class LayerTime:
 
 
 @dataclass(frozen=True)
-class LayerProfile:
+class LayerProfileStats:
     """Medians over ``inferences`` timed inferences, per layer and for the per-inference sums."""
 
-    layers: list[LayerTime]
+    layers: list[LayerStats]
     compute_ms: float  # median over inferences of the time in layers other than layout conversions
     layout_ms: float  # median over inferences of the time in layout conversions
     inferences: int
 
-    def slowest(self, count: int = 10) -> list[LayerTime]:
+    def slowest(self, count: int = 10) -> list[LayerStats]:
         return sorted(self.layers, key=lambda layer: -layer.ms)[:count]
 
 
-def summarize(runs: list[list[tuple[str, str, str, float]]]) -> LayerProfile:
+def summarize(runs: list[list[tuple[str, str, str, float]]]) -> LayerProfileStats:
     """A profile from the layers of each inference: ``runs[i]`` lists (name, type, kernel, ms) of run i."""
     if not runs:
         raise ValueError("no inference was profiled")
@@ -53,12 +53,12 @@ def summarize(runs: list[list[tuple[str, str, str, float]]]) -> LayerProfile:
     for run in runs:
         for name, kind, kernel, ms in run:
             per_layer.setdefault((name, kind, kernel), []).append(ms)
-    layers = [LayerTime(*key, statistics.median(times)) for key, times in per_layer.items()]
+    layers = [LayerStats(*key, statistics.median(times)) for key, times in per_layer.items()]
     compute = [sum(ms for _, kind, _, ms in run if kind not in LAYOUT_TYPES) for run in runs]
     layout = [sum(ms for _, kind, _, ms in run if kind in LAYOUT_TYPES) for run in runs]
-    return LayerProfile(
+    return LayerProfileStats(
         layers=layers, compute_ms=statistics.median(compute), layout_ms=statistics.median(layout), inferences=len(runs)
     )
 
 
-__all__ = ["LAYOUT_TYPES", "LayerProfile", "LayerTime", "summarize"]
+__all__ = ["LAYOUT_TYPES", "LayerProfileStats", "LayerStats", "summarize"]

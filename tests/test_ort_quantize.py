@@ -14,7 +14,7 @@ from torch import nn
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends import get_backend
-from edgeflow.compress.onnx_quantize import (
+from edgeflow.compress.ort_quantize import (
     convert_onnx_fp16,
     is_quantized_onnx,
     quantize_onnx_dynamic,
@@ -23,7 +23,7 @@ from edgeflow.compress.onnx_quantize import (
 from edgeflow.data import ImageDataset, load_data
 from edgeflow.device import RuntimeSettings
 from edgeflow.errors import DataError, OutputError, RuntimeUnavailableError, ShapeError
-from edgeflow.exporter import export_onnx
+from edgeflow.export.onnx import export_onnx
 from edgeflow.recipe import QuantizeConfig
 
 

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from edgeflow.errors import ConfigError, ModelLoadError, ShapeError
+from edgeflow.data import DataSplits, load_data
+from edgeflow.errors import ConfigError, DataError, ModelLoadError, ShapeError
 from edgeflow.models import check_resolution, create_model, load_checkpoint, load_onnx, model_info
+from edgeflow.recipe import Recipe
 
 _CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin"}
 
@@ -119,3 +121,21 @@ def _output_features(module: Any) -> int:
     if last is None:
         raise ModelLoadError("cannot tell how many classes the model predicts")
     return last.out_features if isinstance(last, torch.nn.Linear) else last.out_channels
+
+
+def load_model_and_data(model: str, *, arch: str | None, data: str, recipe: Recipe) -> tuple[ModelSource, DataSplits]:
+    """A file fixes its own class count; a registry model is built for the data set's classes."""
+    if looks_like_file(model):
+        default = model_info(arch).default_resolution if arch else None
+        resolution = recipe.model.input_side(default) if default else recipe.model.resolution
+        source = resolve_model(model, arch=arch, width=recipe.model.width, resolution=resolution)
+        splits = load_data(data, resolution=source.resolution, seed=recipe.seed)
+        if source.num_classes is not None and source.num_classes != splits.num_classes:
+            raise DataError(f"{model} predicts {source.num_classes} classes but {data} has {splits.num_classes}")
+        return source, splits
+    info = model_info(model)
+    resolution = recipe.model.input_side(info.default_resolution) or info.default_resolution
+    check_resolution(info.name, resolution)  # before spending time on data
+    splits = load_data(data, resolution=resolution, seed=recipe.seed)
+    source = resolve_model(model, num_classes=splits.num_classes, width=recipe.model.width, resolution=resolution)
+    return source, splits

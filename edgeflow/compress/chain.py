@@ -1,4 +1,6 @@
-"""Build the artifact of each recipe variant from the run's float artifacts (one function per kind)."""
+"""The method chain: build each recipe variant's artifact from the run's float artifacts (fp16, or INT8 by the
+variant's method: one step each in this package), and ``auto``, which tries methods in order until the holdout
+drop fits the budget."""
 
 from __future__ import annotations
 
@@ -6,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeflow.accuracy import holdout_top1
 from edgeflow.artifact import Artifact
-from edgeflow.compress.summary import QuantizationSummary
+from edgeflow.compress.stats import QuantizationStats
 from edgeflow.data import DataSplits
 from edgeflow.device import RuntimeSettings
 from edgeflow.errors import ConfigError
@@ -35,7 +38,7 @@ def build_variant(
     progress: Progress | None = None,
     file_stem: str | None = None,
     settings: RuntimeSettings | None = None,
-) -> tuple[Artifact, QuantizationSummary | None]:
+) -> tuple[Artifact, QuantizationStats | None]:
     """The artifact ``variant`` runs, written into ``folder`` (as ``model_<variant>`` unless ``file_stem``),
     and what quantization did (if any). ``settings`` are the device's runtime settings, for steps that
     time candidates (``preset: fastest``)."""
@@ -65,10 +68,10 @@ def build_variant(
 
 def _fp16(base: Artifact, *, path: Path) -> Artifact:
     if base.format == "onnx":
-        from edgeflow.compress.onnx_quantize import convert_onnx_fp16
+        from edgeflow.compress.ort_quantize import convert_onnx_fp16
 
         return convert_onnx_fp16(base, path=path)
-    from edgeflow.exporter import compress_openvino_fp16
+    from edgeflow.export.openvino import compress_openvino_fp16
 
     return compress_openvino_fp16(base, path=path)
 
@@ -78,17 +81,6 @@ AUTO_CHAIN = {
     "openvino": ("nncf-ptq", "nncf-accuracy-control", "nncf-qat"),
     "onnxruntime": ("ort-static", "nncf-ptq"),
 }
-
-
-def holdout_top1(artifact: Artifact, dataset) -> float:
-    """Top-1 on the holdout split, executed in f32 so that bf16 noise does not enter budget decisions."""
-    from edgeflow.accuracy import evaluate_compiled
-    from edgeflow.backends import get_backend
-    from edgeflow.device import RuntimeSettings
-
-    backend = "onnxruntime" if artifact.format == "onnx" else "openvino"
-    compiled = get_backend(backend).compile(artifact, settings=RuntimeSettings(execution_precision="f32"))
-    return evaluate_compiled(compiled, dataset, split="holdout").top1
 
 
 def quantize_within_budget(
@@ -102,7 +94,7 @@ def quantize_within_budget(
     seed: int,
     progress: Progress | None,
     settings: RuntimeSettings | None = None,
-) -> tuple[Artifact, QuantizationSummary]:
+) -> tuple[Artifact, QuantizationStats]:
     """Try ``methods`` in order until the holdout drop is within ``max_drop``; keep the best artifact.
 
     Every attempt is written beside ``path`` under its method's name; the best is renamed to ``path``
@@ -113,7 +105,7 @@ def quantize_within_budget(
     if floats.module is None:
         methods = tuple(method for method in methods if method != "nncf-qat")
     float_top1 = holdout_top1(base, splits.holdout)
-    best: tuple[Artifact, QuantizationSummary, float] | None = None
+    best: tuple[Artifact, QuantizationStats, float] | None = None
     attempts, tried = [], []
     for method in methods:
         if progress is not None:
@@ -165,7 +157,7 @@ def _int8(
     seed: int,
     progress: Progress | None,
     settings: RuntimeSettings | None = None,
-) -> tuple[Artifact, QuantizationSummary]:
+) -> tuple[Artifact, QuantizationStats]:
     config = variant.quantize
     assert config is not None
     if config.method == "auto":
@@ -178,7 +170,7 @@ def _int8(
 
         return quantize_fastest_preset(base, splits=splits, config=config, path=path, seed=seed, settings=settings)
     if config.method == "nncf-ptq":
-        from edgeflow.compress.quantize import quantize_nncf
+        from edgeflow.compress.nncf_ptq import quantize_nncf
 
         return quantize_nncf(base, calibration=splits.train, config=config, path=path, seed=seed)
     if config.method == "nncf-accuracy-control":
@@ -197,11 +189,11 @@ def _int8(
             progress=progress,
         )  # fmt: skip
     if config.method == "ort-static":
-        from edgeflow.compress.onnx_quantize import quantize_onnx_static
+        from edgeflow.compress.ort_quantize import quantize_onnx_static
 
         return quantize_onnx_static(base, calibration=splits.train, config=config, path=path, seed=seed)
     if config.method == "ort-dynamic":
-        from edgeflow.compress.onnx_quantize import quantize_onnx_dynamic
+        from edgeflow.compress.ort_quantize import quantize_onnx_dynamic
 
         return quantize_onnx_dynamic(base, config=config, path=path)
     raise ConfigError(f"variant {variant.name}: unknown quantization method {config.method}")

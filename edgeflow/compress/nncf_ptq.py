@@ -13,10 +13,10 @@ from typing import Any
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends.openvino import read_model, static_input_shape
-from edgeflow.compress.summary import QuantizationSummary, summarize
+from edgeflow.compress.stats import QuantizationStats, summarize
 from edgeflow.data import ImageDataset, calibration_subset
 from edgeflow.errors import DataError, ShapeError
-from edgeflow.exporter import save_openvino
+from edgeflow.export.openvino import save_openvino
 from edgeflow.recipe import QuantizeConfig
 
 _QUANTIZED_OPS = {"FakeQuantize", "FakeConvert"}
@@ -27,7 +27,7 @@ MIN_CALIBRATION_SAMPLES = 8
 
 def is_quantized(model) -> bool:
     """True when an OpenVINO model already carries quantization (FakeQuantize or int8 weights)."""
-    from edgeflow.compress.summary import layer_precisions
+    from edgeflow.compress.stats import layer_precisions
 
     if any(op.get_type_name() in _QUANTIZED_OPS for op in model.get_ordered_ops()):
         return True
@@ -124,7 +124,7 @@ def nncf_quantize_arguments(settings: dict[str, Any], config: QuantizeConfig) ->
 
 def quantize_nncf(
     artifact: Artifact, *, calibration: ImageDataset, config: QuantizeConfig, path: Path, seed: int = 0
-) -> tuple[Artifact, QuantizationSummary]:
+) -> tuple[Artifact, QuantizationStats]:
     """NNCF PTQ. An ``.xml`` ``path`` gives OpenVINO IR; an ``.onnx`` one (from an ONNX artifact) QDQ ONNX."""
     import nncf
 

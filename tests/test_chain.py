@@ -11,11 +11,12 @@ import torch
 
 from edgeflow.accuracy import collect_logits, topk_accuracy
 from edgeflow.backends import get_backend
+from edgeflow.compress.chain import FloatArtifacts, build_variant
 from edgeflow.data import load_data
 from edgeflow.device import RuntimeSettings
-from edgeflow.exporter import convert_to_openvino, export_onnx
+from edgeflow.export.onnx import export_onnx
+from edgeflow.export.openvino import convert_to_openvino
 from edgeflow.recipe import QuantizeConfig, TrainConfig, VariantSpec
-from edgeflow.variants import FloatArtifacts, build_variant
 
 F32 = RuntimeSettings(execution_precision="f32")
 
@@ -156,7 +157,7 @@ def test_quantize_command_refuses_bad_input(trained, tmp_path: Path) -> None:
 
 
 def test_budget_search_keeps_the_best_and_cleans_up(trained) -> None:
-    from edgeflow.variants import quantize_within_budget
+    from edgeflow.compress.chain import quantize_within_budget
 
     floats, splits, folder = trained
     target = folder / "budget"

@@ -73,7 +73,7 @@ def write_bundle(
     if device.kind == "phone" and artifact.format == "onnx":
         files += _ort_format(folder / "model.onnx")
     if device.kind == "phone" and module is not None and artifact.input_shape:
-        from edgeflow.executorch_export import executorch_available, export_pte
+        from edgeflow.export.executorch import executorch_available, export_pte
 
         if executorch_available():
             pte = export_pte(module, input_shape=tuple(artifact.input_shape), path=folder / "model.pte")
@@ -152,7 +152,7 @@ def build_commands(record: VariantRecord, device: DeviceSpec, *, model_file: str
     if device.transport == "ssh":
         return {"from_this_host": shlex.join([*measure, "--backend", record.backend, "--host", "USER@HOST"])}
     if device.transport == "adb":
-        from edgeflow.remote import perf_test_command
+        from edgeflow.backends.perf_test import perf_test_command
 
         binary = device.adb.benchmark_binary if device.adb is not None else "onnxruntime_perf_test"
         return {

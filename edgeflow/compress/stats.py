@@ -17,7 +17,7 @@ class FloatLayer(BaseModel):
     reason: str
 
 
-class QuantizationSummary(BaseModel):
+class QuantizationStats(BaseModel):
     """Recorded in report.json for every quantized variant."""
 
     method: str
@@ -61,10 +61,10 @@ def layer_precisions(model) -> tuple[list[tuple[str, str]], list[tuple[str, str]
     return quantized, floating
 
 
-def summarize(model, *, method: str, settings: dict[str, Any], reason: str, **extra: Any) -> QuantizationSummary:
+def summarize(model, *, method: str, settings: dict[str, Any], reason: str, **extra: Any) -> QuantizationStats:
     """A summary whose float layers all carry ``reason`` (callers refine reasons where they know more)."""
     quantized, floating = layer_precisions(model)
-    return QuantizationSummary(
+    return QuantizationStats(
         method=method,
         settings=settings,
         quantized_layers=len(quantized),

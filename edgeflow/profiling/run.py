@@ -27,37 +27,57 @@ from edgeflow.artifact import Artifact
 from edgeflow.backends import get_backend
 from edgeflow.data import ImageDataset
 from edgeflow.device import DeviceSpec, RuntimeSettings
-from edgeflow.errors import RuntimeUnavailableError
+from edgeflow.errors import DeviceError, RuntimeUnavailableError
 from edgeflow.latency import LatencyEstimate
-from edgeflow.measure import artifact_cost, compile_and_profile
-from edgeflow.profile_config import ProfileConfig
-from edgeflow.profiling import LatencyStats, MemoryStats
+from edgeflow.profiling.cost import artifact_cost
+from edgeflow.profiling.loop import ProfileConfig
+from edgeflow.profiling.memory import MemoryStats
+from edgeflow.profiling.profile import ProfileStats, compile_and_profile, compile_and_time
+from edgeflow.profiling.stats import LatencyStats, TimingStats
 
 Plan = Literal["local", "agent", "trtexec", "perf_test", "estimate"]
 
 
 @dataclass
-class DeviceResult:
-    """What one artifact gave on the device: a measured latency or an estimate, never both."""
+class DeviceStats:
+    """What one artifact gave on the device: a measured latency (``timing``) or an estimate, never both, and
+    its accuracy on the test and holdout splits."""
 
     plan: Plan
-    latency_ms: LatencyStats | None
+    why: str  # why the latency is estimated, or where it was measured
+    timing: TimingStats | None
     estimate: LatencyEstimate | None
-    memory: MemoryStats | None
-    runtime_version: str
-    execution_precision: str
-    runtime_settings: dict
+    precision: str
     test: AccuracyStats
     test_logits: np.ndarray
     holdout: AccuracyStats
     size_bytes: int
     params: int
     macs: int
-    why: str = ""  # why the latency is estimated, or where it was measured
 
     @property
     def measured(self) -> bool:
-        return self.latency_ms is not None
+        return self.timing is not None
+
+    @property
+    def latency_ms(self) -> LatencyStats | None:
+        return self.timing.latency_ms if self.timing is not None else None
+
+    @property
+    def memory(self) -> MemoryStats | None:
+        return self.timing.memory if self.timing is not None else None
+
+    @property
+    def runtime_version(self) -> str:
+        return self.timing.runtime_version if self.timing is not None else "(not run: estimated)"
+
+    @property
+    def execution_precision(self) -> str:
+        return self.timing.execution_precision if self.timing is not None else self.precision
+
+    @property
+    def runtime_settings(self) -> dict:
+        return self.timing.runtime_settings if self.timing is not None else {}
 
 
 def timing_plan(device: DeviceSpec, backend: str) -> tuple[Plan, str]:
@@ -90,18 +110,6 @@ def timing_plan(device: DeviceSpec, backend: str) -> tuple[Plan, str]:
     return "perf_test", f"onnxruntime_perf_test on {serial}"
 
 
-@dataclass
-class DeviceTiming:
-    """A latency timed on a remote device (agent, trtexec or perf_test), with the logits the agent computed."""
-
-    latency_ms: LatencyStats
-    memory: MemoryStats | None
-    runtime_version: str
-    execution_precision: str
-    runtime_settings: dict
-    logits: np.ndarray | None = None
-
-
 def time_remotely(
     artifact: Artifact,
     *,
@@ -112,23 +120,25 @@ def time_remotely(
     profile: ProfileConfig,
     settings: RuntimeSettings | None = None,
     inputs: np.ndarray | None = None,
-) -> DeviceTiming:
+) -> TimingStats:
     """Time ``artifact`` on a remote device by ``plan`` (``agent``, ``trtexec``, ``perf_test``); with ``inputs``
     the agent also returns the logits the device's runtime computed for them. Serves ``optimize`` and ``profile``."""
-    from edgeflow.remote import time_on_device, time_with_perf_test, time_with_trtexec
+    from edgeflow.backends.perf_test import time_with_perf_test
+    from edgeflow.backends.trtexec import time_with_trtexec
+    from edgeflow.transports.client import time_on_device
 
     if plan == "agent":
         timing, logits = time_on_device(
             artifact, device=device, backend=backend, config=profile, settings=settings, inputs=inputs
         )
-        return DeviceTiming(
+        return TimingStats(
             latency_ms=timing.latency_ms, memory=timing.memory, runtime_version=timing.runtime_version,
             execution_precision=str(timing.settings.get("execution_precision", "unknown")),
             runtime_settings={**timing.settings, "address": timing.address}, logits=logits,
         )  # fmt: skip
     if plan == "perf_test":
         summary = time_with_perf_test(artifact, device=device)
-        return DeviceTiming(
+        return TimingStats(
             latency_ms=summary.latency_stats(), memory=None, runtime_version="onnxruntime (onnxruntime_perf_test)",
             execution_precision=precision,
             runtime_settings={"tool": "onnxruntime_perf_test", "iterations": summary.iterations},
@@ -136,7 +146,7 @@ def time_remotely(
     if plan != "trtexec":
         raise ValueError(f"{plan!r} is not a remote timing plan")
     trt = time_with_trtexec(artifact, device=device, precision=precision)
-    return DeviceTiming(
+    return TimingStats(
         latency_ms=trt.latency_ms, memory=None, runtime_version=f"TensorRT {trt.tensorrt_version}",
         execution_precision=precision,
         runtime_settings={"gpu": trt.gpu, "address": trt.address, "command": trt.command},
@@ -157,65 +167,48 @@ def run_on_device(
     cost_graph: Artifact | None = None,
     float_graph: Artifact | None = None,
     module=None,
-) -> DeviceResult:
+) -> DeviceStats:
     """Time ``artifact`` on ``device`` (or estimate it) and compute its test and holdout accuracy."""
     plan, why = timing_plan(device, backend)
+    estimate = None
     if plan == "local":
-        compiled, profiled = compile_and_profile(
-            artifact, device=device, settings=settings, backend=backend, config=profile, cost_graph=cost_graph
+        compiled, timing = compile_and_time(artifact, device=device, settings=settings, backend=backend, config=profile)
+        cost = artifact_cost(cost_graph or artifact)
+        (logits, labels), (held_logits, held_labels) = (
+            collect_logits(compiled, split, max_samples=max_samples) for split in (test, holdout)
         )
-        logits, labels = collect_logits(compiled, test, max_samples=max_samples)
-        held_logits, held_labels = collect_logits(compiled, holdout, max_samples=max_samples)
-        return DeviceResult(
-            plan=plan, latency_ms=profiled.latency_ms, estimate=None, memory=profiled.memory,
-            runtime_version=profiled.runtime_version, execution_precision=profiled.execution_precision,
-            runtime_settings=profiled.runtime_settings,
-            test=accuracy_from_logits(logits, labels, split="test", runtime=compiled.backend), test_logits=logits,
-            holdout=accuracy_from_logits(held_logits, held_labels, split="holdout", runtime=compiled.backend),
-            size_bytes=profiled.size_bytes, params=profiled.params, macs=profiled.macs, why=why,
-        )  # fmt: skip
-    cost = artifact_cost(cost_graph or artifact)
-    if plan == "agent":
+        runtime = compiled.backend
+    elif plan == "agent":
+        cost = artifact_cost(cost_graph or artifact)
         images, labels = _images(test, max_samples)
         held_images, held_labels = _images(holdout, max_samples)
         timing = time_remotely(
             artifact, plan=plan, device=device, backend=backend, precision=precision, profile=profile,
             settings=settings, inputs=np.concatenate([images, held_images]),
         )  # fmt: skip
+        logits, held_logits = timing.logits[: len(images)], timing.logits[len(images) :]
         runtime = f"{backend} on {device.name}"
-        test_logits, held_logits = timing.logits[: len(images)], timing.logits[len(images) :]
-        return DeviceResult(
-            plan=plan, latency_ms=timing.latency_ms, estimate=None, memory=timing.memory,
-            runtime_version=timing.runtime_version, execution_precision=timing.execution_precision,
-            runtime_settings=timing.runtime_settings,
-            test=accuracy_from_logits(test_logits, labels, split="test", runtime=runtime), test_logits=test_logits,
-            holdout=accuracy_from_logits(held_logits, held_labels, split="holdout", runtime=runtime),
-            size_bytes=artifact.size_bytes, params=cost.params, macs=cost.macs, why=why,
-        )  # fmt: skip
-    # trtexec, perf_test and estimate: the accuracy comes from a runtime of this host reading the same file
-    host_backend = "openvino" if artifact.format == "openvino" else "onnxruntime"
-    compiled = get_backend(host_backend).compile(artifact, settings=RuntimeSettings(execution_precision="f32"))
-    label = f"{host_backend} on this host ({backend} is on {device.name})"
-    logits, labels = collect_logits(compiled, test, max_samples=max_samples)
-    held_logits, held_labels = collect_logits(compiled, holdout, max_samples=max_samples)
-    test_stats = accuracy_from_logits(logits, labels, split="test", runtime=label)
-    holdout_stats = accuracy_from_logits(held_logits, held_labels, split="holdout", runtime=label)
-    if plan in ("trtexec", "perf_test"):
-        timing = time_remotely(
-            artifact, plan=plan, device=device, backend=backend, precision=precision, profile=profile
+    else:  # trtexec, perf_test and estimate: the accuracy comes from a runtime of this host reading the same file
+        cost = artifact_cost(cost_graph or artifact)
+        host_backend = "openvino" if artifact.format == "openvino" else "onnxruntime"
+        compiled = get_backend(host_backend).compile(artifact, settings=RuntimeSettings(execution_precision="f32"))
+        (logits, labels), (held_logits, held_labels) = (
+            collect_logits(compiled, split, max_samples=max_samples) for split in (test, holdout)
         )
-        return DeviceResult(
-            plan=plan, latency_ms=timing.latency_ms, estimate=None, memory=None,
-            runtime_version=timing.runtime_version, execution_precision=timing.execution_precision,
-            runtime_settings=timing.runtime_settings, test=test_stats, test_logits=logits, holdout=holdout_stats,
-            size_bytes=artifact.size_bytes, params=cost.params, macs=cost.macs, why=why,
-        )  # fmt: skip
-    estimate = _estimate(artifact, device=device, backend=backend, precision=precision, module=module,
-                         graph=float_graph or cost_graph or artifact)  # fmt: skip
-    return DeviceResult(
-        plan=plan, latency_ms=None, estimate=estimate, memory=None, runtime_version="(not run: estimated)",
-        execution_precision=precision, runtime_settings={}, test=test_stats, test_logits=logits,
-        holdout=holdout_stats, size_bytes=artifact.size_bytes, params=cost.params, macs=cost.macs, why=why,
+        runtime = f"{host_backend} on this host ({backend} is on {device.name})"
+        if plan == "estimate":
+            timing = None
+            estimate = _estimate(artifact, device=device, backend=backend, precision=precision, module=module,
+                                 graph=float_graph or cost_graph or artifact)  # fmt: skip
+        else:
+            timing = time_remotely(
+                artifact, plan=plan, device=device, backend=backend, precision=precision, profile=profile
+            )
+    return DeviceStats(
+        plan=plan, why=why, timing=timing, estimate=estimate, precision=precision,
+        test=accuracy_from_logits(logits, labels, split="test", runtime=runtime), test_logits=logits,
+        holdout=accuracy_from_logits(held_logits, held_labels, split="holdout", runtime=runtime),
+        size_bytes=artifact.size_bytes, params=cost.params, macs=cost.macs,
     )  # fmt: skip
 
 
@@ -223,8 +216,8 @@ def _estimate(artifact: Artifact, *, device: DeviceSpec, backend: str, precision
     """The device's lookup table where it was calibrated for this input size and the variant runs in float
     on the table's runtime, else the roofline from the descriptor's peak figures, counted on the float
     graph (``graph``): a QDQ graph's quantize/dequantize pairs are not layers the device runs."""
+    from edgeflow.latency.calibration import TABLE_BACKENDS, estimate_from_table
     from edgeflow.latency.roofline import estimate_roofline
-    from edgeflow.latency.table import TABLE_BACKENDS, estimate_from_table
 
     if module is not None and precision == "fp32" and backend in TABLE_BACKENDS and artifact.input_shape:
         estimate = estimate_from_table(
@@ -238,3 +231,22 @@ def _estimate(artifact: Artifact, *, device: DeviceSpec, backend: str, precision
 def _images(dataset: ImageDataset, max_samples: int | None) -> tuple[np.ndarray, np.ndarray]:
     batches = list(image_batches(dataset, max_samples=max_samples))
     return np.concatenate([images for images, _ in batches]), np.concatenate([labels for _, labels in batches])
+
+
+def profile_on_device(artifact: Artifact, *, device: DeviceSpec, backend: str, config: ProfileConfig) -> ProfileStats:
+    """Time ``artifact`` on ``device``'s runtime: in this process for a local device, through the benchmark
+    agent, trtexec or onnxruntime_perf_test where the device is remote. Never estimated: a device that cannot
+    be reached is an error (``edgeflow profile`` measures, or says why it cannot)."""
+    plan, why = timing_plan(device, backend)
+    if plan == "local":
+        _compiled, result = compile_and_profile(artifact, device=device, backend=backend, config=config)
+        return result
+    if plan == "estimate":
+        raise DeviceError(device.name, "profile", why.replace(": latency estimated", ""))
+    precision = artifact.precision
+    if plan == "trtexec":
+        precision = "int8" if artifact.precision == "int8" else "fp16"
+    timing = time_remotely(artifact, plan=plan, device=device, backend=backend, precision=precision, profile=config)
+    return ProfileStats.from_timing(
+        timing, artifact=artifact, device=device, backend=backend, precision=precision, cost=artifact_cost(artifact)
+    )

@@ -1,4 +1,5 @@
-"""`edgeflow quantize`: quantize one exported artifact for a device, within an accuracy budget, with evidence."""
+"""``edgeflow quantize``: quantize one exported artifact for a device, within an accuracy budget, with evidence
+(the method chain of :mod:`edgeflow.compress.chain` on a file, rather than on ``optimize``'s variants)."""
 
 from __future__ import annotations
 
@@ -7,26 +8,24 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel
 
-from edgeflow.accuracy import AccuracyStats, accuracy_from_logits, collect_logits
+from edgeflow.accuracy import AccuracyStats, ParityStats, accuracy_from_logits, collect_logits, measure_parity
 from edgeflow.artifact import artifact_from_path
-from edgeflow.backends import get_backend
-from edgeflow.compress.summary import QuantizationSummary
+from edgeflow.backends import choose_backend, get_backend
+from edgeflow.compress.chain import AUTO_CHAIN, FloatArtifacts, quantize_within_budget
+from edgeflow.compress.stats import QuantizationStats
 from edgeflow.data import load_data
 from edgeflow.device import DeviceSpec, RuntimeSettings, as_device
 from edgeflow.errors import ConfigError
-from edgeflow.exporter import ParityStats, measure_parity
 from edgeflow.io import ensure_writable_dir
-from edgeflow.measure import choose_backend
 from edgeflow.progress import Progress
 from edgeflow.recipe import INT8_METHODS, QuantizeConfig, VariantSpec
-from edgeflow.variants import AUTO_CHAIN, FloatArtifacts, quantize_within_budget
 
 Method = Literal["auto", "nncf-ptq", "nncf-accuracy-control", "ort-static", "ort-dynamic"]
 Preset = Literal["fastest", "auto", "mixed", "performance"]
 _F32 = RuntimeSettings(execution_precision="f32")
 
 
-class QuantizeResult(BaseModel):
+class QuantizeStats(BaseModel):
     """A quantized artifact and the evidence that it is close to its float original."""
 
     artifact: str
@@ -40,11 +39,11 @@ class QuantizeResult(BaseModel):
     max_drop: float
     budget_met: bool  # judged on the holdout split
     agreement: ParityStats  # quantized vs float logits on the test images
-    summary: QuantizationSummary
+    summary: QuantizationStats
     message: str
 
 
-def quantize(
+def quantize_artifact(
     artifact: str | Path,
     *,
     device: str | Path | DeviceSpec = "cpu",
@@ -57,7 +56,7 @@ def quantize(
     preset: Preset = "fastest",
     seed: int = 0,
     progress: Progress | None = None,
-) -> QuantizeResult:
+) -> QuantizeStats:
     """Quantize a float ``.onnx``/``.xml`` artifact to INT8 for ``device``.
 
     ``auto`` runs NNCF PTQ (or ONNX Runtime static QDQ for an onnxruntime target) and, if the holdout
@@ -107,7 +106,7 @@ def quantize(
         f"drop {100 * (float_holdout - holdout):.2f} points, budget {100 * max_drop:.2f}"
         + ("" if summary.budget_met else "; budget NOT met: kept the best artifact reached")
     )
-    return QuantizeResult(
+    return QuantizeStats(
         artifact=str(quantized.path),
         backend=target,
         method=summary.method,

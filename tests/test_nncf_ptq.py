@@ -9,7 +9,7 @@ import pytest
 
 from edgeflow.backends import get_backend
 from edgeflow.backends.openvino import read_model
-from edgeflow.compress.quantize import is_quantized, quantize_nncf
+from edgeflow.compress.nncf_ptq import is_quantized, quantize_nncf
 from edgeflow.data import load_data
 from edgeflow.device import RuntimeSettings
 from edgeflow.errors import ShapeError

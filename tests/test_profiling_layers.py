@@ -12,10 +12,9 @@ from torch import nn
 from edgeflow.artifact import Artifact
 from edgeflow.backends import get_backend
 from edgeflow.device import RuntimeSettings
-from edgeflow.exporter import export_onnx
-from edgeflow.layer_profile import summarize
-from edgeflow.profile_config import ProfileConfig
-from edgeflow.profiling import time_inference
+from edgeflow.export.onnx import export_onnx
+from edgeflow.profiling.layers import summarize
+from edgeflow.profiling.loop import ProfileConfig, time_inference
 
 SHAPE = (1, 16, 32, 32)
 

@@ -19,8 +19,8 @@ import numpy as np
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends.openvino import read_model, runtime_message
-from edgeflow.compress.quantize import MIN_CALIBRATION_SAMPLES
-from edgeflow.compress.summary import QuantizationSummary, summarize
+from edgeflow.compress.nncf_ptq import MIN_CALIBRATION_SAMPLES
+from edgeflow.compress.stats import QuantizationStats, summarize
 from edgeflow.data import ImageDataset, calibration_subset
 from edgeflow.errors import DataError, ModelLoadError, OutputError, RuntimeUnavailableError, ShapeError
 from edgeflow.io import atomic_path
@@ -40,7 +40,7 @@ def is_quantized_onnx(path: Path) -> bool:
 
 def quantize_onnx_static(
     artifact: Artifact, *, calibration: ImageDataset, config: QuantizeConfig, path: Path, seed: int = 0
-) -> tuple[Artifact, QuantizationSummary]:
+) -> tuple[Artifact, QuantizationStats]:
     """ONNX Runtime static quantization to QDQ ONNX, calibrated on ``config.subset_size`` train images.
 
     ORT's pre-processing (symbolic shape inference, basic graph optimization) runs first, as ORT recommends:
@@ -90,7 +90,7 @@ def quantize_onnx_static(
 
 def quantize_onnx_dynamic(
     artifact: Artifact, *, config: QuantizeConfig, path: Path
-) -> tuple[Artifact, QuantizationSummary]:
+) -> tuple[Artifact, QuantizationStats]:
     """ONNX Runtime dynamic quantization: int8 weights, activations quantized on the fly at each inference.
 
     Kept as the naive baseline to show what it loses on CNNs: every Conv becomes
@@ -238,7 +238,7 @@ def _check_runs_on_cpu(path: Path, *, what: str) -> None:
 
 def _int8_result(
     artifact: Artifact, *, path: Path, shape: tuple[int, ...], lineage: str, method: str, settings: dict[str, Any]
-) -> tuple[Artifact, QuantizationSummary]:
+) -> tuple[Artifact, QuantizationStats]:
     result = Artifact(
         format="onnx", path=path, precision="int8", input_shape=shape, lineage=[*artifact.lineage, lineage]
     )

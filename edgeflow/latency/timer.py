@@ -1,0 +1,107 @@
+"""Time torch modules on a device's runtime: export to ONNX, compile, time (alone or in turn), and count the
+cost of doing so. The lookup table and the search's measured oracle both time through a :class:`Timer`."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import KW_ONLY, dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from edgeflow.artifact import Artifact
+from edgeflow.backends import Compiled, get_backend
+from edgeflow.device import DeviceSpec, RuntimeSettings
+from edgeflow.export.onnx import export_onnx
+from edgeflow.profiling.in_turn import time_in_turn
+from edgeflow.profiling.loop import ProfileConfig, time_inference
+
+
+@dataclass
+class TimerStats:
+    """How many timings a timer made and the wall-clock seconds they cost (export, compile, timing)."""
+
+    measurements: int = 0
+    seconds: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.measurements += 1
+        self.seconds += seconds
+
+
+@dataclass
+class Timer:
+    """Exports a torch module, compiles it with the device's runtime and returns its p50 in ms."""
+
+    device: DeviceSpec
+    backend: str
+    _: KW_ONLY
+    settings: RuntimeSettings
+    profile: ProfileConfig
+    workdir: Path
+    cost: TimerStats = field(default_factory=TimerStats)
+
+    def compile_module(
+        self, module: nn.Module, input_shape: tuple[int, ...], *, layer_profile: bool = False
+    ) -> Compiled:
+        """Export ``module`` to ONNX and compile it with the device's runtime (the file is read in and removed)."""
+        with tempfile.TemporaryDirectory(dir=self.workdir, prefix=".timing-") as folder:
+            artifact = export_onnx(module, input_shape=input_shape, path=Path(folder) / "candidate.onnx")
+            return get_backend(self.backend).compile(
+                Artifact(format="onnx", path=artifact.path, input_shape=input_shape),
+                settings=self.settings,
+                layer_profile=layer_profile,
+            )
+
+    @property
+    def layer_profiles(self) -> bool:
+        """Whether the device's runtime has a per-layer profiler (block entries are then compute times)."""
+        return get_backend(self.backend).supports_layer_profile
+
+    def time_module(self, module: nn.Module, input_shape: tuple[int, ...]) -> float:
+        started = time.perf_counter()
+        compiled = self.compile_module(module, input_shape)
+        latency = time_inference(compiled, config=self.profile).p50
+        self.cost.add(time.perf_counter() - started)
+        return latency
+
+    def rounds_in_turn(
+        self,
+        modules: dict[str, nn.Module | Compiled],
+        input_shape: tuple[int, ...] | None,
+        *,
+        rounds: int,
+        profile: ProfileConfig | None = None,
+    ) -> dict[str, list[float]]:
+        """Time ``modules`` (torch modules taking ``input_shape``, or already compiled) one after another,
+        round after round; each one's p50 of every round (ms)."""
+        started = time.perf_counter()
+        compiled = {
+            name: module if isinstance(module, Compiled) else self.compile_module(module, input_shape)
+            for name, module in modules.items()
+        }
+        timed = time_in_turn(compiled, rounds=rounds, config=profile or self.profile)
+        self.cost.add(time.perf_counter() - started)
+        return timed.rounds_ms
+
+    def time_in_turn(
+        self,
+        modules: dict[str, nn.Module | Compiled],
+        input_shape: tuple[int, ...] | None,
+        *,
+        rounds: int,
+        profile: ProfileConfig | None = None,
+    ) -> dict[str, float]:
+        """Like :meth:`rounds_in_turn`: the median of each one's p50s (ms)."""
+        per_round = self.rounds_in_turn(modules, input_shape, rounds=rounds, profile=profile)
+        return {name: statistics.median(values) for name, values in per_round.items()}
+
+    def context(self) -> str:
+        """What a lookup table's figures depend on: device, runtime and version, precision, threads."""
+        threads = self.settings.threads or "default"
+        return (
+            f"{self.device.name}|{self.backend}|{get_backend(self.backend).version()}|"
+            f"{self.settings.execution_precision}|threads={threads}|hint={self.settings.performance_hint}"
+        )

@@ -1,0 +1,310 @@
+"""The steps of ``optimize``, in the order a run flows: load the model and data, train if needed, search
+(when the recipe has a NetAdapt section), export, build each variant (the compression chain), time and
+evaluate it where the device is, recommend one, bundle it, write the report.
+
+:func:`edgeflow.api.optimize` is the public entry; this module is how it gets done.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeflow.accuracy import ParityStats, collect_logits, measure_parity
+from edgeflow.artifact import Artifact
+from edgeflow.backends import get_backend
+from edgeflow.compress.chain import FloatArtifacts, build_variant
+from edgeflow.compress.stats import QuantizationStats
+from edgeflow.data import DataSplits
+from edgeflow.device import DeviceSpec, RuntimeSettings, as_device
+from edgeflow.environment import environment, host_has_bf16
+from edgeflow.errors import ConfigError
+from edgeflow.export.onnx import export_onnx
+from edgeflow.export.openvino import convert_to_openvino
+from edgeflow.io import ensure_writable_dir, staged_dir
+from edgeflow.models.source import ModelSource, load_model_and_data
+from edgeflow.progress import Progress
+from edgeflow.recipe import Recipe, VariantSpec, as_recipe
+from edgeflow.report import write_report
+from edgeflow.report.schema import ModelRecord, Report, VariantRecord
+from edgeflow.train import train_if_needed
+
+_PARITY_SETTINGS = {"execution_precision": "f32"}
+
+
+def run_optimize(
+    model: str,
+    *,
+    device: str | Path | DeviceSpec = "cpu",
+    recipe: str | Path | Recipe | None = None,
+    data: str | None = None,
+    out: str | Path = "reports/latest",
+    arch: str | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """Scale, train (if needed), export, quantize, then time and evaluate every variant on ``device``.
+
+    ``recipe`` defaults to the device's own (``recipe:`` in its file: ``tensorrt`` for Jetsons), else
+    ``default``. Where the device is not attached, latencies are estimated and labelled so.
+
+    Writes ``out/report.{json,md,html}``, the accuracy-latency plot and the artifacts; the folder
+    appears only when the whole run succeeded.
+    """
+    started = time.perf_counter()
+    progress = progress or Progress.silent()
+    device_spec = as_device(device)
+    recipe_spec = as_recipe(recipe if recipe is not None else device_spec.recipe or "default")
+    _check_variants_fit_device(recipe_spec.variants, device_spec)
+    out = Path(out)
+    ensure_writable_dir(out.parent)
+    torch.manual_seed(recipe_spec.seed)
+
+    data_source = data or recipe_spec.data
+    source, splits = load_model_and_data(model, arch=arch, data=data_source, recipe=recipe_spec)
+    sizes = splits.describe()
+    progress.stage(
+        f"model {source.name} ({source.kind}) at {source.resolution} px; data {splits.name}: "
+        f"{sizes['train']} train / {sizes['holdout']} holdout / {sizes['test']} test images"
+    )
+
+    notes: list[str] = []
+    with staged_dir(out) as stage:
+        run = _Run(source=source, splits=splits, recipe=recipe_spec, device=device_spec, stage=stage, progress=progress)
+        training = train_if_needed(source, splits, recipe=recipe_spec, progress=progress)
+        if source.module is not None:  # the trained model (a search's start: search/ holds what it changed)
+            torch.save(source.module.state_dict(), stage / "model.pt")
+        search = _search_step(run, notes)
+        onnx_artifact, parity = _export(run)
+        openvino_artifact = None
+        if any(variant.backend == "openvino" for variant in recipe_spec.variants):
+            progress.stage("convert to OpenVINO IR")
+            openvino_artifact = convert_to_openvino(onnx_artifact, path=stage / "model_fp32.xml")
+            if source.module is not None:  # an ONNX input has no torch reference to compare with
+                parity.append(_parity(run, openvino_artifact, runtime="openvino"))
+
+        floats = FloatArtifacts(
+            onnx=onnx_artifact, openvino=openvino_artifact, module=source.module, input_shape=source.input_shape
+        )
+        reference = _ReferenceLogits.compute(onnx_artifact, splits=splits, recipe=recipe_spec)
+        records, artifacts = [], {}
+        for variant in recipe_spec.variants:
+            if variant.backend == "torch" and source.module is None:
+                notes.append(f"variant {variant.name} skipped: an ONNX model has no torch module")
+                continue
+            progress.stage(f"variant {variant.name}: build, time, evaluate")
+            artifact, summary = build_variant(
+                variant, floats=floats, splits=splits, folder=stage, seed=recipe_spec.seed, progress=progress,
+                settings=device_spec.runtime,
+            )  # fmt: skip
+            records.append(
+                _measure_variant(
+                    run, variant, artifact=artifact, floats=floats, reference=reference, quantization=summary
+                )
+            )
+            artifacts[variant.name] = artifact
+        _mark_baseline_and_recommendation(records, max_drop=recipe_spec.max_accuracy_drop)
+        notes += _latency_notes(records, device_spec)
+        bundle = _write_bundle(run, records, artifacts=artifacts)
+        if bundle is not None:
+            notes.append(f"ship bundle: bundle/ ({bundle.variant}, {len(bundle.files)} files, manifest.json)")
+            if device_spec.kind == "phone" and not any(f.role.startswith("executorch") for f in bundle.files):
+                notes.append("no ExecuTorch program (.pte) in the bundle: it needs ExecuTorch installed "
+                             "(pip install 'edgeflow[executorch]') and a torch model (not an ONNX file)")  # fmt: skip
+            for where, command in bundle.build.items():
+                if where != "note":
+                    notes.append(f"build and measure on the device ({where.replace('_', ' ')}): {command}")
+        report = Report(
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            model=ModelRecord(
+                name=source.name,
+                source=source.kind,
+                arch=source.arch,
+                width=source.width,
+                resolution=source.resolution,
+                num_classes=splits.num_classes,
+                trained_here=training is not None,
+            ),
+            device=device_spec.model_dump(),
+            data=splits.describe(),
+            recipe=recipe_spec.model_dump(),
+            environment=environment(),
+            training=training,
+            parity=parity,
+            variants=records,
+            notes=notes,
+            search=search,
+            max_accuracy_drop=recipe_spec.max_accuracy_drop,
+            seconds=round(time.perf_counter() - started, 2),
+        )
+        progress.stage("write report")
+        write_report(report, folder=stage)
+    return report
+
+
+def _latency_notes(records: list[VariantRecord], device: DeviceSpec) -> list[str]:
+    estimated = [record for record in records if not record.measured]
+    if not estimated:
+        return []
+    reasons = sorted({record.latency_source for record in estimated})
+    return [
+        f"{len(estimated)} of {len(records)} latencies are estimated, not measured on {device.name}: "
+        + "; ".join(reasons)
+    ]
+
+
+def _write_bundle(run: _Run, records: list[VariantRecord], *, artifacts: dict[str, Artifact]):
+    """The recommended deployable variant as a ship bundle (torch eager is never shipped)."""
+    from edgeflow.export.bundle import write_bundle
+
+    chosen = next((r for r in records if r.recommended and artifacts[r.name].format in ("onnx", "openvino")), None)
+    if chosen is None:
+        return None
+    run.progress.stage(f"ship bundle of {chosen.name}")
+    return write_bundle(
+        folder=run.stage / "bundle", record=chosen, artifact=artifacts[chosen.name], model_name=run.source.name,
+        splits=run.splits, device=run.device, module=run.source.module,
+    )  # fmt: skip
+
+
+def _check_variants_fit_device(variants: list[VariantSpec], device: DeviceSpec) -> None:
+    for variant in variants:
+        if variant.backend not in device.runtimes:
+            raise ConfigError(
+                f"variant {variant.name}: device {device.name} has no {variant.backend} runtime "
+                f"(it has: {', '.join(device.runtimes)})"
+            )
+        if variant.precision not in device.precisions:
+            raise ConfigError(f"variant {variant.name}: device {device.name} does not support {variant.precision}")
+        if variant.execution_precision == "bf16" and device.transport == "local" and not host_has_bf16():
+            raise ConfigError(f"variant {variant.name}: this CPU has no bf16 instructions (AVX512-BF16 or AMX)")
+
+
+def _search_step(run: _Run, notes: list[str]) -> dict | None:
+    """The recipe's NetAdapt step: the adapted model replaces the source for everything after it."""
+    source, recipe = run.source, run.recipe
+    if recipe.search is None:
+        return None
+    from edgeflow.netadapt.run import adapt, search_config
+
+    engine = adapt(
+        source, run.splits, recipe=recipe, config=search_config(recipe, None, None), device=run.device,
+        folder=run.stage / "search", progress=run.progress,
+    )  # fmt: skip
+    source.module = engine.final_model()
+    state = engine.state
+    notes.append(
+        f"NetAdapt ({engine.oracle.name} oracle): {len(state.iterations)} iterations, budget {state.budget_ms:.3f} ms; "
+        f"{state.stop_reason}; the variants below are built from the adapted model"
+    )
+    return {
+        "budget_ms": state.budget_ms,
+        "oracle": engine.oracle.name,
+        "stop_reason": state.stop_reason,
+        "start_measured_ms": state.start_measured_ms,
+        "iterations": [iteration.model_dump(mode="json", exclude={"proposals"}) for iteration in state.iterations],
+    }
+
+
+def _export(run: _Run) -> tuple[Artifact, list[ParityStats]]:
+    """The float ONNX every variant is built from (an ONNX input is copied as it is), with its parity."""
+    source, stage = run.source, run.stage
+    if source.onnx_path is not None:
+        copy = stage / "model_fp32.onnx"
+        copy.write_bytes(source.onnx_path.read_bytes())
+        return Artifact(format="onnx", path=copy, input_shape=source.input_shape, lineage=["onnx file"]), []
+    run.progress.stage("export to ONNX and check parity with torch")
+    artifact = export_onnx(
+        source.module, input_shape=source.input_shape, path=stage / "model_fp32.onnx", opset=run.recipe.export.opset
+    )
+    artifact.lineage = [f"torch {source.name}", "torch->onnx"]
+    return artifact, [_parity(run, artifact, runtime="onnxruntime")]
+
+
+def _parity(run: _Run, artifact: Artifact, *, runtime: str) -> ParityStats:
+    """Logits of the artifact (run in f32) against torch on the first test images."""
+    test = run.splits.test
+    count = min(run.recipe.export.parity_samples, len(test))
+    images = np.stack([test[index][0].numpy() for index in range(count)])
+    compiled = get_backend(runtime).compile(artifact, settings=RuntimeSettings(**_PARITY_SETTINGS))
+    candidate = np.concatenate([compiled.run(images[index : index + 1]) for index in range(count)])
+    with torch.inference_mode():
+        reference = run.source.module.eval()(torch.from_numpy(images)).numpy()
+    return measure_parity(reference, candidate, reference_name="torch", runtime=f"{runtime} (f32)")
+
+
+@dataclass
+class _Run:
+    """What every step of one ``optimize`` run reads: the model, its data, the recipe, the device, the staging
+    folder and the progress display."""
+
+    source: ModelSource
+    splits: DataSplits
+    recipe: Recipe
+    device: DeviceSpec
+    stage: Path
+    progress: Progress
+
+
+@dataclass
+class _ReferenceLogits:
+    """Logits of the fp32 ONNX, executed in f32 by ONNX Runtime: what every variant is compared with."""
+
+    test: np.ndarray
+
+    @classmethod
+    def compute(cls, onnx_artifact: Artifact, *, splits: DataSplits, recipe: Recipe) -> _ReferenceLogits:
+        compiled = get_backend("onnxruntime").compile(onnx_artifact, settings=RuntimeSettings())
+        logits, _labels = collect_logits(compiled, splits.test, max_samples=recipe.evaluate.max_samples)
+        return cls(test=logits)
+
+
+def _measure_variant(
+    run: _Run,
+    variant: VariantSpec,
+    *,
+    artifact: Artifact,
+    floats: FloatArtifacts,
+    reference: _ReferenceLogits,
+    quantization: QuantizationStats | None,
+) -> VariantRecord:
+    """Time ``variant``'s artifact where the device is (or estimate it), evaluate it there, and compare its
+    logits with the float reference's."""
+    from edgeflow.profiling.run import run_on_device
+
+    device = run.device
+    settings = device.runtime
+    if variant.execution_precision is not None:
+        settings = settings.model_copy(update={"execution_precision": variant.execution_precision})
+    measured = run_on_device(
+        artifact, device=device, backend=variant.backend, precision=variant.precision, settings=settings,
+        profile=run.recipe.profile, test=run.splits.test, holdout=run.splits.holdout,
+        max_samples=run.recipe.evaluate.max_samples, cost_graph=floats.onnx if artifact.format == "torch" else None,
+        float_graph=floats.onnx, module=floats.module,
+    )  # fmt: skip
+    agreement = measure_parity(
+        reference.test, measured.test_logits, reference_name="fp32 onnx (f32)", runtime=variant.name
+    )
+    return VariantRecord.from_measurement(
+        variant, measured, artifact=artifact, folder=run.stage, agreement=agreement, quantization=quantization
+    )
+
+
+def _mark_baseline_and_recommendation(records: list[VariantRecord], *, max_drop: float) -> None:
+    """Speed-up against the first variant. Recommend the fastest deployable variant (not torch eager)
+    whose holdout top-1 is within ``max_drop`` of the best fp32 variant's: chosen on holdout, never test."""
+    if not records:
+        return
+    first = records[0]
+    for record in records:
+        if record.measured == first.measured:  # a measured and an estimated figure are never divided
+            record.speedup_vs_baseline = round(first.p50() / record.p50(), 3)
+    deployable = [record for record in records if record.backend != "torch"] or records
+    floats = [record for record in deployable if record.precision == "fp32"] or deployable
+    floor = max(record.holdout_top1 for record in floats) - max_drop
+    eligible = [record for record in deployable if record.holdout_top1 >= floor - 1e-9] or floats
+    min(eligible, key=lambda record: (not record.measured, record.p50())).recommended = True
