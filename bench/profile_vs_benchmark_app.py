@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import statistics
 import subprocess
@@ -21,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import edgeflow
+from edgeflow.backends.benchmark_app import parse_benchmark_app
 
 BIN = Path(sys.executable).parent
 
@@ -33,7 +33,7 @@ def benchmark_app_median(xml: Path, seconds: float) -> float:
         capture_output=True,
         text=True,
     ).stdout
-    return float(re.search(r"Median:\s+([\d.]+)\s*ms", output).group(1))
+    return parse_benchmark_app(output).median_ms
 
 
 def edgeflow_median(xml: Path, seconds: float) -> tuple[float, str]:

@@ -4,6 +4,7 @@ and the run itself (push the model, time it there)."""
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 from pydantic import BaseModel
 
@@ -33,30 +34,50 @@ class PerfTestStats(BaseModel):
         )  # fmt: skip
 
 
+_MEAN = re.compile(r"Average (?:inference )?time cost(?: total)?:\s*([0-9.eE+-]+)\s*ms")
+_ITERATIONS = re.compile(r"Total (?:iterations|inference requests):\s*(\d+)|^Runs:\s*(\d+)", re.MULTILINE)
+
+
 def parse_perf_test(text: str, *, device: str = "phone") -> PerfTestStats:
-    """Parse ``onnxruntime_perf_test``'s summary: "Average inference time cost: X ms" (or "Average time
-    cost"), "Total iterations: N", "Min/Max/P50/.../P999 Latency is X sec"."""
+    """Parse ``onnxruntime_perf_test``'s summary: the mean ("Average inference time cost total: X ms" in 1.23,
+    "Average inference time cost: X ms" in older releases) and, with ``-s``, "Min/Max/P50/.../P999 Latency: X s"
+    (older: "P50 Latency is Xsec")."""
 
     def seconds(label: str) -> float | None:
-        match = re.search(rf"{label} Latency is ([0-9.eE+-]+) sec", text)
-        return float(match.group(1)) * 1e3 if match else None
+        match = re.search(rf"\b{label} Latency(?::| is)\s*([0-9.eE+-]+)\s*s(?:ec)?\b", text)
+        return float(Decimal(match.group(1)) * 1000) if match else None  # ms as printed, no float noise
 
-    mean = re.search(r"Average (?:inference )?time cost:\s*([0-9.eE+-]+) ms", text)
+    mean = _MEAN.search(text)
     low, high = seconds("Min"), seconds("Max")
-    percentiles = {name[1:]: value for name in ("P50", "P90", "P95", "P99", "P999") if (value := seconds(name))}
+    percentiles = {
+        name[1:]: value for name in ("P50", "P90", "P95", "P99", "P999") if (value := seconds(name)) is not None
+    }
+    if mean is not None and low is None and "50" not in percentiles:
+        raise DeviceError(device, "read onnxruntime_perf_test's output",
+                          "no latency percentiles (onnxruntime_perf_test prints them with -s)")  # fmt: skip
     if mean is None or low is None or high is None or "50" not in percentiles:
         last = (text.strip().splitlines() or ["no output"])[-1][:300]
         raise DeviceError(device, "read onnxruntime_perf_test's output", f"no latency summary: {last}")
-    iterations = re.search(r"Total (?:iterations|inference requests):\s*(\d+)", text)
+    iterations = _ITERATIONS.search(text)
     return PerfTestStats(
-        iterations=int(iterations.group(1)) if iterations else None, mean_ms=float(mean.group(1)), min_ms=low,
-        max_ms=high, percentiles_ms=percentiles,
+        iterations=int(iterations.group(1) or iterations.group(2)) if iterations else None,
+        mean_ms=float(mean.group(1)), min_ms=low, max_ms=high, percentiles_ms=percentiles,
     )  # fmt: skip
 
 
 def perf_test_command(*, binary: str, model: str, iterations: int = 500, threads: int | None = None) -> list[str]:
     """``onnxruntime_perf_test`` on the CPU execution provider, timing ``iterations`` runs on random inputs."""
-    argv = [binary, "-e", "cpu", "-m", "times", "-r", str(iterations), "-I"]
+    argv = [
+        binary,
+        "-e",
+        "cpu",
+        "-m",
+        "times",
+        "-r",
+        str(iterations),
+        "-s",
+        "-I",
+    ]  # -s: the Min/P50/... lines (1.23 prints them only then)
     if threads:
         argv += ["-x", str(threads)]
     return [*argv, model]

@@ -40,6 +40,10 @@ _LINE = re.compile(
     r"\[I\] (?P<name>Throughput|Latency|Enqueue Time|H2D Latency|GPU Compute Time|D2H Latency): (?P<rest>.*)$"
 )
 _STAT = re.compile(r"(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\)) = ([0-9.eE+-]+) ms")
+_STAMP = re.compile(r"^\[\d\d/\d\d/\d{4}-\d\d:\d\d:\d\d\] ")  # "[07/07/2026-02:11:43] "
+# Why a run printed no summary, most telling first: an error, a failed build, or (--dumpProfile without
+# --separateProfileRun) "The e2e network timing is not reported since it is inaccurate due to the extra ...".
+_WHY_NO_SUMMARY = ("[E]", "FAILED", "timing is not reported")
 
 
 class MetricStats(BaseModel):
@@ -69,7 +73,7 @@ class TrtexecStats(BaseModel):
 
 def parse_summary(text: str, *, device: str = "trtexec") -> TrtexecStats:
     """The performance summary of a trtexec run; raises DeviceError when the output has none (a failed
-    build prints "&&&& FAILED" and no summary)."""
+    build prints "&&&& FAILED" and no summary; so does a --dumpProfile run without --separateProfileRun)."""
     found: dict[str, object] = {}
     for line in text.splitlines():
         match = _LINE.search(line)
@@ -88,10 +92,8 @@ def parse_summary(text: str, *, device: str = "trtexec") -> TrtexecStats:
         )
     if "gpu_compute" not in found or "latency" not in found:
         lines = text.splitlines()
-        failed = next((line for line in lines if "[E]" in line), None) or next(
-            (line for line in lines if "FAILED" in line), ""
-        )
-        detail = f": {failed.strip()[:300]}" if failed else ""
+        why = next((line for marker in _WHY_NO_SUMMARY for line in lines if marker in line), "")
+        detail = f": {_STAMP.sub('', why.strip())[:300]}" if why else ""
         raise DeviceError(device, "read trtexec's output", f"no performance summary{detail}")
     version_text = _tensorrt_version(text)
     selected = re.search(r"Selected Device: (.+)", text)
