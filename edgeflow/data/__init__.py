@@ -1,12 +1,6 @@
 """Data sets: built-in digits and digits-hard, ImageFolder directories, splits and calibration subsets."""
 
-from edgeflow.data.splits import (
-    DataSplits,
-    ImageDataset,
-    calibration_subset,
-    list_datasets,
-    load_data,
-    make_loader,
-)
+from edgeflow.data.load import list_datasets, load_data
+from edgeflow.data.splits import DataSplits, ImageDataset, calibration_subset, make_loader
 
 __all__ = ["DataSplits", "ImageDataset", "calibration_subset", "list_datasets", "load_data", "make_loader"]

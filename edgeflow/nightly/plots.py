@@ -4,8 +4,10 @@ accuracy of every cell over past nights. Estimated latencies are drawn hollow an
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
-from edgeflow.nightly.report import NightReport
+if TYPE_CHECKING:  # the report calls these plots: a type-only import, not a cycle
+    from edgeflow.nightly.report import NightReport
 
 
 def _pyplot():

@@ -1,0 +1,58 @@
+"""Load a data set by name (the built-in ones, registered lazily by import path) or a user's folder by path."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from pathlib import Path
+
+from edgeflow.data.image_folder import load_image_folder
+from edgeflow.data.splits import DataSplits
+from edgeflow.errors import DataError, UnknownNameError
+from edgeflow.registry import Registry
+
+_BUILT_INS: Registry[Callable[..., DataSplits]] = Registry("data set")
+_BUILT_INS.register("digits", "edgeflow.data.digits:load_digits")
+_BUILT_INS.register("digits-hard", "edgeflow.data.digits:load_digits_hard", aliases=("digits_hard",))
+
+
+def list_datasets() -> list[str]:
+    """Names of the built-in data sets."""
+    return _BUILT_INS.names()
+
+
+def load_data(source: str, *, resolution: int, seed: int = 0) -> DataSplits:
+    """Load a built-in data set by name, or an ImageFolder directory by path.
+
+    A built-in name wins over a same-named folder in the working directory; write ``./digits`` for the
+    folder.
+
+    Args:
+        source: ``"digits"``, ``"digits-hard"`` or a directory with one subfolder per class (or with
+            ``train/``, ``test/`` and optionally ``val/`` or ``holdout/`` subfolders).
+        resolution: side of the square images the splits return.
+        seed: seed of every split and random choice; the same seed gives identical tensors.
+
+    Raises:
+        UnknownNameError: ``source`` is neither a built-in name nor an existing path.
+        DataError: the resolution or seed is invalid, or the directory is missing or malformed.
+    """
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise DataError(f"resolution must be a positive integer, got {resolution!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise DataError(f"seed must be an integer from 0 to 2**32 - 1, got {seed!r}")
+    source = str(source)
+    if source.strip().lower() in _BUILT_INS:
+        return _BUILT_INS.get(source)(resolution=resolution, seed=seed)
+    if _looks_like_path(source):
+        return load_image_folder(source, resolution=resolution, seed=seed)
+    close = difflib.get_close_matches(source.strip().lower(), list_datasets(), n=2)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise UnknownNameError(
+        f"unknown data set {source!r}{hint}; built-in data sets are "
+        f"{', '.join(list_datasets())}, or give the path of an ImageFolder directory"
+    )
+
+
+def _looks_like_path(source: str) -> bool:
+    return Path(source).expanduser().exists() or "/" in source or "\\" in source or source[:1] in ("~", ".")
