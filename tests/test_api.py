@@ -155,3 +155,22 @@ def test_html_escapes_names_from_inputs(quick_run) -> None:
     html = render_html(hostile, plot_path=out / "accuracy_latency.png")
     assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<img src=x" not in html
+
+
+def test_report_json_keys_are_those_written_before_the_layout_move(quick_run) -> None:
+    """The key tree of the quick run's report.json equals the one the code before the package layout
+    moved wrote for the same run (tests/data/report_keys/quick.json): readers find every key where it was."""
+    from report_keys import differences, key_tree
+
+    _report, out = quick_run
+    before = json.loads((Path(__file__).parent / "data" / "report_keys" / "quick.json").read_text())
+    assert differences(before, key_tree(json.loads((out / "report.json").read_text()))) == []
+
+
+def test_key_tree_comparison_sees_a_moved_key() -> None:
+    from report_keys import differences, key_tree
+
+    before = key_tree({"variants": [{"latency_ms": {"p50": 1.0}, "macs": 3}], "notes": ["a"]})
+    assert before == {"notes": {"[]": ""}, "variants": {"[]": {"latency_ms": {"p50": ""}, "macs": ""}}}
+    after = key_tree({"variants": [{"latency": {"p50": 1.0}, "macs": 3}], "notes": []})
+    assert differences(before, after) == ["/variants/[]/latency_ms: only before", "/variants/[]/latency: only after"]
