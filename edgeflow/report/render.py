@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import base64
 import html
+import math
+import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
@@ -19,12 +23,82 @@ _ENVIRONMENT = jinja2.Environment(
 )
 
 
-def _filters() -> dict:
-    def pct(value: float | None) -> str:
-        return "n/a" if value is None else f"{100 * value:.2f}"
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
 
-    def ms(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.3f}"
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+_FRACTION_OF_TOP1 = re.compile(r"(?:^|_)(?:top[15]|accuracy|agreement)(?:_|$)")
+
+
+def _setting_value(value: Any, key: str, *, inline: bool = False) -> str:
+    """One recorded setting as a person reads it, rounded as the tables round it: a top-1 fraction (by its
+    key, e.g. ``holdout_top1``) as a percentage, ``*_ms`` to 3 decimals, other floats to 4 significant digits.
+    ``inline``: inside a one-line mapping, where a list is bracketed to stay apart from its neighbours."""
+    key = str(key)
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        if _FRACTION_OF_TOP1.search(key):
+            return f"{_pct(value)}%"
+        if key == "ms" or key.endswith("_ms"):
+            return _ms(value)
+        return f"{value:.4g}"
+    if isinstance(value, Mapping):
+        return f"({_mapping_text(value)})" if value else "none"
+    if isinstance(value, list | tuple | set | frozenset):
+        if not value:
+            return "none"
+        items = ", ".join(_setting_value(item, key, inline=True) for item in value)
+        return f"[{items}]" if inline and len(value) > 1 else items
+    return " ".join(str(value).split())
+
+
+def _entry_text(key: object, value: Any) -> str:
+    """``key: value``; a mapping as ``key (k: v, ...)``, or ``key: a (...), b (...)`` when it holds only mappings."""
+    if isinstance(value, Mapping) and value:
+        if all(isinstance(item, Mapping) and item for item in value.values()):
+            return f"{key}: {_mapping_text(value)}"
+        return f"{key} ({_mapping_text(value)})"
+    return f"{key}: {_setting_value(value, str(key))}"
+
+
+def _mapping_text(settings: Mapping) -> str:
+    return ", ".join(
+        f"{key} ({_mapping_text(value)})" if isinstance(value, Mapping) and value
+        else f"{key}: {_setting_value(value, str(key), inline=True)}"
+        for key, value in settings.items()
+    )  # fmt: skip
+
+
+def settings_text(settings: Mapping) -> str:
+    """Settings on one line, for Markdown cells: ``preset: performance; ...; preset_choice: mixed (holdout_top1:
+    98.06%, p50_ms: 1.320, measured: yes), performance (...)``."""
+    return "; ".join(_entry_text(key, value) for key, value in settings.items())
+
+
+def settings_lines(settings: Mapping, *, depth: int = 0) -> list[tuple[str, list]]:
+    """Settings as nested (line, sub-lines) for an HTML list: a mapping at the top, or one holding mappings, gets
+    its own sub-list; a flat mapping below the top stays on its line (``mixed (holdout_top1: 98.06%, ...)``)."""
+    lines: list[tuple[str, list]] = []
+    for key, value in settings.items():
+        nested = isinstance(value, Mapping) and value
+        if nested and (depth == 0 or any(isinstance(item, Mapping) for item in value.values())):
+            lines.append((f"{key}:", settings_lines(value, depth=depth + 1)))
+        else:
+            lines.append((_entry_text(key, value), []))
+    return lines
+
+
+def _filters() -> dict:
+    pct, ms = _pct, _ms
 
     def mib(value: int | None) -> str:
         return "n/a" if value is None else f"{value / 2**20:.2f}"
@@ -54,7 +128,7 @@ def _filters() -> dict:
 
     return {
         "pct": pct, "ms": ms, "mib": mib, "millions": millions, "kind": kind, "latency": latency, "signed": signed,
-        "md": markdown_cell,
+        "md": markdown_cell, "settings_text": settings_text, "settings_lines": settings_lines,
     }  # fmt: skip
 
 
