@@ -6,6 +6,9 @@ It prints one JSON object on stdout; on a problem it prints {"error": "..."} and
     python3 agent.py probe
     python3 agent.py time --model m.onnx --runtime onnxruntime [--warmup 20 --iterations 500 --max-seconds 5]
                           [--threads N] [--inputs x.npy --outputs logits.npy]
+    python3 agent.py in-turn --models a.onnx b.onnx --runtime openvino [--rounds 5 --max-seconds 0.5]
+
+edgeflow drives it from ``edgeflow/transports/client.py``.
 """
 
 import argparse
@@ -164,7 +167,10 @@ def time_model(args):
 
 
 def time_in_turn(args):
-    """Several models timed one after another, round after round: each one's p50 (ms) in every round."""
+    """Several models timed one after another, round after round: each one's p50 (ms) in every round.
+
+    The twin, on a device, of ``edgeflow.profiling.in_turn.time_in_turn`` (the agent stands alone, so the
+    loop is written again here; keep the two alike: same rounds, same order, same per-round p50)."""
     build = _builder(args.runtime)
     runs, version = {}, None
     for model in args.models:
