@@ -23,14 +23,48 @@ def _has_cuda() -> bool:
         return False
 
 
+def _test_device() -> tuple[object | None, str]:
+    """The device EDGEFLOW_TEST_DEVICE names (a device name or YAML file) when it is reachable, else why not."""
+    import os
+
+    name = os.environ.get("EDGEFLOW_TEST_DEVICE")
+    if not name:
+        return None, "needs a device: set EDGEFLOW_TEST_DEVICE to a device name or YAML file (edgeflow devices)"
+    from edgeflow.device import load_device
+    from edgeflow.errors import EdgeflowError
+    from edgeflow.transports.client import check
+
+    try:
+        device = load_device(name)
+        found = check(device)
+    except EdgeflowError as exc:
+        return None, f"EDGEFLOW_TEST_DEVICE={name} is not reachable: {exc}"
+    if found.missing:
+        return None, f"EDGEFLOW_TEST_DEVICE={name} lacks {', '.join(found.missing)}"
+    return device, ""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
-    skip_device = pytest.mark.skip(reason="needs a remote device (EDGEFLOW_TEST_DEVICE)")
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is false here)")
+    device_checked = None
     for item in items:
         if "gpu" in item.keywords and not _has_cuda():
             item.add_marker(skip_gpu)
         if "device" in item.keywords:
-            item.add_marker(skip_device)
+            if device_checked is None:  # reach the device once, and only when a device test was collected
+                device_checked = _test_device()
+            device, why = device_checked
+            if device is None:
+                item.add_marker(pytest.mark.skip(reason=why))
+
+
+@pytest.fixture(scope="session")
+def test_device():
+    """The device of EDGEFLOW_TEST_DEVICE (device tests are skipped, with the reason, when it is unreachable)."""
+    device, why = _test_device()
+    if device is None:
+        pytest.skip(why)
+    return device
 
 
 @pytest.fixture(autouse=True)

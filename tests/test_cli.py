@@ -143,10 +143,30 @@ def test_real_entry_point_prints_one_line(tmp_path: Path) -> None:
     assert completed.stderr.count("\n") == 1 and completed.stderr.startswith("error: ")
 
 
-@pytest.mark.parametrize("command", ["optimize", "export", "profile", "eval", "models", "devices", "recipes"])
-def test_every_command_has_help(command: str) -> None:
-    result = invoke(command, "--help")
-    assert result.exit_code == 0 and "Usage" in result.output
+def _commands() -> list[tuple[str, ...]]:
+    """Every command and sub-command the CLI registers, read from typer's click group."""
+    import typer.main
+
+    def walk(command, prefix: tuple[str, ...]):
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            yield (*prefix, name)
+            yield from walk(sub, (*prefix, name))
+
+    return list(walk(typer.main.get_command(app), ()))
+
+
+def test_the_help_test_sees_every_command() -> None:
+    commands = set(_commands())
+    top = {"optimize", "search", "export", "profile", "quantize", "eval", "models", "devices", "nightly", "recipes"}
+    assert {(name,) for name in top} <= commands
+    assert {("devices", name) for name in ("list", "show", "check", "calibrate")} <= commands
+
+
+@pytest.mark.parametrize("command", _commands(), ids=" ".join)
+def test_every_command_has_help(command: tuple[str, ...]) -> None:
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0, result.output
+    assert f"Usage: root {' '.join(command)} " in " ".join(result.output.split()), result.output
 
 
 def test_multipliers_on_export(tmp_path: Path) -> None:
