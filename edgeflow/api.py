@@ -116,7 +116,7 @@ def profile(
     device_spec = as_device(device)
     loaded = artifact_from_path(artifact)
     _infer_precision(loaded)
-    chosen = choose_backend(loaded, device_spec, backend)
+    chosen = choose_backend(loaded, device_spec, backend=backend)
     return profile_on_device(loaded, device=device_spec, backend=chosen, config=config or ProfileConfig())
 
 
@@ -135,7 +135,7 @@ def evaluate(
         raise ConfigError(f"unknown split {split!r}; choose test or holdout")
     device_spec = as_device(device)
     loaded = artifact_from_path(artifact)
-    chosen = choose_backend(loaded, device_spec, backend)
+    chosen = choose_backend(loaded, device_spec, backend=backend)
     compiled = get_backend(chosen).compile(loaded, settings=device_spec.runtime)
     resolution = compiled.input_shape[-1]
     splits = load_data(data, resolution=resolution, seed=seed)

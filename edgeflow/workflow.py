@@ -192,7 +192,7 @@ def _search_step(run: _Run, notes: list[str]) -> dict | None:
     from edgeflow.netadapt.run import adapt, search_config
 
     engine = adapt(
-        source, run.splits, recipe=recipe, config=search_config(recipe, None, None), device=run.device,
+        source, run.splits, recipe=recipe, config=search_config(recipe), device=run.device,
         folder=run.stage / "search", progress=run.progress,
     )  # fmt: skip
     source.module = engine.final_model()

@@ -20,7 +20,7 @@ def get_backend(name: str) -> Backend:
     return BACKENDS.get(name)()
 
 
-def choose_backend(artifact: Artifact, device: DeviceSpec, backend: str | None) -> str:
+def choose_backend(artifact: Artifact, device: DeviceSpec, *, backend: str | None = None) -> str:
     """The requested backend, or the device's most preferred runtime that reads this format."""
     if backend is not None:
         name = get_backend(backend).name

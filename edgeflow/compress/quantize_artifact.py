@@ -72,7 +72,7 @@ def quantize_artifact(
     if "int8" not in device_spec.precisions:
         raise ConfigError(f"device {device_spec.name} does not run int8 (it has: {', '.join(device_spec.precisions)})")
     source = artifact_from_path(artifact)
-    target = choose_backend(source, device_spec, backend)
+    target = choose_backend(source, device_spec, backend=backend)
     out_dir = Path(out) if out is not None else source.path.parent
     ensure_writable_dir(out_dir)
     float_model = get_backend(target).compile(source, settings=_F32)

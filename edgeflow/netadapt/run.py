@@ -12,6 +12,7 @@ import hashlib
 import json
 import shutil
 import statistics
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def search(
     """
     progress = progress or Progress.silent()
     device_spec, recipe_spec = as_device(device), as_recipe(recipe)
-    config = search_config(recipe_spec, latency_budget_ms, latency_ratio)
+    config = search_config(recipe_spec, budget_ms=latency_budget_ms, ratio=latency_ratio)
     backend = search_backend(device_spec)
     out = Path(out)
     if resume and not Checkpoint(out / "state").exists():
@@ -85,11 +86,12 @@ def search(
     search_seconds = state.elapsed_seconds
 
     progress.stage("export the start and adapted models; time and evaluate them on the device")
+    where = _Where(out=out, device=device_spec, backend=backend, recipe=recipe_spec)
     evaluated = [
-        _evaluate_point("start", engine.start, splits, out, device_spec, backend, recipe_spec, kind="start"),
-        _evaluate_point("netadapt", engine.final_model(), splits, out, device_spec, backend, recipe_spec),
+        _evaluate_point(where, "start", model=engine.start, splits=splits, kind="start"),
+        _evaluate_point(where, "netadapt", model=engine.final_model(), splits=splits),
     ]
-    evaluated += _baselines(engine, splits, out, device_spec, backend, recipe_spec, progress)
+    evaluated += _baselines(engine, where, splits=splits, progress=progress)
     progress.stage(f"time the {len(evaluated)} models in turn ({config.compare_rounds} rounds)")
     points = _time_in_turn(evaluated, rounds=config.compare_rounds, profile=recipe_spec.profile)
     report = SearchReport(
@@ -149,7 +151,7 @@ def adapt(
     if source.module is None:
         raise ConfigError(f"{source.name}: the search prunes a torch model; give a registry name or a checkpoint")
     checkpoint = Checkpoint(folder)
-    fingerprint = _fingerprint(source, splits, recipe, config, device)
+    fingerprint = _fingerprint(source, splits, recipe=recipe, config=config, device=device)
     state = _open_state(checkpoint, fingerprint, resume=resume)
     progress.stage(
         f"search {source.name} at {source.resolution} px on {device.name} ({backend}); data {splits.name}"
@@ -190,7 +192,8 @@ def adapt(
     return engine
 
 
-def search_config(recipe: Recipe, budget_ms: float | None, ratio: float | None) -> SearchConfig:
+def search_config(recipe: Recipe, *, budget_ms: float | None = None, ratio: float | None = None) -> SearchConfig:
+    """The recipe's search section with the budget given on the command line (ms or a ratio), checked."""
     if recipe.search is None:
         raise ConfigError(f"recipe {recipe.name} has no search section; use the 'search' recipe or add one")
     if budget_ms is not None and ratio is not None:
@@ -209,7 +212,9 @@ def search_config(recipe: Recipe, budget_ms: float | None, ratio: float | None) 
     return config
 
 
-def _fingerprint(source: ModelSource, splits: DataSplits, recipe: Recipe, config: SearchConfig, device) -> str:
+def _fingerprint(
+    source: ModelSource, splits: DataSplits, *, recipe: Recipe, config: SearchConfig, device: DeviceSpec
+) -> str:
     """What must not change between a search and its resumption."""
     weights = hashlib.sha256()
     for name, tensor in sorted(source.module.state_dict().items()):
@@ -249,26 +254,34 @@ def _open_state(checkpoint: Checkpoint, fingerprint: str, *, resume: bool) -> Se
     return state
 
 
+@dataclass
+class _Where:
+    """Where the search's final models are written (``out``), timed and evaluated (device, backend, recipe)."""
+
+    out: Path
+    device: DeviceSpec
+    backend: str
+    recipe: Recipe
+
+
 def _evaluate_point(
+    where: _Where,
     name: str,
+    *,
     model: nn.Module,
     splits: DataSplits,
-    out: Path,
-    device: DeviceSpec,
-    backend: str,
-    recipe: Recipe,
-    *,
     kind: str = "netadapt",
     detail: str = "",
 ) -> tuple[PointRecord, Compiled]:
     """Export ``model``, time it on the device and measure test top-1 through the runtime."""
     resolution = splits.resolution
     shape = (1, 3, resolution, resolution)
+    out, backend, recipe = where.out, where.backend, where.recipe
     artifact = export_onnx(model.eval(), input_shape=shape, path=out / f"model_{name}.onnx")
     if backend == "openvino":
         artifact = convert_to_openvino(artifact, path=out / f"model_{name}.xml")
         (out / f"model_{name}.onnx").unlink()
-    compiled, profiled = compile_and_profile(artifact, device=device, backend=backend, config=recipe.profile)
+    compiled, profiled = compile_and_profile(artifact, device=where.device, backend=backend, config=recipe.profile)
     logits, labels = collect_logits(compiled, splits.test, max_samples=recipe.evaluate.max_samples)
     stats = accuracy_from_logits(logits, labels, split="test", runtime=backend)
     record = PointRecord(
@@ -307,13 +320,7 @@ def _time_in_turn(
 
 
 def _baselines(
-    engine: Search,
-    splits: DataSplits,
-    out: Path,
-    device: DeviceSpec,
-    backend: str,
-    recipe: Recipe,
-    progress: Progress,
+    engine: Search, where: _Where, *, splits: DataSplits, progress: Progress
 ) -> list[tuple[PointRecord, Compiled]]:
     """Width (alpha) and resolution (rho) multiplier models, fine-tuned with the final model's steps."""
     config = engine.config
@@ -324,7 +331,7 @@ def _baselines(
         finetune(model, splits, config.long_term, seed=derived_seed(engine.seed, "width", width), teacher=engine.start)
         points.append(
             _evaluate_point(
-                f"width-{width:g}", model, splits, out, device, backend, recipe, kind="width", detail=f"alpha={width:g}"
+                where, f"width-{width:g}", model=model, splits=splits, kind="width", detail=f"alpha={width:g}"
             )
         )
     for rho in config.baselines.resolutions:
@@ -338,13 +345,10 @@ def _baselines(
         finetune(model, scaled, config.long_term, seed=derived_seed(engine.seed, "resolution", rho))
         points.append(
             _evaluate_point(
+                where,
                 f"resolution-{rho:g}",
-                model,
-                scaled,
-                out,
-                device,
-                backend,
-                recipe,
+                model=model,
+                splits=scaled,
                 kind="resolution",
                 detail=f"rho={rho:g} ({side} px)",
             )  # fmt: skip

@@ -64,7 +64,7 @@ def run_nightly(
                             folder=stage / "cells", progress=progress,
                         ))  # fmt: skip
                         store.add_cell(run_id, cells[-1][0])  # kept even if the night dies later
-            for cell in _time_in_turn(cells, spec, progress):
+            for cell in _time_in_turn(cells, spec, progress=progress):
                 store.update_timing(run_id, cell)
             results = [CellResult.from_cell(cell, seconds=seconds) for cell, seconds, *_ in cells]
             records = [cell for cell, *_ in cells]
@@ -212,7 +212,9 @@ def _run_cell(spec: NightlySpec, *, model, checkpoint, model_hash, model_error, 
             "estimate_method": variant.estimate.method if variant.estimate is not None else None,
             "latency_source": variant.latency_source,
             "execution_precision": variant.execution_precision,
-            "slowest_layers": _slowest_layers(artifact, device, backend, spec) if variant.measured else [],
+            "slowest_layers": _slowest_layers(artifact, device=device, backend=backend, spec=spec)
+            if variant.measured
+            else [],
         }
     except EdgeflowError as exc:
         cell.error = str(exc)
@@ -234,7 +236,7 @@ def _model_folder(model: str) -> str:
     return f"{stem}-{digest}"
 
 
-def _time_in_turn(cells: list[tuple[CellRecord, float, DeviceSpec, Path | None]], spec: NightlySpec,
+def _time_in_turn(cells: list[tuple[CellRecord, float, DeviceSpec, Path | None]], spec: NightlySpec, *,
                   progress: Progress) -> list[CellRecord]:  # fmt: skip
     """Time every cell measured in this process again, all in turn, ``rounds`` times: a cell's figures for the
     history are its samples pooled over the rounds, and its per-round p50s (the units regressions resample).
@@ -293,7 +295,7 @@ def _drop_copies(cell_folder: Path) -> None:
     shutil.rmtree(cell_folder / "bundle", ignore_errors=True)
 
 
-def _slowest_layers(artifact: Path, device: DeviceSpec, backend: str, spec: NightlySpec) -> list[dict]:
+def _slowest_layers(artifact: Path, *, device: DeviceSpec, backend: str, spec: NightlySpec) -> list[dict]:
     """The runtime's own per-layer profile of the artifact (OpenVINO PERF_COUNT, ONNX Runtime profiling)."""
     from edgeflow.artifact import artifact_from_path
     from edgeflow.backends import get_backend
