@@ -10,7 +10,6 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from edgeflow.accuracy import AccuracyStats, evaluate_compiled
 from edgeflow.artifact import Artifact, artifact_from_path
@@ -27,11 +26,8 @@ from edgeflow.models.source import looks_like_file, resolve_model
 from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.profiling.profile import ProfileStats
 from edgeflow.progress import Progress
-from edgeflow.recipe import ModelConfig, Recipe
+from edgeflow.recipe import ModelConfig, Recipe, as_recipe
 from edgeflow.report.schema import Report
-
-if TYPE_CHECKING:
-    from edgeflow.compress.quantize_artifact import QuantizeStats
 
 
 def optimize(
@@ -54,7 +50,12 @@ def optimize(
     """
     from edgeflow.workflow import run_optimize
 
-    return run_optimize(model, device=device, recipe=recipe, data=data, out=out, arch=arch, progress=progress)
+    device_spec = as_device(device)
+    recipe_spec = as_recipe(recipe if recipe is not None else device_spec.recipe or "default")
+    return run_optimize(
+        model, device=device_spec, recipe=recipe_spec, data=data, out=Path(out), arch=arch,
+        progress=progress or Progress.silent(),
+    )  # fmt: skip
 
 
 def export(
@@ -140,31 +141,6 @@ def evaluate(
     resolution = compiled.input_shape[-1]
     splits = load_data(data, resolution=resolution, seed=seed)
     return evaluate_compiled(compiled, getattr(splits, split), split=split, max_samples=max_samples)
-
-
-def quantize(
-    artifact: str | Path,
-    *,
-    device: str | Path | DeviceSpec = "cpu",
-    data: str = "digits",
-    method: str = "auto",
-    max_drop: float = 0.01,
-    backend: str | None = None,
-    out: str | Path | None = None,
-    subset_size: int = 300,
-    preset: str = "fastest",
-    seed: int = 0,
-    progress: Progress | None = None,
-) -> QuantizeStats:
-    """Quantize a float ``.onnx``/``.xml`` artifact to INT8 for ``device`` within a holdout top-1 budget
-    (``max_drop``, a fraction), with the evidence: test accuracy of both, agreement, layers kept in float.
-    See :func:`edgeflow.compress.quantize_artifact.quantize_artifact` for the methods and presets."""
-    from edgeflow.compress.quantize_artifact import quantize_artifact
-
-    return quantize_artifact(
-        artifact, device=device, data=data, method=method, max_drop=max_drop, backend=backend, out=out,
-        subset_size=subset_size, preset=preset, seed=seed, progress=progress,
-    )  # fmt: skip
 
 
 def _infer_precision(artifact: Artifact) -> None:

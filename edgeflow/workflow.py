@@ -21,7 +21,7 @@ from edgeflow.backends import get_backend
 from edgeflow.compress.chain import FloatArtifacts, build_variant
 from edgeflow.compress.stats import QuantizationStats
 from edgeflow.data import DataSplits
-from edgeflow.device import DeviceSpec, RuntimeSettings, as_device
+from edgeflow.device import DeviceSpec, RuntimeSettings
 from edgeflow.environment import environment, host_has_bf16
 from edgeflow.errors import ConfigError
 from edgeflow.export.onnx import export_onnx
@@ -29,7 +29,7 @@ from edgeflow.export.openvino import convert_to_openvino
 from edgeflow.io import ensure_writable_dir, staged_dir
 from edgeflow.models.source import ModelSource, load_model_and_data
 from edgeflow.progress import Progress
-from edgeflow.recipe import Recipe, VariantSpec, as_recipe
+from edgeflow.recipe import Recipe, VariantSpec
 from edgeflow.report import write_report
 from edgeflow.report.schema import ModelRecord, Report, VariantRecord
 from edgeflow.train import train_if_needed
@@ -40,27 +40,17 @@ _PARITY_SETTINGS = {"execution_precision": "f32"}
 def run_optimize(
     model: str,
     *,
-    device: str | Path | DeviceSpec = "cpu",
-    recipe: str | Path | Recipe | None = None,
-    data: str | None = None,
-    out: str | Path = "reports/latest",
-    arch: str | None = None,
-    progress: Progress | None = None,
+    device: DeviceSpec,
+    recipe: Recipe,
+    data: str | None,
+    out: Path,
+    arch: str | None,
+    progress: Progress,
 ) -> Report:
-    """Scale, train (if needed), export, quantize, then time and evaluate every variant on ``device``.
-
-    ``recipe`` defaults to the device's own (``recipe:`` in its file: ``tensorrt`` for Jetsons), else
-    ``default``. Where the device is not attached, latencies are estimated and labelled so.
-
-    Writes ``out/report.{json,md,html}``, the accuracy-latency plot and the artifacts; the folder
-    appears only when the whole run succeeded.
-    """
+    """The steps of :func:`edgeflow.api.optimize` for a resolved device and recipe, in order."""
     started = time.perf_counter()
-    progress = progress or Progress.silent()
-    device_spec = as_device(device)
-    recipe_spec = as_recipe(recipe if recipe is not None else device_spec.recipe or "default")
+    device_spec, recipe_spec = device, recipe
     _check_variants_fit_device(recipe_spec.variants, device_spec)
-    out = Path(out)
     ensure_writable_dir(out.parent)
     torch.manual_seed(recipe_spec.seed)
 

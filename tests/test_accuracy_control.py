@@ -19,7 +19,7 @@ from edgeflow.device import RuntimeSettings
 from edgeflow.errors import DataError, ShapeError
 from edgeflow.export.onnx import export_onnx
 from edgeflow.export.openvino import convert_to_openvino
-from edgeflow.recipe import QuantizeConfig, TrainConfig
+from edgeflow.recipe import IgnoredScopeConfig, QuantizeConfig, TrainConfig
 from edgeflow.train import train
 
 F32 = RuntimeSettings(execution_precision="f32")
@@ -73,10 +73,77 @@ def trained_ir(digits32, tmp_path_factory):
 @pytest.fixture(scope="module")
 def generous(trained_ir, digits32, tmp_path_factory):
     path = tmp_path_factory.mktemp("generous") / "small_int8.xml"
-    config = QuantizeConfig(method="nncf-accuracy-control", subset_size=32, max_drop=0.5)
+    config = QuantizeConfig(method="nncf-accuracy-control", subset_size=32, max_drop=1.0)
     return quantize_with_accuracy_control(
         trained_ir, calibration=digits32.train, holdout=digits32.holdout, config=config, path=path
     )
+
+
+OUTLIER = 1e5  # the constant unit that stretches the readout's input range
+
+
+class OutlierNet(nn.Module):
+    """A nearest-centroid classifier, built (not trained), that any INT8 scheme provably breaks.
+
+    ``scores`` has one unit per class, x . m_c - |m_c|^2 / 2 for the mean m_c of the class's train images,
+    rescaled into [1, 11] on the train split, and an 11th unit that is the constant ``OUTLIER``; ``readout``
+    copies the ten class units to the logits and ignores the 11th. In float the argmax is the nearest class
+    mean (~0.92 holdout top-1 on digits at 8 px). INT8 quantizes the readout's input (the ReLU output) with one
+    scale per tensor; its range is [0, 1e5], a step of at least 1e5 / 255 = 392, so every class unit rounds
+    to 0 and every image gets the same logits: one class for all, top-1 at most the largest class share.
+    Reverting the readout to float restores the float predictions.
+    """
+
+    def __init__(self, train: ImageDataset) -> None:
+        super().__init__()
+        images = torch.stack([image for image, _ in train]).flatten(1)
+        means = torch.stack([images[train.labels == c].mean(0) for c in range(10)])
+        bias = -(means * means).sum(1) / 2
+        raw = images @ means.T + bias
+        scale = 10 / (raw.max() - raw.min())
+        self.scores = nn.Linear(images.shape[1], 11)
+        self.readout = nn.Linear(11, 10)
+        with torch.no_grad():
+            self.scores.weight.zero_()
+            self.scores.weight[:10] = scale * means
+            self.scores.bias.copy_(torch.cat([(bias - raw.min()) * scale + 1, torch.tensor([OUTLIER])]))
+            self.readout.weight.zero_()
+            self.readout.weight[:, :10] = torch.eye(10)
+            self.readout.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(torch.relu(self.scores(x.flatten(1))))
+
+
+@pytest.fixture(scope="module")
+def digits8():
+    return load_data("digits", resolution=8)
+
+
+@pytest.fixture(scope="module")
+def outlier_ir(digits8, tmp_path_factory):
+    """OutlierNet as IR, checked to be a good float classifier (the plain-PTQ collapse is asserted per test)."""
+    folder = tmp_path_factory.mktemp("outlier")
+    onnx_artifact = export_onnx(OutlierNet(digits8.train).eval(), input_shape=(1, 3, 8, 8), path=folder / "o.onnx")
+    artifact = convert_to_openvino(onnx_artifact, path=folder / "o.xml")
+    assert _holdout_top1(artifact, digits8) > 0.9
+    return artifact
+
+
+def _largest_share(holdout: ImageDataset) -> float:
+    """Top-1 of a model that gives every image the same class can be at most this."""
+    return torch.bincount(holdout.labels).max().item() / len(holdout)
+
+
+def _readout(artifact) -> str:
+    """OutlierNet's readout in the IR: the MatMul that reads the ReLU output."""
+    names = [
+        op.get_friendly_name()
+        for op in read_model(artifact).get_ordered_ops()
+        if op.get_type_name() == "MatMul" and op.input_value(0).get_node().get_type_name() == "Relu"
+    ]
+    assert len(names) == 1, names
+    return names[0]
 
 
 def _holdout_top1(artifact, digits32) -> float:
@@ -90,9 +157,14 @@ def test_generous_budget_is_met_and_recorded(generous, digits32) -> None:
     assert is_quantized(read_model(artifact))
     assert "nncf-accuracy-control" in artifact.lineage[-1]
     assert summary.method == "nncf-accuracy-control"
-    assert summary.max_drop == 0.5 and summary.budget_met is True
+    # A 100-point budget cannot be missed: NNCF returns its plain PTQ model and reverts nothing.
+    assert summary.max_drop == 1.0 and summary.budget_met is True
     assert 0.0 <= summary.holdout_top1_quantized <= 1.0 and 0.0 <= summary.holdout_top1_float <= 1.0
-    assert summary.holdout_top1_float - summary.holdout_top1_quantized <= 0.5
+    assert (
+        summary.notes[0]
+        == f"plain PTQ (no accuracy control) reached holdout top-1 {summary.holdout_top1_quantized:.4f}"
+    )
+    assert not any("were reverted back" in note or "budget not met" in note for note in summary.notes)
     assert summary.quantized_layers > 0
     assert summary.settings["preset"] == "mixed"  # h-swish
     assert summary.settings["holdout_samples"] == len(digits32.holdout)
@@ -102,26 +174,39 @@ def test_generous_budget_is_met_and_recorded(generous, digits32) -> None:
     assert _holdout_top1(artifact, digits32) == pytest.approx(summary.holdout_top1_quantized)
 
 
-def test_zero_budget_reverts_or_reports_a_miss(trained_ir, digits32, tmp_path: Path) -> None:
+def test_zero_budget_reverts_the_collapsed_layer_to_float(outlier_ir, digits8, tmp_path: Path) -> None:
+    """Plain PTQ collapses OutlierNet (drop > 50 points) and PTQ with the readout left in float loses nothing
+    (both measured first), so with a zero budget accuracy control must revert exactly the readout: reverting
+    it recovers everything, reverting the other layer nothing, and after the readout the drop is 0."""
     config = QuantizeConfig(method="nncf-accuracy-control", subset_size=32, max_drop=0.0)
+    readout = _readout(outlier_ir)
+    float_top1 = _holdout_top1(outlier_ir, digits8)
+    plain, _ = quantize_nncf(outlier_ir, calibration=digits8.train, config=config, path=tmp_path / "plain.xml")
+    plain_top1 = _holdout_top1(plain, digits8)
+    assert plain_top1 <= _largest_share(digits8.holdout) + 1e-9 and float_top1 - plain_top1 > 0.5  # precondition
+    spared = config.model_copy(update={"ignored_scope": IgnoredScopeConfig(names=[readout])})
+    without_readout, _ = quantize_nncf(outlier_ir, calibration=digits8.train, config=spared, path=tmp_path / "s.xml")
+    assert _holdout_top1(without_readout, digits8) == pytest.approx(float_top1)  # precondition
+
     artifact, summary = quantize_with_accuracy_control(
-        trained_ir, calibration=digits32.train, holdout=digits32.holdout, config=config, path=tmp_path / "q.xml"
+        outlier_ir, calibration=digits8.train, holdout=digits8.holdout, config=config, path=tmp_path / "q.xml"
     )
-    drop = summary.holdout_top1_float - summary.holdout_top1_quantized
-    assert summary.budget_met == (drop <= 1e-9)
-    if not summary.budget_met:
-        assert any(note.startswith("budget not met") for note in summary.notes)
-    assert _holdout_top1(artifact, digits32) == pytest.approx(summary.holdout_top1_quantized)
-    assert _holdout_top1(trained_ir, digits32) == pytest.approx(summary.holdout_top1_float)
+    assert summary.holdout_top1_float == pytest.approx(float_top1)
+    assert summary.notes[0] == f"plain PTQ (no accuracy control) reached holdout top-1 {plain_top1:.4f}"
+    assert summary.budget_met is True and summary.holdout_top1_quantized == pytest.approx(float_top1)
+    assert _holdout_top1(artifact, digits8) == pytest.approx(summary.holdout_top1_quantized)
+    assert summary.notes[1:] == [
+        "nncf: Algorithm completed: achieved required accuracy drop 0.0 (absolute)",
+        "nncf: 1 out of 2 were reverted back to the floating-point precision",
+    ]
 
     # Reasons: float in a plain PTQ with the same arguments = NNCF's patterns; float only here = reverted.
-    plain, _ = quantize_nncf(trained_ir, calibration=digits32.train, config=config, path=tmp_path / "plain.xml")
-    plain_float = {name for name, _ in layer_precisions(read_model(plain))[1]}
+    plain_quantized, plain_floating = layer_precisions(read_model(plain))
+    plain_float = {name for name, _ in plain_floating}
     for layer in summary.float_layers:
         assert layer.reason == (NOT_QUANTIZED if layer.name in plain_float else REVERTED)
-    assert {layer.name for layer in summary.float_layers} >= plain_float
-    if _holdout_top1(plain, digits32) < summary.holdout_top1_float:  # PTQ lost accuracy: NNCF had to act
-        assert any("were reverted back" in note or "could not achieve" in note for note in summary.notes)
+    assert [layer.name for layer in summary.float_layers if layer.reason == REVERTED] == [readout]
+    assert summary.quantized_layers == len(plain_quantized) - 1 and is_quantized(read_model(artifact))
 
 
 def test_already_quantized_is_refused(generous, digits32, tmp_path: Path) -> None:
@@ -146,8 +231,9 @@ def test_tiny_holdout_is_refused(trained_ir, digits32, tmp_path: Path) -> None:
         )
 
 
-def test_missed_budget_keeps_the_model_and_says_so(trained_ir, digits32, tmp_path: Path, monkeypatch) -> None:
-    """When NNCF gives up (simulated: it returns the plain PTQ model), the result is saved, not raised."""
+def test_missed_budget_keeps_the_model_and_says_so(outlier_ir, digits8, tmp_path: Path, monkeypatch) -> None:
+    """When NNCF gives up (simulated: it returns the plain PTQ model), the result is saved, not raised.
+    Plain PTQ collapses OutlierNet (drop > 50 points, asserted), so a 50-point budget is certainly missed."""
     import nncf
 
     def give_up(model, calibration_dataset, validation_dataset, validation_fn, **arguments):
@@ -155,13 +241,16 @@ def test_missed_budget_keeps_the_model_and_says_so(trained_ir, digits32, tmp_pat
         return nncf.quantize(model, calibration_dataset, **arguments)
 
     monkeypatch.setattr(nncf, "quantize_with_accuracy_control", give_up)
-    config = QuantizeConfig(method="nncf-accuracy-control", subset_size=32, max_drop=0.0)
+    config = QuantizeConfig(method="nncf-accuracy-control", subset_size=32, max_drop=0.5)
     artifact, summary = quantize_with_accuracy_control(
-        trained_ir, calibration=digits32.train, holdout=digits32.holdout, config=config, path=tmp_path / "q.xml"
+        outlier_ir, calibration=digits8.train, holdout=digits8.holdout, config=config, path=tmp_path / "q.xml"
     )
-    if summary.holdout_top1_quantized >= summary.holdout_top1_float:
-        pytest.skip("plain PTQ lost no holdout accuracy on this machine: no miss to report")
+    drop = summary.holdout_top1_float - summary.holdout_top1_quantized
+    assert summary.holdout_top1_quantized <= _largest_share(digits8.holdout) + 1e-9 and drop > 0.5  # precondition
     assert summary.budget_met is False
-    assert any(note.startswith("budget not met: holdout top-1 drop") for note in summary.notes)
+    assert summary.notes[-1] == (
+        f"budget not met: holdout top-1 drop {drop:.4f} exceeds max_drop 0.5; kept the best model NNCF returned"
+    )
     assert all(layer.reason == NOT_QUANTIZED for layer in summary.float_layers)
     assert artifact.path.exists() and is_quantized(read_model(artifact))
+    assert _holdout_top1(artifact, digits8) == pytest.approx(summary.holdout_top1_quantized)

@@ -8,11 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from edgeflow.accuracy import collect_logits, topk_accuracy
+from edgeflow.accuracy import collect_logits, holdout_top1, topk_accuracy
 from edgeflow.backends import get_backend
-from edgeflow.compress.chain import FloatArtifacts, build_variant
-from edgeflow.data import load_data
+from edgeflow.backends.openvino import read_model
+from edgeflow.compress.accuracy_control import REVERTED
+from edgeflow.compress.chain import AUTO_CHAIN, FloatArtifacts, build_variant, quantize_within_budget
+from edgeflow.data import ImageDataset, load_data
 from edgeflow.device import RuntimeSettings
 from edgeflow.export.onnx import export_onnx
 from edgeflow.export.openvino import convert_to_openvino
@@ -40,6 +43,61 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
         input_shape=(1, 3, 32, 32),
     )
     return floats, splits, folder
+
+
+OUTLIER = 1e5  # the constant unit that stretches the readout's input range
+
+
+class OutlierNet(nn.Module):
+    """A nearest-centroid classifier, built (not trained), that any INT8 scheme provably breaks.
+
+    ``scores`` has one unit per class, x . m_c - |m_c|^2 / 2 for the mean m_c of the class's train images,
+    rescaled into [1, 11] on the train split, and an 11th unit that is the constant ``OUTLIER``; ``readout``
+    copies the ten class units to the logits and ignores the 11th. In float the argmax is the nearest class
+    mean (~0.92 holdout top-1 on digits at 8 px). INT8 quantizes the readout's input (the ReLU output) with one
+    scale per tensor; its range is [0, 1e5], a step of at least 1e5 / 255 = 392, so every class unit rounds
+    to 0 and every image gets the same logits: one class for all, top-1 at most the largest class share.
+    Reverting the readout to float restores the float predictions.
+    """
+
+    def __init__(self, train: ImageDataset) -> None:
+        super().__init__()
+        images = torch.stack([image for image, _ in train]).flatten(1)
+        means = torch.stack([images[train.labels == c].mean(0) for c in range(10)])
+        bias = -(means * means).sum(1) / 2
+        raw = images @ means.T + bias
+        scale = 10 / (raw.max() - raw.min())
+        self.scores = nn.Linear(images.shape[1], 11)
+        self.readout = nn.Linear(11, 10)
+        with torch.no_grad():
+            self.scores.weight.zero_()
+            self.scores.weight[:10] = scale * means
+            self.scores.bias.copy_(torch.cat([(bias - raw.min()) * scale + 1, torch.tensor([OUTLIER])]))
+            self.readout.weight.zero_()
+            self.readout.weight[:, :10] = torch.eye(10)
+            self.readout.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(torch.relu(self.scores(x.flatten(1))))
+
+
+@pytest.fixture(scope="module")
+def outlier(tmp_path_factory: pytest.TempPathFactory):
+    """OutlierNet on digits at 8 px, as ONNX and IR; the float holdout top-1 and the largest holdout class share."""
+    splits = load_data("digits", resolution=8)
+    module = OutlierNet(splits.train).eval()
+    folder = tmp_path_factory.mktemp("outlier")
+    onnx_artifact = export_onnx(module, input_shape=(1, 3, 8, 8), path=folder / "outlier.onnx")
+    floats = FloatArtifacts(
+        onnx=onnx_artifact,
+        openvino=convert_to_openvino(onnx_artifact, path=folder / "outlier.xml"),
+        module=module,
+        input_shape=(1, 3, 8, 8),
+    )
+    float_top1 = holdout_top1(floats.onnx, splits.holdout)
+    assert float_top1 > 0.9 and holdout_top1(floats.openvino, splits.holdout) == pytest.approx(float_top1)
+    largest_share = torch.bincount(splits.holdout.labels).max().item() / len(splits.holdout)
+    return floats, splits, float_top1, largest_share
 
 
 def accuracy_of(artifact, splits) -> float:
@@ -83,29 +141,50 @@ def test_auto_preset_picks_mixed_for_hswish(trained) -> None:
 
 def test_fastest_preset_times_both_and_keeps_the_fastest_within_budget(trained) -> None:
     """``preset: fastest`` builds both NNCF presets, judges them on holdout and times those within the
-    budget on the device's runtime; the one kept is the fastest of those, and no candidate file is left."""
+    budget on the device's runtime; the one kept is the fastest of those, and no candidate file is left.
+    A 100-point budget holds both presets whatever their accuracy: both are timed, the faster is kept."""
     floats, splits, folder = trained
     variant = VariantSpec(
         name="fastest", backend="openvino", precision="int8",
-        quantize=QuantizeConfig(subset_size=64, preset="fastest", max_drop=0.05),
+        quantize=QuantizeConfig(subset_size=64, preset="fastest", max_drop=1.0),
     )  # fmt: skip
     artifact, summary = build_variant(variant, floats=floats, splits=splits, folder=folder, settings=F32)
     choice = summary.settings["preset_choice"]
-    assert set(choice) == {"mixed", "performance"}
-    float_top1 = summary.holdout_top1_float
-    within = [preset for preset, entry in choice.items() if float_top1 - entry["holdout_top1"] <= 0.05 + 1e-9]
-    assert within, "a 5-point budget is met by int8 on this trained model"
+    assert list(choice) == ["mixed", "performance"]
+    assert all(choice[preset]["measured"] and choice[preset]["p50_ms"] > 0 for preset in choice)
     kept = summary.settings["preset"]
+    assert kept == min(choice, key=lambda preset: choice[preset]["p50_ms"])
     assert choice[kept]["holdout_top1"] == pytest.approx(summary.holdout_top1_quantized)
-    if len(within) == 2:
-        assert all(choice[preset]["measured"] and choice[preset]["p50_ms"] > 0 for preset in within)
-        assert kept == min(within, key=lambda preset: choice[preset]["p50_ms"])
-    else:
-        assert kept == within[0]
-    assert any("<- kept" in note for note in summary.notes)
+    assert [note for note in summary.notes if "<- kept" in note] == [
+        note for note in summary.notes if note.startswith(f"preset {kept}:") and "fastest within the budget" in note
+    ]
     assert artifact.path == folder / "model_fastest.xml" and artifact.path.with_suffix(".bin").exists()
     assert not list(folder.glob("model_fastest.*.xml")) and not list(folder.glob("model_fastest.*.bin"))
-    assert accuracy_of(artifact, splits) > 0.8
+    assert holdout_top1(artifact, splits.holdout) == pytest.approx(summary.holdout_top1_quantized)
+
+
+def test_fastest_preset_keeps_the_most_accurate_when_no_preset_meets_the_budget(outlier, tmp_path: Path) -> None:
+    """Both presets collapse OutlierNet (drop > 50 points, asserted), so neither fits a 50-point budget:
+    nothing is timed and the most accurate is kept (the first on a tie)."""
+    floats, splits, float_top1, largest_share = outlier
+    variant = VariantSpec(
+        name="fastest", backend="openvino", precision="int8",
+        quantize=QuantizeConfig(subset_size=32, preset="fastest", max_drop=0.5),
+    )  # fmt: skip
+    artifact, summary = build_variant(variant, floats=floats, splits=splits, folder=tmp_path, settings=F32)
+    choice = summary.settings["preset_choice"]
+    assert list(choice) == ["mixed", "performance"]
+    for entry in choice.values():  # the precondition: int8 collapsed the model with both presets
+        assert entry["holdout_top1"] <= largest_share + 1e-9 and float_top1 - entry["holdout_top1"] > 0.5
+        assert entry["measured"] is False and entry["p50_ms"] is None
+    kept = summary.settings["preset"]
+    assert kept == max(choice, key=lambda preset: choice[preset]["holdout_top1"])
+    assert summary.holdout_top1_quantized == pytest.approx(choice[kept]["holdout_top1"])
+    assert any(
+        note.startswith(f"preset {kept}:") and note.endswith("<- kept, no preset within the budget: the most accurate")
+        for note in summary.notes
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_fastest.bin", "model_fastest.xml"]
 
 
 def test_fp16_variants_track_float(trained) -> None:
@@ -127,15 +206,17 @@ def test_quantize_command_keeps_budget_and_reports_evidence(trained, tmp_path: P
     floats, _, _ = trained
     result = CliRunner().invoke(
         app,
-        ["quantize", str(floats.openvino.path), "--data", "digits", "--max-drop", "5", "--subset-size", "64",
+        ["quantize", str(floats.openvino.path), "--data", "digits", "--max-drop", "100", "--subset-size", "64",
          "--out", str(tmp_path), "--json"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["attempts"][0] == "nncf-ptq" and data["budget_met"] is True
+    # A 100-point budget cannot be missed: PTQ is the only attempt, and it is what is kept.
+    assert data["attempts"] == ["nncf-ptq"] and data["method"] == "nncf-ptq" and data["budget_met"] is True
+    assert "NOT met" not in data["message"]
     assert Path(data["artifact"]).exists() and data["agreement"]["cosine_similarity"] > 0.9
     assert data["accuracy"]["split"] == "test" and data["float_accuracy"]["top1"] > 0.8
-    assert np.isclose(data["max_drop"], 0.05)
+    assert np.isclose(data["max_drop"], 1.0)
 
 
 def test_quantize_command_refuses_bad_input(trained, tmp_path: Path) -> None:
@@ -156,23 +237,85 @@ def test_quantize_command_refuses_bad_input(trained, tmp_path: Path) -> None:
     assert refused.exit_code == 2 and "does not run int8" in refused.output
 
 
-def test_budget_search_keeps_the_best_and_cleans_up(trained) -> None:
-    from edgeflow.compress.chain import quantize_within_budget
+def _auto(max_drop: float, backend: str = "onnxruntime") -> VariantSpec:
+    return VariantSpec(
+        name="auto", backend=backend, precision="int8",
+        quantize=QuantizeConfig(method="auto", subset_size=32, max_drop=max_drop),
+    )  # fmt: skip
 
-    floats, splits, folder = trained
-    target = folder / "budget"
-    target.mkdir()
-    variant = VariantSpec(
-        name="auto", backend="onnxruntime", precision="int8", quantize=QuantizeConfig(subset_size=64, max_drop=0.0)
-    )
+
+def test_budget_search_stops_at_the_first_method_that_meets_the_budget(outlier, tmp_path: Path) -> None:
+    """A 100-point budget cannot be missed: the chain stops after its first method, although that method
+    collapsed the model (so it stopped on the budget, not on the accuracy)."""
+    floats, splits, float_top1, largest_share = outlier
     artifact, summary = quantize_within_budget(
-        variant, methods=("ort-static", "nncf-ptq"), base=floats.onnx, floats=floats, splits=splits,
+        _auto(1.0), methods=AUTO_CHAIN["onnxruntime"], base=floats.onnx, floats=floats, splits=splits,
+        path=tmp_path / "m_int8.onnx", seed=0, progress=None,
+    )  # fmt: skip
+    assert AUTO_CHAIN["onnxruntime"][0] == "ort-static"
+    assert summary.attempts == ["ort-static"] and summary.method == "ort-static"
+    assert summary.budget_met is True and summary.max_drop == 1.0
+    assert summary.holdout_top1_float == pytest.approx(float_top1)
+    assert summary.holdout_top1_quantized <= largest_share + 1e-9  # collapsed, and still within 100 points
+    assert [note for note in summary.notes if "budget not met" in note] == []
+    assert summary.notes[-1].startswith("ort-static: holdout top-1")
+    assert [p.name for p in tmp_path.iterdir()] == ["m_int8.onnx"] and artifact.path == tmp_path / "m_int8.onnx"
+
+
+def test_budget_search_tries_every_method_and_keeps_the_best_when_the_budget_is_missed(outlier, tmp_path: Path) -> None:
+    """Every INT8 method collapses OutlierNet (drop > 50 points, measured first), so a 50-point budget
+    is missed: the chain tries all its methods in order, keeps the most accurate (the first on a tie),
+    removes the other attempt and says the budget was not met."""
+    floats, splits, float_top1, largest_share = outlier
+    methods = AUTO_CHAIN["onnxruntime"]
+    assert methods == ("ort-static", "nncf-ptq")
+    # The precondition, measured with the same seed and subset: each method alone drops more than 50 points.
+    alone = {}
+    for method in methods:
+        variant = VariantSpec(
+            name=method, backend="onnxruntime", precision="int8", quantize=QuantizeConfig(method=method, subset_size=32)
+        )
+        single, _ = build_variant(variant, floats=floats, splits=splits, folder=tmp_path)
+        alone[method] = holdout_top1(single, splits.holdout)
+        assert alone[method] <= largest_share + 1e-9 and float_top1 - alone[method] > 0.5, (method, alone[method])
+    best = max(methods, key=alone.__getitem__)  # max() keeps the first of equals, as the chain does
+
+    target = tmp_path / "budget"
+    target.mkdir()
+    artifact, summary = quantize_within_budget(
+        _auto(0.5), methods=methods, base=floats.onnx, floats=floats, splits=splits,
         path=target / "m_int8.onnx", seed=0, progress=None,
     )  # fmt: skip
-    assert summary.attempts in (["ort-static"], ["ort-static", "nncf-ptq"])
-    assert summary.method in summary.attempts
+    assert summary.attempts == ["ort-static", "nncf-ptq"]
+    assert summary.budget_met is False and summary.max_drop == 0.5
+    assert summary.method == best and artifact.lineage[-1].startswith(f"{best}(")
+    assert summary.holdout_top1_quantized == pytest.approx(alone[best])
+    assert holdout_top1(artifact, splits.holdout) == pytest.approx(alone[best])
     assert [p.name for p in target.iterdir()] == ["m_int8.onnx"] and artifact.path == target / "m_int8.onnx"
-    drop = summary.holdout_top1_float - summary.holdout_top1_quantized
-    assert summary.budget_met == (drop <= 0.0 + 1e-9)
-    if not summary.budget_met:
-        assert summary.attempts == ["ort-static", "nncf-ptq"] and "budget not met" in summary.notes[-1]
+    assert [note.split(":")[0] for note in summary.notes[-3:-1]] == ["ort-static", "nncf-ptq"]
+    assert summary.notes[-1] == (
+        f"budget not met: best drop {100 * (float_top1 - alone[best]):.2f} points, kept that artifact"
+    )
+
+
+def test_auto_goes_on_to_accuracy_control_and_stops_when_it_meets_the_budget(outlier, tmp_path: Path) -> None:
+    """On OpenVINO, PTQ collapses OutlierNet (drop > 50 points), so a zero budget sends ``auto`` on to
+    accuracy control, which meets it by keeping the readout in float (at worst it reverts every layer, which
+    is the float model): the chain stops there, before QAT, keeps that artifact and removes PTQ's."""
+    floats, splits, float_top1, largest_share = outlier
+    assert AUTO_CHAIN["openvino"] == ("nncf-ptq", "nncf-accuracy-control", "nncf-qat")
+    artifact, summary = build_variant(_auto(0.0, "openvino"), floats=floats, splits=splits, folder=tmp_path)
+    assert summary.attempts == ["nncf-ptq", "nncf-accuracy-control"]
+    assert summary.method == "nncf-accuracy-control" and summary.budget_met is True
+    assert summary.holdout_top1_quantized == pytest.approx(summary.holdout_top1_float)
+    ptq = [note for note in summary.notes if note.startswith("nncf-ptq: holdout top-1")]
+    assert len(ptq) == 1 and float(ptq[0].split()[3].rstrip("%")) / 100 <= largest_share + 1e-9
+    readout = [
+        op.get_friendly_name()
+        for op in read_model(floats.openvino).get_ordered_ops()
+        if op.get_type_name() == "MatMul" and op.input_value(0).get_node().get_type_name() == "Relu"
+    ]
+    assert len(readout) == 1
+    assert readout[0] in {layer.name for layer in summary.float_layers if layer.reason == REVERTED}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_auto.bin", "model_auto.xml"]
+    assert holdout_top1(artifact, splits.holdout) == pytest.approx(float_top1)

@@ -8,45 +8,30 @@ The committed screenshot (reports/nightly-screenshot.png) is this test's, taken 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
+from browser import inspect_page, needs_chromium
 
-pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
-CHROMIUM = next((path for name in ("chromium", "chromium-browser") if (path := shutil.which(name))), None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (.ci/run installs Debian's package)")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run"]  # fmt: skip
+pytestmark = needs_chromium
 
 
 def _inspect(page_path: Path, screenshot: Path) -> dict:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(page_path.resolve().as_uri(), wait_until="load")
-            found = page.evaluate(
-                """() => ({
-                    title: document.title,
-                    tables: Array.from(document.querySelectorAll('table')).map(t => t.id || t.className),
-                    cellRows: document.querySelectorAll('table#cells tbody tr').length,
-                    plots: Array.from(document.querySelectorAll('img.plot')).map(
-                        i => ({cls: i.className, drawn: i.complete && i.naturalWidth > 200})),
-                    text: document.body.innerText,
-                    injected: window.__injected === 1 || document.getElementById('injected') !== null,
-                    scripts: document.scripts.length,
-                })"""
-            )
-            page.screenshot(path=str(screenshot), full_page=True)
-        finally:
-            browser.close()
-    found["errors"] = errors
-    return found
+    return inspect_page(
+        page_path,
+        script="""() => ({
+                title: document.title,
+                tables: Array.from(document.querySelectorAll('table')).map(t => t.id || t.className),
+                cellRows: document.querySelectorAll('table#cells tbody tr').length,
+                plots: Array.from(document.querySelectorAll('img.plot')).map(
+                    i => ({cls: i.className, drawn: i.complete && i.naturalWidth > 200})),
+                text: document.body.innerText,
+                injected: window.__injected === 1 || document.getElementById('injected') !== null,
+                scripts: document.scripts.length,
+            })""",
+        screenshot=screenshot,
+        viewport={"width": 1280, "height": 900},
+    )
 
 
 def test_the_night_page_in_chromium(two_nights: dict, tmp_path: Path) -> None:

@@ -9,20 +9,17 @@ the product's own ``write_report``.
 from __future__ import annotations
 
 import re
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from browser import inspect_page, needs_chromium
 
 from edgeflow.latency import LatencyEstimate
 from edgeflow.report import write_report
 from edgeflow.report.schema import Report
 
 DEMO = Path(__file__).parent / "data" / "report" / "demo-report.json"
-CHROMIUM = next((path for name in ("chromium", "chromium-browser") if (path := shutil.which(name))), None)
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run"]  # fmt: skip
 VIEWPORT = {"width": 1280, "height": 800}
 NUMBER = re.compile(r"\d*\.\d+")
 
@@ -119,41 +116,30 @@ def test_markdown_settings_are_readable_too(tmp_path: Path) -> None:
 
 
 def _inspect(page_path: Path, screenshot: Path) -> dict:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            page = browser.new_page(viewport=VIEWPORT)
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(page_path.resolve().as_uri(), wait_until="load")
-            found = page.evaluate(
-                """() => ({
-                    viewport: window.innerWidth,
-                    scrollWidth: document.documentElement.scrollWidth,
-                    tables: Array.from(document.querySelectorAll('table')).map(t => {
-                        const box = t.getBoundingClientRect();
-                        const cells = Array.from(t.querySelectorAll('th, td'));
-                        return {
-                            id: t.id, left: box.left, right: box.right,
-                            cellRight: Math.max(...cells.map(c => c.getBoundingClientRect().right)),
-                            // a cell whose content is wider than the cell is cut (or spills over its neighbour)
-                            overflowing: cells.filter(c => c.scrollWidth > c.clientWidth + 1).map(c => c.innerText),
-                        };
-                    }),
-                    variantColumns: Array.from(document.querySelectorAll('table#variants thead th')).map(
-                        th => ({text: th.innerText, right: th.getBoundingClientRect().right})),
-                })"""
-            )
-            page.screenshot(path=str(screenshot), full_page=True)
-        finally:
-            browser.close()
-    found["errors"] = errors
-    return found
+    return inspect_page(
+        page_path,
+        script="""() => ({
+                viewport: window.innerWidth,
+                scrollWidth: document.documentElement.scrollWidth,
+                tables: Array.from(document.querySelectorAll('table')).map(t => {
+                    const box = t.getBoundingClientRect();
+                    const cells = Array.from(t.querySelectorAll('th, td'));
+                    return {
+                        id: t.id, left: box.left, right: box.right,
+                        cellRight: Math.max(...cells.map(c => c.getBoundingClientRect().right)),
+                        // a cell whose content is wider than the cell is cut (or spills over its neighbour)
+                        overflowing: cells.filter(c => c.scrollWidth > c.clientWidth + 1).map(c => c.innerText),
+                    };
+                }),
+                variantColumns: Array.from(document.querySelectorAll('table#variants thead th')).map(
+                    th => ({text: th.innerText, right: th.getBoundingClientRect().right})),
+            })""",
+        screenshot=screenshot,
+        viewport=VIEWPORT,
+    )
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (.ci/run installs Debian's package)")
+@needs_chromium
 @pytest.mark.parametrize("variant", ["measured", "estimated"])
 def test_every_table_fits_1280_pixels_in_chromium(variant: str, tmp_path: Path) -> None:
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
