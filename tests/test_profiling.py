@@ -33,8 +33,9 @@ def test_loop_bounded_by_count() -> None:
 def test_loop_bounded_by_time_and_timing_is_real() -> None:
     config = ProfileConfig(warmup=0, iterations=10_000, max_seconds=0.2, min_iterations=3)
     samples, _ = time_runner(lambda: time.sleep(0.01), config=config)
-    assert 3 <= len(samples) <= 25  # ~0.2 s of 10 ms calls
-    assert np.median(samples) / 1e6 == pytest.approx(10.0, rel=0.5)
+    assert 3 <= len(samples) <= 25  # ~0.2 s of 10 ms calls (a sleep is never shorter than asked)
+    # a loaded host oversleeps, it never undersleeps: the floor is exact, the ceiling only catches a unit error
+    assert 10.0 <= np.median(samples) / 1e6 < 50.0
 
 
 def test_minimum_iterations_even_past_time() -> None:
