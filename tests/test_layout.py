@@ -121,3 +121,13 @@ def test_lower_layers_never_import_higher_ones(lower: str, higher: str) -> None:
 def test_only_the_cli_imports_the_cli() -> None:
     graph = import_graph()
     assert not [module for module, targets in graph.items() if "edgeflow.cli" in targets]
+
+
+def test_every_public_name_resolves() -> None:
+    """``edgeflow.<name>`` for every name of the public API (they are imported lazily, so a moved or removed
+    entry would only show when a user first touched it)."""
+    import edgeflow
+
+    for name in edgeflow.__all__:
+        assert getattr(edgeflow, name) is not None, name
+    assert callable(edgeflow.quantize) and edgeflow.quantize.__module__ == "edgeflow.compress.quantize_artifact"
