@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export NNCF_EXTENSION_LOAD_TIMEOUT ?= 600
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint install install-dev bench clean
+.PHONY: demo test test-slow lint install install-dev bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ demo: $(STAMP)
 
 test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The slow tests (whole searches, QAT, device calibration): .ci/run runs them after `make test`.
+test-slow: $(DEV_STAMP)
+	$(BIN)/python -m pytest -q -m slow
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check edgeflow tests bench

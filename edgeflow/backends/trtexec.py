@@ -134,10 +134,6 @@ def trtexec_command(
     return argv
 
 
-def shell_line(argv: list[str]) -> str:
-    return shlex.join(argv)
-
-
 def _tensorrt_version(text: str) -> str | None:
     """ "TensorRT version: 8.6.1" where trtexec prints it, else its banner's number: ``[TensorRT v8601]``
     (8.x: major x 1000 + minor x 100 + patch) or ``[TensorRT v100200]`` (10.x: major x 10000 + ...)."""

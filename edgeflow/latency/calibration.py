@@ -51,11 +51,6 @@ def _fit_path(timer: Timer, input_shape: tuple[int, ...]) -> Path:
     return table.with_name(table.stem + ".fit.json")
 
 
-def block_features(table: LookupTable, module: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, int]:
-    """(sum of the model's block entries, number of blocks); measures the entries the table lacks."""
-    return table.features(module, input_shape)
-
-
 def calibrate(
     device: DeviceSpec, *, models: dict[str, nn.Module], input_shape: tuple[int, ...], backend: str | None = None,
     rounds: int = 5, seconds: float = 0.5,
@@ -75,7 +70,7 @@ def calibrate(
         raise DeviceError(device.name, "calibrate", "a phone over ADB has no lookup table: only SSH and local devices")
     timer = device_timer(device, backend)
     table = LookupTable(timer, default_table_path(cache_folder(), timer, input_shape))
-    features = {name: block_features(table, module, input_shape) for name, module in models.items()}
+    features = {name: table.features(module, input_shape) for name, module in models.items()}
     measured = table.in_table_units(models, input_shape, rounds=rounds)
     fitted = DeviceFit(
         device=device.name, context=timer.context(), input_shape=list(input_shape), models=sorted(models),
@@ -203,7 +198,7 @@ def estimate_from_table(
         if any(unit.key not in table.entries for unit in split_units(module, input_shape)):
             return None
     with torch.no_grad():
-        blocks_ms, blocks = block_features(table, module, input_shape)
+        blocks_ms, blocks = table.features(module, input_shape)
     return LatencyEstimate(
         ms=fitted.fit.estimate(blocks_ms, blocks), method="lookup-table", device=device.name, precision=precision,
         detail=f"{blocks} blocks summing to {blocks_ms:.3f} ms; fit on {', '.join(fitted.models)}",
