@@ -171,7 +171,7 @@ def test_quantize_command_keeps_budget_and_reports_evidence(trained, tmp_path: P
     result = CliRunner().invoke(
         app,
         ["quantize", str(floats.openvino.path), "--data", "digits", "--max-drop", "100", "--subset-size", "64",
-         "--out", str(tmp_path), "--json"],
+         "--preset", "performance", "--out", str(tmp_path), "--json"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -190,7 +190,11 @@ def test_quantize_command_refuses_bad_input(trained, tmp_path: Path) -> None:
 
     floats, _, _ = trained
     runner = CliRunner()
-    result = runner.invoke(app, ["quantize", str(floats.openvino.path), "--data", "digits", "--out", str(tmp_path)])
+    result = runner.invoke(
+        app,
+        ["quantize", str(floats.openvino.path), "--data", "digits", "--method", "nncf-ptq", "--preset", "performance",
+         "--subset-size", "32", "--out", str(tmp_path)],
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     quantized = next(tmp_path.glob("*.xml"))
     again = runner.invoke(app, ["quantize", str(quantized), "--data", "digits", "--out", str(tmp_path / "again")])

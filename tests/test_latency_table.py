@@ -19,6 +19,7 @@ def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEFLOW_CACHE", str(tmp_path / "cache"))
 
 
+@pytest.mark.slow  # times every block of two models
 def test_calibrate_then_estimate(isolated_cache) -> None:
     device = load_device("cpu")
     assert load_fit(device, SHAPE) is None

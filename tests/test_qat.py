@@ -24,6 +24,8 @@ from edgeflow.progress import Progress
 from edgeflow.recipe import QatConfig, QuantizeConfig, TrainConfig
 from edgeflow.train import train
 
+pytestmark = pytest.mark.slow  # quantization-aware training: a minute of fine-tuning on this CPU
+
 SHAPE = (1, 3, 32, 32)
 
 

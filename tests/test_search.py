@@ -68,6 +68,7 @@ def finished(cache, recipe_file, tmp_path_factory):
     return report, out
 
 
+@pytest.mark.slow  # a whole search (or its table) on this CPU
 def test_search_meets_its_targets_and_reports_everything(finished):
     report, out = finished
     assert report.iterations, report.stop_reason
@@ -111,6 +112,7 @@ def _final_weights(folder: Path) -> dict[str, torch.Tensor]:
     return torch.load(folder / "state" / "weights" / "final.pt", map_location="cpu", weights_only=True)
 
 
+@pytest.mark.slow  # a whole search (or its table) on this CPU
 def test_search_killed_mid_iteration_resumes_to_the_same_result(finished, cache, recipe_file, tmp_path):
     report, out = finished
     killed = tmp_path / "killed"
@@ -156,6 +158,7 @@ def test_search_refuses_bad_requests(tmp_path, cache):
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
 
 
+@pytest.mark.slow  # a whole search (or its table) on this CPU
 def test_optimize_runs_the_recipe_search_step_first(finished, cache, tmp_path):
     recipe = Recipe.model_validate(RECIPE)
     report = edgeflow.optimize("mobilenet_v3_small", recipe=recipe, out=tmp_path / "opt")
@@ -166,6 +169,7 @@ def test_optimize_runs_the_recipe_search_step_first(finished, cache, tmp_path):
     assert (tmp_path / "opt" / "search" / "state.json").exists()
 
 
+@pytest.mark.slow  # a whole search (or its table) on this CPU
 def test_lookup_table_is_kept_on_disk_and_tied_to_what_it_measured(tmp_path):
     import torchvision
 

@@ -198,6 +198,7 @@ def test_cli_profile_and_check_with_host_and_key_given_on_the_command_line(
     assert "no host given" in unreachable.output and "Traceback" not in unreachable.output
 
 
+@pytest.mark.slow  # times every block over SSH
 def test_calibrate_over_ssh_then_estimate_without_the_device(ssh_device, monkeypatch, tmp_path: Path) -> None:
     """`devices calibrate` on an SSH device: blocks and models timed in turn there by the agent; the table
     then estimates a model of those blocks when no host is given, and declines a model it cannot cover."""
