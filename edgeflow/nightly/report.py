@@ -17,7 +17,7 @@ from edgeflow.report.render import render_template
 SCHEMA_VERSION = 1
 
 
-class CellResult(BaseModel):
+class NightCellRecord(BaseModel):
     """One cell of the night as reported (raw samples stay in the history)."""
 
     model: str
@@ -46,7 +46,7 @@ class CellResult(BaseModel):
     seconds: float
 
     @classmethod
-    def from_cell(cls, cell: CellRecord, *, seconds: float) -> CellResult:
+    def from_cell(cls, cell: CellRecord, *, seconds: float) -> NightCellRecord:
         detail = cell.detail
         return cls(
             model=cell.model, device=cell.device, precision=cell.precision, backend=cell.backend, status=cell.status,
@@ -112,7 +112,7 @@ class NightReport(BaseModel):
     recipe: dict
     history: str
     environment: dict
-    cells: list[CellResult]
+    cells: list[NightCellRecord]
     findings: list[FindingRecord]
     trends: dict[str, list[TrendPoint]]
     seconds: float
@@ -121,7 +121,7 @@ class NightReport(BaseModel):
     def regressions(self) -> list[FindingRecord]:
         return [finding for finding in self.findings if finding.flagged]
 
-    def finding(self, cell: CellResult, kind: str) -> FindingRecord | None:
+    def finding(self, cell: NightCellRecord, kind: str) -> FindingRecord | None:
         for finding in self.findings:
             if finding.kind == kind and "/".join((finding.model, finding.device, finding.precision,
                                                   finding.backend)) == cell.key:  # fmt: skip

@@ -22,7 +22,7 @@ from edgeflow.io import ensure_writable_dir, sha256, staged_dir
 from edgeflow.nightly.config import NightlySpec, load_nightly
 from edgeflow.nightly.history import CellRecord, History
 from edgeflow.nightly.regression import compare_run
-from edgeflow.nightly.report import CellResult, NightReport, TrendPoint, finding_record, write_night
+from edgeflow.nightly.report import NightCellRecord, NightReport, TrendPoint, finding_record, write_night
 from edgeflow.progress import Progress
 from edgeflow.recipe import Recipe, VariantSpec
 
@@ -66,7 +66,7 @@ def run_nightly(
                         store.add_cell(run_id, cells[-1][0])  # kept even if the night dies later
             for cell in _time_in_turn(cells, spec, progress=progress):
                 store.update_timing(run_id, cell)
-            results = [CellResult.from_cell(cell, seconds=seconds) for cell, seconds, *_ in cells]
+            results = [NightCellRecord.from_cell(cell, seconds=seconds) for cell, seconds, *_ in cells]
             records = [cell for cell, *_ in cells]
             finished = datetime.now(timezone.utc)
             run = store.run(run_id)
