@@ -170,16 +170,15 @@ def run_on_device(
 ) -> DeviceStats:
     """Time ``artifact`` on ``device`` (or estimate it) and compute its test and holdout accuracy."""
     plan, why = timing_plan(device, backend)
+    cost = artifact_cost(cost_graph or artifact)
     estimate = None
     if plan == "local":
         compiled, timing = compile_and_time(artifact, device=device, settings=settings, backend=backend, config=profile)
-        cost = artifact_cost(cost_graph or artifact)
         (logits, labels), (held_logits, held_labels) = (
             collect_logits(compiled, split, max_samples=max_samples) for split in (test, holdout)
         )
         runtime = compiled.backend
     elif plan == "agent":
-        cost = artifact_cost(cost_graph or artifact)
         images, labels = _images(test, max_samples)
         held_images, held_labels = _images(holdout, max_samples)
         timing = time_remotely(
@@ -189,7 +188,6 @@ def run_on_device(
         logits, held_logits = timing.logits[: len(images)], timing.logits[len(images) :]
         runtime = f"{backend} on {device.name}"
     else:  # trtexec, perf_test and estimate: the accuracy comes from a runtime of this host reading the same file
-        cost = artifact_cost(cost_graph or artifact)
         host_backend = "openvino" if artifact.format == "openvino" else "onnxruntime"
         compiled = get_backend(host_backend).compile(artifact, settings=RuntimeSettings(execution_precision="f32"))
         (logits, labels), (held_logits, held_labels) = (
