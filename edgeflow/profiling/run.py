@@ -170,7 +170,6 @@ def run_on_device(
 ) -> DeviceStats:
     """Time ``artifact`` on ``device`` (or estimate it) and compute its test and holdout accuracy."""
     plan, why = timing_plan(device, backend)
-    cost = artifact_cost(cost_graph or artifact)
     estimate = None
     if plan == "local":
         compiled, timing = compile_and_time(artifact, device=device, settings=settings, backend=backend, config=profile)
@@ -202,6 +201,7 @@ def run_on_device(
             timing = time_remotely(
                 artifact, plan=plan, device=device, backend=backend, precision=precision, profile=profile
             )
+    cost = artifact_cost(cost_graph or artifact)  # after the timing: its graph reading stays out of the memory peaks
     return DeviceStats(
         plan=plan, why=why, timing=timing, estimate=estimate, precision=precision,
         test=accuracy_from_logits(logits, labels, split="test", runtime=runtime), test_logits=logits,
