@@ -67,6 +67,17 @@ def test_device():
     return device
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module: NNCF's quantizers add many tiny ops, and on a small shared CPU OpenMP
+    threads waiting for a busy core make each of them slow (a QAT step took seconds with 2 threads, 0.2 s
+    with 1). Modules use it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def restore_rng_state():
     """Tests may seed torch; put the global RNG back so test order never matters."""

@@ -23,16 +23,9 @@ from edgeflow.export.openvino import convert_to_openvino
 from edgeflow.recipe import IgnoredScopeConfig, QuantizeConfig, TrainConfig
 from edgeflow.train import train
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 F32 = RuntimeSettings(execution_precision="f32")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # On a small shared CPU, OpenMP threads that wait for a busy core make each tiny op slow.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class SmallNet(nn.Module):

@@ -24,19 +24,12 @@ from edgeflow.progress import Progress
 from edgeflow.recipe import QatConfig, QuantizeConfig, TrainConfig
 from edgeflow.train import train
 
-pytestmark = pytest.mark.slow  # quantization-aware training: a minute of fine-tuning on this CPU
+pytestmark = [
+    pytest.mark.slow,  # quantization-aware training: a minute of fine-tuning on this CPU
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 SHAPE = (1, 3, 32, 32)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # NNCF's quantizers add many tiny ops; on a small shared CPU, OpenMP threads waiting for a busy core
-    # make each of them slow (a QAT step took seconds with 2 threads, 0.2 s with 1).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
