@@ -204,6 +204,59 @@ def test_image_folder_with_train_and_test_folders(tmp_path: Path) -> None:
     assert (len(splits.train), len(splits.holdout), len(splits.test)) == (21, 3, 6)
 
 
+def _layout(root: Path, counts: dict[str, int]) -> Path:
+    """``root/<split>/<class>/`` with ``counts[split]`` images of each class; a split's images are told apart
+    by their green channel (split index x 60) so a test can see which folder became which split."""
+    for index, (split, count) in enumerate(counts.items()):
+        for name, color in COLORS.items():
+            _write_images(root / split / name, count=count, color=(color[0], 60 * index, color[2]))
+    return root
+
+
+def _green(dataset) -> set[int]:
+    """The split folders (by their green level, see _layout) a dataset's images came from."""
+    return {int(round(float(image[1].float().mean()) / 60)) for image in dataset.images}
+
+
+def test_imagenet_layout_train_and_val(tmp_path: Path) -> None:
+    """train/ + val/ (ImageNet's layout): val is the test split, every image of it; the holdout is carved
+    from train, stratified, the same for the same seed."""
+    root = _layout(tmp_path / "imagenet", {"train": 20, "val": 3})
+    splits = load_data(str(root), resolution=8, seed=0)
+    assert (len(splits.train), len(splits.holdout), len(splits.test)) == (51, 9, 9)
+    assert _green(splits.test) == {1} and _green(splits.train) == _green(splits.holdout) == {0}
+    assert splits.holdout.labels.bincount().tolist() == [3, 3, 3]  # 15% of each class
+    again = load_data(str(root), resolution=8, seed=0)
+    assert torch.equal(again.holdout.images, splits.holdout.images)
+    other = load_data(str(root), resolution=8, seed=1)
+    assert not torch.equal(other.holdout.images, splits.holdout.images)
+
+
+def test_train_val_test_layout_uses_val_as_the_holdout(tmp_path: Path) -> None:
+    root = _layout(tmp_path / "three", {"train": 5, "val": 2, "test": 4})
+    splits = load_data(str(root), resolution=8)
+    assert (len(splits.train), len(splits.holdout), len(splits.test)) == (15, 6, 12)
+    assert (_green(splits.train), _green(splits.holdout), _green(splits.test)) == ({0}, {1}, {2})
+
+
+def test_split_layouts_that_cannot_be_used_are_one_clear_error(tmp_path: Path) -> None:
+    only_train = _layout(tmp_path / "only-train", {"train": 4})
+    with pytest.raises(DataError, match="has a train/ folder but no val/ or test/ folder"):
+        load_data(str(only_train), resolution=8)
+    no_train = _layout(tmp_path / "no-train", {"val": 2, "test": 2})
+    with pytest.raises(DataError, match="has test/, val/ but no train/ folder"):
+        load_data(str(no_train), resolution=8)
+
+
+def test_a_file_that_is_not_an_image_is_named(folder: Path) -> None:
+    (folder / "dog" / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError, match=r"dog/notes\.txt is not an image"):
+        load_data(str(folder), resolution=8)
+    (folder / "dog" / "notes.txt").unlink()
+    (folder / "dog" / ".DS_Store").write_bytes(b"hidden files are not images and are left alone")
+    assert load_data(str(folder), resolution=8).num_classes == 3
+
+
 def test_image_folder_class_sets_must_match(tmp_path: Path) -> None:
     for name, color in COLORS.items():
         _write_images(tmp_path / "train" / name, count=4, color=color)
@@ -231,3 +284,16 @@ def test_folder_errors(tmp_path: Path) -> None:
     _write_images(empty / "cat", count=2, color=(9, 9, 9))
     with pytest.raises(DataError, match="'cat' has 2 image"):
         load_data(str(empty), resolution=8)
+
+
+IMAGENETTE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenette2-128"
+
+
+def test_imagenette_loads_in_its_own_layout() -> None:
+    """Imagenette 2 (../shared), ImageNet's train/ + val/ layout as published: val is the test split, whole."""
+    if not IMAGENETTE.is_dir():
+        pytest.skip(f"the shared Imagenette folder is missing: {IMAGENETTE}")
+    splits = load_data(str(IMAGENETTE), resolution=16, seed=0)
+    assert splits.num_classes == 10 and splits.class_names[0] == "n01440764"  # sorted wnids, as ImageFolder
+    assert len(splits.train) + len(splits.holdout) == 9469 and len(splits.test) == 3925
+    assert len(splits.holdout) == 1420 and splits.holdout.labels.bincount().min() > 100

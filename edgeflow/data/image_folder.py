@@ -1,9 +1,15 @@
-"""Image classification data from a directory in torchvision's ImageFolder layout.
+"""Image classification data from a directory, in the layouts published sets use.
 
-Either ``DIR/<class>/<image>`` (each class split 70/15/15 by sorted file name and seed), or
-``DIR/train/<class>/...`` plus ``DIR/test/<class>/...`` and optionally ``DIR/val/`` or ``DIR/holdout/``
-(without one, 15% of each training class is held out). Images are read with PIL as RGB, their shorter side
-resized to the resolution and centre-cropped to a square, and kept in memory as uint8.
+* ``DIR/<class>/<image>``: each class split 70/15/15 (train/holdout/test) by sorted file name and seed;
+* ``DIR/train/<class>/`` + ``DIR/val/<class>/`` (ImageNet's layout, Imagenette's): ``val`` is the test split,
+  and the holdout is 15% of each training class, carved deterministically by seed;
+* ``DIR/train/`` + ``DIR/val/`` + ``DIR/test/``: ``val`` is the holdout (``DIR/holdout/`` is accepted for it);
+* ``DIR/train/`` + ``DIR/test/``: the holdout is 15% of each training class.
+
+Classes are the sorted folder names (as torchvision's ImageFolder orders them), the same in every split.
+Images are read with PIL as RGB, their shorter side resized to the resolution and centre-cropped to a square,
+and kept in memory as uint8. An empty class, an unreadable image or a file that is not an image is one error
+naming it.
 """
 
 from __future__ import annotations
@@ -33,16 +39,8 @@ def load_image_folder(directory: str | Path, *, resolution: int, seed: int = 0) 
         raise DataError(f"data directory not found: {directory}")
     if not root.is_dir():
         raise DataError(f"data source is not a directory: {root}")
-    has_train, has_test = (root / "train").is_dir(), (root / "test").is_dir()
-    if has_train != has_test:
-        present, missing = ("train", "test") if has_train else ("test", "train")
-        raise DataError(f"{root} has a {present}/ folder but no {missing}/ folder; give both, or one folder per class")
-
-    if has_train:
-        folders = {"train": root / "train", "test": root / "test"}
-        holdout = next((root / name for name in HOLDOUT_FOLDERS if (root / name).is_dir()), None)
-        if holdout is not None:
-            folders["holdout"] = holdout
+    folders = _split_folders(root)
+    if folders is not None:
         listings = {split: _list_images(folder) for split, folder in folders.items()}
         class_names = sorted(listings["train"])
         for split, listing in listings.items():
@@ -72,6 +70,24 @@ def load_image_folder(directory: str | Path, *, resolution: int, seed: int = 0) 
     return DataSplits(name=str(directory), class_names=class_names, seed=seed, **datasets)
 
 
+def _split_folders(root: Path) -> dict[str, Path] | None:
+    """The split folders of ``root`` (``train`` and ``test`` always, ``holdout`` when given), or None when
+    ``root`` holds one folder per class."""
+    present = {name: root / name for name in ("train", "val", "holdout", "test") if (root / name).is_dir()}
+    if not present:
+        return None
+    if "train" not in present:
+        raise DataError(
+            f"{root} has {'/, '.join(sorted(present))}/ but no train/ folder; give train/, or one folder per class"
+        )
+    if "test" in present:
+        holdout = present.get("holdout", present.get("val"))
+        return {"train": present["train"], "test": present["test"], **({"holdout": holdout} if holdout else {})}
+    if "val" in present:  # ImageNet's layout: val is what accuracy is reported on
+        return {"train": present["train"], "test": present["val"]}
+    raise DataError(f"{root} has a train/ folder but no val/ or test/ folder to evaluate on; give one of them")
+
+
 def _list_images(folder: Path) -> dict[str, list[Path]]:
     """Image files of each class subfolder (searched recursively), sorted by path; hidden entries skipped."""
     classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -79,13 +95,18 @@ def _list_images(folder: Path) -> dict[str, list[Path]]:
         raise DataError(f"{folder} has no class subfolders; expected one folder of images per class")
     listing = {}
     for class_folder in classes:
-        files = sorted(
+        entries = sorted(
             path
             for path in class_folder.rglob("*")
-            if path.suffix.lower() in IMAGE_SUFFIXES
-            and path.is_file()
-            and not any(part.startswith(".") for part in path.relative_to(class_folder).parts)
+            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(class_folder).parts)
         )
+        strangers = [path for path in entries if path.suffix.lower() not in IMAGE_SUFFIXES]
+        if strangers:
+            more = f" (and {len(strangers) - 1} more)" if len(strangers) > 1 else ""
+            raise DataError(
+                f"{strangers[0]} is not an image{more}: class folders hold images only ({', '.join(IMAGE_SUFFIXES)})"
+            )
+        files = entries
         if not files:
             raise DataError(f"class folder {class_folder} has no images (looked for {', '.join(IMAGE_SUFFIXES)})")
         listing[class_folder.name] = files
