@@ -78,10 +78,29 @@ def accuracy_from_logits(logits: np.ndarray, labels: np.ndarray, *, split: str, 
     return AccuracyStats(top1=top1, top5=top5, samples=int(labels.size), split=split, runtime=runtime)
 
 
+def check_outputs(logits: np.ndarray, *, num_classes: int, data: str) -> None:
+    """A model's outputs must be the data's classes: a 1,000-output model scored on 10 folders would give a
+    number that means nothing, so it is an error, not a figure."""
+    if logits.shape[1] != num_classes:
+        raise ShapeError(
+            f"the model has {logits.shape[1]} outputs but {data} has {num_classes} classes: its top-1 on them "
+            "would mean nothing without a map from its outputs to these classes"
+        )
+
+
 def evaluate_compiled(
-    compiled: Compiled, dataset: ImageDataset, *, split: str = "test", max_samples: int | None = None
+    compiled: Compiled,
+    dataset: ImageDataset,
+    *,
+    split: str = "test",
+    max_samples: int | None = None,
+    num_classes: int | None = None,
+    data: str = "the data",
 ) -> AccuracyStats:
+    """Top-k of ``compiled`` on ``dataset``; with ``num_classes`` its outputs must be exactly the data's classes."""
     logits, labels = collect_logits(compiled, dataset, max_samples=max_samples)
+    if num_classes is not None:
+        check_outputs(logits, num_classes=num_classes, data=data)
     return accuracy_from_logits(logits, labels, split=split, runtime=compiled.backend)
 
 

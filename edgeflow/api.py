@@ -132,16 +132,20 @@ def evaluate(
     max_samples: int | None = None,
     seed: int = 0,
 ) -> AccuracyStats:
-    """Top-1/top-5 of an exported artifact on a data split, computed through the device's runtime."""
-    if split not in {"test", "holdout"}:
-        raise ConfigError(f"unknown split {split!r}; choose test or holdout")
+    """Top-1/top-5 of an exported artifact on a data split (``test``, ``holdout``) or on every image of the data
+    (``all``: a finished model scored on a whole folder), computed through the device's runtime."""
+    if split not in {"test", "holdout", "all"}:
+        raise ConfigError(f"unknown split {split!r}; choose test, holdout or all")
     device_spec = as_device(device)
     loaded = artifact_from_path(artifact)
     chosen = choose_backend(loaded, device_spec, backend=backend)
     compiled = get_backend(chosen).compile(loaded, settings=device_spec.runtime)
     resolution = compiled.input_shape[-1]
     splits = load_data(data, resolution=resolution, seed=seed)
-    return evaluate_compiled(compiled, getattr(splits, split), split=split, max_samples=max_samples)
+    dataset = splits.every_image() if split == "all" else getattr(splits, split)
+    return evaluate_compiled(
+        compiled, dataset, split=split, max_samples=max_samples, num_classes=splits.num_classes, data=str(data)
+    )
 
 
 def _infer_precision(artifact: Artifact) -> None:

@@ -330,7 +330,7 @@ def evaluate(
     data: str = typer.Option("digits", "--data", help="digits, digits-hard, or an ImageFolder directory"),
     device: str = DeviceOption,
     backend: str | None = typer.Option(None, "--backend", "-b", help="openvino or onnxruntime"),
-    split: str = typer.Option("test", "--split", help="test (reported accuracy) or holdout"),
+    split: str = typer.Option("test", "--split", help="test (reported accuracy), holdout, or all (every image)"),
     max_samples: int | None = typer.Option(None, "--max-samples", help="evaluate the first N images"),
     as_json: bool = JsonOption,
 ) -> None:
@@ -346,7 +346,8 @@ def evaluate(
         top5 = "n/a" if stats.top5 is None else f"{100 * stats.top5:.2f}%"
         console.print(
             f"{artifact}: top-1 {100 * stats.top1:.2f}%, top-5 {top5} "
-            f"on {stats.samples} {stats.split} images ({stats.runtime})"
+            f"on {stats.samples} {'images (all of the data)' if stats.split == 'all' else stats.split + ' images'} "
+            f"({stats.runtime})"
         )
 
 

@@ -213,3 +213,40 @@ def test_export_refuses_a_zero_resolution(tmp_path: Path) -> None:
 def test_profile_refuses_zero_iterations(tiny_artifacts) -> None:
     result = invoke("profile", str(tiny_artifacts["onnx"].path), "--device", "cpu", "-n", "0")
     assert_one_line_error(result, "iterations")
+
+
+def _tiny_onnx(folder: Path, *, num_classes: int) -> Path:
+    from conftest import TinyNet
+
+    from edgeflow.export.onnx import export_onnx
+
+    return export_onnx(TinyNet(num_classes).eval(), input_shape=(1, 3, 16, 16), path=folder / "tiny.onnx").path
+
+
+def test_eval_scores_every_image_of_a_folder_with_split_all(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    for index, name in enumerate(("cat", "dog", "emu")):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        for number in range(7):
+            pixels = np.full((20, 20, 3), 40 * index + number, dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "pets" / name / f"{number}.png")
+    model = _tiny_onnx(tmp_path, num_classes=3)
+    whole = invoke("eval", str(model), "--data", str(tmp_path / "pets"), "--split", "all", "--json")
+    assert whole.exit_code == 0, whole.output
+    assert json.loads(whole.stdout)["samples"] == 21 and json.loads(whole.stdout)["split"] == "all"
+    test = json.loads(invoke("eval", str(model), "--data", str(tmp_path / "pets"), "--json").stdout)
+    assert test["samples"] == 3 and test["split"] == "test"  # 15% of each class of 7
+    plain = invoke("eval", str(model), "--data", str(tmp_path / "pets"), "--split", "all")
+    assert "on 21 images (all of the data)" in " ".join(plain.output.split())
+
+
+def test_eval_refuses_a_model_whose_outputs_are_not_the_data_classes(tmp_path: Path) -> None:
+    """12 outputs scored against digits' 10 classes would be a number that means nothing: one line instead."""
+    model = _tiny_onnx(tmp_path, num_classes=12)
+    result = invoke("eval", str(model), "--data", "digits")
+    assert_one_line_error(result, "the model has 12 outputs but digits has 10 classes")
+    quantize = invoke("quantize", str(model), "--data", "digits", "--out", str(tmp_path / "q"))
+    assert_one_line_error(quantize, "the model has 12 outputs but digits has 10 classes")
+    assert not (tmp_path / "q").exists() or not list((tmp_path / "q").iterdir())

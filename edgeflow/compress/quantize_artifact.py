@@ -8,7 +8,14 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel
 
-from edgeflow.accuracy import AccuracyStats, ParityStats, accuracy_from_logits, collect_logits, measure_parity
+from edgeflow.accuracy import (
+    AccuracyStats,
+    ParityStats,
+    accuracy_from_logits,
+    check_outputs,
+    collect_logits,
+    measure_parity,
+)
 from edgeflow.artifact import artifact_from_path
 from edgeflow.backends import choose_backend, get_backend
 from edgeflow.compress.chain import AUTO_CHAIN, FloatArtifacts, quantize_within_budget
@@ -80,6 +87,7 @@ def quantize_artifact(
     splits = load_data(data, resolution=resolution, seed=seed)
 
     float_test, labels = collect_logits(float_model, splits.test)
+    check_outputs(float_test, num_classes=splits.num_classes, data=str(data))
     floats = FloatArtifacts(
         onnx=source if source.format == "onnx" else None,  # type: ignore[arg-type]
         openvino=source if target == "openvino" else None,

@@ -149,6 +149,19 @@ class DataSplits:
             seed=self.seed,
         )
 
+    def every_image(self) -> ImageDataset:
+        """Train, holdout and test together, in that order: a whole folder scored as it is."""
+        parts = (self.train, self.holdout, self.test)
+        sources = None if any(part.sources is None for part in parts) else torch.cat([part.sources for part in parts])
+        return ImageDataset(
+            torch.cat([part.images for part in parts]),
+            torch.cat([part.labels for part in parts]),
+            resolution=self.resolution,
+            mean=self.mean,
+            std=self.std,
+            sources=sources,
+        )
+
     def describe(self) -> dict[str, Any]:
         """A JSON-ready summary: name, split sizes, classes, resolution, normalization and seed."""
         return {
