@@ -78,6 +78,14 @@ def accuracy_from_logits(logits: np.ndarray, labels: np.ndarray, *, split: str, 
     return AccuracyStats(top1=top1, top5=top5, samples=int(labels.size), split=split, runtime=runtime)
 
 
+class MappedAccuracyStats(AccuracyStats):
+    """A model with more outputs than the data has classes, scored through a class map: ``top1``/``top5`` over
+    the outputs the classes map to, ``top1_all_outputs`` over every output (a pick outside them is wrong)."""
+
+    top1_all_outputs: float
+    outputs: int
+
+
 def check_outputs(logits: np.ndarray, *, num_classes: int, data: str) -> None:
     """A model's outputs must be the data's classes: a 1,000-output model scored on 10 folders would give a
     number that means nothing, so it is an error, not a figure."""
@@ -96,12 +104,30 @@ def evaluate_compiled(
     max_samples: int | None = None,
     num_classes: int | None = None,
     data: str = "the data",
+    output_indices: list[int] | None = None,
 ) -> AccuracyStats:
-    """Top-k of ``compiled`` on ``dataset``; with ``num_classes`` its outputs must be exactly the data's classes."""
+    """Top-k of ``compiled`` on ``dataset``; with ``num_classes`` its outputs must be exactly the data's classes,
+    unless ``output_indices`` (a sparse class map) says which output each class is."""
     logits, labels = collect_logits(compiled, dataset, max_samples=max_samples)
+    if output_indices is not None:
+        return _mapped_accuracy(logits, labels, output_indices, split=split, runtime=compiled.backend, data=data)
     if num_classes is not None:
         check_outputs(logits, num_classes=num_classes, data=data)
     return accuracy_from_logits(logits, labels, split=split, runtime=compiled.backend)
+
+
+def _mapped_accuracy(
+    logits: np.ndarray, labels: np.ndarray, output_indices: list[int], *, split: str, runtime: str, data: str
+) -> MappedAccuracyStats:
+    outputs = logits.shape[1]
+    if max(output_indices) >= outputs:
+        raise ShapeError(
+            f"the class map sends a class of {data} to output {max(output_indices)} but the model has {outputs}"
+        )
+    indices = np.asarray(output_indices)
+    mapped = accuracy_from_logits(logits[:, indices], labels, split=split, runtime=runtime)
+    every = float(np.mean(logits.argmax(axis=1) == indices[labels]))
+    return MappedAccuracyStats(**mapped.model_dump(), top1_all_outputs=every, outputs=outputs)
 
 
 def holdout_top1(artifact: Artifact, dataset: ImageDataset) -> float:

@@ -131,21 +131,33 @@ def evaluate(
     split: str = "test",
     max_samples: int | None = None,
     seed: int = 0,
+    labels: str | Path | None = None,
+    class_map: str | Path | None = None,
 ) -> AccuracyStats:
     """Top-1/top-5 of an exported artifact on a data split (``test``, ``holdout``) or on every image of the data
-    (``all``: a finished model scored on a whole folder), computed through the device's runtime."""
+    (``all``: a finished model scored on a whole folder), computed through the device's runtime.
+
+    ``labels`` (one class a line, line = output) or ``class_map`` (TSV: folder, output) say which output each
+    class folder is; a model with more outputs than folders (ImageNet's 1,000 on Imagenette's 10) is then
+    scored over the outputs its classes map to, with the top-1 over every output beside it."""
+    from edgeflow.data.classes import read_class_map, read_labels
+
     if split not in {"test", "holdout", "all"}:
         raise ConfigError(f"unknown split {split!r}; choose test, holdout or all")
+    if labels is not None and class_map is not None:
+        raise ConfigError("give a labels file or a class map, not both")
+    mapping = read_labels(labels) if labels is not None else read_class_map(class_map) if class_map else None
     device_spec = as_device(device)
     loaded = artifact_from_path(artifact)
     chosen = choose_backend(loaded, device_spec, backend=backend)
     compiled = get_backend(chosen).compile(loaded, settings=device_spec.runtime)
     resolution = compiled.input_shape[-1]
-    splits = load_data(data, resolution=resolution, seed=seed)
+    splits = load_data(data, resolution=resolution, seed=seed, class_map=mapping)
     dataset = splits.every_image() if split == "all" else getattr(splits, split)
     return evaluate_compiled(
-        compiled, dataset, split=split, max_samples=max_samples, num_classes=splits.num_classes, data=str(data)
-    )
+        compiled, dataset, split=split, max_samples=max_samples, num_classes=splits.num_classes, data=str(data),
+        output_indices=splits.output_indices,
+    )  # fmt: skip
 
 
 def _infer_precision(artifact: Artifact) -> None:

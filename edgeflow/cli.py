@@ -331,6 +331,10 @@ def evaluate(
     device: str = DeviceOption,
     backend: str | None = typer.Option(None, "--backend", "-b", help="openvino or onnxruntime"),
     split: str = typer.Option("test", "--split", help="test (reported accuracy), holdout, or all (every image)"),
+    labels: Path | None = typer.Option(None, "--labels", help="one class a line; line number = model output"),
+    class_map: Path | None = typer.Option(
+        None, "--class-map", help="TSV: class folder, model output index (a header row allowed)"
+    ),
     max_samples: int | None = typer.Option(None, "--max-samples", help="evaluate the first N images"),
     as_json: bool = JsonOption,
 ) -> None:
@@ -338,7 +342,16 @@ def evaluate(
     from edgeflow.api import evaluate as run_evaluate
 
     stats = _run(
-        lambda: run_evaluate(artifact, data=data, device=device, backend=backend, split=split, max_samples=max_samples)
+        lambda: run_evaluate(
+            artifact,
+            data=data,
+            device=device,
+            backend=backend,
+            split=split,
+            max_samples=max_samples,
+            labels=labels,
+            class_map=class_map,
+        )  # fmt: skip
     )
     if as_json:
         _print_json(stats.model_dump(mode="json"))
@@ -349,6 +362,11 @@ def evaluate(
             f"on {stats.samples} {'images (all of the data)' if stats.split == 'all' else stats.split + ' images'} "
             f"({stats.runtime})"
         )
+        if hasattr(stats, "top1_all_outputs"):  # scored through a class map
+            console.print(
+                f"  over the {stats.outputs} outputs (a pick outside the mapped ones counts wrong): "
+                f"top-1 {100 * stats.top1_all_outputs:.2f}%"
+            )
 
 
 @app.command()

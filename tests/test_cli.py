@@ -250,3 +250,60 @@ def test_eval_refuses_a_model_whose_outputs_are_not_the_data_classes(tmp_path: P
     quantize = invoke("quantize", str(model), "--data", "digits", "--out", str(tmp_path / "q"))
     assert_one_line_error(quantize, "the model has 12 outputs but digits has 10 classes")
     assert not (tmp_path / "q").exists() or not list((tmp_path / "q").iterdir())
+
+
+def test_eval_of_a_model_with_more_outputs_through_a_class_map(tmp_path: Path) -> None:
+    """A 12-output model on 3 folders: refused without a map; with one, top-1 over the mapped outputs (checked
+    against the logits computed here) and over every output beside it."""
+    import numpy as np
+    import onnxruntime as ort
+    from PIL import Image
+
+    from edgeflow.data import load_data
+
+    for index, name in enumerate(("cat", "dog", "emu")):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        for number in range(7):
+            pixels = np.random.default_rng(10 * index + number).integers(0, 255, (20, 20, 3)).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "pets" / name / f"{number}.png")
+    model = _tiny_onnx(tmp_path, num_classes=12)
+    assert_one_line_error(invoke("eval", str(model), "--data", str(tmp_path / "pets")), "has 12 outputs")
+    class_map = tmp_path / "classes.tsv"
+    class_map.write_text("folder\toutput\ncat\t7\ndog\t2\nemu\t11\n")
+    result = invoke("eval", str(model), "--data", str(tmp_path / "pets"), "--class-map", str(class_map), "--split",
+                    "all", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout)
+    splits = load_data(str(tmp_path / "pets"), resolution=16, class_map={"cat": 7, "dog": 2, "emu": 11})
+    session = ort.InferenceSession(str(model))
+    every = splits.every_image()
+    logits = np.concatenate([session.run(None, {"input": image[None].numpy()})[0] for image, _ in every])
+    labels = every.labels.numpy()
+    mapped = logits[:, [7, 2, 11]].argmax(axis=1) == labels
+    assert stats["samples"] == 21 and stats["outputs"] == 12
+    assert stats["top1"] == pytest.approx(mapped.mean())
+    assert stats["top1_all_outputs"] == pytest.approx((logits.argmax(axis=1) == np.array([7, 2, 11])[labels]).mean())
+    both = invoke("eval", str(model), "--data", str(tmp_path / "pets"), "--class-map", str(class_map), "--labels",
+                  str(class_map))  # fmt: skip
+    assert_one_line_error(both, "not both")
+    too_far = tmp_path / "far.tsv"
+    too_far.write_text("cat\t7\ndog\t2\nemu\t40\n")
+    assert_one_line_error(
+        invoke("eval", str(model), "--data", str(tmp_path / "pets"), "--class-map", str(too_far)), "output 40"
+    )
+
+
+def test_eval_a_1000_output_model_on_imagenette_val_through_its_class_map(tmp_path: Path) -> None:
+    """Imagenette's own classes.tsv (../shared) maps its 10 wnid folders to ImageNet-1k outputs; a 1,000-output
+    model is scored on the whole val split through it (and refused without it)."""
+    root = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenette2-128"
+    if not root.is_dir():
+        pytest.skip(f"the shared Imagenette folder is missing: {root}")
+    model = _tiny_onnx(tmp_path, num_classes=1000)
+    refused = invoke("eval", str(model), "--data", str(root))
+    assert_one_line_error(refused, "the model has 1000 outputs but")
+    result = invoke("eval", str(model), "--data", str(root), "--class-map", str(root / "classes.tsv"), "--json")
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout)
+    assert stats["samples"] == 3925 and stats["split"] == "test" and stats["outputs"] == 1000  # val, every image
+    assert 0 <= stats["top1_all_outputs"] <= stats["top1"] <= 1

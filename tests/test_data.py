@@ -297,3 +297,51 @@ def test_imagenette_loads_in_its_own_layout() -> None:
     assert splits.num_classes == 10 and splits.class_names[0] == "n01440764"  # sorted wnids, as ImageFolder
     assert len(splits.train) + len(splits.holdout) == 9469 and len(splits.test) == 3925
     assert len(splits.holdout) == 1420 and splits.holdout.labels.bincount().min() > 100
+
+
+def test_labels_file_and_class_map_are_read_with_their_errors(tmp_path: Path) -> None:
+    from edgeflow.data.classes import read_class_map, read_labels
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("0\n90\n180\n270\n\n")
+    assert read_labels(labels) == {"0": 0, "90": 1, "180": 2, "270": 3}  # line order, not string order
+    tsv = tmp_path / "classes.tsv"
+    tsv.write_text("wnid\timagenet1k_index\tname\nn01440764\t0\ttench\nn02102040\t217\tEnglish springer\n")
+    assert read_class_map(tsv) == {"n01440764": 0, "n02102040": 217}
+    cases = {
+        "a\nb\na\n": (read_labels, r"line 3: 'a' is already on line 1"),
+        "a\n\nb\n": (read_labels, r"line 2: empty"),
+        "x\t1\ny\tone\n": (read_class_map, r"line 2: output index 'one' is not a whole number"),
+        "x\t1\ny\t1\n": (read_class_map, r"'x' and 'y' are both output 1"),
+        "x 1\n": (read_class_map, r"line 1: expected 'folder<TAB>output index'"),
+    }
+    for number, (text, (reader, message)) in enumerate(cases.items()):
+        bad = tmp_path / f"bad{number}"
+        bad.write_text(text)
+        with pytest.raises(DataError, match=message):
+            reader(bad)
+    with pytest.raises(DataError, match="not found"):
+        read_labels(tmp_path / "missing.txt")
+
+
+def test_a_labels_file_orders_numeric_class_folders(tmp_path: Path) -> None:
+    """Folders 0, 90, 180, 270 sort as strings (0, 180, 270, 90); a labels file says which output each is."""
+    shades = {"0": 10, "90": 70, "180": 130, "270": 190}
+    for name, shade in shades.items():
+        _write_images(tmp_path / "angles" / name, count=6, color=(shade, shade, shade))
+    assert load_data(str(tmp_path / "angles"), resolution=8).class_names == ["0", "180", "270", "90"]
+    order = {"0": 0, "90": 1, "180": 2, "270": 3}
+    splits = load_data(str(tmp_path / "angles"), resolution=8, class_map=order)
+    assert splits.class_names == ["0", "90", "180", "270"] and splits.output_indices is None
+    for image, label in zip(splits.train.images, splits.train.labels, strict=True):
+        assert abs(float(image.float().mean()) - shades[splits.class_names[int(label)]] - 10) < 12
+
+
+def test_a_sparse_class_map_keeps_the_folders_and_records_their_outputs(folder: Path) -> None:
+    splits = load_data(str(folder), resolution=8, class_map={"cat": 281, "dog": 207, "emu": 9, "eel": 390})
+    assert splits.class_names == ["cat", "dog", "emu"] and splits.output_indices == [281, 207, 9]
+    assert splits.with_resolution(12).output_indices == [281, 207, 9]
+    with pytest.raises(DataError, match=r"pets/emu is not in the class map"):
+        load_data(str(folder), resolution=8, class_map={"cat": 1, "dog": 2})
+    with pytest.raises(DataError, match="built-in data set"):
+        load_data("digits", resolution=8, class_map={"0": 0})

@@ -27,8 +27,13 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 HOLDOUT_FOLDERS = ("holdout", "val")
 
 
-def load_image_folder(directory: str | Path, *, resolution: int, seed: int = 0) -> DataSplits:
+def load_image_folder(
+    directory: str | Path, *, resolution: int, seed: int = 0, class_map: dict[str, int] | None = None
+) -> DataSplits:
     """Load ``directory`` as train/holdout/test splits of ``resolution`` x ``resolution`` RGB images.
+
+    ``class_map`` (folder name -> model output, from :mod:`edgeflow.data.classes`) orders the classes by
+    output where it is a reordering, and records each folder's output where it is sparse.
 
     Raises:
         DataError: the directory is missing, has no class folders or an empty class, a class is too small
@@ -63,11 +68,31 @@ def load_image_folder(directory: str | Path, *, resolution: int, seed: int = 0) 
             split: (images[part], labels[part]) for split, part in zip(("train", "holdout", "test"), parts, strict=True)
         }
 
+    output_indices = None
+    if class_map is not None:
+        class_names, data, output_indices = _apply_class_map(class_map, class_names, data, root=root)
     datasets = {
         split: ImageDataset(images, labels, resolution=resolution, mean=IMAGENET_MEAN, std=IMAGENET_STD)
         for split, (images, labels) in data.items()
     }
-    return DataSplits(name=str(directory), class_names=class_names, seed=seed, **datasets)
+    return DataSplits(
+        name=str(directory), class_names=class_names, seed=seed, output_indices=output_indices, **datasets
+    )
+
+
+def _apply_class_map(class_map: dict[str, int], class_names: list[str], data: dict, *, root: Path):
+    """(class names, data, output indices): relabelled by output where the map is a reordering of as many
+    outputs as folders; else the folders stay the classes and each one's output is recorded."""
+    unmapped = [name for name in class_names if name not in class_map]
+    if unmapped:
+        more = f" (and {len(unmapped) - 1} more)" if len(unmapped) > 1 else ""
+        raise DataError(f"class folder {root / unmapped[0]}{more} is not in the class map or labels file")
+    indices = [class_map[name] for name in class_names]
+    if sorted(indices) != list(range(len(class_names))):
+        return class_names, data, indices
+    relabel = torch.tensor(indices, dtype=torch.int64)
+    ordered = sorted(class_names, key=class_map.__getitem__)
+    return ordered, {split: (images, relabel[labels]) for split, (images, labels) in data.items()}, None
 
 
 def _split_folders(root: Path) -> dict[str, Path] | None:

@@ -21,7 +21,7 @@ def list_datasets() -> list[str]:
     return _BUILT_INS.names()
 
 
-def load_data(source: str, *, resolution: int, seed: int = 0) -> DataSplits:
+def load_data(source: str, *, resolution: int, seed: int = 0, class_map: dict[str, int] | None = None) -> DataSplits:
     """Load a built-in data set by name, or an ImageFolder directory by path.
 
     A built-in name wins over a same-named folder in the working directory; write ``./digits`` for the
@@ -32,6 +32,7 @@ def load_data(source: str, *, resolution: int, seed: int = 0) -> DataSplits:
             ``train/``, ``test/`` and optionally ``val/`` or ``holdout/`` subfolders).
         resolution: side of the square images the splits return.
         seed: seed of every split and random choice; the same seed gives identical tensors.
+        class_map: folder name -> model output index (:mod:`edgeflow.data.classes`), for a directory.
 
     Raises:
         UnknownNameError: ``source`` is neither a built-in name nor an existing path.
@@ -43,9 +44,11 @@ def load_data(source: str, *, resolution: int, seed: int = 0) -> DataSplits:
         raise DataError(f"seed must be an integer from 0 to 2**32 - 1, got {seed!r}")
     source = str(source)
     if source.strip().lower() in _BUILT_INS:
+        if class_map is not None:
+            raise DataError(f"a class map or labels file maps folders of images; {source} is a built-in data set")
         return _BUILT_INS.get(source)(resolution=resolution, seed=seed)
     if _looks_like_path(source):
-        return load_image_folder(source, resolution=resolution, seed=seed)
+        return load_image_folder(source, resolution=resolution, seed=seed, class_map=class_map)
     close = difflib.get_close_matches(source.strip().lower(), list_datasets(), n=2)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise UnknownNameError(

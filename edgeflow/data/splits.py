@@ -121,6 +121,7 @@ class DataSplits:
     test: ImageDataset
     class_names: list[str]
     seed: int = 0
+    output_indices: list[int] | None = None  # the model output of each class, where a sparse class map says
 
     @property
     def num_classes(self) -> int:
@@ -147,6 +148,7 @@ class DataSplits:
             test=self.test.with_resolution(resolution),
             class_names=list(self.class_names),
             seed=self.seed,
+            output_indices=self.output_indices,
         )
 
     def every_image(self) -> ImageDataset:

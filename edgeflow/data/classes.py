@@ -1,0 +1,70 @@
+"""Which model output each class folder is: a labels file (one class a line, line number = output index) or a
+class map (a TSV of folder name and output index, a header row allowed: Imagenette's ``classes.tsv`` is one).
+
+Both read into ``{folder name: output index}``. A map that is only a reordering of as many outputs as there are
+folders relabels the data; a sparse one (10 folders of a 1,000-output model) keeps the folders as the classes
+and records which output each one is, so accuracy is scored over those outputs (:mod:`edgeflow.accuracy`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeflow.errors import DataError
+
+
+def read_labels(path: str | Path) -> dict[str, int]:
+    """A labels file: the class on line ``i`` (from 0) is output ``i``; blank lines at the end are ignored."""
+    lines = _read_lines(path, kind="labels file")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    mapping: dict[str, int] = {}
+    for number, line in enumerate(lines):
+        name = line.strip()
+        if not name:
+            raise DataError(f"labels file {path}, line {number + 1}: empty (every output needs its class name)")
+        if name in mapping:
+            raise DataError(f"labels file {path}, line {number + 1}: {name!r} is already on line {mapping[name] + 1}")
+        mapping[name] = number
+    if not mapping:
+        raise DataError(f"labels file {path} names no class")
+    return mapping
+
+
+def read_class_map(path: str | Path) -> dict[str, int]:
+    """A class map: tab-separated ``folder<TAB>output index[<TAB>anything]``; a first row whose second column is
+    not a number is a header."""
+    mapping: dict[str, int] = {}
+    for number, line in enumerate(_read_lines(path, kind="class map"), start=1):
+        if not line.strip():
+            continue
+        columns = line.rstrip("\n").split("\t")
+        if len(columns) < 2:
+            raise DataError(f"class map {path}, line {number}: expected 'folder<TAB>output index', got {line!r}")
+        name, index = columns[0].strip(), columns[1].strip()
+        if not index.lstrip("-").isdigit():
+            if number == 1 and not mapping:
+                continue  # the header row
+            raise DataError(f"class map {path}, line {number}: output index {index!r} is not a whole number")
+        if int(index) < 0:
+            raise DataError(f"class map {path}, line {number}: output index {index} is negative")
+        if name in mapping:
+            raise DataError(f"class map {path}, line {number}: folder {name!r} is mapped twice")
+        mapping[name] = int(index)
+    if not mapping:
+        raise DataError(f"class map {path} maps no folder")
+    taken: dict[int, str] = {}
+    for name, index in mapping.items():
+        if index in taken:
+            raise DataError(f"class map {path}: {taken[index]!r} and {name!r} are both output {index}")
+        taken[index] = name
+    return mapping
+
+
+def _read_lines(path: str | Path, *, kind: str) -> list[str]:
+    try:
+        return Path(path).expanduser().read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{kind} not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{kind} {path} cannot be read: {exc}") from None
