@@ -162,10 +162,9 @@ def evaluate(
 
 def _infer_precision(artifact: Artifact) -> None:
     """Mark an artifact int8 when its graph carries quantization."""
-    from edgeflow.backends.openvino import read_model
-    from edgeflow.compress.nncf_ptq import is_quantized
+    from edgeflow.compress.chain import is_quantized_artifact
 
-    if is_quantized(read_model(artifact)):
+    if is_quantized_artifact(artifact):
         artifact.precision = "int8"
 
 

@@ -307,3 +307,44 @@ def test_eval_a_1000_output_model_on_imagenette_val_through_its_class_map(tmp_pa
     stats = json.loads(result.stdout)
     assert stats["samples"] == 3925 and stats["split"] == "test" and stats["outputs"] == 1000  # val, every image
     assert 0 <= stats["top1_all_outputs"] <= stats["top1"] <= 1
+
+
+@pytest.fixture(scope="module")
+def qoperator_onnx(tmp_path_factory) -> tuple[Path, Path]:
+    """The tiny net as float ONNX and as ONNX Runtime's QOperator INT8 (QLinearConv, QGemm: OpenVINO reads neither)."""
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    folder = tmp_path_factory.mktemp("qoperator")
+    floats = _tiny_onnx(folder, num_classes=10)
+
+    class Images(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(np.random.default_rng(0).standard_normal((8, 1, 3, 16, 16)).astype(np.float32))
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {"input": batch}
+
+    quantized = folder / "tiny_qoperator.onnx"
+    quantize_static(str(floats), str(quantized), Images(), quant_format=QuantFormat.QOperator)
+    return floats, quantized
+
+
+def test_an_already_quantized_qoperator_onnx_goes_to_the_runtime_that_reads_it(qoperator_onnx) -> None:
+    floats, quantized = qoperator_onnx
+    profiled = invoke("profile", str(quantized), "--device", "cpu", "-n", "20", "-t", "1", "--json")
+    assert profiled.exit_code == 0, profiled.output
+    data = json.loads(profiled.stdout)
+    assert data["backend"] == "onnxruntime" and data["precision"] == "int8" and data["measured"] is True
+    reference = json.loads(invoke("profile", str(floats), "--device", "cpu", "-n", "20", "-t", "1", "--json").stdout)
+    assert data["macs"] == reference["macs"] == 13904  # counted on the ONNX graph: TinyNet's MACs by hand
+    evaluated = invoke("eval", str(quantized), "--data", "digits", "--json")
+    assert evaluated.exit_code == 0 and json.loads(evaluated.stdout)["runtime"] == "onnxruntime", evaluated.output
+    assert_one_line_error(
+        invoke("eval", str(quantized), "--data", "digits", "--backend", "openvino"),
+        "openvino: -- No conversion rule found for operations",
+    )
+    refused = invoke("eval", str(quantized), "--data", "digits", "--backend", "openvino")
+    assert "try --backend onnxruntime" in refused.output
+    assert_one_line_error(invoke("quantize", str(quantized), "--data", "digits"), "is already quantized")

@@ -94,3 +94,10 @@ def test_interleaved_rounds_time_every_model_each_round(tiny_artifacts) -> None:
     rounds = time_in_turn(compiled, rounds=3, config=config).rounds_ms
     assert set(rounds) == {"openvino", "onnxruntime"}
     assert all(len(values) == 3 and all(value > 0 for value in values) for values in rounds.values())
+
+
+def test_onnx_graph_cost_matches_the_openvino_count(tiny_artifacts) -> None:
+    """The ONNX-side counter (for graphs OpenVINO cannot convert) counts what the OpenVINO one counts."""
+    from edgeflow.profiling.cost import count_onnx_cost
+
+    assert count_onnx_cost(tiny_artifacts["onnx"].path) == artifact_cost(tiny_artifacts["onnx"])

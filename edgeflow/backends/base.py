@@ -65,3 +65,8 @@ class Backend(ABC):
 
     @abstractmethod
     def version(self) -> str: ...
+
+    def cannot_read(self, artifact: Artifact) -> str | None:
+        """Why this runtime cannot read ``artifact`` (operators it has no kernel for, ...), or None when it can.
+        Runtimes that find out only while compiling say None."""
+        return None

@@ -118,6 +118,14 @@ class OpenVINOBackend(Backend):
 
         return ov.__version__.split("-")[0]
 
+    def cannot_read(self, artifact: Artifact) -> str | None:
+        """OpenVINO reads the file (its ONNX frontend has no QLinear*/QGemm conversion, for one)."""
+        try:
+            read_model(artifact)
+        except ModelLoadError as exc:
+            return str(exc).split("OpenVINO cannot read this model: ", 1)[-1]
+        return None
+
     def compile(
         self, artifact: Artifact, *, settings: RuntimeSettings, layer_profile: bool = False
     ) -> OpenVINOCompiled:

@@ -66,6 +66,19 @@ def build_variant(
     )
 
 
+def is_quantized_artifact(artifact: Artifact) -> bool:
+    """Whether an ONNX or IR file already carries quantization: an ONNX is read as ONNX (QDQ pairs, QLinear* or
+    *Integer nodes, which OpenVINO may not read), an IR through OpenVINO (FakeQuantize, int8 weights)."""
+    if artifact.format == "onnx":
+        from edgeflow.compress.ort_quantize import is_quantized_onnx
+
+        return is_quantized_onnx(artifact.path)
+    from edgeflow.backends.openvino import read_model
+    from edgeflow.compress.nncf_ptq import is_quantized
+
+    return is_quantized(read_model(artifact))
+
+
 def _fp16(base: Artifact, *, path: Path) -> Artifact:
     if base.format == "onnx":
         from edgeflow.compress.ort_quantize import convert_onnx_fp16

@@ -18,11 +18,11 @@ from edgeflow.accuracy import (
 )
 from edgeflow.artifact import artifact_from_path
 from edgeflow.backends import choose_backend, get_backend
-from edgeflow.compress.chain import AUTO_CHAIN, FloatArtifacts, quantize_within_budget
+from edgeflow.compress.chain import AUTO_CHAIN, FloatArtifacts, is_quantized_artifact, quantize_within_budget
 from edgeflow.compress.stats import QuantizationStats
 from edgeflow.data import load_data
 from edgeflow.device import DeviceSpec, RuntimeSettings, as_device
-from edgeflow.errors import ConfigError
+from edgeflow.errors import ConfigError, ShapeError
 from edgeflow.io import ensure_writable_dir
 from edgeflow.progress import Progress
 from edgeflow.recipe import INT8_METHODS, QuantizeConfig, VariantSpec
@@ -79,6 +79,8 @@ def quantize_artifact(
     if "int8" not in device_spec.precisions:
         raise ConfigError(f"device {device_spec.name} does not run int8 (it has: {', '.join(device_spec.precisions)})")
     source = artifact_from_path(artifact)
+    if is_quantized_artifact(source):  # said before anything is built or printed
+        raise ShapeError(f"{source.path} is already quantized; give the float model")
     target = choose_backend(source, device_spec, backend=backend)
     out_dir = Path(out) if out is not None else source.path.parent
     ensure_writable_dir(out_dir)

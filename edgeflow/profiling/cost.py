@@ -76,8 +76,61 @@ def artifact_cost(artifact: Artifact) -> CostStats:
     if artifact.format == "onnx":
         import openvino as ov
 
-        # convert_model normalizes the ONNX frontend's graph (Gemm alpha/beta, bias reshapes) like the IR.
-        return count_cost(ov.convert_model(str(artifact.path)))
+        try:
+            # convert_model normalizes the ONNX frontend's graph (Gemm alpha/beta, bias reshapes) like the IR.
+            return count_cost(ov.convert_model(str(artifact.path)))
+        except Exception:  # operators OpenVINO cannot convert (QLinearConv, QGemm, ...): count the ONNX graph
+            return count_onnx_cost(artifact.path)
     from edgeflow.backends.openvino import read_model
 
     return count_cost(read_model(artifact))
+
+
+# ONNX operators that multiply-accumulate: the input that holds the weights, and the one that holds the bias.
+_ONNX_WEIGHTED = {
+    "Conv": (1, 2), "ConvInteger": (1, None), "QLinearConv": (3, 8),
+    "Gemm": (1, 2), "QGemm": (3, 6), "MatMul": (1, None), "MatMulInteger": (1, None), "QLinearMatMul": (3, None),
+}  # fmt: skip
+
+
+def count_onnx_cost(path) -> CostStats:
+    """MACs and params of an ONNX file read as ONNX (for graphs OpenVINO cannot convert, such as QOperator
+    models): convolutions count output elements x input channels per group x kernel area, matrix products
+    M x K x N; params are the weights and biases of those operators, from initializers or Constant nodes."""
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    model = shape_inference.infer_shapes(onnx.load(str(path)))
+    graph = model.graph
+    constants = {init.name: tuple(init.dims) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            if value is not None:
+                constants[node.output[0]] = tuple(numpy_helper.to_array(value).shape)
+    shapes = {
+        info.name: tuple(dim.dim_value for dim in info.type.tensor_type.shape.dim)
+        for info in [*graph.value_info, *graph.output, *graph.input]
+    }
+    first = shapes.get(graph.input[0].name, ()) if graph.input else ()
+    batch = first[0] if first and first[0] > 0 else 1
+    macs = params = 0
+    for node in graph.node:
+        if node.op_type not in _ONNX_WEIGHTED:
+            continue
+        weight_at, bias_at = _ONNX_WEIGHTED[node.op_type]
+        weight = constants.get(node.input[weight_at]) if len(node.input) > weight_at else None
+        if weight is None:
+            continue  # both operands computed: no weights to count (attention-like products)
+        params += int(np.prod(weight)) if weight else 1
+        if bias_at is not None and len(node.input) > bias_at and node.input[bias_at] in constants:
+            params += int(np.prod(constants[node.input[bias_at]]) or 1)
+        if node.op_type in {"Conv", "ConvInteger", "QLinearConv"}:
+            output = shapes.get(node.output[0])
+            if output and all(size > 0 for size in output):
+                macs += int(np.prod(output)) * int(np.prod(weight[1:]))
+        else:  # M x K x N = the rows of the data operand x the weight's K x N (transposed or not)
+            data = shapes.get(node.input[0], ())
+            rows = int(np.prod(data[:-1])) if data and all(size > 0 for size in data) else batch
+            macs += rows * int(np.prod(weight))
+    return CostStats(macs=macs // batch, params=params)
