@@ -311,3 +311,32 @@ def test_load_onnx(tmp_path: Path) -> None:
     _export_onnx(_TwoInputs(), (torch.randn(1, 2), torch.randn(1, 2)), two)
     with pytest.raises(ModelLoadError, match="has 2 inputs"):
         load_onnx(two)
+
+
+def test_timm_architectures_by_name(tmp_path) -> None:
+    """timm:<name> builds timm's model with random weights (nothing downloaded), exports like the others, and
+    its checkpoint loads with weights_only; an unknown name suggests the close ones."""
+    pytest.importorskip("timm", reason="timm is not installed (pip install -e .)")
+    import numpy as np
+    import onnxruntime as ort
+
+    from edgeflow.errors import UnknownNameError
+    from edgeflow.export.onnx import export_onnx
+    from edgeflow.models import create_model, load_checkpoint, model_info
+
+    info = model_info("timm:mobilenetv4_conv_small")
+    assert (info.source, info.default_resolution, info.global_pool, info.supports_width) == ("timm", 224, True, False)
+    model = create_model("timm:mobilenetv4_conv_small", num_classes=10).eval()
+    assert type(model).__name__ == "MobileNetV3"  # timm builds MobileNetV4 with its MobileNetV3 class
+    images = torch.randn(1, 3, 64, 64)
+    artifact = export_onnx(model, input_shape=(1, 3, 64, 64), path=tmp_path / "v4.onnx")
+    session = ort.InferenceSession(str(artifact.path))
+    exported = session.run(None, {"input": images.numpy()})[0]
+    with torch.no_grad():
+        assert np.allclose(exported, model(images).numpy(), atol=1e-4)
+    torch.save(model.state_dict(), tmp_path / "v4.pt")
+    loaded = load_checkpoint(tmp_path / "v4.pt", arch="timm:mobilenetv4_conv_small", num_classes=10).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(images), model(images))
+    with pytest.raises(UnknownNameError, match="did you mean timm:mobilenetv4_conv_small"):
+        model_info("timm:mobilenetv4_conv_smal")

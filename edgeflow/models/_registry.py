@@ -93,7 +93,14 @@ def model_info(name: str) -> ModelInfo:
     Raises:
         UnknownNameError: no such model; the message lists close matches.
     """
-    return model_registry().get(name).info
+    return _entry(name).info
+
+
+def _entry(name: str) -> ModelEntry:
+    """A registered model, or a timm architecture named ``timm:<name>`` (built on first use)."""
+    from edgeflow.models.timm_models import is_timm_name, timm_entry
+
+    return timm_entry(name.strip()) if is_timm_name(name) else model_registry().get(name)
 
 
 def create_model(name: str, *, num_classes: int, width: float = 1.0) -> nn.Module:
@@ -112,7 +119,7 @@ def create_model(name: str, *, num_classes: int, width: float = 1.0) -> nn.Modul
         >>> create_model("mobilenetv3", num_classes=10, width=0.5).classifier[-1].out_features
         10
     """
-    entry = model_registry().get(name)
+    entry = _entry(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
     validate_width(entry.info, width)
