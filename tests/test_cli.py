@@ -293,6 +293,7 @@ def test_eval_of_a_model_with_more_outputs_through_a_class_map(tmp_path: Path) -
     )
 
 
+@pytest.mark.slow  # reads Imagenette's 13,394 photos twice
 def test_eval_a_1000_output_model_on_imagenette_val_through_its_class_map(tmp_path: Path) -> None:
     """Imagenette's own classes.tsv (../shared) maps its 10 wnid folders to ImageNet-1k outputs; a 1,000-output
     model is scored on the whole val split through it (and refused without it)."""

@@ -97,10 +97,18 @@ def model_info(name: str) -> ModelInfo:
 
 
 def _entry(name: str) -> ModelEntry:
-    """A registered model, or a timm architecture named ``timm:<name>`` (built on first use)."""
-    from edgeflow.models.timm_models import is_timm_name, timm_entry
+    """A registered model, or a timm architecture named ``timm:<name>`` (its entry made on first use)."""
+    from edgeflow.models.timm_models import is_timm_name
 
-    return timm_entry(name.strip()) if is_timm_name(name) else model_registry().get(name)
+    return _timm_entry(name.strip()) if is_timm_name(name) else model_registry().get(name)
+
+
+@cache
+def _timm_entry(name: str) -> ModelEntry:
+    from edgeflow.models.timm_models import timm_spec
+
+    fields, build = timm_spec(name)
+    return ModelEntry(ModelInfo(**fields), build)
 
 
 def create_model(name: str, *, num_classes: int, width: float = 1.0) -> nn.Module:

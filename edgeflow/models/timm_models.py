@@ -6,7 +6,7 @@ multiplier is chosen by name rather than by ``--width``."""
 from __future__ import annotations
 
 import difflib
-from functools import cache
+from collections.abc import Callable
 
 from edgeflow.errors import ConfigError, UnknownNameError
 from edgeflow.models.multipliers import MIN_RESOLUTION
@@ -28,11 +28,9 @@ def _timm():
     return timm
 
 
-@cache
-def timm_entry(name: str):
-    """The registry entry of ``timm:<arch>``: its metadata (default input side from timm's config) and builder."""
-    from edgeflow.models._registry import ModelEntry, ModelInfo
-
+def timm_spec(name: str) -> tuple[dict, Callable[..., object]]:
+    """``timm:<arch>``'s metadata (the fields of a ModelInfo; the default input side from timm's config) and
+    its builder; the registry wraps them into its entry."""
     timm = _timm()
     arch = name.strip()[len(PREFIX) :]
     if not timm.is_model(arch):
@@ -41,7 +39,7 @@ def timm_entry(name: str):
         raise UnknownNameError(f"unknown timm model {arch!r}{hint}")
     config = timm.models.get_pretrained_cfg(arch)
     input_size = getattr(config, "input_size", None) or (3, 224, 224)
-    info = ModelInfo(
+    info = dict(
         name=PREFIX + arch,
         family=f"timm-{arch.split('_')[0]}",
         aliases=(),
@@ -55,4 +53,4 @@ def timm_entry(name: str):
     def build(*, num_classes: int, width: float):
         return timm.create_model(arch, pretrained=False, num_classes=num_classes)
 
-    return ModelEntry(info, build)
+    return info, build
