@@ -103,6 +103,7 @@ def test_auto_preset_picks_mixed_for_hswish(trained) -> None:
     assert summary.settings["preset"] == "mixed"
 
 
+@pytest.mark.slow  # quantizes twice and times both
 def test_fastest_preset_times_both_and_keeps_the_fastest_within_budget(trained) -> None:
     """``preset: fastest`` builds both NNCF presets, judges them on holdout and times those within the
     budget on the device's runtime; the one kept is the fastest of those, and no candidate file is left.

@@ -70,6 +70,7 @@ def _writer(path: str, writer: int, nights: int) -> None:
             _night(store, f"w{writer}-n{night}", [_cell(samples), _cell(samples, size=7, precision="int8")])
 
 
+@pytest.mark.slow  # several writer processes, seconds each
 def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     path = tmp_path / "h.sqlite"
     context = multiprocessing.get_context("spawn")

@@ -91,6 +91,7 @@ def test_jetson_bundle_and_the_command_to_build_it(jetson_run) -> None:
     )
 
 
+@pytest.mark.slow  # a whole optimize run over SSH
 def test_optimize_over_ssh_measures_on_the_device(loopback_ssh, tmp_path: Path) -> None:
     device_file = tmp_path / "loopback.yaml"
     device_file.write_text(loopback_ssh.device_yaml(python=sys.executable))
@@ -109,6 +110,7 @@ def test_optimize_over_ssh_measures_on_the_device(loopback_ssh, tmp_path: Path) 
     assert manifest["metrics"]["latency"]["measured"] is True and manifest["device"]["transport"] == "ssh"
 
 
+@pytest.mark.slow  # a whole optimize run for a phone
 def test_phone_bundle_has_the_ort_format_and_it_runs(tmp_path: Path) -> None:
     import onnxruntime as ort
 
