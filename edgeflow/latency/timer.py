@@ -3,7 +3,6 @@ cost of doing so. The lookup table and the search's measured oracle both time th
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import time
 from dataclasses import KW_ONLY, dataclass, field
@@ -15,7 +14,7 @@ from edgeflow.artifact import Artifact
 from edgeflow.backends import Compiled, get_backend
 from edgeflow.device import DeviceSpec, RuntimeSettings
 from edgeflow.export.onnx import export_onnx
-from edgeflow.profiling.in_turn import time_in_turn
+from edgeflow.profiling.in_turn import InTurnStats, time_in_turn
 from edgeflow.profiling.loop import ProfileConfig, time_inference
 
 
@@ -77,14 +76,7 @@ class Timer:
     ) -> dict[str, list[float]]:
         """Time ``modules`` (torch modules taking ``input_shape``, or already compiled) one after another,
         round after round; each one's p50 of every round (ms)."""
-        started = time.perf_counter()
-        compiled = {
-            name: module if isinstance(module, Compiled) else self.compile_module(module, input_shape)
-            for name, module in modules.items()
-        }
-        timed = time_in_turn(compiled, rounds=rounds, config=profile or self.profile)
-        self.cost.add(time.perf_counter() - started)
-        return timed.rounds_ms
+        return self._in_turn(modules, input_shape, rounds=rounds, profile=profile).rounds_ms
 
     def time_in_turn(
         self,
@@ -95,8 +87,17 @@ class Timer:
         profile: ProfileConfig | None = None,
     ) -> dict[str, float]:
         """Like :meth:`rounds_in_turn`: the median of each one's p50s (ms)."""
-        per_round = self.rounds_in_turn(modules, input_shape, rounds=rounds, profile=profile)
-        return {name: statistics.median(values) for name, values in per_round.items()}
+        return self._in_turn(modules, input_shape, rounds=rounds, profile=profile).medians()
+
+    def _in_turn(self, modules, input_shape, *, rounds: int, profile: ProfileConfig | None) -> InTurnStats:
+        started = time.perf_counter()
+        compiled = {
+            name: module if isinstance(module, Compiled) else self.compile_module(module, input_shape)
+            for name, module in modules.items()
+        }
+        timed = time_in_turn(compiled, rounds=rounds, config=profile or self.profile)
+        self.cost.add(time.perf_counter() - started)
+        return timed
 
     def context(self) -> str:
         """What a lookup table's figures depend on: device, runtime and version, precision, threads."""
