@@ -173,9 +173,6 @@ def run_on_device(
     estimate = None
     if plan == "local":
         compiled, timing = compile_and_time(artifact, device=device, settings=settings, backend=backend, config=profile)
-        (logits, labels), (held_logits, held_labels) = (
-            collect_logits(compiled, split, max_samples=max_samples) for split in (test, holdout)
-        )
         runtime = compiled.backend
     elif plan == "agent":
         images, labels = _images(test, max_samples)
@@ -189,9 +186,6 @@ def run_on_device(
     else:  # trtexec, perf_test and estimate: the accuracy comes from a runtime of this host reading the same file
         host_backend = "openvino" if artifact.format == "openvino" else "onnxruntime"
         compiled = get_backend(host_backend).compile(artifact, settings=RuntimeSettings(execution_precision="f32"))
-        (logits, labels), (held_logits, held_labels) = (
-            collect_logits(compiled, split, max_samples=max_samples) for split in (test, holdout)
-        )
         runtime = f"{host_backend} on this host ({backend} is on {device.name})"
         if plan == "estimate":
             timing = None
@@ -201,6 +195,10 @@ def run_on_device(
             timing = time_remotely(
                 artifact, plan=plan, device=device, backend=backend, precision=precision, profile=profile
             )
+    if plan != "agent":  # the agent computed its logits on the device; elsewhere the compiled model here does
+        (logits, labels), (held_logits, held_labels) = (
+            collect_logits(compiled, split, max_samples=max_samples) for split in (test, holdout)
+        )
     cost = artifact_cost(cost_graph or artifact)  # after the timing: its graph reading stays out of the memory peaks
     return DeviceStats(
         plan=plan, why=why, timing=timing, estimate=estimate, precision=precision,
