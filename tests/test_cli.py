@@ -179,6 +179,7 @@ def test_multipliers_on_export(tmp_path: Path) -> None:
     assert_one_line_error(both, "not both")
 
 
+@pytest.mark.slow  # a whole optimize run through the CLI (the API's is in test_api)
 def test_optimize_json_keeps_stdout_clean(tmp_path: Path) -> None:
     exported = invoke(
         "export", "mobilenet_v3_small", "--resolution", "32", "--num-classes", "10", "--out", str(tmp_path), "--json"
