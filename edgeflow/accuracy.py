@@ -148,13 +148,19 @@ class ParityStats(BaseModel):
     max_abs_diff: float
     mean_abs_diff: float
     top1_agreement: float
-    cosine_similarity: float  # mean over samples of the cosine between the two logit vectors
+    cosine_similarity: float  # mean over samples of the cosine between the two output vectors
+    outputs: str = "logits"  # what was compared: "logits", or "probabilities" when the outputs are a softmax
 
 
 def measure_parity(reference: np.ndarray, candidate: np.ndarray, *, reference_name: str, runtime: str) -> ParityStats:
-    """Compare two stacks of logits (N x classes) computed on the same inputs."""
+    """Compare two stacks of outputs (N x classes) computed on the same inputs, like with like: when one side
+    is probabilities (a model ending in a softmax) and the other logits, the logits are turned into
+    probabilities first; the figures then say they are over probabilities."""
     reference = reference.astype(np.float64)
     candidate = candidate.astype(np.float64)
+    kinds = {are_probabilities(reference), are_probabilities(candidate)}
+    if kinds == {True, False}:
+        reference, candidate = (softmax(v) if not are_probabilities(v) else v for v in (reference, candidate))
     diff = np.abs(reference - candidate)
     agreement = float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))
     norms = np.linalg.norm(reference, axis=1) * np.linalg.norm(candidate, axis=1)
@@ -167,4 +173,19 @@ def measure_parity(reference: np.ndarray, candidate: np.ndarray, *, reference_na
         mean_abs_diff=float(diff.mean()),
         top1_agreement=agreement,
         cosine_similarity=float(cosine.mean()),
+        outputs="probabilities" if True in kinds else "logits",
     )
+
+
+def are_probabilities(outputs: np.ndarray) -> bool:
+    """Rows that are all in [0, 1] and sum to 1 (within 0.05: an int8 softmax's outputs are steps of 1/256): a
+    softmax's output, not logits."""
+    return bool(
+        outputs.size and outputs.min() >= -1e-6 and outputs.max() <= 1 + 1e-6
+        and np.allclose(outputs.sum(axis=1), 1.0, atol=0.05)
+    )  # fmt: skip
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)

@@ -16,13 +16,16 @@ from edgeflow.artifact import Artifact, artifact_from_path
 from edgeflow.backends import choose_backend, get_backend
 from edgeflow.compress.quantize_artifact import quantize_artifact as quantize
 from edgeflow.config import parse_spec
-from edgeflow.data import load_data
+from edgeflow.data.classes import read_class_order
+from edgeflow.data.load import load_data_for_input
+from edgeflow.data.preprocess import PreprocessSpec, as_preprocess, parse_input_shape
 from edgeflow.device import DeviceSpec, as_device
 from edgeflow.errors import ConfigError
 from edgeflow.export.onnx import export_onnx
 from edgeflow.export.openvino import convert_to_openvino
 from edgeflow.io import ensure_writable_dir
 from edgeflow.models import model_info
+from edgeflow.models.onnx_input import prepare_artifact
 from edgeflow.models.source import looks_like_file, resolve_model
 from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.profiling.profile import ProfileStats
@@ -40,11 +43,16 @@ def optimize(
     out: str | Path = "reports/latest",
     arch: str | None = None,
     progress: Progress | None = None,
+    preprocess: str | Path | PreprocessSpec | None = None,
+    input_shape: str | tuple[int, ...] | None = None,
+    class_map: str | Path | None = None,
+    labels: str | Path | None = None,
 ) -> Report:
     """Scale, train (if needed), export, quantize, then time and evaluate every variant on ``device``.
 
     ``recipe`` defaults to the device's own (``recipe:`` in its file: ``tensorrt`` for Jetsons), else
-    ``default``. Where the device is not attached, latencies are estimated and labelled so.
+    ``default``. Where the device is not attached, latencies are estimated and labelled so. ``preprocess``,
+    ``input_shape``, ``class_map`` and ``labels`` override the recipe's keys of the same names.
 
     Writes ``out/report.{json,md,html}``, the accuracy-latency plot and the artifacts; the folder
     appears only when the whole run succeeded.
@@ -52,7 +60,10 @@ def optimize(
     from edgeflow.workflow import run_optimize
 
     device_spec = as_device(device)
-    recipe_spec = as_recipe(recipe if recipe is not None else device_spec.recipe or "default")
+    recipe_spec = as_recipe(recipe if recipe is not None else device_spec.recipe or "default").with_inputs(
+        preprocess=as_preprocess(preprocess), input_shape=parse_input_shape(input_shape), class_map=class_map,
+        labels=labels,
+    )  # fmt: skip
     return run_optimize(
         model, device=device_spec, recipe=recipe_spec, data=data, out=Path(out), arch=arch,
         progress=progress or Progress.silent(),
@@ -109,6 +120,7 @@ def profile(
     device: str | Path | DeviceSpec = "cpu",
     backend: str | None = None,
     config: ProfileConfig | None = None,
+    input_shape: str | tuple[int, ...] | None = None,
 ) -> ProfileStats:
     """Time an exported artifact (.onnx or .xml) on ``device``'s runtime: in this process for a local
     device, through the benchmark agent or trtexec for an SSH device (never estimated: a device that
@@ -117,6 +129,7 @@ def profile(
 
     device_spec = as_device(device)
     loaded = artifact_from_path(artifact)
+    prepare_artifact(loaded, input_shape=parse_input_shape(input_shape))
     _infer_precision(loaded)
     chosen = choose_backend(loaded, device_spec, backend=backend)
     return profile_on_device(loaded, device=device_spec, backend=chosen, config=config or ProfileConfig())
@@ -133,26 +146,30 @@ def evaluate(
     seed: int = 0,
     labels: str | Path | None = None,
     class_map: str | Path | None = None,
+    preprocess: str | Path | PreprocessSpec | None = None,
+    input_shape: str | tuple[int, ...] | None = None,
 ) -> AccuracyStats:
     """Top-1/top-5 of an exported artifact on a data split (``test``, ``holdout``) or on every image of the data
     (``all``: a finished model scored on a whole folder), computed through the device's runtime.
 
     ``labels`` (one class a line, line = output) or ``class_map`` (TSV: folder, output) say which output each
-    class folder is; a model with more outputs than folders (ImageNet's 1,000 on Imagenette's 10) is then
-    scored over the outputs its classes map to, with the top-1 over every output beside it."""
-    from edgeflow.data.classes import read_class_map, read_labels
-
+    class folder is (else the labels an ONNX's metadata carries, else the sorted folder names); a model with
+    more outputs than folders (ImageNet's 1,000 on Imagenette's 10) is then scored over the outputs its classes
+    map to, with the top-1 over every output beside it. ``preprocess`` (a YAML file or spec; else the ONNX's
+    metadata, else the data set's default) reads the images; ``input_shape`` fixes dynamic dimensions."""
     if split not in {"test", "holdout", "all"}:
         raise ConfigError(f"unknown split {split!r}; choose test, holdout or all")
-    if labels is not None and class_map is not None:
-        raise ConfigError("give a labels file or a class map, not both")
-    mapping = read_labels(labels) if labels is not None else read_class_map(class_map) if class_map else None
+    mapping = read_class_order(labels=labels, class_map=class_map)
     device_spec = as_device(device)
     loaded = artifact_from_path(artifact)
+    spec, own_labels = prepare_artifact(
+        loaded, input_shape=parse_input_shape(input_shape), preprocess=as_preprocess(preprocess)
+    )
+    if mapping is None and own_labels is not None:
+        mapping = {name: index for index, name in enumerate(own_labels)}
     chosen = choose_backend(loaded, device_spec, backend=backend)
     compiled = get_backend(chosen).compile(loaded, settings=device_spec.runtime)
-    resolution = compiled.input_shape[-1]
-    splits = load_data(data, resolution=resolution, seed=seed, class_map=mapping)
+    splits = load_data_for_input(data, input_shape=compiled.input_shape, preprocess=spec, seed=seed, class_map=mapping)
     dataset = splits.every_image() if split == "all" else getattr(splits, split)
     return evaluate_compiled(
         compiled, dataset, split=split, max_samples=max_samples, num_classes=splits.num_classes, data=str(data),

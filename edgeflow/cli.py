@@ -30,6 +30,12 @@ DataSetOption = typer.Option(None, "--data", help="digits, digits-hard, or an Im
 ArchOption = typer.Option(None, "--arch", help="architecture of a checkpoint file")
 HostOption = typer.Option(None, "--host", help="ssh devices: [user@]host[:port] (overrides the file and env)")
 KeyOption = typer.Option(None, "--key", help="ssh devices: private key file")
+PreprocessOption = typer.Option(
+    None, "--preprocess", help="YAML: size [H, W], resize, resize_side, scale, mean, std, channels, layout"
+)
+InputShapeOption = typer.Option(None, "--input-shape", help="shape to run at, e.g. 1x3x48x192 (dynamic dimensions)")
+LabelsOption = typer.Option(None, "--labels", help="one class a line; line number = model output")
+ClassMapOption = typer.Option(None, "--class-map", help="TSV: class folder, model output index (a header row allowed)")
 
 
 @contextlib.contextmanager
@@ -81,6 +87,10 @@ def optimize(
     arch: str | None = ArchOption,
     host: str | None = HostOption,
     key: str | None = KeyOption,
+    preprocess: Path | None = PreprocessOption,
+    input_shape: str | None = InputShapeOption,
+    labels: Path | None = LabelsOption,
+    class_map: Path | None = ClassMapOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Compress, export, time and evaluate MODEL on DEVICE, and write a report."""
@@ -96,6 +106,10 @@ def optimize(
             out=out,
             arch=arch,
             progress=_progress(not as_json),
+            preprocess=preprocess,
+            input_shape=input_shape,
+            labels=labels,
+            class_map=class_map,
         )
     )
     if as_json:
@@ -132,6 +146,10 @@ def search(
     out: Path = typer.Option(Path("reports/search"), "--out", "-o", help="search folder (state/ and reports)"),
     arch: str | None = ArchOption,
     resume: bool = typer.Option(False, "--resume", help="go on with the unfinished search in --out"),
+    preprocess: Path | None = PreprocessOption,
+    input_shape: str | None = InputShapeOption,
+    labels: Path | None = LabelsOption,
+    class_map: Path | None = ClassMapOption,
     as_json: bool = JsonOption,
 ) -> None:
     """NetAdapt: shrink MODEL until its latency measured on DEVICE meets the budget."""
@@ -149,6 +167,10 @@ def search(
             latency_ratio=latency_ratio,
             resume=resume,
             progress=_progress(not as_json),
+            preprocess=preprocess,
+            input_shape=input_shape,
+            labels=labels,
+            class_map=class_map,
         )
     )
     if as_json:
@@ -223,6 +245,7 @@ def profile(
     warmup: int = typer.Option(10, "--warmup", help="untimed runs first"),
     host: str | None = HostOption,
     key: str | None = KeyOption,
+    input_shape: str | None = InputShapeOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Time ARTIFACT on DEVICE's runtime: latency percentiles, cold start, memory, size, MACs."""
@@ -241,6 +264,7 @@ def profile(
                 {"iterations": iterations, "max_seconds": seconds, "warmup": warmup},
                 source="profile options (-n/--iterations, -t/--seconds, --warmup)",
             ),
+            input_shape=input_shape,
         )
     )
     if as_json:
@@ -283,6 +307,10 @@ def quantize(
         "fastest", "--preset", help="fastest (both NNCF presets timed on the device), auto, mixed, performance"
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="output folder (default: beside the artifact)"),
+    preprocess: Path | None = PreprocessOption,
+    input_shape: str | None = InputShapeOption,
+    labels: Path | None = LabelsOption,
+    class_map: Path | None = ClassMapOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Quantize ARTIFACT to INT8 for DEVICE within an accuracy budget, with evidence."""
@@ -303,6 +331,10 @@ def quantize(
             subset_size=subset_size,
             preset=preset,
             progress=_progress(not as_json),
+            preprocess=preprocess,
+            input_shape=input_shape,
+            labels=labels,
+            class_map=class_map,
         )
     )
     if not result.budget_met:
@@ -331,10 +363,10 @@ def evaluate(
     device: str = DeviceOption,
     backend: str | None = typer.Option(None, "--backend", "-b", help="openvino or onnxruntime"),
     split: str = typer.Option("test", "--split", help="test (reported accuracy), holdout, or all (every image)"),
-    labels: Path | None = typer.Option(None, "--labels", help="one class a line; line number = model output"),
-    class_map: Path | None = typer.Option(
-        None, "--class-map", help="TSV: class folder, model output index (a header row allowed)"
-    ),
+    labels: Path | None = LabelsOption,
+    class_map: Path | None = ClassMapOption,
+    preprocess: Path | None = PreprocessOption,
+    input_shape: str | None = InputShapeOption,
     max_samples: int | None = typer.Option(None, "--max-samples", help="evaluate the first N images"),
     as_json: bool = JsonOption,
 ) -> None:
@@ -351,6 +383,8 @@ def evaluate(
             max_samples=max_samples,
             labels=labels,
             class_map=class_map,
+            preprocess=preprocess,
+            input_shape=input_shape,
         )  # fmt: skip
     )
     if as_json:

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from edgeflow.config import StrictModel, find_named_file, list_named_files, parse_spec, read_yaml
+from edgeflow.data.preprocess import PreprocessSpec
 from edgeflow.errors import ConfigError
 from edgeflow.netadapt.config import SearchConfig
 from edgeflow.profiling.loop import ProfileConfig
@@ -21,11 +22,20 @@ class ModelConfig(StrictModel):
     resolution_multiplier: float | None = Field(
         default=None, gt=0, le=4, description="rho: input side = model default x rho (instead of resolution)"
     )
+    input_shape: tuple[int, ...] | None = Field(
+        default=None, description="the shape to run at, e.g. [1, 3, 48, 192]: an ONNX's dynamic dimensions"
+    )
+    num_classes: int | None = Field(
+        default=None, ge=1, description="outputs of a model built here; default: the data's classes "
+        "(for a sparse class map, one more than its largest output)",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _one_way_to_set_resolution(self) -> ModelConfig:
         if self.resolution is not None and self.resolution_multiplier is not None:
             raise ValueError("give resolution or resolution_multiplier, not both")
+        if self.input_shape is not None and (len(self.input_shape) != 4 or min(self.input_shape) < 1):
+            raise ValueError(f"input_shape must be 4 positive integers, got {list(self.input_shape)}")
         return self
 
     def input_side(self, default_resolution: int) -> int | None:
@@ -177,6 +187,12 @@ class Recipe(StrictModel):
         default=0.01, ge=0, le=1, description="recommend the fastest variant within this top-1 drop (holdout)"
     )
     model: ModelConfig = ModelConfig()
+    preprocess: PreprocessSpec | None = Field(
+        default=None, description="how images become the model's input (edgeflow.data.preprocess); default: "
+        "the data set's, or what an ONNX's metadata says",
+    )  # fmt: skip
+    class_map: str | None = Field(default=None, description="TSV of class folder and model output index")
+    labels: str | None = Field(default=None, description="labels file: the class of each output, one a line")
     train: TrainConfig = TrainConfig()
     export: ExportConfig = ExportConfig()
     variants: list[VariantSpec] = Field(min_length=1)
@@ -185,6 +201,35 @@ class Recipe(StrictModel):
     search: SearchConfig | None = Field(
         default=None, description="NetAdapt search before export (edgeflow search, or optimize with this step)"
     )
+
+    def with_inputs(
+        self,
+        *,
+        preprocess: PreprocessSpec | None = None,
+        input_shape: tuple[int, ...] | None = None,
+        class_map: str | Path | None = None,
+        labels: str | Path | None = None,
+    ) -> Recipe:
+        """A copy whose preprocessing, input shape and class order are the ones given (the command line's
+        options), the recipe's own where none is given."""
+        update: dict = {}
+        if preprocess is not None:
+            update["preprocess"] = preprocess
+        if class_map is not None or labels is not None:
+            update.update(class_map=None if class_map is None else str(class_map),
+                          labels=None if labels is None else str(labels))  # fmt: skip
+        recipe = self.model_copy(update=update)
+        if input_shape is not None:
+            recipe.model = recipe.model.model_copy(update={"input_shape": tuple(input_shape)})
+        if recipe.class_map is not None and recipe.labels is not None:
+            raise ConfigError("give a class map or a labels file, not both")
+        return recipe
+
+    @model_validator(mode="after")
+    def _one_class_order(self) -> Recipe:
+        if self.class_map is not None and self.labels is not None:
+            raise ValueError("give class_map or labels, not both")
+        return self
 
     @model_validator(mode="after")
     def _unique_variant_names(self) -> Recipe:

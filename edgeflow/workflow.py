@@ -27,6 +27,7 @@ from edgeflow.errors import ConfigError
 from edgeflow.export.onnx import export_onnx
 from edgeflow.export.openvino import convert_to_openvino
 from edgeflow.io import ensure_writable_dir, staged_dir
+from edgeflow.models.onnx_input import save_with_fixed_input, write_metadata
 from edgeflow.models.source import ModelSource, load_model_and_data
 from edgeflow.progress import Progress
 from edgeflow.recipe import Recipe, VariantSpec
@@ -57,12 +58,20 @@ def run_optimize(
     data_source = data or recipe_spec.data
     source, splits = load_model_and_data(model, arch=arch, data=data_source, recipe=recipe_spec)
     sizes = splits.describe()
+    height, width = splits.size
     progress.stage(
-        f"model {source.name} ({source.kind}) at {source.resolution} px; data {splits.name}: "
+        f"model {source.name} ({source.kind}) at {height}x{width} px; data {splits.name}: "
         f"{sizes['train']} train / {sizes['holdout']} holdout / {sizes['test']} test images"
     )
 
     notes: list[str] = []
+    if splits.output_indices is not None:
+        splits = splits.labelled_by_output()
+        notes.append(
+            f"class map: the {splits.num_classes} classes are outputs {splits.output_indices} of "
+            f"{source.num_classes or 'the model'}'s; top-1 is over every output (a pick outside them counts wrong). "
+            "edgeflow eval --class-map gives the top-1 over the mapped outputs beside it"
+        )
     with staged_dir(out) as stage:
         run = _Run(source=source, splits=splits, recipe=recipe_spec, device=device_spec, stage=stage, progress=progress)
         training = train_if_needed(source, splits, recipe=recipe_spec, progress=progress)
@@ -118,6 +127,8 @@ def run_optimize(
                 resolution=source.resolution,
                 num_classes=splits.num_classes,
                 trained_here=training is not None,
+                input_shape=list(source.input_shape),
+                outputs="probabilities" if source.probabilities else "logits",
             ),
             device=device_spec.model_dump(),
             data=splits.describe(),
@@ -203,14 +214,14 @@ def _search_step(run: _Run, notes: list[str]) -> dict | None:
 def _export(run: _Run) -> tuple[Artifact, list[ParityStats]]:
     """The float ONNX every variant is built from (an ONNX input is copied as it is), with its parity."""
     source, stage = run.source, run.stage
-    if source.onnx_path is not None:
-        copy = stage / "model_fp32.onnx"
-        copy.write_bytes(source.onnx_path.read_bytes())
-        return Artifact(format="onnx", path=copy, input_shape=source.input_shape, lineage=["onnx file"]), []
+    path = stage / "model_fp32.onnx"
+    if source.onnx_path is not None:  # copied with its dynamic dimensions fixed at the shape it runs at
+        save_with_fixed_input(source.onnx_path, path, source.input_shape)
+        write_metadata(path, preprocess=run.splits.preprocess, labels=run.splits.class_names)
+        return Artifact(format="onnx", path=path, input_shape=source.input_shape, lineage=["onnx file"]), []
     run.progress.stage("export to ONNX and check parity with torch")
-    artifact = export_onnx(
-        source.module, input_shape=source.input_shape, path=stage / "model_fp32.onnx", opset=run.recipe.export.opset
-    )
+    artifact = export_onnx(source.module, input_shape=source.input_shape, path=path, opset=run.recipe.export.opset)
+    write_metadata(path, preprocess=run.splits.preprocess, labels=run.splits.class_names)
     artifact.lineage = [f"torch {source.name}", "torch->onnx"]
     return artifact, [_parity(run, artifact, runtime="onnxruntime")]
 

@@ -70,3 +70,26 @@ class Backend(ABC):
         """Why this runtime cannot read ``artifact`` (operators it has no kernel for, ...), or None when it can.
         Runtimes that find out only while compiling say None."""
         return None
+
+
+def resolve_dims(dims: list[int | None], given: tuple[int, ...] | None, *, source: str) -> tuple[int, ...]:
+    """A model input's static shape: its own fixed dimensions (``None`` = dynamic), the dynamic ones filled from
+    ``given`` (the artifact's input shape: ``--input-shape``, or what the pipeline fixed), else a dynamic batch
+    as 1. A dynamic height or width with nothing to fill it is an error naming the option that gives it."""
+    if given is not None and len(given) == len(dims):
+        for index, (own, wanted) in enumerate(zip(dims, given, strict=True)):
+            if own is not None and own != wanted:
+                raise ShapeError(f"{source}: input dimension {index} is fixed at {own}, not {wanted}")
+        return tuple(int(value) for value in given)
+    shape = []
+    for index, dim in enumerate(dims):
+        if dim is not None:
+            shape.append(dim)
+        elif index == 0:
+            shape.append(1)
+        else:
+            raise ShapeError(
+                f"{source}: input dimension {index} is dynamic; give the shape to run at (--input-shape, "
+                "e.g. 1x3x224x224)"
+            )
+    return tuple(shape)

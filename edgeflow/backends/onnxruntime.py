@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from edgeflow.artifact import Artifact
-from edgeflow.backends.base import Backend, Compiled
+from edgeflow.backends.base import Backend, Compiled, resolve_dims
 from edgeflow.backends.openvino import runtime_message
 from edgeflow.device import RuntimeSettings
-from edgeflow.errors import ModelLoadError, ShapeError
+from edgeflow.errors import ModelLoadError
 from edgeflow.profiling.layers import LayerProfileStats, summarize
 
 
@@ -122,14 +122,8 @@ class OnnxRuntimeBackend(Backend):
         inputs = session.get_inputs()
         if len(inputs) != 1:
             raise ModelLoadError(f"{artifact.path}: expected one input, found {len(inputs)}")
-        shape = []
-        for index, dim in enumerate(inputs[0].shape):
-            if isinstance(dim, int):
-                shape.append(dim)
-            elif index == 0:
-                shape.append(1)
-            else:
-                raise ShapeError(f"{artifact.path}: input dimension {index} is dynamic; export a fixed size")
+        dims = [dim if isinstance(dim, int) and dim > 0 else None for dim in inputs[0].shape]
+        shape = resolve_dims(dims, artifact.input_shape, source=str(artifact.path))
         threads = settings.threads
         if threads is None:
             threads = int(session.get_session_options().intra_op_num_threads) or _default_threads()

@@ -9,25 +9,19 @@ from typing import Any
 import numpy as np
 
 from edgeflow.artifact import Artifact
-from edgeflow.backends.base import Backend, Compiled
+from edgeflow.backends.base import Backend, Compiled, resolve_dims
 from edgeflow.device import RuntimeSettings
-from edgeflow.errors import ModelLoadError, ShapeError
+from edgeflow.errors import ModelLoadError
 from edgeflow.profiling.layers import LayerProfileStats, summarize
 
 _PRECISION_HINTS = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
 
 
-def static_input_shape(partial_shape: Any, *, source: str) -> tuple[int, ...]:
-    """A static shape from a (possibly dynamic-batch) input; dynamic batch becomes 1."""
-    dims = []
-    for index, dim in enumerate(partial_shape):
-        if dim.is_static:
-            dims.append(dim.get_length())
-        elif index == 0:
-            dims.append(1)
-        else:
-            raise ShapeError(f"{source}: input dimension {index} is dynamic; export with a fixed input size")
-    return tuple(dims)
+def static_input_shape(partial_shape: Any, *, source: str, given: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """A static shape from a (possibly dynamic) input: ``given`` (the artifact's input shape) fills the dynamic
+    dimensions, else a dynamic batch becomes 1."""
+    dims = [dim.get_length() if dim.is_static else None for dim in partial_shape]
+    return resolve_dims(dims, given, source=source)
 
 
 def read_model(artifact: Artifact):
@@ -132,7 +126,9 @@ class OpenVINOBackend(Backend):
         import openvino as ov
 
         model = read_model(artifact)
-        shape = static_input_shape(model.inputs[0].get_partial_shape(), source=str(artifact.path))
+        shape = static_input_shape(
+            model.inputs[0].get_partial_shape(), source=str(artifact.path), given=artifact.input_shape
+        )
         if not model.inputs[0].get_partial_shape().is_static:
             model.reshape({model.inputs[0]: ov.PartialShape(list(shape))})
         config: dict[str, Any] = {"PERFORMANCE_HINT": settings.performance_hint.upper()}

@@ -76,7 +76,9 @@ def quantize_with_accuracy_control(
     model = read_model(artifact)
     if is_quantized(model):
         raise ShapeError(f"{artifact.path} is already quantized; give the float model")
-    shape = static_input_shape(model.inputs[0].get_partial_shape(), source=str(artifact.path))
+    shape = static_input_shape(
+        model.inputs[0].get_partial_shape(), source=str(artifact.path), given=artifact.input_shape
+    )
     validation_items = _holdout_items(holdout, input_shape=shape)
     dataset, subset = calibration_dataset(calibration, size=config.subset_size, input_shape=shape, seed=seed)
     settings = {

@@ -15,6 +15,7 @@ from edgeflow.artifact import Artifact
 from edgeflow.backends.openvino import read_model, static_input_shape
 from edgeflow.compress.stats import QuantizationStats, summarize
 from edgeflow.data import ImageDataset, calibration_subset
+from edgeflow.data.splits import image_stacks
 from edgeflow.errors import DataError, ShapeError
 from edgeflow.export.openvino import save_openvino
 from edgeflow.recipe import QuantizeConfig
@@ -61,7 +62,7 @@ def quiet_nncf() -> Iterator[None]:
 def calibration_dataset(
     dataset: ImageDataset, *, size: int, input_shape: tuple[int, ...], seed: int, input_name: str | None = None
 ):
-    """An ``nncf.Dataset`` of single images from the train split, checked against the model's input.
+    """An ``nncf.Dataset`` of images from the train split in the model's batch size, checked against its input.
 
     With ``input_name`` each item is a feed dict, as NNCF's ONNX backend expects.
     """
@@ -72,16 +73,12 @@ def calibration_dataset(
         raise DataError(
             f"calibration needs at least {min(size, MIN_CALIBRATION_SAMPLES)} images; the train split has {len(subset)}"
         )
-    sample_shape = (1, *tuple(subset[0][0].shape))
-    if sample_shape != tuple(input_shape):
-        raise ShapeError(f"calibration images have shape {sample_shape} but the model takes {tuple(input_shape)}")
+    batches = image_stacks(subset, input_shape=input_shape, what="calibration")
 
-    def transform(item):
-        image, _label = item
-        array = image.unsqueeze(0).numpy()
+    def transform(array):
         return {input_name: array} if input_name is not None else array
 
-    return nncf.Dataset(subset, transform), len(subset)
+    return nncf.Dataset(batches, transform), len(subset)
 
 
 def ignored_scope(config: QuantizeConfig):
@@ -131,7 +128,9 @@ def quantize_nncf(
     model = read_model(artifact)
     if is_quantized(model):
         raise ShapeError(f"{artifact.path} is already quantized; give the float model")
-    shape = static_input_shape(model.inputs[0].get_partial_shape(), source=str(artifact.path))
+    shape = static_input_shape(
+        model.inputs[0].get_partial_shape(), source=str(artifact.path), given=artifact.input_shape
+    )
     input_name = model.inputs[0].get_any_name() if path.suffix == ".onnx" else None
     dataset, subset = calibration_dataset(
         calibration, size=config.subset_size, input_shape=shape, seed=seed, input_name=input_name

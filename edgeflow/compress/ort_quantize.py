@@ -18,10 +18,12 @@ from typing import Any
 import numpy as np
 
 from edgeflow.artifact import Artifact
+from edgeflow.backends.base import resolve_dims
 from edgeflow.backends.openvino import read_model, runtime_message
 from edgeflow.compress.nncf_ptq import MIN_CALIBRATION_SAMPLES
 from edgeflow.compress.stats import QuantizationStats, summarize
 from edgeflow.data import ImageDataset, calibration_subset
+from edgeflow.data.splits import image_stacks
 from edgeflow.errors import DataError, ModelLoadError, OutputError, RuntimeUnavailableError, ShapeError
 from edgeflow.io import atomic_path
 from edgeflow.recipe import QuantizeConfig
@@ -69,11 +71,12 @@ def quantize_onnx_static(
         "activation_type": config.activation_type,
         "calibrate_method": config.calibrate_method,
         "symmetric": config.symmetric,
-        "subset_size": len(subset),
+        "subset_size": len(subset) * shape[0],
         "preprocessed": True,
     }
     with atomic_path(_onnx_output(path)) as temporary, _scratch_file(temporary) as preprocessed:
-        quant_pre_process(str(artifact.path), str(preprocessed))
+        settings["opset"] = _at_least_opset_13(artifact.path, preprocessed)
+        settings["preprocessed"] = _pre_process(quant_pre_process, preprocessed, preprocessed)
         # The histogram calibrators (entropy, percentile) print progress to stdout.
         with contextlib.redirect_stdout(io.StringIO()):
             quantize_static(
@@ -115,7 +118,7 @@ def quantize_onnx_dynamic(
         "preprocessed": True,
     }
     with atomic_path(_onnx_output(path)) as temporary, _scratch_file(temporary) as preprocessed:
-        quant_pre_process(str(artifact.path), str(preprocessed))
+        settings["preprocessed"] = _pre_process(quant_pre_process, artifact.path, preprocessed)
         quantize_dynamic(str(preprocessed), str(temporary), weight_type=QuantType.QInt8, per_channel=config.per_channel)
         _check_runs_on_cpu(temporary, what=f"ORT dynamic quantization of {artifact.path}")
     lineage = f"ort-dynamic(weights=int8, per_channel={config.per_channel})"
@@ -147,19 +150,18 @@ def convert_onnx_fp16(artifact: Artifact, *, path: Path) -> Artifact:
 
 
 class _ImageReader:
-    """ORT's CalibrationDataReader protocol (``get_next``), reading one image at a time from the subset."""
+    """ORT's CalibrationDataReader protocol (``get_next``), reading one model batch at a time."""
 
-    def __init__(self, subset, input_name: str) -> None:
-        self._subset = subset
+    def __init__(self, batches: list[np.ndarray], input_name: str) -> None:
+        self._batches = batches
         self._input_name = input_name
         self._index = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._index >= len(self._subset):
+        if self._index >= len(self._batches):
             return None
-        image, _label = self._subset[self._index]
         self._index += 1
-        return {self._input_name: image.unsqueeze(0).numpy()}
+        return {self._input_name: self._batches[self._index - 1]}
 
 
 def _float_model_input(artifact: Artifact) -> tuple[str, tuple[int, ...]]:
@@ -173,15 +175,47 @@ def _float_model_input(artifact: Artifact) -> tuple[str, tuple[int, ...]]:
         raise ShapeError(f"{artifact.path} is already quantized; give the float model")
     initializers = {initializer.name for initializer in model.graph.initializer}
     (graph_input,) = [value for value in model.graph.input if value.name not in initializers]
-    shape = []
-    for index, dim in enumerate(graph_input.type.tensor_type.shape.dim):
-        if dim.HasField("dim_value"):
-            shape.append(dim.dim_value)
-        elif index == 0:
-            shape.append(1)  # a dynamic batch is fed one image at a time
-        else:
-            raise ShapeError(f"{artifact.path}: input dimension {index} is dynamic; export with a fixed input size")
-    return graph_input.name, tuple(shape)
+    dims = [
+        dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
+        for dim in graph_input.type.tensor_type.shape.dim
+    ]
+    return graph_input.name, resolve_dims(dims, artifact.input_shape, source=str(artifact.path))
+
+
+def _at_least_opset_13(source: Path, target: Path) -> int:
+    """Write ``source`` to ``target`` at opset 13 or above (per-channel QDQ needs DequantizeLinear's ``axis``,
+    new in opset 13; PaddlePaddle and older exporters write opset 11); returns the opset written."""
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(source))
+    opset = next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 13)
+    if opset >= 13:
+        target.write_bytes(Path(source).read_bytes())
+        return opset
+    try:
+        converted = version_converter.convert_version(model, 13)
+    except Exception as exc:  # noqa: BLE001 - the converter raises bare RuntimeErrors
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ModelLoadError(
+            f"{source}: opset {opset} cannot be converted to 13 for per-channel int8: {reason}"
+        ) from None
+    onnx.save(converted, str(target))
+    return 13
+
+
+def _pre_process(quant_pre_process, source: Path, target: Path) -> str | bool:
+    """ORT's pre-processing (symbolic shape inference, graph optimization, ONNX shape inference). Its symbolic
+    shape inference fails on some exporters' graphs (PaddlePaddle's Concat of constant shapes on axis 1): then
+    it runs without that step, and says so (``"without symbolic shape inference"``)."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            quant_pre_process(str(source), str(target))
+        return True
+    except Exception:  # noqa: BLE001 - an assertion deep in ORT's symbolic shape inference
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
+        return "without symbolic shape inference"
 
 
 def _has_quantized_ops(model) -> bool:
@@ -192,15 +226,12 @@ def _has_quantized_ops(model) -> bool:
 
 
 def _calibration_images(dataset: ImageDataset, *, size: int, input_shape: tuple[int, ...], seed: int):
-    """The calibration subset, with the same checks as the NNCF path."""
+    """The calibration subset in the model's batches, with the same checks as the NNCF path."""
     subset = calibration_subset(dataset, size=size, seed=seed)
     needed = min(size, MIN_CALIBRATION_SAMPLES)
     if len(subset) < needed:
         raise DataError(f"calibration needs at least {needed} images; the train split has {len(subset)}")
-    sample_shape = (1, *tuple(subset[0][0].shape))
-    if sample_shape != tuple(input_shape):
-        raise ShapeError(f"calibration images have shape {sample_shape} but the model takes {tuple(input_shape)}")
-    return subset
+    return image_stacks(subset, input_shape=input_shape, what="calibration")
 
 
 def _onnx_output(path: Path) -> Path:

@@ -20,10 +20,13 @@ from edgeflow.artifact import artifact_from_path
 from edgeflow.backends import choose_backend, get_backend
 from edgeflow.compress.chain import AUTO_CHAIN, FloatArtifacts, is_quantized_artifact, quantize_within_budget
 from edgeflow.compress.stats import QuantizationStats
-from edgeflow.data import load_data
+from edgeflow.data.classes import read_class_order
+from edgeflow.data.load import load_data_for_input
+from edgeflow.data.preprocess import PreprocessSpec, as_preprocess, parse_input_shape
 from edgeflow.device import DeviceSpec, RuntimeSettings, as_device
 from edgeflow.errors import ConfigError, ShapeError
 from edgeflow.io import ensure_writable_dir
+from edgeflow.models.onnx_input import prepare_artifact
 from edgeflow.progress import Progress
 from edgeflow.recipe import INT8_METHODS, QuantizeConfig, VariantSpec
 
@@ -63,6 +66,10 @@ def quantize_artifact(
     preset: Preset = "fastest",
     seed: int = 0,
     progress: Progress | None = None,
+    preprocess: str | Path | PreprocessSpec | None = None,
+    input_shape: str | tuple[int, ...] | None = None,
+    labels: str | Path | None = None,
+    class_map: str | Path | None = None,
 ) -> QuantizeStats:
     """Quantize a float ``.onnx``/``.xml`` artifact to INT8 for ``device``.
 
@@ -71,6 +78,8 @@ def quantize_artifact(
     When the budget cannot be met, the best artifact is kept and the result says what was reached.
     ``preset`` (NNCF PTQ): ``fastest`` builds both activation schemes and keeps the one that runs
     fastest on ``device`` within the budget; ``auto`` picks by rule (mixed for h-swish networks).
+    ``preprocess``, ``input_shape``, ``labels`` and ``class_map`` are as for :func:`edgeflow.evaluate`; with a
+    sparse class map, calibration is the same and top-1 is over every output.
     """
     progress = progress or Progress.silent()
     if preset not in get_args(Preset):
@@ -78,24 +87,33 @@ def quantize_artifact(
     device_spec = as_device(device)
     if "int8" not in device_spec.precisions:
         raise ConfigError(f"device {device_spec.name} does not run int8 (it has: {', '.join(device_spec.precisions)})")
+    mapping = read_class_order(labels=labels, class_map=class_map)
     source = artifact_from_path(artifact)
+    spec, own_labels = prepare_artifact(
+        source, input_shape=parse_input_shape(input_shape), preprocess=as_preprocess(preprocess)
+    )
+    if mapping is None and own_labels is not None:
+        mapping = {name: index for index, name in enumerate(own_labels)}
     if is_quantized_artifact(source):  # said before anything is built or printed
         raise ShapeError(f"{source.path} is already quantized; give the float model")
     target = choose_backend(source, device_spec, backend=backend)
     out_dir = Path(out) if out is not None else source.path.parent
     ensure_writable_dir(out_dir)
     float_model = get_backend(target).compile(source, settings=_F32)
-    resolution = float_model.input_shape[-1]
-    splits = load_data(data, resolution=resolution, seed=seed)
+    splits = load_data_for_input(
+        data, input_shape=float_model.input_shape, preprocess=spec, seed=seed, class_map=mapping
+    ).labelled_by_output()
 
-    float_test, labels = collect_logits(float_model, splits.test)
-    check_outputs(float_test, num_classes=splits.num_classes, data=str(data))
+    float_test, truth = collect_logits(float_model, splits.test)
+    if splits.output_indices is None:
+        check_outputs(float_test, num_classes=splits.num_classes, data=str(data))
     floats = FloatArtifacts(
         onnx=source if source.format == "onnx" else None,  # type: ignore[arg-type]
         openvino=source if target == "openvino" else None,
         module=None,
         input_shape=tuple(float_model.input_shape),
     )
+    source.input_shape = tuple(float_model.input_shape)
     variant = VariantSpec(
         name="int8",
         backend=target,
@@ -121,8 +139,8 @@ def quantize_artifact(
         backend=target,
         method=summary.method,
         attempts=summary.attempts,
-        float_accuracy=accuracy_from_logits(float_test, labels, split="test", runtime=target),
-        accuracy=accuracy_from_logits(logits, labels, split="test", runtime=target),
+        float_accuracy=accuracy_from_logits(float_test, truth, split="test", runtime=target),
+        accuracy=accuracy_from_logits(logits, truth, split="test", runtime=target),
         holdout_top1_float=float_holdout,
         holdout_top1=holdout,
         max_drop=max_drop,

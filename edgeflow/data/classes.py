@@ -61,6 +61,15 @@ def read_class_map(path: str | Path) -> dict[str, int]:
     return mapping
 
 
+def read_class_order(*, labels: str | Path | None = None, class_map: str | Path | None = None) -> dict[str, int] | None:
+    """The mapping a labels file or a class map gives (one of them at most), or None."""
+    if labels is not None and class_map is not None:
+        raise DataError("give a labels file or a class map, not both")
+    if labels is not None:
+        return read_labels(labels)
+    return read_class_map(class_map) if class_map is not None else None
+
+
 def _read_lines(path: str | Path, *, kind: str) -> list[str]:
     try:
         return Path(path).expanduser().read_text(encoding="utf-8").splitlines()

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edgeflow.data.preprocess import PreprocessSpec
 from edgeflow.data.splits import HALF, DataSplits, ImageDataset, stratified_split
 
 CANVAS = 32
@@ -33,24 +34,25 @@ def _base_digits() -> tuple[np.ndarray, np.ndarray]:
     return images, bunch.target.astype(np.int64)
 
 
-def load_digits(*, resolution: int, seed: int = 0) -> DataSplits:
-    """The 8x8 digits, split 60/20/20 (stratified by ``seed``), resized to ``resolution`` per item."""
+def load_digits(*, resolution: int, seed: int = 0, preprocess: PreprocessSpec | None = None) -> DataSplits:
+    """The 8x8 digits, split 60/20/20 (stratified by ``seed``), resized to ``resolution`` per item (or as
+    ``preprocess`` says: its size, scale, mean/std, channel order and layout; the digits are stretched)."""
+    spec = _spec(preprocess, resolution)
     images, labels = _base_digits()
     parts = {}
     for split, indices in zip(VARIANTS, stratified_split(labels, seed=seed), strict=True):
         parts[split] = ImageDataset(
             torch.from_numpy(images[indices]).unsqueeze(1),
             torch.from_numpy(labels[indices]),
-            resolution=resolution,
-            mean=HALF,
-            std=HALF,
+            preprocess=spec,
             sources=torch.from_numpy(indices),
         )
     return DataSplits(name="digits", class_names=[str(d) for d in range(10)], seed=seed, **parts)
 
 
-def load_digits_hard(*, resolution: int, seed: int = 0) -> DataSplits:
+def load_digits_hard(*, resolution: int, seed: int = 0, preprocess: PreprocessSpec | None = None) -> DataSplits:
     """Cluttered, transformed 32x32 renderings of the digits: train 6, holdout 2, test 3 per base digit."""
+    spec = _spec(preprocess, resolution)
     images, labels = _base_digits()
     parts = {}
     for split, indices in zip(VARIANTS, stratified_split(labels, seed=seed), strict=True):
@@ -60,12 +62,14 @@ def load_digits_hard(*, resolution: int, seed: int = 0) -> DataSplits:
         parts[split] = ImageDataset(
             torch.from_numpy(rendered).unsqueeze(1),
             torch.from_numpy(labels[indices][owner]),
-            resolution=resolution,
-            mean=HALF,
-            std=HALF,
+            preprocess=spec,
             sources=torch.from_numpy(indices[owner]),
         )
     return DataSplits(name="digits-hard", class_names=[str(d) for d in range(10)], seed=seed, **parts)
+
+
+def _spec(preprocess: PreprocessSpec | None, resolution: int) -> PreprocessSpec:
+    return (preprocess or PreprocessSpec()).resolved(size=(resolution, resolution), mean=HALF, std=HALF)
 
 
 def render_hard(base: np.ndarray, *, owner: np.ndarray, rng: np.random.Generator) -> np.ndarray:

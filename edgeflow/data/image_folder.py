@@ -6,8 +6,10 @@
 * ``DIR/train/`` + ``DIR/val/`` + ``DIR/test/``: ``val`` is the holdout (``DIR/holdout/`` is accepted for it);
 * ``DIR/train/`` + ``DIR/test/``: the holdout is 15% of each training class.
 
-Classes are the sorted folder names (as torchvision's ImageFolder orders them), the same in every split.
-Images are read with PIL as RGB, their shorter side resized to the resolution and centre-cropped to a square,
+Classes are the sorted folder names (as torchvision's ImageFolder orders them), the same in every split, unless
+a class map or labels file orders them (:mod:`edgeflow.data.classes`). Images are read with PIL as RGB and
+brought to the model's input size by the preprocessing's resize policy (:mod:`edgeflow.data.preprocess`; by
+default the shorter side resized to the resolution and centre-cropped to a square, ImageNet's mean and std),
 and kept in memory as uint8. An empty class, an unreadable image or a file that is not an image is one error
 naming it.
 """
@@ -18,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from edgeflow.data.preprocess import PreprocessSpec, read_image
 from edgeflow.data.splits import IMAGENET_MEAN, IMAGENET_STD, DataSplits, ImageDataset, split_each_class
 from edgeflow.errors import DataError
 
@@ -28,9 +30,15 @@ HOLDOUT_FOLDERS = ("holdout", "val")
 
 
 def load_image_folder(
-    directory: str | Path, *, resolution: int, seed: int = 0, class_map: dict[str, int] | None = None
+    directory: str | Path,
+    *,
+    resolution: int,
+    seed: int = 0,
+    class_map: dict[str, int] | None = None,
+    preprocess: PreprocessSpec | None = None,
 ) -> DataSplits:
-    """Load ``directory`` as train/holdout/test splits of ``resolution`` x ``resolution`` RGB images.
+    """Load ``directory`` as train/holdout/test splits, read by ``preprocess`` (its size, else ``resolution``
+    x ``resolution``; its mean/std, else ImageNet's).
 
     ``class_map`` (folder name -> model output, from :mod:`edgeflow.data.classes`) orders the classes by
     output where it is a reordering, and records each folder's output where it is sparse.
@@ -44,6 +52,9 @@ def load_image_folder(
         raise DataError(f"data directory not found: {directory}")
     if not root.is_dir():
         raise DataError(f"data source is not a directory: {root}")
+    spec = (preprocess or PreprocessSpec()).resolved(
+        size=(resolution, resolution), mean=IMAGENET_MEAN, std=IMAGENET_STD
+    )
     folders = _split_folders(root)
     if folders is not None:
         listings = {split: _list_images(folder) for split, folder in folders.items()}
@@ -51,29 +62,24 @@ def load_image_folder(
         for split, listing in listings.items():
             if sorted(listing) != class_names:
                 raise DataError(_class_mismatch(folders["train"], folders[split], class_names, sorted(listing)))
-        data = {split: _read_split(listing, class_names, resolution=resolution) for split, listing in listings.items()}
+        data = {split: _read_split(listing, class_names, spec=spec) for split, listing in listings.items()}
         if "holdout" not in data:
-            images, labels = data["train"]
-            train, holdout = split_each_class(labels.numpy(), fractions=(0.85, 0.15), seed=seed, names=class_names)
-            data["train"], data["holdout"] = (
-                (images[train], labels[train]),
-                (images[holdout], labels[holdout]),
-            )
+            whole = data["train"]
+            train, holdout = split_each_class(whole[1].numpy(), fractions=(0.85, 0.15), seed=seed, names=class_names)
+            data["train"], data["holdout"] = _take(whole, train), _take(whole, holdout)
     else:
         listing = _list_images(root)
         class_names = sorted(listing)
-        images, labels = _read_split(listing, class_names, resolution=resolution)
-        parts = split_each_class(labels.numpy(), fractions=(0.7, 0.15, 0.15), seed=seed, names=class_names)
-        data = {
-            split: (images[part], labels[part]) for split, part in zip(("train", "holdout", "test"), parts, strict=True)
-        }
+        whole = _read_split(listing, class_names, spec=spec)
+        parts = split_each_class(whole[1].numpy(), fractions=(0.7, 0.15, 0.15), seed=seed, names=class_names)
+        data = {split: _take(whole, part) for split, part in zip(("train", "holdout", "test"), parts, strict=True)}
 
     output_indices = None
     if class_map is not None:
         class_names, data, output_indices = _apply_class_map(class_map, class_names, data, root=root)
     datasets = {
-        split: ImageDataset(images, labels, resolution=resolution, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-        for split, (images, labels) in data.items()
+        split: ImageDataset(images, labels, preprocess=spec, boxes=boxes)
+        for split, (images, labels, boxes) in data.items()
     }
     return DataSplits(
         name=str(directory), class_names=class_names, seed=seed, output_indices=output_indices, **datasets
@@ -92,7 +98,8 @@ def _apply_class_map(class_map: dict[str, int], class_names: list[str], data: di
         return class_names, data, indices
     relabel = torch.tensor(indices, dtype=torch.int64)
     ordered = sorted(class_names, key=class_map.__getitem__)
-    return ordered, {split: (images, relabel[labels]) for split, (images, labels) in data.items()}, None
+    relabelled = {split: (images, relabel[labels], boxes) for split, (images, labels, boxes) in data.items()}
+    return ordered, relabelled, None
 
 
 def _split_folders(root: Path) -> dict[str, Path] | None:
@@ -138,32 +145,25 @@ def _list_images(folder: Path) -> dict[str, list[Path]]:
     return listing
 
 
+def _take(split: tuple, indices) -> tuple:
+    images, labels, boxes = split
+    return images[indices], labels[indices], None if boxes is None else boxes[indices]
+
+
 def _read_split(
-    listing: dict[str, list[Path]], class_names: list[str], *, resolution: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """All images of a split as uint8 (N, 3, R, R) and their int64 labels, class by class."""
+    listing: dict[str, list[Path]], class_names: list[str], *, spec: PreprocessSpec
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """All images of a split as uint8 (N, 3, H, W), their int64 labels (class by class) and, when the resize
+    pads, the box each image fills."""
     paths = [(path, label) for label, name in enumerate(class_names) for path in listing[name]]
-    images = np.empty((len(paths), resolution, resolution, 3), dtype=np.uint8)
+    images = np.empty((len(paths), spec.height, spec.width, 3), dtype=np.uint8)
+    boxes = np.zeros((len(paths), 4), dtype=np.int64)
     for row, (path, _) in enumerate(paths):
-        images[row] = _read_image(path, resolution=resolution)
+        images[row], box = read_image(path, spec)
+        boxes[row] = box or (0, 0, spec.height, spec.width)
     labels = torch.tensor([label for _, label in paths], dtype=torch.int64)
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels
-
-
-def _read_image(path: Path, *, resolution: int) -> np.ndarray:
-    """One RGB image, shorter side resized to ``resolution`` and centre-cropped, as uint8 (R, R, 3)."""
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise DataError(f"cannot read image {path}: {reason}") from None
-    width, height = image.size
-    scale = resolution / min(width, height)
-    size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
-    image = image.resize(size, Image.Resampling.BILINEAR)
-    left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
-    return np.asarray(image.crop((left, top, left + resolution, top + resolution)))
+    padded = torch.from_numpy(boxes) if spec.resize == "keep_ratio_pad" else None
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels, padded
 
 
 def _class_mismatch(reference: Path, other: Path, expected: list[str], found: list[str]) -> str:

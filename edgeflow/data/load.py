@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgeflow.data.image_folder import load_image_folder
+from edgeflow.data.preprocess import PreprocessSpec
 from edgeflow.data.splits import DataSplits
 from edgeflow.errors import DataError, UnknownNameError
 from edgeflow.registry import Registry
@@ -21,7 +22,14 @@ def list_datasets() -> list[str]:
     return _BUILT_INS.names()
 
 
-def load_data(source: str, *, resolution: int, seed: int = 0, class_map: dict[str, int] | None = None) -> DataSplits:
+def load_data(
+    source: str,
+    *,
+    resolution: int,
+    seed: int = 0,
+    class_map: dict[str, int] | None = None,
+    preprocess: PreprocessSpec | None = None,
+) -> DataSplits:
     """Load a built-in data set by name, or an ImageFolder directory by path.
 
     A built-in name wins over a same-named folder in the working directory; write ``./digits`` for the
@@ -33,6 +41,8 @@ def load_data(source: str, *, resolution: int, seed: int = 0, class_map: dict[st
         resolution: side of the square images the splits return.
         seed: seed of every split and random choice; the same seed gives identical tensors.
         class_map: folder name -> model output index (:mod:`edgeflow.data.classes`), for a directory.
+        preprocess: how images become the model's input (:mod:`edgeflow.data.preprocess`); its size wins over
+            ``resolution``.
 
     Raises:
         UnknownNameError: ``source`` is neither a built-in name nor an existing path.
@@ -46,9 +56,9 @@ def load_data(source: str, *, resolution: int, seed: int = 0, class_map: dict[st
     if source.strip().lower() in _BUILT_INS:
         if class_map is not None:
             raise DataError(f"a class map or labels file maps folders of images; {source} is a built-in data set")
-        return _BUILT_INS.get(source)(resolution=resolution, seed=seed)
+        return _BUILT_INS.get(source)(resolution=resolution, seed=seed, preprocess=preprocess)
     if _looks_like_path(source):
-        return load_image_folder(source, resolution=resolution, seed=seed, class_map=class_map)
+        return load_image_folder(source, resolution=resolution, seed=seed, class_map=class_map, preprocess=preprocess)
     close = difflib.get_close_matches(source.strip().lower(), list_datasets(), n=2)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise UnknownNameError(
@@ -59,3 +69,22 @@ def load_data(source: str, *, resolution: int, seed: int = 0, class_map: dict[st
 
 def _looks_like_path(source: str) -> bool:
     return Path(source).expanduser().exists() or "/" in source or "\\" in source or source[:1] in ("~", ".")
+
+
+def load_data_for_input(
+    source: str,
+    *,
+    input_shape: tuple[int, ...],
+    preprocess: PreprocessSpec | None = None,
+    seed: int = 0,
+    class_map: dict[str, int] | None = None,
+) -> DataSplits:
+    """The data read for a compiled model's input (N x 3 x H x W, or N x H x W x 3 with ``layout: nhwc``)."""
+    nhwc = preprocess is not None and preprocess.layout == "nhwc"
+    size = tuple(input_shape[1:3]) if nhwc else tuple(input_shape[2:4])
+    if preprocess is not None and preprocess.size is not None and tuple(preprocess.size) != size:
+        raise DataError(
+            f"the preprocessing's size {list(preprocess.size)} differs from the model's input {list(size)} (H, W)"
+        )
+    spec = (preprocess or PreprocessSpec()).model_copy(update={"size": size})
+    return load_data(source, resolution=size[0], seed=seed, class_map=class_map, preprocess=spec)

@@ -18,9 +18,8 @@ import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from edgeflow.data.preprocess import PreprocessSpec, Triple
 from edgeflow.errors import DataError
-
-Triple = tuple[float, float, float]
 
 HALF: Triple = (0.5, 0.5, 0.5)
 IMAGENET_MEAN: Triple = (0.485, 0.456, 0.406)
@@ -33,11 +32,13 @@ class ImageDataset(Dataset):
     Args:
         images: uint8 tensor N x C x H x W with C = 1 (grey) or 3 (RGB).
         labels: int64 tensor of N class indices.
-        resolution: side R of the square float images ``__getitem__`` returns.
-        mean: per-channel mean subtracted after scaling to [0, 1].
-        std: per-channel standard deviation divided by after that.
+        preprocess: the resolved :class:`~edgeflow.data.preprocess.PreprocessSpec` the items follow (size,
+            scale, mean/std, channel order, layout, pad value); or give ``resolution``, ``mean`` and ``std``
+            for a square RGB NCHW input scaled by 1/255.
         sources: optional int64 tensor of N ids of the base image each item was made from, so callers can
             check that splits never share a base image.
+        boxes: optional int64 tensor N x 4 (top, left, height, width) of the region each stored image fills
+            (keep-ratio-and-pad): the rest becomes ``pad_value`` after normalization.
     """
 
     def __init__(
@@ -45,10 +46,12 @@ class ImageDataset(Dataset):
         images: torch.Tensor,
         labels: torch.Tensor,
         *,
-        resolution: int,
-        mean: Triple,
-        std: Triple,
+        preprocess: PreprocessSpec | None = None,
+        resolution: int | None = None,
+        mean: Triple | None = None,
+        std: Triple | None = None,
         sources: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3):
             raise ValueError(
@@ -58,42 +61,89 @@ class ImageDataset(Dataset):
             raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
         if sources is not None and sources.shape != labels.shape:
             raise ValueError(f"sources must have shape {tuple(labels.shape)}, got {tuple(sources.shape)}")
-        if resolution < 1:
-            raise ValueError(f"resolution must be positive, got {resolution}")
+        if boxes is not None and boxes.shape != (images.shape[0], 4):
+            raise ValueError(f"boxes must have shape ({images.shape[0]}, 4), got {tuple(boxes.shape)}")
+        if preprocess is None:
+            if resolution is None or mean is None or std is None:
+                raise ValueError("give preprocess, or resolution, mean and std")
+            if resolution < 1:
+                raise ValueError(f"resolution must be positive, got {resolution}")
+            preprocess = PreprocessSpec(size=(resolution, resolution), mean=mean, std=std)
+        elif preprocess.size is None or preprocess.mean is None or preprocess.std is None:
+            raise ValueError("the preprocessing must be resolved (size, mean and std set)")
         self.images = images
         self.labels = labels.to(torch.int64)
         self.sources = sources
-        self.resolution = int(resolution)
-        self.mean: Triple = tuple(float(v) for v in mean)  # type: ignore[assignment]
-        self.std: Triple = tuple(float(v) for v in std)  # type: ignore[assignment]
-        # Normalize the 0..255 values directly: one subtraction and one in-place division per item.
-        self._offset = 255.0 * torch.tensor(self.mean).view(3, 1, 1)
-        self._divisor = 255.0 * torch.tensor(self.std).view(3, 1, 1)
+        self.boxes = boxes
+        self.preprocess = preprocess
+        # Normalize the stored values directly: (x * scale - mean) / std = (x - mean / scale) / (std / scale).
+        self._offset = torch.tensor(preprocess.mean).view(3, 1, 1) / preprocess.scale
+        self._divisor = torch.tensor(preprocess.std).view(3, 1, 1) / preprocess.scale
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        spec = self.preprocess
         image = self.images[index].float()
-        size = self.resolution
-        if tuple(image.shape[1:]) != (size, size):
+        size = (spec.height, spec.width)
+        stored = tuple(image.shape[1:])
+        if stored != size:
             image = F.interpolate(
-                image.unsqueeze(0), size=(size, size), mode="bilinear", align_corners=False, antialias=True
+                image.unsqueeze(0), size=size, mode="bilinear", align_corners=False, antialias=True
             ).squeeze(0)
         if image.shape[0] == 1:
             image = image.expand(3, -1, -1)
-        return (image - self._offset).div_(self._divisor), int(self.labels[index])
+        if spec.channels == "bgr":
+            image = image.flip(0)
+        image = (image - self._offset).div_(self._divisor)
+        if self.boxes is not None:
+            image = self._pad(image, self.boxes[index], stored=stored, size=size)
+        if spec.layout == "nhwc":
+            image = image.permute(1, 2, 0).contiguous()
+        return image, int(self.labels[index])
 
-    def with_resolution(self, resolution: int) -> ImageDataset:
+    def _pad(self, image: torch.Tensor, box: torch.Tensor, *, stored: tuple, size: tuple) -> torch.Tensor:
+        """``pad_value`` outside the box the image fills (scaled when the items are resized)."""
+        top, left, height, width = (int(v) for v in box)
+        y, x = size[0] / stored[0], size[1] / stored[1]
+        top, left = round(top * y), round(left * x)
+        bottom, right = top + round(height * y), left + round(width * x)
+        padded = torch.full_like(image, self.preprocess.pad_value)
+        padded[:, top:bottom, left:right] = image[:, top:bottom, left:right]
+        return padded
+
+    def with_size(self, size: tuple[int, int]) -> ImageDataset:
         """The same images and labels (shared, not copied), returned at another input size."""
         return ImageDataset(
             self.images,
             self.labels,
-            resolution=resolution,
-            mean=self.mean,
-            std=self.std,
+            preprocess=self.preprocess.model_copy(update={"size": tuple(size)}),
             sources=self.sources,
+            boxes=self.boxes,
         )
+
+    def with_resolution(self, resolution: int) -> ImageDataset:
+        """The same images at input height ``resolution`` (the width scaled alike: square stays square)."""
+        return self.with_size(scaled_size(self.size, resolution))
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Height and width of the items."""
+        return self.preprocess.height, self.preprocess.width
+
+    @property
+    def resolution(self) -> int:
+        """The input height (the side, for a square input)."""
+        return self.preprocess.height
+
+    @property
+    def mean(self) -> Triple:
+        return self.preprocess.mean  # type: ignore[return-value]
+
+    @property
+    def std(self) -> Triple:
+        return self.preprocess.std  # type: ignore[return-value]
 
     @property
     def base_size(self) -> tuple[int, int]:
@@ -103,8 +153,15 @@ class ImageDataset(Dataset):
     def __repr__(self) -> str:
         return (
             f"ImageDataset(n={len(self)}, base={self.base_size[0]}x{self.base_size[1]}, "
-            f"channels={self.images.shape[1]}, resolution={self.resolution})"
+            f"channels={self.images.shape[1]}, size={self.size[0]}x{self.size[1]})"
         )
+
+
+def scaled_size(size: tuple[int, int], height: int) -> tuple[int, int]:
+    """``size`` scaled to ``height``, keeping its aspect ratio."""
+    if size[0] == size[1]:
+        return (height, height)
+    return (height, max(1, round(size[1] * height / size[0])))
 
 
 @dataclass
@@ -139,42 +196,78 @@ class DataSplits:
     def resolution(self) -> int:
         return self.train.resolution
 
-    def with_resolution(self, resolution: int) -> DataSplits:
+    @property
+    def size(self) -> tuple[int, int]:
+        """Height and width of the model input the splits give."""
+        return self.train.size
+
+    @property
+    def preprocess(self) -> PreprocessSpec:
+        """The resolved preprocessing every split follows."""
+        return self.train.preprocess
+
+    def with_size(self, size: tuple[int, int]) -> DataSplits:
         """The same splits, returned at another input size."""
         return DataSplits(
             name=self.name,
-            train=self.train.with_resolution(resolution),
-            holdout=self.holdout.with_resolution(resolution),
-            test=self.test.with_resolution(resolution),
+            train=self.train.with_size(size),
+            holdout=self.holdout.with_size(size),
+            test=self.test.with_size(size),
             class_names=list(self.class_names),
             seed=self.seed,
             output_indices=self.output_indices,
         )
 
+    def with_resolution(self, resolution: int) -> DataSplits:
+        """The same splits at input height ``resolution`` (the width scaled alike)."""
+        return self.with_size(scaled_size(self.size, resolution))
+
+    def labelled_by_output(self) -> DataSplits:
+        """Where a sparse class map says which output each class is (10 folders of a 1,000-output model): the
+        same images labelled by output index, so training learns those outputs and top-1 is over every output.
+        Unchanged otherwise."""
+        if self.output_indices is None:
+            return self
+        outputs = torch.tensor(self.output_indices, dtype=torch.int64)
+
+        def relabel(part: ImageDataset) -> ImageDataset:
+            return ImageDataset(
+                part.images, outputs[part.labels], preprocess=part.preprocess, sources=part.sources, boxes=part.boxes
+            )
+
+        return DataSplits(
+            name=self.name, train=relabel(self.train), holdout=relabel(self.holdout), test=relabel(self.test),
+            class_names=list(self.class_names), seed=self.seed, output_indices=self.output_indices,
+        )  # fmt: skip
+
     def every_image(self) -> ImageDataset:
         """Train, holdout and test together, in that order: a whole folder scored as it is."""
         parts = (self.train, self.holdout, self.test)
         sources = None if any(part.sources is None for part in parts) else torch.cat([part.sources for part in parts])
+        boxes = None if any(part.boxes is None for part in parts) else torch.cat([part.boxes for part in parts])
         return ImageDataset(
             torch.cat([part.images for part in parts]),
             torch.cat([part.labels for part in parts]),
-            resolution=self.resolution,
-            mean=self.mean,
-            std=self.std,
+            preprocess=self.preprocess,
             sources=sources,
+            boxes=boxes,
         )
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-ready summary: name, split sizes, classes, resolution, normalization and seed."""
+        """A JSON-ready summary: name, split sizes, the classes in output order, resolution, normalization, the
+        whole preprocessing and the seed."""
         return {
             "name": self.name,
             "train": len(self.train),
             "holdout": len(self.holdout),
             "test": len(self.test),
             "num_classes": self.num_classes,
+            "classes": list(self.class_names),
+            "output_indices": self.output_indices,
             "resolution": self.resolution,
             "mean": list(self.mean),
             "std": list(self.std),
+            "preprocess": self.preprocess.describe(),
             "seed": self.seed,
         }
 
@@ -235,3 +328,24 @@ def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, seed: int =
     """A single-process DataLoader whose shuffling order depends only on ``seed``."""
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=0, generator=generator)
+
+
+def image_stacks(items: Dataset, *, input_shape: tuple[int, ...], what: str) -> list[np.ndarray]:
+    """``items``' images as float32 arrays of ``input_shape`` (the model's batch: 1, or a fixed size above 1),
+    the last incomplete batch left out.
+
+    Raises:
+        ShapeError: the images do not fit the model's input, or there are fewer than one batch.
+    """
+    from edgeflow.errors import ShapeError
+
+    batch = int(input_shape[0])
+    sample_shape = (batch, *tuple(items[0][0].shape))
+    if sample_shape != tuple(input_shape):
+        raise ShapeError(f"{what} images have shape {sample_shape} but the model takes {tuple(input_shape)}")
+    if len(items) < batch:
+        raise ShapeError(f"the model takes batches of {batch} but only {len(items)} {what} images were given")
+    return [
+        np.stack([items[index][0].numpy() for index in range(start, start + batch)]).astype(np.float32)
+        for start in range(0, len(items) - batch + 1, batch)
+    ]

@@ -80,24 +80,13 @@ def write_bundle(
             files.append((pte, "executorch-fp32-xnnpack"))
     write_text(folder / "labels.txt", "\n".join(splits.class_names) + "\n")
     files.append((folder / "labels.txt", "labels"))
-    input_shape = list(artifact.input_shape or [])
     manifest = Manifest(
         model=model_name,
         variant=record.name,
         precision=record.precision,
         runtime=record.backend,
         runtime_version=record.runtime_version,
-        input={
-            "name": _input_name(folder / f"model{artifact.files[0].suffix}", artifact.format),
-            "shape": input_shape,
-            "layout": "NCHW",
-            "dtype": "float32",
-            "color": "RGB",
-            "scale": "divide 0..255 pixel values by 255, then subtract mean and divide by std, per channel",
-            "mean": list(splits.mean),
-            "std": list(splits.std),
-            "resize": f"{input_shape[-1]}x{input_shape[-2]} bilinear" if len(input_shape) == 4 else "",
-        },
+        input=_input(folder / f"model{artifact.files[0].suffix}", artifact, splits),
         labels=list(splits.class_names),
         files=[
             BundleFile(path=path.name, sha256=sha256(path), bytes=path.stat().st_size, role=role)
@@ -109,6 +98,33 @@ def write_bundle(
     )
     write_json(folder / "manifest.json", manifest.model_dump(mode="json"))
     return manifest
+
+
+def _input(model_file: Path, artifact: Artifact, splits: DataSplits) -> dict:
+    """What an app feeds the model: the input's name, shape, layout, type and the whole preprocessing."""
+    spec = splits.preprocess
+    height, width = spec.size
+    fit = f"height to {height}, width at most {width}" if spec.fit == "height" else f"to fit {width}x{height}"
+    crop = f"{spec.resize_side} px" if spec.resize_side else f"cover {width}x{height}"
+    resize = {
+        "stretch": f"resize to {width}x{height} (W x H), ignoring the aspect ratio",
+        "shorter_side_crop": f"resize the shorter side to {crop}, then crop the centre {width}x{height}",
+        "keep_ratio_pad": f"resize keeping the aspect ratio ({fit}), pad "
+        f"{'right and bottom' if spec.pad == 'end' else 'evenly'} with {spec.pad_value} after normalization",
+    }[spec.resize]
+    return {
+        "name": _input_name(model_file, artifact.format),
+        "shape": list(artifact.input_shape or []),
+        "layout": spec.layout.upper(),
+        "dtype": "float32",
+        "color": spec.channels.upper(),
+        "scale": f"multiply 0..255 pixel values by {spec.scale:.6g}, then subtract mean and divide by std, "
+        "per channel (in the channel order above)",
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "resize": f"{resize} ({spec.interpolation})",
+        "preprocess": spec.describe(),
+    }
 
 
 def _metrics(record: VariantRecord, device: DeviceSpec) -> dict:

@@ -72,7 +72,43 @@ def split_units(model: nn.Module, input_shape: tuple[int, ...]) -> list[Unit]:
     ]
 
 
+# timm's families by class: the layers of their stem and head in the order their forward calls them (a layer
+# an older or newer timm lacks is left out). MobileNetV3 (also MobileNetV4, LCNet) pools before its 1x1 head
+# convolution; EfficientNet (also MNASNet, MixNet, FBNet, TinyNet) convolves, then pools.
+_TIMM_STEM = ("conv_stem", "bn1", "act1")
+_TIMM_HEADS = {
+    "MobileNetV3": ("global_pool", "conv_head", "norm_head", "act2", "flatten", "classifier"),
+    "EfficientNet": ("conv_head", "bn2", "act2", "global_pool", "classifier"),
+}
+
+
+def _timm_family(model: nn.Module) -> str | None:
+    """``MobileNetV3`` or ``EfficientNet`` for timm's classes (and their subclasses), else None: torchvision
+    has classes of the same names, so the defining module tells them apart."""
+    for cls in type(model).__mro__:
+        if cls.__module__.startswith("timm.") and cls.__name__ in _TIMM_HEADS:
+            return cls.__name__
+    return None
+
+
+def _timm_units(model: nn.Module, family: str) -> list[tuple[str, nn.Module]]:
+    """The stem, each block of each stage (``blocks.S.B``) and the head of a timm MobileNetV3/V4 or EfficientNet.
+
+    The head chains the model's own layers in the order of its ``forward_head``, so the units run in turn
+    give the model's logits (in eval mode: the head's dropout is left out, as the model leaves it out).
+    """
+    stem = nn.Sequential(*(getattr(model, name) for name in _TIMM_STEM if hasattr(model, name)))
+    units = [("stem", stem)]
+    for stage_index, stage in enumerate(model.blocks):
+        units += [(f"blocks.{stage_index}.{index}", block) for index, block in enumerate(stage)]
+    head = nn.Sequential(*(getattr(model, name) for name in _TIMM_HEADS[family] if hasattr(model, name)))
+    return [*units, ("head", head)]
+
+
 def _unit_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    family = _timm_family(model)
+    if family is not None and isinstance(getattr(model, "blocks", None), nn.Sequential):
+        return _timm_units(model, family)
     features = getattr(model, "features", None) or getattr(model, "layers", None)
     classifier = getattr(model, "classifier", None)
     if isinstance(features, nn.Sequential) and classifier is not None:
@@ -87,7 +123,8 @@ def _unit_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
         return [*units, ("head", Head(model.fc))]
     raise ConfigError(
         f"{type(model).__name__} is not split into blocks for the lookup table "
-        "(supported: models with features + classifier, and ResNets); use the measured oracle"
+        "(supported: models with features + classifier, ResNets, and timm's MobileNetV3/V4 and EfficientNet "
+        "families); use the measured oracle"
     )
 
 
@@ -104,7 +141,7 @@ def _structure(module: nn.Module) -> str:
             parts.append(f"{name}:fc{layer.in_features}>{layer.out_features}")
         elif len(list(layer.children())) == 0:
             parts.append(f"{name}:{type(layer).__name__}")
-    for attribute in ("use_res_connect", "apply_residual"):
+    for attribute in ("use_res_connect", "apply_residual", "has_skip"):  # has_skip: timm's blocks
         if hasattr(module, attribute):
             parts.append(f"{attribute}={getattr(module, attribute)}")
     return ";".join(parts)

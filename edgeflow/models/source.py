@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgeflow.data import DataSplits, load_data
+from edgeflow.data.classes import read_class_map, read_labels
+from edgeflow.data.preprocess import PreprocessSpec
 from edgeflow.errors import ConfigError, DataError, ModelLoadError, ShapeError
-from edgeflow.models import check_resolution, create_model, load_checkpoint, load_onnx, model_info
+from edgeflow.models import check_resolution, create_model, load_checkpoint, load_onnx, model_info, onnx_input
 from edgeflow.recipe import Recipe
 
 _CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin"}
@@ -27,10 +29,21 @@ class ModelSource:
     onnx_path: Path | None = None
     num_classes: int | None = None
     trained: bool = False
+    shape: tuple[int, ...] | None = None  # the input shape when not 1 x 3 x R x R (non-square, NHWC, batch > 1)
+    preprocess: PreprocessSpec | None = None  # as declared (recipe, command line) or read from an ONNX's metadata
+    labels: list[str] | None = None  # the class names an ONNX's metadata carries, in output order
+    probabilities: bool = False  # the output is already a softmax
 
     @property
-    def input_shape(self) -> tuple[int, int, int, int]:
-        return (1, 3, self.resolution, self.resolution)
+    def input_shape(self) -> tuple[int, ...]:
+        return self.shape or (1, 3, self.resolution, self.resolution)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Height and width of the input."""
+        shape = self.input_shape
+        nhwc = self.preprocess is not None and self.preprocess.layout == "nhwc"
+        return (shape[1], shape[2]) if nhwc else (shape[2], shape[3])
 
 
 def looks_like_file(model: str) -> bool:
@@ -45,18 +58,32 @@ def resolve_model(
     width: float = 1.0,
     resolution: int | None = None,
     num_classes: int | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    preprocess: PreprocessSpec | None = None,
 ) -> ModelSource:
-    """Build or load ``model``. ``num_classes`` is required for a registry name (untrained model)."""
+    """Build or load ``model``. ``num_classes`` is required for a registry name (untrained model).
+
+    ``input_shape`` fixes an ONNX's dynamic dimensions (or sets a torch model's input); ``preprocess`` is the
+    declared preprocessing (its size sets the input's height and width; an ONNX's metadata gives it otherwise).
+    """
+    if looks_like_file(model) and Path(model).suffix.lower() == ".onnx":
+        return _onnx_source(
+            Path(model), width=width, resolution=resolution, input_shape=input_shape, preprocess=preprocess
+        )
+    if preprocess is not None and preprocess.layout == "nhwc":
+        raise ConfigError("layout: nhwc is for ONNX files that take NHWC input; torch models take NCHW")
+    shape = _torch_shape(input_shape, preprocess)
+    if shape is not None:
+        resolution = shape[2]
     if looks_like_file(model):
         path = Path(model)
-        if path.suffix.lower() == ".onnx":
-            return _onnx_source(path, width=width, resolution=resolution)
         if arch is None:
             raise ConfigError(f"{path}: a checkpoint holds weights only; name its architecture with --arch")
         info = model_info(arch)
         module = load_checkpoint(path, arch=info.name, width=width)
         resolution = resolution or info.default_resolution
-        check_resolution(info.name, resolution)
+        for side in (shape or (0, 0, resolution, resolution))[2:]:
+            check_resolution(info.name, side)
         classes = _output_features(module)
         return ModelSource(
             name=path.stem,
@@ -67,12 +94,15 @@ def resolve_model(
             module=module,
             num_classes=classes,
             trained=True,
+            shape=shape,
+            preprocess=preprocess,
         )
     info = model_info(model)
     if num_classes is None:
         raise ConfigError("num_classes is needed to build an untrained model")
     resolution = resolution or info.default_resolution
-    check_resolution(info.name, resolution)
+    for side in (shape or (0, 0, resolution, resolution))[2:]:
+        check_resolution(info.name, side)
     module = create_model(info.name, num_classes=num_classes, width=width)
     label = info.name if width == 1.0 else f"{info.name}_w{width:g}"
     return ModelSource(
@@ -84,30 +114,56 @@ def resolve_model(
         module=module,
         num_classes=num_classes,
         trained=False,
+        shape=shape,
+        preprocess=preprocess,
     )
 
 
-def _onnx_source(path: Path, *, width: float, resolution: int | None) -> ModelSource:
+def _torch_shape(input_shape: tuple[int, ...] | None, preprocess: PreprocessSpec | None) -> tuple[int, ...] | None:
+    """A torch model's input shape when the input shape or the preprocessing's size sets it."""
+    size = preprocess.size if preprocess is not None else None
+    if input_shape is not None:
+        if len(input_shape) != 4 or input_shape[1] != 3:
+            raise ShapeError(f"input shape {'x'.join(map(str, input_shape))}: a torch model takes N x 3 x H x W")
+        if size is not None and tuple(size) != tuple(input_shape[2:]):
+            raise ShapeError(
+                f"input shape {'x'.join(map(str, input_shape))} and the preprocessing's size {list(size)} differ"
+            )
+        return tuple(input_shape)
+    return (1, 3, *size) if size is not None else None
+
+
+def _onnx_source(
+    path: Path,
+    *,
+    width: float,
+    resolution: int | None,
+    input_shape: tuple[int, ...] | None,
+    preprocess: PreprocessSpec | None,
+) -> ModelSource:
     proto = load_onnx(path)
     if width != 1.0:
         raise ConfigError(f"{path}: the width multiplier needs a torch model; an ONNX file has fixed channels")
-    dims = [dim.dim_value for dim in proto.graph.input[0].type.tensor_type.shape.dim]
-    if len(dims) != 4 or dims[2] <= 0 or dims[2] != dims[3] or dims[1] != 3:
-        raise ShapeError(f"{path}: expected a square 3-channel NCHW input with a fixed size, got {dims}")
-    if resolution is not None and resolution != dims[2]:
-        raise ShapeError(f"{path} takes {dims[2]} px inputs; re-export it to run at {resolution} px")
-    outputs = [dim.dim_value for dim in proto.graph.output[0].type.tensor_type.shape.dim]
-    classes = outputs[-1] if outputs and outputs[-1] > 0 else None
-    return ModelSource(
+    spec = preprocess or onnx_input.preprocess_from_metadata(proto, source=str(path))
+    shape = onnx_input.fixed_input_shape(
+        proto, source=str(path), input_shape=input_shape, preprocess=spec, resolution=resolution
+    )
+    source = ModelSource(
         name=path.stem,
         kind="onnx",
         arch=None,
         width=1.0,
-        resolution=dims[2],
+        resolution=0,
         onnx_path=path,
-        num_classes=classes,
+        num_classes=onnx_input.output_classes(proto),
         trained=True,
+        shape=shape,
+        preprocess=spec,
+        labels=onnx_input.labels_from_metadata(proto, source=str(path)),
+        probabilities=onnx_input.outputs_probabilities(proto),
     )
+    source.resolution = source.size[0]
+    return source
 
 
 def _output_features(module: Any) -> int:
@@ -124,18 +180,63 @@ def _output_features(module: Any) -> int:
 
 
 def load_model_and_data(model: str, *, arch: str | None, data: str, recipe: Recipe) -> tuple[ModelSource, DataSplits]:
-    """A file fixes its own class count; a registry model is built for the data set's classes."""
+    """The model and its data, read with one preprocessing: the recipe's (which the command line's options
+    fill), else an ONNX's metadata. A file fixes its own class count; a registry model is built for the data's
+    classes (or ``model.num_classes`` outputs, for a sparse class map). The class order is the class map's or
+    labels file's, else an ONNX's metadata labels, else the sorted folder names."""
+    declared = recipe.preprocess
+    input_shape = recipe.model.input_shape
+    class_map = _class_map(recipe)
     if looks_like_file(model):
         default = model_info(arch).default_resolution if arch else None
         resolution = recipe.model.input_side(default) if default else recipe.model.resolution
-        source = resolve_model(model, arch=arch, width=recipe.model.width, resolution=resolution)
-        splits = load_data(data, resolution=source.resolution, seed=recipe.seed)
-        if source.num_classes is not None and source.num_classes != splits.num_classes:
-            raise DataError(f"{model} predicts {source.num_classes} classes but {data} has {splits.num_classes}")
+        source = resolve_model(
+            model, arch=arch, width=recipe.model.width, resolution=resolution, input_shape=input_shape,
+            preprocess=declared,
+        )  # fmt: skip
+        if class_map is None and source.labels is not None:
+            class_map = {name: index for index, name in enumerate(source.labels)}
+        splits = _load(data, source=source, recipe=recipe, class_map=class_map)
+        mismatch = source.num_classes is not None and source.num_classes != splits.num_classes
+        if splits.output_indices is None and mismatch:
+            raise DataError(
+                f"{model} predicts {source.num_classes} classes but {data} has {splits.num_classes}; give a class "
+                "map (--class-map) or labels file (--labels) saying which output each class folder is"
+            )
         return source, splits
     info = model_info(model)
     resolution = recipe.model.input_side(info.default_resolution) or info.default_resolution
     check_resolution(info.name, resolution)  # before spending time on data
-    splits = load_data(data, resolution=resolution, seed=recipe.seed)
-    source = resolve_model(model, num_classes=splits.num_classes, width=recipe.model.width, resolution=resolution)
+    size = (declared.size if declared is not None else None) or (input_shape[2:] if input_shape else None)
+    splits = load_data(
+        data, resolution=size[0] if size else resolution, seed=recipe.seed, class_map=class_map,
+        preprocess=_with_size(declared, size),
+    )  # fmt: skip
+    classes = recipe.model.num_classes or (
+        max(splits.output_indices) + 1 if splits.output_indices is not None else splits.num_classes
+    )
+    if splits.output_indices is not None and classes <= max(splits.output_indices):
+        raise ConfigError(f"model.num_classes is {classes} but the class map uses output {max(splits.output_indices)}")
+    source = resolve_model(
+        model, num_classes=classes, width=recipe.model.width, resolution=resolution, input_shape=input_shape,
+        preprocess=declared,
+    )  # fmt: skip
     return source, splits
+
+
+def _class_map(recipe: Recipe) -> dict[str, int] | None:
+    if recipe.labels is not None:
+        return read_labels(recipe.labels)
+    return read_class_map(recipe.class_map) if recipe.class_map is not None else None
+
+
+def _with_size(spec: PreprocessSpec | None, size) -> PreprocessSpec | None:
+    if size is None:
+        return spec
+    return (spec or PreprocessSpec()).model_copy(update={"size": tuple(size)})
+
+
+def _load(data: str, *, source: ModelSource, recipe: Recipe, class_map: dict[str, int] | None) -> DataSplits:
+    """The data read at the model's input size with its preprocessing."""
+    spec = _with_size(source.preprocess, source.size)
+    return load_data(data, resolution=source.size[0], seed=recipe.seed, class_map=class_map, preprocess=spec)

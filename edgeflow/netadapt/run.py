@@ -22,6 +22,7 @@ from torch import nn
 from edgeflow.accuracy import accuracy_from_logits, collect_logits
 from edgeflow.backends import Compiled
 from edgeflow.data import DataSplits
+from edgeflow.data.preprocess import PreprocessSpec, as_preprocess, parse_input_shape
 from edgeflow.device import DeviceSpec, as_device
 from edgeflow.environment import environment
 from edgeflow.errors import ConfigError
@@ -62,6 +63,10 @@ def search(
     resume: bool = False,
     executor: Executor | None = None,
     progress: Progress | None = None,
+    preprocess: str | Path | PreprocessSpec | None = None,
+    input_shape: str | tuple[int, ...] | None = None,
+    class_map: str | Path | None = None,
+    labels: str | Path | None = None,
 ) -> SearchReport:
     """Find the most accurate shrunk ``model`` whose latency on ``device`` meets the budget.
 
@@ -69,7 +74,11 @@ def search(
     With ``resume`` a search killed at any point goes on from ``out/state``.
     """
     progress = progress or Progress.silent()
-    device_spec, recipe_spec = as_device(device), as_recipe(recipe)
+    device_spec = as_device(device)
+    recipe_spec = as_recipe(recipe).with_inputs(
+        preprocess=as_preprocess(preprocess), input_shape=parse_input_shape(input_shape), class_map=class_map,
+        labels=labels,
+    )  # fmt: skip
     config = search_config(recipe_spec, budget_ms=latency_budget_ms, ratio=latency_ratio)
     backend = search_backend(device_spec)
     out = Path(out)

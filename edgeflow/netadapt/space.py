@@ -82,10 +82,15 @@ def prunable_groups(model: nn.Module, example: torch.Tensor, *, min_channels: in
 
 def removable_blocks(model: nn.Module) -> list[str]:
     """Names of residual blocks whose skip is an identity: torchvision's MobileNetV2/V3, EfficientNet and
-    MNASNet inverted residuals with ``use_res_connect``/``apply_residual``, ResNet blocks without downsample."""
+    MNASNet inverted residuals with ``use_res_connect``/``apply_residual``, timm's blocks with ``has_skip``
+    (MobileNetV3/V4, EfficientNet), ResNet blocks without downsample."""
     found = []
     for name, module in model.named_modules():
-        identity_skip = getattr(module, "use_res_connect", None) or getattr(module, "apply_residual", None)
+        identity_skip = (
+            getattr(module, "use_res_connect", None)
+            or getattr(module, "apply_residual", None)
+            or getattr(module, "has_skip", None)
+        )
         if identity_skip is None and hasattr(module, "downsample") and hasattr(module, "conv1"):
             identity_skip = module.downsample is None
         if identity_skip is True:

@@ -30,6 +30,8 @@ class ModelRecord(BaseModel):
     resolution: int
     num_classes: int
     trained_here: bool
+    input_shape: list[int] = []  # the shape the model runs at (N x C x H x W, or N x H x W x C)
+    outputs: str = "logits"  # or "probabilities": the model ends in a softmax
 
 
 class VariantRecord(BaseModel):
