@@ -162,11 +162,10 @@ def evaluate(
     mapping = read_class_order(labels=labels, class_map=class_map)
     device_spec = as_device(device)
     loaded = artifact_from_path(artifact)
-    spec, own_labels = prepare_artifact(
+    spec, own_order = prepare_artifact(
         loaded, input_shape=parse_input_shape(input_shape), preprocess=as_preprocess(preprocess)
     )
-    if mapping is None and own_labels is not None:
-        mapping = {name: index for index, name in enumerate(own_labels)}
+    mapping = mapping if mapping is not None else own_order
     chosen = choose_backend(loaded, device_spec, backend=backend)
     compiled = get_backend(chosen).compile(loaded, settings=device_spec.runtime)
     splits = load_data_for_input(data, input_shape=compiled.input_shape, preprocess=spec, seed=seed, class_map=mapping)

@@ -66,7 +66,6 @@ def run_optimize(
 
     notes: list[str] = []
     if splits.output_indices is not None:
-        splits = splits.labelled_by_output()
         notes.append(
             f"class map: the {splits.num_classes} classes are outputs {splits.output_indices} of "
             f"{source.num_classes or 'the model'}'s; top-1 is over every output (a pick outside them counts wrong). "
@@ -217,11 +216,11 @@ def _export(run: _Run) -> tuple[Artifact, list[ParityStats]]:
     path = stage / "model_fp32.onnx"
     if source.onnx_path is not None:  # copied with its dynamic dimensions fixed at the shape it runs at
         save_with_fixed_input(source.onnx_path, path, source.input_shape)
-        write_metadata(path, preprocess=run.splits.preprocess, labels=run.splits.class_names)
+        write_metadata(path, splits=run.splits)
         return Artifact(format="onnx", path=path, input_shape=source.input_shape, lineage=["onnx file"]), []
     run.progress.stage("export to ONNX and check parity with torch")
     artifact = export_onnx(source.module, input_shape=source.input_shape, path=path, opset=run.recipe.export.opset)
-    write_metadata(path, preprocess=run.splits.preprocess, labels=run.splits.class_names)
+    write_metadata(path, splits=run.splits)
     artifact.lineage = [f"torch {source.name}", "torch->onnx"]
     return artifact, [_parity(run, artifact, runtime="onnxruntime")]
 

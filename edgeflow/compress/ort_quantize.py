@@ -75,8 +75,9 @@ def quantize_onnx_static(
         "preprocessed": True,
     }
     with atomic_path(_onnx_output(path)) as temporary, _scratch_file(temporary) as preprocessed:
-        settings["opset"] = _at_least_opset_13(artifact.path, preprocessed)
-        settings["preprocessed"] = _pre_process(quant_pre_process, preprocessed, preprocessed)
+        with _scratch_file(preprocessed) as upgraded:  # quant_pre_process loses its work written in place
+            settings["opset"] = _at_least_opset_13(artifact.path, upgraded)
+            settings["preprocessed"] = _pre_process(quant_pre_process, upgraded, preprocessed)
         # The histogram calibrators (entropy, percentile) print progress to stdout.
         with contextlib.redirect_stdout(io.StringIO()):
             quantize_static(

@@ -89,11 +89,10 @@ def quantize_artifact(
         raise ConfigError(f"device {device_spec.name} does not run int8 (it has: {', '.join(device_spec.precisions)})")
     mapping = read_class_order(labels=labels, class_map=class_map)
     source = artifact_from_path(artifact)
-    spec, own_labels = prepare_artifact(
+    spec, own_order = prepare_artifact(
         source, input_shape=parse_input_shape(input_shape), preprocess=as_preprocess(preprocess)
     )
-    if mapping is None and own_labels is not None:
-        mapping = {name: index for index, name in enumerate(own_labels)}
+    mapping = mapping if mapping is not None else own_order
     if is_quantized_artifact(source):  # said before anything is built or printed
         raise ShapeError(f"{source.path} is already quantized; give the float model")
     target = choose_backend(source, device_spec, backend=backend)

@@ -92,7 +92,9 @@ def _apply_class_map(class_map: dict[str, int], class_names: list[str], data: di
     unmapped = [name for name in class_names if name not in class_map]
     if unmapped:
         more = f" (and {len(unmapped) - 1} more)" if len(unmapped) > 1 else ""
-        raise DataError(f"class folder {root / unmapped[0]}{more} is not in the class map or labels file")
+        raise DataError(
+            f"class folder {root / unmapped[0]}{more} is not in the class map, the labels file or the labels the model carries"
+        )
     indices = [class_map[name] for name in class_names]
     if sorted(indices) != list(range(len(class_names))):
         return class_names, data, indices

@@ -54,9 +54,13 @@ def load_data(
         raise DataError(f"seed must be an integer from 0 to 2**32 - 1, got {seed!r}")
     source = str(source)
     if source.strip().lower() in _BUILT_INS:
-        if class_map is not None:
-            raise DataError(f"a class map or labels file maps folders of images; {source} is a built-in data set")
-        return _BUILT_INS.get(source)(resolution=resolution, seed=seed, preprocess=preprocess)
+        splits = _BUILT_INS.get(source)(resolution=resolution, seed=seed, preprocess=preprocess)
+        if class_map is not None and class_map != {name: index for index, name in enumerate(splits.class_names)}:
+            raise DataError(
+                f"a class map or labels file maps folders of images; {source} is a built-in data set whose classes "
+                f"are {', '.join(splits.class_names)} in that order"
+            )
+        return splits
     if _looks_like_path(source):
         return load_image_folder(source, resolution=resolution, seed=seed, class_map=class_map, preprocess=preprocess)
     close = difflib.get_close_matches(source.strip().lower(), list_datasets(), n=2)

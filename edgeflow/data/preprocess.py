@@ -52,7 +52,7 @@ class PreprocessSpec(StrictModel):
     model's input units, after normalization (PaddleOCR pads its normalized lines with 0).
     """
 
-    size: tuple[int, int] | None = Field(default=None, description="[H, W] of the model's input")
+    size: tuple[int, ...] | None = Field(default=None, description="[H, W] of the model's input")
     resize: Resize = "shorter_side_crop"
     resize_side: int | None = Field(default=None, ge=1, le=8192, description="shorter side before the crop")
     fit: Literal["within", "height"] = "within"
@@ -67,8 +67,8 @@ class PreprocessSpec(StrictModel):
 
     @field_validator("size")
     @classmethod
-    def _positive_size(cls, size: tuple[int, int] | None) -> tuple[int, int] | None:
-        if size is not None and not all(1 <= side <= 8192 for side in size):
+    def _positive_size(cls, size: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if size is not None and (len(size) != 2 or not all(1 <= side <= 8192 for side in size)):
             raise ValueError(f"size must be [H, W] with each side from 1 to 8192, got {list(size)}")
         return size
 

@@ -77,8 +77,9 @@ class ImageDataset(Dataset):
         self.boxes = boxes
         self.preprocess = preprocess
         # Normalize the stored values directly: (x * scale - mean) / std = (x - mean / scale) / (std / scale).
-        self._offset = torch.tensor(preprocess.mean).view(3, 1, 1) / preprocess.scale
-        self._divisor = torch.tensor(preprocess.std).view(3, 1, 1) / preprocess.scale
+        # (1 / scale) first, in float64: exactly 255.0 for the default scale, so the tensors equal 255 x mean
+        self._offset = (1.0 / preprocess.scale) * torch.tensor(preprocess.mean).view(3, 1, 1)
+        self._divisor = (1.0 / preprocess.scale) * torch.tensor(preprocess.std).view(3, 1, 1)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

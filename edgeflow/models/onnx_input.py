@@ -157,13 +157,35 @@ def preprocess_from_metadata(proto: Any, *, source: str) -> PreprocessSpec | Non
     return from_onnx_metadata(metadata(proto), source=source)
 
 
-def write_metadata(path: Path, *, preprocess: PreprocessSpec, labels: list[str]) -> None:
-    """Record the preprocessing and the class names in an exported ONNX, so it carries what an app needs."""
+CLASS_MAP_KEY = "edgeflow.class_map"  # a sparse class map (folder -> output) as JSON
+
+
+def class_map_from_metadata(proto: Any, *, source: str) -> dict[str, int] | None:
+    """The sparse class map (10 folders of a 1,000-output model) edgeflow wrote into an ONNX, if any."""
+    text = metadata(proto).get(CLASS_MAP_KEY)
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise ConfigError(f"{source}: metadata {CLASS_MAP_KEY} is not JSON") from None
+    if not isinstance(value, dict) or not all(isinstance(index, int) for index in value.values()):
+        raise ConfigError(f"{source}: metadata {CLASS_MAP_KEY} is not a mapping of class to output index")
+    return value
+
+
+def write_metadata(path: Path, *, splits: Any) -> None:
+    """Record the preprocessing and the class order in an exported ONNX, so it carries what an app needs: the
+    labels of its outputs, or for a sparse class map which output each class is."""
     import onnx
 
     proto = onnx.load(str(path))
-    entries = {METADATA_KEY: json.dumps(preprocess.describe()), "labels": json.dumps(list(labels))}
-    kept = [entry for entry in proto.metadata_props if entry.key not in entries]
+    entries = {METADATA_KEY: json.dumps(splits.preprocess.describe())}
+    if splits.output_indices is None:
+        entries["labels"] = json.dumps(list(splits.class_names))
+    else:
+        entries[CLASS_MAP_KEY] = json.dumps(dict(zip(splits.class_names, splits.output_indices, strict=True)))
+    kept = [entry for entry in proto.metadata_props if entry.key not in (*entries, "labels", CLASS_MAP_KEY)]
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)
     for key, value in entries.items():
@@ -204,10 +226,11 @@ def _text(shape: tuple[int, ...]) -> str:
 
 def prepare_artifact(
     artifact: Any, *, input_shape: tuple[int, ...] | None = None, preprocess: PreprocessSpec | None = None
-) -> tuple[PreprocessSpec | None, list[str] | None]:
+) -> tuple[PreprocessSpec | None, dict[str, int] | None]:
     """Fill ``artifact.input_shape`` where the file leaves dimensions dynamic (from ``input_shape`` or the
-    preprocessing's size), and return the preprocessing (given, else an ONNX's metadata) and the labels an
-    ONNX's metadata carries. The runtimes read the shape from the artifact."""
+    preprocessing's size), and return the preprocessing (given, else an ONNX's metadata) and the class order an
+    ONNX's metadata carries (its labels, or a sparse class map), as class -> output. The runtimes read the
+    shape from the artifact."""
     if artifact.format != "onnx":
         if input_shape is not None:
             artifact.input_shape = tuple(input_shape)
@@ -220,4 +243,8 @@ def prepare_artifact(
         artifact.input_shape = fixed_input_shape(
             proto, source=str(artifact.path), input_shape=input_shape, preprocess=spec
         )
-    return spec, labels_from_metadata(proto, source=str(artifact.path))
+    class_map = class_map_from_metadata(proto, source=str(artifact.path))
+    if class_map is not None:
+        return spec, class_map
+    labels = labels_from_metadata(proto, source=str(artifact.path))
+    return spec, None if labels is None else {name: index for index, name in enumerate(labels)}

@@ -32,6 +32,7 @@ class ModelSource:
     shape: tuple[int, ...] | None = None  # the input shape when not 1 x 3 x R x R (non-square, NHWC, batch > 1)
     preprocess: PreprocessSpec | None = None  # as declared (recipe, command line) or read from an ONNX's metadata
     labels: list[str] | None = None  # the class names an ONNX's metadata carries, in output order
+    class_map: dict[str, int] | None = None  # or the sparse class map it carries (folder -> output)
     probabilities: bool = False  # the output is already a softmax
 
     @property
@@ -160,6 +161,7 @@ def _onnx_source(
         shape=shape,
         preprocess=spec,
         labels=onnx_input.labels_from_metadata(proto, source=str(path)),
+        class_map=onnx_input.class_map_from_metadata(proto, source=str(path)),
         probabilities=onnx_input.outputs_probabilities(proto),
     )
     source.resolution = source.size[0]
@@ -183,7 +185,9 @@ def load_model_and_data(model: str, *, arch: str | None, data: str, recipe: Reci
     """The model and its data, read with one preprocessing: the recipe's (which the command line's options
     fill), else an ONNX's metadata. A file fixes its own class count; a registry model is built for the data's
     classes (or ``model.num_classes`` outputs, for a sparse class map). The class order is the class map's or
-    labels file's, else an ONNX's metadata labels, else the sorted folder names."""
+    labels file's, else an ONNX's metadata labels, else the sorted folder names. With a sparse class map the
+    splits are labelled by output index (:meth:`DataSplits.labelled_by_output`): training learns those outputs
+    and top-1 is over every output."""
     declared = recipe.preprocess
     input_shape = recipe.model.input_shape
     class_map = _class_map(recipe)
@@ -194,16 +198,18 @@ def load_model_and_data(model: str, *, arch: str | None, data: str, recipe: Reci
             model, arch=arch, width=recipe.model.width, resolution=resolution, input_shape=input_shape,
             preprocess=declared,
         )  # fmt: skip
+        class_map = class_map if class_map is not None else source.class_map
         if class_map is None and source.labels is not None:
-            class_map = {name: index for index, name in enumerate(source.labels)}
-        splits = _load(data, source=source, recipe=recipe, class_map=class_map)
+            splits = _load_by_own_labels(data, model=model, source=source, recipe=recipe)
+        else:
+            splits = _load(data, source=source, recipe=recipe, class_map=class_map)
         mismatch = source.num_classes is not None and source.num_classes != splits.num_classes
         if splits.output_indices is None and mismatch:
             raise DataError(
                 f"{model} predicts {source.num_classes} classes but {data} has {splits.num_classes}; give a class "
                 "map (--class-map) or labels file (--labels) saying which output each class folder is"
             )
-        return source, splits
+        return source, splits.labelled_by_output()
     info = model_info(model)
     resolution = recipe.model.input_side(info.default_resolution) or info.default_resolution
     check_resolution(info.name, resolution)  # before spending time on data
@@ -221,7 +227,7 @@ def load_model_and_data(model: str, *, arch: str | None, data: str, recipe: Reci
         model, num_classes=classes, width=recipe.model.width, resolution=resolution, input_shape=input_shape,
         preprocess=declared,
     )  # fmt: skip
-    return source, splits
+    return source, splits.labelled_by_output()
 
 
 def _class_map(recipe: Recipe) -> dict[str, int] | None:
@@ -234,6 +240,21 @@ def _with_size(spec: PreprocessSpec | None, size) -> PreprocessSpec | None:
     if size is None:
         return spec
     return (spec or PreprocessSpec()).model_copy(update={"size": tuple(size)})
+
+
+def _load_by_own_labels(data: str, *, model: str, source: ModelSource, recipe: Recipe) -> DataSplits:
+    """The data with its classes in the order of the labels an ONNX's metadata carries."""
+    labels = source.labels or []
+    try:
+        return _load(data, source=source, recipe=recipe, class_map={name: i for i, name in enumerate(labels)})
+    except DataError as error:
+        if "is not in the class map" not in str(error):
+            raise
+        shown = ", ".join(labels[:5]) + (", ..." if len(labels) > 5 else "")
+        raise DataError(
+            f"{model} predicts {len(labels)} classes labelled {shown} (its metadata) but {data} has other classes: "
+            f"{str(error).split(' is not in')[0]} is not among them; give --labels or --class-map"
+        ) from None
 
 
 def _load(data: str, *, source: ModelSource, recipe: Recipe, class_map: dict[str, int] | None) -> DataSplits:
