@@ -93,7 +93,8 @@ def _apply_class_map(class_map: dict[str, int], class_names: list[str], data: di
     if unmapped:
         more = f" (and {len(unmapped) - 1} more)" if len(unmapped) > 1 else ""
         raise DataError(
-            f"class folder {root / unmapped[0]}{more} is not in the class map, the labels file or the labels the model carries"
+            f"class folder {root / unmapped[0]}{more} is not in the class map, the labels file or the labels "
+            "the model carries"
         )
     indices = [class_map[name] for name in class_names]
     if sorted(indices) != list(range(len(class_names))):
