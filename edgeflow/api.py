@@ -121,15 +121,16 @@ def profile(
     backend: str | None = None,
     config: ProfileConfig | None = None,
     input_shape: str | tuple[int, ...] | None = None,
+    preprocess: str | Path | PreprocessSpec | None = None,
 ) -> ProfileStats:
     """Time an exported artifact (.onnx or .xml) on ``device``'s runtime: in this process for a local
     device, through the benchmark agent or trtexec for an SSH device (never estimated: a device that
-    cannot be reached is an error)."""
+    cannot be reached is an error). ``input_shape`` (or the size of ``preprocess``) fixes dynamic dimensions."""
     from edgeflow.profiling.run import profile_on_device
 
     device_spec = as_device(device)
     loaded = artifact_from_path(artifact)
-    prepare_artifact(loaded, input_shape=parse_input_shape(input_shape))
+    prepare_artifact(loaded, input_shape=parse_input_shape(input_shape), preprocess=as_preprocess(preprocess))
     _infer_precision(loaded)
     chosen = choose_backend(loaded, device_spec, backend=backend)
     return profile_on_device(loaded, device=device_spec, backend=chosen, config=config or ProfileConfig())

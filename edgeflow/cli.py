@@ -246,6 +246,7 @@ def profile(
     host: str | None = HostOption,
     key: str | None = KeyOption,
     input_shape: str | None = InputShapeOption,
+    preprocess: Path | None = PreprocessOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Time ARTIFACT on DEVICE's runtime: latency percentiles, cold start, memory, size, MACs."""
@@ -265,6 +266,7 @@ def profile(
                 source="profile options (-n/--iterations, -t/--seconds, --warmup)",
             ),
             input_shape=input_shape,
+            preprocess=preprocess,
         )
     )
     if as_json:

@@ -205,3 +205,28 @@ def test_the_new_bad_inputs_are_one_clear_line_each(files, tmp_path: Path) -> No
     for argv, message in cases:
         assert_one_line_error(CliRunner().invoke(app, argv), message)
     assert not (tmp_path / "o").exists()
+
+
+def test_the_device_agent_feeds_a_fixed_batch_and_flattens_rank1_outputs(files, tmp_path: Path) -> None:
+    """The on-device agent (run here as it runs on a device) returns one row of outputs per image sent, for a
+    fixed batch of 2 with an odd number of images and for a rank-1 output; the rows equal ONNX Runtime's here."""
+    import subprocess
+    import sys
+
+    import onnxruntime as ort
+
+    agent = Path(edgeflow.__file__).parent / "transports" / "agent.py"
+    images = np.random.default_rng(0).standard_normal((5, 3, SIDE, SIDE)).astype(np.float32)
+    np.save(tmp_path / "inputs.npy", images)
+    plain = ort.InferenceSession(str(files["plain"]), providers=["CPUExecutionProvider"])
+    expected = np.concatenate([plain.run(None, {"input": image[None]})[0] for image in images])
+    for name in ("batch2", "rank1"):
+        done = subprocess.run(
+            [sys.executable, str(agent), "time", "--model", str(files[name]), "--runtime", "onnxruntime",
+             "--warmup", "1", "--iterations", "3", "--min-iterations", "1", "--max-seconds", "1",
+             "--inputs", str(tmp_path / "inputs.npy"), "--outputs", str(tmp_path / f"{name}.npy")],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert json.loads(done.stdout.splitlines()[-1])["outputs"] == 5
+        np.testing.assert_allclose(np.load(tmp_path / f"{name}.npy"), expected, rtol=1e-4, atol=1e-5)

@@ -44,7 +44,8 @@ class Manifest(BaseModel):
     runtime: str
     runtime_version: str
     input: dict
-    labels: list[str]
+    labels: list[str]  # the classes in output order; with a sparse class map, the classes whose outputs follow
+    output_indices: list[int] | None = None  # with a sparse class map: the model output of each class above
     files: list[BundleFile]
     metrics: dict
     device: dict
@@ -88,6 +89,7 @@ def write_bundle(
         runtime_version=record.runtime_version,
         input=_input(folder / f"model{artifact.files[0].suffix}", artifact, splits),
         labels=list(splits.class_names),
+        output_indices=splits.output_indices,
         files=[
             BundleFile(path=path.name, sha256=sha256(path), bytes=path.stat().st_size, role=role)
             for path, role in files
