@@ -230,3 +230,27 @@ def test_the_device_agent_feeds_a_fixed_batch_and_flattens_rank1_outputs(files, 
         assert done.returncode == 0, done.stdout + done.stderr
         assert json.loads(done.stdout.splitlines()[-1])["outputs"] == 5
         np.testing.assert_allclose(np.load(tmp_path / f"{name}.npy"), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_class_order_from_an_onnxs_metadata(files, tmp_path: Path) -> None:
+    """labels as JSON or one a line, Ultralytics' names dict, edgeflow's sparse class map; and the order is
+    used: a labels entry that reverses digits' classes is refused on digits (whose order is fixed)."""
+    from edgeflow.errors import DataError
+    from edgeflow.models.onnx_input import class_map_from_metadata, labels_from_metadata
+
+    def with_metadata(**entries) -> onnx.ModelProto:
+        model = onnx.load(str(files["plain"]))
+        for key, value in entries.items():
+            model.metadata_props.add(key=key, value=value)
+        return model
+
+    assert labels_from_metadata(with_metadata(labels='["cat", "dog"]'), source="m") == ["cat", "dog"]
+    assert labels_from_metadata(with_metadata(classes="cat\ndog\n"), source="m") == ["cat", "dog"]
+    assert labels_from_metadata(with_metadata(names="{1: 'dog', 0: 'cat'}"), source="m") == ["cat", "dog"]
+    assert labels_from_metadata(with_metadata(), source="m") is None
+    sparse = with_metadata(**{"edgeflow.class_map": '{"n01440764": 0, "n02102040": 217}'})
+    assert class_map_from_metadata(sparse, source="m") == {"n01440764": 0, "n02102040": 217}
+    reversed_digits = with_metadata(labels=json.dumps([str(9 - digit) for digit in range(10)]))
+    onnx.save(reversed_digits, str(tmp_path / "reversed.onnx"))
+    with pytest.raises(DataError, match="built-in data set whose classes are 0, 1"):
+        _top1(tmp_path / "reversed.onnx")

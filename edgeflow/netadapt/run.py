@@ -284,7 +284,7 @@ def _evaluate_point(
 ) -> tuple[PointRecord, Compiled]:
     """Export ``model``, time it on the device and measure test top-1 through the runtime."""
     resolution = splits.resolution
-    shape = (1, 3, resolution, resolution)
+    shape = (1, 3, *splits.size)
     out, backend, recipe = where.out, where.backend, where.recipe
     artifact = export_onnx(model.eval(), input_shape=shape, path=out / f"model_{name}.onnx")
     if backend == "openvino":
