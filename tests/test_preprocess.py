@@ -157,3 +157,24 @@ def test_a_third_party_model_scores_its_own_pipelines_accuracy_with_its_own_prep
     rgb = read_preprocess(EXAMPLE).model_copy(update={"channels": "rgb", "fit": "within"})
     other = edgeflow.evaluate(ORIENTATION, data=data, preprocess=rgb, split="all", backend="onnxruntime")
     assert other.top1 < stats.top1
+
+
+def test_recipe_keys_for_inputs_and_the_command_lines_overrides(tmp_path: Path) -> None:
+    from edgeflow.recipe import load_recipe
+
+    recipe = tmp_path / "r.yaml"
+    base = "name: r\nvariants: [{name: v, backend: onnxruntime}]\n"
+    recipe.write_text(base + "preprocess: {size: [48, 192], channels: bgr}\nmodel: {input_shape: [1, 3, 48, 192]}\n")
+    loaded = load_recipe(recipe)
+    assert loaded.preprocess.channels == "bgr" and loaded.model.input_shape == (1, 3, 48, 192)
+    overridden = loaded.with_inputs(preprocess=PreprocessSpec(channels="rgb"), input_shape=(1, 3, 8, 8), labels="l")
+    assert overridden.preprocess.channels == "rgb" and overridden.model.input_shape == (1, 3, 8, 8)
+    assert overridden.labels == "l" and loaded.labels is None  # the loaded recipe is left as it was
+    for text, message in [
+        ("preprocess: {chanels: bgr}\n", "unknown key 'preprocess.chanels'"),
+        ("model: {input_shape: [1, 3, 48]}\n", "input_shape must be 4 positive integers"),
+        ("class_map: a.tsv\nlabels: b.txt\n", "give class_map or labels, not both"),
+    ]:
+        recipe.write_text(base + text)
+        with pytest.raises(ConfigError, match=message):
+            load_recipe(recipe)
