@@ -254,3 +254,21 @@ def test_class_order_from_an_onnxs_metadata(files, tmp_path: Path) -> None:
     onnx.save(reversed_digits, str(tmp_path / "reversed.onnx"))
     with pytest.raises(DataError, match="built-in data set whose classes are 0, 1"):
         _top1(tmp_path / "reversed.onnx")
+
+
+def test_a_recipes_resolution_fills_dynamic_sides_only(files) -> None:
+    """The quick recipe's 32 px is the side of models built here: a file fixed at 16 px keeps its own size (and
+    its batch of 2), a file with dynamic sides runs at 32 px, and a preprocessing size that contradicts a fixed
+    file is an error."""
+    from edgeflow.data.preprocess import PreprocessSpec
+    from edgeflow.models.source import load_model_and_data
+    from edgeflow.recipe import load_recipe
+
+    quick = load_recipe("quick")
+    source, splits = load_model_and_data(str(files["batch2"]), arch=None, data="digits", recipe=quick)
+    assert source.input_shape == (2, 3, SIDE, SIDE) and splits.size == (SIDE, SIDE)
+    source, splits = load_model_and_data(str(files["named"]), arch=None, data="digits", recipe=quick)
+    assert source.input_shape == (1, 3, 32, 32) and splits.size == (32, 32)
+    wrong = quick.with_inputs(preprocess=PreprocessSpec(size=(8, 8)))
+    with pytest.raises(ShapeError, match="takes 16x16 inputs"):
+        load_model_and_data(str(files["plain"]), arch=None, data="digits", recipe=wrong)

@@ -39,6 +39,8 @@ def fixed_input_shape(
 ) -> tuple[int, ...]:
     """The shape the model runs at: its own fixed dimensions, with the dynamic ones taken from ``input_shape``,
     else the preprocessing's size (height and width) or ``resolution`` (a square side), a dynamic batch as 1.
+    A fixed size that the preprocessing's size contradicts is an error; a recipe's ``resolution`` does not
+    apply to a file whose sides are fixed.
 
     Raises:
         ShapeError: a dimension is dynamic and nothing gives it, or what is given contradicts the file.
@@ -61,13 +63,13 @@ def fixed_input_shape(
         shape = tuple(input_shape)
     else:
         wanted: dict[int, int] = {0: 1}
-        size = preprocess.size if preprocess is not None and preprocess.size is not None else None
-        if size is None and resolution is not None:
-            size = (resolution, resolution)
+        declared = preprocess.size if preprocess is not None and preprocess.size is not None else None
+        # a recipe's resolution is the side of models built here: it fills a file's dynamic sides only
+        size = declared or ((resolution, resolution) if resolution is not None else None)
         if size is not None:
             wanted.update({spatial[0]: size[0], spatial[1]: size[1]})
         for index in spatial:
-            if dims[index] is not None and size is not None and dims[index] != wanted[index]:
+            if dims[index] is not None and declared is not None and dims[index] != wanted[index]:
                 fixed = f"{dims[spatial[0]]}x{dims[spatial[1]]}"
                 raise ShapeError(f"{source} takes {fixed} inputs (H x W); re-export it to run at {size[0]}x{size[1]}")
         missing = [index for index, own in enumerate(dims) if own is None and index not in wanted]
