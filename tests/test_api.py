@@ -100,6 +100,7 @@ def test_profile_and_evaluate_an_artifact_from_the_run(quick_run) -> None:
     assert stats.top1 == pytest.approx(int8.accuracy.top1, abs=0.05)  # same images; bf16/threads may differ
 
 
+@pytest.mark.slow  # a whole optimize run (~9 s); test_onnx_quirks runs optimize on an ONNX input in make test
 def test_onnx_model_as_input(quick_run, tmp_path: Path) -> None:
     _report, out = quick_run
     report = edgeflow.optimize(str(out / "model_fp32.onnx"), recipe="quick", out=tmp_path / "from_onnx")

@@ -305,6 +305,7 @@ def test_folder_errors(tmp_path: Path) -> None:
 IMAGENETTE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenette2-128"
 
 
+@pytest.mark.slow  # reads 13,394 photos (~7 s)
 def test_imagenette_loads_in_its_own_layout() -> None:
     """Imagenette 2 (../shared), ImageNet's train/ + val/ layout as published: val is the test split, whole."""
     if not IMAGENETTE.is_dir():
