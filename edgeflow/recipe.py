@@ -45,8 +45,27 @@ class ModelConfig(StrictModel):
         return self.resolution
 
 
+class AugmentConfig(StrictModel):
+    """Random-resized crop and horizontal flip of the training images (edgeflow.data.augment)."""
+
+    crop_scale: tuple[float, float] = Field(default=(0.35, 1.0), description="area fraction of each crop")
+    crop_ratio: tuple[float, float] = Field(default=(3 / 4, 4 / 3), description="aspect ratio of each crop")
+    flip: bool = True
+
+    @model_validator(mode="after")
+    def _ranges(self) -> AugmentConfig:
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"crop_scale must be 0 < low <= high <= 1, got {list(self.crop_scale)}")
+        if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+            raise ValueError(f"crop_ratio must be 0 < low <= high, got {list(self.crop_ratio)}")
+        return self
+
+
 class TrainConfig(StrictModel):
-    """Training of a model without weights, and fine-tuning."""
+    """Training of a model without weights, and fine-tuning. The defaults are the short digits recipe; real
+    photos want ``augment``, ``label_smoothing`` and a ``cosine`` schedule with warm-up (the ``imagenette``
+    recipe)."""
 
     epochs: int = Field(default=10, ge=0)
     batch_size: int = Field(default=64, ge=1)
@@ -54,6 +73,13 @@ class TrainConfig(StrictModel):
     weight_decay: float = Field(default=1e-4, ge=0)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     max_steps: int | None = Field(default=None, ge=1, description="stop early after this many steps")
+    schedule: Literal["onecycle", "cosine"] = Field(
+        default="onecycle", description="one-cycle, or linear warm-up then cosine decay to zero"
+    )
+    warmup_epochs: float = Field(default=0.0, ge=0, description="cosine: epochs of linear warm-up")
+    augment: AugmentConfig | None = Field(default=None, description="random-resized crop and flip; none by default")
+    channels_last: bool = Field(default=False, description="train in channels-last memory format (faster convs)")
+    bf16: bool = Field(default=False, description="autocast to bfloat16 on CPUs with bf16 instructions")
 
 
 class ExportConfig(StrictModel):

@@ -85,11 +85,17 @@ class ImageDataset(Dataset):
         return int(self.labels.shape[0])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        box = self.boxes[index] if self.boxes is not None else None
+        return self.prepare(self.images[index], box=box), int(self.labels[index])
+
+    def prepare(self, stored: torch.Tensor, *, box: torch.Tensor | None = None) -> torch.Tensor:
+        """One stored uint8 image (C x h x w, any size: a training crop too) as the model's input: resized to the
+        input size, channels ordered, normalized, padded outside ``box``, laid out."""
         spec = self.preprocess
-        image = self.images[index].float()
+        image = stored.float()
         size = (spec.height, spec.width)
-        stored = tuple(image.shape[1:])
-        if stored != size:
+        shape = tuple(image.shape[1:])
+        if shape != size:
             image = F.interpolate(
                 image.unsqueeze(0), size=size, mode="bilinear", align_corners=False, antialias=True
             ).squeeze(0)
@@ -98,11 +104,11 @@ class ImageDataset(Dataset):
         if spec.channels == "bgr":
             image = image.flip(0)
         image = (image - self._offset).div_(self._divisor)
-        if self.boxes is not None:
-            image = self._pad(image, self.boxes[index], stored=stored, size=size)
+        if box is not None:
+            image = self._pad(image, box, stored=shape, size=size)
         if spec.layout == "nhwc":
             image = image.permute(1, 2, 0).contiguous()
-        return image, int(self.labels[index])
+        return image
 
     def _pad(self, image: torch.Tensor, box: torch.Tensor, *, stored: tuple, size: tuple) -> torch.Tensor:
         """``pad_value`` outside the box the image fills (scaled when the items are resized)."""
