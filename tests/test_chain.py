@@ -184,6 +184,7 @@ def test_quantize_command_keeps_budget_and_reports_evidence(trained, tmp_path: P
     assert np.isclose(data["max_drop"], 1.0)
 
 
+@pytest.mark.slow  # an NNCF quantization before the refusals (~8 s); test_onnx_quirks and test_cli refuse in make test
 def test_quantize_command_refuses_bad_input(trained, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -58,6 +58,7 @@ def test_the_second_night_is_compared_and_says_what_changed(two_nights: dict) ->
     assert "<script>" not in markdown and "<i>" not in markdown  # CI summaries render HTML: inputs are escaped
 
 
+@pytest.mark.slow  # a third night over the two (~10 s)
 def test_fail_on_regression_exits_non_zero_on_a_planted_baseline(two_nights: dict, tmp_path: Path) -> None:
     """The last night 100x faster than this machine can be: tonight regresses, and CI hears it."""
     history = tmp_path / "history.sqlite"
