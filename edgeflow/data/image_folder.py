@@ -62,6 +62,7 @@ def load_image_folder(
         for split, listing in listings.items():
             if sorted(listing) != class_names:
                 raise DataError(_class_mismatch(folders["train"], folders[split], class_names, sorted(listing)))
+        _check_mapped(class_map, class_names, root=folders["train"])  # before a single image is read
         data = {split: _read_split(listing, class_names, spec=spec) for split, listing in listings.items()}
         if "holdout" not in data:
             whole = data["train"]
@@ -70,6 +71,7 @@ def load_image_folder(
     else:
         listing = _list_images(root)
         class_names = sorted(listing)
+        _check_mapped(class_map, class_names, root=root)
         whole = _read_split(listing, class_names, spec=spec)
         parts = split_each_class(whole[1].numpy(), fractions=(0.7, 0.15, 0.15), seed=seed, names=class_names)
         data = {split: _take(whole, part) for split, part in zip(("train", "holdout", "test"), parts, strict=True)}
@@ -86,16 +88,21 @@ def load_image_folder(
     )
 
 
-def _apply_class_map(class_map: dict[str, int], class_names: list[str], data: dict, *, root: Path):
-    """(class names, data, output indices): relabelled by output where the map is a reordering of as many
-    outputs as folders; else the folders stay the classes and each one's output is recorded."""
-    unmapped = [name for name in class_names if name not in class_map]
+def _check_mapped(class_map: dict[str, int] | None, class_names: list[str], *, root: Path) -> None:
+    """Every class folder has an output in the map (checked before the images are read)."""
+    unmapped = [name for name in class_names if class_map is not None and name not in class_map]
     if unmapped:
         more = f" (and {len(unmapped) - 1} more)" if len(unmapped) > 1 else ""
         raise DataError(
             f"class folder {root / unmapped[0]}{more} is not in the class map, the labels file or the labels "
             "the model carries"
         )
+
+
+def _apply_class_map(class_map: dict[str, int], class_names: list[str], data: dict, *, root: Path):
+    """(class names, data, output indices): relabelled by output where the map is a reordering of as many
+    outputs as folders; else the folders stay the classes and each one's output is recorded."""
+    _check_mapped(class_map, class_names, root=root)
     indices = [class_map[name] for name in class_names]
     if sorted(indices) != list(range(len(class_names))):
         return class_names, data, indices
