@@ -12,6 +12,8 @@ import torch
 
 pytest.importorskip("timm", reason="timm is not installed (pip install -e .)")
 
+from test_search import RECIPE as TINY_SEARCH  # noqa: E402  (the tiny search recipe, one home)
+
 from edgeflow.latency.units import Unit, split_units  # noqa: E402
 from edgeflow.netadapt import space  # noqa: E402
 
@@ -124,25 +126,11 @@ def test_timm_proposals_are_timed_through_the_table(mnv4, tmp_path):
     assert json.loads((tmp_path / "table.json").read_text())["entries"].keys() == table.entries.keys()
 
 
+# test_search.py's tiny recipe, at one iteration with a larger first step
 RECIPE = {
+    **TINY_SEARCH,
     "name": "tiny-timm-search",
-    "data": "digits",
-    "seed": 0,
-    "model": {"resolution": 48},
-    "train": {"epochs": 1, "batch_size": 64, "lr": 0.003},
-    "variants": [{"name": "openvino-fp32", "backend": "openvino"}],
-    "profile": {"warmup": 3, "iterations": 100, "max_seconds": 0.2},
-    "evaluate": {"max_samples": 120},
-    "search": {
-        "latency_ratio": 0.5,  # out of reach in one iteration: the search always iterates
-        "initial_step": 0.05,
-        "screen_top_k": 2,
-        "holdout_samples": 60,
-        "short_term": {"steps": 2, "batch_size": 16, "bn_batches": 2},
-        "long_term": {"steps": 3, "batch_size": 16, "bn_batches": 2},
-        "max_iterations": 1,
-        "profile": {"warmup": 3, "iterations": 60, "max_seconds": 0.05, "min_iterations": 10},
-    },
+    "search": {**TINY_SEARCH["search"], "initial_step": 0.05, "max_iterations": 1},
 }
 
 

@@ -79,7 +79,9 @@ def resolve_dims(dims: list[int | None], given: tuple[int, ...] | None, *, sourc
     if given is not None and len(given) == len(dims):
         for index, (own, wanted) in enumerate(zip(dims, given, strict=True)):
             if own is not None and own != wanted:
-                raise ShapeError(f"{source}: input dimension {index} is fixed at {own}, not {wanted}")
+                raise ShapeError(
+                    f"{source}: input dimension {index} is fixed at {own} but the input shape gives {wanted}"
+                )
         return tuple(int(value) for value in given)
     shape = []
     for index, dim in enumerate(dims):

@@ -22,7 +22,6 @@ Example (PaddleOCR's text-line orientation classifier, ``../shared/models/text-o
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Literal
@@ -132,20 +131,6 @@ def as_preprocess(value: str | Path | dict | PreprocessSpec | None) -> Preproces
     if isinstance(value, dict):
         return parse_spec(PreprocessSpec, value, source="preprocess")
     return read_preprocess(value)
-
-
-def from_onnx_metadata(metadata: dict[str, str], *, source: str) -> PreprocessSpec | None:
-    """The spec an ONNX carries in its metadata (``edgeflow.preprocess``), if it carries one."""
-    text = metadata.get(METADATA_KEY)
-    if text is None:
-        return None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        raise ConfigError(f"{source}: metadata {METADATA_KEY} is not JSON") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: metadata {METADATA_KEY} is not a mapping")
-    return parse_spec(PreprocessSpec, data, source=f"{source} metadata {METADATA_KEY}")
 
 
 def parse_input_shape(text: str | tuple | list | None) -> tuple[int, ...] | None:

@@ -9,7 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgeflow.data.preprocess import METADATA_KEY, PreprocessSpec, from_onnx_metadata
+from edgeflow.backends.base import resolve_dims
+from edgeflow.config import parse_spec
+from edgeflow.data.preprocess import METADATA_KEY, PreprocessSpec
 from edgeflow.errors import ConfigError, ShapeError
 
 Dim = int | None  # None: dynamic (-1, 0, '?', a name, or missing)
@@ -55,12 +57,7 @@ def fixed_input_shape(
             raise ShapeError(
                 f"{source}: the input shape {_text(input_shape)} has {len(input_shape)} dimensions; the model has 4"
             )
-        for index, (own, given) in enumerate(zip(dims, input_shape, strict=True)):
-            if own is not None and own != given:
-                raise ShapeError(
-                    f"{source}: input dimension {index} is fixed at {own} but the input shape gives {given}"
-                )
-        shape = tuple(input_shape)
+        shape = resolve_dims(dims, input_shape, source=source)
     else:
         wanted: dict[int, int] = {0: 1}
         declared = preprocess.size if preprocess is not None and preprocess.size is not None else None
@@ -156,7 +153,23 @@ def labels_from_metadata(proto: Any, *, source: str) -> list[str] | None:
 
 
 def preprocess_from_metadata(proto: Any, *, source: str) -> PreprocessSpec | None:
-    return from_onnx_metadata(metadata(proto), source=source)
+    """The spec an ONNX carries in its metadata (``edgeflow.preprocess``), if it carries one."""
+    data = _json_entry(proto, METADATA_KEY, source=source, expect="a mapping")
+    return None if data is None else parse_spec(PreprocessSpec, data, source=f"{source} metadata {METADATA_KEY}")
+
+
+def _json_entry(proto: Any, key: str, *, source: str, expect: str) -> dict | None:
+    """The JSON mapping a metadata entry holds; ``None`` when the ONNX has no such entry."""
+    text = metadata(proto).get(key)
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise ConfigError(f"{source}: metadata {key} is not JSON") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: metadata {key} is not {expect}")
+    return value
 
 
 CLASS_MAP_KEY = "edgeflow.class_map"  # a sparse class map (folder -> output) as JSON
@@ -164,16 +177,20 @@ CLASS_MAP_KEY = "edgeflow.class_map"  # a sparse class map (folder -> output) as
 
 def class_map_from_metadata(proto: Any, *, source: str) -> dict[str, int] | None:
     """The sparse class map (10 folders of a 1,000-output model) edgeflow wrote into an ONNX, if any."""
-    text = metadata(proto).get(CLASS_MAP_KEY)
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        raise ConfigError(f"{source}: metadata {CLASS_MAP_KEY} is not JSON") from None
-    if not isinstance(value, dict) or not all(isinstance(index, int) for index in value.values()):
-        raise ConfigError(f"{source}: metadata {CLASS_MAP_KEY} is not a mapping of class to output index")
+    expect = "a mapping of class to output index"
+    value = _json_entry(proto, CLASS_MAP_KEY, source=source, expect=expect)
+    if value is not None and not all(isinstance(index, int) for index in value.values()):
+        raise ConfigError(f"{source}: metadata {CLASS_MAP_KEY} is not {expect}")
     return value
+
+
+def class_order_from_metadata(proto: Any, *, source: str) -> dict[str, int] | None:
+    """Class -> output as an ONNX's metadata says: edgeflow's sparse class map, else its labels in order."""
+    class_map = class_map_from_metadata(proto, source=source)
+    if class_map is not None:
+        return class_map
+    labels = labels_from_metadata(proto, source=source)
+    return None if labels is None else {name: index for index, name in enumerate(labels)}
 
 
 def write_metadata(path: Path, *, splits: Any) -> None:
@@ -245,8 +262,4 @@ def prepare_artifact(
         artifact.input_shape = fixed_input_shape(
             proto, source=str(artifact.path), input_shape=input_shape, preprocess=spec
         )
-    class_map = class_map_from_metadata(proto, source=str(artifact.path))
-    if class_map is not None:
-        return spec, class_map
-    labels = labels_from_metadata(proto, source=str(artifact.path))
-    return spec, None if labels is None else {name: index for index, name in enumerate(labels)}
+    return spec, class_order_from_metadata(proto, source=str(artifact.path))

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgeflow.data import DataSplits, load_data
-from edgeflow.data.classes import read_class_map, read_labels
+from edgeflow.data.classes import read_class_order
+from edgeflow.data.load import load_data_for_input
 from edgeflow.data.preprocess import PreprocessSpec
 from edgeflow.errors import ConfigError, DataError, ModelLoadError, ShapeError
 from edgeflow.models import check_resolution, create_model, load_checkpoint, load_onnx, model_info, onnx_input
@@ -31,8 +32,7 @@ class ModelSource:
     trained: bool = False
     shape: tuple[int, ...] | None = None  # the input shape when not 1 x 3 x R x R (non-square, NHWC, batch > 1)
     preprocess: PreprocessSpec | None = None  # as declared (recipe, command line) or read from an ONNX's metadata
-    labels: list[str] | None = None  # the class names an ONNX's metadata carries, in output order
-    class_map: dict[str, int] | None = None  # or the sparse class map it carries (folder -> output)
+    class_order: dict[str, int] | None = None  # class -> output as an ONNX's metadata says (labels or class map)
     probabilities: bool = False  # the output is already a softmax
 
     @property
@@ -160,8 +160,7 @@ def _onnx_source(
         trained=True,
         shape=shape,
         preprocess=spec,
-        labels=onnx_input.labels_from_metadata(proto, source=str(path)),
-        class_map=onnx_input.class_map_from_metadata(proto, source=str(path)),
+        class_order=onnx_input.class_order_from_metadata(proto, source=str(path)),
         probabilities=onnx_input.outputs_probabilities(proto),
     )
     source.resolution = source.size[0]
@@ -190,7 +189,7 @@ def load_model_and_data(model: str, *, arch: str | None, data: str, recipe: Reci
     and top-1 is over every output."""
     declared = recipe.preprocess
     input_shape = recipe.model.input_shape
-    class_map = _class_map(recipe)
+    class_map = read_class_order(labels=recipe.labels, class_map=recipe.class_map)
     if looks_like_file(model):
         default = model_info(arch).default_resolution if arch else None
         resolution = recipe.model.input_side(default) if default else recipe.model.resolution
@@ -198,9 +197,8 @@ def load_model_and_data(model: str, *, arch: str | None, data: str, recipe: Reci
             model, arch=arch, width=recipe.model.width, resolution=resolution, input_shape=input_shape,
             preprocess=declared,
         )  # fmt: skip
-        class_map = class_map if class_map is not None else source.class_map
-        if class_map is None and source.labels is not None:
-            splits = _load_by_own_labels(data, model=model, source=source, recipe=recipe)
+        if class_map is None and source.class_order is not None:
+            splits = _load_by_own_order(data, model=model, source=source, recipe=recipe)
         else:
             splits = _load(data, source=source, recipe=recipe, class_map=class_map)
         mismatch = source.num_classes is not None and source.num_classes != splits.num_classes
@@ -230,34 +228,30 @@ def load_model_and_data(model: str, *, arch: str | None, data: str, recipe: Reci
     return source, splits.labelled_by_output()
 
 
-def _class_map(recipe: Recipe) -> dict[str, int] | None:
-    if recipe.labels is not None:
-        return read_labels(recipe.labels)
-    return read_class_map(recipe.class_map) if recipe.class_map is not None else None
-
-
 def _with_size(spec: PreprocessSpec | None, size) -> PreprocessSpec | None:
     if size is None:
         return spec
     return (spec or PreprocessSpec()).model_copy(update={"size": tuple(size)})
 
 
-def _load_by_own_labels(data: str, *, model: str, source: ModelSource, recipe: Recipe) -> DataSplits:
-    """The data with its classes in the order of the labels an ONNX's metadata carries."""
-    labels = source.labels or []
+def _load_by_own_order(data: str, *, model: str, source: ModelSource, recipe: Recipe) -> DataSplits:
+    """The data with its classes in the order an ONNX's metadata carries."""
+    order = source.class_order or {}
     try:
-        return _load(data, source=source, recipe=recipe, class_map={name: i for i, name in enumerate(labels)})
+        return _load(data, source=source, recipe=recipe, class_map=order)
     except DataError as error:
         if "is not in the class map" not in str(error):
             raise
-        shown = ", ".join(labels[:5]) + (", ..." if len(labels) > 5 else "")
+        names = sorted(order, key=order.__getitem__)
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
         raise DataError(
-            f"{model} predicts {len(labels)} classes labelled {shown} (its metadata) but {data} has other classes: "
+            f"{model} predicts {len(names)} classes labelled {shown} (its metadata) but {data} has other classes: "
             f"{str(error).split(' is not in')[0]} is not among them; give --labels or --class-map"
         ) from None
 
 
 def _load(data: str, *, source: ModelSource, recipe: Recipe, class_map: dict[str, int] | None) -> DataSplits:
     """The data read at the model's input size with its preprocessing."""
-    spec = _with_size(source.preprocess, source.size)
-    return load_data(data, resolution=source.size[0], seed=recipe.seed, class_map=class_map, preprocess=spec)
+    return load_data_for_input(
+        data, input_shape=source.input_shape, preprocess=source.preprocess, seed=recipe.seed, class_map=class_map
+    )
