@@ -7,7 +7,9 @@ evaluate it where the device is, recommend one, bundle it, write the report.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +35,7 @@ from edgeflow.progress import Progress
 from edgeflow.recipe import Recipe, VariantSpec
 from edgeflow.report import write_report
 from edgeflow.report.schema import ModelRecord, Report, VariantRecord
-from edgeflow.train import train_if_needed
+from edgeflow.train import TrainStats, train_if_needed
 
 _PARITY_SETTINGS = {"execution_precision": "f32"}
 
@@ -76,73 +78,105 @@ def run_optimize(
         training = train_if_needed(source, splits, recipe=recipe_spec, progress=progress)
         if source.module is not None:  # the trained model (a search's start: search/ holds what it changed)
             torch.save(source.module.state_dict(), stage / "model.pt")
-        search = _search_step(run, notes)
-        onnx_artifact, parity = _export(run)
-        openvino_artifact = None
-        if any(variant.backend == "openvino" for variant in recipe_spec.variants):
-            progress.stage("convert to OpenVINO IR")
-            openvino_artifact = convert_to_openvino(onnx_artifact, path=stage / "model_fp32.xml")
-            if source.module is not None:  # an ONNX input has no torch reference to compare with
-                parity.append(_parity(run, openvino_artifact, runtime="openvino"))
+        with _trained_weights_kept(stage / "model.pt", trained=training is not None, out=out, run=run):
+            return _after_training(run, training=training, notes=notes, started=started)
 
-        floats = FloatArtifacts(
-            onnx=onnx_artifact, openvino=openvino_artifact, module=source.module, input_shape=source.input_shape
+
+@contextlib.contextmanager
+def _trained_weights_kept(weights: Path, *, trained: bool, out: Path, run: _Run) -> Iterator[None]:
+    """Training can take an hour: when a later step fails (or is interrupted), the weights trained here move
+    beside ``out`` (``<out>.trained.pt``, whole) instead of going with the staging folder."""
+    try:
+        yield
+    except BaseException as exc:
+        if not trained or not weights.exists():
+            raise
+        kept = out.parent / f"{out.name}.trained.pt"
+        weights.replace(kept)  # the staging folder is in out.parent: a rename, never a partial file
+        message = (
+            f"the weights trained here are kept in {kept}: give it as the model (with --arch "
+            f"{run.source.arch or run.source.name}) to go on without training"
         )
-        reference = _ReferenceLogits.compute(onnx_artifact, splits=splits, recipe=recipe_spec)
-        records, artifacts = [], {}
-        for variant in recipe_spec.variants:
-            if variant.backend == "torch" and source.module is None:
-                notes.append(f"variant {variant.name} skipped: an ONNX model has no torch module")
-                continue
-            progress.stage(f"variant {variant.name}: build, time, evaluate")
-            artifact, summary = build_variant(
-                variant, floats=floats, splits=splits, folder=stage, seed=recipe_spec.seed, progress=progress,
-                settings=device_spec.runtime,
-            )  # fmt: skip
-            records.append(
-                _measure_variant(
-                    run, variant, artifact=artifact, floats=floats, reference=reference, quantization=summary
-                )
-            )
-            artifacts[variant.name] = artifact
-        _mark_baseline_and_recommendation(records, max_drop=recipe_spec.max_accuracy_drop)
-        notes += _latency_notes(records, device_spec)
-        bundle = _write_bundle(run, records, artifacts=artifacts)
-        if bundle is not None:
-            notes.append(f"ship bundle: bundle/ ({bundle.variant}, {len(bundle.files)} files, manifest.json)")
-            if device_spec.kind == "phone" and not any(f.role.startswith("executorch") for f in bundle.files):
-                notes.append("no ExecuTorch program (.pte) in the bundle: it needs ExecuTorch installed "
-                             "(pip install 'edgeflow[executorch]') and a torch model (not an ONNX file)")  # fmt: skip
-            for where, command in bundle.build.items():
-                if where != "note":
-                    notes.append(f"build and measure on the device ({where.replace('_', ' ')}): {command}")
-        report = Report(
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            model=ModelRecord(
-                name=source.name,
-                source=source.kind,
-                arch=source.arch,
-                width=source.width,
-                resolution=source.resolution,
-                num_classes=splits.num_classes,
-                trained_here=training is not None,
-                input_shape=list(source.input_shape),
-                outputs="probabilities" if source.probabilities else "logits",
-            ),
-            device=device_spec.model_dump(),
-            data=splits.describe(),
-            recipe=recipe_spec.model_dump(),
-            environment=environment(),
-            training=training,
-            parity=parity,
-            variants=records,
-            notes=notes,
-            search=search,
-            max_accuracy_drop=recipe_spec.max_accuracy_drop,
-            seconds=round(time.perf_counter() - started, 2),
+        run.progress.stage(message)
+        exc.add_note(message)
+        raise
+
+
+def _after_training(run: _Run, *, training: TrainStats | None, notes: list[str], started: float) -> Report:
+    """Everything after training: the search step, export, every variant, the bundle and the report."""
+    source, splits, recipe_spec, device_spec, stage, progress = (
+        run.source,
+        run.splits,
+        run.recipe,
+        run.device,
+        run.stage,
+        run.progress,
+    )
+    search = _search_step(run, notes)
+    onnx_artifact, parity = _export(run)
+    openvino_artifact = None
+    if any(variant.backend == "openvino" for variant in recipe_spec.variants):
+        progress.stage("convert to OpenVINO IR")
+        openvino_artifact = convert_to_openvino(onnx_artifact, path=stage / "model_fp32.xml")
+        if source.module is not None:  # an ONNX input has no torch reference to compare with
+            parity.append(_parity(run, openvino_artifact, runtime="openvino"))
+
+    floats = FloatArtifacts(
+        onnx=onnx_artifact, openvino=openvino_artifact, module=source.module, input_shape=source.input_shape
+    )
+    reference = _ReferenceLogits.compute(onnx_artifact, splits=splits, recipe=recipe_spec)
+    records, artifacts = [], {}
+    for variant in recipe_spec.variants:
+        if variant.backend == "torch" and source.module is None:
+            notes.append(f"variant {variant.name} skipped: an ONNX model has no torch module")
+            continue
+        progress.stage(f"variant {variant.name}: build, time, evaluate")
+        artifact, summary = build_variant(
+            variant, floats=floats, splits=splits, folder=stage, seed=recipe_spec.seed, progress=progress,
+            settings=device_spec.runtime,
+        )  # fmt: skip
+        records.append(
+            _measure_variant(run, variant, artifact=artifact, floats=floats, reference=reference, quantization=summary)
         )
-        progress.stage("write report")
-        write_report(report, folder=stage)
+        artifacts[variant.name] = artifact
+    _mark_baseline_and_recommendation(records, max_drop=recipe_spec.max_accuracy_drop)
+    notes += _latency_notes(records, device_spec)
+    bundle = _write_bundle(run, records, artifacts=artifacts)
+    if bundle is not None:
+        notes.append(f"ship bundle: bundle/ ({bundle.variant}, {len(bundle.files)} files, manifest.json)")
+        if device_spec.kind == "phone" and not any(f.role.startswith("executorch") for f in bundle.files):
+            notes.append("no ExecuTorch program (.pte) in the bundle: it needs ExecuTorch installed "
+                         "(pip install 'edgeflow[executorch]') and a torch model (not an ONNX file)")  # fmt: skip
+        for where, command in bundle.build.items():
+            if where != "note":
+                notes.append(f"build and measure on the device ({where.replace('_', ' ')}): {command}")
+    report = Report(
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        model=ModelRecord(
+            name=source.name,
+            source=source.kind,
+            arch=source.arch,
+            width=source.width,
+            resolution=source.resolution,
+            num_classes=splits.num_classes,
+            trained_here=training is not None,
+            input_shape=list(source.input_shape),
+            outputs="probabilities" if source.probabilities else "logits",
+        ),
+        device=device_spec.model_dump(),
+        data=splits.describe(),
+        recipe=recipe_spec.model_dump(),
+        environment=environment(),
+        training=training,
+        parity=parity,
+        variants=records,
+        notes=notes,
+        search=search,
+        max_accuracy_drop=recipe_spec.max_accuracy_drop,
+        seconds=round(time.perf_counter() - started, 2),
+    )
+    progress.stage("write report")
+    write_report(report, folder=stage)
     return report
 
 

@@ -146,6 +146,28 @@ def test_user_mistakes_fail_before_any_work(tmp_path: Path) -> None:
     assert not (tmp_path / "a").exists()
 
 
+def test_trained_weights_survive_a_failure_after_training(tmp_path: Path, monkeypatch) -> None:
+    """Training can take an hour: when a later step fails, the weights move beside the report folder (whole,
+    loadable as a checkpoint) and the error says where; the report folder itself is not written."""
+    import edgeflow.workflow as workflow
+    from edgeflow.models.checkpoint import load_checkpoint
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the runtime crashed while quantizing")
+
+    monkeypatch.setattr(workflow, "build_variant", crash)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="crashed") as caught:
+        edgeflow.optimize("mobilenet_v3_small", recipe="quick", out=out)
+    kept = tmp_path / "run.trained.pt"
+    assert [path.name for path in tmp_path.iterdir()] == ["run.trained.pt"]  # no report folder, no staging
+    assert caught.value.__notes__ == [
+        f"the weights trained here are kept in {kept}: give it as the model (with --arch mobilenet_v3_small) "
+        "to go on without training"
+    ]
+    load_checkpoint(kept, arch="mobilenet_v3_small")
+
+
 def test_html_escapes_names_from_inputs(quick_run) -> None:
     from edgeflow.report.render import render_html
 
@@ -159,13 +181,14 @@ def test_html_escapes_names_from_inputs(quick_run) -> None:
 
 
 # Keys report.json gained after the layout move (tests/data/report_keys/quick.json): the class order, the
-# preprocessing, the input shape and what the outputs are (issue 15), the photo-training keys (issue 16).
-# Nothing was moved or removed.
+# preprocessing, the input shape and what the outputs are (issue 15), the photo-training keys and the
+# squeeze-and-excitation setting of INT8 (issue 16). Nothing was moved or removed.
 ADDED_SINCE_THE_LAYOUT_MOVE = [
     "/data/classes", "/data/output_indices", "/data/preprocess", "/model/input_shape", "/model/outputs",
     "/parity/[]/outputs", "/recipe/class_map", "/recipe/labels", "/recipe/preprocess", "/recipe/model/input_shape",
     "/recipe/model/num_classes", "/recipe/train/augment", "/recipe/train/bf16", "/recipe/train/channels_last",
-    "/recipe/train/schedule", "/recipe/train/warmup_epochs", "/variants/[]/agreement/outputs",
+    "/recipe/train/schedule", "/recipe/train/warmup_epochs", "/recipe/variants/[]/quantize/squeeze_excitation",
+    "/variants/[]/agreement/outputs", "/variants/[]/quantization/settings/squeeze_excitation",
 ]  # fmt: skip
 
 

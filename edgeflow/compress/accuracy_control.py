@@ -21,12 +21,13 @@ from edgeflow.artifact import Artifact
 from edgeflow.backends.openvino import read_model, static_input_shape
 from edgeflow.compress.nncf_ptq import (
     calibration_dataset,
+    float_gates,
     is_quantized,
     nncf_quantize_arguments,
     nncf_settings,
     quiet_nncf,
 )
-from edgeflow.compress.stats import FloatLayer, QuantizationStats, layer_precisions
+from edgeflow.compress.stats import GATE_REASON, FloatLayer, QuantizationStats, in_gates, layer_precisions
 from edgeflow.data import ImageDataset
 from edgeflow.errors import DataError, OutputError, ShapeError
 from edgeflow.export.openvino import save_openvino
@@ -86,7 +87,7 @@ def quantize_with_accuracy_control(
         "drop_type": "absolute",
         "holdout_samples": len(validation_items),
     }
-    arguments = nncf_quantize_arguments(settings, config)
+    arguments = nncf_quantize_arguments(settings, config, model=model)
     core = ov.Core()
     float_top1 = _top1(core.compile_model(model, "CPU", _F32), validation_items)[0]
 
@@ -115,10 +116,14 @@ def quantize_with_accuracy_control(
     quantized_top1 = _top1(core.compile_model(read_model(result), "CPU", _F32), validation_items)[0]
 
     quantized, floating = layer_precisions(controlled)
-    float_layers = [
-        FloatLayer(name=name, type=kind, reason=NOT_QUANTIZED if name in plain_float_layers else REVERTED)
-        for name, kind in floating
-    ]
+    gates = set(float_gates(model, config))
+
+    def why(name: str) -> str:
+        if in_gates(name, gates):
+            return GATE_REASON
+        return NOT_QUANTIZED if name in plain_float_layers else REVERTED
+
+    float_layers = [FloatLayer(name=name, type=kind, reason=why(name)) for name, kind in floating]
     drop = float_top1 - quantized_top1
     budget_met = drop <= config.max_drop + 1e-9
     notes = [f"plain PTQ (no accuracy control) reached holdout top-1 {plain_top1:.4f}"]

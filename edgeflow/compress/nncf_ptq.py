@@ -13,6 +13,7 @@ from typing import Any
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends.openvino import read_model, static_input_shape
+from edgeflow.compress.squeeze_excitation import find_gates, gate_nodes
 from edgeflow.compress.stats import QuantizationStats, summarize
 from edgeflow.data import ImageDataset, calibration_subset
 from edgeflow.data.splits import image_stacks
@@ -81,13 +82,21 @@ def calibration_dataset(
     return nncf.Dataset(batches, transform), len(subset)
 
 
-def ignored_scope(config: QuantizeConfig):
+def ignored_scope(config: QuantizeConfig, *, gates: list[str] | None = None):
+    """NNCF's ignored scope: the recipe's, plus ``gates`` (node names kept in float)."""
     import nncf
 
     scope = config.ignored_scope
-    if not (scope.names or scope.patterns or scope.types):
+    names = [*scope.names, *(gates or [])]
+    if not (names or scope.patterns or scope.types):
         return None
-    return nncf.IgnoredScope(names=scope.names, patterns=scope.patterns, types=scope.types, validate=False)
+    return nncf.IgnoredScope(names=names, patterns=scope.patterns, types=scope.types, validate=False)
+
+
+def float_gates(model, config: QuantizeConfig) -> list[str]:
+    """The squeeze-and-excitation gate nodes of an OpenVINO ``model`` that stay in float (their friendly
+    names, which hold the ONNX node names too, so the list serves NNCF's ONNX backend as well)."""
+    return gate_nodes(model) if config.squeeze_excitation == "float" else []
 
 
 def nncf_settings(model, config: QuantizeConfig, *, subset: int) -> dict[str, Any]:
@@ -96,14 +105,17 @@ def nncf_settings(model, config: QuantizeConfig, *, subset: int) -> dict[str, An
         "model_type": config.model_type,
         "subset_size": subset,
         "fast_bias_correction": config.fast_bias_correction,
+        "squeeze_excitation": config.squeeze_excitation,
     }
+    if config.squeeze_excitation == "float":
+        settings["float_gates"] = len(find_gates(model))
     scope = config.ignored_scope
     if scope.names or scope.patterns or scope.types:
         settings["ignored_scope"] = scope.model_dump()
     return settings
 
 
-def nncf_quantize_arguments(settings: dict[str, Any], config: QuantizeConfig) -> dict[str, Any]:
+def nncf_quantize_arguments(settings: dict[str, Any], config: QuantizeConfig, *, model) -> dict[str, Any]:
     import nncf
 
     arguments: dict[str, Any] = {
@@ -113,7 +125,7 @@ def nncf_quantize_arguments(settings: dict[str, Any], config: QuantizeConfig) ->
     }
     if config.model_type == "transformer":
         arguments["model_type"] = nncf.ModelType.TRANSFORMER
-    scope = ignored_scope(config)
+    scope = ignored_scope(config, gates=float_gates(model, config))
     if scope is not None:
         arguments["ignored_scope"] = scope
     return arguments
@@ -136,7 +148,7 @@ def quantize_nncf(
         calibration, size=config.subset_size, input_shape=shape, seed=seed, input_name=input_name
     )
     settings = nncf_settings(model, config, subset=subset)
-    arguments = nncf_quantize_arguments(settings, config)
+    arguments = nncf_quantize_arguments(settings, config, model=model)
     with quiet_nncf():
         if path.suffix == ".onnx":
             quantized_onnx = _quantize_onnx_proto(artifact, dataset, arguments)
@@ -150,6 +162,7 @@ def quantize_nncf(
     summary = summarize(
         quantized_view, method="nncf-ptq", settings=settings,
         reason="not quantized by NNCF's CNN patterns (e.g. a layer whose input is not quantizable)",
+        gates=float_gates(model, config),
     )  # fmt: skip
     result = Artifact(
         format=result_format, path=path, precision="int8", input_shape=shape,

@@ -78,18 +78,25 @@ def quantize_onnx_static(
         with _scratch_file(preprocessed) as upgraded:  # quant_pre_process loses its work written in place
             settings["opset"] = _at_least_opset_13(artifact.path, upgraded)
             settings["preprocessed"] = _pre_process(quant_pre_process, upgraded, preprocessed)
+        gates = _float_gates(preprocessed, config)
+        settings["squeeze_excitation"] = config.squeeze_excitation
+        if config.squeeze_excitation == "float":
+            settings["float_gates"] = len(gates)
         # The histogram calibrators (entropy, percentile) print progress to stdout.
         with contextlib.redirect_stdout(io.StringIO()):
             quantize_static(
                 str(preprocessed), str(temporary), _ImageReader(subset, input_name),
                 quant_format=QuantFormat.QDQ, per_channel=config.per_channel, weight_type=QuantType.QInt8,
                 activation_type=activation_type, calibrate_method=methods[config.calibrate_method],
+                nodes_to_exclude=[name for gate in gates for name in gate],
                 extra_options={"ActivationSymmetric": config.symmetric, "WeightSymmetric": True},
             )  # fmt: skip
     lineage = f"ort-static(qdq, per_channel={config.per_channel}, calibrate={config.calibrate_method}" + (
         ", symmetric int8)" if config.symmetric else ")"
     )
-    return _int8_result(artifact, path=path, shape=shape, lineage=lineage, method="ort-static", settings=settings)
+    return _int8_result(
+        artifact, path=path, shape=shape, lineage=lineage, method="ort-static", settings=settings, gates=gates
+    )
 
 
 def quantize_onnx_dynamic(
@@ -163,6 +170,14 @@ class _ImageReader:
             return None
         self._index += 1
         return {self._input_name: self._batches[self._index - 1]}
+
+
+def _float_gates(path: Path, config: QuantizeConfig) -> list[list[str]]:
+    """The squeeze-and-excitation gates of the pre-processed ONNX that stay in float."""
+    from edgeflow.compress.squeeze_excitation import find_gates
+    from edgeflow.models import load_onnx
+
+    return find_gates(load_onnx(path)) if config.squeeze_excitation == "float" else []
 
 
 def _float_model_input(artifact: Artifact) -> tuple[str, tuple[int, ...]]:
@@ -269,10 +284,18 @@ def _check_runs_on_cpu(path: Path, *, what: str) -> None:
 
 
 def _int8_result(
-    artifact: Artifact, *, path: Path, shape: tuple[int, ...], lineage: str, method: str, settings: dict[str, Any]
+    artifact: Artifact,
+    *,
+    path: Path,
+    shape: tuple[int, ...],
+    lineage: str,
+    method: str,
+    settings: dict[str, Any],
+    gates: list[list[str]] = (),
 ) -> tuple[Artifact, QuantizationStats]:
     result = Artifact(
         format="onnx", path=path, precision="int8", input_shape=shape, lineage=[*artifact.lineage, lineage]
     )
-    summary = summarize(read_model(result), method=method, settings=settings, reason=_FLOAT_REASON)
+    names = [name for gate in gates for name in gate]
+    summary = summarize(read_model(result), method=method, settings=settings, reason=_FLOAT_REASON, gates=names)
     return result, summary

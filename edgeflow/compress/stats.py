@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from pydantic import BaseModel
@@ -61,13 +62,30 @@ def layer_precisions(model) -> tuple[list[tuple[str, str]], list[tuple[str, str]
     return quantized, floating
 
 
-def summarize(model, *, method: str, settings: dict[str, Any], reason: str, **extra: Any) -> QuantizationStats:
-    """A summary whose float layers all carry ``reason`` (callers refine reasons where they know more)."""
+GATE_REASON = "squeeze-and-excitation gate, kept in float (squeeze_excitation: float)"
+
+
+def in_gates(layer: str, gates: Collection[str]) -> bool:
+    """Whether a weighted layer (a name :func:`layer_precisions` gives) is one of the ``gates`` node names;
+    OpenVINO names a convolution with a bias ``<ONNX node>/WithoutBiases``."""
+    return layer in gates or layer.removesuffix("/WithoutBiases") in gates
+
+
+def summarize(
+    model, *, method: str, settings: dict[str, Any], reason: str, gates: Collection[str] = (), **extra: Any
+) -> QuantizationStats:
+    """A summary whose float layers carry ``reason``, or :data:`GATE_REASON` for those among ``gates`` (node
+    names of the squeeze-and-excitation gates kept in float); callers refine reasons where they know more."""
     quantized, floating = layer_precisions(model)
+    gates = set(gates)
+
+    def why(name: str) -> str:
+        return GATE_REASON if in_gates(name, gates) else reason
+
     return QuantizationStats(
         method=method,
         settings=settings,
         quantized_layers=len(quantized),
-        float_layers=[FloatLayer(name=name, type=kind, reason=reason) for name, kind in floating],
+        float_layers=[FloatLayer(name=name, type=kind, reason=why(name)) for name, kind in floating],
         **extra,
     )

@@ -1,0 +1,115 @@
+"""Squeeze-and-excitation gates: found by structure in ONNX and OpenVINO graphs, kept in float when asked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from torch import nn
+from torchvision.ops import SqueezeExcitation
+
+from edgeflow.backends.openvino import read_model
+from edgeflow.compress.nncf_ptq import quantize_nncf
+from edgeflow.compress.ort_quantize import quantize_onnx_static
+from edgeflow.compress.squeeze_excitation import find_gates, gate_nodes
+from edgeflow.compress.stats import GATE_REASON
+from edgeflow.data import load_data
+from edgeflow.export.onnx import export_onnx
+from edgeflow.recipe import QuantizeConfig
+
+
+class TimmStyleGate(nn.Module):
+    """timm's SqueezeExcite: ``x.mean((2, 3))``, SiLU written out as x * sigmoid(x), a sigmoid gate."""
+
+    def __init__(self, channels: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, channels, 3, padding=1)
+        self.reduce, self.expand = nn.Conv2d(channels, 4, 1), nn.Conv2d(4, channels, 1)
+        self.head = nn.Conv2d(channels, 4, 1)
+
+    def forward(self, x):
+        x = nn.functional.silu(self.stem(x))
+        scale = self.expand(nn.functional.silu(self.reduce(x.mean((2, 3), keepdim=True))))
+        return self.head(x * scale.sigmoid())
+
+
+class LookAlikes(nn.Module):
+    """Multiplies that are not squeeze-and-excitation: a spatial gate (no pool), a gate from another tensor's
+    pool, and swish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 8, 3, padding=1)
+        self.spatial, self.fc = nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        a, b = self.a(x), self.b(x)
+        spatial = a * torch.sigmoid(self.spatial(a))
+        crossed = b * torch.sigmoid(self.fc(a.mean((2, 3), keepdim=True)))
+        return nn.functional.silu(spatial + crossed)
+
+
+def _graphs(module: nn.Module, folder: Path, name: str):
+    artifact = export_onnx(module.eval(), input_shape=(1, 3, 16, 16), path=folder / f"{name}.onnx")
+    return onnx.load(str(artifact.path)), read_model(artifact)
+
+
+def test_every_gate_of_torchvision_and_timm_graphs_is_found(mobilenet_artifacts, tmp_path: Path) -> None:
+    blocks = sum(isinstance(layer, SqueezeExcitation) for layer in mobilenet_artifacts["module"].modules())
+    proto = onnx.load(str(mobilenet_artifacts["onnx"].path))
+    for model in (proto, read_model(mobilenet_artifacts["onnx"]), read_model(mobilenet_artifacts["openvino"])):
+        gates = find_gates(model)
+        assert len(gates) == blocks > 0
+    by_name = {node.name: node.op_type for node in proto.graph.node}
+    for gate in find_gates(proto):  # pool first ... the multiply last, with both 1x1 convolutions between
+        kinds = [by_name[name] for name in gate]
+        assert kinds[0] == "GlobalAveragePool" and kinds[-2:] == ["HardSigmoid", "Mul"]
+        assert kinds.count("Conv") == 2
+    for model in _graphs(TimmStyleGate(), tmp_path, "timm"):
+        (gate,) = find_gates(model)
+        assert len(gate) >= 6  # pool, reduce, swish (sigmoid, multiply), expand, sigmoid, multiply
+
+
+def test_multiplies_that_are_not_gates_are_left_alone(tmp_path: Path) -> None:
+    for model in _graphs(LookAlikes(), tmp_path, "lookalikes"):
+        assert find_gates(model) == [] and gate_nodes(model) == []
+
+
+@pytest.fixture(scope="module")
+def digits32():
+    return load_data("digits", resolution=32)
+
+
+def test_nncf_keeps_the_gates_in_float_when_asked(mobilenet_artifacts, digits32, tmp_path: Path) -> None:
+    blocks = len(find_gates(read_model(mobilenet_artifacts["openvino"])))
+    runs = {}
+    for mode in ("float", "int8"):
+        config = QuantizeConfig(subset_size=16, squeeze_excitation=mode)
+        _artifact, runs[mode] = quantize_nncf(
+            mobilenet_artifacts["openvino"], calibration=digits32.train, config=config, path=tmp_path / f"{mode}.xml"
+        )
+    kept = [layer for layer in runs["float"].float_layers if layer.reason == GATE_REASON]
+    assert len(kept) == 2 * blocks  # both convolutions of every gate
+    assert runs["float"].settings["squeeze_excitation"] == "float" and runs["float"].settings["float_gates"] == blocks
+    assert not any(layer.reason == GATE_REASON for layer in runs["int8"].float_layers)
+    assert runs["int8"].quantized_layers == runs["float"].quantized_layers + 2 * blocks
+
+
+def test_onnx_runtime_keeps_the_gates_in_float(mobilenet_artifacts, digits32, tmp_path: Path) -> None:
+    config = QuantizeConfig(method="ort-static", subset_size=16, squeeze_excitation="float")
+    artifact, summary = quantize_onnx_static(
+        mobilenet_artifacts["onnx"], calibration=digits32.train, config=config, path=tmp_path / "q.onnx"
+    )
+    proto = onnx.load(str(artifact.path))
+    produced_by = {output: node for node in proto.graph.node for output in node.output}
+    gate_convs = [
+        node for node in proto.graph.node if node.op_type == "Conv" and "/fc" in node.name
+    ]  # torchvision names the gate's convolutions fc1, fc2
+    assert gate_convs
+    for conv in gate_convs:  # weights read straight from an initializer, not through a DequantizeLinear
+        weight = produced_by.get(conv.input[1])
+        assert weight is None or weight.op_type != "DequantizeLinear", conv.name
+    assert summary.settings["float_gates"] == len(find_gates(onnx.load(str(mobilenet_artifacts["onnx"].path))))
+    assert {layer.reason for layer in summary.float_layers} == {GATE_REASON}
