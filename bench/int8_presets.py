@@ -1,9 +1,9 @@
 """Which INT8 setting runs fastest on this CPU: NNCF presets, with and without SE blocks in float, timed in turn.
 
 Trains (or reuses, from --cache) the model at --train-resolution on digits-hard, exports it at
---resolution, builds OpenVINO fp32 (default precision and f32) and INT8 variants (mixed, performance,
-each with the squeeze-excitation layers kept in float), and prints test top-1 and the median over
---rounds interleaved rounds of each variant's p50.
+--resolution, builds OpenVINO fp32 (default precision and f32) and INT8 variants (mixed, performance, each
+also with the squeeze-and-excitation gates in float: ``squeeze_excitation: float``), and prints test top-1
+and the median over --rounds interleaved rounds of each variant's p50.
 
     .venv/bin/python bench/int8_presets.py [--model mobilenet_v3_large] [--resolution 96] [--train-resolution 96]
 """
@@ -20,9 +20,6 @@ import quantization as quantization_bench  # noqa: E402  (bench/quantization.py:
 
 import edgeflow  # noqa: E402
 from edgeflow.recipe import VariantSpec, load_recipe  # noqa: E402
-
-# torchvision's SqueezeExcitation: fc1/fc2 convolutions and the scale multiply of block.2
-SE_IN_FLOAT = {"patterns": [".*fc1.*", ".*fc2.*", ".*block.2/Mul.*"]}
 
 
 def int8(name: str, **quantize) -> VariantSpec:
@@ -55,8 +52,8 @@ def main() -> None:
         *float_variants,
         int8("int8-mixed", preset="mixed"),
         int8("int8-performance", preset="performance"),
-        int8("int8-mixed-se-float", preset="mixed", ignored_scope=SE_IN_FLOAT),
-        int8("int8-performance-se-float", preset="performance", ignored_scope=SE_IN_FLOAT),
+        int8("int8-mixed-se-float", preset="mixed", squeeze_excitation="float"),
+        int8("int8-performance-se-float", preset="performance", squeeze_excitation="float"),
     ]
     report = edgeflow.optimize(str(checkpoint), arch=args.model, recipe=recipe, out=args.out / "run")
     p50 = quantization_bench.interleaved(report, args.out / "run", rounds=args.rounds, seconds=1.5)

@@ -223,13 +223,13 @@ def test_budget_search_stops_at_the_first_method_that_meets_the_budget(outlier, 
         _auto(1.0), methods=AUTO_CHAIN["onnxruntime"], base=floats.onnx, floats=floats, splits=splits,
         path=tmp_path / "m_int8.onnx", seed=0, progress=None,
     )  # fmt: skip
-    assert AUTO_CHAIN["onnxruntime"][0] == "nncf-ptq"  # NNCF's QDQ: bias correction, outlier-robust ranges
-    assert summary.attempts == ["nncf-ptq"] and summary.method == "nncf-ptq"
+    assert AUTO_CHAIN["onnxruntime"][0] == "ort-static"
+    assert summary.attempts == ["ort-static"] and summary.method == "ort-static"
     assert summary.budget_met is True and summary.max_drop == 1.0
     assert summary.holdout_top1_float == pytest.approx(float_top1)
     assert summary.holdout_top1_quantized <= largest_share + 1e-9  # collapsed, and still within 100 points
     assert [note for note in summary.notes if "budget not met" in note] == []
-    assert summary.notes[-1].startswith("nncf-ptq: holdout top-1")
+    assert summary.notes[-1].startswith("ort-static: holdout top-1")
     assert [p.name for p in tmp_path.iterdir()] == ["m_int8.onnx"] and artifact.path == tmp_path / "m_int8.onnx"
 
 
@@ -239,7 +239,7 @@ def test_budget_search_tries_every_method_and_keeps_the_best_when_the_budget_is_
     removes the other attempt and says the budget was not met."""
     floats, splits, float_top1, largest_share = outlier
     methods = AUTO_CHAIN["onnxruntime"]
-    assert methods == ("nncf-ptq", "ort-static")
+    assert methods == ("ort-static", "nncf-ptq")
     # The precondition, measured with the same seed and subset: each method alone drops more than 50 points.
     alone = {}
     for method in methods:
@@ -257,13 +257,13 @@ def test_budget_search_tries_every_method_and_keeps_the_best_when_the_budget_is_
         _auto(0.5), methods=methods, base=floats.onnx, floats=floats, splits=splits,
         path=target / "m_int8.onnx", seed=0, progress=None,
     )  # fmt: skip
-    assert summary.attempts == ["nncf-ptq", "ort-static"]
+    assert summary.attempts == ["ort-static", "nncf-ptq"]
     assert summary.budget_met is False and summary.max_drop == 0.5
     assert summary.method == best and artifact.lineage[-1].startswith(f"{best}(")
     assert summary.holdout_top1_quantized == pytest.approx(alone[best])
     assert holdout_top1(artifact, splits.holdout) == pytest.approx(alone[best])
     assert [p.name for p in target.iterdir()] == ["m_int8.onnx"] and artifact.path == target / "m_int8.onnx"
-    assert [note.split(":")[0] for note in summary.notes[-3:-1]] == ["nncf-ptq", "ort-static"]
+    assert [note.split(":")[0] for note in summary.notes[-3:-1]] == ["ort-static", "nncf-ptq"]
     assert summary.notes[-1] == (
         f"budget not met: best drop {100 * (float_top1 - alone[best]):.2f} points, kept that artifact"
     )

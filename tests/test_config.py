@@ -56,7 +56,7 @@ def test_variant_precision_rules(tmp_path: Path) -> None:
         path.write_text(f"name: mine\nvariants: [{variant}]\n")
         return load_recipe(path).variants[0]
 
-    assert load("{name: a, backend: onnxruntime, precision: int8}").quantize.method == "nncf-ptq"
+    assert load("{name: a, backend: onnxruntime, precision: int8}").quantize.method == "ort-static"
     assert load("{name: a, backend: openvino, precision: int8}").quantize.method == "nncf-ptq"
     assert load("{name: a, backend: openvino, precision: bf16}").execution_precision == "bf16"
     tensorrt = load("{name: a, backend: tensorrt, precision: int8}")

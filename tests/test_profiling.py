@@ -58,7 +58,8 @@ def test_memory_probe_sees_an_allocation() -> None:
     # other threads of earlier tests' runtimes may hand memory back between start() and the phase (seen once:
     # 44 MiB above the start for this 64 MiB block, after 20 MiB were released): half the block is the floor
     assert stats.load_peak_mb >= 32
-    assert stats.run_peak_mb >= stats.load_peak_mb + 120  # both blocks above the RSS before loading
+    # both blocks above the RSS before loading (192 MiB), less the same 32 MiB others may hand back (seen: 181)
+    assert stats.run_peak_mb >= 64 + 128 - 32 and stats.run_peak_mb > stats.load_peak_mb + 64
 
 
 def test_cost_of_tiny_net_matches_hand_count(tiny_artifacts) -> None:

@@ -92,7 +92,7 @@ def _fp16(base: Artifact, *, path: Path) -> Artifact:
 # What ``auto`` tries, in order, until the holdout drop fits the budget.
 AUTO_CHAIN = {
     "openvino": ("nncf-ptq", "nncf-accuracy-control", "nncf-qat"),
-    "onnxruntime": ("nncf-ptq", "ort-static"),
+    "onnxruntime": ("ort-static", "nncf-ptq"),
 }
 
 
