@@ -91,7 +91,7 @@ def keep(folder: Path, *, report=None, to: Path, name: str | None = None, comman
         "test_images": floats.accuracy.samples,
         "measured_through": floats.accuracy.runtime,
         "holdout_top1": report.training.holdout_top1,
-        "recipe": report.recipe.get("name") if isinstance(report.recipe, dict) else str(RECIPE),
+        "recipe": report.recipe["name"],
         "command": command or f"edgeflow optimize {model} --recipe {RECIPE}",
         "date": report.created,
         "machine": machine(),

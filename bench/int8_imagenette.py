@@ -31,7 +31,7 @@ HEADLINE = "mobilenet_v3_large"  # trained with the whole recipe (40 epochs); th
 GATES_FLOAT = "openvino-int8-gates-float"  # edgeflow's INT8 with quantize.squeeze_excitation: float
 
 
-def calibration_batches(report, folder: Path) -> list[np.ndarray]:
+def calibration_batches(report) -> tuple[list[np.ndarray], object]:
     """The images edgeflow calibrated with: the recipe's subset of the train split, in the model's batches."""
     from edgeflow.data import calibration_subset
     from edgeflow.data.load import load_data_for_input
@@ -105,7 +105,7 @@ def bench_model(
     report = edgeflow.optimize(
         str(checkpoint), arch=model, recipe=recipe, out=folder, progress=Progress.to_stderr()
     )  # fmt: skip
-    batches, splits = calibration_batches(report, folder)
+    batches, splits = calibration_batches(report)
     onnx_path = folder / "model_fp32.onnx"
     peers = {
         "openvino-int8-nncf-defaults": ("openvino", nncf_defaults(onnx_path, batches, folder / "nncf.xml")),

@@ -27,6 +27,7 @@ from edgeflow.compress.nncf_ptq import (
     nncf_settings,
     quiet_nncf,
 )
+from edgeflow.compress.squeeze_excitation import node_names
 from edgeflow.compress.stats import GATE_REASON, FloatLayer, QuantizationStats, in_gates, layer_precisions
 from edgeflow.data import ImageDataset
 from edgeflow.errors import DataError, OutputError, ShapeError
@@ -82,12 +83,13 @@ def quantize_with_accuracy_control(
     )
     validation_items = _holdout_items(holdout, input_shape=shape)
     dataset, subset = calibration_dataset(calibration, size=config.subset_size, input_shape=shape, seed=seed)
+    gates = float_gates(model, config)
     settings = {
-        **nncf_settings(model, config, subset=subset),
+        **nncf_settings(model, config, subset=subset, gates=gates),
         "drop_type": "absolute",
         "holdout_samples": len(validation_items),
     }
-    arguments = nncf_quantize_arguments(settings, config, model=model)
+    arguments = nncf_quantize_arguments(settings, config, gates=gates)
     core = ov.Core()
     float_top1 = _top1(core.compile_model(model, "CPU", _F32), validation_items)[0]
 
@@ -116,10 +118,10 @@ def quantize_with_accuracy_control(
     quantized_top1 = _top1(core.compile_model(read_model(result), "CPU", _F32), validation_items)[0]
 
     quantized, floating = layer_precisions(controlled)
-    gates = set(float_gates(model, config))
+    gate_names = set(node_names(gates))
 
     def why(name: str) -> str:
-        if in_gates(name, gates):
+        if in_gates(name, gate_names):
             return GATE_REASON
         return NOT_QUANTIZED if name in plain_float_layers else REVERTED
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends.openvino import read_model, static_input_shape
-from edgeflow.compress.squeeze_excitation import find_gates, gate_nodes
+from edgeflow.compress.squeeze_excitation import find_gates, node_names
 from edgeflow.compress.stats import QuantizationStats, summarize
 from edgeflow.data import ImageDataset, calibration_subset
 from edgeflow.data.splits import image_stacks
@@ -93,13 +93,13 @@ def ignored_scope(config: QuantizeConfig, *, gates: list[str] | None = None):
     return nncf.IgnoredScope(names=names, patterns=scope.patterns, types=scope.types, validate=False)
 
 
-def float_gates(model, config: QuantizeConfig) -> list[str]:
-    """The squeeze-and-excitation gate nodes of an OpenVINO ``model`` that stay in float (their friendly
-    names, which hold the ONNX node names too, so the list serves NNCF's ONNX backend as well)."""
-    return gate_nodes(model) if config.squeeze_excitation == "float" else []
+def float_gates(model, config: QuantizeConfig) -> list[list[str]]:
+    """The squeeze-and-excitation gates of an OpenVINO ``model`` that stay in float, by friendly name (those
+    hold the ONNX node names too, so the names serve NNCF's ONNX backend as well)."""
+    return find_gates(model) if config.squeeze_excitation == "float" else []
 
 
-def nncf_settings(model, config: QuantizeConfig, *, subset: int) -> dict[str, Any]:
+def nncf_settings(model, config: QuantizeConfig, *, subset: int, gates: list[list[str]]) -> dict[str, Any]:
     settings: dict[str, Any] = {
         "preset": resolve_preset(model, config),
         "model_type": config.model_type,
@@ -108,14 +108,16 @@ def nncf_settings(model, config: QuantizeConfig, *, subset: int) -> dict[str, An
         "squeeze_excitation": config.squeeze_excitation,
     }
     if config.squeeze_excitation == "float":
-        settings["float_gates"] = len(find_gates(model))
+        settings["float_gates"] = len(gates)
     scope = config.ignored_scope
     if scope.names or scope.patterns or scope.types:
         settings["ignored_scope"] = scope.model_dump()
     return settings
 
 
-def nncf_quantize_arguments(settings: dict[str, Any], config: QuantizeConfig, *, model) -> dict[str, Any]:
+def nncf_quantize_arguments(
+    settings: dict[str, Any], config: QuantizeConfig, *, gates: list[list[str]]
+) -> dict[str, Any]:
     import nncf
 
     arguments: dict[str, Any] = {
@@ -125,7 +127,7 @@ def nncf_quantize_arguments(settings: dict[str, Any], config: QuantizeConfig, *,
     }
     if config.model_type == "transformer":
         arguments["model_type"] = nncf.ModelType.TRANSFORMER
-    scope = ignored_scope(config, gates=float_gates(model, config))
+    scope = ignored_scope(config, gates=node_names(gates))
     if scope is not None:
         arguments["ignored_scope"] = scope
     return arguments
@@ -147,8 +149,9 @@ def quantize_nncf(
     dataset, subset = calibration_dataset(
         calibration, size=config.subset_size, input_shape=shape, seed=seed, input_name=input_name
     )
-    settings = nncf_settings(model, config, subset=subset)
-    arguments = nncf_quantize_arguments(settings, config, model=model)
+    gates = float_gates(model, config)
+    settings = nncf_settings(model, config, subset=subset, gates=gates)
+    arguments = nncf_quantize_arguments(settings, config, gates=gates)
     with quiet_nncf():
         if path.suffix == ".onnx":
             quantized_onnx = _quantize_onnx_proto(artifact, dataset, arguments)
@@ -162,7 +165,7 @@ def quantize_nncf(
     summary = summarize(
         quantized_view, method="nncf-ptq", settings=settings,
         reason="not quantized by NNCF's CNN patterns (e.g. a layer whose input is not quantizable)",
-        gates=float_gates(model, config),
+        gates=node_names(gates),
     )  # fmt: skip
     result = Artifact(
         format=result_format, path=path, precision="int8", input_shape=shape,

@@ -21,6 +21,7 @@ from edgeflow.artifact import Artifact
 from edgeflow.backends.base import resolve_dims
 from edgeflow.backends.openvino import read_model, runtime_message
 from edgeflow.compress.nncf_ptq import MIN_CALIBRATION_SAMPLES
+from edgeflow.compress.squeeze_excitation import find_gates, node_names
 from edgeflow.compress.stats import QuantizationStats, summarize
 from edgeflow.data import ImageDataset, calibration_subset
 from edgeflow.data.splits import image_stacks
@@ -88,7 +89,7 @@ def quantize_onnx_static(
                 str(preprocessed), str(temporary), _ImageReader(subset, input_name),
                 quant_format=QuantFormat.QDQ, per_channel=config.per_channel, weight_type=QuantType.QInt8,
                 activation_type=activation_type, calibrate_method=methods[config.calibrate_method],
-                nodes_to_exclude=[name for gate in gates for name in gate],
+                nodes_to_exclude=node_names(gates),
                 extra_options={"ActivationSymmetric": config.symmetric, "WeightSymmetric": True},
             )  # fmt: skip
     lineage = f"ort-static(qdq, per_channel={config.per_channel}, calibrate={config.calibrate_method}" + (
@@ -174,7 +175,6 @@ class _ImageReader:
 
 def _float_gates(path: Path, config: QuantizeConfig) -> list[list[str]]:
     """The squeeze-and-excitation gates of the pre-processed ONNX that stay in float."""
-    from edgeflow.compress.squeeze_excitation import find_gates
     from edgeflow.models import load_onnx
 
     return find_gates(load_onnx(path)) if config.squeeze_excitation == "float" else []
@@ -296,6 +296,7 @@ def _int8_result(
     result = Artifact(
         format="onnx", path=path, precision="int8", input_shape=shape, lineage=[*artifact.lineage, lineage]
     )
-    names = [name for gate in gates for name in gate]
-    summary = summarize(read_model(result), method=method, settings=settings, reason=_FLOAT_REASON, gates=names)
+    summary = summarize(
+        read_model(result), method=method, settings=settings, reason=_FLOAT_REASON, gates=node_names(gates)
+    )
     return result, summary

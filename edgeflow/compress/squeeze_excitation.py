@@ -63,9 +63,9 @@ def find_gates(model) -> list[list[str]]:
     return gates
 
 
-def gate_nodes(model) -> list[str]:
-    """The names of the nodes of every gate (see :func:`find_gates`), in graph order of their multiplies."""
-    return list(dict.fromkeys(name for gate in find_gates(model) for name in gate))
+def node_names(gates: list[list[str]]) -> list[str]:
+    """The names of the nodes of ``gates`` (from :func:`find_gates`), once each, in graph order."""
+    return list(dict.fromkeys(name for gate in gates for name in gate))
 
 
 def _path_to_pool(graph: _Graph, tensor: str, features: str) -> list[str] | None:
