@@ -15,6 +15,7 @@ from edgeflow.backends import get_backend
 from edgeflow.backends.openvino import read_model
 from edgeflow.compress.accuracy_control import REVERTED
 from edgeflow.compress.chain import AUTO_CHAIN, FloatArtifacts, build_variant, quantize_within_budget
+from edgeflow.compress.fastest_preset import SAME_SPEED, choose_preset
 from edgeflow.data import load_data
 from edgeflow.device import RuntimeSettings
 from edgeflow.export.onnx import export_onnx
@@ -96,6 +97,23 @@ def test_per_channel_beats_per_tensor(trained) -> None:
     assert float_top1 - chosen <= 0.03
 
 
+def test_choose_preset_lets_accuracy_decide_between_presets_of_the_same_speed() -> None:
+    """The fastest within the budget is kept; one within SAME_SPEED of it that is more accurate wins; a
+    faster one beyond that margin wins whatever its accuracy; outside the budget nothing is timed."""
+    top1 = {"mixed": 0.790, "performance": 0.795}
+    assert choose_preset(top1, {"mixed": 1.00, "performance": 1.03}, float_top1=0.80, max_drop=0.01)[0] == "performance"
+    assert choose_preset(top1, {"mixed": 1.00, "performance": 1.20}, float_top1=0.80, max_drop=0.01)[0] == "mixed"
+    assert choose_preset(
+        {"mixed": 0.795, "performance": 0.795}, {"mixed": 1.00, "performance": 1.01}, float_top1=0.80, max_drop=0.01
+    ) == ("mixed", "fastest within the budget")
+    assert choose_preset(top1, {}, float_top1=0.80, max_drop=0.007) == (
+        "performance",
+        "the only preset within the budget",
+    )
+    assert choose_preset(top1, {}, float_top1=0.90, max_drop=0.01)[0] == "performance"
+    assert 0 < SAME_SPEED < 0.1
+
+
 def test_auto_preset_picks_mixed_for_hswish(trained) -> None:
     """MobileNetV3's h-swish goes negative: the auto preset gives asymmetric activations (mixed)."""
     floats, splits, folder = trained
@@ -107,8 +125,9 @@ def test_auto_preset_picks_mixed_for_hswish(trained) -> None:
 @pytest.mark.slow  # quantizes twice and times both
 def test_fastest_preset_times_both_and_keeps_the_fastest_within_budget(trained) -> None:
     """``preset: fastest`` builds both NNCF presets, judges them on holdout and times those within the
-    budget on the device's runtime; the one kept is the fastest of those, and no candidate file is left.
-    A 100-point budget holds both presets whatever their accuracy: both are timed, the faster is kept."""
+    budget on the device's runtime; the one kept is the one :func:`choose_preset` names from the recorded
+    accuracies and timings, and no candidate file is left. A 100-point budget holds both presets whatever
+    their accuracy: both are timed."""
     floats, splits, folder = trained
     variant = VariantSpec(
         name="fastest", backend="openvino", precision="int8",
@@ -119,10 +138,15 @@ def test_fastest_preset_times_both_and_keeps_the_fastest_within_budget(trained) 
     assert list(choice) == ["mixed", "performance"]
     assert all(choice[preset]["measured"] and choice[preset]["p50_ms"] > 0 for preset in choice)
     kept = summary.settings["preset"]
-    assert kept == min(choice, key=lambda preset: choice[preset]["p50_ms"])
+    expected, why = choose_preset(
+        {preset: choice[preset]["holdout_top1"] for preset in choice},
+        {preset: choice[preset]["p50_ms"] for preset in choice},
+        float_top1=summary.holdout_top1_float, max_drop=1.0,
+    )  # fmt: skip
+    assert kept == expected
     assert choice[kept]["holdout_top1"] == pytest.approx(summary.holdout_top1_quantized)
     assert [note for note in summary.notes if "<- kept" in note] == [
-        note for note in summary.notes if note.startswith(f"preset {kept}:") and "fastest within the budget" in note
+        note for note in summary.notes if note.startswith(f"preset {kept}:") and why in note
     ]
     assert artifact.path == folder / "model_fastest.xml" and artifact.path.with_suffix(".bin").exists()
     assert not list(folder.glob("model_fastest.*.xml")) and not list(folder.glob("model_fastest.*.bin"))
