@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from edgeflow.config import StrictModel, find_named_file, list_named_files, parse_spec, read_yaml
+from edgeflow.data.augment import AugmentConfig
 from edgeflow.data.preprocess import PreprocessSpec
 from edgeflow.errors import ConfigError
 from edgeflow.netadapt.config import SearchConfig
@@ -43,23 +44,6 @@ class ModelConfig(StrictModel):
         if self.resolution_multiplier is not None:
             return max(1, round(default_resolution * self.resolution_multiplier))
         return self.resolution
-
-
-class AugmentConfig(StrictModel):
-    """Random-resized crop and horizontal flip of the training images (edgeflow.data.augment)."""
-
-    crop_scale: tuple[float, float] = Field(default=(0.35, 1.0), description="area fraction of each crop")
-    crop_ratio: tuple[float, float] = Field(default=(3 / 4, 4 / 3), description="aspect ratio of each crop")
-    flip: bool = True
-
-    @model_validator(mode="after")
-    def _ranges(self) -> AugmentConfig:
-        low, high = self.crop_scale
-        if not 0 < low <= high <= 1:
-            raise ValueError(f"crop_scale must be 0 < low <= high <= 1, got {list(self.crop_scale)}")
-        if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
-            raise ValueError(f"crop_ratio must be 0 < low <= high, got {list(self.crop_ratio)}")
-        return self
 
 
 class TrainConfig(StrictModel):

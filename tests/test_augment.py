@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from edgeflow.data import load_data
-from edgeflow.data.augment import AugmentedImages, crop_box
+from edgeflow.data.augment import AugmentConfig, AugmentedImages, crop_box
 from edgeflow.data.preprocess import PreprocessSpec
 from edgeflow.data.splits import ImageDataset
 from edgeflow.errors import ConfigError
-from edgeflow.recipe import AugmentConfig, TrainConfig
+from edgeflow.recipe import TrainConfig
 from edgeflow.train import _schedule, train
 
 

@@ -63,6 +63,7 @@ def finished(cache, recipe_file, tmp_path_factory):
     recipe = Recipe.model_validate(RECIPE)
     recipe.search.baselines.widths = [0.5]
     recipe.search.baselines.resolutions = [0.67]
+    recipe.search.baselines.magnitude = [0.5]
     out = tmp_path_factory.mktemp("search") / "run"
     report = edgeflow.search("mobilenet_v3_small", recipe=recipe, out=out)
     return report, out
@@ -82,7 +83,8 @@ def test_search_meets_its_targets_and_reports_everything(finished):
     start, final = report.point("start"), report.point("netadapt")
     assert final.params < start.params and final.macs < start.macs
     assert all(point.measured for point in report.points)
-    assert {point.kind for point in report.points} == {"start", "netadapt", "width", "resolution"}
+    assert {point.kind for point in report.points} == {"start", "netadapt", "width", "resolution", "magnitude"}
+    assert report.point("magnitude-0.5").macs < start.macs
     assert report.point("resolution-0.67").resolution == 32
     assert report.table is not None and report.table.candidates >= len(report.iterations)
     assert len(report.table.errors_percent) == len(report.table.raw_errors_percent) == report.table.candidates

@@ -51,6 +51,31 @@ def test_l2_choice_drops_the_weakest_channels(mnv3_small):
         space.l2_prune_action(model, EXAMPLE, "features.4.block.1.0", keep=96)
 
 
+def test_torch_pruning_magnitude_baseline_prunes_every_group_by_the_ratio(mnv3_small):
+    """Torch-Pruning's MagnitudePruner removes half of every group's channels (rounded to 8), keeps the
+    classes, zeroed (weakest) channels go first, and the starting model is left as it was."""
+    model = copy.deepcopy(mnv3_small)
+    with torch.no_grad():  # channels 3 and 17 of block 4's expansion group: zero in every coupled layer
+        block = model.features[4].block
+        for layer in (block[0][0], block[0][1], block[1][0], block[1][1], block[2].fc2):
+            layer.weight[[3, 17]] = 0.0
+        for layer in (block[2].fc1, block[3][0]):
+            layer.weight[:, [3, 17]] = 0.0
+    before = space.channel_counts(model)
+    pruned = space.magnitude_pruned(model, EXAMPLE, 0.5)
+    assert space.channel_counts(model) == before  # the start is untouched
+    after = space.channel_counts(pruned)
+    assert after["classifier.3"] == 10
+    assert after["features.4.block.1.0"] == 48  # 96 -> 48, and so every layer coupled with it
+    shrunk = [name for name in before if after[name] < before[name]]
+    assert len(shrunk) > len(before) // 2
+    for name in shrunk:
+        assert after[name] % 8 == 0 or after[name] < 8, name
+        assert after[name] <= before[name] - before[name] // 2 + 8, name
+    assert pruned.features[4].block[0][0].weight.flatten(1).norm(dim=1).min() > 0  # the zeroed ones went
+    assert pruned(EXAMPLE).shape == (1, 10)
+
+
 def test_residual_group_prunes_every_block_of_the_stage(mnv3_small):
     model = copy.deepcopy(mnv3_small)
     # features.4..6 add their outputs (40 channels): pruning the stage's first projection prunes all three

@@ -8,10 +8,29 @@ import math
 
 import numpy as np
 import torch
+from pydantic import Field, model_validator
 from torch.utils.data import Dataset
 
+from edgeflow.config import StrictModel
 from edgeflow.data.splits import ImageDataset
 from edgeflow.errors import ConfigError
+
+
+class AugmentConfig(StrictModel):
+    """Random-resized crop and horizontal flip of the training images (edgeflow.data.augment)."""
+
+    crop_scale: tuple[float, float] = Field(default=(0.35, 1.0), description="area fraction of each crop")
+    crop_ratio: tuple[float, float] = Field(default=(3 / 4, 4 / 3), description="aspect ratio of each crop")
+    flip: bool = True
+
+    @model_validator(mode="after")
+    def _ranges(self) -> AugmentConfig:
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"crop_scale must be 0 < low <= high <= 1, got {list(self.crop_scale)}")
+        if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+            raise ValueError(f"crop_ratio must be 0 < low <= high, got {list(self.crop_ratio)}")
+        return self
 
 
 class AugmentedImages(Dataset):

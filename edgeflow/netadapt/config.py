@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from edgeflow.config import StrictModel
+from edgeflow.data.augment import AugmentConfig
 from edgeflow.profiling.loop import ProfileConfig
 
 
@@ -24,19 +25,32 @@ class FineTuneConfig(StrictModel):
         description="weight of knowledge distillation from the starting model (0 = labels only)",
     )
     temperature: float = Field(default=2.0, gt=0, description="distillation temperature")
+    augment: AugmentConfig | None = Field(
+        default=None, description="random-resized crop and flip while fine-tuning (photos); none by default"
+    )
+    channels_last: bool = Field(default=False, description="fine-tune in channels-last memory format")
 
 
 class BaselineConfig(StrictModel):
-    """Multiplier models fine-tuned with the same steps as the search's final model, for the same plot."""
+    """Models fine-tuned with the same steps as the search's final model, timed in turn with it, for the same
+    table and plot: multipliers, and Torch-Pruning's uniform magnitude pruning."""
 
     widths: list[float] = Field(default=[], description="width multipliers alpha (channels kept by L2 norm)")
     resolutions: list[float] = Field(default=[], description="resolution multipliers rho of the input side")
+    magnitude: list[float] = Field(
+        default=[],
+        description="Torch-Pruning's MagnitudePruner (L2 importance): this fraction of every group's channels "
+        "removed in one step",
+    )
 
     @model_validator(mode="after")
     def _in_range(self) -> BaselineConfig:
         for value in (*self.widths, *self.resolutions):
             if not 0 < value <= 1:
                 raise ValueError(f"multipliers are in (0, 1], got {value}")
+        for value in self.magnitude:
+            if not 0 < value < 1:
+                raise ValueError(f"pruning ratios are in (0, 1), got {value}")
         return self
 
 

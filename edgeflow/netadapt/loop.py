@@ -58,7 +58,10 @@ def finetune(
     if config.steps == 0:
         recalibrate_batchnorm(model, splits.train, batch_size=config.batch_size, batches=config.bn_batches, seed=seed)
         return
-    settings = TrainConfig(epochs=10**6, batch_size=config.batch_size, lr=config.lr, max_steps=config.steps)
+    settings = TrainConfig(
+        epochs=10**6, batch_size=config.batch_size, lr=config.lr, max_steps=config.steps, augment=config.augment,
+        channels_last=config.channels_last,
+    )  # fmt: skip
     train(
         model, splits.train, config=settings, seed=seed, bn_batches=config.bn_batches,
         teacher=teacher if config.distill > 0 else None, distill_weight=config.distill, temperature=config.temperature,

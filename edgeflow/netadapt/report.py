@@ -17,7 +17,7 @@ class PointRecord(BaseModel):
     """A model measured on the device and evaluated on the test split through its runtime."""
 
     name: str
-    kind: str  # start | netadapt | width | resolution
+    kind: str  # start | netadapt | width | resolution | magnitude (Torch-Pruning)
     detail: str = ""
     resolution: int
     artifact: str
@@ -95,10 +95,15 @@ class SearchReport(BaseModel):
 
     def width_top1_at(self, latency_ms: float) -> float | None:
         """Test top-1 of the width-multiplier curve at ``latency_ms``, interpolated between its points."""
-        widths = sorted((point.p50(), point.test_top1) for point in self.points if point.kind in ("width", "start"))
-        if len(widths) < 2 or not widths[0][0] <= latency_ms <= widths[-1][0]:
+        return self.top1_at(latency_ms, kind="width")
+
+    def top1_at(self, latency_ms: float, *, kind: str) -> float | None:
+        """Test top-1 of the ``kind`` curve (with the start) at ``latency_ms``, interpolated between its points;
+        None when its points do not bracket that latency."""
+        curve = sorted((point.p50(), point.test_top1) for point in self.points if point.kind in (kind, "start"))
+        if len(curve) < 2 or not curve[0][0] <= latency_ms <= curve[-1][0]:
             return None
-        return float(np.interp(latency_ms, [w[0] for w in widths], [w[1] for w in widths]))
+        return float(np.interp(latency_ms, [c[0] for c in curve], [c[1] for c in curve]))
 
 
 def table_errors(state: SearchState) -> TableErrors | None:
@@ -220,12 +225,22 @@ def plot(report: SearchReport, *, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7.5, 4.5), dpi=110)
-    styles = {"start": ("k", "o"), "netadapt": ("C3", "*"), "width": ("C0", "s"), "resolution": ("C2", "^")}
+    styles = {
+        "start": ("k", "o"),
+        "netadapt": ("C3", "*"),
+        "width": ("C0", "s"),
+        "resolution": ("C2", "^"),
+        "magnitude": ("C1", "D"),
+    }
     for kind, (color, marker) in styles.items():
         points = sorted((p for p in report.points if p.kind == kind), key=lambda p: p.p50())
         if not points:
             continue
-        label = {"width": "width multiplier", "resolution": "resolution multiplier"}.get(kind, kind)
+        label = {
+            "width": "width multiplier",
+            "resolution": "resolution multiplier",
+            "magnitude": "Torch-Pruning uniform magnitude",
+        }.get(kind, kind)
         axes.plot(
             [p.p50() for p in points],
             [100 * p.test_top1 for p in points],
@@ -237,7 +252,7 @@ def plot(report: SearchReport, *, path: Path) -> None:
         )
     axes.set_xlabel(f"p50 latency measured on {report.device['name']} ({report.backend}, ms)")
     axes.set_ylabel(f"test top-1 (%) on {report.data['name']}")
-    axes.set_title(f"{report.model} at {report.resolution} px: NetAdapt vs multipliers")
+    axes.set_title(f"{report.model} at {report.resolution} px: NetAdapt vs its baselines")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()

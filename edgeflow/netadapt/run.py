@@ -331,7 +331,8 @@ def _time_in_turn(
 def _baselines(
     engine: Search, where: _Where, *, splits: DataSplits, progress: Progress
 ) -> list[tuple[PointRecord, Compiled]]:
-    """Width (alpha) and resolution (rho) multiplier models, fine-tuned with the final model's steps."""
+    """Width (alpha) and resolution (rho) multiplier models and Torch-Pruning's uniform magnitude pruning,
+    fine-tuned with the final model's steps."""
     config = engine.config
     points = []
     for width in config.baselines.widths:
@@ -342,6 +343,21 @@ def _baselines(
             _evaluate_point(
                 where, f"width-{width:g}", model=model, splits=splits, kind="width", detail=f"alpha={width:g}"
             )
+        )
+    for ratio in config.baselines.magnitude:
+        progress.stage(f"baseline Torch-Pruning magnitude {ratio:g}: prune {ratio:g} of every group, fine-tune")
+        model = space.magnitude_pruned(engine.start, engine.example, ratio)
+        seed = derived_seed(engine.seed, "magnitude", ratio)
+        finetune(model, splits, config.long_term, seed=seed, teacher=engine.start)
+        points.append(
+            _evaluate_point(
+                where,
+                f"magnitude-{ratio:g}",
+                model=model,
+                splits=splits,
+                kind="magnitude",
+                detail=f"Torch-Pruning ratio={ratio:g}",
+            )  # fmt: skip
         )
     for rho in config.baselines.resolutions:
         side = round(splits.resolution * rho)

@@ -176,3 +176,21 @@ def uniform_width(start: nn.Module, example: torch.Tensor, width: float) -> nn.M
         if keep < group.channels:
             apply(model, l2_prune_action(model, example, group.name, keep), example)
     return model
+
+
+def magnitude_pruned(start: nn.Module, example: torch.Tensor, ratio: float, *, round_to: int = 8) -> nn.Module:
+    """Torch-Pruning's uniform magnitude pruning as its users call it: ``tp.pruner.MagnitudePruner`` with
+    L2 magnitude importance, the same ``ratio`` of every group's channels removed in one step (kept counts
+    rounded to ``round_to``), the classifier's outputs kept. The starting model is not changed."""
+    model = copy.deepcopy(start).eval()
+    side = min(GRAPH_SIDE, example.shape[-1])
+    pruner = tp.pruner.MagnitudePruner(
+        model,
+        torch.zeros(*example.shape[:-2], side, side),
+        importance=tp.importance.MagnitudeImportance(p=2),
+        pruning_ratio=ratio,
+        ignored_layers=[_classifier_output(model)],
+        round_to=round_to,
+    )
+    pruner.step()
+    return model

@@ -1,0 +1,121 @@
+"""NetAdapt on real photos: the Imagenette mobilenet_v3_large shrunk on this CPU, beside the width multiplier and
+Torch-Pruning's uniform magnitude pruning, every model fine-tuned with the same steps and timed in turn.
+
+Starts from the committed checkpoint (bench/checkpoints, 80.66% test top-1 at 96 px), runs `edgeflow search` with
+recipes/imagenette-search.yaml (OpenVINO on this CPU), and writes reports/netadapt-imagenette-cpu.md (the
+models: measured p50 in turn, speed-up, test top-1 through OpenVINO, MACs; the iterations; the goals) and the
+accuracy-latency plot beside it.
+
+    .venv/bin/python bench/netadapt_imagenette.py [--ratio 0.57] [--resume]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import imagenette
+
+import edgeflow
+from edgeflow.io import write_text
+from edgeflow.progress import Progress
+
+RECIPE = Path("recipes/imagenette-search.yaml")
+MODEL = "mobilenet_v3_large"
+KINDS = {"width": "width multiplier", "magnitude": "Torch-Pruning uniform magnitude"}
+
+
+def goals(report) -> list[str]:
+    start, final = report.point("start"), report.point("netadapt")
+    speedup, drop = report.speedup(), 100 * (start.test_top1 - final.test_top1)
+    rows = [
+        ("measured p50 at least 1.7x faster than the start", f"{speedup:.2f}x", speedup >= 1.7),
+        ("test top-1 at most 1.0 point below the start", f"{drop:+.2f} points", drop <= 1.0),
+    ]
+    for kind, label in KINDS.items():
+        peer = report.top1_at(final.p50(), kind=kind)
+        figure = (
+            f"no {label} points bracket {final.p50():.3f} ms"
+            if peer is None
+            else f"{100 * final.test_top1:.2f}% vs {100 * peer:.2f}% (interpolated at {final.p50():.3f} ms)"
+        )
+        rows.append(
+            (f"above the {label} at equal measured latency", figure, peer is not None and final.test_top1 > peer)
+        )
+    lines = ["| goal | figure | met |", "|---|---|---|"]
+    lines += [f"| {goal} | {figure} | {'yes' if met else 'NO'} |" for goal, figure, met in rows]
+    return lines
+
+
+def models_table(report) -> list[str]:
+    start = report.point("start")
+    lines = [
+        f"| model | kind | p50 ms (median of {len(start.rounds_ms)} rounds in turn) | speed-up vs start "
+        "| test top-1 % | vs start (points) | params | MACs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for point in sorted(report.points, key=lambda p: -p.p50()):
+        lines.append(
+            f"| {point.name} {point.detail} | {point.kind} | {point.p50():.3f} | {start.p50() / point.p50():.2f}x "
+            f"| {100 * point.test_top1:.2f} | {100 * (point.test_top1 - start.test_top1):+.2f} "
+            f"| {point.params / 1e6:.2f}M | {point.macs / 1e6:.1f}M |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ratio", type=float, default=None, help="latency ratio (default: the recipe's)")
+    parser.add_argument("--out", type=Path, default=Path("reports/bench-netadapt-imagenette"))
+    parser.add_argument("--resume", action="store_true", help="go on with the search in --out")
+    parser.add_argument("--report", type=Path, default=Path("reports/netadapt-imagenette-cpu.md"))
+    args = parser.parse_args()
+
+    imagenette.require_data()
+    checkpoint = imagenette.COMMITTED / f"{imagenette.checkpoint_name(MODEL, side=96, epochs=40)}.pt"
+    if not checkpoint.exists():
+        sys.exit(f"bench: {checkpoint} is missing (committed with the project)")
+    card = json.loads(checkpoint.with_suffix(".json").read_text())
+    started = time.perf_counter()
+    report = edgeflow.search(
+        str(checkpoint), arch=MODEL, recipe=RECIPE, out=args.out, latency_ratio=args.ratio, resume=args.resume,
+        progress=Progress.to_stderr(),
+    )  # fmt: skip
+    total = time.perf_counter() - started
+    command = ".venv/bin/python bench/netadapt_imagenette.py" + (f" --ratio {args.ratio}" if args.ratio else "")
+    search_md = (args.out / "search.md").read_text()
+    iterations = search_md[search_md.index("## Iterations") :].replace("![accuracy vs latency](search.png)", "")
+    plot = args.report.with_suffix(".png")
+    config = report.config
+    lines = [
+        *imagenette.heading("NetAdapt on real photos (Imagenette), beside its baselines", command=command),
+        "Start: " + imagenette.training_table([card])[-1].strip("| ").replace(" | ", ", ") + f" ({checkpoint}).",
+        f"Recipe: {RECIPE}: budget {config['latency_ratio']} of the start's latency measured on this CPU "
+        f"(OpenVINO); long-term fine-tuning {config['long_term']['steps']} steps of "
+        f"{config['long_term']['batch_size']} images "
+        "with augmentation and distillation from the start, the same for NetAdapt's model and every baseline.",
+        f"Search {report.search_seconds / 60:.1f} min; the whole command {total / 60:.1f} min. {report.stop_reason}.",
+        "",
+        "## Models (measured on this CPU, test top-1 through OpenVINO on the 3,925 test photos)",
+        "",
+        *models_table(report),
+        "",
+        *goals(report),
+        "",
+        f"![accuracy vs latency]({plot.name})",
+        "",
+        iterations.rstrip(),
+        "",
+    ]
+    shutil.copyfile(args.out / "search.png", plot.with_suffix(".png.partial"))
+    plot.with_suffix(".png.partial").replace(plot)
+    write_text(args.report, "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
