@@ -103,8 +103,9 @@ def keep(folder: Path, *, report=None, to: Path, name: str | None = None, comman
     return to / f"{name}.pt", card
 
 
-def heading(title: str, *, command: str) -> list[str]:
-    """The lines a real-photo table in reports/ opens with: what, when, where, and how to make it again."""
+def heading(title: str, *, command: str, when: datetime | None = None) -> list[str]:
+    """The lines a real-photo table in reports/ opens with: what, when (``when``, else now), where, and how to
+    make it again."""
     import nncf
     import onnxruntime
     import openvino
@@ -113,7 +114,7 @@ def heading(title: str, *, command: str) -> list[str]:
     return [
         f"# {title}",
         "",
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {machine()}; torch {torch.__version__}, "
+        f"{(when or datetime.now(timezone.utc)):%Y-%m-%d %H:%M} UTC; {machine()}; torch {torch.__version__}, "
         f"OpenVINO {openvino.__version__.split('-')[0]}, NNCF {nncf.__version__}, "
         f"ONNX Runtime {onnxruntime.__version__}.",
         f"Data: {DATA} (Imagenette 2, real photos: the train folder less a 15% holdout trains, `val/` is the test "
