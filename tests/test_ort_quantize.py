@@ -121,6 +121,27 @@ def test_per_channel_gives_vector_scales(static_per_channel, static_per_tensor) 
     assert static_per_tensor[1].settings["calibrate_method"] == "percentile"
 
 
+def _activation_scales(path: Path) -> dict[str, float]:
+    """Scale of each QuantizeLinear (activations: ORT folds the weights' away), by the tensor it quantizes."""
+    graph = onnx.load(str(path)).graph
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    return {node.input[0]: float(constants[node.input[1]]) for node in graph.node if node.op_type == "QuantizeLinear"}
+
+
+def test_minmax_average_narrows_the_activation_ranges(float_onnx, static_per_channel, digits32, tmp_path) -> None:
+    """``calibrate_method: minmax-average`` takes the moving average of each tensor's range over the calibration
+    images (ORT's CalibMovingAverage): no range is wider than the plain min-max over all images, some narrower."""
+    config = QuantizeConfig(method="ort-static", subset_size=16, calibrate_method="minmax-average")
+    artifact, summary = quantize_onnx_static(
+        float_onnx, calibration=digits32.train, config=config, path=tmp_path / "m_int8.onnx"
+    )
+    assert summary.settings["calibrate_method"] == "minmax-average"
+    averaged, overall = _activation_scales(artifact.path), _activation_scales(static_per_channel[0].path)
+    assert averaged.keys() == overall.keys() and averaged
+    assert all(averaged[name] <= overall[name] * (1 + 1e-6) for name in averaged)
+    assert sum(averaged[name] < 0.99 * overall[name] for name in averaged) >= len(averaged) // 2
+
+
 def test_static_logits_track_float(float_onnx, static_per_channel, static_per_tensor, digits32) -> None:
     reference = _logits(float_onnx, digits32.test)
     assert np.ptp(reference, axis=0).max() > 0.01  # the logits depend on the image, so the check means something

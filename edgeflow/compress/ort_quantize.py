@@ -61,6 +61,7 @@ def quantize_onnx_static(
     subset = _calibration_images(calibration, size=config.subset_size, input_shape=shape, seed=seed)
     methods = {
         "minmax": CalibrationMethod.MinMax,
+        "minmax-average": CalibrationMethod.MinMax,  # with CalibMovingAverage below
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }
@@ -90,7 +91,10 @@ def quantize_onnx_static(
                 quant_format=QuantFormat.QDQ, per_channel=config.per_channel, weight_type=QuantType.QInt8,
                 activation_type=activation_type, calibrate_method=methods[config.calibrate_method],
                 nodes_to_exclude=node_names(gates),
-                extra_options={"ActivationSymmetric": config.symmetric, "WeightSymmetric": True},
+                extra_options={
+                    "ActivationSymmetric": config.symmetric, "WeightSymmetric": True,
+                    "CalibMovingAverage": config.calibrate_method == "minmax-average",
+                },
             )  # fmt: skip
     lineage = f"ort-static(qdq, per_channel={config.per_channel}, calibrate={config.calibrate_method}" + (
         ", symmetric int8)" if config.symmetric else ")"
