@@ -335,30 +335,19 @@ def _baselines(
     fine-tuned with the final model's steps."""
     config = engine.config
     points = []
-    for width in config.baselines.widths:
-        progress.stage(f"baseline width {width:g}: keep {width:g} of every group's channels, fine-tune")
-        model = space.uniform_width(engine.start, engine.example, width)
-        finetune(model, splits, config.long_term, seed=derived_seed(engine.seed, "width", width), teacher=engine.start)
-        points.append(
-            _evaluate_point(
-                where, f"width-{width:g}", model=model, splits=splits, kind="width", detail=f"alpha={width:g}"
-            )
-        )
-    for ratio in config.baselines.magnitude:
-        progress.stage(f"baseline Torch-Pruning magnitude {ratio:g}: prune {ratio:g} of every group, fine-tune")
-        model = space.magnitude_pruned(engine.start, engine.example, ratio)
-        seed = derived_seed(engine.seed, "magnitude", ratio)
-        finetune(model, splits, config.long_term, seed=seed, teacher=engine.start)
-        points.append(
-            _evaluate_point(
-                where,
-                f"magnitude-{ratio:g}",
-                model=model,
-                splits=splits,
-                kind="magnitude",
-                detail=f"Torch-Pruning ratio={ratio:g}",
-            )  # fmt: skip
-        )
+    pruned = [
+        ("width", width, space.uniform_width, f"alpha={width:g}", f"keep {width:g} of every group's channels")
+        for width in config.baselines.widths
+    ] + [
+        ("magnitude", ratio, space.magnitude_pruned, f"Torch-Pruning ratio={ratio:g}",
+         f"Torch-Pruning's magnitude pruner removes {ratio:g} of every group")
+        for ratio in config.baselines.magnitude
+    ]  # fmt: skip
+    for kind, value, prune, detail, what in pruned:
+        progress.stage(f"baseline {kind} {value:g}: {what}, fine-tune")
+        model = prune(engine.start, engine.example, value)
+        finetune(model, splits, config.long_term, seed=derived_seed(engine.seed, kind, value), teacher=engine.start)
+        points.append(_evaluate_point(where, f"{kind}-{value:g}", model=model, splits=splits, kind=kind, detail=detail))
     for rho in config.baselines.resolutions:
         side = round(splits.resolution * rho)
         if engine.arch is not None:

@@ -47,11 +47,15 @@ class Group:
 GRAPH_SIDE = 32  # channel dependencies do not depend on the input size; a small input traces fast
 
 
-def _dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
+def _small(example: torch.Tensor) -> torch.Tensor:
+    """A zero input of ``example``'s batch and channels, at most ``GRAPH_SIDE`` pixels a side, to trace with."""
     side = min(GRAPH_SIDE, example.shape[-1])
-    small = torch.zeros(*example.shape[:-2], side, side)
+    return torch.zeros(*example.shape[:-2], side, side)
+
+
+def _dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
     was_training = model.training
-    graph = tp.DependencyGraph().build_dependency(model.eval(), example_inputs=small, verbose=False)
+    graph = tp.DependencyGraph().build_dependency(model.eval(), example_inputs=_small(example), verbose=False)
     model.train(was_training)
     return graph
 
@@ -183,10 +187,9 @@ def magnitude_pruned(start: nn.Module, example: torch.Tensor, ratio: float, *, r
     L2 magnitude importance, the same ``ratio`` of every group's channels removed in one step (kept counts
     rounded to ``round_to``), the classifier's outputs kept. The starting model is not changed."""
     model = copy.deepcopy(start).eval()
-    side = min(GRAPH_SIDE, example.shape[-1])
     pruner = tp.pruner.MagnitudePruner(
         model,
-        torch.zeros(*example.shape[:-2], side, side),
+        _small(example),
         importance=tp.importance.MagnitudeImportance(p=2),
         pruning_ratio=ratio,
         ignored_layers=[_classifier_output(model)],
