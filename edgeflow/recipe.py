@@ -122,11 +122,12 @@ class QuantizeConfig(StrictModel):
         "of MobileNetV3's weights, so the file grows (reports/int8-imagenette-cpu.md has both)",
     )
     per_channel: bool = Field(default=True, description="per-channel weight scales (ort-static)")
-    calibrate_method: Literal["minmax", "minmax-average", "entropy", "percentile"] = Field(
-        default="minmax",
+    calibrate_method: Literal["auto", "minmax", "minmax-average", "entropy", "percentile"] = Field(
+        default="auto",
         description="ort-static activation ranges: min and max over every calibration image, or their moving "
         "average over the images (ORT's CalibMovingAverage, close to NNCF's mean of per-image ranges: on "
-        "Imagenette it kept EfficientNet-B0 at 54.6% holdout top-1 where minmax fell to 17.1%), or a histogram",
+        "Imagenette it kept EfficientNet-B0 at 54.6% holdout top-1 where minmax fell to 17.1%), or a histogram; "
+        "auto: minmax, then minmax-average when the holdout drop exceeds max_drop, the more accurate kept",
     )
     activation_type: Literal["uint8", "int8"] = "uint8"
     symmetric: bool = Field(

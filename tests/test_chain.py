@@ -248,32 +248,35 @@ def test_budget_search_stops_at_the_first_method_that_meets_the_budget(outlier, 
         path=tmp_path / "m_int8.onnx", seed=0, progress=None,
     )  # fmt: skip
     assert AUTO_CHAIN["onnxruntime"][0] == "ort-static"
-    assert summary.attempts == ["ort-static"] and summary.method == "ort-static"
+    assert summary.attempts == ["ort-static (minmax)"] and summary.method == "ort-static"
+    assert summary.settings["calibrate_method"] == "minmax"
     assert summary.budget_met is True and summary.max_drop == 1.0
     assert summary.holdout_top1_float == pytest.approx(float_top1)
     assert summary.holdout_top1_quantized <= largest_share + 1e-9  # collapsed, and still within 100 points
     assert [note for note in summary.notes if "budget not met" in note] == []
-    assert summary.notes[-1].startswith("ort-static: holdout top-1")
+    assert summary.notes[-1].startswith("ort-static (minmax): holdout top-1")
     assert [p.name for p in tmp_path.iterdir()] == ["m_int8.onnx"] and artifact.path == tmp_path / "m_int8.onnx"
 
 
 def test_budget_search_tries_every_method_and_keeps_the_best_when_the_budget_is_missed(outlier, tmp_path: Path) -> None:
     """Every INT8 method collapses OutlierNet (drop > 50 points, measured first), so a 50-point budget
-    is missed: the chain tries all its methods in order, keeps the most accurate (the first on a tie),
-    removes the other attempt and says the budget was not met."""
+    is missed: the chain tries all its methods in order (ort-static with each calibration of ``auto``), keeps
+    the most accurate (the first on a tie), removes the other attempts and says the budget was not met."""
     floats, splits, float_top1, largest_share = outlier
     methods = AUTO_CHAIN["onnxruntime"]
     assert methods == ("ort-static", "nncf-ptq")
-    # The precondition, measured with the same seed and subset: each method alone drops more than 50 points.
+    labels = ["ort-static (minmax)", "ort-static (minmax-average)", "nncf-ptq"]
+    # The precondition, measured with the same seed and subset: each attempt alone drops more than 50 points.
     alone = {}
-    for method in methods:
-        variant = VariantSpec(
-            name=method, backend="onnxruntime", precision="int8", quantize=QuantizeConfig(method=method, subset_size=32)
-        )
+    updates = [{"calibrate_method": "minmax"}, {"calibrate_method": "minmax-average"}, {}]
+    for label, update in zip(labels, updates, strict=True):
+        method = label.split()[0]
+        config = QuantizeConfig(method=method, subset_size=32, **update)
+        variant = VariantSpec(name=method, backend="onnxruntime", precision="int8", quantize=config)
         single, _ = build_variant(variant, floats=floats, splits=splits, folder=tmp_path)
-        alone[method] = holdout_top1(single, splits.holdout)
-        assert alone[method] <= largest_share + 1e-9 and float_top1 - alone[method] > 0.5, (method, alone[method])
-    best = max(methods, key=alone.__getitem__)  # max() keeps the first of equals, as the chain does
+        alone[label] = holdout_top1(single, splits.holdout)
+        assert alone[label] <= largest_share + 1e-9 and float_top1 - alone[label] > 0.5, (label, alone[label])
+    best = max(labels, key=alone.__getitem__)  # max() keeps the first of equals, as the chain does
 
     target = tmp_path / "budget"
     target.mkdir()
@@ -281,13 +284,14 @@ def test_budget_search_tries_every_method_and_keeps_the_best_when_the_budget_is_
         _auto(0.5), methods=methods, base=floats.onnx, floats=floats, splits=splits,
         path=target / "m_int8.onnx", seed=0, progress=None,
     )  # fmt: skip
-    assert summary.attempts == ["ort-static", "nncf-ptq"]
+    assert summary.attempts == labels
     assert summary.budget_met is False and summary.max_drop == 0.5
-    assert summary.method == best and artifact.lineage[-1].startswith(f"{best}(")
+    method = best.split()[0]
+    assert summary.method == method and artifact.lineage[-1].startswith(f"{method}(")
     assert summary.holdout_top1_quantized == pytest.approx(alone[best])
     assert holdout_top1(artifact, splits.holdout) == pytest.approx(alone[best])
     assert [p.name for p in target.iterdir()] == ["m_int8.onnx"] and artifact.path == target / "m_int8.onnx"
-    assert [note.split(":")[0] for note in summary.notes[-3:-1]] == ["ort-static", "nncf-ptq"]
+    assert [note.split(":")[0] for note in summary.notes[-4:-1]] == labels
     assert summary.notes[-1] == (
         f"budget not met: best drop {100 * (float_top1 - alone[best]):.2f} points, kept that artifact"
     )

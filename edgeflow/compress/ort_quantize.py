@@ -47,7 +47,9 @@ def quantize_onnx_static(
     """ONNX Runtime static quantization to QDQ ONNX, calibrated on ``config.subset_size`` train images.
 
     ORT's pre-processing (symbolic shape inference, basic graph optimization) runs first, as ORT recommends:
-    the quantizer needs every tensor's type and shape to decide what it can quantize.
+    the quantizer needs every tensor's type and shape to decide what it can quantize. ``calibrate_method: auto``
+    is the method chain's choice on the holdout split (:mod:`edgeflow.compress.chain`); called here, without a
+    holdout split, it calibrates with min-max, and the settings say so.
 
     Raises:
         ShapeError: the model is already quantized, or the images do not fit its input.
@@ -65,13 +67,14 @@ def quantize_onnx_static(
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }
+    calibrate = "minmax" if config.calibrate_method == "auto" else config.calibrate_method
     activation_type = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[config.activation_type]
     settings = {
         "format": "qdq",
         "per_channel": config.per_channel,
         "weight_type": "int8",
         "activation_type": config.activation_type,
-        "calibrate_method": config.calibrate_method,
+        "calibrate_method": calibrate,
         "symmetric": config.symmetric,
         "subset_size": len(subset) * shape[0],
         "preprocessed": True,
@@ -89,14 +92,14 @@ def quantize_onnx_static(
             quantize_static(
                 str(preprocessed), str(temporary), _ImageReader(subset, input_name),
                 quant_format=QuantFormat.QDQ, per_channel=config.per_channel, weight_type=QuantType.QInt8,
-                activation_type=activation_type, calibrate_method=methods[config.calibrate_method],
+                activation_type=activation_type, calibrate_method=methods[calibrate],
                 nodes_to_exclude=node_names(gates),
                 extra_options={
                     "ActivationSymmetric": config.symmetric, "WeightSymmetric": True,
-                    "CalibMovingAverage": config.calibrate_method == "minmax-average",
+                    "CalibMovingAverage": calibrate == "minmax-average",
                 },
             )  # fmt: skip
-    lineage = f"ort-static(qdq, per_channel={config.per_channel}, calibrate={config.calibrate_method}" + (
+    lineage = f"ort-static(qdq, per_channel={config.per_channel}, calibrate={calibrate}" + (
         ", symmetric int8)" if config.symmetric else ")"
     )
     return _int8_result(
