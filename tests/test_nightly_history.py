@@ -201,6 +201,29 @@ def test_latency_is_not_judged_before_min_history_nights(tmp_path: Path) -> None
     assert _latency_finding(tmp_path / "enough", [1.0, 1.0, 1.0], tonight, config=config)["latency"].flagged
 
 
+def test_a_noisy_night_is_never_a_baseline_and_a_noisy_tonight_is_never_flagged(tmp_path: Path) -> None:
+    """A night timed while the device was busy is kept in the history and flagged, not mixed with the quiet
+    ones: it is left out of the baseline. Tonight timed busy: the figures are given, never flagged."""
+    rng = np.random.default_rng(7)
+    slow = 1.5 * rng.lognormal(0, 0.03, size=300)
+    with History.open(tmp_path / "h.sqlite") as store:
+        for index in range(3):
+            _night(store, f"n{index}", [_cell(rng.lognormal(0, 0.03, size=300))])
+        _night(store, "busy", [_cell(1.5 * rng.lognormal(0, 0.03, size=300), detail={"noisy": True})])
+        run_id = _night(store, "tonight", [_cell(slow)])
+        quiet = {f.kind: f for f in compare_run(store, store.run(run_id), store.cells(run_id), CONFIG)}
+        (busy,) = [cell for run in store.finished_runs(before=run_id) for cell in store.cells(run.id) if cell.noisy]
+        noisy_id = _night(store, "tonight-busy", [_cell(slow, detail={"noisy": True})])
+        noisy = {f.kind: f for f in compare_run(store, store.run(noisy_id), store.cells(noisy_id), CONFIG)}
+    assert busy.detail == {"noisy": True}  # kept, with its flag
+    assert quiet["latency"].baseline_runs == ["n2", "n1", "n0"] and quiet["latency"].flagged
+    assert quiet["latency"].change == pytest.approx(0.5, abs=0.05)  # against the quiet nights only
+    assert not noisy["latency"].flagged and "not judged: timed while other processes kept the device busy" in (
+        noisy["latency"].message
+    )
+    assert noisy["latency"].change == pytest.approx(0.5, abs=0.05)  # the figures are still reported
+
+
 def _rounds_cell(round_p50s: list[float]) -> CellRecord:
     """A cell timed in turn: its raw samples (tight within each round) and its per-round p50s."""
     rng = np.random.default_rng(len(round_p50s))

@@ -56,6 +56,11 @@ def test_time_and_run_a_model_remotely(ssh_device, mobilenet_artifacts, backend:
     assert 2 <= timing.latency_ms.iterations == len(timing.samples_ms) <= 30
     assert 0 < timing.latency_ms.min <= timing.latency_ms.p50 <= timing.latency_ms.max
     assert timing.memory.run_peak_mb is not None and timing.memory.rss_before_mb > 0
+    # the agent watched the device (host_state.py was copied beside it) and said what it saw
+    state = timing.latency_ms.state
+    assert state is not None and state.attempts >= 1 and state.before.cpus >= 1
+    assert state.others_cpu_share is not None and 0 <= state.others_cpu_share <= 1
+    assert state.noisy == (state.others_cpu_share > state.busy_share)
     # the device's runtime computed the logits: they match the same runtime run here
     from edgeflow.backends import get_backend
     from edgeflow.device import RuntimeSettings

@@ -129,11 +129,9 @@ def _calibrate_remote(device: DeviceSpec, *, models: dict[str, nn.Module], input
             export_onnx(module.eval(), input_shape=tuple(shape), path=Path(folder) / name).path
             for name, (module, shape) in files.items()
         ]
-        version, per_round = time_in_turn_on_device(paths, device=device, backend=backend, rounds=rounds,
+        version, timed = time_in_turn_on_device(paths, device=device, backend=backend, rounds=rounds,
                                                     max_seconds=seconds, transport=transport)  # fmt: skip
-    import statistics
-
-    median = {name: statistics.median(values) for name, values in per_round.items()}
+    median = timed.medians()
     entries = {key: median[f"block-{key}.onnx"] for key in blocks}
     earlier = load_remote_table(device, input_shape, backend)
     if earlier is not None and earlier.runtime_version == version:  # blocks of earlier calibrations stay

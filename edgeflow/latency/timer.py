@@ -20,14 +20,17 @@ from edgeflow.profiling.loop import ProfileConfig, time_inference
 
 @dataclass
 class TimerStats:
-    """How many timings a timer made and the wall-clock seconds they cost (export, compile, timing)."""
+    """How many timings a timer made, the wall-clock seconds they cost (export, compile, timing), and how many
+    were taken while other processes kept the device busy (kept, and counted: ``noisy``)."""
 
     measurements: int = 0
     seconds: float = 0.0
+    noisy: int = 0
 
-    def add(self, seconds: float) -> None:
+    def add(self, seconds: float, *, noisy: bool = False) -> None:
         self.measurements += 1
         self.seconds += seconds
+        self.noisy += noisy
 
 
 @dataclass
@@ -62,9 +65,9 @@ class Timer:
     def time_module(self, module: nn.Module, input_shape: tuple[int, ...]) -> float:
         started = time.perf_counter()
         compiled = self.compile_module(module, input_shape)
-        latency = time_inference(compiled, config=self.profile).p50
-        self.cost.add(time.perf_counter() - started)
-        return latency
+        latency = time_inference(compiled, config=self.profile)
+        self.cost.add(time.perf_counter() - started, noisy=latency.noisy)
+        return latency.p50
 
     def rounds_in_turn(
         self,
@@ -96,7 +99,7 @@ class Timer:
             for name, module in modules.items()
         }
         timed = time_in_turn(compiled, rounds=rounds, config=profile or self.profile)
-        self.cost.add(time.perf_counter() - started)
+        self.cost.add(time.perf_counter() - started, noisy=timed.noisy)
         return timed
 
     def context(self) -> str:

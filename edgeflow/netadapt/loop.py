@@ -92,6 +92,10 @@ class Search:
         self.holdout = Subset(holdout, range(min(count, len(holdout)))) if count else holdout
         self._current: nn.Module | None = None
         self._reference = None  # the starting model compiled for the device, timed beside candidates
+        cost = self.oracle.cost  # a resumed search goes on counting from what the checkpoint holds
+        cost.measurements += self.state.oracle_measurements
+        cost.seconds += self.state.oracle_seconds
+        cost.noisy += self.state.oracle_noisy
 
     # ----- models ---------------------------------------------------------------------------------
     def model_after(self, iterations: int) -> nn.Module:
@@ -170,6 +174,7 @@ class Search:
             self.state.elapsed_seconds = time.perf_counter() - self._clock
         self.state.oracle_measurements = self.oracle.cost.measurements
         self.state.oracle_seconds = self.oracle.cost.seconds
+        self.state.oracle_noisy = self.oracle.cost.noisy
         self.checkpoint.save(self.state)
 
     # ----- the loop -------------------------------------------------------------------------------

@@ -82,6 +82,7 @@ class SearchReport(BaseModel):
     table: TableErrors | None
     oracle_measurements: int
     oracle_seconds: float
+    oracle_noisy: int = 0  # of the oracle timings, those taken while the device was busy (kept, counted)
     device_measurements: int
     device_seconds: float
     search_seconds: float
@@ -141,7 +142,9 @@ def render_markdown(report: SearchReport) -> str:
         f"Budget {report.budget_ms:.3f} ms (start measured {report.start_measured_ms:.3f} ms when the search "
         f"began, estimated {report.start_estimate_ms:.3f} ms). {report.stop_reason}.",
         f"Oracle: {report.oracle}. Search time {report.search_seconds / 60:.1f} min; "
-        f"{report.oracle_measurements} oracle timings ({report.oracle_seconds:.0f} s), "
+        f"{report.oracle_measurements} oracle timings ({report.oracle_seconds:.0f} s"
+        + (f", {report.oracle_noisy} of them on a busy device, kept" if report.oracle_noisy else "")
+        + "), "
         f"{report.device_measurements} whole-model timings on the device ({report.device_seconds:.0f} s).",
         "",
         "## Models (measured on the device, test top-1 through its runtime)",

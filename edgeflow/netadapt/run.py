@@ -123,6 +123,7 @@ def search(
         table=table_errors(state) if isinstance(oracle, LookupTable) else None,
         oracle_measurements=state.oracle_measurements,
         oracle_seconds=round(state.oracle_seconds, 2),
+        oracle_noisy=state.oracle_noisy,
         device_measurements=state.device_measurements,
         device_seconds=round(state.device_seconds, 2),
         search_seconds=round(search_seconds, 2),

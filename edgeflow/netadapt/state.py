@@ -71,6 +71,7 @@ class SearchState(BaseModel):
     final_weights: str | None = None
     oracle_measurements: int = 0
     oracle_seconds: float = 0.0
+    oracle_noisy: int = 0  # oracle timings taken while other processes kept the device busy
     device_measurements: int = 0
     device_seconds: float = 0.0
     elapsed_seconds: float = 0.0

@@ -92,6 +92,11 @@ class CellRecord:
     def key(self) -> tuple[str, str, str, str]:
         return (self.model, self.device, self.precision, self.backend)
 
+    @property
+    def noisy(self) -> bool:
+        """Its latency was timed while other processes kept the device busy (``detail["noisy"]``)."""
+        return bool(self.detail.get("noisy"))
+
 
 @dataclass
 class RunRecord:

@@ -73,12 +73,14 @@ def compare_run(history: History, run: RunRecord, cells: list[CellRecord], confi
 
 
 def _latency(cell: CellRecord, past: list[tuple[RunRecord, CellRecord]], config: RegressionConfig, changes):
-    timed = [(run, old) for run, old in past if old.measured and len(timing_units(old))]
+    """Tonight against the nights that measured it on a quiet device (noisy nights are never a baseline); a
+    cell timed tonight while its device was busy is compared, said, and never flagged."""
+    timed = [(run, old) for run, old in past if old.measured and len(timing_units(old)) and not old.noisy]
     if not cell.measured or not len(timing_units(cell)) or not timed:
         return Finding(
             key=cell.key, kind="latency", flagged=False, changes=changes,
             message="not compared: estimated latencies are not tracked for regressions"
-            if not cell.measured else "not compared: no earlier night has a measured latency for this cell",
+            if not cell.measured else "not compared: no earlier night has a measured latency on a quiet device",
         )  # fmt: skip
     units = timing_units(cell)
     past_units = [timing_units(old) for _, old in timed]
@@ -93,7 +95,10 @@ def _latency(cell: CellRecord, past: list[tuple[RunRecord, CellRecord]], config:
         f"p50 {current:.3f} ms vs {baseline:.3f} ms over {len(timed)} night(s): {abs(ratio - 1) * 100:.1f}% {verdict} "
         f"({100 * config.confidence:.0f}% interval of the ratio {low:.3f}-{high:.3f}, rank test p={p_value:.2g}"
     )
-    if len(timed) < config.min_history:
+    if cell.noisy:
+        flagged = False
+        message = f"{figures}; not judged: timed while other processes kept the device busy)"
+    elif len(timed) < config.min_history:
         flagged = False
         message = f"{figures}; not judged yet: {len(timed)} of the {config.min_history} nights that measure the noise)"
     else:

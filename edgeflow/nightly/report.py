@@ -35,6 +35,7 @@ class NightCellRecord(BaseModel):
     samples: int  # raw latency samples kept in the history
     round_p50_ms: list[float]  # p50 of each round when the night's cells were timed in turn
     timing: str | None  # how p50_ms was timed
+    noisy: bool = False  # timed while other processes kept the device busy (after the retries): kept, and said
     top1: float | None
     test_images: int | None
     size_bytes: int | None
@@ -53,7 +54,7 @@ class NightCellRecord(BaseModel):
             error=cell.error, measured=cell.measured, p50_ms=cell.p50_ms, p90_ms=cell.p90_ms,
             estimate_ms=detail.get("estimate_ms"), estimate_method=detail.get("estimate_method"),
             latency_source=detail.get("latency_source"), samples=0 if cell.samples is None else len(cell.samples),
-            round_p50_ms=detail.get("round_p50_ms", []), timing=detail.get("timing"),
+            round_p50_ms=detail.get("round_p50_ms", []), timing=detail.get("timing"), noisy=cell.noisy,
             top1=cell.top1, test_images=cell.test_images, size_bytes=cell.size_bytes,
             runtime_version=cell.runtime_version, model_hash=cell.model_hash, artifact_hash=cell.artifact_hash,
             slowest_layers=detail.get("slowest_layers", []), report=detail.get("report"), seconds=seconds,

@@ -212,6 +212,7 @@ def _run_cell(spec: NightlySpec, *, model, checkpoint, model_hash, model_error, 
             "estimate_method": variant.estimate.method if variant.estimate is not None else None,
             "latency_source": variant.latency_source,
             "execution_precision": variant.execution_precision,
+            "noisy": bool(variant.latency_ms is not None and variant.latency_ms.noisy),
             "slowest_layers": _slowest_layers(artifact, device=device, backend=backend, spec=spec)
             if variant.measured
             else [],
@@ -272,6 +273,8 @@ def _time_in_turn(cells: list[tuple[CellRecord, float, DeviceSpec, Path | None]]
         cell.samples = pooled
         cell.p50_ms, cell.p90_ms = float(np.median(pooled)), float(np.percentile(pooled, 90))
         cell.detail["round_p50_ms"] = [round(value, 6) for value in timed.rounds_ms[index]]
+        cell.detail["noisy_rounds"] = timed.noisy_rounds.get(index, 0)
+        cell.detail["noisy"] = cell.detail["noisy_rounds"] > 0
         cell.detail["timing"] = (
             f"in turn with the night's other cells: {timing.rounds} rounds of {timing.seconds_per_round:g} s, pooled"
         )

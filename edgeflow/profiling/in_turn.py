@@ -24,11 +24,17 @@ if TYPE_CHECKING:
 
 @dataclass
 class InTurnStats:
-    """Artifacts timed in turn: each one's p50 of every round (ms) and its samples pooled over the rounds."""
+    """Artifacts timed in turn: each one's p50 of every round (ms), its samples pooled over the rounds, and how
+    many of its rounds stayed disturbed by other processes (kept, and said: see ``host_state.watched``)."""
 
     rounds_ms: dict[str, list[float]]
     samples_ms: dict[str, list[float]]
     failed: dict[str, str] = field(default_factory=dict)  # name -> why its timing stopped (tolerate_failures)
+    noisy_rounds: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def noisy(self) -> bool:
+        return any(self.noisy_rounds.values())
 
     def medians(self) -> dict[str, float]:
         """Each artifact's median over rounds of its per-round p50 (ms)."""
@@ -61,4 +67,5 @@ def time_in_turn(
                 continue
             stats.rounds_ms[name].append(latency.p50)
             stats.samples_ms[name].extend(latency.samples_ms or [])
+            stats.noisy_rounds[name] = stats.noisy_rounds.get(name, 0) + latency.noisy
     return stats

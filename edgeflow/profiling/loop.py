@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import Field
 
 from edgeflow.config import StrictModel
+from edgeflow.profiling.host_state import BUSY_RETRIES, BUSY_SHARE, watched
 from edgeflow.profiling.stats import LatencyStats
 
 if TYPE_CHECKING:
@@ -27,6 +28,12 @@ class ProfileConfig(StrictModel):
     iterations: int = Field(default=200, ge=1, description="stop after this many timed runs ...")
     max_seconds: float = Field(default=10.0, gt=0, description="... or after this many seconds")
     min_iterations: int = Field(default=10, ge=1, description="time at least this many runs")
+    busy_share: float = Field(
+        default=BUSY_SHARE, gt=0, le=1,
+        description="other processes taking more than this share of the device's CPU time during a timing "
+        "disturb it: it is run again, and flagged noisy if it stays disturbed",
+    )  # fmt: skip
+    busy_retries: int = Field(default=BUSY_RETRIES, ge=0, description="runs again of a disturbed timing")
 
 
 def time_runner(run_once: Callable[[], object], *, config: ProfileConfig) -> tuple[np.ndarray, int]:
@@ -57,8 +64,19 @@ def time_runner(run_once: Callable[[], object], *, config: ProfileConfig) -> tup
 
 
 def time_inference(compiled: Compiled, *, config: ProfileConfig, seed: int = 0) -> LatencyStats:
-    """Time ``compiled`` on a random input of its shape (values do not change a CNN's latency)."""
+    """Time ``compiled`` on a random input of its shape (values do not change a CNN's latency), watching the
+    host: a run other processes disturbed is run again, and flagged noisy if it stays disturbed. The cold
+    latency is the first run's."""
     batch = np.random.default_rng(seed).standard_normal(compiled.input_shape).astype(np.float32)
     run_once = compiled.bind(batch)
-    samples, cold_ns = time_runner(run_once, config=config)
-    return LatencyStats.from_samples(samples, cold_ns=cold_ns, warmup=config.warmup, batch=compiled.input_shape[0])
+    colds: list[int] = []
+
+    def timing() -> np.ndarray:
+        samples, cold_ns = time_runner(run_once, config=config)
+        colds.append(cold_ns)
+        return samples
+
+    samples, seen = watched(timing, busy_share=config.busy_share, retries=config.busy_retries)
+    return LatencyStats.from_samples(
+        samples, cold_ns=colds[0], warmup=config.warmup, batch=compiled.input_shape[0], state=seen
+    )

@@ -11,6 +11,28 @@ from pydantic import BaseModel, Field
 from edgeflow.profiling.memory import MemoryStats
 
 
+class HostStateStats(BaseModel):
+    """A device's state at one moment (``edgeflow.profiling.host_state.state``); None where it exposes none."""
+
+    load_1m: float | None
+    cpus: int
+    cpu_mhz: float | None  # mean current frequency over the cores
+    governor: str | None
+    temperature_c: float | None  # the hottest thermal zone
+
+
+class DeviceStateStats(BaseModel):
+    """The device around one timing (``edgeflow.profiling.host_state.watched``): its state before and after,
+    the share of its CPU time other processes took meanwhile, and whether the timing stayed disturbed."""
+
+    before: HostStateStats
+    after: HostStateStats
+    others_cpu_share: float | None  # None where the device does not expose its CPU counters
+    busy_share: float  # the share above which a timing is disturbed (then retried)
+    attempts: int  # runs of the timing: more than one when a disturbed run was retried
+    noisy: bool  # the kept run was disturbed too: kept, and flagged wherever it is reported
+
+
 class LatencyStats(BaseModel):
     """Latency of one compiled model at batch size 1, in milliseconds unless named otherwise."""
 
@@ -29,9 +51,17 @@ class LatencyStats(BaseModel):
     samples_ms: list[float] | None = Field(
         default=None, exclude=True, repr=False, description="the raw timed samples (kept by the nightly history)"
     )
+    state: DeviceStateStats | None = None  # None where the tool that timed it reads no device state (trtexec)
+
+    @property
+    def noisy(self) -> bool:
+        """Timed while other processes kept the device busy (after the retries): kept, and said."""
+        return self.state is not None and self.state.noisy
 
     @classmethod
-    def from_samples(cls, samples_ns: np.ndarray, *, cold_ns: int, warmup: int, batch: int) -> LatencyStats:
+    def from_samples(
+        cls, samples_ns: np.ndarray, *, cold_ns: int, warmup: int, batch: int, state: dict | None = None
+    ) -> LatencyStats:
         ms = samples_ns.astype(np.float64) / 1e6
         return cls(
             p50=float(np.percentile(ms, 50)),
@@ -47,6 +77,7 @@ class LatencyStats(BaseModel):
             seconds=float(ms.sum() / 1e3),
             throughput_fps=float(batch * 1e3 / ms.mean()),
             samples_ms=ms.tolist(),
+            state=DeviceStateStats.model_validate(state) if state is not None else None,
         )
 
 

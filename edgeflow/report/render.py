@@ -117,6 +117,16 @@ def _filters() -> dict:
     def kind(measured: bool) -> str:
         return "measured" if measured else "estimated"
 
+    def timing(variant) -> str:
+        """How the latency was had: estimated, measured, or measured while the device was busy (noisy)."""
+        latency = variant.latency_ms
+        if latency is None or not variant.measured:
+            return kind(variant.measured)
+        if latency.noisy:
+            share = latency.state.others_cpu_share
+            return f"measured, noisy (other processes took {100 * share:.0f}% of the CPU)"
+        return "measured"
+
     def latency(variant, field: str = "p50") -> str:
         """A measured statistic, or for an estimated variant its estimate (p50 column only), marked so."""
         if variant.latency_ms is not None:
@@ -127,8 +137,8 @@ def _filters() -> dict:
         return "n/a"
 
     return {
-        "pct": pct, "ms": ms, "mib": mib, "millions": millions, "kind": kind, "latency": latency, "signed": signed,
-        "md": markdown_cell, "settings_text": settings_text, "settings_lines": settings_lines,
+        "pct": pct, "ms": ms, "mib": mib, "millions": millions, "kind": kind, "timing": timing, "latency": latency,
+        "signed": signed, "md": markdown_cell, "settings_text": settings_text, "settings_lines": settings_lines,
     }  # fmt: skip
 
 

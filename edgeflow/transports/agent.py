@@ -1,6 +1,7 @@
 """The benchmark agent copied to a device and run there with the device's Python and runtime.
 
-It must stand alone: the standard library, NumPy and the runtime it times, nothing from edgeflow.
+It must stand alone: the standard library, NumPy and the runtime it times, nothing from edgeflow but
+``host_state.py`` (standard library only), copied beside it, which watches the device around each timing.
 It prints one JSON object on stdout; on a problem it prints {"error": "..."} and exits 3.
 
     python3 agent.py probe
@@ -14,10 +15,19 @@ edgeflow drives it from ``edgeflow/transports/client.py``.
 import argparse
 import importlib
 import json
+import os
 import platform
 import resource
 import sys
 import time
+
+# On a device, host_state.py lies beside this file (put on the path by hand: `python -I` leaves it off); in
+# edgeflow's tree it is edgeflow.profiling's.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+try:
+    import host_state
+except ImportError:  # pragma: no cover - imported from edgeflow's tree
+    from edgeflow.profiling import host_state
 
 RUNTIMES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
 
@@ -156,8 +166,11 @@ def time_model(args):
     start = clock()
     once()
     cold_ns = clock() - start
-    samples = _timing_loop(once, warmup=args.warmup, iterations=args.iterations,
-                           min_iterations=args.min_iterations, max_seconds=args.max_seconds)  # fmt: skip
+    samples, state = host_state.watched(
+        lambda: _timing_loop(once, warmup=args.warmup, iterations=args.iterations,
+                             min_iterations=args.min_iterations, max_seconds=args.max_seconds),
+        busy_share=args.busy_share, retries=args.busy_retries,
+    )  # fmt: skip
     result = {
         "runtime": args.runtime,
         "version": str(version),
@@ -170,6 +183,7 @@ def time_model(args):
         "run_peak_mb": round(max(0.0, _rss_mb() - load_before), 2),
         "settings": settings,
         "machine": platform.machine(),
+        "state": state,
     }
     if args.inputs:
         images = np.load(args.inputs, allow_pickle=False)
@@ -190,13 +204,21 @@ def time_in_turn(args):
         shape, runner, _infer, version, _settings, np = build(model, args.threads)
         runs[model] = runner(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
     per_round = {model: [] for model in args.models}
+    noisy = {model: 0 for model in args.models}
     for _ in range(args.rounds):
         for model, once in runs.items():
-            loop = _timing_loop(once, warmup=args.warmup, iterations=10**9, min_iterations=args.min_iterations,
-                                max_seconds=args.max_seconds)  # fmt: skip
+            loop, state = host_state.watched(
+                lambda once=once: _timing_loop(once, warmup=args.warmup, iterations=10**9,
+                                               min_iterations=args.min_iterations, max_seconds=args.max_seconds),
+                busy_share=args.busy_share, retries=args.busy_retries,
+            )  # fmt: skip
             samples = sorted(loop)
             per_round[model].append(samples[len(samples) // 2] / 1e6)
-    return {"runtime": args.runtime, "version": str(version), "p50_ms": per_round, "machine": platform.machine()}
+            noisy[model] += state["noisy"]
+    return {
+        "runtime": args.runtime, "version": str(version), "p50_ms": per_round, "noisy_rounds": noisy,
+        "machine": platform.machine(),
+    }  # fmt: skip
 
 
 def main(argv=None):
@@ -221,6 +243,9 @@ def main(argv=None):
     in_turn.add_argument("--min-iterations", type=int, default=10)
     in_turn.add_argument("--max-seconds", type=float, default=0.5)
     in_turn.add_argument("--threads", type=int, default=None)
+    for command in (timing, in_turn):
+        command.add_argument("--busy-share", type=float, default=host_state.BUSY_SHARE)
+        command.add_argument("--busy-retries", type=int, default=host_state.BUSY_RETRIES)
     args = parser.parse_args(argv)
     try:
         commands_run = {

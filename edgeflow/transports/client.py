@@ -18,12 +18,14 @@ from pydantic import BaseModel
 from edgeflow.artifact import Artifact
 from edgeflow.device import DeviceSpec, RuntimeSettings
 from edgeflow.errors import DeviceError
+from edgeflow.profiling.in_turn import InTurnStats
 from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.profiling.memory import MemoryStats
 from edgeflow.profiling.stats import LatencyStats
 from edgeflow.transports import Transport, open_transport
 
 AGENT = Path(__file__).parent / "agent.py"
+HOST_STATE = Path(__file__).parents[1] / "profiling" / "host_state.py"
 
 
 class DeviceCheck(BaseModel):
@@ -54,6 +56,12 @@ class AgentStats(BaseModel):
     address: str
 
 
+def _put_agent(transport: Transport, folder: str) -> None:
+    """Copy the agent into ``folder`` on the device, with the host-state reader it imports."""
+    transport.put(AGENT, f"{folder}/agent.py", step="copy the benchmark agent")
+    transport.put(HOST_STATE, f"{folder}/host_state.py", step="copy the benchmark agent")
+
+
 def _agent_python(device: DeviceSpec) -> str:
     """The device's Python; for this machine, the one running edgeflow (it has the runtimes)."""
     if device.ssh is not None:
@@ -82,7 +90,7 @@ def check(device: DeviceSpec) -> DeviceCheck:
     with transport.workspace(step="reach the device") as folder:
         result.reachable = True
         agent = f"{folder}/agent.py"
-        transport.put(AGENT, agent, step="copy the benchmark agent")
+        _put_agent(transport, folder)
         done = transport.run([_agent_python(device), agent, "probe"], step="probe the runtimes",
                              timeout=transport.short_timeout, check=False)  # fmt: skip
         if done.returncode == 127 or "not found" in done.stderr:
@@ -119,7 +127,7 @@ def time_on_device(
         raise DeviceError(device.name, "copy the model", f"cannot send a {artifact.format} artifact to a device")
     step = f"time {artifact.path.name} with {backend}"
     with transport.workspace() as folder, tempfile.TemporaryDirectory() as local:
-        transport.put(AGENT, f"{folder}/agent.py", step="copy the benchmark agent")
+        _put_agent(transport, folder)
         for file in artifact.files:
             transport.put(file, f"{folder}/{file.name}", step=f"copy {file.name}")
         argv = [
@@ -127,6 +135,7 @@ def time_on_device(
             "--model", f"{folder}/{artifact.path.name}", "--runtime", backend,
             "--warmup", str(config.warmup), "--iterations", str(config.iterations),
             "--min-iterations", str(config.min_iterations), "--max-seconds", str(config.max_seconds),
+            "--busy-share", str(config.busy_share), "--busy-retries", str(config.busy_retries),
         ]  # fmt: skip
         if settings.threads:
             argv += ["--threads", str(settings.threads)]
@@ -142,7 +151,7 @@ def time_on_device(
             logits = np.load(Path(local) / "logits.npy", allow_pickle=False)
     samples = np.asarray(data["samples_ns"], dtype=np.int64)
     latency = LatencyStats.from_samples(samples, cold_ns=data["cold_ns"], warmup=data["warmup"],
-                                        batch=data["input_shape"][0])  # fmt: skip
+                                        batch=data["input_shape"][0], state=data["state"])  # fmt: skip
     memory = MemoryStats(
         rss_before_mb=data["rss_before_mb"], load_peak_mb=data["load_peak_mb"], run_peak_mb=data["run_peak_mb"],
         method="peak RSS (getrusage) of the agent on the device",
@@ -158,13 +167,13 @@ def time_on_device(
 def time_in_turn_on_device(
     files: list[Path], *, device: DeviceSpec, backend: str, rounds: int = 5, max_seconds: float = 0.5,
     warmup: int = 10, transport: Transport | None = None,
-) -> tuple[str, dict[str, list[float]]]:  # fmt: skip
+) -> tuple[str, InTurnStats]:  # fmt: skip
     """Copy ONNX ``files`` and the agent to ``device`` and time them there one after another, round after
-    round; the runtime's version and each file's p50 (ms) per round, by file name."""
+    round; the runtime's version and each file's p50 (ms) per round and noisy rounds, by file name."""
     transport = transport or open_transport(device)
     step = f"time {len(files)} models in turn with {backend}"
     with transport.workspace() as folder:
-        transport.put(AGENT, f"{folder}/agent.py", step="copy the benchmark agent")
+        _put_agent(transport, folder)
         for file in files:
             transport.put(file, f"{folder}/{file.name}", step=f"copy {file.name}")
         argv = [
@@ -175,4 +184,6 @@ def time_in_turn_on_device(
         ]  # fmt: skip
         done = transport.run(argv, step=step, timeout=transport.command_timeout, check=False)
         data = _parse_agent(device, step, done.stdout)
-    return data["version"], {Path(name).name: values for name, values in data["p50_ms"].items()}
+    rounds = {Path(name).name: values for name, values in data["p50_ms"].items()}
+    noisy = {Path(name).name: count for name, count in data["noisy_rounds"].items()}
+    return data["version"], InTurnStats(rounds_ms=rounds, samples_ms={}, noisy_rounds=noisy)
