@@ -111,6 +111,11 @@ class Attempt:
     def label(self) -> str:
         return self.method + (f" ({self.calibrate_method})" if self.calibrate_method else "")
 
+    @property
+    def slug(self) -> str:
+        """The label as a file-name part."""
+        return self.method + (f"-{self.calibrate_method}" if self.calibrate_method else "")
+
     def config(self, config: QuantizeConfig) -> QuantizeConfig:
         update: dict[str, Any] = {"method": self.method}
         if self.calibrate_method:
@@ -158,9 +163,9 @@ def quantize_within_budget(
         if progress is not None:
             progress.stage(f"variant {variant.name}: {attempt.label}")
         step = variant.model_copy(update={"quantize": attempt.config(config)})
-        slug = attempt.method + (f"-{attempt.calibrate_method}" if attempt.calibrate_method else "")
         artifact, summary = _int8(
-            step, base=base, floats=floats, splits=splits, path=path.with_name(f"{path.stem}.{slug}{path.suffix}"),
+            step, base=base, floats=floats, splits=splits,
+            path=path.with_name(f"{path.stem}.{attempt.slug}{path.suffix}"),
             seed=seed, progress=progress, settings=settings,
         )  # fmt: skip
         top1 = holdout_top1(artifact, splits.holdout)

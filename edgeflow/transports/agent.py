@@ -22,11 +22,13 @@ import sys
 import time
 
 # On a device, host_state.py lies beside this file (put on the path by hand: `python -I` leaves it off); in
-# edgeflow's tree it is edgeflow.profiling's.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-try:
+# edgeflow's tree it is edgeflow.profiling's, and the tree's folder stays off the path (its module names are
+# generic: base, client, local).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if os.path.exists(os.path.join(_HERE, "host_state.py")):
+    sys.path.insert(0, _HERE)
     import host_state
-except ImportError:  # pragma: no cover - imported from edgeflow's tree
+else:  # pragma: no cover - imported from edgeflow's tree
     from edgeflow.profiling import host_state
 
 RUNTIMES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
