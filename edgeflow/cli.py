@@ -35,6 +35,9 @@ PreprocessOption = typer.Option(
 )
 InputShapeOption = typer.Option(None, "--input-shape", help="shape to run at, e.g. 1x3x48x192 (dynamic dimensions)")
 LabelsOption = typer.Option(None, "--labels", help="one class a line; line number = model output")
+RayOption = typer.Option(
+    None, "--ray", help="run on a Ray cluster: auto (this machine's, else one for the run) or HEAD:PORT"
+)
 ClassMapOption = typer.Option(None, "--class-map", help="TSV: class folder, model output index (a header row allowed)")
 
 
@@ -150,6 +153,7 @@ def search(
     input_shape: str | None = InputShapeOption,
     labels: Path | None = LabelsOption,
     class_map: Path | None = ClassMapOption,
+    ray: str | None = RayOption,
     as_json: bool = JsonOption,
 ) -> None:
     """NetAdapt: shrink MODEL until its latency measured on DEVICE meets the budget."""
@@ -166,6 +170,7 @@ def search(
             latency_budget_ms=latency_budget,
             latency_ratio=latency_ratio,
             resume=resume,
+            ray=ray,
             progress=_progress(not as_json),
             preprocess=preprocess,
             input_shape=input_shape,
@@ -560,12 +565,15 @@ def nightly(
     fail_on_regression: bool = typer.Option(
         False, "--fail-on-regression", help="exit with code 1 when a cell regressed (for CI)"
     ),
+    ray: str | None = RayOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Run a benchmark matrix, keep it in the history, and flag regressions against recent nights."""
     from edgeflow.nightly import run_nightly
 
-    report = _run(lambda: run_nightly(recipe, out=out, history=history, label=label, progress=_progress(not as_json)))
+    report = _run(
+        lambda: run_nightly(recipe, out=out, history=history, label=label, ray=ray, progress=_progress(not as_json))
+    )
     if as_json:
         _print_json(report.model_dump(mode="json"))
     else:
@@ -582,7 +590,8 @@ def nightly(
             )  # fmt: skip
             top1 = "n/a" if cell.top1 is None else f"{100 * cell.top1:.2f}"
             status = cell.status if cell.error is None else f"failed: {cell.error}"
-            table.add_row(cell.model, cell.device, cell.precision, p50, change, top1, status)
+            device = cell.device if cell.node is None else f"{cell.device} on {cell.node.split(' ')[0]}"
+            table.add_row(cell.model, device, cell.precision, p50, change, top1, status)
         console.print(table)
         for finding in report.regressions:
             console.print(f"regression: {finding.model} on {finding.device} {finding.precision}: {finding.kind}: "
@@ -590,6 +599,67 @@ def nightly(
         console.print(f"Report: {out / report.label / 'night.html'} (also night.md, night.json)")
     if fail_on_regression and report.regressions:
         raise typer.Exit(code=1)
+
+
+farm_app = typer.Typer(no_args_is_help=True, help="A device farm on Ray: join it, leave it, see what runs where.")
+app.add_typer(farm_app, name="farm")
+
+
+@farm_app.command("join")
+def farm_join(
+    devices: str = typer.Option("", "--devices", help="the devices this machine reaches, comma-separated"),
+    address: str | None = typer.Option(None, "--address", help="the farm's head HOST:PORT"),
+    head: bool = typer.Option(False, "--head", help="start the farm's head here (instead of --address)"),
+    port: int = typer.Option(6379, "--port", help="with --head: the head's port"),
+    node_ip: str | None = typer.Option(None, "--node-ip", help="the address this node is reached at"),
+    cpus: int | None = typer.Option(None, "--cpus", help="CPUs this node lends (default: all)"),
+) -> None:
+    """Start Ray here as a node of the farm, one resource per device it reaches."""
+    from edgeflow.cluster.farm import join
+
+    names = [name.strip() for name in devices.split(",") if name.strip()]
+    joined = _run(lambda: join(names, address=address, head=head, port=port, node_ip=node_ip, cpus=cpus))
+    console.print(joined, markup=False, highlight=False)
+
+
+@farm_app.command("leave")
+def farm_leave() -> None:
+    """Stop Ray on this machine (ray stop): its devices leave the farm."""
+    from edgeflow.cluster.farm import leave
+
+    _run(leave)
+    console.print("left the farm (Ray stopped on this machine)")
+
+
+@farm_app.command("status")
+def farm_status(
+    address: str = typer.Option("auto", "--address", help="the farm's head HOST:PORT (default: this machine's)"),
+    as_json: bool = JsonOption,
+) -> None:
+    """The farm's nodes, the devices each declares, and what runs on each."""
+    from dataclasses import asdict
+
+    from edgeflow.cluster.farm import status
+    from edgeflow.cluster.session import connected
+
+    def look():
+        with connected(address):
+            return status()
+
+    farm = _run(look)
+    if as_json:
+        _print_json(asdict(farm))
+        return
+    table = Table(title=f"farm at {farm.address}")
+    for column in ("node", "address", "alive", "CPUs", "devices", "running"):
+        table.add_column(column)
+    for node in farm.nodes:
+        running = ", ".join(node.running) or ("?" if farm.activity else "idle")
+        table.add_row(node.node_id[:8], node.address, "yes" if node.alive else "no", f"{node.cpus:g}",
+                      ", ".join(node.devices) or "-", running)  # fmt: skip
+    console.print(table)
+    if farm.activity:
+        console.print(farm.activity, markup=False, highlight=False)
 
 
 @app.command()

@@ -29,6 +29,16 @@ def cpu_description() -> dict[str, object]:
     return {"name": name, "logical_cores": cores, "isa": isa}
 
 
+def host_int8_saturates() -> bool:
+    """Whether this is an x86 CPU whose int8 dot products saturate (AVX2 without VNNI: uint8 x int8 pairs are
+    summed into int16), where ONNX Runtime advises 7-bit weights (reduce_range)."""
+    import platform
+
+    if platform.machine().lower() not in {"x86_64", "amd64", "i686", "x86"}:
+        return False
+    return not ({"avx512_vnni", "avx_vnni", "amx_int8"} & set(cpu_description()["isa"]))
+
+
 def host_has_bf16() -> bool:
     """Whether this CPU executes bf16 natively (OpenVINO's bf16 needs AVX512-BF16 or AMX)."""
     return bool({"avx512_bf16", "amx_bf16"} & set(cpu_description()["isa"]))

@@ -130,6 +130,12 @@ class QuantizeConfig(StrictModel):
         "auto: minmax, then minmax-average when the holdout drop exceeds max_drop, the more accurate kept",
     )
     activation_type: Literal["uint8", "int8"] = "uint8"
+    reduce_range: Literal["auto"] | bool = Field(
+        default="auto",
+        description="ort-static: 7-bit weights. An x86 CPU without VNNI multiplies uint8 x int8 pairs into int16 "
+        "sums that saturate with 8-bit weights (ONNX Runtime's own advice: reduce_range there); auto: on when "
+        "this host is such a CPU, off with VNNI (AVX512-VNNI, AVX-VNNI, AMX) and off ARM",
+    )
     symmetric: bool = Field(
         default=False, description="ort-static: zero points 0 for weights and activations (TensorRT reads only these)"
     )
@@ -225,6 +231,11 @@ class Recipe(StrictModel):
     evaluate: EvaluateConfig = EvaluateConfig()
     search: SearchConfig | None = Field(
         default=None, description="NetAdapt search before export (edgeflow search, or optimize with this step)"
+    )
+    ray: str | None = Field(
+        default=None,
+        description="run the search's proposals as Ray tasks: auto or HEAD:PORT (edgeflow farm join); None = "
+        "in this process",
     )
 
     def with_inputs(

@@ -22,6 +22,7 @@ from edgeflow.compress.ort_quantize import (
 )
 from edgeflow.data import ImageDataset, load_data
 from edgeflow.device import RuntimeSettings
+from edgeflow.environment import host_int8_saturates
 from edgeflow.errors import DataError, OutputError, RuntimeUnavailableError, ShapeError
 from edgeflow.export.onnx import export_onnx
 from edgeflow.recipe import QuantizeConfig
@@ -107,7 +108,9 @@ def test_static_is_qdq_smaller_and_summarized(float_onnx, static_per_channel) ->
     assert is_quantized_onnx(artifact.path) and not is_quantized_onnx(float_onnx.path)
     assert artifact.size_bytes < 0.4 * float_onnx.size_bytes
     assert (artifact.format, artifact.precision, artifact.input_shape) == ("onnx", "int8", (1, 3, 32, 32))
-    assert artifact.lineage[-1] == "ort-static(qdq, per_channel=True, calibrate=minmax)"
+    weights = ", 7-bit weights" if host_int8_saturates() else ""  # x86 without VNNI: reduce_range (see recipe)
+    assert artifact.lineage[-1] == f"ort-static(qdq, per_channel=True, calibrate=minmax{weights})"
+    assert summary.settings["reduce_range"] is host_int8_saturates()
     assert summary.method == "ort-static" and summary.quantized_layers > 0
     assert summary.settings["subset_size"] == 16 and summary.settings["activation_type"] == "uint8"
     assert sorted(p.name for p in artifact.path.parent.iterdir()) == ["m_int8.onnx"]  # no temp files left

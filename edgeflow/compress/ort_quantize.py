@@ -25,6 +25,7 @@ from edgeflow.compress.squeeze_excitation import find_gates, node_names
 from edgeflow.compress.stats import QuantizationStats, summarize
 from edgeflow.data import ImageDataset, calibration_subset
 from edgeflow.data.splits import image_stacks
+from edgeflow.environment import host_int8_saturates
 from edgeflow.errors import DataError, ModelLoadError, OutputError, RuntimeUnavailableError, ShapeError
 from edgeflow.io import atomic_path
 from edgeflow.recipe import QuantizeConfig
@@ -68,6 +69,7 @@ def quantize_onnx_static(
         "percentile": CalibrationMethod.Percentile,
     }
     calibrate = "minmax" if config.calibrate_method == "auto" else config.calibrate_method
+    reduce_range = host_int8_saturates() if config.reduce_range == "auto" else config.reduce_range
     activation_type = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[config.activation_type]
     settings = {
         "format": "qdq",
@@ -76,6 +78,7 @@ def quantize_onnx_static(
         "activation_type": config.activation_type,
         "calibrate_method": calibrate,
         "symmetric": config.symmetric,
+        "reduce_range": reduce_range,
         "subset_size": len(subset) * shape[0],
         "preprocessed": True,
     }
@@ -92,15 +95,17 @@ def quantize_onnx_static(
             quantize_static(
                 str(preprocessed), str(temporary), _ImageReader(subset, input_name),
                 quant_format=QuantFormat.QDQ, per_channel=config.per_channel, weight_type=QuantType.QInt8,
-                activation_type=activation_type, calibrate_method=methods[calibrate],
+                activation_type=activation_type, calibrate_method=methods[calibrate], reduce_range=reduce_range,
                 nodes_to_exclude=node_names(gates),
                 extra_options={
                     "ActivationSymmetric": config.symmetric, "WeightSymmetric": True,
                     "CalibMovingAverage": calibrate == "minmax-average",
                 },
             )  # fmt: skip
-    lineage = f"ort-static(qdq, per_channel={config.per_channel}, calibrate={calibrate}" + (
-        ", symmetric int8)" if config.symmetric else ")"
+    lineage = (
+        f"ort-static(qdq, per_channel={config.per_channel}, calibrate={calibrate}"
+        + (", 7-bit weights" if reduce_range else "")
+        + (", symmetric int8)" if config.symmetric else ")")
     )
     return _int8_result(
         artifact, path=path, shape=shape, lineage=lineage, method="ort-static", settings=settings, gates=gates

@@ -28,7 +28,7 @@ from functools import partial
 
 import torch
 from torch import nn
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 
 from edgeflow.data import DataSplits
 from edgeflow.latency.table import LookupTable
@@ -289,10 +289,25 @@ class Search:
             f"iteration {index + 1}: target {target:.3f} ms (now {self.current_latency():.3f}, "
             f"budget {self.state.budget_ms:.3f}); {len(names)} proposals"
         )
-        size = partial(_size_and_screen, self, target=target, index=index)
+        work = self._work(index)
         with self.progress.task(f"iteration {index + 1} proposals", total=len(names)) as advance:
             advance(len(done), "")
-            for _name, record in self.executor.map(size, [name for name in names if name not in done]):
+            sized = []
+            for name in names:  # sizing asks the oracle (which may time blocks on the device): here, in turn
+                if name in done:
+                    continue
+                record = _size(self, name, target=target)
+                if record.skipped is None:
+                    sized.append(record)
+                    continue
+                self.state.pending.append(record)
+                self._save()
+                advance(1, _note(record))
+            for record, (top1, seconds) in self.executor.map(partial(screen_proposal, work), sized):
+                record.zero_shot_top1, record.seconds = top1, record.seconds + seconds
+                if self.config.measure == "proposals":
+                    for key, value in self.measure(self._proposal_model(record, index, weights=False)).items():
+                        setattr(record, key, value)
                 self.state.pending.append(record)
                 self._save()
                 advance(1, _note(record))
@@ -301,14 +316,14 @@ class Search:
             return False
         ranked = sorted(candidates, key=lambda record: (-record.zero_shot_top1, record.name))
         chosen_k = ranked[: self.config.screen_top_k] if self.config.screen_top_k else ranked
-        tune = partial(_short_term, self, index=index)
         todo = [record for record in chosen_k if record.holdout_top1 is None]
         with self.progress.task(f"iteration {index + 1} short-term fine-tune", total=len(chosen_k)) as advance:
             advance(len(chosen_k) - len(todo), "")
-            for record, (holdout, seconds) in self.executor.map(tune, todo):
-                record.holdout_top1, record.seconds = holdout, record.seconds + seconds
+            for record, tuned in self.executor.map(partial(short_term_proposal, work), todo):
+                self.checkpoint.save_weights(_proposal_file(index, record.name)[len("weights/") :], tuned.weights)
+                record.holdout_top1, record.seconds = tuned.holdout_top1, record.seconds + tuned.seconds
                 self._save()
-                advance(1, f"{record.name}: holdout {100 * holdout:.1f}%")
+                advance(1, f"{record.name}: holdout {100 * tuned.holdout_top1:.1f}%")
         if self.config.measure == "screened":
             for record in chosen_k:
                 if record.measured_ms is None:
@@ -348,6 +363,12 @@ class Search:
         )
         return True
 
+    def _work(self, index: int) -> ProposalWork:
+        return ProposalWork(
+            current=self.current(), start=self.start, input_shape=self.input_shape, splits=self.splits,
+            screen_holdout=self.holdout, short_term=self.config.short_term, seed=self.seed, index=index,
+        )  # fmt: skip
+
     def _proposal_model(self, record: ProposalRecord, index: int, *, weights: bool = True) -> nn.Module:
         model = copy.deepcopy(self.current())
         space.apply(model, record.action, self.example)
@@ -376,42 +397,76 @@ def _proposal_file(index: int, name: str) -> str:
     return f"weights/proposal-{index + 1:03d}-{zlib.crc32(name.encode()):08x}.pt"
 
 
-def _size_and_screen(search: Search, name: str, *, target: float, index: int) -> ProposalRecord:
-    """Size one proposal with the oracle and score it on holdout right after the change."""
+def _size(search: Search, name: str, *, target: float) -> ProposalRecord:
+    """Size one proposal with the oracle: its action and latency, or why it is skipped."""
     started = time.perf_counter()
     kind, _, target_name = name.partition(" ")
     current = search.current()
     if kind == "remove-block":
         action = space.Action(kind="remove-block", target=target_name)
-        model, estimate, table = _changed(search, current, action)
-        if estimate > target:
-            return ProposalRecord(
-                name=name, action=action, estimate_ms=estimate, table_ms=table, skipped="does not reach the target"
-            )
-        channels = None
-    else:
-        found = _largest_keep(search, current, target_name, target)
-        if found is None:
-            return ProposalRecord(name=name, skipped="cannot reach the target", seconds=time.perf_counter() - started)
-        action, model, estimate, table, channels = found
-    recalibrate_batchnorm(
-        model,
-        search.splits.train,
-        batch_size=search.config.short_term.batch_size,
-        batches=search.config.short_term.bn_batches,
-        seed=derived_seed(search.seed, index, name, "bn"),
-    )
-    timing = search.measure(model) if search.config.measure == "proposals" else {}
+        _model, estimate, table = _changed(search, current, action)
+        skipped = "does not reach the target" if estimate > target else None
+        return ProposalRecord(
+            name=name, action=action, estimate_ms=estimate, table_ms=table, skipped=skipped,
+            seconds=time.perf_counter() - started,
+        )  # fmt: skip
+    found = _largest_keep(search, current, target_name, target)
+    if found is None:
+        return ProposalRecord(name=name, skipped="cannot reach the target", seconds=time.perf_counter() - started)
+    action, _model, estimate, table, channels = found
     return ProposalRecord(
-        name=name,
-        action=action,
-        channels=channels,
-        estimate_ms=estimate,
-        table_ms=table,
-        **timing,
-        zero_shot_top1=accuracy(model, search.holdout),
+        name=name, action=action, channels=channels, estimate_ms=estimate, table_ms=table,
         seconds=time.perf_counter() - started,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ProposalWork:
+    """What screening and short-term fine-tuning need of an iteration, and nothing more: plain data another
+    process (a Ray task) can take, while the search, its oracle, its timer and its state stay with the driver."""
+
+    current: nn.Module  # the model the iteration starts from
+    start: nn.Module  # the distillation teacher
+    input_shape: tuple[int, ...]
+    splits: DataSplits
+    screen_holdout: Dataset  # the holdout images proposals are screened on (``holdout_samples``)
+    short_term: FineTuneConfig
+    seed: int
+    index: int  # the iteration (0-based): part of every seed
+
+    def proposal(self, record: ProposalRecord) -> nn.Module:
+        model = copy.deepcopy(self.current)
+        space.apply(model, record.action, torch.zeros(self.input_shape))
+        return model
+
+
+@dataclass(frozen=True)
+class TunedProposal:
+    holdout_top1: float
+    seconds: float
+    weights: dict[str, torch.Tensor]  # the fine-tuned state dict, for the driver to keep
+
+
+def screen_proposal(work: ProposalWork, record: ProposalRecord) -> tuple[float, float]:
+    """Holdout top-1 of a sized proposal right after the change, batch-norm recomputed; and the seconds."""
+    started = time.perf_counter()
+    model = work.proposal(record)
+    recalibrate_batchnorm(
+        model, work.splits.train, batch_size=work.short_term.batch_size, batches=work.short_term.bn_batches,
+        seed=derived_seed(work.seed, work.index, record.name, "bn"),
+    )  # fmt: skip
+    return accuracy(model, work.screen_holdout), time.perf_counter() - started
+
+
+def short_term_proposal(work: ProposalWork, record: ProposalRecord) -> TunedProposal:
+    """Short-term fine-tune one screened proposal: its holdout top-1, the seconds, and its weights."""
+    started = time.perf_counter()
+    model = work.proposal(record)
+    finetune(
+        model, work.splits, work.short_term, seed=derived_seed(work.seed, work.index, record.name), teacher=work.start
     )
+    top1 = accuracy(model, work.splits.holdout)
+    return TunedProposal(holdout_top1=top1, seconds=time.perf_counter() - started, weights=model.state_dict())
 
 
 def _changed(search: Search, current: nn.Module, action: space.Action) -> tuple[nn.Module, float, float | None]:
@@ -451,17 +506,4 @@ def _largest_keep(
     return action, model, estimate, table, [channels, options[low]]
 
 
-def _short_term(search: Search, record: ProposalRecord, *, index: int) -> tuple[float, float]:
-    """Short-term fine-tune one screened proposal; keep its weights for the choice; holdout top-1, seconds."""
-    started = time.perf_counter()
-    model = copy.deepcopy(search.current())
-    space.apply(model, record.action, search.example)
-    finetune(
-        model, search.splits, search.config.short_term, seed=derived_seed(search.seed, index, record.name),
-        teacher=search.start,
-    )  # fmt: skip
-    search.checkpoint.save_weights(_proposal_file(index, record.name)[len("weights/") :], model)
-    return accuracy(model, search.splits.holdout), time.perf_counter() - started
-
-
-__all__ = ["Search", "derived_seed", "finetune"]
+__all__ = ["ProposalWork", "Search", "derived_seed", "finetune", "screen_proposal", "short_term_proposal"]

@@ -21,6 +21,7 @@ from torch import nn
 
 from edgeflow.accuracy import accuracy_from_logits, collect_logits
 from edgeflow.backends import Compiled
+from edgeflow.cluster.session import connected
 from edgeflow.data import DataSplits
 from edgeflow.data.preprocess import PreprocessSpec, as_preprocess, parse_input_shape
 from edgeflow.device import DeviceSpec, as_device
@@ -62,6 +63,7 @@ def search(
     latency_ratio: float | None = None,
     resume: bool = False,
     executor: Executor | None = None,
+    ray: str | None = None,
     progress: Progress | None = None,
     preprocess: str | Path | PreprocessSpec | None = None,
     input_shape: str | tuple[int, ...] | None = None,
@@ -71,14 +73,35 @@ def search(
     """Find the most accurate shrunk ``model`` whose latency on ``device`` meets the budget.
 
     The budget comes from ``latency_budget_ms``/``latency_ratio`` or the recipe's ``search`` section.
-    With ``resume`` a search killed at any point goes on from ``out/state``.
+    With ``resume`` a search killed at any point goes on from ``out/state``. With ``ray`` (``auto`` or
+    ``HEAD:PORT``; else the recipe's ``ray`` key) the proposals are screened and fine-tuned as Ray tasks
+    (:class:`edgeflow.cluster.executor.RayExecutor`); the state stays here, checkpointed as in one process.
     """
-    progress = progress or Progress.silent()
-    device_spec = as_device(device)
     recipe_spec = as_recipe(recipe).with_inputs(
         preprocess=as_preprocess(preprocess), input_shape=parse_input_shape(input_shape), class_map=class_map,
         labels=labels,
     )  # fmt: skip
+    with connected(ray or recipe_spec.ray) as on_ray:
+        if on_ray and executor is None:
+            from edgeflow.cluster.executor import RayExecutor
+
+            executor = RayExecutor(label=_task_label)
+        return _search(
+            model, device=device, recipe_spec=recipe_spec, data=data, out=out, arch=arch,
+            latency_budget_ms=latency_budget_ms, latency_ratio=latency_ratio, resume=resume, executor=executor,
+            progress=progress,
+        )  # fmt: skip
+
+
+def _task_label(task: object) -> str:
+    """A proposal's Ray task name: what it screens or fine-tunes."""
+    return f"proposal {getattr(task, 'name', task)}"
+
+
+def _search(model, *, device, recipe_spec: Recipe, data, out, arch, latency_budget_ms, latency_ratio, resume,
+            executor, progress) -> SearchReport:  # fmt: skip
+    progress = progress or Progress.silent()
+    device_spec = as_device(device)
     config = search_config(recipe_spec, budget_ms=latency_budget_ms, ratio=latency_ratio)
     backend = search_backend(device_spec)
     out = Path(out)

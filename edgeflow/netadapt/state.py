@@ -145,11 +145,15 @@ class Checkpoint:
     def save(self, state: SearchState) -> None:
         write_json(self.path, state.model_dump(mode="json"))
 
-    def save_weights(self, name: str, module: torch.nn.Module, *, folder: str = "weights") -> str:
+    def save_weights(
+        self, name: str, module: torch.nn.Module | dict[str, torch.Tensor], *, folder: str = "weights"
+    ) -> str:
+        """Keep ``module``'s weights (or a state dict) as ``folder/name``, written whole or not at all."""
         path = self.folder / folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
+        weights = module if isinstance(module, dict) else module.state_dict()
         with atomic_path(path) as temporary:
-            torch.save(module.state_dict(), temporary)
+            torch.save(weights, temporary)
         return str(path.relative_to(self.folder))
 
     def load_weights(self, name: str, module: torch.nn.Module) -> None:

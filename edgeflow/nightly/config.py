@@ -93,10 +93,15 @@ class NightlySpec(StrictModel):
     regression: RegressionConfig = RegressionConfig()
     slowest_layers: int = Field(default=8, ge=0, description="slowest layers shown per cell")
     trend_nights: int = Field(default=30, ge=2, description="past nights drawn in the trend plots")
+    ray: str | None = Field(
+        default=None,
+        description="run the cells on a Ray cluster: auto or HEAD:PORT (a device farm, edgeflow farm join); "
+        "None = one after another in this process",
+    )
 
     def fingerprint(self) -> str:
-        """A short hash of everything that decides what a night measures."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """A short hash of everything that decides what a night measures (not where it runs: ``ray``)."""
+        text = json.dumps(self.model_dump(mode="json", exclude={"ray"}), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

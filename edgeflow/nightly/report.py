@@ -45,6 +45,9 @@ class NightCellRecord(BaseModel):
     slowest_layers: list[dict]
     report: str | None  # the cell's own report, relative to the night's folder
     seconds: float
+    node: str | None = None  # where it ran: this process, or a farm node (host, address, node id, pid)
+    timing_node: str | None = None  # on a farm: the node its in-turn timing ran on
+    attempts: int = 1  # on a farm: 2 when its first worker died and it ran once more
 
     @classmethod
     def from_cell(cls, cell: CellRecord, *, seconds: float) -> NightCellRecord:
@@ -58,6 +61,7 @@ class NightCellRecord(BaseModel):
             top1=cell.top1, test_images=cell.test_images, size_bytes=cell.size_bytes,
             runtime_version=cell.runtime_version, model_hash=cell.model_hash, artifact_hash=cell.artifact_hash,
             slowest_layers=detail.get("slowest_layers", []), report=detail.get("report"), seconds=seconds,
+            node=detail.get("node"), timing_node=detail.get("timing_node"), attempts=detail.get("attempts", 1),
         )  # fmt: skip
 
     @property

@@ -7,14 +7,18 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import socket
 import time
 import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from edgeflow.cluster.session import connected
 from edgeflow.device import DeviceSpec, load_device
 from edgeflow.environment import environment
 from edgeflow.errors import ConfigError, EdgeflowError
@@ -27,18 +31,50 @@ from edgeflow.progress import Progress
 from edgeflow.recipe import Recipe, VariantSpec
 
 
+@dataclass
+class CellJob:
+    """One cell to run: a model (its trained file, or why it could not be prepared), a device, a precision."""
+
+    model: str
+    arch: str | None
+    checkpoint: Path | None
+    model_hash: str | None
+    model_error: str | None
+    device: DeviceSpec
+    backend: str
+    precision: str
+
+    @property
+    def name(self) -> str:
+        return f"{_model_folder(self.model)}-{self.device.name}-{self.precision}"
+
+
+# (the cell's record, its seconds, its device, its artifact in the night's folder)
+CellResult = tuple[CellRecord, float, DeviceSpec, Path | None]
+
+
 def run_nightly(
     recipe: str | Path | NightlySpec,
     *,
     out: str | Path = "reports/nightly",
     history: str | Path | None = None,
     label: str | None = None,
+    ray: str | None = None,
     progress: Progress | None = None,
 ) -> NightReport:
     """Run the matrix of ``recipe``; write ``out/<label>/`` (label: today's date) and add the night to
-    ``history`` (default ``out/history.sqlite``). Returns the night's report, findings included."""
-    progress = progress or Progress.silent()
+    ``history`` (default ``out/history.sqlite``). Returns the night's report, findings included.
+
+    With ``ray`` (``auto`` or ``HEAD:PORT``; else the recipe's ``ray`` key) the cells run as Ray tasks on the
+    farm's nodes that declare their devices (:mod:`edgeflow.nightly.farm`); this process stays the only writer
+    of the history and the night's folder."""
     spec = recipe if isinstance(recipe, NightlySpec) else load_nightly(recipe)
+    with connected(ray or spec.ray) as on_ray:
+        return _run_nightly(spec, out=out, history=history, label=label, on_ray=on_ray, progress=progress)
+
+
+def _run_nightly(spec: NightlySpec, *, out, history, label, on_ray: bool, progress: Progress | None) -> NightReport:
+    progress = progress or Progress.silent()
     devices = _check_matrix(spec)
     out = Path(out)
     ensure_writable_dir(out)
@@ -49,22 +85,30 @@ def run_nightly(
             label=label, started=started.isoformat(timespec="seconds"), recipe_name=spec.name,
             recipe_hash=spec.fingerprint(), recipe=spec.model_dump(mode="json"), environment=environment(),
         )  # fmt: skip
-        cells: list[tuple[CellRecord, float, DeviceSpec, Path | None]] = []
+        cells: list[CellResult] = []
         with staged_dir(out / label) as stage:
+            jobs = []
             for model in spec.matrix.models:
                 checkpoint, model_hash, model_error = _trained_model(
                     model, spec, cache=out / "cache", progress=progress
                 )
+                arch = spec.matrix.arch if Path(model).is_file() else model
                 for device in devices:
                     backend = spec.matrix.backend or device.preferred_runtime()
-                    for precision in spec.matrix.precisions:
-                        cells.append(_run_cell(
-                            spec, model=model, checkpoint=checkpoint, model_hash=model_hash, model_error=model_error,
-                            device=device, backend=backend, precision=precision,
-                            folder=stage / "cells", progress=progress,
-                        ))  # fmt: skip
-                        store.add_cell(run_id, cells[-1][0])  # kept even if the night dies later
-            for cell in _time_in_turn(cells, spec, progress=progress):
+                    jobs += [
+                        CellJob(model, arch, checkpoint, model_hash, model_error, device, backend, precision)
+                        for precision in spec.matrix.precisions
+                    ]
+            if on_ray:
+                from edgeflow.nightly.farm import run_cells_on_farm, time_in_turn_on_farm
+
+                run_cells, time_cells = run_cells_on_farm, time_in_turn_on_farm
+            else:
+                run_cells, time_cells = run_cells_here, time_cells_in_turn
+            for cell in run_cells(jobs, spec, folder=stage / "cells", progress=progress):
+                cells.append(cell)
+                store.add_cell(run_id, cell[0])  # kept even if the night dies later
+            for cell in time_cells(cells, spec, progress=progress):
                 store.update_timing(run_id, cell)
             results = [NightCellRecord.from_cell(cell, seconds=seconds) for cell, seconds, *_ in cells]
             records = [cell for cell, *_ in cells]
@@ -175,26 +219,34 @@ def _cell_recipe(spec: NightlySpec, *, backend: str, precision: str) -> Recipe:
     )  # fmt: skip
 
 
-def _run_cell(spec: NightlySpec, *, model, checkpoint, model_hash, model_error, device: DeviceSpec, backend,
-              precision, folder: Path, progress: Progress) -> tuple[CellRecord, float, DeviceSpec, Path | None]:  # fmt: skip  # noqa: E501
+def run_cells_here(jobs: list[CellJob], spec: NightlySpec, *, folder: Path, progress: Progress) -> Iterator[CellResult]:
+    """The cells one after another in this process."""
+    here = f"this process ({socket.gethostname()})"
+    for job in jobs:
+        result = run_cell(spec, job, folder=folder, progress=progress)
+        result[0].detail["node"] = here
+        yield result
+
+
+def run_cell(spec: NightlySpec, job: CellJob, *, folder: Path, progress: Progress) -> CellResult:
+    """One cell through ``optimize`` into ``folder/<cell>``; a failure is the cell's record, never raised."""
     from edgeflow.api import optimize
 
-    device_name = device.name
-    name = f"{_model_folder(model)}-{device_name}-{precision}"
+    model, device, backend, precision = job.model, job.device, job.backend, job.precision
+    device_name, name = device.name, job.name
     cell = CellRecord(model=model, device=device_name, precision=precision, backend=backend, status="failed")
     artifact: Path | None = None
     started = time.perf_counter()
     progress.stage(f"cell {model} on {device_name}, {precision} ({backend})")
     try:
-        if model_error is not None:
-            raise EdgeflowError(f"the model could not be prepared: {model_error}")
+        if job.model_error is not None:
+            raise EdgeflowError(f"the model could not be prepared: {job.model_error}")
         recipe = _cell_recipe(spec, backend=backend, precision=precision)
-        arch = spec.matrix.arch if Path(model).is_file() else model
-        report = optimize(str(checkpoint), arch=arch, device=device, recipe=recipe, out=folder / name)
+        report = optimize(str(job.checkpoint), arch=job.arch, device=device, recipe=recipe, out=folder / name)
         variant = report.variants[0]
         artifact = folder / name / variant.artifact
         _drop_copies(folder / name)
-        cell.status, cell.measured, cell.model_hash = "ok", variant.measured, model_hash
+        cell.status, cell.measured, cell.model_hash = "ok", variant.measured, job.model_hash
         cell.top1, cell.test_images, cell.size_bytes = (
             variant.accuracy.top1,
             variant.accuracy.samples,
@@ -237,8 +289,7 @@ def _model_folder(model: str) -> str:
     return f"{stem}-{digest}"
 
 
-def _time_in_turn(cells: list[tuple[CellRecord, float, DeviceSpec, Path | None]], spec: NightlySpec, *,
-                  progress: Progress) -> list[CellRecord]:  # fmt: skip
+def time_cells_in_turn(cells: list[CellResult], spec: NightlySpec, *, progress: Progress) -> list[CellRecord]:
     """Time every cell measured in this process again, all in turn, ``rounds`` times: a cell's figures for the
     history are its samples pooled over the rounds, and its per-round p50s (the units regressions resample).
     A transient slowdown of the host then touches one round of every cell, not all of one cell's samples."""

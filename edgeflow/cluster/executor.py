@@ -1,0 +1,93 @@
+"""Run independent tasks as Ray tasks across the cluster (:class:`RayExecutor`), yielding each as it finishes.
+
+It implements :class:`edgeflow.netadapt.executor.Executor`: the function (with the plain data it closes over,
+put in Ray's object store once per call, not once per task) runs on any node with CPUs to spare; the caller
+records each result as it arrives, so a driver killed in the middle keeps everything that came back.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from edgeflow.cluster.session import require_ray
+from edgeflow.errors import EdgeflowError
+
+Task = TypeVar("Task")
+Result = TypeVar("Result")
+
+
+@dataclass
+class TaskPlace:
+    """Where one task ran: the node's address and host name, the worker's process id, and its seconds."""
+
+    node: str
+    host: str
+    pid: int
+    seconds: float
+
+
+@dataclass
+class Placed:
+    """A result and where it was computed."""
+
+    value: Any
+    place: TaskPlace
+
+
+def run_placed(function: Callable[..., Any], argument: Any, threads: int) -> Placed:
+    """Call ``function(argument)`` with ``threads`` torch threads and say where it ran (the Ray task body)."""
+    import ray
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    started = time.perf_counter()
+    value = function(argument)
+    node = ray.get_runtime_context().get_node_id()
+    place = TaskPlace(node=node, host=socket.gethostname(), pid=os.getpid(), seconds=time.perf_counter() - started)
+    return Placed(value, place)
+
+
+@dataclass
+class RayExecutor:
+    """Evaluates tasks as Ray tasks of ``cpus`` CPUs each (also the torch threads they use), retried
+    ``retries`` times when their worker dies; a task that raises stops the map with its error."""
+
+    cpus: int = 1
+    retries: int = 1
+    label: Callable[[Any], str] = str
+    places: list[tuple[str, TaskPlace]] = field(default_factory=list)  # (task label, where), as they finished
+
+    def map(self, function: Callable[[Task], Result], tasks: Iterable[Task]) -> Iterator[tuple[Task, Result]]:
+        ray = require_ray()
+        tasks = list(tasks)
+        if not tasks:
+            return
+        shared = ray.put(function)
+        remote = ray.remote(run_placed)
+        pending = {
+            remote.options(num_cpus=self.cpus, max_retries=self.retries, name=self.label(task)).remote(
+                shared, task, self.cpus
+            ): task
+            for task in tasks
+        }
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                task = pending.pop(done[0])
+                try:
+                    placed = ray.get(done[0])
+                except ray.exceptions.RayTaskError as exc:
+                    cause = exc.cause if isinstance(exc.cause, Exception) else exc
+                    if isinstance(cause, EdgeflowError):
+                        raise cause from None
+                    raise
+                self.places.append((self.label(task), placed.place))
+                yield task, placed.value
+        finally:
+            for reference in pending:  # the caller stopped early (an error, a kill): nothing left running
+                ray.cancel(reference, force=True)

@@ -1,0 +1,292 @@
+"""edgeflow on a real Ray cluster on 127.0.0.1: a head and a second node started with ``edgeflow farm join``
+(``ray start`` underneath), two devices reached over two loopback sshd servers, the machine's CPU declared by
+the head. A night over the farm with a worker SIGKILLed in the middle of a cell (retried), another killed in
+both attempts (failed, the night goes on), and a device no node declares; a NetAdapt search whose proposals run
+as Ray tasks choosing what the search in one process chooses, on a latency table fixed here. Every Ray
+process binds to 127.0.0.1 and the module stops them at the end (``edgeflow farm leave``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("ray", reason="needs Ray: pip install 'edgeflow[ray]' (in the dev extras)")
+
+from edgeflow.cluster.session import keep_loopback, use_token_auth  # noqa: E402
+
+pytestmark = pytest.mark.slow  # a real cluster: a few minutes on 2 cores
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _edgeflow(*arguments: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "edgeflow.cli", *arguments], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ},
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sshd_pair(tmp_path_factory):
+    from loopback_sshd import SSHD, start_sshd
+
+    if SSHD is None:
+        pytest.skip("needs OpenSSH's sshd (apt-get install openssh-server)")
+    servers = [start_sshd(tmp_path_factory.mktemp(f"sshd-{name}")) for name in ("a", "b")]
+    yield servers
+    for server in servers:
+        server.process.terminate()
+        server.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def loopback_ray():
+    """Ray in this process and the Ray processes it starts keeps 127.0.0.1 as it is (see keep_loopback)."""
+    with pytest.MonkeyPatch.context() as patch:
+        keep_loopback()
+        patch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        # token authentication, as on a farm edgeflow farm join starts: the nodes, the driver, the CLI alike
+        patch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(16))
+        patch.setenv("RAY_AUTH_MODE", "token")
+        use_token_auth()
+        patch.delenv("RAY_ADDRESS", raising=False)
+        yield
+
+
+def test_farm_join_starts_a_head_with_its_devices_and_status_lists_them(loopback_ray):
+    """``edgeflow farm join --head`` (ray start underneath), ``farm status``, ``farm leave`` (ray stop)."""
+    port = _free_port()
+    try:
+        joined = _edgeflow("farm", "join", "--head", "--port", str(port), "--devices", "cpu,pixel-8-a",
+                           "--node-ip", "127.0.0.1", "--cpus", "1")  # fmt: skip
+        assert joined.returncode == 0, joined.stderr
+        assert "devices: cpu, pixel-8-a" in joined.stdout
+        result = _edgeflow("farm", "status", "--address", f"127.0.0.1:{port}", "--json")
+        assert result.returncode == 0, result.stderr
+        status = json.loads(result.stdout)
+        (node,) = status["nodes"]
+        assert node["alive"] and node["address"] == "127.0.0.1" and node["devices"] == ["cpu", "pixel-8-a"]
+        assert node["cpus"] == 1 and status["activity"] is None  # ray start runs the dashboard: the state API
+    finally:
+        left = _edgeflow("farm", "leave", timeout=120)
+    assert left.returncode == 0, left.stderr
+    after = _edgeflow("farm", "status", "--address", f"127.0.0.1:{port}")
+    assert after.returncode == 2 and "unreachable" in after.stderr
+
+
+def test_farm_join_refuses_bad_requests():
+    both = _edgeflow("farm", "join", "--head", "--address", "127.0.0.1:1")
+    assert both.returncode == 2 and "one of them" in both.stderr
+    bad = _edgeflow("farm", "join", "--head", "--devices", "no/such device")
+    assert bad.returncode == 2 and "farm device" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def farm(sshd_pair, loopback_ray, tmp_path_factory):
+    """A two-node farm made with Ray's own ``cluster_utils.Cluster`` (a joining ``ray start`` cannot keep
+    127.0.0.1: it resolves a loopback head to the machine's network address): the head (devices cpu and ssh-a,
+    1 CPU) and a second node (ssh-b, 1 CPU), each with the resources ``edgeflow farm join`` declares."""
+    from ray.cluster_utils import Cluster
+
+    from edgeflow.cluster.farm import node_resources
+
+    folder = tmp_path_factory.mktemp("devices")
+    devices = {}
+    for name, server in zip(("ssh-a", "ssh-b"), sshd_pair, strict=True):
+        devices[name] = folder / f"{name}.yaml"
+        devices[name].write_text(server.device_yaml(python=sys.executable, name=name))
+    devices["ssh-c"] = folder / "ssh-c.yaml"  # declared by no node
+    devices["ssh-c"].write_text(sshd_pair[0].device_yaml(python=sys.executable, name="ssh-c"))
+    common = {"node_ip_address": "127.0.0.1", "num_cpus": 1, "include_dashboard": False}
+    cluster = Cluster(initialize_head=True, head_node_args={**common, "resources": node_resources(["cpu", "ssh-a"])})
+    try:
+        cluster.add_node(**{key: value for key, value in common.items() if key != "include_dashboard"},
+                         resources=node_resources(["ssh-b"]))  # fmt: skip
+        yield {"address": cluster.address, "devices": devices, "cluster": cluster}
+    finally:
+        import ray
+
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_farm_status_lists_both_nodes_and_their_devices(farm):
+    from edgeflow.cluster.farm import status
+    from edgeflow.cluster.session import connected
+
+    with connected(farm["address"]):
+        stats = status()
+    alive = [node for node in stats.nodes if node.alive]
+    assert len(alive) == 2 and {node.address for node in alive} == {"127.0.0.1"}
+    assert sorted(tuple(node.devices) for node in alive) == [("cpu", "ssh-a"), ("ssh-b",)]
+
+
+def test_an_unreachable_head_is_one_line():
+    port = _free_port()  # nothing listens there
+    result = _edgeflow("farm", "status", "--address", f"127.0.0.1:{port}")
+    assert result.returncode == 2 and "unreachable" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    night = _edgeflow("nightly", "--ray", f"127.0.0.1:{port}", "--out", "/nonexistent/never-written")
+    assert night.returncode == 2 and "unreachable" in night.stderr and not Path("/nonexistent").exists()
+
+
+class _Killer(threading.Thread):
+    """SIGKILLs the Ray worker running a cell (its process title is ``ray::cell <name>``), ``times`` times."""
+
+    def __init__(self, fragment: str, times: int) -> None:
+        super().__init__(daemon=True)
+        self.fragment, self.times, self.killed = fragment, times, []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set() and len(self.killed) < self.times:
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit() or int(pid) in self.killed:
+                    continue
+                try:
+                    title = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+                except OSError:
+                    continue
+                if title.startswith("ray::cell ") and self.fragment in title:
+                    time.sleep(1.0)  # inside the cell, not at its first line
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                        self.killed.append(int(pid))
+                    except ProcessLookupError:
+                        pass
+            time.sleep(0.1)
+
+
+def test_a_night_on_the_farm_retries_a_killed_cell_and_goes_on(farm, tmp_path):
+    from nightly_recipe import nightly_recipe
+
+    from edgeflow.nightly import run_nightly
+    from edgeflow.nightly.history import History
+
+    devices = farm["devices"]
+    recipe = nightly_recipe(tmp_path, models=["mobilenet_v3_small"], precisions=("fp32",))
+    spec = json.loads(json.dumps(__import__("yaml").safe_load(recipe.read_text())))
+    spec["matrix"]["devices"] = ["cpu", *(str(devices[name]) for name in ("ssh-a", "ssh-b", "ssh-c"))]
+    spec["matrix"].pop("arch")
+    recipe.write_text(json.dumps(spec))
+    once, twice = _Killer("-ssh-a-fp32", times=1), _Killer("-ssh-b-fp32", times=2)
+    once.start(), twice.start()
+    try:
+        report = run_nightly(recipe, out=tmp_path / "nights", ray=farm["address"])
+    finally:
+        once.stop.set(), twice.stop.set()
+    cells = {cell.device: cell for cell in report.cells}
+    assert len(once.killed) == 1 and len(twice.killed) == 2, [(c.device, c.error) for c in report.cells]
+    assert cells["ssh-a"].status == "ok" and cells["ssh-a"].attempts == 2, cells["ssh-a"].error
+    assert cells["ssh-b"].status == "failed" and "died in both attempts" in cells["ssh-b"].error
+    assert cells["ssh-c"].status == "failed" and "no node of the farm declares it" in cells["ssh-c"].error
+    assert cells["cpu"].status == "ok" and cells["cpu"].measured and cells["cpu"].attempts == 1
+    assert "127.0.0.1" in cells["cpu"].node and "127.0.0.1" in cells["ssh-a"].node
+    assert cells["cpu"].timing_node and "in turn" in cells["cpu"].timing  # timed again on the head
+    assert cells["cpu"].round_p50_ms and len(cells["cpu"].round_p50_ms) == spec["timing"]["rounds"]
+    night = tmp_path / "nights" / report.label
+    assert (night / "cells" / Path(cells["cpu"].report).parent.name / "report.json").is_file()
+    assert not list((tmp_path / "nights").glob(".*"))  # no staging left behind
+    assert "ssh-b" in (night / "night.md").read_text() and cells["cpu"].node in (night / "night.html").read_text()
+    with History.open(tmp_path / "nights" / "history.sqlite") as store:
+        (run,) = store.finished_runs()
+        recorded = {cell.device: cell.status for cell in store.cells(run.id)}
+    assert recorded == {"cpu": "ok", "ssh-a": "ok", "ssh-b": "failed", "ssh-c": "failed"}
+
+
+class FixedTable:
+    """A latency table fixed in this test: a model's figure is its parameter count x 1e-5 ms (deterministic)."""
+
+    name = "fixed-table"
+    measured = False
+
+    def __init__(self) -> None:
+        from edgeflow.latency.timer import TimerStats
+
+        self.cost = TimerStats()
+
+    def latency(self, model: torch.nn.Module, input_shape: tuple[int, ...]) -> float:
+        return sum(parameter.numel() for parameter in model.parameters()) * 1e-5
+
+
+def _search(executor, *, folder: Path, start, splits):
+    import copy
+
+    from edgeflow.device import load_device
+    from edgeflow.latency.timer import Timer
+    from edgeflow.netadapt.config import SearchConfig
+    from edgeflow.netadapt.loop import Search
+    from edgeflow.netadapt.state import Checkpoint, SearchState
+    from edgeflow.profiling.loop import ProfileConfig
+
+    config = SearchConfig.model_validate({
+        "latency_ratio": 0.6, "initial_step": 0.08, "screen_top_k": 3, "holdout_samples": 60, "measure": "chosen",
+        "short_term": {"steps": 3, "batch_size": 16, "bn_batches": 2}, "long_term": {"steps": 0, "bn_batches": 2},
+        "max_iterations": 2,
+    })  # fmt: skip
+    folder.mkdir(parents=True)
+    profile = ProfileConfig(warmup=2, iterations=30, max_seconds=0.05, min_iterations=5)
+    timer = Timer(load_device("cpu"), "onnxruntime", settings=load_device("cpu").runtime, profile=profile,
+                  workdir=folder)  # fmt: skip
+    search = Search(
+        start=copy.deepcopy(start), input_shape=(1, 3, 32, 32), splits=splits, config=config, oracle=FixedTable(),
+        timer=timer, checkpoint=Checkpoint(folder), state=SearchState(fingerprint="fixed"), seed=0,
+        executor=executor,
+    )  # fmt: skip
+    started = time.perf_counter()
+    search.run()
+    return search, time.perf_counter() - started
+
+
+def test_the_ray_search_chooses_what_the_search_in_one_process_chooses(farm, tmp_path):
+    from edgeflow.cluster.executor import RayExecutor
+    from edgeflow.cluster.session import connected
+    from edgeflow.models.source import load_model_and_data
+    from edgeflow.netadapt.executor import InProcessExecutor
+    from edgeflow.recipe import Recipe
+    from edgeflow.progress import Progress
+    from edgeflow.train import train_if_needed
+
+    recipe = Recipe.model_validate({
+        "name": "tiny", "data": "digits", "model": {"resolution": 32},
+        "train": {"epochs": 1, "batch_size": 32, "max_steps": 6},
+        "variants": [{"name": "fp32", "backend": "onnxruntime"}],
+    })  # fmt: skip
+    torch.manual_seed(0)
+    source, splits = load_model_and_data("mobilenet_v3_small", arch=None, data="digits", recipe=recipe)
+    train_if_needed(source, splits, recipe=recipe, progress=Progress.silent())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in each Ray task (1 CPU each): the same arithmetic, bit for bit
+    try:
+        here, _ = _search(InProcessExecutor(), folder=tmp_path / "here", start=source.module, splits=splits)
+    finally:
+        torch.set_num_threads(threads)
+    executor = RayExecutor(label=lambda record: f"proposal {record.name}")
+    with connected(farm["address"]):
+        there, _ = _search(executor, folder=tmp_path / "there", start=source.module, splits=splits)
+    assert here.state.iterations, here.state.stop_reason
+    assert [it.chosen for it in there.state.iterations] == [it.chosen for it in here.state.iterations]
+    assert [it.action for it in there.state.iterations] == [it.action for it in here.state.iterations]
+    assert [it.holdout_top1 for it in there.state.iterations] == [it.holdout_top1 for it in here.state.iterations]
+    for ours, theirs in zip(here.state.iterations, there.state.iterations, strict=True):
+        assert {p.name: p.zero_shot_top1 for p in ours.proposals} == {
+            p.name: p.zero_shot_top1 for p in theirs.proposals
+        }
+    final_here, final_there = here.final_model(), there.final_model()
+    assert [tuple(p.shape) for p in final_here.parameters()] == [tuple(p.shape) for p in final_there.parameters()]
+    assert len({place.node for _, place in executor.places}) == 2  # both nodes took proposals
