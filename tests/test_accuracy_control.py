@@ -132,10 +132,11 @@ def test_generous_budget_is_met_and_recorded(generous, digits32) -> None:
     assert _holdout_top1(artifact, digits32) == pytest.approx(summary.holdout_top1_quantized)
 
 
-def test_zero_budget_reverts_the_collapsed_layer_to_float(outlier_ir, digits8, tmp_path: Path) -> None:
-    """Plain PTQ collapses OutlierNet (drop > 50 points) and PTQ with the readout left in float loses nothing
-    (both measured first), so with a zero budget accuracy control must revert exactly the readout: reverting
-    it recovers everything, reverting the other layer nothing, and after the readout the drop is 0."""
+def test_a_tight_budget_reverts_the_collapsed_layer_to_float(outlier_ir, digits8, tmp_path: Path) -> None:
+    """Plain PTQ collapses OutlierNet (drop > 50 points) and PTQ with the readout left in float loses (almost)
+    nothing (both measured first: nothing with VNNI, a point on a CPU without it, whose int8 sums differ), so
+    with that loss as the budget accuracy control must revert exactly the readout: reverting it recovers
+    everything the budget asks, reverting the other layer nothing."""
     config = QuantizeConfig(method="nncf-accuracy-control", subset_size=32, max_drop=0.0)
     readout = _readout(outlier_ir)
     float_top1 = _holdout_top1(outlier_ir, digits8)
@@ -144,19 +145,19 @@ def test_zero_budget_reverts_the_collapsed_layer_to_float(outlier_ir, digits8, t
     assert plain_top1 <= _largest_share(digits8.holdout) + 1e-9 and float_top1 - plain_top1 > 0.5  # precondition
     spared = config.model_copy(update={"ignored_scope": IgnoredScopeConfig(names=[readout])})
     without_readout, _ = quantize_nncf(outlier_ir, calibration=digits8.train, config=spared, path=tmp_path / "s.xml")
-    assert _holdout_top1(without_readout, digits8) == pytest.approx(float_top1)  # precondition
+    spared_top1 = _holdout_top1(without_readout, digits8)
+    assert float_top1 - spared_top1 < 0.03  # precondition: the readout is what collapses it
+    config = config.model_copy(update={"max_drop": float_top1 - spared_top1 + 1e-6})
 
     artifact, summary = quantize_with_accuracy_control(
         outlier_ir, calibration=digits8.train, holdout=digits8.holdout, config=config, path=tmp_path / "q.xml"
     )
     assert summary.holdout_top1_float == pytest.approx(float_top1)
     assert summary.notes[0] == f"plain PTQ (no accuracy control) reached holdout top-1 {plain_top1:.4f}"
-    assert summary.budget_met is True and summary.holdout_top1_quantized == pytest.approx(float_top1)
+    assert summary.budget_met is True and summary.holdout_top1_quantized == pytest.approx(spared_top1)
     assert _holdout_top1(artifact, digits8) == pytest.approx(summary.holdout_top1_quantized)
-    assert summary.notes[1:] == [
-        "nncf: Algorithm completed: achieved required accuracy drop 0.0 (absolute)",
-        "nncf: 1 out of 2 were reverted back to the floating-point precision",
-    ]
+    assert summary.notes[1].startswith("nncf: Algorithm completed: achieved required accuracy drop")
+    assert summary.notes[2:] == ["nncf: 1 out of 2 were reverted back to the floating-point precision"]
 
     # Reasons: float in a plain PTQ with the same arguments = NNCF's patterns; float only here = reverted.
     plain_quantized, plain_floating = layer_precisions(read_model(plain))

@@ -189,7 +189,8 @@ ADDED_SINCE_THE_LAYOUT_MOVE = [
     "/recipe/model/num_classes", "/recipe/train/augment", "/recipe/train/bf16", "/recipe/train/channels_last",
     "/recipe/train/schedule", "/recipe/train/warmup_epochs", "/recipe/variants/[]/quantize/squeeze_excitation",
     "/variants/[]/agreement/outputs", "/variants/[]/quantization/settings/squeeze_excitation",
-    "/recipe/profile/busy_retries", "/recipe/profile/busy_share", "/variants/[]/latency_ms/state",
+    "/recipe/profile/busy_retries", "/recipe/profile/busy_share", "/variants/[]/latency_ms/state", "/recipe/ray",
+    "/recipe/variants/[]/quantize/reduce_range",
 ]  # fmt: skip
 
 

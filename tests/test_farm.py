@@ -258,8 +258,8 @@ def test_the_ray_search_chooses_what_the_search_in_one_process_chooses(farm, tmp
     from edgeflow.cluster.session import connected
     from edgeflow.models.source import load_model_and_data
     from edgeflow.netadapt.executor import InProcessExecutor
-    from edgeflow.recipe import Recipe
     from edgeflow.progress import Progress
+    from edgeflow.recipe import Recipe
     from edgeflow.train import train_if_needed
 
     recipe = Recipe.model_validate({

@@ -54,7 +54,7 @@ def test_the_second_night_is_compared_and_says_what_changed(two_nights: dict) ->
     assert latency.baseline_runs == ["night-1"] and latency.interval[0] <= latency.interval[1]
     assert any("pipeline.runtime" in change for change in latency.changes)  # the recipe's threads: None -> 1
     markdown = (two_nights["out"] / "night-2" / "night.md").read_text()
-    assert "| model | device | precision |" in markdown
+    assert "| model | device | node | precision |" in markdown
     assert "<script>" not in markdown and "<i>" not in markdown  # CI summaries render HTML: inputs are escaped
 
 
@@ -138,7 +138,7 @@ def test_the_shipped_nightly_recipe_loads() -> None:
 
 
 def test_two_model_files_with_one_name_get_their_own_cell_folders(tmp_path: Path) -> None:
-    from edgeflow.nightly.run import _model_folder
+    from edgeflow.nightly.cells import _model_folder
 
     first, second = tmp_path / "a" / "model.onnx", tmp_path / "b" / "model.onnx"
     assert _model_folder(str(first)) != _model_folder(str(second))

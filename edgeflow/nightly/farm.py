@@ -22,9 +22,9 @@ from pathlib import Path
 from edgeflow.cluster.farm import FarmStats, device_options, status
 from edgeflow.cluster.session import require_ray
 from edgeflow.errors import ConfigError
+from edgeflow.nightly.cells import CellJob, CellResult, run_cell, time_cells_in_turn
 from edgeflow.nightly.config import NightlySpec
 from edgeflow.nightly.history import CellRecord
-from edgeflow.nightly.run import CellJob, CellResult, run_cell, time_cells_in_turn
 from edgeflow.progress import Progress
 
 ATTEMPTS = 2  # a cell whose worker dies is run once more
