@@ -137,7 +137,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", type=Path, default=Path("reports/farm-cpu.md"))
     parser.add_argument("--skip-search", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="one model, one precision, no search (a dry run)")
     args = parser.parse_args()
+    if args.quick:
+        del MODELS[1:], PRECISIONS[1:]
+        args.skip_search = True
 
     import edgeflow
     from edgeflow.nightly import run_nightly

@@ -29,6 +29,8 @@ from edgeflow.progress import Progress  # noqa: E402
 
 HEADLINE = "mobilenet_v3_large"  # trained with the whole recipe (40 epochs); the others with --epochs
 GATES_FLOAT = "openvino-int8-gates-float"  # edgeflow's INT8 with quantize.squeeze_excitation: float
+# the quantization settings the table shows for edgeflow's rows
+SHOWN_SETTINGS = {"preset", "per_channel", "activation_type", "calibrate_method", "reduce_range", "squeeze_excitation"}
 
 
 def calibration_batches(report) -> tuple[list[np.ndarray], object]:
@@ -122,7 +124,7 @@ def bench_model(
         compiled = get_backend(variant.backend).compile(artifact, settings=settings)
         how = "float" if variant.precision == "fp32" else "edgeflow: " + ", ".join(
             f"{key} {value}" for key, value in variant.quantization.settings.items()
-            if key in {"preset", "per_channel", "activation_type", "calibrate_method", "squeeze_excitation"}
+            if key in SHOWN_SETTINGS
         ) + f" ({variant.quantization.method})"  # fmt: skip
         rows[variant.name] = (variant.backend, compiled, how, artifact.size_bytes)
     for name, (backend, path) in peers.items():

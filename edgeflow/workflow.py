@@ -223,12 +223,13 @@ def _search_step(run: _Run, notes: list[str]) -> dict | None:
     source, recipe = run.source, run.recipe
     if recipe.search is None:
         return None
-    from edgeflow.netadapt.run import adapt, search_config
+    from edgeflow.netadapt.run import adapt, proposal_executor, search_config
 
-    engine = adapt(
-        source, run.splits, recipe=recipe, config=search_config(recipe), device=run.device,
-        folder=run.stage / "search", progress=run.progress,
-    )  # fmt: skip
+    with proposal_executor(recipe.ray) as executor:  # the recipe's ray: proposals as Ray tasks
+        engine = adapt(
+            source, run.splits, recipe=recipe, config=search_config(recipe), device=run.device,
+            folder=run.stage / "search", executor=executor, progress=run.progress,
+        )  # fmt: skip
     source.module = engine.final_model()
     state = engine.state
     notes.append(

@@ -119,17 +119,26 @@ def status() -> FarmStats:
             )  # fmt: skip
         )
     activity = None
+    running = running_tasks()
+    if running is None:
+        activity = "running tasks unknown (Ray's state API needs the dashboard, which this cluster runs without)"
+    for name, node_id in (running or {}).items():
+        for node in nodes:
+            if node.node_id == node_id:
+                node.running.append(name)
+    context = ray.get_runtime_context()
+    return FarmStats(address=context.gcs_address, nodes=nodes, activity=activity)
+
+
+def running_tasks() -> dict[str, str] | None:
+    """The tasks running now: name -> node id (Ray's state API); None where the cluster cannot say."""
     try:
         from ray.util.state import list_tasks
 
-        for task in list_tasks(filters=[("state", "=", "RUNNING")], timeout=10, raise_on_missing_output=False):
-            for node in nodes:
-                if node.node_id == task.node_id:
-                    node.running.append(task.name)
-    except Exception as exc:  # the state API lives in Ray's dashboard, which a cluster may run without
-        activity = f"running tasks unknown ({type(exc).__name__}: Ray's state API needs the dashboard)"
-    context = ray.get_runtime_context()
-    return FarmStats(address=context.gcs_address, nodes=nodes, activity=activity)
+        tasks = list_tasks(filters=[("state", "=", "RUNNING")], timeout=10, raise_on_missing_output=False)
+    except Exception:  # the state API lives in Ray's dashboard, which a cluster may run without
+        return None
+    return {task.name: task.node_id for task in tasks}
 
 
 def device_options(device: DeviceSpec, *, farm: FarmStats) -> dict[str, Any]:

@@ -12,6 +12,8 @@ import hashlib
 import json
 import shutil
 import statistics
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -81,16 +83,24 @@ def search(
         preprocess=as_preprocess(preprocess), input_shape=parse_input_shape(input_shape), class_map=class_map,
         labels=labels,
     )  # fmt: skip
-    with connected(ray or recipe_spec.ray) as on_ray:
-        if on_ray and executor is None:
-            from edgeflow.cluster.executor import RayExecutor
-
-            executor = RayExecutor(label=_task_label)
+    with proposal_executor(ray or recipe_spec.ray, given=executor) as executor:
         return _search(
             model, device=device, recipe_spec=recipe_spec, data=data, out=out, arch=arch,
             latency_budget_ms=latency_budget_ms, latency_ratio=latency_ratio, resume=resume, executor=executor,
             progress=progress,
         )  # fmt: skip
+
+
+@contextmanager
+def proposal_executor(ray: str | None, *, given: Executor | None = None) -> Iterator[Executor | None]:
+    """``given``, else Ray tasks on the cluster ``ray`` names (connected for the block), else None (this process)."""
+    with connected(None if given is not None else ray) as on_ray:
+        if on_ray:
+            from edgeflow.cluster.executor import RayExecutor
+
+            yield RayExecutor(label=_task_label)
+        else:
+            yield given
 
 
 def _task_label(task: object) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edgeflow.cluster.farm import FarmStats, device_options, status
+from edgeflow.cluster.farm import FarmStats, device_options, running_tasks, status
 from edgeflow.cluster.session import require_ray
 from edgeflow.errors import ConfigError
 from edgeflow.nightly.cells import CellJob, CellResult, run_cell, time_cells_in_turn
@@ -84,8 +84,12 @@ def run_cells_on_farm(
             if job.checkpoint is not None and job.checkpoint not in weights:
                 weights[job.checkpoint] = ray.put(job.checkpoint.read_bytes())
             running[_submit(remote, spec, job, options, weights.get(job.checkpoint))] = (job, options, 1)
+        hosts = {node.node_id: f"{node.address}/{node.node_id[:8]}" for node in farm.nodes}
         while running:
-            done, _ = ray.wait(list(running), num_returns=1)
+            done, _ = ray.wait(list(running), num_returns=1, timeout=3.0)
+            if not done:  # nothing finished: say what runs where, and what waits
+                advance(0, _activity(running, hosts))
+                continue
             job, options, attempt = running.pop(done[0])
             try:
                 cell: FarmCell = ray.get(done[0])
@@ -170,6 +174,17 @@ def time_in_turn_on_farm(cells: list[CellResult], spec: NightlySpec, *, progress
             cells[index] = (record, old[1], old[2], old[3])
             updated.append(record)
     return updated
+
+
+def _activity(running: dict, hosts: dict[str, str]) -> str:
+    """``running on <node>: <cell>, ...; N queued``, from Ray's state API (counts only without it)."""
+    now = running_tasks()
+    if now is None:
+        return f"{len(running)} in flight"
+    names = {f"cell {job.name}" for job, _options, _attempt in running.values()}
+    busy = [f"{name[len('cell ') :]} on {hosts.get(node, node[:8])}" for name, node in now.items() if name in names]
+    queued = len(running) - len(busy)
+    return "running " + (", ".join(sorted(busy)) or "none") + (f"; {queued} queued" if queued else "")
 
 
 def _submit(remote, spec, job: CellJob, options: dict, weights):
