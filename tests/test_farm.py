@@ -290,3 +290,45 @@ def test_the_ray_search_chooses_what_the_search_in_one_process_chooses(farm, tmp
     final_here, final_there = here.final_model(), there.final_model()
     assert [tuple(p.shape) for p in final_here.parameters()] == [tuple(p.shape) for p in final_there.parameters()]
     assert len({place.node for _, place in executor.places}) == 2  # both nodes took proposals
+
+
+def test_a_node_lost_mid_night_fails_its_cells_and_the_night_goes_on(farm, tmp_path):
+    """A third node declares ssh-c and is removed (its raylet and workers killed) while ssh-c's cell runs:
+    the retry has nowhere to go, so the cell is recorded failed, saying so; the cpu cell is unaffected."""
+    from nightly_recipe import nightly_recipe
+
+    from edgeflow.cluster.farm import node_resources
+    from edgeflow.nightly import run_nightly
+
+    cluster = farm["cluster"]
+    lost = cluster.add_node(node_ip_address="127.0.0.1", num_cpus=1, resources=node_resources(["ssh-c"]))
+    recipe = nightly_recipe(tmp_path, models=["mobilenet_v3_small"], precisions=("fp32",))
+    spec = __import__("yaml").safe_load(recipe.read_text())
+    spec["matrix"]["devices"] = ["cpu", str(farm["devices"]["ssh-c"])]
+    spec["matrix"].pop("arch")
+    recipe.write_text(json.dumps(spec))
+    removed = threading.Event()
+
+    def remove_when_running() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not removed.is_set():
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    title = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+                except OSError:
+                    continue
+                if title.startswith("ray::cell ") and "-ssh-c-fp32" in title:
+                    time.sleep(1.0)
+                    cluster.remove_node(lost)
+                    removed.set()
+                    return
+            time.sleep(0.1)
+
+    remover = threading.Thread(target=remove_when_running, daemon=True)
+    remover.start()
+    report = run_nightly(recipe, out=tmp_path / "nights", ray=farm["address"])
+    remover.join(timeout=5)
+    cells = {cell.device: cell for cell in report.cells}
+    assert removed.is_set()
+    assert cells["ssh-c"].status == "failed" and "left the farm" in cells["ssh-c"].error, cells["ssh-c"].error
+    assert cells["cpu"].status == "ok" and cells["cpu"].measured

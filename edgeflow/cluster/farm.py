@@ -103,8 +103,9 @@ def leave() -> None:
     subprocess.run([_ray_command(), "stop"], capture_output=True, text=True, timeout=120, check=False)
 
 
-def status() -> FarmStats:
-    """The farm this process is connected to: nodes, their devices and CPUs, and what runs on each."""
+def status(*, activity: bool = True) -> FarmStats:
+    """The farm this process is connected to: nodes, their devices and CPUs, and (``activity``) what runs on
+    each."""
     ray = require_ray()
     nodes = []
     for node in ray.nodes():
@@ -118,16 +119,16 @@ def status() -> FarmStats:
                 devices=sorted(name[len(PREFIX) :] for name in resources if name.startswith(PREFIX)),
             )  # fmt: skip
         )
-    activity = None
-    running = running_tasks()
+    unknown = None
+    running = running_tasks() if activity else {}
     if running is None:
-        activity = "running tasks unknown (Ray's state API needs the dashboard, which this cluster runs without)"
+        unknown = "running tasks unknown (Ray's state API needs the dashboard, which this cluster runs without)"
     for name, node_id in (running or {}).items():
         for node in nodes:
             if node.node_id == node_id:
                 node.running.append(name)
     context = ray.get_runtime_context()
-    return FarmStats(address=context.gcs_address, nodes=nodes, activity=activity)
+    return FarmStats(address=context.gcs_address, nodes=nodes, activity=unknown)
 
 
 def running_tasks() -> dict[str, str] | None:

@@ -68,7 +68,7 @@ def run_cells_on_farm(
 ) -> Iterator[CellResult]:
     """Run ``jobs`` as Ray tasks across the farm; yield each cell as it finishes (its folder in ``folder``)."""
     ray = require_ray()
-    farm = status()
+    farm = status(activity=False)
     progress.stage(_describe(farm))
     remote = ray.remote(farm_cell)
     weights = {}  # each model's trained file, in the object store once
@@ -89,6 +89,11 @@ def run_cells_on_farm(
             done, _ = ray.wait(list(running), num_returns=1, timeout=3.0)
             if not done:  # nothing finished: say what runs where, and what waits
                 advance(0, _activity(running, hosts))
+                for reference, job in _stranded(running):  # their device's node left: Ray would wait forever
+                    running.pop(reference)
+                    ray.cancel(reference, force=True)
+                    advance(1, f"{job.name}: failed")
+                    yield _failed(job, f"the node that declared {job.device.name} left the farm")
                 continue
             job, options, attempt = running.pop(done[0])
             try:
@@ -139,7 +144,7 @@ def time_in_turn_on_farm(cells: list[CellResult], spec: NightlySpec, *, progress
     """Each device's measured cells timed again in turn on the node that declares it (one task per device,
     holding the device, and the whole node when the device is its CPU); the cells' records updated in place."""
     ray = require_ray()
-    farm: FarmStats = status()
+    farm: FarmStats = status(activity=False)
     by_device: dict[str, list[int]] = {}
     for index, (cell, _seconds, device, artifact) in enumerate(cells):
         if cell.status == "ok" and cell.measured and device.is_local and artifact is not None:
@@ -174,6 +179,13 @@ def time_in_turn_on_farm(cells: list[CellResult], spec: NightlySpec, *, progress
             cells[index] = (record, old[1], old[2], old[3])
             updated.append(record)
     return updated
+
+
+def _stranded(running: dict) -> list[tuple[object, CellJob]]:
+    """The cells waiting for a device no alive node declares any more (its node was lost mid-night)."""
+    declared = status(activity=False).devices()
+    return [(reference, job) for reference, (job, _options, _attempt) in running.items()
+            if job.device.name not in declared]  # fmt: skip
 
 
 def _activity(running: dict, hosts: dict[str, str]) -> str:
