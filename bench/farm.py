@@ -86,7 +86,7 @@ def start_farm():
     """Two Ray nodes on 127.0.0.1, one CPU each, with the resources ``edgeflow farm join`` declares."""
     from ray.cluster_utils import Cluster
 
-    from edgeflow.cluster.farm import node_resources
+    from edgeflow.cluster.resources import node_resources
     from edgeflow.cluster.session import keep_loopback, use_token_auth
 
     keep_loopback()

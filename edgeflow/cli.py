@@ -639,14 +639,9 @@ def farm_status(
     """The farm's nodes, the devices each declares, and what runs on each."""
     from dataclasses import asdict
 
-    from edgeflow.cluster.farm import status
-    from edgeflow.cluster.session import connected
+    from edgeflow.cluster.farm import farm_status
 
-    def look():
-        with connected(address):
-            return status()
-
-    farm = _run(look)
+    farm = _run(lambda: farm_status(address))
     if as_json:
         _print_json(asdict(farm))
         return

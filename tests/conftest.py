@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import shutil
 from pathlib import Path
 
@@ -179,3 +180,19 @@ def two_nights(tmp_path_factory: pytest.TempPathFactory) -> dict:
     first = run_nightly(nightly_recipe(folder, models=models), out=out, label="night-1")
     second = run_nightly(nightly_recipe(folder, models=models, threads=1), out=out, label="night-2")
     return {"out": out, "first": first, "second": second, "broken": broken}
+
+
+@pytest.fixture(scope="module")
+def loopback_ray():
+    """Ray in this process and the Ray processes it starts keeps 127.0.0.1 as it is (see keep_loopback)."""
+    from edgeflow.cluster.session import keep_loopback, use_token_auth
+
+    with pytest.MonkeyPatch.context() as patch:
+        keep_loopback()
+        patch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        # token authentication, as on a farm edgeflow farm join starts: the nodes, the driver, the CLI alike
+        patch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(16))
+        patch.setenv("RAY_AUTH_MODE", "token")
+        use_token_auth()
+        patch.delenv("RAY_ADDRESS", raising=False)
+        yield

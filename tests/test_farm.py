@@ -1,15 +1,15 @@
-"""edgeflow on a real Ray cluster on 127.0.0.1: a head and a second node started with ``edgeflow farm join``
-(``ray start`` underneath), two devices reached over two loopback sshd servers, the machine's CPU declared by
-the head. A night over the farm with a worker SIGKILLed in the middle of a cell (retried), another killed in
-both attempts (failed, the night goes on), and a device no node declares; a NetAdapt search whose proposals run
-as Ray tasks choosing what the search in one process chooses, on a latency table fixed here. Every Ray
-process binds to 127.0.0.1 and the module stops them at the end (``edgeflow farm leave``)."""
+"""edgeflow on a real Ray cluster on 127.0.0.1: a head and a second node (Ray's own ``cluster_utils.Cluster``,
+with the resources ``edgeflow farm join`` declares), two devices reached over two loopback sshd servers, the
+machine's CPU declared by the head. A night over the farm with a worker SIGKILLed in the middle of a cell
+(retried), another killed in both attempts (failed, the night goes on), a device no node declares, and a node
+removed mid-cell; a NetAdapt search whose proposals run as Ray tasks choosing what the search in one process
+chooses, on a latency table fixed here. Every Ray process binds to 127.0.0.1 and the module stops the cluster
+at the end. ``farm join`` itself: tests/test_farm_join.py."""
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -22,8 +22,6 @@ import pytest
 import torch
 
 pytest.importorskip("ray", reason="needs Ray: pip install 'edgeflow[ray]' (in the dev extras)")
-
-from edgeflow.cluster.session import keep_loopback, use_token_auth  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a real cluster: a few minutes on 2 cores
 
@@ -55,55 +53,13 @@ def sshd_pair(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def loopback_ray():
-    """Ray in this process and the Ray processes it starts keeps 127.0.0.1 as it is (see keep_loopback)."""
-    with pytest.MonkeyPatch.context() as patch:
-        keep_loopback()
-        patch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        # token authentication, as on a farm edgeflow farm join starts: the nodes, the driver, the CLI alike
-        patch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(16))
-        patch.setenv("RAY_AUTH_MODE", "token")
-        use_token_auth()
-        patch.delenv("RAY_ADDRESS", raising=False)
-        yield
-
-
-def test_farm_join_starts_a_head_with_its_devices_and_status_lists_them(loopback_ray):
-    """``edgeflow farm join --head`` (ray start underneath), ``farm status``, ``farm leave`` (ray stop)."""
-    port = _free_port()
-    try:
-        joined = _edgeflow("farm", "join", "--head", "--port", str(port), "--devices", "cpu,pixel-8-a",
-                           "--node-ip", "127.0.0.1", "--cpus", "1")  # fmt: skip
-        assert joined.returncode == 0, joined.stderr
-        assert "devices: cpu, pixel-8-a" in joined.stdout
-        result = _edgeflow("farm", "status", "--address", f"127.0.0.1:{port}", "--json")
-        assert result.returncode == 0, result.stderr
-        status = json.loads(result.stdout)
-        (node,) = status["nodes"]
-        assert node["alive"] and node["address"] == "127.0.0.1" and node["devices"] == ["cpu", "pixel-8-a"]
-        assert node["cpus"] == 1 and status["activity"] is None  # ray start runs the dashboard: the state API
-    finally:
-        left = _edgeflow("farm", "leave", timeout=120)
-    assert left.returncode == 0, left.stderr
-    after = _edgeflow("farm", "status", "--address", f"127.0.0.1:{port}")
-    assert after.returncode == 2 and "unreachable" in after.stderr
-
-
-def test_farm_join_refuses_bad_requests():
-    both = _edgeflow("farm", "join", "--head", "--address", "127.0.0.1:1")
-    assert both.returncode == 2 and "one of them" in both.stderr
-    bad = _edgeflow("farm", "join", "--head", "--devices", "no/such device")
-    assert bad.returncode == 2 and "farm device" in bad.stderr and "Traceback" not in bad.stderr
-
-
-@pytest.fixture(scope="module")
 def farm(sshd_pair, loopback_ray, tmp_path_factory):
     """A two-node farm made with Ray's own ``cluster_utils.Cluster`` (a joining ``ray start`` cannot keep
     127.0.0.1: it resolves a loopback head to the machine's network address): the head (devices cpu and ssh-a,
     1 CPU) and a second node (ssh-b, 1 CPU), each with the resources ``edgeflow farm join`` declares."""
     from ray.cluster_utils import Cluster
 
-    from edgeflow.cluster.farm import node_resources
+    from edgeflow.cluster.resources import node_resources
 
     folder = tmp_path_factory.mktemp("devices")
     devices = {}
@@ -136,13 +92,13 @@ def test_farm_status_lists_both_nodes_and_their_devices(farm):
     assert sorted(tuple(node.devices) for node in alive) == [("cpu", "ssh-a"), ("ssh-b",)]
 
 
-def test_an_unreachable_head_is_one_line():
+def test_an_unreachable_head_is_one_line(tmp_path):
     port = _free_port()  # nothing listens there
     result = _edgeflow("farm", "status", "--address", f"127.0.0.1:{port}")
     assert result.returncode == 2 and "unreachable" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    night = _edgeflow("nightly", "--ray", f"127.0.0.1:{port}", "--out", "/nonexistent/never-written")
-    assert night.returncode == 2 and "unreachable" in night.stderr and not Path("/nonexistent").exists()
+    night = _edgeflow("nightly", "--ray", f"127.0.0.1:{port}", "--out", str(tmp_path / "nights"))
+    assert night.returncode == 2 and "unreachable" in night.stderr and not (tmp_path / "nights").exists()
 
 
 class _Killer(threading.Thread):
@@ -297,7 +253,7 @@ def test_a_node_lost_mid_night_fails_its_cells_and_the_night_goes_on(farm, tmp_p
     the retry has nowhere to go, so the cell is recorded failed, saying so; the cpu cell is unaffected."""
     from nightly_recipe import nightly_recipe
 
-    from edgeflow.cluster.farm import node_resources
+    from edgeflow.cluster.resources import node_resources
     from edgeflow.nightly import run_nightly
 
     cluster = farm["cluster"]

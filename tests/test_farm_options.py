@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edgeflow.cluster.farm import FarmStats, NodeStats, device_options, device_resource, node_resources
+from edgeflow.cluster.farm import FarmStats, NodeStats, device_options
+from edgeflow.cluster.resources import device_resource, node_resources
 from edgeflow.cluster.session import is_loopback, split_address
 from edgeflow.device import load_device
 from edgeflow.errors import ConfigError
@@ -41,3 +42,11 @@ def test_node_resources_and_addresses() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and not is_loopback("10.0.0.1")
     with pytest.raises(ConfigError, match="HOST:PORT"):
         split_address("head-without-port")
+
+
+def test_a_device_declared_by_two_nodes_is_refused() -> None:
+    farm = _farm()
+    farm.nodes[1].alive = True
+    farm.nodes[1].devices.append("cpu")
+    with pytest.raises(ConfigError, match="device cpu is declared by 2 nodes .*one device, one node"):
+        device_options(load_device("cpu"), farm=farm)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from edgeflow.cluster.session import require_ray
-from edgeflow.errors import EdgeflowError
+from edgeflow.errors import ConfigError, EdgeflowError
 
 Task = TypeVar("Task")
 Result = TypeVar("Result")
@@ -67,6 +67,9 @@ class RayExecutor:
         tasks = list(tasks)
         if not tasks:
             return
+        largest = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=0)
+        if largest < self.cpus:  # Ray would hold the tasks forever
+            raise ConfigError(f"no node of the Ray cluster has {self.cpus} CPUs for a task (the most: {largest:g})")
         shared = ray.put(function)
         remote = ray.remote(run_placed)
         pending = {
@@ -85,9 +88,20 @@ class RayExecutor:
                     cause = exc.cause if isinstance(exc.cause, Exception) else exc
                     if isinstance(cause, EdgeflowError):
                         raise cause from None
+                    if isinstance(cause, ray.exceptions.RayError):  # a system failure inside, e.g. a lost object
+                        raise _lost(self.label(task), cause) from None
                     raise
+                except ray.exceptions.RayError as exc:  # its worker or node died in every attempt, out of memory
+                    raise _lost(self.label(task), exc) from None
                 self.places.append((self.label(task), placed.place))
                 yield task, placed.value
         finally:
             for reference in pending:  # the caller stopped early (an error, a kill): nothing left running
                 ray.cancel(reference, force=True)
+
+
+def _lost(label: str, exc: BaseException) -> EdgeflowError:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return EdgeflowError(
+        f"{label}: Ray lost it ({type(exc).__name__}: {first}); what finished is kept, go on with --resume"
+    )

@@ -16,9 +16,11 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgeflow.cluster.resources import PREFIX, device_resource, node_resources
 from edgeflow.cluster.session import (
     AUTH_MODE,
     check_reachable,
+    connected,
     is_loopback,
     keep_loopback,
     require_ray,
@@ -26,12 +28,6 @@ from edgeflow.cluster.session import (
 )
 from edgeflow.device import DeviceSpec, load_device
 from edgeflow.errors import ConfigError, EdgeflowError
-
-PREFIX = "device:"
-
-
-def device_resource(name: str) -> str:
-    return f"{PREFIX}{name}"
 
 
 @dataclass
@@ -53,6 +49,10 @@ class FarmStats:
     def devices(self) -> dict[str, NodeStats]:
         """Each device an alive node declares, and that node."""
         return {device: node for node in self.nodes if node.alive for device in node.devices}
+
+    def declaring(self, device: str) -> list[NodeStats]:
+        """The alive nodes that declare ``device`` (one, on a farm set up right)."""
+        return [node for node in self.nodes if node.alive and device in node.devices]
 
 
 def join(
@@ -85,7 +85,10 @@ def join(
         command += [f"--num-cpus={cpus}"]
     command += ["--resources", json.dumps(node_resources(checked))]
     environment = _environment(address or node_ip)
-    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=180)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=180)
+    except subprocess.TimeoutExpired:
+        raise EdgeflowError("ray start did not finish within 3 minutes") from None
     if result.returncode != 0:
         last = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[-1]
         raise EdgeflowError(f"ray start failed: {last}")
@@ -93,14 +96,15 @@ def join(
     return f"joined as {where}, devices: {', '.join(checked) or 'none'}"
 
 
-def node_resources(devices: list[str]) -> dict[str, float]:
-    """The custom resources a node reaching ``devices`` declares: one of each."""
-    return {device_resource(name): 1 for name in devices}
-
-
 def leave() -> None:
     """Stop Ray on this machine (``ray stop``): its devices leave the farm."""
-    subprocess.run([_ray_command(), "stop"], capture_output=True, text=True, timeout=120, check=False)
+    try:
+        result = subprocess.run([_ray_command(), "stop"], capture_output=True, text=True, timeout=120, check=False)
+    except subprocess.TimeoutExpired:
+        raise EdgeflowError("ray stop did not finish within 2 minutes") from None
+    if result.returncode != 0:
+        last = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[-1]
+        raise EdgeflowError(f"ray stop failed: {last}")
 
 
 def status(*, activity: bool = True) -> FarmStats:
@@ -131,6 +135,12 @@ def status(*, activity: bool = True) -> FarmStats:
     return FarmStats(address=context.gcs_address, nodes=nodes, activity=unknown)
 
 
+def farm_status(address: str = "auto") -> FarmStats:
+    """:func:`status` of the farm at ``address`` (``auto``: the one this machine runs; none is started)."""
+    with connected(address, start=False):
+        return status()
+
+
 def running_tasks() -> dict[str, str] | None:
     """The tasks running now: name -> node id (Ray's state API); None where the cluster cannot say."""
     try:
@@ -146,7 +156,11 @@ def device_options(device: DeviceSpec, *, farm: FarmStats) -> dict[str, Any]:
     """Ray task options for work timed on ``device``: its resource, and for a device that is the node's own
     CPU every CPU of that node (nothing else runs there while it is timed). A device no alive node declares
     is an error naming it."""
-    node = farm.devices().get(device.name)
+    nodes = farm.declaring(device.name)
+    if len(nodes) > 1:  # Ray would take either: one device's cells timed on two machines, mixed in the history
+        where = ", ".join(f"{node.address} ({node.node_id[:8]})" for node in nodes)
+        raise ConfigError(f"device {device.name} is declared by {len(nodes)} nodes ({where}): one device, one node")
+    node = nodes[0] if nodes else None
     if node is None:
         declared = ", ".join(sorted(farm.devices())) or "none"
         raise ConfigError(

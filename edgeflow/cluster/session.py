@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from edgeflow.cluster.resources import LOCAL_DEVICES, node_resources
 from edgeflow.errors import ConfigError
 
 # Ray resolves a loopback address to the machine's network address before it connects (so that a cluster
@@ -85,9 +86,10 @@ def check_reachable(address: str, *, timeout: float = 5.0) -> None:
         raise ConfigError(f"Ray head {address} is unreachable ({reason}); is the farm's head running?") from None
 
 
-def connect(address: str) -> bool:
+def connect(address: str, *, start: bool = True) -> bool:
     """Join the cluster ``address`` names (``auto`` or ``HOST:PORT``); True when this call started Ray
-    (and should shut it down), False when it joined a running driver session."""
+    (and should shut it down), False when it joined a running driver session. With ``auto`` and no cluster
+    running here, one is started for the run (reaching this machine's CPU) unless ``start`` is False."""
     ray = require_ray()
     if ray.is_initialized():
         return False
@@ -95,7 +97,9 @@ def connect(address: str) -> bool:
     if address == "auto":
         running = _running_address()
         if running is None or not _reachable(running):  # none, or one recorded that has since stopped
-            ray.init(include_dashboard=False, **quiet)  # a cluster of this machine, for this run
+            if not start:
+                raise ConfigError("no Ray cluster runs on this machine: edgeflow farm join --head, or --address")
+            ray.init(include_dashboard=False, resources=node_resources(LOCAL_DEVICES), **quiet)
             return True
         address = running
     host, _ = split_address(address)
@@ -124,12 +128,12 @@ def _init(ray: Any, address: str, quiet: dict[str, Any]) -> None:
 
 
 @contextmanager
-def connected(address: str | None) -> Iterator[bool]:
+def connected(address: str | None, *, start: bool = True) -> Iterator[bool]:
     """``with connected(address) as on_ray``: connected for the block (False: in this process, no Ray)."""
     if address is None:
         yield False
         return
-    started = connect(address)
+    started = connect(address, start=start)
     try:
         yield True
     finally:

@@ -23,6 +23,7 @@ import copy
 import statistics
 import time
 import zlib
+from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
 
@@ -303,14 +304,20 @@ class Search:
                 self.state.pending.append(record)
                 self._save()
                 advance(1, _note(record))
-            for record, (top1, seconds) in self.executor.map(partial(screen_proposal, work), sized):
-                record.zero_shot_top1, record.seconds = top1, record.seconds + seconds
-                if self.config.measure == "proposals":
+            with closing(self.executor.map(partial(screen_proposal, work), sized)) as screened:
+                for record, (top1, seconds) in screened:
+                    record.zero_shot_top1, record.seconds = top1, record.seconds + seconds
+                    self.state.pending.append(record)
+                    self._save()
+                    advance(1, _note(record))
+        order = {name: position for position, name in enumerate(names)}
+        self.state.pending.sort(key=lambda record: order.get(record.name, len(order)))  # whatever finished first
+        if self.config.measure == "proposals":  # timed after the screening, when nothing else runs beside them
+            for record in self.state.pending:
+                if record.skipped is None and record.measured_ms is None:
                     for key, value in self.measure(self._proposal_model(record, index, weights=False)).items():
                         setattr(record, key, value)
-                self.state.pending.append(record)
-                self._save()
-                advance(1, _note(record))
+                    self._save()
         candidates = [record for record in self.state.pending if record.skipped is None]
         if not candidates:
             return False
@@ -319,11 +326,12 @@ class Search:
         todo = [record for record in chosen_k if record.holdout_top1 is None]
         with self.progress.task(f"iteration {index + 1} short-term fine-tune", total=len(chosen_k)) as advance:
             advance(len(chosen_k) - len(todo), "")
-            for record, tuned in self.executor.map(partial(short_term_proposal, work), todo):
-                self.checkpoint.save_weights(_proposal_file(index, record.name)[len("weights/") :], tuned.weights)
-                record.holdout_top1, record.seconds = tuned.holdout_top1, record.seconds + tuned.seconds
-                self._save()
-                advance(1, f"{record.name}: holdout {100 * tuned.holdout_top1:.1f}%")
+            with closing(self.executor.map(partial(short_term_proposal, work), todo)) as tuned_ones:
+                for record, tuned in tuned_ones:
+                    self.checkpoint.save_weights(_proposal_file(index, record.name)[len("weights/") :], tuned.weights)
+                    record.holdout_top1, record.seconds = tuned.holdout_top1, record.seconds + tuned.seconds
+                    self._save()
+                    advance(1, f"{record.name}: holdout {100 * tuned.holdout_top1:.1f}%")
         if self.config.measure == "screened":
             for record in chosen_k:
                 if record.measured_ms is None:

@@ -9,7 +9,7 @@ import socket
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +35,10 @@ class CellJob:
     device: DeviceSpec
     backend: str
     precision: str
+    name: str = field(init=False)  # its folder: named where the job is made (a file model's path resolves there)
 
-    @property
-    def name(self) -> str:
-        return f"{_model_folder(self.model)}-{self.device.name}-{self.precision}"
+    def __post_init__(self) -> None:
+        self.name = f"{_model_folder(self.model)}-{self.device.name}-{self.precision}"
 
 
 # (the cell's record, its seconds, its device, its artifact in the night's folder)

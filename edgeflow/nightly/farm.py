@@ -85,42 +85,53 @@ def run_cells_on_farm(
                 weights[job.checkpoint] = ray.put(job.checkpoint.read_bytes())
             running[_submit(remote, spec, job, options, weights.get(job.checkpoint))] = (job, options, 1)
         hosts = {node.node_id: f"{node.address}/{node.node_id[:8]}" for node in farm.nodes}
-        while running:
-            done, _ = ray.wait(list(running), num_returns=1, timeout=3.0)
-            if not done:  # nothing finished: say what runs where, and what waits
-                advance(0, _activity(running, hosts))
-                for reference, job in _stranded(running):  # their device's node left: Ray would wait forever
-                    running.pop(reference)
-                    ray.cancel(reference, force=True)
-                    advance(1, f"{job.name}: failed")
-                    yield _failed(job, f"the node that declared {job.device.name} left the farm")
-                continue
-            job, options, attempt = running.pop(done[0])
-            try:
-                cell: FarmCell = ray.get(done[0])
-            except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-                    ray.exceptions.LocalRayletDiedError, ray.exceptions.ObjectLostError,
-                    ray.exceptions.OwnerDiedError) as exc:  # fmt: skip
-                reason = _first_line(exc)
-                if attempt < ATTEMPTS:
-                    progress.stage(f"cell {job.name}: its worker died ({reason}); running it once more")
-                    reference = _submit(remote, spec, job, options, weights.get(job.checkpoint))
-                    running[reference] = (job, options, attempt + 1)
-                    continue
+        try:
+            yield from _collect(ray, running, remote=remote, spec=spec, weights=weights, hosts=hosts, folder=folder,
+                                advance=advance, progress=progress)  # fmt: skip
+        finally:  # the driver stopped early (an error, Ctrl-C): nothing of this night left running
+            for reference in running:
+                ray.cancel(reference, force=True)
+
+
+def _collect(ray, running: dict, *, remote, spec: NightlySpec, weights: dict, hosts: dict, folder: Path, advance,
+             progress: Progress) -> Iterator[CellResult]:  # fmt: skip
+    """Each cell as it comes back (retried once when its worker died), until none is left running."""
+    while running:
+        done, _ = ray.wait(list(running), num_returns=1, timeout=3.0)
+        if not done:  # nothing finished: say what runs where, and what waits
+            advance(0, _activity(running, hosts))
+            for reference, job in _stranded(running):  # their device's node left: Ray would wait forever
+                running.pop(reference)
+                ray.cancel(reference, force=True)
                 advance(1, f"{job.name}: failed")
-                yield _failed(job, f"its worker died in both attempts ({reason})")
+                yield _failed(job, f"the node that declared {job.device.name} left the farm")
+            continue
+        job, options, attempt = running.pop(done[0])
+        try:
+            cell: FarmCell = ray.get(done[0])
+        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                ray.exceptions.LocalRayletDiedError, ray.exceptions.ObjectLostError,
+                ray.exceptions.OwnerDiedError, ray.exceptions.OutOfMemoryError) as exc:  # fmt: skip
+            reason = _first_line(exc)
+            if attempt < ATTEMPTS:
+                progress.stage(f"cell {job.name}: its worker died ({reason}); running it once more")
+                reference = _submit(remote, spec, job, options, weights.get(job.checkpoint))
+                running[reference] = (job, options, attempt + 1)
                 continue
-            except ray.exceptions.RayError as exc:
-                advance(1, f"{job.name}: failed")
-                yield _failed(job, f"Ray could not run it: {_first_line(exc)}")
-                continue
-            cell.record.detail["node"] = cell.node
-            if attempt > 1:
-                cell.record.detail["attempts"] = attempt
-            _unpack(cell.packed, folder / job.name)
-            artifact = folder / job.name / cell.artifact if cell.artifact else None
-            advance(1, f"{job.name}: {cell.record.status} on {cell.node.split(' ')[0]}")
-            yield cell.record, cell.seconds, job.device, artifact
+            advance(1, f"{job.name}: failed")
+            yield _failed(job, f"its worker died in both attempts ({reason})")
+            continue
+        except ray.exceptions.RayError as exc:
+            advance(1, f"{job.name}: failed")
+            yield _failed(job, f"Ray could not run it: {_first_line(exc)}")
+            continue
+        cell.record.detail["node"] = cell.node
+        if attempt > 1:
+            cell.record.detail["attempts"] = attempt
+        _unpack(cell.packed, folder / job.name)
+        artifact = folder / job.name / cell.artifact if cell.artifact else None
+        advance(1, f"{job.name}: {cell.record.status} on {cell.node.split(' ')[0]}")
+        yield cell.record, cell.seconds, job.device, artifact
 
 
 def time_on_node(spec: NightlySpec, cells: list[tuple[CellRecord, str]], packed: bytes) -> list[CellRecord]:
@@ -167,9 +178,18 @@ def time_in_turn_on_farm(cells: list[CellResult], spec: NightlySpec, *, progress
         task = remote.options(**options, max_retries=1, name=f"time {name} in turn")
         references[task.remote(spec, shipped, packed)] = indices
     updated = []
-    for reference, indices in references.items():
+    while references:
+        done, _ = ray.wait(list(references), num_returns=1, timeout=3.0)
+        if not done:  # a device whose node left meanwhile: its timing would wait forever
+            declared = status(activity=False).devices()
+            for reference in [ref for ref, indices in references.items() if cells[indices[0]][2].name not in declared]:
+                ray.cancel(reference, force=True)
+                for index in references.pop(reference):
+                    cells[index][0].detail["timing"] = "its own timing loop (its device's node left the farm)"
+            continue
+        indices = references.pop(done[0])
         try:
-            records = ray.get(reference)
+            records = ray.get(done[0])
         except ray.exceptions.RayError as exc:
             for index in indices:
                 cells[index][0].detail["timing"] = f"its own timing loop (timing in turn failed: {_first_line(exc)})"
