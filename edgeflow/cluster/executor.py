@@ -39,7 +39,7 @@ class Placed:
     place: TaskPlace
 
 
-def run_placed(function: Callable[..., Any], argument: Any, threads: int) -> Placed:
+def run_placed(function: Callable[..., Any], argument: Any, *, threads: int) -> Placed:
     """Call ``function(argument)`` with ``threads`` torch threads and say where it ran (the Ray task body)."""
     import ray
     import torch
@@ -74,7 +74,7 @@ class RayExecutor:
         remote = ray.remote(run_placed)
         pending = {
             remote.options(num_cpus=self.cpus, max_retries=self.retries, name=self.label(task)).remote(
-                shared, task, self.cpus
+                shared, task, threads=self.cpus
             ): task
             for task in tasks
         }

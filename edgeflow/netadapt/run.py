@@ -94,7 +94,9 @@ def search(
 @contextmanager
 def proposal_executor(ray: str | None, *, given: Executor | None = None) -> Iterator[Executor | None]:
     """``given``, else Ray tasks on the cluster ``ray`` names (connected for the block), else None (this process)."""
-    with connected(None if given is not None else ray) as on_ray:
+    if given is not None and ray is not None:
+        raise ConfigError("give an executor or a Ray address, not both")
+    with connected(ray) as on_ray:
         if on_ray:
             from edgeflow.cluster.executor import RayExecutor
 

@@ -49,7 +49,7 @@ def where() -> str:
     return f"{socket.gethostname()} ({ray.util.get_node_ip_address()}, node {node}, pid {os.getpid()})"
 
 
-def farm_cell(spec: NightlySpec, job: CellJob, weights: bytes | None) -> FarmCell:
+def farm_cell(spec: NightlySpec, job: CellJob, *, weights: bytes | None) -> FarmCell:
     """The body of a cell's Ray task: the cell in a temporary folder of this node, packed for the driver."""
     with tempfile.TemporaryDirectory(prefix="edgeflow-cell-") as folder:
         if weights is not None and job.checkpoint is not None:
@@ -83,7 +83,8 @@ def run_cells_on_farm(
                 continue
             if job.checkpoint is not None and job.checkpoint not in weights:
                 weights[job.checkpoint] = ray.put(job.checkpoint.read_bytes())
-            running[_submit(remote, spec, job, options, weights.get(job.checkpoint))] = (job, options, 1)
+            reference = _submit(remote, spec, job, options=options, weights=weights.get(job.checkpoint))
+            running[reference] = (job, options, 1)
         hosts = {node.node_id: f"{node.address}/{node.node_id[:8]}" for node in farm.nodes}
         try:
             yield from _collect(ray, running, remote=remote, spec=spec, weights=weights, hosts=hosts, folder=folder,
@@ -115,7 +116,7 @@ def _collect(ray, running: dict, *, remote, spec: NightlySpec, weights: dict, ho
             reason = _first_line(exc)
             if attempt < ATTEMPTS:
                 progress.stage(f"cell {job.name}: its worker died ({reason}); running it once more")
-                reference = _submit(remote, spec, job, options, weights.get(job.checkpoint))
+                reference = _submit(remote, spec, job, options=options, weights=weights.get(job.checkpoint))
                 running[reference] = (job, options, attempt + 1)
                 continue
             advance(1, f"{job.name}: failed")
@@ -134,7 +135,7 @@ def _collect(ray, running: dict, *, remote, spec: NightlySpec, weights: dict, ho
         yield cell.record, cell.seconds, job.device, artifact
 
 
-def time_on_node(spec: NightlySpec, cells: list[tuple[CellRecord, str]], packed: bytes) -> list[CellRecord]:
+def time_on_node(spec: NightlySpec, cells: list[tuple[CellRecord, str]], *, packed: bytes) -> list[CellRecord]:
     """The body of a device's timing task: its cells' artifacts unpacked here and timed in turn."""
     from edgeflow.device import DeviceSpec
 
@@ -176,7 +177,7 @@ def time_in_turn_on_farm(cells: list[CellResult], spec: NightlySpec, *, progress
                 cells[index][0].detail["timing"] = f"its own timing loop (timing in turn failed: {exc})"
             continue
         task = remote.options(**options, max_retries=1, name=f"time {name} in turn")
-        references[task.remote(spec, shipped, packed)] = indices
+        references[task.remote(spec, shipped, packed=packed)] = indices
     updated = []
     while references:
         done, _ = ray.wait(list(references), num_returns=1, timeout=3.0)
@@ -219,8 +220,9 @@ def _activity(running: dict, hosts: dict[str, str]) -> str:
     return "running " + (", ".join(sorted(busy)) or "none") + (f"; {queued} queued" if queued else "")
 
 
-def _submit(remote, spec, job: CellJob, options: dict, weights):
-    return remote.options(**options, max_retries=0, name=f"cell {job.name}").remote(spec, job, weights)
+def _submit(remote, spec: NightlySpec, job: CellJob, *, options: dict, weights):
+    """Start ``job``'s task (never retried by Ray: the caller retries it once, knowing why it died)."""
+    return remote.options(**options, max_retries=0, name=f"cell {job.name}").remote(spec, job, weights=weights)
 
 
 def _failed(job: CellJob, reason: str) -> CellResult:
