@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -23,20 +21,10 @@ import torch
 
 pytest.importorskip("ray", reason="needs Ray: pip install 'edgeflow[ray]' (in the dev extras)")
 
+from farm_cli import edgeflow as _edgeflow  # noqa: E402
+from farm_cli import free_port as _free_port  # noqa: E402
+
 pytestmark = pytest.mark.slow  # a real cluster: a few minutes on 2 cores
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _edgeflow(*arguments: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "edgeflow.cli", *arguments], capture_output=True, text=True, timeout=timeout,
-        env={**os.environ},
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
