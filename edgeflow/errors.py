@@ -39,3 +39,11 @@ class DeviceError(EdgeflowError):
     def __init__(self, device: str, step: str, message: str) -> None:
         super().__init__(f"device {device}: {step}: {message}")
         self.device, self.step = device, step
+
+
+def first_line(exc: BaseException, *, limit: int | None = 300) -> str:
+    """The first line of an exception's text (libraries raise multi-line ones), or its class name when it has
+    none, cut at ``limit`` characters: what a one-line error quotes of it."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0].strip() if lines else type(exc).__name__
+    return text if limit is None else text[:limit]

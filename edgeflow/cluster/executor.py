@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from edgeflow.cluster.session import require_ray
-from edgeflow.errors import ConfigError, EdgeflowError
+from edgeflow.errors import ConfigError, EdgeflowError, first_line
 
 Task = TypeVar("Task")
 Result = TypeVar("Result")
@@ -23,12 +23,25 @@ Result = TypeVar("Result")
 
 @dataclass
 class TaskPlace:
-    """Where one task ran: the node's address and host name, the worker's process id, and its seconds."""
+    """Where one task ran: the node's id, host name and address, the worker's process id, and its seconds."""
 
     node: str
     host: str
+    address: str
     pid: int
-    seconds: float
+    seconds: float = 0.0
+
+    @classmethod
+    def here(cls, *, seconds: float = 0.0) -> TaskPlace:
+        """The place of the Ray worker calling this."""
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+        return cls(node=node, host=socket.gethostname(), address=ray.util.get_node_ip_address(), pid=os.getpid(),
+                   seconds=seconds)  # fmt: skip
+
+    def __str__(self) -> str:
+        return f"{self.host} ({self.address}, node {self.node[:8]}, pid {self.pid})"
 
 
 @dataclass
@@ -41,15 +54,12 @@ class Placed:
 
 def run_placed(function: Callable[..., Any], argument: Any, *, threads: int) -> Placed:
     """Call ``function(argument)`` with ``threads`` torch threads and say where it ran (the Ray task body)."""
-    import ray
     import torch
 
     torch.set_num_threads(max(1, threads))
     started = time.perf_counter()
     value = function(argument)
-    node = ray.get_runtime_context().get_node_id()
-    place = TaskPlace(node=node, host=socket.gethostname(), pid=os.getpid(), seconds=time.perf_counter() - started)
-    return Placed(value, place)
+    return Placed(value, TaskPlace.here(seconds=time.perf_counter() - started))
 
 
 @dataclass
@@ -101,7 +111,7 @@ class RayExecutor:
 
 
 def _lost(label: str, exc: BaseException) -> EdgeflowError:
-    first = (str(exc).strip().splitlines() or [""])[0]
     return EdgeflowError(
-        f"{label}: Ray lost it ({type(exc).__name__}: {first}); what finished is kept, go on with --resume"
+        f"{label}: Ray lost it ({type(exc).__name__}: {first_line(exc, limit=None)}); what finished is kept, "
+        "go on with --resume"
     )

@@ -21,6 +21,7 @@ from edgeflow.cluster.session import (
     AUTH_MODE,
     check_reachable,
     connected,
+    host_of,
     is_loopback,
     keep_loopback,
     require_ray,
@@ -198,7 +199,7 @@ def _ray_command() -> str:
 def _environment(host_port: str | None) -> dict[str, str]:
     import os
 
-    host = (host_port or "").rpartition(":")[0] or host_port or ""
+    host = host_of(host_port) if host_port else ""
     if host and is_loopback(host):
         keep_loopback()
     environment = dict(os.environ)

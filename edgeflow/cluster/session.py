@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from edgeflow.cluster.resources import LOCAL_DEVICES, node_resources
-from edgeflow.errors import ConfigError
+from edgeflow.errors import ConfigError, first_line
 
 # Ray resolves a loopback address to the machine's network address before it connects (so that a cluster
 # reached as "127.0.0.1" is reachable from other machines); a farm bound to 127.0.0.1 (one machine, the
@@ -41,6 +41,13 @@ def split_address(address: str) -> tuple[str, int]:
     if not separator or not host or not port.isdigit():
         raise ConfigError(f"Ray address {address!r}: give auto or HOST:PORT (the head's GCS port, 6379 by default)")
     return host.strip("[]"), int(port)
+
+
+def host_of(address: str) -> str:
+    """The host of ``HOST:PORT`` (``[::1]:6379`` too), or of a bare host (a node's IP address)."""
+    if address.rpartition(":")[2].isdigit() and (not address.count(":") > 1 or address.startswith("[")):
+        return split_address(address)[0]
+    return address.strip("[]")
 
 
 def is_loopback(host: str) -> bool:
@@ -109,7 +116,7 @@ def connect(address: str, *, start: bool = True) -> bool:
     try:
         _init(ray, address, quiet)
     except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, limit=None)
         hint = "; copy the head's ~/.ray/auth_token here (or set RAY_AUTH_TOKEN)" if "token" in str(exc) else ""
         raise ConfigError(f"could not join the Ray cluster at {address}: {first}{hint}") from None
     return True

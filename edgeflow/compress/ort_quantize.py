@@ -26,7 +26,7 @@ from edgeflow.compress.stats import QuantizationStats, summarize
 from edgeflow.data import ImageDataset, calibration_subset
 from edgeflow.data.splits import image_stacks
 from edgeflow.environment import host_int8_saturates
-from edgeflow.errors import DataError, ModelLoadError, OutputError, RuntimeUnavailableError, ShapeError
+from edgeflow.errors import DataError, ModelLoadError, OutputError, RuntimeUnavailableError, ShapeError, first_line
 from edgeflow.io import atomic_path
 from edgeflow.recipe import QuantizeConfig
 
@@ -224,7 +224,7 @@ def _at_least_opset_13(source: Path, target: Path) -> int:
     try:
         converted = version_converter.convert_version(model, 13)
     except Exception as exc:  # noqa: BLE001 - the converter raises bare RuntimeErrors
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        reason = first_line(exc, limit=160)
         raise ModelLoadError(
             f"{source}: opset {opset} cannot be converted to 13 for per-channel int8: {reason}"
         ) from None

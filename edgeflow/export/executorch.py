@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgeflow.errors import ModelLoadError
+from edgeflow.errors import ModelLoadError, first_line
 from edgeflow.io import atomic_path
 
 
@@ -35,8 +35,7 @@ def export_pte(module: torch.nn.Module, *, input_shape: tuple[int, ...], path: P
         exported = torch.export.export(module.eval(), example)
         program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
     except Exception as exc:  # torch.export refuses some Python control flow: say so, in one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise ModelLoadError(f"ExecuTorch could not export the model: {first}") from None
+        raise ModelLoadError(f"ExecuTorch could not export the model: {first_line(exc)}") from None
     with atomic_path(path) as temporary:
         temporary.write_bytes(program.buffer)
     return path

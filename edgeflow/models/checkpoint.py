@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from edgeflow.errors import ModelLoadError
+from edgeflow.errors import ModelLoadError, first_line
 from edgeflow.models._registry import create_model, model_info
 
 if TYPE_CHECKING:
@@ -164,8 +164,7 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
         model = onnx.load(str(path))
         onnx.checker.check_model(str(path))  # by path, so models over 2 GB with external data work
     except Exception as error:  # protobuf, checker and OS errors all mean "not a usable ONNX file"
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise ModelLoadError(f"{path} is not a valid ONNX model: {reason}") from None
+        raise ModelLoadError(f"{path} is not a valid ONNX model: {first_line(error, limit=200)}") from None
     initializers = {init.name for init in model.graph.initializer}
     inputs = [i.name for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1:

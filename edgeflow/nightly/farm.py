@@ -11,17 +11,16 @@ another, on that device's node (:func:`time_in_turn_on_farm`), as a night in one
 from __future__ import annotations
 
 import io
-import os
-import socket
 import tarfile
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from edgeflow.cluster.executor import TaskPlace
 from edgeflow.cluster.farm import FarmStats, device_options, running_tasks, status
 from edgeflow.cluster.session import require_ray
-from edgeflow.errors import ConfigError
+from edgeflow.errors import ConfigError, first_line
 from edgeflow.nightly.cells import CellJob, CellResult, run_cell, time_cells_in_turn
 from edgeflow.nightly.config import NightlySpec
 from edgeflow.nightly.history import CellRecord
@@ -41,14 +40,6 @@ class FarmCell:
     node: str
 
 
-def where() -> str:
-    """This worker's node: host name and address (the node a cell or a timing ran on)."""
-    import ray
-
-    node = ray.get_runtime_context().get_node_id()[:8]
-    return f"{socket.gethostname()} ({ray.util.get_node_ip_address()}, node {node}, pid {os.getpid()})"
-
-
 def farm_cell(spec: NightlySpec, job: CellJob, *, weights: bytes | None) -> FarmCell:
     """The body of a cell's Ray task: the cell in a temporary folder of this node, packed for the driver."""
     with tempfile.TemporaryDirectory(prefix="edgeflow-cell-") as folder:
@@ -60,7 +51,9 @@ def farm_cell(spec: NightlySpec, job: CellJob, *, weights: bytes | None) -> Farm
         record, seconds, _device, artifact = run_cell(spec, job, folder=cells, progress=Progress.silent())
         cell_folder = Path(folder) / "cells" / job.name
         inside = str(artifact.relative_to(cell_folder)) if artifact is not None and artifact.exists() else None
-        return FarmCell(record=record, seconds=seconds, packed=_pack(cell_folder), artifact=inside, node=where())
+        return FarmCell(
+            record=record, seconds=seconds, packed=_pack(cell_folder), artifact=inside, node=str(TaskPlace.here())
+        )
 
 
 def run_cells_on_farm(
@@ -146,7 +139,7 @@ def time_on_node(spec: NightlySpec, cells: list[tuple[CellRecord, str]], *, pack
             device = DeviceSpec.model_validate_json(device_json)
             results.append((record, 0.0, device, Path(folder) / artifact))
         time_cells_in_turn(results, spec, progress=Progress.silent())
-        node = where()
+        node = str(TaskPlace.here())
         for record, *_ in results:
             record.detail["timing_node"] = node
         return [record for record, *_ in results]
@@ -240,8 +233,7 @@ def _describe(farm: FarmStats) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+    return f"{type(exc).__name__}: {first_line(exc, limit=None)}"
 
 
 def _pack(folder: Path) -> bytes:
