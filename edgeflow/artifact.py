@@ -8,14 +8,15 @@ from typing import Any, Literal
 
 from edgeflow.errors import ModelLoadError
 
-ArtifactFormat = Literal["onnx", "openvino", "torch"]
+ArtifactFormat = Literal["onnx", "openvino", "litert", "torch"]
 
 
 @dataclass
 class Artifact:
     """A model ready for a backend.
 
-    ``path`` is the file that ships (``.onnx``, ``.xml`` with its ``.bin``, or a ``.pt`` state dict);
+    ``path`` is the file that ships (``.onnx``, ``.xml`` with its ``.bin``, a LiteRT ``.tflite``, or a ``.pt``
+    state dict);
     ``module`` holds the torch model for the torch backend.
     """
 
@@ -54,12 +55,12 @@ class Artifact:
 
 
 def artifact_from_path(path: str | Path) -> Artifact:
-    """Recognize an exported artifact by its suffix (``.onnx`` or OpenVINO ``.xml``)."""
+    """Recognize an exported artifact by its suffix (``.onnx``, OpenVINO ``.xml``, LiteRT ``.tflite``)."""
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"artifact not found: {path}")
     if path.is_dir():
-        raise ModelLoadError(f"{path} is a folder; give the .onnx or .xml file")
+        raise ModelLoadError(f"{path} is a folder; give the .onnx, .xml or .tflite file")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return Artifact(format="onnx", path=path)
@@ -67,4 +68,6 @@ def artifact_from_path(path: str | Path) -> Artifact:
         if not path.with_suffix(".bin").exists():
             raise ModelLoadError(f"{path}: OpenVINO weights file {path.with_suffix('.bin').name} is missing")
         return Artifact(format="openvino", path=path)
-    raise ModelLoadError(f"{path}: unsupported artifact type {suffix or '(none)'}; expected .onnx or .xml")
+    if suffix == ".tflite":
+        return Artifact(format="litert", path=path)
+    raise ModelLoadError(f"{path}: unsupported artifact type {suffix or '(none)'}; expected .onnx, .xml or .tflite")

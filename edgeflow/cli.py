@@ -240,10 +240,13 @@ def export(
 
 @app.command()
 def profile(
-    artifact: Path = typer.Argument(..., help="an exported .onnx or OpenVINO .xml file"),
+    artifact: Path = typer.Argument(..., help="an exported .onnx, OpenVINO .xml or LiteRT .tflite file"),
     device: str = DeviceOption,
     backend: str | None = typer.Option(
-        None, "--backend", "-b", help="openvino or onnxruntime (default: device's first)"
+        None,
+        "--backend",
+        "-b",
+        help="openvino, onnxruntime, litert or tensorrt (default: the device's first that reads the file)",
     ),
     iterations: int = typer.Option(1000, "--iterations", "-n", help="stop after this many timed runs"),
     seconds: float = typer.Option(10.0, "--seconds", "-t", help="... or after this many seconds"),
@@ -365,10 +368,10 @@ def quantize(
 
 @app.command("eval")
 def evaluate(
-    artifact: Path = typer.Argument(..., help="an exported .onnx or OpenVINO .xml file"),
+    artifact: Path = typer.Argument(..., help="an exported .onnx, OpenVINO .xml or LiteRT .tflite file"),
     data: str = typer.Option("digits", "--data", help="digits, digits-hard, or an ImageFolder directory"),
     device: str = DeviceOption,
-    backend: str | None = typer.Option(None, "--backend", "-b", help="openvino or onnxruntime"),
+    backend: str | None = typer.Option(None, "--backend", "-b", help="openvino, onnxruntime or litert"),
     split: str = typer.Option("test", "--split", help="test (reported accuracy), holdout, or all (every image)"),
     labels: Path | None = LabelsOption,
     class_map: Path | None = ClassMapOption,

@@ -19,7 +19,7 @@ from edgeflow.config import StrictModel, find_named_file, list_named_files, pars
 from edgeflow.errors import ConfigError, UnknownNameError
 
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
-Runtime = Literal["openvino", "onnxruntime", "torch", "tensorrt", "executorch"]
+Runtime = Literal["openvino", "onnxruntime", "torch", "tensorrt", "executorch", "litert"]
 
 
 class RuntimeSettings(StrictModel):
@@ -55,6 +55,9 @@ class AdbSpec(StrictModel):
     workdir: str = "/data/local/tmp"
     benchmark_binary: str = Field(
         default="onnxruntime_perf_test", description="ONNX Runtime's perf_test built for Android, pushed once"
+    )
+    litert_benchmark_binary: str = Field(
+        default="benchmark_model", description="LiteRT's benchmark_model built for Android, pushed once"
     )
     command_timeout_s: int = Field(default=600, ge=1)
 

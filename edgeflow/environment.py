@@ -25,8 +25,12 @@ def cpu_description() -> dict[str, object]:
         for flag in flags
         if flag in {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni"}
     )
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"name": name, "logical_cores": cores, "isa": isa}
+    return {"name": name, "logical_cores": usable_cores(), "isa": isa}
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the OS has one): a runtime's one thread per core."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def host_int8_saturates() -> bool:

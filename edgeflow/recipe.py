@@ -69,6 +69,10 @@ class TrainConfig(StrictModel):
 class ExportConfig(StrictModel):
     opset: int = Field(default=17, ge=11, le=21)
     parity_samples: int = Field(default=32, ge=1, description="test images compared between torch and ONNX")
+    litert_layout: Literal["NCHW", "NHWC"] = Field(
+        default="NCHW", description="input layout of LiteRT (.tflite) files: torch's NCHW as converted, or NHWC "
+        "(what TensorFlow-era apps feed; litert_torch.to_channel_last_io)",
+    )  # fmt: skip
 
 
 class IgnoredScopeConfig(StrictModel):
@@ -88,7 +92,9 @@ class QatConfig(StrictModel):
     max_steps: int | None = Field(default=None, ge=1)
 
 
-QuantizeMethod = Literal["auto", "nncf-ptq", "nncf-accuracy-control", "nncf-qat", "ort-static", "ort-dynamic"]
+QuantizeMethod = Literal[
+    "auto", "nncf-ptq", "nncf-accuracy-control", "nncf-qat", "ort-static", "ort-dynamic", "litert-static"
+]
 
 
 class QuantizeConfig(StrictModel):
@@ -99,8 +105,9 @@ class QuantizeConfig(StrictModel):
     for OpenVINO IR or ONNX), ``nncf-accuracy-control``
     (NNCF PTQ that keeps the most sensitive layers in float until the holdout drop is within
     ``max_drop``), ``nncf-qat`` (quantization-aware fine-tuning of the torch model), ``ort-static``
-    (ONNX Runtime static QDQ, per-channel weights, after ORT's pre-processing) and ``ort-dynamic``
-    (ONNX Runtime dynamic quantization: the naive baseline, kept to show what it loses).
+    (ONNX Runtime static QDQ, per-channel weights, after ORT's pre-processing), ``ort-dynamic``
+    (ONNX Runtime dynamic quantization: the naive baseline, kept to show what it loses) and ``litert-static``
+    (LiteRT's own quantizer, ai-edge-quantizer's static int8 recipe, on the .tflite).
     """
 
     method: QuantizeMethod = "nncf-ptq"
@@ -150,10 +157,16 @@ INT8_METHODS = {
     "onnxruntime": {"auto", "ort-static", "ort-dynamic", "nncf-ptq"},
     # TensorRT's explicit quantization reads QDQ ONNX with symmetric int8 scales (zero point 0)
     "tensorrt": {"ort-static"},
+    "litert": {"litert-static"},
 }
 # onnxruntime: ORT's own quantizer. NNCF's QDQ ONNX agrees more with the float model on real photos, but ONNX
 # Runtime's CPU provider runs it several times slower than float (reports/int8-imagenette-cpu.md): a method only.
-_DEFAULT_INT8_METHOD = {"openvino": "nncf-ptq", "onnxruntime": "ort-static", "tensorrt": "ort-static"}
+_DEFAULT_INT8_METHOD = {
+    "openvino": "nncf-ptq",
+    "onnxruntime": "ort-static",
+    "tensorrt": "ort-static",
+    "litert": "litert-static",
+}
 
 
 class VariantSpec(StrictModel):
@@ -164,7 +177,7 @@ class VariantSpec(StrictModel):
     """
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    backend: Literal["openvino", "onnxruntime", "torch", "tensorrt"]
+    backend: Literal["openvino", "onnxruntime", "torch", "tensorrt", "litert"]
     precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
     execution_precision: Literal["default", "f32", "bf16", "f16"] | None = Field(
         default=None, description="override the device's OpenVINO execution precision for this variant"
@@ -190,7 +203,7 @@ class VariantSpec(StrictModel):
                 raise ValueError("torch variants are the fp32 baseline")
             return self
         if self.backend == "torch":
-            raise ValueError("int8 variants run on openvino, onnxruntime or tensorrt")
+            raise ValueError("int8 variants run on openvino, onnxruntime, tensorrt or litert")
         if self.quantize is None:
             self.quantize = QuantizeConfig(method=_DEFAULT_INT8_METHOD[self.backend])
         elif "method" not in self.quantize.model_fields_set:

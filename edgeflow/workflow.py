@@ -121,14 +121,21 @@ def _after_training(run: _Run, *, training: TrainStats | None, notes: list[str],
         if source.module is not None:  # an ONNX input has no torch reference to compare with
             parity.append(_parity(run, openvino_artifact, runtime="openvino"))
 
+    litert_artifact, litert_missing = None, None
+    if any(variant.backend == "litert" for variant in recipe_spec.variants):
+        litert_artifact, litert_missing = _litert_export(run, parity)
     floats = FloatArtifacts(
-        onnx=onnx_artifact, openvino=openvino_artifact, module=source.module, input_shape=source.input_shape
-    )
+        onnx=onnx_artifact, openvino=openvino_artifact, module=source.module, input_shape=source.input_shape,
+        litert=litert_artifact,
+    )  # fmt: skip
     reference = _ReferenceLogits.compute(onnx_artifact, splits=splits, recipe=recipe_spec)
     records, artifacts = [], {}
     for variant in recipe_spec.variants:
         if variant.backend == "torch" and source.module is None:
             notes.append(f"variant {variant.name} skipped: an ONNX model has no torch module")
+            continue
+        if variant.backend == "litert" and litert_artifact is None:
+            notes.append(f"variant {variant.name} skipped: {litert_missing}")
             continue
         progress.stage(f"variant {variant.name}: build, time, evaluate")
         artifact, summary = build_variant(
@@ -147,9 +154,11 @@ def _after_training(run: _Run, *, training: TrainStats | None, notes: list[str],
         if device_spec.kind == "phone" and not any(f.role.startswith("executorch") for f in bundle.files):
             notes.append("no ExecuTorch program (.pte) in the bundle: it needs ExecuTorch installed "
                          "(pip install 'edgeflow[executorch]') and a torch model (not an ONNX file)")  # fmt: skip
-        for where, command in bundle.build.items():
-            if where != "note":
-                notes.append(f"build and measure on the device ({where.replace('_', ' ')}): {command}")
+        for deployable in bundle.deployables:
+            for where, command in deployable.build.items():
+                if where != "note":
+                    notes.append(f"build and measure {deployable.file} on the device ({where.replace('_', ' ')}): "
+                                 f"{command}")  # fmt: skip
     report = Report(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         model=ModelRecord(
@@ -195,13 +204,15 @@ def _write_bundle(run: _Run, records: list[VariantRecord], *, artifacts: dict[st
     """The recommended deployable variant as a ship bundle (torch eager is never shipped)."""
     from edgeflow.export.bundle import write_bundle
 
-    chosen = next((r for r in records if r.recommended and artifacts[r.name].format in ("onnx", "openvino")), None)
+    shippable = ("onnx", "openvino", "litert")
+    chosen = next((r for r in records if r.recommended and artifacts[r.name].format in shippable), None)
     if chosen is None:
         return None
-    run.progress.stage(f"ship bundle of {chosen.name}")
+    also = [(r, artifacts[r.name]) for r in records if r is not chosen and artifacts[r.name].format == "litert"]
+    run.progress.stage(f"ship bundle of {chosen.name}" + (f" (and {len(also)} more LiteRT files)" if also else ""))
     return write_bundle(
         folder=run.stage / "bundle", record=chosen, artifact=artifacts[chosen.name], model_name=run.source.name,
-        splits=run.splits, device=run.device, module=run.source.module,
+        splits=run.splits, device=run.device, module=run.source.module, also=also,
     )  # fmt: skip
 
 
@@ -260,6 +271,27 @@ def _export(run: _Run) -> tuple[Artifact, list[ParityStats]]:
     return artifact, [_parity(run, artifact, runtime="onnxruntime")]
 
 
+def _litert_export(run: _Run, parity: list[ParityStats]) -> tuple[Artifact | None, str | None]:
+    """The float ``.tflite`` the LiteRT variants are built from, converted from the torch model, with its parity
+    against torch; or None and why the LiteRT variants are skipped (an ONNX input has no torch model to
+    convert; LiteRT is an optional extra)."""
+    from edgeflow.export.litert import export_tflite, litert_available
+
+    if run.source.module is None:
+        return None, "an ONNX model has no torch module to convert to LiteRT"
+    if not litert_available():
+        return None, "LiteRT is not installed here (pip install 'edgeflow[litert]')"
+
+    layout = run.recipe.export.litert_layout
+    run.progress.stage(f"convert to LiteRT ({layout} input) and check parity with torch")
+    artifact = export_tflite(
+        run.source.module, input_shape=run.source.input_shape, path=run.stage / "model_fp32.tflite", layout=layout
+    )
+    artifact.lineage = [f"torch {run.source.name}", *artifact.lineage]
+    parity.append(_parity(run, artifact, runtime="litert"))
+    return artifact, None
+
+
 def _parity(run: _Run, artifact: Artifact, *, runtime: str) -> ParityStats:
     """Logits of the artifact (run in f32) against torch on the first test images."""
     test = run.splits.test
@@ -311,6 +343,8 @@ def _measure_variant(
     logits with the float reference's."""
     from edgeflow.profiling.run import run_on_device
 
+    # MACs and params of a torch or LiteRT variant are counted on the float ONNX of the same network
+    cost_graph = floats.onnx if artifact.format in ("torch", "litert") else None
     device = run.device
     settings = device.runtime
     if variant.execution_precision is not None:
@@ -318,7 +352,7 @@ def _measure_variant(
     measured = run_on_device(
         artifact, device=device, backend=variant.backend, precision=variant.precision, settings=settings,
         profile=run.recipe.profile, test=run.splits.test, holdout=run.splits.holdout,
-        max_samples=run.recipe.evaluate.max_samples, cost_graph=floats.onnx if artifact.format == "torch" else None,
+        max_samples=run.recipe.evaluate.max_samples, cost_graph=cost_graph,
         float_graph=floats.onnx, module=floats.module,
     )  # fmt: skip
     agreement = measure_parity(

@@ -24,13 +24,15 @@ class LoopbackSsh:
     folder: Path
     process: subprocess.Popen
 
-    def device_yaml(self, *, python: str, name: str = "loopback", **ssh: object) -> str:
+    def device_yaml(
+        self, *, python: str, name: str = "loopback", runtimes: str = "[onnxruntime, openvino]", **ssh: object
+    ) -> str:
         settings = {
             "host": "127.0.0.1", "port": self.port, "user": self.user, "key": str(self.key),
             "known_hosts": str(self.known_hosts), "python": python, "connect_timeout_s": 5,
         }  # fmt: skip
         settings.update(ssh)
-        lines = [f"name: {name}", "transport: ssh", "runtimes: [onnxruntime, openvino]", "precisions: [fp32, int8]",
+        lines = [f"name: {name}", "transport: ssh", f"runtimes: {runtimes}", "precisions: [fp32, int8]",
                  "ssh:"] + [f"  {key}: {value}" for key, value in settings.items()]  # fmt: skip
         return "\n".join(lines) + "\n"
 

@@ -18,11 +18,13 @@ F32 = RuntimeSettings(execution_precision="f32")
 
 
 def test_registry_is_lazy_and_complete() -> None:
-    assert BACKENDS.names() == ["onnxruntime", "openvino", "tensorrt", "torch"]
+    assert BACKENDS.names() == ["litert", "onnxruntime", "openvino", "tensorrt", "torch"]
     assert BACKENDS.resolve("ov") == "openvino" and BACKENDS.resolve("trt") == "tensorrt"
+    assert BACKENDS.resolve("tflite") == "litert"
     import sys
 
-    assert "tensorrt" not in sys.modules  # registered by import path: importing edgeflow never imports TensorRT
+    # registered by import path: importing edgeflow never imports TensorRT or LiteRT
+    assert "tensorrt" not in sys.modules and "ai_edge_litert" not in sys.modules
 
 
 @pytest.mark.parametrize("backend,key", [("openvino", "openvino"), ("openvino", "onnx"), ("onnxruntime", "onnx")])

@@ -87,7 +87,8 @@ def test_jetson_bundle_and_the_command_to_build_it(jetson_run) -> None:
     assert build.startswith("/usr/src/tensorrt/bin/trtexec --onnx=model.onnx --saveEngine=model.engine")
     assert ("--int8 --fp16" in build) == (recommended.precision == "int8")
     assert any(
-        note.startswith("build and measure on the device (on device): /usr/src/tensorrt") for note in report.notes
+        note.startswith("build and measure model.onnx on the device (on device): /usr/src/tensorrt")
+        for note in report.notes
     )
 
 

@@ -12,6 +12,7 @@ BACKENDS: Registry[type[Backend]] = Registry("backend")
 BACKENDS.register("openvino", "edgeflow.backends.openvino:OpenVINOBackend", aliases=("ov",))
 BACKENDS.register("onnxruntime", "edgeflow.backends.onnxruntime:OnnxRuntimeBackend", aliases=("ort",))
 BACKENDS.register("torch", "edgeflow.backends.torch_eager:TorchEagerBackend")
+BACKENDS.register("litert", "edgeflow.backends.litert:LiteRTBackend", aliases=("tflite",))
 BACKENDS.register("tensorrt", "edgeflow.backends.tensorrt:TensorRTBackend", aliases=("trt",))
 
 

@@ -14,6 +14,7 @@ from edgeflow.artifact import Artifact
 from edgeflow.backends.base import Backend, Compiled, resolve_dims
 from edgeflow.backends.openvino import runtime_message
 from edgeflow.device import RuntimeSettings
+from edgeflow.environment import usable_cores
 from edgeflow.errors import ModelLoadError
 from edgeflow.profiling.layers import LayerProfileStats, summarize
 
@@ -126,7 +127,9 @@ class OnnxRuntimeBackend(Backend):
         shape = resolve_dims(dims, artifact.input_shape, source=str(artifact.path))
         threads = settings.threads
         if threads is None:
-            threads = int(session.get_session_options().intra_op_num_threads) or _default_threads()
+            threads = (
+                int(session.get_session_options().intra_op_num_threads) or usable_cores()
+            )  # ORT's default pool: a thread a core
         return OnnxRuntimeCompiled(
             backend=self.name,
             input_shape=tuple(shape),
@@ -140,10 +143,3 @@ class OnnxRuntimeBackend(Backend):
             model_bytes=Path(artifact.path).read_bytes() if layer_profile else None,
             threads=settings.threads,
         )
-
-
-def _default_threads() -> int:
-    """ONNX Runtime's default intra-op pool: one thread per physical core."""
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

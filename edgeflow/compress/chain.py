@@ -20,12 +20,20 @@ from edgeflow.recipe import QuantizeConfig, VariantSpec
 
 @dataclass
 class FloatArtifacts:
-    """What every variant is built from: the float ONNX, its IR (if any variant runs OpenVINO), the torch model."""
+    """What every variant is built from: the float ONNX, its IR (if any variant runs OpenVINO), its LiteRT
+    ``.tflite`` (if any runs LiteRT, converted from the torch model), the torch model."""
 
     onnx: Artifact
     openvino: Artifact | None
     module: Any  # torch module, or None for an ONNX input
     input_shape: tuple[int, ...]
+    litert: Artifact | None = None
+
+    def base(self, backend: str) -> Artifact:
+        """The float artifact a variant on ``backend`` is built from."""
+        chosen = {"openvino": self.openvino, "litert": self.litert}.get(backend, self.onnx)
+        assert chosen is not None, f"the float {backend} artifact is built whenever a variant runs on {backend}"
+        return chosen
 
 
 def build_variant(
@@ -50,14 +58,13 @@ def build_variant(
             lineage=["torch"],
         )  # fmt: skip
         return artifact, None
-    base = floats.openvino if variant.backend == "openvino" else floats.onnx
-    assert base is not None, "the OpenVINO IR is built whenever a variant runs on openvino"
+    base = floats.base(variant.backend)
     if variant.precision in ("fp32", "bf16"):  # bf16 is an execution precision of the fp32 artifact
         return base, None
     if variant.backend == "tensorrt" and variant.precision == "fp16":
         # TensorRT reads the float ONNX and builds an fp16 engine from it (--fp16): no fp16 file to ship
         return base, None
-    suffix = ".xml" if variant.backend == "openvino" else ".onnx"
+    suffix = {"openvino": ".xml", "litert": ".tflite"}.get(variant.backend, ".onnx")
     path = folder / f"{file_stem or 'model_' + variant.name}{suffix}"
     if variant.precision == "fp16":
         return _fp16(base, path=path), None
@@ -67,12 +74,17 @@ def build_variant(
 
 
 def is_quantized_artifact(artifact: Artifact) -> bool:
-    """Whether an ONNX or IR file already carries quantization: an ONNX is read as ONNX (QDQ pairs, QLinear* or
-    *Integer nodes, which OpenVINO may not read), an IR through OpenVINO (FakeQuantize, int8 weights)."""
+    """Whether an ONNX, IR or LiteRT file already carries quantization: an ONNX is read as ONNX (QDQ pairs,
+    QLinear* or *Integer nodes, which OpenVINO may not read), an IR through OpenVINO (FakeQuantize, int8
+    weights), a ``.tflite`` through LiteRT's interpreter (integer weights)."""
     if artifact.format == "onnx":
         from edgeflow.compress.ort_quantize import is_quantized_onnx
 
         return is_quantized_onnx(artifact.path)
+    if artifact.format == "litert":
+        from edgeflow.compress.litert_quantize import weighted_layers
+
+        return bool(weighted_layers(artifact.path)[0])
     from edgeflow.backends.openvino import read_model
     from edgeflow.compress.nncf_ptq import is_quantized
 
@@ -84,6 +96,10 @@ def _fp16(base: Artifact, *, path: Path) -> Artifact:
         from edgeflow.compress.ort_quantize import convert_onnx_fp16
 
         return convert_onnx_fp16(base, path=path)
+    if base.format == "litert":
+        from edgeflow.export.litert import compress_tflite_fp16
+
+        return compress_tflite_fp16(base, path=path)
     from edgeflow.export.openvino import compress_openvino_fp16
 
     return compress_openvino_fp16(base, path=path)
@@ -249,6 +265,10 @@ def _int8(
         from edgeflow.compress.ort_quantize import quantize_onnx_static
 
         return quantize_onnx_static(base, calibration=splits.train, config=config, path=path, seed=seed)
+    if config.method == "litert-static":
+        from edgeflow.compress.litert_quantize import quantize_litert_static
+
+        return quantize_litert_static(base, calibration=splits.train, config=config, path=path, seed=seed)
     if config.method == "ort-dynamic":
         from edgeflow.compress.ort_quantize import quantize_onnx_dynamic
 

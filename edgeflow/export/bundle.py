@@ -1,11 +1,14 @@
 """The ship bundle: what an app or a device build needs, with a manifest that says what each file is.
 
 ``bundle/`` in a report folder holds the recommended variant's model file(s), for phones the ONNX Runtime
-mobile format (``.ort``) with the operator config a minimal ORT build needs, ``labels.txt``, and
+mobile format (``.ort``) with the operator config a minimal ORT build needs, every LiteRT variant of the run
+(``model.tflite`` for float32, ``model_int8.tflite``, ``model_fp16.tflite``), ``labels.txt``, and
 ``manifest.json``: input name, shape, layout, dtype and normalization (mean/std after scaling to 0..1),
 labels, the sha256 and size of every file, precision, runtime and version, the metrics with the device
-they were measured on (or ``measured: false`` and how they were estimated), and for TensorRT devices the
-exact commands that build the engine and measure it there.
+they were measured on (or ``measured: false`` and how they were estimated), and the exact commands that
+build (TensorRT) and measure each model file on the device. ``deployables`` lists every model file the
+bundle carries, each with its own runtime, input (LiteRT files say whether they take NCHW or NHWC),
+metrics and commands.
 """
 
 from __future__ import annotations
@@ -36,6 +39,19 @@ class BundleFile(BaseModel):
     role: str  # model, weights, ort-model, ort-config, labels
 
 
+class Deployable(BaseModel):
+    """One model file of the bundle, as an app or a device build uses it."""
+
+    file: str
+    variant: str
+    precision: str
+    runtime: str
+    runtime_version: str
+    input: dict
+    metrics: dict
+    build: dict
+
+
 class Manifest(BaseModel):
     manifest_version: int = MANIFEST_VERSION
     model: str
@@ -50,6 +66,7 @@ class Manifest(BaseModel):
     metrics: dict
     device: dict
     build: dict  # commands that build (TensorRT) and measure the bundle on the device
+    deployables: list[Deployable] = []  # every model file carried: the recommended one first
 
 
 def write_bundle(
@@ -61,16 +78,27 @@ def write_bundle(
     splits: DataSplits,
     device: DeviceSpec,
     module=None,
+    also: list[tuple[VariantRecord, Artifact]] = (),
 ) -> Manifest:
     """Write ``folder`` (inside a staged report folder, so it appears whole or not at all). For phones, the
     ``.ort`` form of an ONNX artifact and, where ExecuTorch is installed and the torch ``module`` is at hand,
-    a float ExecuTorch program (``model.pte``, XNNPACK)."""
+    a float ExecuTorch program (``model.pte``, XNNPACK). ``also`` are further variants the bundle carries beside
+    the recommended one (the run's other LiteRT files)."""
     folder.mkdir(parents=True, exist_ok=True)
     files: list[tuple[Path, str]] = []
-    for index, source in enumerate(artifact.files):
-        target = folder / f"model{source.suffix}"
-        shutil.copyfile(source, target)
-        files.append((target, "model" if index == 0 else "weights"))
+    deployables = []
+    for index, (shipped, source_artifact) in enumerate([(record, artifact), *also]):
+        main = bundle_file_name(source_artifact)
+        for number, source in enumerate(source_artifact.files):
+            target = folder / (main if number == 0 else Path(main).with_suffix(source.suffix).name)
+            shutil.copyfile(source, target)
+            role = "model" if number == 0 else "weights"
+            files.append((target, role if index == 0 else f"{shipped.backend}-{shipped.precision}"))
+        deployables.append(Deployable(
+            file=main, variant=shipped.name, precision=shipped.precision, runtime=shipped.backend,
+            runtime_version=_runtime_version(shipped), input=_input(folder / main, source_artifact, splits),
+            metrics=_metrics(shipped, device), build=build_commands(shipped, device, model_file=main),
+        ))  # fmt: skip
     if device.kind == "phone" and artifact.format == "onnx":
         files += _ort_format(folder / "model.onnx")
     if device.kind == "phone" and module is not None and artifact.input_shape:
@@ -81,25 +109,52 @@ def write_bundle(
             files.append((pte, "executorch-fp32-xnnpack"))
     write_text(folder / "labels.txt", "\n".join(splits.class_names) + "\n")
     files.append((folder / "labels.txt", "labels"))
+    first = deployables[0]
     manifest = Manifest(
         model=model_name,
         variant=record.name,
         precision=record.precision,
         runtime=record.backend,
         runtime_version=record.runtime_version,
-        input=_input(folder / f"model{artifact.files[0].suffix}", artifact, splits),
+        input=first.input,
         labels=list(splits.class_names),
         output_indices=splits.output_indices,
         files=[
             BundleFile(path=path.name, sha256=sha256(path), bytes=path.stat().st_size, role=role)
             for path, role in files
         ],
-        metrics=_metrics(record, device),
+        metrics=first.metrics,
         device={"name": device.name, "description": device.description, "transport": device.transport},
-        build=build_commands(record, device, model_file=f"model{artifact.files[0].suffix}"),
+        build=first.build,
+        deployables=deployables,
     )
     write_json(folder / "manifest.json", manifest.model_dump(mode="json"))
     return manifest
+
+
+def _runtime_version(record: VariantRecord) -> str:
+    """The runtime's version as run on the device, or, where the latency was estimated, the version of this
+    host's runtime that computed the accuracy (said so)."""
+    if record.measured:
+        return record.runtime_version
+    from edgeflow.backends import get_backend
+    from edgeflow.errors import EdgeflowError
+
+    try:
+        return (
+            f"{get_backend(record.backend).version()} (this host's, which computed the accuracy; not run on the device)"
+        )
+    except (EdgeflowError, ImportError):
+        return record.runtime_version
+
+
+def bundle_file_name(artifact: Artifact) -> str:
+    """A model file's name in the bundle: ``model.onnx``, ``model.xml``; LiteRT files carry their precision
+    (``model.tflite`` for float32, ``model_int8.tflite``), as a run may ship several."""
+    suffix = artifact.files[0].suffix
+    if artifact.format == "litert" and artifact.precision != "fp32":
+        return f"model_{artifact.precision}{suffix}"
+    return f"model{suffix}"
 
 
 def _input(model_file: Path, artifact: Artifact, splits: DataSplits) -> dict:
@@ -114,10 +169,11 @@ def _input(model_file: Path, artifact: Artifact, splits: DataSplits) -> dict:
         "keep_ratio_pad": f"resize keeping the aspect ratio ({fit}), pad "
         f"{'right and bottom' if spec.pad == 'end' else 'evenly'} with {spec.pad_value} after normalization",
     }[spec.resize]
+    name, shape, layout = _model_input(model_file, artifact)
     return {
-        "name": _input_name(model_file, artifact.format),
-        "shape": list(artifact.input_shape or []),
-        "layout": spec.layout.upper(),
+        "name": name,
+        "shape": shape,
+        "layout": layout or spec.layout.upper(),
         "dtype": "float32",
         "color": spec.channels.upper(),
         "scale": f"multiply 0..255 pixel values by {spec.scale:.6g}, then subtract mean and divide by std, "
@@ -169,6 +225,18 @@ def build_commands(record: VariantRecord, device: DeviceSpec, *, model_file: str
         }
     if device.transport == "ssh":
         return {"from_this_host": shlex.join([*measure, "--backend", record.backend, "--host", "USER@HOST"])}
+    if device.transport == "adb" and record.backend == "litert":
+        from edgeflow.backends.benchmark_model import benchmark_model_command
+
+        binary = device.adb.litert_benchmark_binary if device.adb is not None else "benchmark_model"
+        return {
+            "on_device": shlex.join(
+                benchmark_model_command(binary=binary, model=model_file, threads=device.runtime.threads)
+            ),  # fmt: skip
+            "note": "push the bundle with `adb push bundle /data/local/tmp/edgeflow` and LiteRT's benchmark_model "
+            "beside it, then run this in that folder (add --enable_op_profiling=true for the per-operator table)",
+            "from_this_host": shlex.join([*measure, "--backend", "litert"]),
+        }
     if device.transport == "adb":
         from edgeflow.backends.perf_test import perf_test_command
 
@@ -180,14 +248,23 @@ def build_commands(record: VariantRecord, device: DeviceSpec, *, model_file: str
     return {"from_this_host": shlex.join([*measure, "--backend", record.backend])}
 
 
-def _input_name(path: Path, format: str) -> str:
-    if format == "onnx":
+def _model_input(path: Path, artifact: Artifact) -> tuple[str, list[int], str | None]:
+    """The model file's input: its name, the shape it is fed at, and its layout where the file fixes one
+    (LiteRT files: NCHW as converted from torch, or NHWC; None: the preprocessing's)."""
+    shape = list(artifact.input_shape or [])
+    if artifact.format == "onnx":
         import onnx
 
-        return onnx.load(str(path), load_external_data=False).graph.input[0].name
+        return onnx.load(str(path), load_external_data=False).graph.input[0].name, shape, None
+    if artifact.format == "litert":
+        from edgeflow.backends.litert import input_layout, interpreter_class
+
+        detail = interpreter_class()(model_path=str(path)).get_input_details()[0]
+        native = [int(dim) for dim in detail["shape"]]
+        return detail["name"], native, input_layout(native)
     from edgeflow.backends.openvino import read_model
 
-    return read_model(Artifact(format="openvino", path=path)).inputs[0].get_any_name()
+    return read_model(Artifact(format="openvino", path=path)).inputs[0].get_any_name(), shape, None
 
 
 def _ort_format(onnx_path: Path) -> list[tuple[Path, str]]:

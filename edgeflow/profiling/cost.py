@@ -70,7 +70,9 @@ def count_cost(artifact_model) -> CostStats:
 
 
 def artifact_cost(artifact: Artifact) -> CostStats:
-    """MACs and params counted from an ONNX or IR artifact's graph."""
+    """MACs and params counted from an ONNX, IR or LiteRT artifact's graph."""
+    if artifact.format == "litert":
+        return count_tflite_cost(artifact.path)
     if artifact.format not in {"onnx", "openvino"}:
         raise ConfigError(f"cannot count MACs of a {artifact.format} artifact; give its exported graph")
     if artifact.format == "onnx":
@@ -134,3 +136,26 @@ def count_onnx_cost(path) -> CostStats:
             rows = int(np.prod(data[:-1])) if data and all(size > 0 for size in data) else batch
             macs += rows * int(np.prod(weight))
     return CostStats(macs=macs // batch, params=params)
+
+
+def count_tflite_cost(path) -> CostStats:
+    """MACs and params of a ``.tflite`` (float or quantized alike): convolutions count output elements x kernel
+    area x input channels (depthwise: x 1), fully connected layers output elements x input features; params
+    are their weights and biases. LiteRT stores weights OHWI (depthwise 1HWC) and activations NHWC."""
+    from edgeflow.backends.litert import tflite_operators
+
+    macs = params = 0
+    batch = 1
+    for name, inputs, outputs in tflite_operators(path):
+        if name not in {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} or inputs[1] is None:
+            continue
+        weight, out = [int(d) for d in inputs[1]["shape"]], [int(d) for d in outputs[0]["shape"]]
+        params += int(np.prod(weight)) + (int(np.prod(inputs[2]["shape"])) if len(inputs) > 2 and inputs[2] else 0)
+        if name == "CONV_2D":
+            macs += int(np.prod(out)) * int(np.prod(weight[1:]))
+            batch = out[0]
+        elif name == "DEPTHWISE_CONV_2D":
+            macs += int(np.prod(out)) * weight[1] * weight[2]
+        else:
+            macs += int(np.prod(out)) * weight[-1]
+    return CostStats(macs=macs // max(1, batch), params=params)

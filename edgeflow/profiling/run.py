@@ -10,6 +10,8 @@ Which way is decided by :func:`timing_plan` from the descriptor alone, before an
   accuracy comes from ONNX Runtime on this host (the report says so);
 * ``perf_test``: an attached phone (``adb get-state`` says ``device``): ONNX Runtime's
   ``onnxruntime_perf_test`` times the model there; accuracy from ONNX Runtime on this host;
+* ``benchmark_model``: a LiteRT model on an attached phone: LiteRT's ``benchmark_model`` times it there
+  (with its per-operator table); accuracy from LiteRT's interpreter on this host (the same runtime);
 * ``estimate``: no device attached (an SSH device without a host, a phone, a local runtime that is not
   installed): latency from the device's lookup table or roofline, ``measured: false``.
 """
@@ -35,7 +37,7 @@ from edgeflow.profiling.memory import MemoryStats
 from edgeflow.profiling.profile import ProfileStats, compile_and_profile, compile_and_time
 from edgeflow.profiling.stats import LatencyStats, TimingStats
 
-Plan = Literal["local", "agent", "trtexec", "perf_test", "estimate"]
+Plan = Literal["local", "agent", "trtexec", "perf_test", "benchmark_model", "estimate"]
 
 
 @dataclass
@@ -107,6 +109,8 @@ def timing_plan(device: DeviceSpec, backend: str) -> tuple[Plan, str]:
     if state != "device":
         return "estimate", f"no phone attached (adb get-state: {state}): latency estimated"
     serial = device.adb.serial if device.adb is not None and device.adb.serial else "the attached phone"
+    if backend == "litert":
+        return "benchmark_model", f"LiteRT's benchmark_model on {serial}"
     return "perf_test", f"onnxruntime_perf_test on {serial}"
 
 
@@ -121,8 +125,9 @@ def time_remotely(
     settings: RuntimeSettings | None = None,
     inputs: np.ndarray | None = None,
 ) -> TimingStats:
-    """Time ``artifact`` on a remote device by ``plan`` (``agent``, ``trtexec``, ``perf_test``); with ``inputs``
-    the agent also returns the logits the device's runtime computed for them. Serves ``optimize`` and ``profile``."""
+    """Time ``artifact`` on a remote device by ``plan`` (``agent``, ``trtexec``, ``perf_test``, ``benchmark_model``);
+    with ``inputs`` the agent also returns the logits the device's runtime computed for them. Serves ``optimize``
+    and ``profile``."""
     from edgeflow.backends.perf_test import time_with_perf_test
     from edgeflow.backends.trtexec import time_with_trtexec
     from edgeflow.transports.client import time_on_device
@@ -135,6 +140,26 @@ def time_remotely(
             latency_ms=timing.latency_ms, memory=timing.memory, runtime_version=timing.runtime_version,
             execution_precision=str(timing.settings.get("execution_precision", "unknown")),
             runtime_settings={**timing.settings, "address": timing.address}, logits=logits,
+        )  # fmt: skip
+    if plan == "benchmark_model":
+        from edgeflow.backends.benchmark_model import time_with_benchmark_model
+
+        result = time_with_benchmark_model(artifact, device=device)
+        memory = None
+        if result.memory_overall_mb is not None:
+            memory = MemoryStats(rss_before_mb=0.0, load_peak_mb=result.memory_init_mb or 0.0,
+                                 run_peak_mb=result.memory_overall_mb,
+                                 method="benchmark_model's memory deltas from its start (approximate, as the "
+                                        "tool says; no figure before loading)")  # fmt: skip
+        return TimingStats(
+            latency_ms=result.latency_stats(device=device.name), memory=memory,
+            runtime_version="LiteRT (benchmark_model)", execution_precision=precision,
+            runtime_settings={
+                "tool": "benchmark_model", "delegate": result.delegate, "threads": result.threads,
+                "iterations": result.runs.count, "init_ms": result.init_ms,
+                "percentiles": "p50 is the tool's median; p90 its p95 and p99 its max (upper bounds)",
+                "operators": [op.model_dump() for op in result.operators],
+            },
         )  # fmt: skip
     if plan == "perf_test":
         summary = time_with_perf_test(artifact, device=device)
@@ -183,8 +208,8 @@ def run_on_device(
         )  # fmt: skip
         logits, held_logits = timing.logits[: len(images)], timing.logits[len(images) :]
         runtime = f"{backend} on {device.name}"
-    else:  # trtexec, perf_test and estimate: the accuracy comes from a runtime of this host reading the same file
-        host_backend = "openvino" if artifact.format == "openvino" else "onnxruntime"
+    else:  # trtexec, perf_test, benchmark_model, estimate: the accuracy from a runtime here reading the same file
+        host_backend = {"openvino": "openvino", "litert": "litert"}.get(artifact.format, "onnxruntime")
         compiled = get_backend(host_backend).compile(artifact, settings=RuntimeSettings(execution_precision="f32"))
         runtime = f"{host_backend} on this host ({backend} is on {device.name})"
         if plan == "estimate":

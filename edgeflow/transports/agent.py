@@ -5,7 +5,7 @@ It must stand alone: the standard library, NumPy and the runtime it times, nothi
 It prints one JSON object on stdout; on a problem it prints {"error": "..."} and exits 3.
 
     python3 agent.py probe
-    python3 agent.py time --model m.onnx --runtime onnxruntime [--warmup 20 --iterations 500 --max-seconds 5]
+    python3 agent.py time --model m.onnx --runtime onnxruntime|openvino|litert [--warmup 20 --iterations 500 ...]
                           [--threads N] [--inputs x.npy --outputs logits.npy]
     python3 agent.py in-turn --models a.onnx b.onnx --runtime openvino [--rounds 5 --max-seconds 0.5]
 
@@ -31,7 +31,7 @@ if os.path.exists(os.path.join(_HERE, "host_state.py")):
 else:  # pragma: no cover - imported from edgeflow's tree
     from edgeflow.profiling import host_state
 
-RUNTIMES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
+RUNTIMES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt", "litert": "ai_edge_litert"}
 
 
 class AgentError(Exception):
@@ -116,9 +116,50 @@ def _openvino(model, threads):
     return shape, runner, infer, ov.get_version(), settings, np
 
 
+def _litert(model, threads):
+    """LiteRT's interpreter (ai-edge-litert, XNNPACK by default); an NHWC model is fed the NCHW images
+    transposed, integer inputs and outputs through their quantization (as edgeflow.backends.litert does)."""
+    import ai_edge_litert
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    if not threads:  # explicit, as on the host: one a core
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    interpreter = Interpreter(model_path=model, num_threads=threads)
+    interpreter.allocate_tensors()
+    feed, output = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    native = [int(dim) for dim in feed["shape"]]
+    nhwc = len(native) == 4 and native[3] in (1, 3) and native[1] not in (1, 3)
+    shape = [native[0], native[3], native[1], native[2]] if nhwc else native
+
+    def to_model(batch):
+        data = np.ascontiguousarray(batch.transpose(0, 2, 3, 1)) if nhwc else batch
+        scale, zero = feed["quantization"]
+        if np.issubdtype(feed["dtype"], np.integer) and scale:
+            info = np.iinfo(feed["dtype"])
+            data = np.clip(np.round(data / scale) + zero, info.min, info.max)
+        return data.astype(feed["dtype"])
+
+    def runner(batch):
+        interpreter.set_tensor(feed["index"], to_model(batch))
+        return interpreter.invoke
+
+    def infer(batch):
+        interpreter.set_tensor(feed["index"], to_model(batch))
+        interpreter.invoke()
+        result = interpreter.get_tensor(output["index"])
+        scale, zero = output["quantization"]
+        if np.issubdtype(output["dtype"], np.integer) and scale:
+            result = (result.astype(np.float32) - zero) * scale
+        return result
+
+    settings = {"threads": threads, "delegate": "XNNPACK", "input_layout": "NHWC" if nhwc else "NCHW"}
+    return shape, runner, infer, ai_edge_litert.__version__, settings, np
+
+
 def _builder(runtime):
     """The loader of ``runtime``'s models, or an AgentError saying why it cannot time here."""
-    build = {"onnxruntime": _onnxruntime, "openvino": _openvino}.get(runtime)
+    build = {"onnxruntime": _onnxruntime, "openvino": _openvino, "litert": _litert}.get(runtime)
     if build is None:
         raise AgentError(f"the agent cannot time with {runtime}")
     if _version(RUNTIMES[runtime]) is None:

@@ -123,7 +123,7 @@ def time_on_device(
     (N images) also return the logits the device's runtime computed for them."""
     transport = transport or open_transport(device)
     settings = settings or device.runtime
-    if artifact.path is None or artifact.format not in {"onnx", "openvino"}:
+    if artifact.path is None or artifact.format not in {"onnx", "openvino", "litert"}:
         raise DeviceError(device.name, "copy the model", f"cannot send a {artifact.format} artifact to a device")
     step = f"time {artifact.path.name} with {backend}"
     with transport.workspace() as folder, tempfile.TemporaryDirectory() as local:

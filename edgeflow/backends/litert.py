@@ -1,0 +1,169 @@
+"""LiteRT (TensorFlow Lite's successor) backend: a ``.tflite`` run by the LiteRT interpreter with its XNNPACK
+delegate (the CPU path phones and Raspberry Pis use), threads explicit.
+
+The interpreter comes from ``ai-edge-litert`` (``pip install 'edgeflow[litert]'``), imported only here. edgeflow
+feeds images as NCHW: a model whose input is NHWC (converted that way, or from TensorFlow) is fed transposed,
+and its layout is recorded in the settings. A model with integer inputs or outputs is fed and read through
+their quantization parameters, so accuracy is always computed on float logits.
+
+The Python interpreter has no per-operator profiler; per-operator figures come from ``benchmark_model`` on a
+phone (:mod:`edgeflow.backends.benchmark_model`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeflow.artifact import Artifact
+from edgeflow.backends.base import Backend, Compiled, resolve_dims
+from edgeflow.device import RuntimeSettings
+from edgeflow.environment import usable_cores
+from edgeflow.errors import ModelLoadError, RuntimeUnavailableError, first_line
+
+# A LiteRT model is a FlatBuffer whose file identifier (bytes 4 to 8) is "TFL3".
+TFLITE_IDENTIFIER = b"TFL3"
+
+
+def interpreter_class():
+    """LiteRT's ``Interpreter``, or a clear error where ``ai-edge-litert`` is not installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise RuntimeUnavailableError(
+            "LiteRT is not installed here (pip install 'edgeflow[litert]' brings ai-edge-litert)"
+        ) from None
+    return Interpreter
+
+
+def check_tflite(path: Path) -> None:
+    """Refuse a file that is not a LiteRT FlatBuffer before the interpreter sees it."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if len(head) < 8 or head[4:8] != TFLITE_IDENTIFIER:
+        raise ModelLoadError(f"{path}: not a LiteRT model (a .tflite FlatBuffer starts with the identifier TFL3 "
+                             f"at byte 4; this file has {head[4:8]!r})")  # fmt: skip
+
+
+def tflite_operators(path: Path) -> list[tuple[str, list[dict | None], list[dict | None]]]:
+    """Every operator of a ``.tflite`` in execution order, as (operator name, input tensors, output tensors),
+    each tensor the interpreter's detail dict (name, shape, dtype, quantization) or None for an absent optional
+    input; read without delegates, so the delegated ones are listed too."""
+    from ai_edge_litert.interpreter import OpResolverType
+
+    check_tflite(path)
+    interpreter = interpreter_class()(
+        model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    tensors = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
+    return [
+        (op["op_name"], [tensors.get(int(i)) for i in op["inputs"]], [tensors.get(int(i)) for i in op["outputs"]])
+        for op in interpreter._get_ops_details()  # noqa: SLF001 - the interpreter's only listing of its operators
+    ]
+
+
+def input_layout(shape: list[int]) -> str:
+    """NCHW or NHWC, read from a 4-D image input's shape (channels are 1 or 3 wide); NCHW when it cannot tell."""
+    if len(shape) == 4 and shape[3] in (1, 3) and shape[1] not in (1, 3):
+        return "NHWC"
+    return "NCHW"
+
+
+def _quantization(detail: dict) -> tuple[float, int] | None:
+    scale, zero = detail.get("quantization", (0.0, 0))
+    return (float(scale), int(zero)) if np.issubdtype(detail["dtype"], np.integer) and scale else None
+
+
+@dataclass
+class LiteRTCompiled(Compiled):
+    interpreter: Any = None
+    layout: str = "NCHW"
+    input_detail: dict | None = None
+    output_detail: dict | None = None
+
+    def _feed(self, batch: np.ndarray) -> np.ndarray:
+        data = self.check_shape(batch)
+        if self.layout == "NHWC":
+            data = np.ascontiguousarray(data.transpose(0, 2, 3, 1))
+        quantized = _quantization(self.input_detail)
+        if quantized is not None:
+            scale, zero = quantized
+            info = np.iinfo(self.input_detail["dtype"])
+            data = np.clip(np.round(data / scale) + zero, info.min, info.max)
+        return data.astype(self.input_detail["dtype"], copy=False)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        self.interpreter.set_tensor(self.input_detail["index"], self._feed(batch))
+        self.interpreter.invoke()
+        output = self.interpreter.get_tensor(self.output_detail["index"])
+        quantized = _quantization(self.output_detail)
+        if quantized is not None:
+            scale, zero = quantized
+            output = (output.astype(np.float32) - zero) * scale
+        return np.asarray(output, dtype=np.float32)
+
+    def bind(self, batch: np.ndarray) -> Callable[[], None]:
+        self.interpreter.set_tensor(self.input_detail["index"], self._feed(batch))  # copied in once
+        return self.interpreter.invoke
+
+
+class LiteRTBackend(Backend):
+    name = "litert"
+    formats = ("litert",)
+
+    def version(self) -> str:
+        interpreter_class()
+        import ai_edge_litert
+
+        return str(ai_edge_litert.__version__)
+
+    def compile(self, artifact: Artifact, *, settings: RuntimeSettings, layer_profile: bool = False) -> LiteRTCompiled:
+        if artifact.format != "litert" or artifact.path is None:
+            raise ModelLoadError(f"{artifact.path}: the litert backend runs .tflite files, not {artifact.format}")
+        interpreter_type = interpreter_class()
+        check_tflite(artifact.path)
+        threads = settings.threads or usable_cores()  # explicit: LiteRT's default is the build's
+        try:
+            interpreter = interpreter_type(model_path=str(artifact.path), num_threads=threads)
+            inputs = interpreter.get_input_details()
+        except Exception as exc:  # the interpreter raises ValueError/RuntimeError with multi-line text
+            raise ModelLoadError(f"{artifact.path}: LiteRT cannot load this model: {first_line(exc)}") from None
+        if len(inputs) != 1:
+            raise ModelLoadError(f"{artifact.path}: expected one input, found {len(inputs)}")
+        detail = inputs[0]
+        own = [int(dim) for dim in detail.get("shape_signature", detail["shape"])]
+        layout = input_layout([int(dim) for dim in detail["shape"]])
+        dims = [dim if dim > 0 else None for dim in own]
+        if layout == "NHWC":  # edgeflow's shapes are NCHW: resolve in that order, feed transposed
+            dims = [dims[0], dims[3], dims[1], dims[2]]
+        shape = resolve_dims(dims, artifact.input_shape, source=str(artifact.path))
+        native = [shape[0], shape[2], shape[3], shape[1]] if layout == "NHWC" else list(shape)
+        try:
+            if native != [int(dim) for dim in detail["shape"]]:
+                interpreter.resize_tensor_input(detail["index"], native, strict=False)
+            interpreter.allocate_tensors()
+        except Exception as exc:
+            raise ModelLoadError(
+                f"{artifact.path}: LiteRT cannot run this model at {native}: {first_line(exc)}"
+            ) from None
+        detail = interpreter.get_input_details()[0]
+        integer = _quantization(detail) is not None
+        return LiteRTCompiled(
+            backend=self.name,
+            input_shape=tuple(shape),
+            settings={
+                "delegate": "XNNPACK (LiteRT's default CPU delegate)",
+                "threads": threads,
+                "input_layout": layout,
+                "input_dtype": np.dtype(detail["dtype"]).name,
+                "execution_precision": "int8" if artifact.precision == "int8" or integer else "f32",
+            },
+            interpreter=interpreter,
+            layout=layout,
+            input_detail=detail,
+            output_detail=interpreter.get_output_details()[0],
+        )
