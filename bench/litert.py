@@ -163,8 +163,11 @@ def main() -> None:
         rows.extend(table)
         print("\n".join(format_table(table, rounds=args.rounds)), flush=True)
         what = "Imagenette photos" if args.data == "imagenette" else "digits-hard (built in, trained here, 96 px)"
+        heading = imagenette.heading(f"LiteRT beside ONNX Runtime and OpenVINO on this CPU ({what})", command=command)
+        if args.data != "imagenette":  # the heading's data line names Imagenette
+            heading = [line if not line.startswith("Data:") else f"Data: {args.data} ({what})." for line in heading]
         lines = [
-            *imagenette.heading(f"LiteRT beside ONNX Runtime and OpenVINO on this CPU ({what})", command=command),
+            *heading,
             *(["Training:", "", *imagenette.training_table(cards), ""] if cards else []),
             "Every artifact scored on the whole test split through its own runtime; agreement against the float "
             "artifact of the same runtime; the same calibration images for every INT8 artifact of a model. "

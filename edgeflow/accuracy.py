@@ -132,10 +132,11 @@ def _mapped_accuracy(
 
 def holdout_top1(artifact: Artifact, dataset: ImageDataset) -> float:
     """Top-1 on the holdout split, executed in f32 so that bf16 noise does not enter budget decisions."""
-    from edgeflow.backends import get_backend
+    from edgeflow.backends import get_backend, host_runtime
 
-    backend = "onnxruntime" if artifact.format == "onnx" else "openvino"
-    compiled = get_backend(backend).compile(artifact, settings=RuntimeSettings(execution_precision="f32"))
+    compiled = get_backend(host_runtime(artifact)).compile(
+        artifact, settings=RuntimeSettings(execution_precision="f32")
+    )
     return evaluate_compiled(compiled, dataset, split="holdout").top1
 
 

@@ -304,14 +304,16 @@ def profile(
 
 @app.command()
 def quantize(
-    artifact: Path = typer.Argument(..., help="a float .onnx or OpenVINO .xml file"),
+    artifact: Path = typer.Argument(..., help="a float .onnx, OpenVINO .xml or LiteRT .tflite file"),
     device: str = DeviceOption,
     data: str = typer.Option("digits", "--data", help="calibration (train), budget (holdout), evidence (test)"),
     method: str = typer.Option(
-        "auto", "--method", "-m", help="auto, nncf-ptq, nncf-accuracy-control, ort-static or ort-dynamic"
+        "auto", "--method", "-m", help="auto, nncf-ptq, nncf-accuracy-control, ort-static, ort-dynamic or litert-static"
     ),
     max_drop: float = typer.Option(1.0, "--max-drop", help="largest top-1 drop in points on the holdout split"),
-    backend: str | None = typer.Option(None, "--backend", "-b", help="openvino or onnxruntime (default: device's)"),
+    backend: str | None = typer.Option(
+        None, "--backend", "-b", help="openvino, onnxruntime or litert (default: device's)"
+    ),
     subset_size: int = typer.Option(300, "--subset-size", help="calibration images"),
     preset: str = typer.Option(
         "fastest", "--preset", help="fastest (both NNCF presets timed on the device), auto, mixed, performance"
@@ -524,7 +526,9 @@ def devices_calibrate(
         help="comma-separated registry models whose blocks are measured",
     ),
     resolution: int = typer.Option(128, "--resolution", help="input side in pixels"),
-    backend: str | None = typer.Option(None, "--backend", "-b", help="openvino or onnxruntime (default: device's)"),
+    backend: str | None = typer.Option(
+        None, "--backend", "-b", help="openvino, onnxruntime or litert (default: device's)"
+    ),
     host: str | None = HostOption,
     key: str | None = KeyOption,
     as_json: bool = JsonOption,

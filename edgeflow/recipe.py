@@ -157,7 +157,7 @@ INT8_METHODS = {
     "onnxruntime": {"auto", "ort-static", "ort-dynamic", "nncf-ptq"},
     # TensorRT's explicit quantization reads QDQ ONNX with symmetric int8 scales (zero point 0)
     "tensorrt": {"ort-static"},
-    "litert": {"litert-static"},
+    "litert": {"auto", "litert-static"},
 }
 # onnxruntime: ORT's own quantizer. NNCF's QDQ ONNX agrees more with the float model on real photos, but ONNX
 # Runtime's CPU provider runs it several times slower than float (reports/int8-imagenette-cpu.md): a method only.

@@ -231,6 +231,29 @@ def test_cli_profile_and_eval_of_a_tflite(tflite, small_tflite, tmp_path: Path) 
     assert "Traceback" not in refused.output and len(refused.output.strip().splitlines()) == 1
 
 
+def test_cli_quantize_of_a_tflite_within_a_budget(small_tflite, tmp_path: Path) -> None:
+    """`edgeflow quantize model.tflite`: LiteRT's quantizer chosen for a .tflite, judged on holdout, evidence
+    through LiteRT's interpreter, the file written beside the model's copy."""
+    import shutil
+
+    from edgeflow.cli import app
+
+    model = tmp_path / "small.tflite"
+    shutil.copyfile(small_tflite.path, model)
+    result = CliRunner().invoke(
+        app, ["quantize", str(model), "--device", "cpu", "--backend", "litert", "--data", "digits", "--max-drop", "2",
+              "--subset-size", "64", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout)
+    assert (
+        stats["backend"] == "litert" and stats["method"] == "litert-static" and stats["attempts"] == ["litert-static"]
+    )
+    assert stats["artifact"] == str(tmp_path / "small_int8.tflite") and Path(stats["artifact"]).exists()
+    assert stats["accuracy"]["runtime"] == "litert" and stats["agreement"]["top1_agreement"] >= 0.9
+    assert stats["summary"]["quantized_layers"] == 3
+
+
 def test_the_agent_times_a_tflite_over_ssh(loopback_ssh, tflite, digits16, tmp_path: Path) -> None:
     """The agent on the 'device' (this machine through a real sshd) times the .tflite with ai-edge-litert and
     computes its logits there; a device Python without LiteRT is one clear line."""

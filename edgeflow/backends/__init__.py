@@ -21,6 +21,17 @@ def get_backend(name: str) -> Backend:
     return BACKENDS.get(name)()
 
 
+# The runtime of this host that reads each artifact format in f32: where accuracy is computed when the device's
+# own runtime is not at hand (an estimated latency, a tool that only times), and holdout budgets are judged.
+_HOST_RUNTIME = {"onnx": "onnxruntime", "openvino": "openvino", "litert": "litert"}
+
+
+def host_runtime(artifact: Artifact) -> str:
+    """The backend of this host that runs ``artifact``'s format (ONNX Runtime for ONNX, OpenVINO for IR, LiteRT's
+    interpreter for ``.tflite``)."""
+    return _HOST_RUNTIME[artifact.format]
+
+
 def choose_backend(artifact: Artifact, device: DeviceSpec, *, backend: str | None = None) -> str:
     """The requested backend, or the device's most preferred runtime that reads this file (an ONNX already
     quantized with QLinear* operators goes to ONNX Runtime where OpenVINO cannot read it)."""
@@ -46,4 +57,4 @@ def choose_backend(artifact: Artifact, device: DeviceSpec, *, backend: str | Non
     raise ConfigError(f"no runtime of {device.name} that was tried can read {artifact.path}: {reasons}{hint}")
 
 
-__all__ = ["BACKENDS", "Backend", "Compiled", "choose_backend", "get_backend"]
+__all__ = ["BACKENDS", "Backend", "Compiled", "choose_backend", "get_backend", "host_runtime"]

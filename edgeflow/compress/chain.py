@@ -109,6 +109,7 @@ def _fp16(base: Artifact, *, path: Path) -> Artifact:
 AUTO_CHAIN = {
     "openvino": ("nncf-ptq", "nncf-accuracy-control", "nncf-qat"),
     "onnxruntime": ("ort-static", "nncf-ptq"),
+    "litert": ("litert-static",),
 }
 # ``ort-static`` with ``calibrate_method: auto``: min-max ranges first, their moving average over the calibration
 # images when the holdout drop exceeds the budget (on Imagenette it keeps EfficientNet-B0 at 54.6% holdout top-1

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeflow.artifact import Artifact
-from edgeflow.backends import get_backend
+from edgeflow.backends import get_backend, host_runtime
 from edgeflow.compress.nncf_ptq import quantize_nncf
 from edgeflow.compress.stats import QuantizationStats
 from edgeflow.data import DataSplits
@@ -119,6 +119,5 @@ def _time_in_turn(artifacts: dict[str, Artifact], settings: RuntimeSettings | No
 
     compiled = {}
     for name, artifact in artifacts.items():
-        backend = "onnxruntime" if artifact.format == "onnx" else "openvino"
-        compiled[name] = get_backend(backend).compile(artifact, settings=settings or RuntimeSettings())
+        compiled[name] = get_backend(host_runtime(artifact)).compile(artifact, settings=settings or RuntimeSettings())
     return time_in_turn(compiled, rounds=TIMING_ROUNDS, config=_TIMING).medians()

@@ -30,7 +30,7 @@ from edgeflow.models.onnx_input import prepare_artifact
 from edgeflow.progress import Progress
 from edgeflow.recipe import INT8_METHODS, QuantizeConfig, VariantSpec
 
-Method = Literal["auto", "nncf-ptq", "nncf-accuracy-control", "ort-static", "ort-dynamic"]
+Method = Literal["auto", "nncf-ptq", "nncf-accuracy-control", "ort-static", "ort-dynamic", "litert-static"]
 Preset = Literal["fastest", "auto", "mixed", "performance"]
 _F32 = RuntimeSettings(execution_precision="f32")
 
@@ -71,7 +71,7 @@ def quantize_artifact(
     labels: str | Path | None = None,
     class_map: str | Path | None = None,
 ) -> QuantizeStats:
-    """Quantize a float ``.onnx``/``.xml`` artifact to INT8 for ``device``.
+    """Quantize a float ``.onnx``/``.xml``/``.tflite`` artifact to INT8 for ``device``.
 
     ``auto`` runs NNCF PTQ (or ONNX Runtime static QDQ for an onnxruntime target) and, if the holdout
     drop exceeds ``max_drop``, accuracy-controlled PTQ, which keeps the most sensitive layers in float.
@@ -111,6 +111,7 @@ def quantize_artifact(
         openvino=source if target == "openvino" else None,
         module=None,
         input_shape=tuple(float_model.input_shape),
+        litert=source if target == "litert" else None,
     )
     source.input_shape = tuple(float_model.input_shape)
     variant = VariantSpec(

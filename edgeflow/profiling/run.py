@@ -26,7 +26,7 @@ import numpy as np
 
 from edgeflow.accuracy import AccuracyStats, accuracy_from_logits, collect_logits, image_batches
 from edgeflow.artifact import Artifact
-from edgeflow.backends import get_backend
+from edgeflow.backends import get_backend, host_runtime
 from edgeflow.data import ImageDataset
 from edgeflow.device import DeviceSpec, RuntimeSettings
 from edgeflow.errors import DeviceError, RuntimeUnavailableError
@@ -209,7 +209,7 @@ def run_on_device(
         logits, held_logits = timing.logits[: len(images)], timing.logits[len(images) :]
         runtime = f"{backend} on {device.name}"
     else:  # trtexec, perf_test, benchmark_model, estimate: the accuracy from a runtime here reading the same file
-        host_backend = {"openvino": "openvino", "litert": "litert"}.get(artifact.format, "onnxruntime")
+        host_backend = host_runtime(artifact)
         compiled = get_backend(host_backend).compile(artifact, settings=RuntimeSettings(execution_precision="f32"))
         runtime = f"{host_backend} on this host ({backend} is on {device.name})"
         if plan == "estimate":
