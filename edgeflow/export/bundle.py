@@ -115,7 +115,7 @@ def write_bundle(
         variant=record.name,
         precision=record.precision,
         runtime=record.backend,
-        runtime_version=record.runtime_version,
+        runtime_version=first.runtime_version,
         input=first.input,
         labels=list(splits.class_names),
         output_indices=splits.output_indices,
