@@ -173,6 +173,29 @@ def test_int8_with_litert_quantizer(small_tflite, digits16, tmp_path: Path) -> N
     assert not (tmp_path / "twice.tflite").exists()
 
 
+def test_int8_keeps_in_float_what_xnnpack_cannot_run_in_int8(digits16, tmp_path: Path) -> None:
+    """MobileNetV3's h-swish has no int8 kernel in XNNPACK: all-int8, each use cuts the graph out of the delegate;
+    kept in float (wrapped in DEQUANTIZE/QUANTIZE, which XNNPACK runs), the whole graph is one XNNPACK partition."""
+    from edgeflow.compress.litert_quantize import quantize_litert_static, xnnpack_partitions
+    from edgeflow.export.litert import export_tflite
+    from edgeflow.recipe import QuantizeConfig
+
+    torch.manual_seed(0)
+    module = nn.Sequential(
+        nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.Hardswish(), nn.Conv2d(16, 16, 3, padding=1), nn.Hardswish(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    ).eval()  # fmt: skip
+    float_model = export_tflite(module, input_shape=(1, 3, 16, 16), path=tmp_path / "hswish.tflite")
+    int8, stats = quantize_litert_static(
+        float_model, calibration=digits16.train, config=QuantizeConfig(method="litert-static", subset_size=16),
+        path=tmp_path / "hswish_int8.tflite",
+    )  # fmt: skip
+    assert stats.settings["float_operators"] == ["HARD_SWISH"]
+    assert stats.settings["xnnpack_partitions"]["all_int8"] > 1 and stats.settings["xnnpack_partitions"]["kept"] == 1
+    assert xnnpack_partitions(int8.path.read_bytes()) == 1 and stats.quantized_layers == 3
+    assert stats.notes[0].startswith("kept in float so that XNNPACK runs the whole graph: HARD_SWISH")
+
+
 def test_bad_files_are_one_clear_line(tmp_path: Path) -> None:
     text = tmp_path / "notes.tflite"
     text.write_text("this is not a model\n")

@@ -7,6 +7,10 @@ app feeds it like the float one.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -54,16 +58,22 @@ def quantize_litert_static(
         batches = [np.ascontiguousarray(batch.transpose(0, 2, 3, 1)) for batch in batches]
     granularity = qtyping.QuantGranularity.CHANNELWISE if config.per_channel else qtyping.QuantGranularity.TENSORWISE
     tool = quantizer.Quantizer(str(artifact.path))
-    tool.add_static_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, activation_num_bits=8,
-                           weight_num_bits=8, weight_granularity=granularity)  # fmt: skip
-    # the recipe alone makes the graph's input and output int8 too; left in float, the quantizer puts a QUANTIZE
-    # op after the input and a DEQUANTIZE before the output, and an app feeds the model like the float one
-    for end in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
-        tool.update_quantization_recipe(regex=".*", operation_name=end, algorithm_key=AlgorithmName.NO_QUANTIZE)
-    ranges = tool.calibrate({signature: [{input_name: batch} for batch in batches]}, num_threads=usable_cores())
-    result = tool.quantize(ranges, enable_progress_report=False)
+
+    def configure(float_types: list[str]) -> None:
+        """The static int8 recipe (its ALL_SUPPORTED entry resets the scope), then what stays in float: the
+        graph's input and output (the quantizer then puts a QUANTIZE op after the input and a DEQUANTIZE before
+        the output, so an app feeds the model like the float one) and ``float_types``."""
+        tool.add_static_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                               activation_num_bits=8, weight_num_bits=8, weight_granularity=granularity)  # fmt: skip
+        for kind in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT, *float_types):
+            tool.update_quantization_recipe(regex=".*", operation_name=kind, algorithm_key=AlgorithmName.NO_QUANTIZE)
+
+    configure([])
+    with _quiet():
+        ranges = tool.calibrate({signature: [{input_name: batch} for batch in batches]}, num_threads=usable_cores())
+        model, kept_float, partitions = _quantize_whole_for_xnnpack(tool, ranges, configure=configure)
     with atomic_path(path) as temporary:
-        temporary.write_bytes(bytes(result.quantized_model))
+        temporary.write_bytes(model)
     settings = {
         "recipe": "static_wi8_ai8",
         "weights": "int8, symmetric",
@@ -71,16 +81,89 @@ def quantize_litert_static(
         "activations": "int8, asymmetric (ranges: the quantizer's moving average, 0.95, of each image's min and max)",
         "subset_size": len(batches) * compiled.input_shape[0],
         "io": "float32 (quantize and dequantize inside the model)",
+        "float_operators": kept_float,
+        "xnnpack_partitions": partitions,
     }
     done, floating = weighted_layers(path)
     stats = QuantizationStats(
         method="litert-static", settings=settings, quantized_layers=len(done),
         float_layers=[FloatLayer(name=name, type=kind, reason="the quantizer left it in float")
                       for name, kind in floating],
+        notes=[f"kept in float so that XNNPACK runs the whole graph: {', '.join(kept_float)} (XNNPACK partitions: "
+               f"{partitions['all_int8']} all-int8, {partitions['kept']} kept)"] if kept_float else [],
     )  # fmt: skip
     lineage = [*artifact.lineage, f"int8 static (ai-edge-quantizer static_wi8_ai8, {len(batches)} calibration batches)"]
     return Artifact(format="litert", path=path, precision="int8", input_shape=artifact.input_shape,
                     lineage=lineage), stats  # fmt: skip
+
+
+def _quantize_whole_for_xnnpack(tool, ranges, *, configure) -> tuple[bytes, list[str], dict[str, int]]:
+    """The model quantized with every operator int8 where XNNPACK runs it so: an operator type XNNPACK has no int8
+    kernel for (MobileNetV3's HARD_SWISH in this LiteRT) stays out of the delegate and cuts the graph into
+    pieces at every use (22 XNNPACK partitions for mobilenet_v3_large, 2.2x slower than float). Each such type
+    is tried in float (the quantizer wraps it in DEQUANTIZE/QUANTIZE, which XNNPACK runs) and kept so when that
+    joins partitions; the calibration ranges are reused, so a try costs one quantization pass. ``configure``
+    sets the recipe with the given types in float.
+
+    Returns the model, the operator types kept in float, and the XNNPACK partitions before and after."""
+
+    def quantize(float_types: list[str]) -> bytes:
+        configure(float_types)
+        return bytes(tool.quantize(ranges, enable_progress_report=False, enable_progress_bar=False).quantized_model)
+
+    model = quantize([])
+    before = partitions = xnnpack_partitions(model)
+    kept_float: list[str] = []
+    for kind in sorted(_unweighted_types(model)) if partitions > 1 else []:
+        trial = quantize([*kept_float, kind])
+        joined = xnnpack_partitions(trial)
+        if joined < partitions:
+            model, partitions = trial, joined
+            kept_float.append(kind)
+        if partitions == 1:
+            break
+    return model, kept_float, {"all_int8": before, "kept": partitions}
+
+
+# operator types never tried in float: the weighted ones (their int8 form is the point) and the graph's ends
+_NEVER_FLOAT = WEIGHTED_OPS | {"QUANTIZE", "DEQUANTIZE", "DELEGATE"}
+
+
+def _unweighted_types(model: bytes) -> set[str]:
+    from ai_edge_litert.interpreter import OpResolverType
+
+    from edgeflow.backends.litert import interpreter_class
+
+    interpreter = interpreter_class()(
+        model_content=model, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    return {op["op_name"] for op in interpreter._get_ops_details()} - _NEVER_FLOAT  # noqa: SLF001
+
+
+def xnnpack_partitions(model: bytes) -> int:
+    """How many pieces XNNPACK's delegate takes of ``model`` (1: the whole graph runs in XNNPACK)."""
+    from edgeflow.backends.litert import interpreter_class
+
+    interpreter = interpreter_class()(model_content=model, num_threads=1)
+    interpreter.allocate_tensors()
+    return sum(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())  # noqa: SLF001
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The quantizer's calibration draws a tqdm bar on stderr and warns that it keeps every tensor (it must, to
+    read their ranges): both off while it runs (tqdm reads ``TQDM_DISABLE`` when a bar is made), unless the
+    user set ``TQDM_DISABLE`` themselves. edgeflow's own progress says what runs."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
+        if "TQDM_DISABLE" in os.environ:
+            yield
+            return
+        os.environ["TQDM_DISABLE"] = "1"
+        try:
+            yield
+        finally:
+            os.environ.pop("TQDM_DISABLE", None)
 
 
 def _signature_input(path: Path) -> tuple[str, str]:
