@@ -8,7 +8,7 @@ app feeds it like the float one.
 from __future__ import annotations
 
 import contextlib
-import os
+import io
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,19 +151,12 @@ def xnnpack_partitions(model: bytes) -> int:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """The quantizer's calibration draws a tqdm bar on stderr and warns that it keeps every tensor (it must, to
-    read their ranges): both off while it runs (tqdm reads ``TQDM_DISABLE`` when a bar is made), unless the
-    user set ``TQDM_DISABLE`` themselves. edgeflow's own progress says what runs."""
-    with warnings.catch_warnings():
+    """The quantizer draws tqdm bars on stderr (with ``disable`` set by itself, so ``TQDM_DISABLE`` cannot turn
+    them off) and warns that calibration keeps every tensor (it must, to read their ranges): both held back while
+    it runs; its errors are exceptions and still propagate. edgeflow's own progress says what runs."""
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
-        if "TQDM_DISABLE" in os.environ:
-            yield
-            return
-        os.environ["TQDM_DISABLE"] = "1"
-        try:
-            yield
-        finally:
-            os.environ.pop("TQDM_DISABLE", None)
+        yield
 
 
 def _signature_input(path: Path) -> tuple[str, str]:
