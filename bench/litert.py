@@ -75,7 +75,9 @@ def bench_model(model: str, *, args) -> tuple[dict | None, list[dict]]:
         artifact = artifact_from_path(folder / variant.artifact)
         compiled = get_backend(variant.backend).compile(artifact, settings=settings)
         method = variant.quantization.method if variant.quantization else "float"
-        rows[variant.name] = (variant.backend, compiled, method, artifact.size_bytes, compiled.settings.get("threads"))
+        kept = variant.quantization.settings.get("float_operators") if variant.quantization else None
+        shown = f"{method} ({', '.join(kept)} in float)" if kept else method
+        rows[variant.name] = (variant.backend, compiled, shown, artifact.size_bytes, compiled.settings.get("threads"))
     outputs = {name: collect_logits(row[1], splits.test) for name, row in rows.items()}
     floats = {backend: name for name, (backend, _, method, _, _) in rows.items() if method == "float"}
     config = ProfileConfig(warmup=20, iterations=100000, max_seconds=args.seconds, min_iterations=20)
