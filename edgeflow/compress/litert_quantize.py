@@ -35,7 +35,8 @@ def quantize_litert_static(
     """The float ``.tflite`` quantized to int8 by LiteRT's quantizer, calibrated on ``config.subset_size`` train
     images (per-channel weights unless ``per_channel: false``; activation ranges are the moving average of each
     image's min and max, like ONNX Runtime's CalibMovingAverage, which kept EfficientNet-B0 on ONNX Runtime
-    where plain min-max collapsed it).
+    where plain min-max collapsed it). Operator types XNNPACK cannot run in int8 stay in float where that lets
+    XNNPACK take the whole graph (:func:`_quantize_whole_for_xnnpack`).
 
     Raises:
         ShapeError: the model is already quantized, or the images do not fit its input.
