@@ -167,28 +167,19 @@ def time_with_benchmark_model(
 ) -> BenchmarkModelStats:
     """Push the ``.tflite`` to the phone, time it there with ``benchmark_model`` (the binary pushed once, like
     ``onnxruntime_perf_test``; ``adb.litert_benchmark_binary`` names it), then run it ``profile_runs`` times more
-    with the operator profiler for the per-operator table."""
-    from edgeflow.transports import open_transport
+    with the operator profiler for the per-operator table (it costs time per operator: never in the timing)."""
+    from edgeflow.transports.adb import run_tool_on_phone
 
-    transport = open_transport(device)
     binary = device.adb.litert_benchmark_binary if device.adb is not None else "benchmark_model"
-    if artifact.path is None:
-        raise DeviceError(device.name, "push the model", "the artifact has no file")
-    with transport.workspace() as folder:
-        transport.put(artifact.path, f"{folder}/{artifact.path.name}", step=f"push {artifact.path.name}")
-        model = f"{folder}/{artifact.path.name}"
-        # the timing runs without the operator profiler (it costs time per operator), then a short profiled run
-        timed, profiled = (
-            _run(transport, device, benchmark_model_command(binary=binary, model=model, runs=count,
-                                                            threads=device.runtime.threads, op_profiling=profile))
-            for count, profile in ((runs, False), (profile_runs, True))
-        )  # fmt: skip
-        return timed.model_copy(update={"operators": profiled.operators})
-
-
-def _run(transport, device: DeviceSpec, argv: list[str]) -> BenchmarkModelStats:
-    done = transport.run(argv, step="run benchmark_model", timeout=transport.command_timeout, check=False)
-    if done.returncode == 127 or "not found" in done.stderr:
-        missing = f"{argv[0]} is not on the phone (adb push it, or set adb.litert_benchmark_binary)"
-        raise DeviceError(device.name, "run benchmark_model", missing)
-    return parse_benchmark_model(done.stdout + done.stderr, device=device.name)
+    timed, profiled = (
+        parse_benchmark_model(output, device=device.name)
+        for output in run_tool_on_phone(
+            artifact.path, device=device, tool="benchmark_model", setting="litert_benchmark_binary",
+            commands=lambda model: [
+                benchmark_model_command(binary=binary, model=model, runs=count, threads=device.runtime.threads,
+                                        op_profiling=profile)
+                for count, profile in ((runs, False), (profile_runs, True))
+            ],
+        )
+    )  # fmt: skip
+    return timed.model_copy(update={"operators": profiled.operators})

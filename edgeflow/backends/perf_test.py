@@ -85,18 +85,12 @@ def perf_test_command(*, binary: str, model: str, iterations: int = 500, threads
 
 def time_with_perf_test(artifact: Artifact, *, device: DeviceSpec, iterations: int = 500) -> PerfTestStats:
     """Push the ``.ort`` (or ``.onnx``) model to the phone, run ``onnxruntime_perf_test`` there, parse it."""
-    from edgeflow.transports import open_transport
+    from edgeflow.transports.adb import run_tool_on_phone
 
-    transport = open_transport(device)
     binary = device.adb.benchmark_binary if device.adb is not None else "onnxruntime_perf_test"
-    if artifact.path is None:
-        raise DeviceError(device.name, "push the model", "the artifact has no file")
-    with transport.workspace() as folder:
-        transport.put(artifact.path, f"{folder}/{artifact.path.name}", step=f"push {artifact.path.name}")
-        argv = perf_test_command(binary=binary, model=f"{folder}/{artifact.path.name}", iterations=iterations,
-                                 threads=device.runtime.threads)  # fmt: skip
-        done = transport.run(argv, step="run onnxruntime_perf_test", timeout=transport.command_timeout, check=False)
-        if done.returncode == 127 or "not found" in done.stderr:
-            raise DeviceError(device.name, "run onnxruntime_perf_test",
-                              f"{binary} is not on the phone (adb push it, or set adb.benchmark_binary)")  # fmt: skip
-        return parse_perf_test(done.stdout + done.stderr, device=device.name)
+    (output,) = run_tool_on_phone(
+        artifact.path, device=device, tool="onnxruntime_perf_test", setting="benchmark_binary",
+        commands=lambda model: [perf_test_command(binary=binary, model=model, iterations=iterations,
+                                                  threads=device.runtime.threads)],
+    )  # fmt: skip
+    return parse_perf_test(output, device=device.name)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 
 from edgeflow.device import AdbSpec, DeviceSpec
@@ -75,3 +76,25 @@ class AdbTransport(Transport):
     @property
     def command_timeout(self) -> float:
         return float(self.spec.command_timeout_s)
+
+
+def run_tool_on_phone(
+    model: Path | None, *, device: DeviceSpec, tool: str, setting: str, commands: Callable[[str], list[list[str]]]
+) -> list[str]:
+    """Push ``model`` into a fresh work folder on the phone and run there each command ``commands`` builds for its
+    path on the phone (a benchmark tool pushed once, named by ``adb.<setting>``); each run's output, stdout then
+    stderr. A tool that is not on the phone is one line naming the setting that names it."""
+    if model is None:
+        raise DeviceError(device.name, "push the model", "the artifact has no file")
+    transport = AdbTransport(device)
+    outputs = []
+    with transport.workspace() as folder:
+        pushed = f"{folder}/{model.name}"
+        transport.put(model, pushed, step=f"push {model.name}")
+        for argv in commands(pushed):
+            done = transport.run(argv, step=f"run {tool}", timeout=transport.command_timeout, check=False)
+            if done.returncode == 127 or "not found" in done.stderr:
+                missing = f"{argv[0]} is not on the phone (adb push it, or set adb.{setting})"
+                raise DeviceError(device.name, f"run {tool}", missing)
+            outputs.append(done.stdout + done.stderr)
+    return outputs
