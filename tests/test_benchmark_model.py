@@ -46,6 +46,8 @@ def test_the_android_run_as_report_statistics() -> None:
     assert (latency.min, latency.max, latency.std, latency.cold) == (49.088, 686.105, 60.716, 87.112)
     assert (latency.iterations, latency.warmup) == (1000, 9)
     assert latency.throughput_fps == pytest.approx(1e3 / 63.7432)
+    memory = parse_benchmark_model(real_run("android-aarch64-xnnpack-float32.log")).memory_stats()
+    assert (memory.load_peak_mb, memory.run_peak_mb) == (55.4961, 55.4961) and "approximate" in memory.method
 
 
 def test_the_riscv_run_with_operator_tables() -> None:

@@ -13,6 +13,7 @@ from edgeflow.artifact import Artifact
 from edgeflow.device import DeviceSpec
 from edgeflow.errors import DeviceError
 from edgeflow.profiling.layers import LayerProfileStats, summarize
+from edgeflow.profiling.memory import MemoryStats
 from edgeflow.profiling.stats import LatencyStats
 
 
@@ -71,6 +72,15 @@ class BenchmarkModelStats(BaseModel):
             iterations=runs.count, warmup=self.warmup.count if self.warmup else 0,
             seconds=runs.count * runs.mean_ms / 1e3, throughput_fps=1e3 / runs.mean_ms,
         )  # fmt: skip
+
+    def memory_stats(self) -> MemoryStats | None:
+        """The tool's memory line as the report's memory: deltas from its start (approximate, as it says)."""
+        if self.memory_overall_mb is None:
+            return None
+        return MemoryStats(rss_before_mb=0.0, load_peak_mb=self.memory_init_mb or 0.0,
+                           run_peak_mb=self.memory_overall_mb,
+                           method="benchmark_model's memory deltas from its start (approximate, as the tool says; "
+                                  "no figure before loading)")  # fmt: skip
 
     def layer_profile(self) -> LayerProfileStats | None:
         """The per-operator table as a layer profile (averages over the runs), None without op profiling."""

@@ -145,14 +145,8 @@ def time_remotely(
         from edgeflow.backends.benchmark_model import time_with_benchmark_model
 
         result = time_with_benchmark_model(artifact, device=device)
-        memory = None
-        if result.memory_overall_mb is not None:
-            memory = MemoryStats(rss_before_mb=0.0, load_peak_mb=result.memory_init_mb or 0.0,
-                                 run_peak_mb=result.memory_overall_mb,
-                                 method="benchmark_model's memory deltas from its start (approximate, as the "
-                                        "tool says; no figure before loading)")  # fmt: skip
         return TimingStats(
-            latency_ms=result.latency_stats(device=device.name), memory=memory,
+            latency_ms=result.latency_stats(device=device.name), memory=result.memory_stats(),
             runtime_version="LiteRT (benchmark_model)", execution_precision=precision,
             runtime_settings={
                 "tool": "benchmark_model", "delegate": result.delegate, "threads": result.threads,
