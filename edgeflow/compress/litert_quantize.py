@@ -2,13 +2,15 @@
 activations calibrated on a subset of the train split (its ``static_wi8_ai8`` recipe, min-max ranges).
 
 The model keeps float32 input and output (a QUANTIZE op after the input, a DEQUANTIZE before the output), so an
-app feeds it like the float one.
+app feeds it like the float one. ``squeeze_excitation: float`` keeps the gates in float as for ONNX Runtime and
+OpenVINO (found by structure in the .tflite: :mod:`edgeflow.compress.squeeze_excitation`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeflow.artifact import Artifact
-from edgeflow.compress.stats import FloatLayer, QuantizationStats
+from edgeflow.compress.squeeze_excitation import find_gates, node_names
+from edgeflow.compress.stats import GATE_REASON, FloatLayer, QuantizationStats
 from edgeflow.data import ImageDataset, calibration_subset
 from edgeflow.data.splits import image_stacks
 from edgeflow.environment import usable_cores
@@ -58,16 +61,23 @@ def quantize_litert_static(
     if compiled.layout == "NHWC":
         batches = [np.ascontiguousarray(batch.transpose(0, 2, 3, 1)) for batch in batches]
     granularity = qtyping.QuantGranularity.CHANNELWISE if config.per_channel else qtyping.QuantGranularity.TENSORWISE
+    found = find_gates(artifact.path) if config.squeeze_excitation == "float" else []
+    gates = node_names(found)
     tool = quantizer.Quantizer(str(artifact.path))
 
     def configure(float_types: list[str]) -> None:
         """The static int8 recipe (its ALL_SUPPORTED entry resets the scope), then what stays in float: the
         graph's input and output (the quantizer then puts a QUANTIZE op after the input and a DEQUANTIZE before
-        the output, so an app feeds the model like the float one) and ``float_types``."""
+        the output, so an app feeds the model like the float one), ``float_types``, and the gates' operators
+        (each matched by its whole scope: one operator's scope can begin another's)."""
         tool.add_static_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
                                activation_num_bits=8, weight_num_bits=8, weight_granularity=granularity)  # fmt: skip
         for kind in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT, *float_types):
             tool.update_quantization_recipe(regex=".*", operation_name=kind, algorithm_key=AlgorithmName.NO_QUANTIZE)
+        for scope in gates:
+            tool.update_quantization_recipe(regex=f"^{re.escape(scope)}$",
+                                            operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                            algorithm_key=AlgorithmName.NO_QUANTIZE)  # fmt: skip
 
     configure([])
     with _quiet():
@@ -84,11 +94,16 @@ def quantize_litert_static(
         "io": "float32 (quantize and dequantize inside the model)",
         "float_operators": kept_float,
         "xnnpack_partitions": partitions,
+        "squeeze_excitation": config.squeeze_excitation,
     }
+    if config.squeeze_excitation == "float":
+        settings["float_gates"] = len(found)
     done, floating = weighted_layers(path)
+    in_gate = set(gates)
     stats = QuantizationStats(
         method="litert-static", settings=settings, quantized_layers=len(done),
-        float_layers=[FloatLayer(name=name, type=kind, reason="the quantizer left it in float")
+        float_layers=[FloatLayer(name=name, type=kind,
+                                 reason=GATE_REASON if f"{name};" in in_gate else "the quantizer left it in float")
                       for name, kind in floating],
         notes=[f"kept in float so that XNNPACK runs the whole graph: {', '.join(kept_float)} (XNNPACK partitions: "
                f"{partitions['all_int8']} all-int8, {partitions['kept']} kept)"] if kept_float else [],

@@ -1,4 +1,4 @@
-"""Squeeze-and-excitation gates in an ONNX or OpenVINO graph: the nodes INT8 keeps in float when asked
+"""Squeeze-and-excitation gates in an ONNX, OpenVINO or LiteRT graph: the nodes INT8 keeps in float when asked
 (``quantize: {squeeze_excitation: float}``).
 
 A gate multiplies a feature map ``x`` by a per-channel scale computed from ``x`` itself:
@@ -12,6 +12,7 @@ with the float model, at the price of their weights (a third of MobileNetV3's) s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 _POOLS = {"GlobalAveragePool", "ReduceMean"}
 _MULTIPLIES = {"Mul", "Multiply"}
@@ -47,9 +48,13 @@ class _Graph:
 
 def find_gates(model) -> list[list[str]]:
     """Every squeeze-and-excitation gate in ``model`` (an ``onnx.ModelProto``: node names; an
-    ``openvino.Model``: friendly names), each as the names of its nodes: the pool, the convolutions, the
-    activations and the multiply."""
-    graph = _onnx_graph(model) if hasattr(model, "graph") else _openvino_graph(model)
+    ``openvino.Model``: friendly names; the path of a ``.tflite``: each operator's scope, its output tensor
+    names each followed by ``;``, what LiteRT's quantizer matches a recipe against), each as the names of its
+    nodes: the pool, the convolutions, the activations and the multiply."""
+    if isinstance(model, (str, Path)):
+        graph = _tflite_graph(Path(model))
+    else:
+        graph = _onnx_graph(model) if hasattr(model, "graph") else _openvino_graph(model)
     gates = []
     for name, kind in graph.types.items():
         data = graph.data_inputs(name) if kind in _MULTIPLIES else []
@@ -120,4 +125,30 @@ def _openvino_graph(model) -> _Graph:
         ]
         outputs = [f"{name}:{index}" for index in range(op.get_output_size())]
         graph.add(name, op.get_type_name(), inputs, outputs)
+    return graph
+
+
+# LiteRT's builtin operators under the names the gate search knows (the ONNX ones); the others keep theirs
+_TFLITE_TYPES = {
+    "MEAN": "ReduceMean", "CONV_2D": "Conv", "FULLY_CONNECTED": "Gemm", "ADD": "Add", "MUL": "Mul", "DIV": "Div",
+    "RELU": "Relu", "RELU6": "Clip", "RELU_0_TO_1": "Clip", "HARD_SWISH": "HardSwish", "LOGISTIC": "Sigmoid",
+    "RESHAPE": "Reshape", "SQUEEZE": "Squeeze",
+}  # fmt: skip
+
+
+def _tflite_graph(path: Path) -> _Graph:
+    """A ``.tflite``'s operators, each named by its scope; tensors by index (names repeat in converted models);
+    a tensor no operator writes is a constant (weights, biases, axes) unless it is a graph input."""
+    from edgeflow.backends.litert import interpreter_class, tflite_operators
+
+    graph = _Graph()
+    inputs = {detail["index"] for detail in interpreter_class()(model_path=str(path)).get_input_details()}
+    operators = tflite_operators(path)
+    written = {detail["index"] for _, _, outputs in operators for detail in outputs if detail}
+    for index, (kind, ins, outs) in enumerate(operators):
+        read = [detail["index"] for detail in ins if detail]
+        graph.constant.update(f"t{i}" for i in read if i not in written and i not in inputs)
+        scope = "".join(f"{detail['name']};" for detail in outs if detail and detail["name"]) or f"{kind}_{index}"
+        graph.add(scope, _TFLITE_TYPES.get(kind, kind), [f"t{i}" for i in read],
+                  [f"t{detail['index']}" for detail in outs if detail])  # fmt: skip
     return graph
