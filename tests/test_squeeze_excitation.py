@@ -16,6 +16,7 @@ from edgeflow.compress.ort_quantize import quantize_onnx_static
 from edgeflow.compress.squeeze_excitation import find_gates, node_names
 from edgeflow.compress.stats import GATE_REASON
 from edgeflow.data import load_data
+from edgeflow.export.litert import litert_available
 from edgeflow.export.onnx import export_onnx
 from edgeflow.recipe import QuantizeConfig
 
@@ -113,3 +114,58 @@ def test_onnx_runtime_keeps_the_gates_in_float(mobilenet_artifacts, digits32, tm
         assert weight is None or weight.op_type != "DequantizeLinear", conv.name
     assert summary.settings["float_gates"] == len(find_gates(onnx.load(str(mobilenet_artifacts["onnx"].path))))
     assert {layer.reason for layer in summary.float_layers} == {GATE_REASON}
+
+
+_needs_litert = pytest.mark.skipif(
+    not litert_available(), reason="LiteRT is not installed (pip install 'edgeflow[litert]')"
+)
+
+
+@_needs_litert
+def test_the_gates_of_a_tflite_are_found(mobilenet_artifacts, tmp_path: Path) -> None:
+    """The same search on LiteRT's operators (MEAN, CONV_2D, LOGISTIC, MUL, ...), each named by its scope, so a
+    recipe of LiteRT's quantizer can name it; look-alikes are left alone there too. At 64 px, where the last
+    stage is still 2 x 2: the converter drops a mean over a 1 x 1 map, and a gate without its pool is not told
+    from a spatial one by structure."""
+    from edgeflow.export.litert import export_tflite
+
+    blocks = sum(isinstance(layer, SqueezeExcitation) for layer in mobilenet_artifacts["module"].modules())
+    tflite = export_tflite(mobilenet_artifacts["module"], input_shape=(1, 3, 64, 64), path=tmp_path / "m.tflite")
+    gates = find_gates(tflite.path)
+    assert len(gates) == blocks > 0
+    scopes = scopes_of(tflite.path)
+    for gate in gates:  # pool first, the multiply last, the gate's two 1x1 convolutions between
+        kinds = [scopes[name] for name in gate]
+        assert kinds[0] == "MEAN" and kinds[-1] == "MUL" and kinds.count("CONV_2D") == 2, kinds
+    timm_style = export_tflite(TimmStyleGate().eval(), input_shape=(1, 3, 16, 16), path=tmp_path / "timm.tflite")
+    ((*_, multiply),) = find_gates(timm_style.path)
+    assert scopes_of(timm_style.path)[multiply] == "MUL"
+    lookalikes = export_tflite(LookAlikes().eval(), input_shape=(1, 3, 16, 16), path=tmp_path / "look.tflite")
+    assert find_gates(lookalikes.path) == []
+
+
+def scopes_of(path: Path) -> dict[str, str]:
+    from edgeflow.backends.litert import tflite_operators
+
+    return {"".join(f"{t['name']};" for t in outputs): kind for kind, _, outputs in tflite_operators(path)}
+
+
+@_needs_litert
+def test_litert_keeps_the_gates_in_float(mobilenet_artifacts, tmp_path: Path) -> None:
+    from edgeflow.compress.litert_quantize import quantize_litert_static, weighted_layers, xnnpack_partitions
+    from edgeflow.export.litert import export_tflite
+
+    tflite = export_tflite(mobilenet_artifacts["module"], input_shape=(1, 3, 64, 64), path=tmp_path / "m.tflite")
+    blocks = len(find_gates(tflite.path))
+    runs = {}
+    for mode in ("float", "int8"):
+        config = QuantizeConfig(method="litert-static", subset_size=8, squeeze_excitation=mode)
+        runs[mode] = quantize_litert_static(tflite, calibration=load_data("digits", resolution=64).train, config=config,
+                                            path=tmp_path / f"{mode}.tflite")  # fmt: skip
+    (gated, kept), (_, all_int8) = runs["float"], runs["int8"]
+    assert [layer.reason for layer in kept.float_layers] == [GATE_REASON] * (2 * blocks)
+    assert kept.settings["squeeze_excitation"] == "float" and kept.settings["float_gates"] == blocks
+    assert all_int8.float_layers == [] and all_int8.quantized_layers == kept.quantized_layers + 2 * blocks
+    floating = {name for name, _ in weighted_layers(gated.path)[1]}  # read back from the file itself
+    assert floating == {layer.name for layer in kept.float_layers}
+    assert xnnpack_partitions(gated.path.read_bytes()) == 1  # float gates stay inside XNNPACK's one partition

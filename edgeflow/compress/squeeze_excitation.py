@@ -138,7 +138,9 @@ _TFLITE_TYPES = {
 
 def _tflite_graph(path: Path) -> _Graph:
     """A ``.tflite``'s operators, each named by its scope; tensors by index (names repeat in converted models);
-    a tensor no operator writes is a constant (weights, biases, axes) unless it is a graph input."""
+    a tensor no operator writes is a constant (weights, biases, axes) unless it is a graph input. The converter
+    drops a mean over a 1 x 1 map (the last stage of a small input), so such a gate has no pool and is not
+    found; h-sigmoid arrives folded into its convolution and a multiply by 1/6, both gate operators."""
     from edgeflow.backends.litert import interpreter_class, tflite_operators
 
     graph = _Graph()
