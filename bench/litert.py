@@ -78,7 +78,9 @@ def bench_model(model: str, *, args) -> tuple[dict | None, list[dict]]:
         artifact = artifact_from_path(folder / variant.artifact)
         compiled = get_backend(variant.backend).compile(artifact, settings=settings)
         method = variant.quantization.method if variant.quantization else "float"
-        kept = variant.quantization.settings.get("float_operators") if variant.quantization else None
+        quantized = variant.quantization.settings if variant.quantization else {}
+        kept = [*quantized.get("float_operators", []), *([f"{quantized['float_gates']} gates"]
+                                                         if quantized.get("float_gates") else [])]  # fmt: skip
         shown = f"{method} ({', '.join(kept)} in float)" if kept else method
         rows[variant.name] = (variant.backend, compiled, shown, artifact.size_bytes, compiled.settings.get("threads"))
     outputs = {name: collect_logits(row[1], splits.test) for name, row in rows.items()}

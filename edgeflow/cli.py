@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -682,7 +683,15 @@ def recipes(as_json: bool = JsonOption) -> None:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminated)
     app()
+
+
+def _terminated(signum: int, _frame) -> None:
+    """SIGTERM (a job scheduler's stop, ``kill``) ends a command like Ctrl-C does: through its cleanup, so an
+    ``optimize`` stopped mid-run leaves neither its output folder nor its hidden staging folder."""
+    print(f"error: stopped by {signal.Signals(signum).name}; nothing was written", file=sys.stderr)
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

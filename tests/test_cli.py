@@ -350,3 +350,29 @@ def test_an_already_quantized_qoperator_onnx_goes_to_the_runtime_that_reads_it(q
     refused = invoke("eval", str(quantized), "--data", "digits", "--backend", "openvino")
     assert "try --backend onnxruntime" in refused.output
     assert_one_line_error(invoke("quantize", str(quantized), "--data", "digits"), "is already quantized")
+
+
+@pytest.mark.slow  # starts an optimize run (model, data, training) to stop it
+def test_sigterm_stops_optimize_without_leaving_folders(tmp_path: Path) -> None:
+    """A run stopped by SIGTERM (a scheduler's stop) goes through its cleanup like Ctrl-C: one line, exit 143, no
+    output folder and no hidden staging folder left beside it."""
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edgeflow.cli", "optimize", "mobilenet_v3_small", "--recipe", "quick",
+         "--out", str(tmp_path / "run")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".run.staging-*")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert process.poll() is None, "the run ended before it could be stopped: the test proves nothing"
+    assert list(tmp_path.glob(".run.staging-*")), "no staging folder appeared within 120 s"
+    time.sleep(1.0)  # into the run's work (training), not its first line
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert stderr.strip().splitlines()[-1] == "error: stopped by SIGTERM; nothing was written"
+    assert "Traceback" not in stderr
+    assert list(tmp_path.iterdir()) == []  # neither run/ nor .run.staging-*
