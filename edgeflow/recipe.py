@@ -124,9 +124,10 @@ class QuantizeConfig(StrictModel):
     squeeze_excitation: Literal["int8", "float"] = Field(
         default="int8",
         description="squeeze-and-excitation gates (found in the graph: pool, 1x1 convolutions, sigmoid, multiply): "
-        "quantized like the rest, or kept in float (nncf-ptq, nncf-accuracy-control, ort-static, litert-static): their INT8 "
-        "rounding scales whole channels, so float gates agree more with the float model, but they hold a third "
-        "of MobileNetV3's weights, so the file grows (reports/int8-imagenette-cpu.md has both)",
+        "quantized like the rest, or kept in float (nncf-ptq, nncf-accuracy-control, ort-static, litert-static): "
+        "their INT8 rounding scales whole channels, so float gates agree more with the float model, but they hold "
+        "a third of MobileNetV3's weights, so the file grows (reports/int8-imagenette-cpu.md and "
+        "reports/litert-imagenette-cpu.md have both)",
     )
     per_channel: bool = Field(default=True, description="per-channel weight scales (ort-static)")
     calibrate_method: Literal["auto", "minmax", "minmax-average", "entropy", "percentile"] = Field(
