@@ -101,3 +101,237 @@ def test_artifact_from_path_errors(tmp_path: Path, tiny_artifacts) -> None:
     lonely.write_text(tiny_artifacts["openvino"].path.read_text())
     with pytest.raises(ModelLoadError, match="weights file lonely.bin is missing"):
         artifact_from_path(lonely)
+
+
+# A runtime's refusal to load a file that passes edgeflow's own checks is one line naming the file and quoting the
+# runtime, exit code 2, on every path that loads it (issue 28). The files are real, and real runtimes refuse them.
+
+
+def _refusal(load) -> Exception:
+    """What the runtime raises when ``load`` is called: the test's file must be one it refuses."""
+    try:
+        load()
+    except Exception as exc:  # whatever the runtime raises is what the one line quotes
+        return exc
+    raise AssertionError("the runtime accepted the file the test made for it to refuse")
+
+
+def _cli_refuses(path: Path, line: str, *options: str) -> None:
+    """`edgeflow profile` and `edgeflow eval` of ``path`` both end in ``line`` alone, with exit code 2."""
+    from test_cli import assert_one_line_error
+    from typer.testing import CliRunner
+
+    from edgeflow.cli import app
+
+    runner = CliRunner()
+    for command in (["profile", str(path), "--iterations", "5"], ["eval", str(path), "--data", "digits"]):
+        assert_one_line_error(runner.invoke(app, [*command, *options]), line)
+
+
+def _onnx_adding_int64_to_float(path: Path) -> Path:
+    """A well-formed ONNX (the checker passes it) that adds an int64 constant to the float input: ONNX Runtime
+    refuses the type mismatch when it creates the session."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    image = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    logits = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])
+    offset = numpy_helper.from_array(np.ones(1, dtype=np.int64), "offset")
+    graph = helper.make_graph([helper.make_node("Add", ["x", "offset"], ["y"])], "add", [image], [logits], [offset])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, path)
+    return path
+
+
+def test_onnxruntime_refusing_a_file_is_one_line(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from edgeflow.backends.onnxruntime import session_refusal
+    from edgeflow.models import load_onnx
+
+    path = _onnx_adding_int64_to_float(tmp_path / "mismatch.onnx")
+    load_onnx(path)  # edgeflow's own checks pass it: the refusal is ONNX Runtime's
+    refused = _refusal(lambda: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
+    line = f"ONNX Runtime cannot load {path}: {session_refusal(refused)}"
+    assert line.endswith("Type Error: Type parameter (T) of Optype (Add) bound to different types "
+                         "(tensor(float) and tensor(int64) in node ().")  # fmt: skip
+    with pytest.raises(ModelLoadError) as raised:
+        get_backend("onnxruntime").compile(artifact_from_path(path), settings=RuntimeSettings())
+    assert str(raised.value) == line and type(raised.value.__cause__) is type(refused)
+    _cli_refuses(path, line, "--backend", "onnxruntime")
+
+
+def _openvino_ir(xml: Path, *, layer_type: str = "Add", weight_bytes: int = 768) -> Path:
+    """An OpenVINO IR (v11) adding a constant to the input: a 768-byte float constant read from the .bin
+    (``weight_bytes`` long) and a ``layer_type`` operation of opset1."""
+    dims = "".join(f"<dim>{size}</dim>" for size in (1, 3, 8, 8))
+    xml.write_text(f"""<?xml version="1.0"?>
+<net name="add" version="11">
+  <layers>
+    <layer id="0" name="x" type="Parameter" version="opset1">
+      <data shape="1,3,8,8" element_type="f32"/>
+      <output><port id="0" precision="FP32" names="x">{dims}</port></output>
+    </layer>
+    <layer id="1" name="offset" type="Const" version="opset1">
+      <data element_type="f32" shape="1,3,8,8" offset="0" size="768"/>
+      <output><port id="0" precision="FP32">{dims}</port></output>
+    </layer>
+    <layer id="2" name="add" type="{layer_type}" version="opset1">
+      <data auto_broadcast="numpy"/>
+      <input><port id="0" precision="FP32">{dims}</port><port id="1" precision="FP32">{dims}</port></input>
+      <output><port id="2" precision="FP32" names="y">{dims}</port></output>
+    </layer>
+    <layer id="3" name="y" type="Result" version="opset1">
+      <input><port id="0" precision="FP32">{dims}</port></input>
+    </layer>
+  </layers>
+  <edges>
+    <edge from-layer="0" from-port="0" to-layer="2" to-port="0"/>
+    <edge from-layer="1" from-port="0" to-layer="2" to-port="1"/>
+    <edge from-layer="2" from-port="2" to-layer="3" to-port="0"/>
+  </edges>
+</net>
+""")
+    xml.with_suffix(".bin").write_bytes(bytes(weight_bytes))
+    return xml
+
+
+@pytest.mark.parametrize(
+    "flaw,expected",
+    [
+        ({"weight_bytes": 16}, "Incorrect weights in bin file!"),
+        ({"layer_type": "Frobnicate"}, "Opset opset1 doesn't contain the operation with type: Frobnicate"),
+    ],
+    ids=["bin-too-short", "unknown-layer"],
+)
+def test_openvino_refusing_a_file_is_one_line(tmp_path: Path, flaw: dict, expected: str) -> None:
+    import openvino as ov
+
+    from edgeflow.backends.openvino import runtime_message
+
+    good = _openvino_ir(tmp_path / "good.xml")
+    ones = np.ones((1, 3, 8, 8), dtype=np.float32)
+    np.testing.assert_array_equal(get_backend("openvino").compile(artifact_from_path(good), settings=F32).run(ones), 1)
+    path = _openvino_ir(tmp_path / "bad.xml", **flaw)
+    refused = _refusal(lambda: ov.Core().read_model(str(path)))
+    line = f"OpenVINO cannot load {path}: {runtime_message(refused)}"
+    assert line.endswith(expected)  # OpenVINO's first lines name its C++ source; the cause is the last
+    with pytest.raises(ModelLoadError) as raised:
+        get_backend("openvino").compile(artifact_from_path(path), settings=F32)
+    assert str(raised.value) == line and raised.value.__cause__ is not None
+    _cli_refuses(path, line)
+
+
+def _int8_tflite(path: Path, *, quantized_dimension: int) -> Path:
+    """A LiteRT model that quantizes its float input to int8 and back (QUANTIZE, DEQUANTIZE), written with LiteRT's
+    own FlatBuffer schema; the int8 tensor is 4-D, so LiteRT takes a ``quantized_dimension`` of 0 to 3 only."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    def tensor(name: str, kind: int, buffer: int, quantization=None):
+        made = schema.TensorT()
+        made.name, made.shape, made.type, made.buffer = name, [1, 3, 8, 8], kind, buffer
+        made.quantization = quantization
+        return made
+
+    def operator(code: int, inputs: list[int], outputs: list[int]):
+        made = schema.OperatorT()
+        made.opcodeIndex, made.inputs, made.outputs = code, inputs, outputs
+        return made
+
+    codes = []
+    for builtin in (schema.BuiltinOperator.QUANTIZE, schema.BuiltinOperator.DEQUANTIZE):
+        code = schema.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = builtin
+        code.version = 1
+        codes.append(code)
+    quantization = schema.QuantizationParametersT()
+    quantization.scale, quantization.zeroPoint = [0.05], [0]
+    quantization.quantizedDimension = quantized_dimension
+    subgraph = schema.SubGraphT()
+    subgraph.tensors = [
+        tensor("x", schema.TensorType.FLOAT32, 1),
+        tensor("x_int8", schema.TensorType.INT8, 2, quantization),
+        tensor("y", schema.TensorType.FLOAT32, 3),
+    ]
+    subgraph.inputs, subgraph.outputs = [0], [2]
+    subgraph.operators = [operator(0, [0], [1]), operator(1, [1], [2])]
+    model = schema.ModelT()
+    model.version, model.operatorCodes, model.subgraphs = 3, codes, [subgraph]
+    model.buffers = [schema.BufferT() for _ in range(4)]  # buffer 0 is the schema's empty sentinel
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
+    return path
+
+
+def test_litert_refusing_a_file_is_one_line(tmp_path: Path) -> None:
+    """The case of issue 28: an int8 model whose quantization parameters LiteRT rejects when it creates the
+    interpreter (profile meets it first where it counts the model's operators, eval where it compiles)."""
+    interpreter = pytest.importorskip("ai_edge_litert.interpreter", reason="LiteRT is not installed (ai-edge-litert)")
+    from edgeflow.errors import first_line
+
+    good = _int8_tflite(tmp_path / "good.tflite", quantized_dimension=0)
+    compiled = get_backend("litert").compile(artifact_from_path(good), settings=RuntimeSettings())
+    np.testing.assert_allclose(compiled.run(np.full((1, 3, 8, 8), 0.5)), 0.5)
+    path = _int8_tflite(tmp_path / "int8.tflite", quantized_dimension=4)
+    refused = _refusal(lambda: interpreter.Interpreter(model_path=str(path)))
+    line = f"LiteRT cannot load {path}: {first_line(refused)}"
+    assert "quantized_dimension must be in range [0, 4). Was 4." in line
+    with pytest.raises(ModelLoadError) as raised:
+        get_backend("litert").compile(artifact_from_path(path), settings=RuntimeSettings())
+    assert str(raised.value) == line and raised.value.__cause__ is not None
+    _cli_refuses(path, line)
+
+
+def test_the_agent_names_the_file_a_runtime_refuses(tmp_path: Path, capsys) -> None:
+    """On a device, the benchmark agent reports a refusal as the same line, for the host to show."""
+    import json
+
+    from edgeflow.transports import agent
+
+    pytest.importorskip("ai_edge_litert.interpreter", reason="LiteRT is not installed (ai-edge-litert)")
+    files = {
+        "onnxruntime": (_onnx_adding_int64_to_float(tmp_path / "mismatch.onnx"), "ONNX Runtime", "Type Error"),
+        "openvino": (_openvino_ir(tmp_path / "short.xml", weight_bytes=16), "OpenVINO", "Incorrect weights in bin"),
+        "litert": (_int8_tflite(tmp_path / "int8.tflite", quantized_dimension=4), "LiteRT", "quantized_dimension"),
+    }
+    for runtime, (path, name, quoted) in files.items():
+        assert agent.main(["time", "--model", str(path), "--runtime", runtime]) == 3
+        error = json.loads(capsys.readouterr().out)["error"]
+        assert error.startswith(f"{name} cannot load {path}: ") and quoted in error, error
+
+
+def test_executorch_refusing_a_file_is_one_line(tmp_path: Path) -> None:
+    """edgeflow has no ExecuTorch backend to profile or eval a .pte with (ExecuTorch programs are checked in the
+    phone bundle), so a .pte given to the CLI is refused in one line before any runtime sees it."""
+    pytest.importorskip("executorch.runtime", reason="ExecuTorch is not installed (pip install 'edgeflow[executorch]')")
+    path = tmp_path / "model.pte"
+    path.write_bytes(b"not an ExecuTorch program")
+    _cli_refuses(path, f"{path}: unsupported artifact type .pte")
+
+
+@pytest.mark.gpu
+def test_tensorrt_refusing_a_file_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    """TensorRT's ONNX parser refuses an operator it has no importer for; it keeps its errors, the first is quoted."""
+    trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install tensorrt on a CUDA machine)")
+    import onnx
+    from onnx import TensorProto, helper
+
+    monkeypatch.setenv("EDGEFLOW_CACHE", str(tmp_path / "cache"))
+    image = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    graph = helper.make_graph(
+        [helper.make_node("Frobnicate", ["x"], ["y"], domain="com.example")], "custom", [image],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])],
+    )  # fmt: skip
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
+    path = tmp_path / "custom.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=opsets, ir_version=8), path)
+    logger = trt.Logger(trt.Logger.ERROR)
+    parser = trt.OnnxParser(trt.Builder(logger).create_network(0), logger)
+    assert not parser.parse(path.read_bytes())
+    line = f"TensorRT cannot load {path}: {str(parser.get_error(0)).strip().splitlines()[0].strip()[:300]}"
+    with pytest.raises(ModelLoadError) as raised:
+        get_backend("tensorrt").compile(artifact_from_path(path), settings=RuntimeSettings())
+    assert str(raised.value) == line
+    _cli_refuses(path, line, "--device", "nvidia-gpu", "--backend", "tensorrt")

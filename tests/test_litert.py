@@ -203,7 +203,7 @@ def test_bad_files_are_one_clear_line(tmp_path: Path) -> None:
         get_backend("litert").compile(artifact_from_path(text), settings=RuntimeSettings())
     truncated = tmp_path / "cut.tflite"
     truncated.write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\x00" * 24)
-    with pytest.raises(ModelLoadError, match="cut.tflite: LiteRT cannot load this model"):
+    with pytest.raises(ModelLoadError, match=r"LiteRT cannot load \S*cut.tflite: "):
         get_backend("litert").compile(artifact_from_path(truncated), settings=RuntimeSettings())
 
 

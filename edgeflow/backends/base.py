@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from edgeflow.artifact import Artifact
 from edgeflow.device import RuntimeSettings
-from edgeflow.errors import ShapeError
+from edgeflow.errors import EdgeflowError, ModelLoadError, ShapeError, first_line
 
 if TYPE_CHECKING:
     from edgeflow.profiling.layers import LayerProfileStats
@@ -70,6 +71,33 @@ class Backend(ABC):
         """Why this runtime cannot read ``artifact`` (operators it has no kernel for, ...), or None when it can.
         Runtimes that find out only while compiling say None."""
         return None
+
+
+def load_refused(runtime: str, source: object, reason: str) -> ModelLoadError:
+    """The one-line error for ``runtime`` refusing to load ``source`` (a file, or a file at a shape): the first
+    line of the runtime's ``reason``, cut at 300 characters like :func:`~edgeflow.errors.first_line`."""
+    lines = reason.strip().splitlines()
+    line = lines[0].strip()[:300] if lines else "no reason given"
+    return ModelLoadError(f"{runtime} cannot load {source}: {line}")
+
+
+@contextmanager
+def loading(runtime: str, source: object, *, reason: Callable[[BaseException], str] = first_line) -> Iterator[None]:
+    """Wrap only the runtime's own load, compile or allocate call: whatever it raises becomes
+    :func:`load_refused`'s one line (``reason`` picks the line of the runtime's text, its first by default),
+    chained to the runtime's exception. edgeflow's own errors pass through.
+
+    Example::
+
+        with loading("LiteRT", path):
+            interpreter = Interpreter(model_path=str(path))
+    """
+    try:
+        yield
+    except EdgeflowError:
+        raise
+    except Exception as exc:  # runtimes raise RuntimeError, ValueError or their own types, with multi-line text
+        raise load_refused(runtime, source, reason(exc)) from exc
 
 
 def resolve_dims(dims: list[int | None], given: tuple[int, ...] | None, *, source: str) -> tuple[int, ...]:

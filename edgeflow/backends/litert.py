@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from edgeflow.artifact import Artifact
-from edgeflow.backends.base import Backend, Compiled, resolve_dims
+from edgeflow.backends.base import Backend, Compiled, loading, resolve_dims
 from edgeflow.device import RuntimeSettings
 from edgeflow.environment import usable_cores
-from edgeflow.errors import ModelLoadError, RuntimeUnavailableError, first_line
+from edgeflow.errors import ModelLoadError, RuntimeUnavailableError
 
 # A LiteRT model is a FlatBuffer whose file identifier (bytes 4 to 8) is "TFL3".
 TFLITE_IDENTIFIER = b"TFL3"
@@ -49,16 +49,23 @@ def check_tflite(path: Path) -> None:
                              f"at byte 4; this file has {head[4:8]!r})")  # fmt: skip
 
 
+def open_interpreter(path: Path, **options: Any):
+    """LiteRT's interpreter of the ``.tflite`` at ``path`` (``options`` as the interpreter takes them), checked
+    to be a LiteRT FlatBuffer first; the interpreter's refusal (quantization parameters it rejects, ...) is one
+    ModelLoadError naming the file."""
+    interpreter_type = interpreter_class()
+    check_tflite(path)
+    with loading("LiteRT", path):
+        return interpreter_type(model_path=str(path), **options)
+
+
 def tflite_operators(path: Path) -> list[tuple[str, list[dict | None], list[dict | None]]]:
     """Every operator of a ``.tflite`` in execution order, as (operator name, input tensors, output tensors),
     each tensor the interpreter's detail dict (name, shape, dtype, quantization) or None for an absent optional
     input; read without delegates, so the delegated ones are listed too."""
     from ai_edge_litert.interpreter import OpResolverType
 
-    check_tflite(path)
-    interpreter = interpreter_class()(
-        model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    )
+    interpreter = open_interpreter(path, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     tensors = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
     return [
         (op["op_name"], [tensors.get(int(i)) for i in op["inputs"]], [tensors.get(int(i)) for i in op["outputs"]])
@@ -124,14 +131,9 @@ class LiteRTBackend(Backend):
     def compile(self, artifact: Artifact, *, settings: RuntimeSettings, layer_profile: bool = False) -> LiteRTCompiled:
         if artifact.format != "litert" or artifact.path is None:
             raise ModelLoadError(f"{artifact.path}: the litert backend runs .tflite files, not {artifact.format}")
-        interpreter_type = interpreter_class()
-        check_tflite(artifact.path)
         threads = settings.threads or usable_cores()  # explicit: LiteRT's default is the build's
-        try:
-            interpreter = interpreter_type(model_path=str(artifact.path), num_threads=threads)
-            inputs = interpreter.get_input_details()
-        except Exception as exc:  # the interpreter raises ValueError/RuntimeError with multi-line text
-            raise ModelLoadError(f"{artifact.path}: LiteRT cannot load this model: {first_line(exc)}") from None
+        interpreter = open_interpreter(artifact.path, num_threads=threads)
+        inputs = interpreter.get_input_details()
         if len(inputs) != 1:
             raise ModelLoadError(f"{artifact.path}: expected one input, found {len(inputs)}")
         detail = inputs[0]
@@ -142,14 +144,10 @@ class LiteRTBackend(Backend):
             dims = [dims[0], dims[3], dims[1], dims[2]]
         shape = resolve_dims(dims, artifact.input_shape, source=str(artifact.path))
         native = [shape[0], shape[2], shape[3], shape[1]] if layout == "NHWC" else list(shape)
-        try:
+        with loading("LiteRT", f"{artifact.path} at input shape {native}"):
             if native != [int(dim) for dim in detail["shape"]]:
                 interpreter.resize_tensor_input(detail["index"], native, strict=False)
             interpreter.allocate_tensors()
-        except Exception as exc:
-            raise ModelLoadError(
-                f"{artifact.path}: LiteRT cannot run this model at {native}: {first_line(exc)}"
-            ) from None
         detail = interpreter.get_input_details()[0]
         integer = _quantization(detail) is not None
         return LiteRTCompiled(

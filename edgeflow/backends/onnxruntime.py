@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,11 +12,10 @@ from typing import Any
 import numpy as np
 
 from edgeflow.artifact import Artifact
-from edgeflow.backends.base import Backend, Compiled, resolve_dims
-from edgeflow.backends.openvino import runtime_message
+from edgeflow.backends.base import Backend, Compiled, loading, resolve_dims
 from edgeflow.device import RuntimeSettings
 from edgeflow.environment import usable_cores
-from edgeflow.errors import ModelLoadError
+from edgeflow.errors import ModelLoadError, first_line
 from edgeflow.profiling.layers import LayerProfileStats, summarize
 
 
@@ -97,6 +97,17 @@ def _session_options(threads: int | None):
     return options
 
 
+# "[ONNXRuntimeError] : 1 : FAIL : Load model from m.onnx failed:" before what ONNX Runtime found wrong.
+_SESSION_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (?:Load model from .*? failed:)?\s*")
+
+
+def session_refusal(exc: BaseException) -> str:
+    """The first line of ONNX Runtime's refusal to create a session, without its status code and the path
+    the one-line error names already."""
+    line = first_line(exc, limit=None)
+    return _SESSION_PREFIX.sub("", line) or line
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     formats = ("onnx",)
@@ -115,11 +126,8 @@ class OnnxRuntimeBackend(Backend):
         if artifact.format != "onnx":
             raise ModelLoadError(f"{artifact.path}: onnxruntime runs .onnx files, not {artifact.format}")
         options = _session_options(settings.threads)
-        try:
+        with loading("ONNX Runtime", artifact.path, reason=session_refusal):
             session = ort.InferenceSession(str(artifact.path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            message = runtime_message(exc)
-            raise ModelLoadError(f"{artifact.path}: ONNX Runtime cannot load this model: {message}") from None
         inputs = session.get_inputs()
         if len(inputs) != 1:
             raise ModelLoadError(f"{artifact.path}: expected one input, found {len(inputs)}")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from edgeflow.artifact import Artifact
-from edgeflow.backends.base import Backend, Compiled, resolve_dims
+from edgeflow.backends.base import Backend, Compiled, loading, resolve_dims
 from edgeflow.device import RuntimeSettings
 from edgeflow.errors import ModelLoadError
 from edgeflow.profiling.layers import LayerProfileStats, summarize
@@ -33,10 +33,8 @@ def read_model(artifact: Artifact):
     import openvino as ov
 
     check_model_file(artifact)
-    try:
+    with loading("OpenVINO", artifact.path, reason=runtime_message):
         model = ov.Core().read_model(str(artifact.path))
-    except Exception as exc:  # OpenVINO raises RuntimeError subclasses with multi-line text
-        raise ModelLoadError(f"{artifact.path}: OpenVINO cannot read this model: {runtime_message(exc)}") from None
     if len(model.inputs) != 1:
         raise ModelLoadError(f"{artifact.path}: expected one input, found {len(model.inputs)}")
     return model
@@ -60,7 +58,8 @@ def check_model_file(artifact: Artifact) -> None:
 
 
 def runtime_message(exc: BaseException) -> str:
-    """The line of a runtime's multi-line exception text that says what went wrong."""
+    """The line of a runtime's multi-line exception text that says what went wrong: OpenVINO's first lines
+    name the C++ source that raised ("Exception from src/...", "Check '...' failed at ..."), its last the cause."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     useful = [line for line in lines if not line.startswith(("Exception from", "Check '"))]
     return (useful or lines or [exc.__class__.__name__])[-1]
@@ -113,11 +112,14 @@ class OpenVINOBackend(Backend):
         return ov.__version__.split("-")[0]
 
     def cannot_read(self, artifact: Artifact) -> str | None:
-        """OpenVINO reads the file (its ONNX frontend has no QLinear*/QGemm conversion, for one)."""
+        """Whether OpenVINO reads an ONNX (its ONNX frontend has no QLinear*/QGemm conversion, for one), so that
+        another runtime can take it. An IR is OpenVINO's alone: its refusal is the error compile raises."""
+        if artifact.format != "onnx":
+            return None
         try:
             read_model(artifact)
         except ModelLoadError as exc:
-            return str(exc).split("OpenVINO cannot read this model: ", 1)[-1]
+            return str(exc).split(f"OpenVINO cannot load {artifact.path}: ", 1)[-1]
         return None
 
     def compile(
@@ -138,12 +140,8 @@ class OpenVINOBackend(Backend):
             config["INFERENCE_PRECISION_HINT"] = _PRECISION_HINTS[settings.execution_precision]
         if layer_profile:
             config["PERF_COUNT"] = True
-        try:
+        with loading("OpenVINO", artifact.path, reason=runtime_message):
             compiled_model = ov.Core().compile_model(model, "CPU", config)
-        except Exception as exc:
-            raise ModelLoadError(
-                f"{artifact.path}: OpenVINO cannot compile this model: {runtime_message(exc)}"
-            ) from None
         return OpenVINOCompiled(
             backend=self.name,
             input_shape=shape,

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgeflow.artifact import Artifact
-from edgeflow.backends.base import Backend, Compiled
+from edgeflow.backends.base import Backend, Compiled, load_refused, loading
 from edgeflow.device import RuntimeSettings
 from edgeflow.errors import ModelLoadError, RuntimeUnavailableError
 
@@ -114,8 +114,11 @@ class TensorRTBackend(Backend):
 
             with atomic_path(cached) as temporary:
                 temporary.write_bytes(serialized)
-        engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
-        context = engine.create_execution_context()
+        with loading("TensorRT", artifact.path):
+            engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
+            context = None if engine is None else engine.create_execution_context()
+        if context is None:  # TensorRT logs why (at WARNING and above) and returns None
+            raise load_refused("TensorRT", artifact.path, f"its engine {cached} gave no execution context")
         buffers, input_name, output_name = {}, "", ""
         dtypes = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int8: torch.int8}
         for index in range(engine.num_io_tensors):
@@ -140,15 +143,18 @@ def _build(trt, logger, onnx_bytes: bytes, *, precision: str, source: Path) -> b
     builder = trt.Builder(logger)
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_bytes):
-        errors = "; ".join(str(parser.get_error(index)) for index in range(parser.num_errors))
-        raise ModelLoadError(f"TensorRT cannot parse {source}: {errors}")
+    with loading("TensorRT", source):
+        parsed = parser.parse(onnx_bytes)
+    if not parsed:  # the parser keeps its errors rather than raising them: the first says what it refused
+        first = str(parser.get_error(0)) if parser.num_errors else "its ONNX parser refused the file"
+        raise load_refused("TensorRT", source, first)
     config = builder.create_builder_config()
     if precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
     if precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)  # with Q/DQ in the graph: explicit quantization, no calibrator
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise ModelLoadError(f"TensorRT could not build an engine from {source} at {precision}")
+    with loading("TensorRT", source):
+        serialized = builder.build_serialized_network(network, config)
+    if serialized is None:  # TensorRT logs why (at WARNING and above) and returns None
+        raise load_refused("TensorRT", source, f"no engine could be built at {precision}")
     return bytes(serialized)

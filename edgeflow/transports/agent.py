@@ -13,10 +13,12 @@ edgeflow drives it from ``edgeflow/transports/client.py``.
 """
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
 import platform
+import re
 import resource
 import sys
 import time
@@ -36,6 +38,34 @@ RUNTIMES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "t
 
 class AgentError(Exception):
     """A problem the agent names itself (printed as its message alone)."""
+
+
+def _first_line(exc):
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip() if lines else exc.__class__.__name__
+
+
+def _openvino_cause(exc):
+    """OpenVINO's first lines name the C++ source that raised; its last the cause (edgeflow's runtime_message)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("Exception from", "Check '"))]
+    return (useful or lines or [exc.__class__.__name__])[-1]
+
+
+def _onnxruntime_cause(exc):
+    """ONNX Runtime's first line without its status code and the path (edgeflow's session_refusal)."""
+    line = _first_line(exc)
+    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (?:Load model from .*? failed:)?\s*", "", line) or line
+
+
+@contextlib.contextmanager
+def _loading(runtime, model, cause=_first_line):
+    """Around the runtime's own load, compile or allocate call: its refusal becomes one line naming the file
+    (edgeflow.backends.base.loading's twin; the agent stands alone)."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - whatever the runtime raises, it refused this file
+        raise AgentError(f"{runtime} cannot load {model}: {cause(exc)[:300]}") from exc
 
 
 def _version(module_name):
@@ -68,7 +98,8 @@ def _onnxruntime(model, threads):
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    with _loading("ONNX Runtime", model, _onnxruntime_cause):
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     feed = session.get_inputs()[0]
     shape = [dim if isinstance(dim, int) else 1 for dim in feed.shape]
 
@@ -97,7 +128,8 @@ def _openvino(model, threads):
     config = {"PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    compiled = core.compile_model(model, "CPU", config)
+    with _loading("OpenVINO", model, _openvino_cause):
+        compiled = core.compile_model(model, "CPU", config)
     shape = list(compiled.inputs[0].get_shape())
     request = compiled.create_infer_request()
 
@@ -125,8 +157,9 @@ def _litert(model, threads):
 
     if not threads:  # explicit, as on the host: one a core
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    interpreter = Interpreter(model_path=model, num_threads=threads)
-    interpreter.allocate_tensors()
+    with _loading("LiteRT", model):
+        interpreter = Interpreter(model_path=model, num_threads=threads)
+        interpreter.allocate_tensors()
     feed, output = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     native = [int(dim) for dim in feed["shape"]]
     nhwc = len(native) == 4 and native[3] in (1, 3) and native[1] not in (1, 3)
