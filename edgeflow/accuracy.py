@@ -105,24 +105,42 @@ def evaluate_compiled(
     num_classes: int | None = None,
     data: str = "the data",
     output_indices: list[int] | None = None,
+    class_names: list[str] | None = None,
+    mapped_by: str = "the class map",
 ) -> AccuracyStats:
     """Top-k of ``compiled`` on ``dataset``; with ``num_classes`` its outputs must be exactly the data's classes,
-    unless ``output_indices`` (a sparse class map) says which output each class is."""
+    unless ``output_indices`` (from a class map or labels file, ``mapped_by``) says which output each class is:
+    a model with other outputs too is then scored over the outputs its classes map to."""
     logits, labels = collect_logits(compiled, dataset, max_samples=max_samples)
-    if output_indices is not None:
-        return _mapped_accuracy(logits, labels, output_indices, split=split, runtime=compiled.backend, data=data)
+    if output_indices is not None and output_indices != list(range(logits.shape[1])):
+        return _mapped_accuracy(
+            logits, labels, output_indices, split=split, runtime=compiled.backend, data=data,
+            class_names=class_names, mapped_by=mapped_by,
+        )  # fmt: skip
     if num_classes is not None:
         check_outputs(logits, num_classes=num_classes, data=data)
     return accuracy_from_logits(logits, labels, split=split, runtime=compiled.backend)
 
 
 def _mapped_accuracy(
-    logits: np.ndarray, labels: np.ndarray, output_indices: list[int], *, split: str, runtime: str, data: str
+    logits: np.ndarray,
+    labels: np.ndarray,
+    output_indices: list[int],
+    *,
+    split: str,
+    runtime: str,
+    data: str,
+    class_names: list[str] | None = None,
+    mapped_by: str = "the class map",
 ) -> MappedAccuracyStats:
     outputs = logits.shape[1]
-    if max(output_indices) >= outputs:
+    beyond = [position for position, index in enumerate(output_indices) if index >= outputs]
+    if beyond:
+        position = max(beyond, key=output_indices.__getitem__)
+        name = f"class {class_names[position]!r}" if class_names is not None else "a class"
         raise ShapeError(
-            f"the class map sends a class of {data} to output {max(output_indices)} but the model has {outputs}"
+            f"{mapped_by} sends {name} of {data} to output {output_indices[position]} but the model has "
+            f"{outputs} outputs (0 to {outputs - 1})"
         )
     indices = np.asarray(output_indices)
     mapped = accuracy_from_logits(logits[:, indices], labels, split=split, runtime=runtime)

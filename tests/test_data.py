@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -362,3 +363,157 @@ def test_a_sparse_class_map_keeps_the_folders_and_records_their_outputs(folder: 
         load_data(str(folder), resolution=8, class_map={"cat": 1, "dog": 2})
     with pytest.raises(DataError, match="built-in data set"):
         load_data("digits", resolution=8, class_map={"0": 0})
+
+
+# Photo folders as published sets lay them out -------------------------------------------------------------
+
+
+def _mean_colors(dataset) -> list[tuple[int, ...]]:
+    return [tuple(int(round(float(v))) for v in image.float().mean(dim=(1, 2))) for image in dataset.images]
+
+
+def test_any_file_pil_reads_is_an_image(folder: Path) -> None:
+    """A GIF in a class folder (a published set has one) gives its first frame as RGB; upper-case, unusual or
+    missing extensions are read for what the file is."""
+    frames = [Image.new("RGB", (8, 8), color) for color in ((0, 0, 250), (0, 250, 0))]
+    frames[0].save(folder / "cat" / "animated.gif", save_all=True, append_images=frames[1:])
+    red = Image.new("RGB", (8, 8), (240, 10, 10))
+    red.save(folder / "cat" / "SHOUTED.JPG", format="JPEG")
+    red.save(folder / "cat" / "photo.jfif", format="JPEG")
+    red.save(folder / "cat" / "no-extension", format="PNG")
+    red.save(folder / "dog" / "saved-as.dat", format="PNG")
+    splits = load_data(str(folder), resolution=8)
+    every = splits.every_image()
+    assert len(every) == 18 + 5 and splits.class_names == ["cat", "dog", "emu"]
+    colors = _mean_colors(every)
+    assert colors.count((0, 0, 250)) == 1 and (0, 250, 0) not in colors  # the first frame, and only it
+    gif = colors.index((0, 0, 250))
+    assert every.labels[gif] == 0 and every.images[gif].shape == (3, 8, 8)
+
+
+def test_files_left_beside_photos_are_skipped(folder: Path) -> None:
+    (folder / "cat" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (folder / "cat" / "._img00.png").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    (folder / "dog" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504))
+    (folder / "dog" / "desktop.ini").write_text("[.ShellClassInfo]\n")
+    (folder / "__MACOSX" / "cat").mkdir(parents=True)
+    (folder / "__MACOSX" / "cat" / "._img00.png").write_bytes(b"\x00\x05\x16\x07")
+    splits = load_data(str(folder), resolution=8)
+    assert splits.class_names == ["cat", "dog", "emu"] and len(splits.every_image()) == 18
+
+
+def test_a_file_pil_cannot_read_is_one_error_naming_it(folder: Path) -> None:
+    (folder / "dog" / "broken.gif").write_bytes(b"GIF89a and then nothing an image has")
+    with pytest.raises(DataError, match=r"cannot read image .*dog/broken\.gif: ") as caught:
+        load_data(str(folder), resolution=8)
+    assert "\n" not in str(caught.value)
+    (folder / "dog" / "broken.gif").unlink()
+    (folder / "dog" / "notes").write_text("a file without an extension that is no image")
+    with pytest.raises(DataError, match=r"dog/notes is not an image: PIL cannot read it"):
+        load_data(str(folder), resolution=8)
+
+
+def test_images_of_every_kind_are_read_and_broken_ones_named(folder: Path, monkeypatch) -> None:
+    """What was right before stays so: CMYK, 16-bit, palette (with transparency, and no warning), 1-bit and RGBA
+    images, a file name that is not UTF-8, a symlink loop; a zero-byte image and a decompression bomb are one
+    line each."""
+    import os
+    import warnings
+
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))
+    rgb.convert("CMYK").save(folder / "cat" / "cmyk.jpg")
+    Image.fromarray(rng.integers(0, 65535, (8, 8), dtype=np.uint16)).save(folder / "cat" / "sixteen.png")
+    rgb.convert("P").save(folder / "cat" / "palette.png", transparency=bytes(range(100)))
+    rgb.convert("1").save(folder / "dog" / "one-bit.png")
+    rgb.convert("RGBA").save(folder / "dog" / "alpha.png")
+    rgb.save(folder / "dog" / os.fsdecode(b"caf\xe9.png"))
+    os.symlink("loop", folder / "emu" / "loop")
+    os.symlink("..", folder / "emu" / "up")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        splits = load_data(str(folder), resolution=8)
+    assert len(splits.every_image()) == 18 + 6
+    (folder / "emu" / "empty.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"cannot read image .*emu/empty\.png: cannot identify image file") as caught:
+        load_data(str(folder), resolution=8)
+    assert "\n" not in str(caught.value)
+    (folder / "emu" / "empty.png").unlink()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20)  # every 20x14 image is now a bomb
+    with pytest.raises(DataError, match=r"cannot read image .*: Image size \(280 pixels\) exceeds limit") as caught:
+        load_data(str(folder), resolution=8)
+    assert "\n" not in str(caught.value)
+
+
+def _counting_reads(monkeypatch) -> list[Path]:
+    """The paths of every image read from now on."""
+    from edgeflow.data import image_folder
+
+    opened: list[Path] = []
+    real = image_folder.read_image
+
+    def read_image(path, spec):
+        opened.append(path)
+        return real(path, spec)
+
+    monkeypatch.setattr(image_folder, "read_image", read_image)
+    return opened
+
+
+def test_one_split_is_read_alone(tmp_path: Path, monkeypatch) -> None:
+    """Scoring val/ of train/ + val/ opens no image of train/ (a corrupt one there stops nothing); the holdout
+    carved from train/ reads its own images only; each is what loading every split gives."""
+    root = _layout(tmp_path / "imagenet", {"train": 20, "val": 3})
+    whole = load_data(str(root), resolution=8)
+    opened = _counting_reads(monkeypatch)
+    holdout = load_data(str(root), resolution=8, split="holdout")
+    assert len(opened) == 9 and len(holdout.train) == len(holdout.test) == 0
+    assert torch.equal(holdout.holdout.images, whole.holdout.images)
+    assert torch.equal(holdout.holdout.labels, whole.holdout.labels)
+    (root / "train" / "dog" / "img07.png").write_bytes(b"\x89PNG\r\n\x1a\ncorrupt")
+    opened.clear()
+    test = load_data(str(root), resolution=8, split="test")
+    assert len(opened) == 9 and all(path.parent.parent.name == "val" for path in opened)
+    assert torch.equal(test.test.images, whole.test.images) and torch.equal(test.test.labels, whole.test.labels)
+    assert len(test.train) == len(test.holdout) == 0 and test.class_names == whole.class_names
+    with pytest.raises(DataError, match=r"cannot read image .*train/dog/img07\.png"):
+        load_data(str(root), resolution=8, split="all")
+    shutil.rmtree(root / "train" / "emu")  # train/'s class folders are still compared, by name
+    with pytest.raises(DataError, match="extra emu"):
+        load_data(str(root), resolution=8, split="test")
+
+
+def test_one_split_of_a_flat_folder_and_of_train_val_test(tmp_path: Path, folder: Path, monkeypatch) -> None:
+    whole = load_data(str(folder), resolution=8)
+    opened = _counting_reads(monkeypatch)
+    test = load_data(str(folder), resolution=8, split="test")
+    assert len(opened) == 3 and torch.equal(test.test.images, whole.test.images)
+    three = _layout(tmp_path / "three", {"train": 5, "val": 2, "test": 4})
+    opened.clear()
+    holdout = load_data(str(three), resolution=8, split="holdout")
+    assert len(opened) == 6 and _green(holdout.holdout) == {1} and len(holdout.train) == len(holdout.test) == 0
+    with pytest.raises(DataError, match="unknown split 'val'"):
+        load_data(str(three), resolution=8, split="val")
+
+
+def test_a_labels_file_naming_outputs_without_a_folder_is_a_map(tmp_path: Path) -> None:
+    """Labels naming two outputs, a folder for the first only: the folder is output 0 of two, not a mismatch;
+    a folder the labels do not name is an error saying so, with the names they give."""
+    from edgeflow.data.classes import read_class_map, read_labels
+
+    _write_images(tmp_path / "photos" / "cat", count=4, color=(200, 0, 0))
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\n")
+    splits = load_data(str(tmp_path / "photos"), resolution=8, class_map=read_labels(labels))
+    assert splits.class_names == ["cat"] and splits.output_indices == [0]
+    tsv = tmp_path / "classes.tsv"
+    tsv.write_text("folder\toutput\ncat\t0\n")  # names exactly the folders: a reordering, as before
+    assert load_data(str(tmp_path / "photos"), resolution=8, class_map=read_class_map(tsv)).output_indices is None
+    _write_images(tmp_path / "photos" / "cow", count=4, color=(0, 200, 0))
+    message = r"class folder .*photos/cow is not in .*labels\.txt \(which names: cat, dog\)$"
+    with pytest.raises(DataError, match=message):
+        load_data(str(tmp_path / "photos"), resolution=8, class_map=read_labels(labels))
+    _write_images(tmp_path / "photos" / "cats", count=4, color=(0, 0, 200))
+    message = r"photos/cats \(and 1 more\) is not in .*classes\.tsv \(which names: cat\); did you mean 'cat'\?"
+    with pytest.raises(DataError, match=message):
+        load_data(str(tmp_path / "photos"), resolution=8, class_map=read_class_map(tsv))

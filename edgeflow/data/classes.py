@@ -1,9 +1,11 @@
 """Which model output each class folder is: a labels file (one class a line, line number = output index) or a
 class map (a TSV of folder name and output index, a header row allowed: Imagenette's ``classes.tsv`` is one).
 
-Both read into ``{folder name: output index}``. A map that is only a reordering of as many outputs as there are
-folders relabels the data; a sparse one (10 folders of a 1,000-output model) keeps the folders as the classes
-and records which output each one is, so accuracy is scored over those outputs (:mod:`edgeflow.accuracy`).
+Both read into a :class:`ClassMap`, ``{folder name: output index}`` that knows which file it came from (errors
+name it). A map that names exactly the folders, as outputs 0 to n-1, relabels the data; one that names outputs
+without a folder (10 folders of a 1,000-output model, or one folder of a labels file's two) keeps the folders as
+the classes and records which output each one is, so accuracy is scored over those outputs
+(:mod:`edgeflow.accuracy`).
 """
 
 from __future__ import annotations
@@ -13,12 +15,28 @@ from pathlib import Path
 from edgeflow.errors import DataError
 
 
-def read_labels(path: str | Path) -> dict[str, int]:
+class ClassMap(dict[str, int]):
+    """Folder name -> model output index, with ``source``: where it was read from, as messages name it
+    (``labels.txt``, ``classes.tsv``, ``the labels model.onnx carries``)."""
+
+    def __init__(self, mapping: dict[str, int] | None = None, *, source: str) -> None:
+        super().__init__(mapping or {})
+        self.source = source
+
+    def describe_names(self, *, limit: int = 8) -> str:
+        """The names in output order, the first ``limit`` of many: ``a, b`` or ``a, b, ... (1000 in all)``."""
+        names = sorted(self, key=self.__getitem__)
+        if len(names) <= limit:
+            return ", ".join(names)
+        return f"{', '.join(names[:limit])}, ... ({len(names)} in all)"
+
+
+def read_labels(path: str | Path) -> ClassMap:
     """A labels file: the class on line ``i`` (from 0) is output ``i``; blank lines at the end are ignored."""
     lines = _read_lines(path, kind="labels file")
     while lines and not lines[-1].strip():
         lines.pop()
-    mapping: dict[str, int] = {}
+    mapping = ClassMap(source=str(path))
     for number, line in enumerate(lines):
         name = line.strip()
         if not name:
@@ -31,10 +49,10 @@ def read_labels(path: str | Path) -> dict[str, int]:
     return mapping
 
 
-def read_class_map(path: str | Path) -> dict[str, int]:
+def read_class_map(path: str | Path) -> ClassMap:
     """A class map: tab-separated ``folder<TAB>output index[<TAB>anything]``; a first row whose second column is
     not a number is a header."""
-    mapping: dict[str, int] = {}
+    mapping = ClassMap(source=str(path))
     for number, line in enumerate(_read_lines(path, kind="class map"), start=1):
         if not line.strip():
             continue
@@ -61,7 +79,7 @@ def read_class_map(path: str | Path) -> dict[str, int]:
     return mapping
 
 
-def read_class_order(*, labels: str | Path | None = None, class_map: str | Path | None = None) -> dict[str, int] | None:
+def read_class_order(*, labels: str | Path | None = None, class_map: str | Path | None = None) -> ClassMap | None:
     """The mapping a labels file or a class map gives (one of them at most), or None."""
     if labels is not None and class_map is not None:
         raise DataError("give a labels file or a class map, not both")

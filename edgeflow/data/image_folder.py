@@ -7,26 +7,38 @@
 * ``DIR/train/`` + ``DIR/test/``: the holdout is 15% of each training class.
 
 Classes are the sorted folder names (as torchvision's ImageFolder orders them), the same in every split, unless
-a class map or labels file orders them (:mod:`edgeflow.data.classes`). Images are read with PIL as RGB and
-brought to the model's input size by the preprocessing's resize policy (:mod:`edgeflow.data.preprocess`; by
-default the shorter side resized to the resolution and centre-cropped to a square, ImageNet's mean and std),
-and kept in memory as uint8. An empty class, an unreadable image or a file that is not an image is one error
-naming it.
+a class map or labels file orders them (:mod:`edgeflow.data.classes`). An image is any file PIL reads, whatever
+its extension (a GIF gives its first frame); hidden files and the ones file managers leave beside photos
+(``.DS_Store``, ``._*``, ``Thumbs.db``, ``desktop.ini``) are skipped. Images are read as RGB and brought to the
+model's input size by the preprocessing's resize policy (:mod:`edgeflow.data.preprocess`; by default the shorter
+side resized to the resolution and centre-cropped to a square, ImageNet's mean and std), and kept in memory as
+uint8. An empty class, or a file PIL cannot read, is one error naming it.
+
+Only the images of the splits asked for are read (``split``): scoring ``val/`` of ``train/`` + ``val/`` opens no
+image of ``train/`` (it only checks that ``train/`` has the same class folders).
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from edgeflow.data.classes import ClassMap
 from edgeflow.data.preprocess import PreprocessSpec, read_image
 from edgeflow.data.splits import IMAGENET_MEAN, IMAGENET_STD, DataSplits, ImageDataset, split_each_class
 from edgeflow.errors import DataError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+SPLITS = ("train", "holdout", "test")
+SPLIT_READS = {"train": ("train",), "holdout": ("holdout",), "test": ("test",), "all": SPLITS}
 HOLDOUT_FOLDERS = ("holdout", "val")
+# what file managers and archivers leave beside photos (hidden files, starting with ".", are skipped too)
+LEFT_BESIDE_PHOTOS = frozenset({"thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "__macosx", "icon\r"})
+
+LabelledPaths = list[tuple[Path, int]]
 
 
 def load_image_folder(
@@ -36,17 +48,24 @@ def load_image_folder(
     seed: int = 0,
     class_map: dict[str, int] | None = None,
     preprocess: PreprocessSpec | None = None,
+    split: str = "all",
 ) -> DataSplits:
     """Load ``directory`` as train/holdout/test splits, read by ``preprocess`` (its size, else ``resolution``
     x ``resolution``; its mean/std, else ImageNet's).
 
     ``class_map`` (folder name -> model output, from :mod:`edgeflow.data.classes`) orders the classes by
-    output where it is a reordering, and records each folder's output where it is sparse.
+    output where it names exactly the folders, and records each folder's output where it names others too.
+    ``split`` (``train``, ``holdout``, ``test`` or ``all``) says which splits' images are read; the others come
+    back empty, and their images are neither opened nor checked.
 
     Raises:
         DataError: the directory is missing, has no class folders or an empty class, a class is too small
-            to split, an image cannot be read, or the splits' class folders differ.
+            to split, a file cannot be read as an image, a class folder is not in the class map, or the
+            splits' class folders differ.
     """
+    if split not in SPLIT_READS:
+        raise DataError(f"unknown split {split!r}; choose {', '.join(SPLIT_READS)}")
+    reads = SPLIT_READS[split]
     root = Path(directory).expanduser()
     if not root.exists():
         raise DataError(f"data directory not found: {directory}")
@@ -57,54 +76,75 @@ def load_image_folder(
     )
     folders = _split_folders(root)
     if folders is not None:
-        listings = {split: _list_images(folder) for split, folder in folders.items()}
-        class_names = sorted(listings["train"])
-        for split, listing in listings.items():
-            if sorted(listing) != class_names:
-                raise DataError(_class_mismatch(folders["train"], folders[split], class_names, sorted(listing)))
-        _check_mapped(class_map, class_names, root=folders["train"])  # before a single image is read
-        data = {split: _read_split(listing, class_names, spec=spec) for split, listing in listings.items()}
-        if "holdout" not in data:
-            whole = data["train"]
-            train, holdout = split_each_class(whole[1].numpy(), fractions=(0.85, 0.15), seed=seed, names=class_names)
-            data["train"], data["holdout"] = _take(whole, train), _take(whole, holdout)
+        class_names, paths = _split_layout(folders, reads=reads, seed=seed, class_map=class_map)
     else:
-        listing = _list_images(root)
-        class_names = sorted(listing)
-        _check_mapped(class_map, class_names, root=root)
-        whole = _read_split(listing, class_names, spec=spec)
-        parts = split_each_class(whole[1].numpy(), fractions=(0.7, 0.15, 0.15), seed=seed, names=class_names)
-        data = {split: _take(whole, part) for split, part in zip(("train", "holdout", "test"), parts, strict=True)}
+        class_folders = _class_folders(root)
+        class_names = sorted(folder.name for folder in class_folders)
+        _check_mapped(class_map, class_names, root=root)  # before a single file is opened
+        whole = _labelled(_list_images(class_folders), class_names)
+        parts = split_each_class(_labels(whole), fractions=(0.7, 0.15, 0.15), seed=seed, names=class_names)
+        paths = {name: [whole[index] for index in part] for name, part in zip(SPLITS, parts, strict=True)}
+    data = {name: _read_images(paths[name] if name in reads else [], spec=spec) for name in SPLITS}
 
     output_indices = None
     if class_map is not None:
-        class_names, data, output_indices = _apply_class_map(class_map, class_names, data, root=root)
+        class_names, data, output_indices = _apply_class_map(class_map, class_names, data)
     datasets = {
-        split: ImageDataset(images, labels, preprocess=spec, boxes=boxes)
-        for split, (images, labels, boxes) in data.items()
+        name: ImageDataset(images, labels, preprocess=spec, boxes=boxes)
+        for name, (images, labels, boxes) in data.items()
     }
     return DataSplits(
         name=str(directory), class_names=class_names, seed=seed, output_indices=output_indices, **datasets
     )
 
 
+def _split_layout(
+    folders: dict[str, Path], *, reads: tuple[str, ...], seed: int, class_map: dict[str, int] | None
+) -> tuple[list[str], dict[str, LabelledPaths]]:
+    """The class names and the labelled image paths of the splits in ``reads``, from ``train/`` + ``test/``
+    (+ holdout) folders; the class folders of every split are compared (by name only) all the same."""
+    class_folders = {name: _class_folders(folder) for name, folder in folders.items()}
+    class_names = sorted(folder.name for folder in class_folders["train"])
+    for name, found in class_folders.items():
+        names = sorted(folder.name for folder in found)
+        if names != class_names:
+            raise DataError(_class_mismatch(folders["train"], folders[name], class_names, names))
+    shown = next((folders[name] for name in SPLITS if name in reads and name in folders), folders["train"])
+    _check_mapped(class_map, class_names, root=shown)  # before a single file is opened
+    paths: dict[str, LabelledPaths] = {}
+    for name in ("holdout", "test"):
+        if name in reads and name in folders:
+            paths[name] = _labelled(_list_images(class_folders[name]), class_names)
+    carved = "holdout" not in folders  # the holdout is 15% of each training class
+    if "train" in reads or (carved and "holdout" in reads):
+        whole = _labelled(_list_images(class_folders["train"]), class_names)
+        paths["train"] = whole
+        if carved:
+            train, holdout = split_each_class(_labels(whole), fractions=(0.85, 0.15), seed=seed, names=class_names)
+            paths["train"], paths["holdout"] = [whole[i] for i in train], [whole[i] for i in holdout]
+    return class_names, paths
+
+
 def _check_mapped(class_map: dict[str, int] | None, class_names: list[str], *, root: Path) -> None:
     """Every class folder has an output in the map (checked before the images are read)."""
     unmapped = [name for name in class_names if class_map is not None and name not in class_map]
-    if unmapped:
-        more = f" (and {len(unmapped) - 1} more)" if len(unmapped) > 1 else ""
-        raise DataError(
-            f"class folder {root / unmapped[0]}{more} is not in the class map, the labels file or the labels "
-            "the model carries"
-        )
+    if not unmapped:
+        return
+    more = f" (and {len(unmapped) - 1} more)" if len(unmapped) > 1 else ""
+    folder = f"class folder {root / unmapped[0]}{more}"
+    if not isinstance(class_map, ClassMap):
+        raise DataError(f"{folder} is not in the class map, the labels file or the labels the model carries")
+    close = difflib.get_close_matches(unmapped[0], list(class_map), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise DataError(f"{folder} is not in {class_map.source} (which names: {class_map.describe_names()}){hint}")
 
 
-def _apply_class_map(class_map: dict[str, int], class_names: list[str], data: dict, *, root: Path):
-    """(class names, data, output indices): relabelled by output where the map is a reordering of as many
-    outputs as folders; else the folders stay the classes and each one's output is recorded."""
-    _check_mapped(class_map, class_names, root=root)
+def _apply_class_map(class_map: dict[str, int], class_names: list[str], data: dict):
+    """(class names, data, output indices): relabelled by output where the map names exactly the folders, as
+    outputs 0 to n-1; else (it names outputs without a folder) the folders stay the classes and each one's
+    output is recorded."""
     indices = [class_map[name] for name in class_names]
-    if sorted(indices) != list(range(len(class_names))):
+    if len(class_map) != len(class_names) or sorted(indices) != list(range(len(class_names))):
         return class_names, data, indices
     relabel = torch.tensor(indices, dtype=torch.int64)
     ordered = sorted(class_names, key=class_map.__getitem__)
@@ -130,48 +170,81 @@ def _split_folders(root: Path) -> dict[str, Path] | None:
     raise DataError(f"{root} has a train/ folder but no val/ or test/ folder to evaluate on; give one of them")
 
 
-def _list_images(folder: Path) -> dict[str, list[Path]]:
-    """Image files of each class subfolder (searched recursively), sorted by path; hidden entries skipped."""
-    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _skipped(name: str) -> bool:
+    """Hidden entries and what file managers leave beside photos: never images, never classes."""
+    return name.startswith(".") or name.lower() in LEFT_BESIDE_PHOTOS
+
+
+def _class_folders(folder: Path) -> list[Path]:
+    """The class subfolders of ``folder``, sorted by name (no file in them is opened)."""
+    classes = sorted(path for path in folder.iterdir() if path.is_dir() and not _skipped(path.name))
     if not classes:
         raise DataError(f"{folder} has no class subfolders; expected one folder of images per class")
+    return classes
+
+
+@functools.cache
+def _image_suffixes() -> frozenset[str]:
+    """Extensions of the formats PIL opens: files with them are listed without being opened."""
+    from PIL import Image
+
+    return frozenset(suffix for suffix, kind in Image.registered_extensions().items() if kind in Image.OPEN)
+
+
+def _is_image(path: Path) -> bool:
+    """An image extension, or else a file whose header PIL recognizes (a photo saved without one)."""
+    if path.suffix.lower() in _image_suffixes():
+        return True
+    from PIL import Image
+
+    try:
+        with Image.open(path):
+            return True
+    except Image.DecompressionBombError:
+        return True  # an image: reading it says what is wrong with it
+    except (OSError, ValueError, SyntaxError, EOFError):  # UnidentifiedImageError is an OSError
+        return False
+
+
+def _list_images(class_folders: list[Path]) -> dict[str, list[Path]]:
+    """Image files of each class folder (searched recursively), sorted by path; hidden entries skipped."""
     listing = {}
-    for class_folder in classes:
-        entries = sorted(
+    for class_folder in class_folders:
+        files = sorted(
             path
             for path in class_folder.rglob("*")
-            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(class_folder).parts)
+            if path.is_file() and not any(_skipped(part) for part in path.relative_to(class_folder).parts)
         )
-        strangers = [path for path in entries if path.suffix.lower() not in IMAGE_SUFFIXES]
+        strangers = [path for path in files if not _is_image(path)]
         if strangers:
             more = f" (and {len(strangers) - 1} more)" if len(strangers) > 1 else ""
-            raise DataError(
-                f"{strangers[0]} is not an image{more}: class folders hold images only ({', '.join(IMAGE_SUFFIXES)})"
-            )
-        files = entries
+            raise DataError(f"{strangers[0]} is not an image{more}: PIL cannot read it, and class folders hold images")
         if not files:
-            raise DataError(f"class folder {class_folder} has no images (looked for {', '.join(IMAGE_SUFFIXES)})")
+            raise DataError(f"class folder {class_folder} has no images")
         listing[class_folder.name] = files
     return listing
 
 
-def _take(split: tuple, indices) -> tuple:
-    images, labels, boxes = split
-    return images[indices], labels[indices], None if boxes is None else boxes[indices]
+def _labelled(listing: dict[str, list[Path]], class_names: list[str]) -> LabelledPaths:
+    """Every path with its class index, class by class."""
+    return [(path, label) for label, name in enumerate(class_names) for path in listing[name]]
 
 
-def _read_split(
-    listing: dict[str, list[Path]], class_names: list[str], *, spec: PreprocessSpec
+def _labels(paths: LabelledPaths) -> np.ndarray:
+    return np.asarray([label for _, label in paths], dtype=np.int64)
+
+
+def _read_images(
+    paths: LabelledPaths, *, spec: PreprocessSpec
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """All images of a split as uint8 (N, 3, H, W), their int64 labels (class by class) and, when the resize
-    pads, the box each image fills."""
-    paths = [(path, label) for label, name in enumerate(class_names) for path in listing[name]]
+    """The images at ``paths`` as uint8 (N, 3, H, W), their int64 labels and, when the resize pads, the box
+    each image fills."""
     images = np.empty((len(paths), spec.height, spec.width, 3), dtype=np.uint8)
     boxes = np.zeros((len(paths), 4), dtype=np.int64)
     for row, (path, _) in enumerate(paths):
         images[row], box = read_image(path, spec)
         boxes[row] = box or (0, 0, spec.height, spec.width)
-    labels = torch.tensor([label for _, label in paths], dtype=torch.int64)
+    labels = torch.from_numpy(_labels(paths))
     padded = torch.from_numpy(boxes) if spec.resize == "keep_ratio_pad" else None
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels, padded
 

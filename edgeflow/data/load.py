@@ -29,6 +29,7 @@ def load_data(
     seed: int = 0,
     class_map: dict[str, int] | None = None,
     preprocess: PreprocessSpec | None = None,
+    split: str = "all",
 ) -> DataSplits:
     """Load a built-in data set by name, or an ImageFolder directory by path.
 
@@ -43,6 +44,8 @@ def load_data(
         class_map: folder name -> model output index (:mod:`edgeflow.data.classes`), for a directory.
         preprocess: how images become the model's input (:mod:`edgeflow.data.preprocess`); its size wins over
             ``resolution``.
+        split: ``train``, ``holdout`` or ``test``: a directory's other splits come back empty, their images
+            never opened (what scoring one split needs; a built-in set comes back whole); ``all``: every split.
 
     Raises:
         UnknownNameError: ``source`` is neither a built-in name nor an existing path.
@@ -62,7 +65,9 @@ def load_data(
             )
         return splits
     if _looks_like_path(source):
-        return load_image_folder(source, resolution=resolution, seed=seed, class_map=class_map, preprocess=preprocess)
+        return load_image_folder(
+            source, resolution=resolution, seed=seed, class_map=class_map, preprocess=preprocess, split=split
+        )
     close = difflib.get_close_matches(source.strip().lower(), list_datasets(), n=2)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise UnknownNameError(
@@ -82,8 +87,10 @@ def load_data_for_input(
     preprocess: PreprocessSpec | None = None,
     seed: int = 0,
     class_map: dict[str, int] | None = None,
+    split: str = "all",
 ) -> DataSplits:
-    """The data read for a compiled model's input (N x 3 x H x W, or N x H x W x 3 with ``layout: nhwc``)."""
+    """The data read for a compiled model's input (N x 3 x H x W, or N x H x W x 3 with ``layout: nhwc``); only
+    ``split``'s images of a directory (:func:`load_data`)."""
     nhwc = preprocess is not None and preprocess.layout == "nhwc"
     size = tuple(input_shape[1:3]) if nhwc else tuple(input_shape[2:4])
     if preprocess is not None and preprocess.size is not None and tuple(preprocess.size) != size:
@@ -91,4 +98,4 @@ def load_data_for_input(
             f"the preprocessing's size {list(preprocess.size)} differs from the model's input {list(size)} (H, W)"
         )
     spec = (preprocess or PreprocessSpec()).model_copy(update={"size": size})
-    return load_data(source, resolution=size[0], seed=seed, class_map=class_map, preprocess=spec)
+    return load_data(source, resolution=size[0], seed=seed, class_map=class_map, preprocess=spec, split=split)

@@ -153,8 +153,10 @@ def read_image(path: Path, spec: PreprocessSpec) -> tuple[np.ndarray, tuple[int,
     from PIL import Image
 
     try:
-        with Image.open(path) as opened:
-            image = opened.convert("RGB")
+        with Image.open(path) as opened:  # the first frame of a GIF, an animated PNG or WebP
+            # a palette with transparency goes through RGBA (straight to RGB, PIL warns about it)
+            transparent = opened.mode == "P" and "transparency" in opened.info
+            image = (opened.convert("RGBA") if transparent else opened).convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         raise DataError(f"cannot read image {path}: {reason}") from None

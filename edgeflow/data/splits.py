@@ -176,7 +176,8 @@ class DataSplits:
     """Train, holdout and test splits of one data set.
 
     ``train`` is for training, fine-tuning and calibration; ``holdout`` for choices made during compression
-    (never reported as accuracy); ``test`` is the only split whose accuracy is reported.
+    (never reported as accuracy); ``test`` is the only split whose accuracy is reported. Data loaded for one split
+    (``load_data(..., split="test")``) has the others empty.
     """
 
     name: str
@@ -185,7 +186,7 @@ class DataSplits:
     test: ImageDataset
     class_names: list[str]
     seed: int = 0
-    output_indices: list[int] | None = None  # the model output of each class, where a sparse class map says
+    output_indices: list[int] | None = None  # each class's model output, where a class map names other outputs too
 
     @property
     def num_classes(self) -> int:
