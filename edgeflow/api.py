@@ -16,14 +16,14 @@ from edgeflow.artifact import Artifact, artifact_from_path
 from edgeflow.backends import choose_backend, get_backend
 from edgeflow.compress.quantize_artifact import quantize_artifact as quantize
 from edgeflow.config import parse_spec
-from edgeflow.data.classes import read_class_order
+from edgeflow.data.classes import ClassMap, read_class_order
 from edgeflow.data.load import load_data_for_input
 from edgeflow.data.preprocess import PreprocessSpec, as_preprocess, parse_input_shape
 from edgeflow.device import DeviceSpec, as_device
 from edgeflow.errors import ConfigError
 from edgeflow.export.onnx import export_onnx
 from edgeflow.export.openvino import convert_to_openvino
-from edgeflow.io import ensure_writable_dir
+from edgeflow.io import staged_entries
 from edgeflow.models import model_info
 from edgeflow.models.onnx_input import prepare_artifact
 from edgeflow.models.source import looks_like_file, resolve_model
@@ -96,21 +96,24 @@ def export(
             raise ConfigError("the resolution multiplier needs the model's default size: give --arch or --resolution")
         resolution = scale.input_side(model_info(arch or model).default_resolution)
     source = resolve_model(model, arch=arch, width=width, resolution=resolution, num_classes=num_classes)
+    if source.onnx_path is not None and format == "onnx":
+        raise ConfigError(f"{model} is already an ONNX file")
     out = Path(out)
-    ensure_writable_dir(out)
-    if source.onnx_path is not None:
-        onnx_artifact = Artifact(format="onnx", path=source.onnx_path, input_shape=source.input_shape)
+    names = [f"{source.name}.onnx"] if format == "onnx" else [f"{source.name}.xml", f"{source.name}.bin"]
+    with staged_entries(out, names=names) as stage:  # a file edgeflow did not write there is never overwritten
+        if source.onnx_path is not None:
+            onnx_artifact = Artifact(format="onnx", path=source.onnx_path, input_shape=source.input_shape)
+        else:
+            onnx_artifact = export_onnx(
+                source.module, input_shape=source.input_shape, path=stage / f"{source.name}.onnx", opset=opset
+            )
         if format == "onnx":
-            raise ConfigError(f"{model} is already an ONNX file")
-    else:
-        onnx_artifact = export_onnx(
-            source.module, input_shape=source.input_shape, path=out / f"{source.name}.onnx", opset=opset
-        )
-    if format == "onnx":
-        return onnx_artifact
-    artifact = convert_to_openvino(onnx_artifact, path=out / f"{source.name}.xml")
-    if source.onnx_path is None:
-        onnx_artifact.path.unlink()
+            artifact = onnx_artifact
+        else:
+            artifact = convert_to_openvino(onnx_artifact, path=stage / f"{source.name}.xml")
+            if source.onnx_path is None:
+                onnx_artifact.path.unlink()
+    artifact.path = out / artifact.path.name
     return artifact
 
 
@@ -155,9 +158,10 @@ def evaluate(
 
     ``labels`` (one class a line, line = output) or ``class_map`` (TSV: folder, output) say which output each
     class folder is (else the labels an ONNX's metadata carries, else the sorted folder names); a model with
-    more outputs than folders (ImageNet's 1,000 on Imagenette's 10) is then scored over the outputs its classes
-    map to, with the top-1 over every output beside it. ``preprocess`` (a YAML file or spec; else the ONNX's
-    metadata, else the data set's default) reads the images; ``input_shape`` fixes dynamic dimensions."""
+    more outputs than folders (ImageNet's 1,000 on Imagenette's 10, or a labels file's two on one folder) is then
+    scored over the outputs its classes map to, with the top-1 over every output beside it. Only the images of
+    ``split`` are read. ``preprocess`` (a YAML file or spec; else the ONNX's metadata, else the data set's
+    default) reads the images; ``input_shape`` fixes dynamic dimensions."""
     if split not in {"test", "holdout", "all"}:
         raise ConfigError(f"unknown split {split!r}; choose test, holdout or all")
     mapping = read_class_order(labels=labels, class_map=class_map)
@@ -166,14 +170,21 @@ def evaluate(
     spec, own_order = prepare_artifact(
         loaded, input_shape=parse_input_shape(input_shape), preprocess=as_preprocess(preprocess)
     )
-    mapping = mapping if mapping is not None else own_order
+    if mapping is None and own_order is not None:
+        mapping = ClassMap(own_order, source=f"the labels {loaded.path.name} carries")
     chosen = choose_backend(loaded, device_spec, backend=backend)
     compiled = get_backend(chosen).compile(loaded, settings=device_spec.runtime)
-    splits = load_data_for_input(data, input_shape=compiled.input_shape, preprocess=spec, seed=seed, class_map=mapping)
+    splits = load_data_for_input(
+        data, input_shape=compiled.input_shape, preprocess=spec, seed=seed, class_map=mapping, split=split
+    )  # only the images of the split scored are read
     dataset = splits.every_image() if split == "all" else getattr(splits, split)
+    output_indices = splits.output_indices
+    if output_indices is None and mapping is not None:  # the map made the classes outputs 0 to n-1
+        output_indices = list(range(splits.num_classes))
     return evaluate_compiled(
         compiled, dataset, split=split, max_samples=max_samples, num_classes=splits.num_classes, data=str(data),
-        output_indices=splits.output_indices,
+        output_indices=output_indices, class_names=splits.class_names,
+        mapped_by=mapping.source if mapping is not None else "the class map",
     )  # fmt: skip
 
 

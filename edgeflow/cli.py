@@ -23,7 +23,7 @@ app = typer.Typer(
     help="Compress, export, measure and report CNNs for edge devices.",
 )
 console = Console(width=None if sys.stdout.isatty() else 200)
-error_console = Console(stderr=True)
+error_console = Console(stderr=True, emoji=False)  # a file named :cat:.png stays so
 
 JsonOption = typer.Option(False, "--json", help="print machine-readable results on stdout")
 DeviceOption = typer.Option("cpu", "--device", "-d", help="device name (edgeflow devices) or a device YAML file")
@@ -58,9 +58,17 @@ def _run(call: Callable[[], Any]) -> Any:
     except EdgeflowError as error:
         error_console.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
+    except OSError as error:  # the system refused (a full disk, a permission, too many open files): not a bug
+        from edgeflow.io import describe_os_error
+
+        error_console.print(f"error: {describe_os_error(error)}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
     except KeyboardInterrupt:
         error_console.print("interrupted; nothing was written", markup=False)
         raise typer.Exit(code=130) from None
+    except _Stopped as stop:  # said once the run's cleanup (and its progress bars) are done: the last line
+        error_console.print(f"error: stopped by {stop.signal_name}; nothing was written", markup=False)
+        raise typer.Exit(code=stop.code) from None
 
 
 def _ms(value: float | None) -> str:
@@ -87,7 +95,9 @@ def optimize(
         None, "--recipe", "-r", help="recipe name (edgeflow recipes) or YAML file; default: the device's, else default"
     ),
     data: str | None = DataSetOption,
-    out: Path = typer.Option(Path("reports/latest"), "--out", "-o", help="report folder (replaced on success)"),
+    out: Path = typer.Option(
+        Path("reports/latest"), "--out", "-o", help="report folder: new, or one edgeflow wrote (replaced on success)"
+    ),
     arch: str | None = ArchOption,
     host: str | None = HostOption,
     key: str | None = KeyOption,
@@ -687,11 +697,18 @@ def main() -> None:
     app()
 
 
+class _Stopped(SystemExit):
+    """A signal that stops the command; the exit code is 128 + the signal's number, as shells report it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signal_name = signal.Signals(signum).name
+
+
 def _terminated(signum: int, _frame) -> None:
     """SIGTERM (a job scheduler's stop, ``kill``) ends a command like Ctrl-C does: through its cleanup, so an
     ``optimize`` stopped mid-run leaves neither its output folder nor its hidden staging folder."""
-    print(f"error: stopped by {signal.Signals(signum).name}; nothing was written", file=sys.stderr)
-    raise SystemExit(128 + signum)
+    raise _Stopped(signum)
 
 
 if __name__ == "__main__":

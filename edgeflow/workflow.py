@@ -28,7 +28,7 @@ from edgeflow.environment import environment, host_has_bf16
 from edgeflow.errors import ConfigError
 from edgeflow.export.onnx import export_onnx
 from edgeflow.export.openvino import convert_to_openvino
-from edgeflow.io import ensure_writable_dir, staged_dir
+from edgeflow.io import check_output_folder, ensure_writable_dir, staged_dir
 from edgeflow.models.onnx_input import save_with_fixed_input, write_metadata
 from edgeflow.models.source import ModelSource, load_model_and_data
 from edgeflow.progress import Progress
@@ -54,10 +54,12 @@ def run_optimize(
     started = time.perf_counter()
     device_spec, recipe_spec = device, recipe
     _check_variants_fit_device(recipe_spec.variants, device_spec)
+    data_source = data or recipe_spec.data
+    reading = (model, data_source, recipe_spec.class_map, recipe_spec.labels)
+    check_output_folder(out, reading=reading)  # before an hour of training, not after
     ensure_writable_dir(out.parent)
     torch.manual_seed(recipe_spec.seed)
 
-    data_source = data or recipe_spec.data
     source, splits = load_model_and_data(model, arch=arch, data=data_source, recipe=recipe_spec)
     sizes = splits.describe()
     height, width = splits.size
@@ -73,7 +75,7 @@ def run_optimize(
             f"{source.num_classes or 'the model'}'s; top-1 is over every output (a pick outside them counts wrong). "
             "edgeflow eval --class-map gives the top-1 over the mapped outputs beside it"
         )
-    with staged_dir(out) as stage:
+    with staged_dir(out, reading=reading) as stage:
         run = _Run(source=source, splits=splits, recipe=recipe_spec, device=device_spec, stage=stage, progress=progress)
         training = train_if_needed(source, splits, recipe=recipe_spec, progress=progress)
         if source.module is not None:  # the trained model (a search's start: search/ holds what it changed)
@@ -91,7 +93,10 @@ def _trained_weights_kept(weights: Path, *, trained: bool, out: Path, run: _Run)
     except BaseException as exc:
         if not trained or not weights.exists():
             raise
-        kept = out.parent / f"{out.name}.trained.pt"
+        kept, number = out.parent / f"{out.name}.trained.pt", 1
+        while kept.exists():  # an earlier run's (or the user's) file is never overwritten
+            number += 1
+            kept = out.parent / f"{out.name}.trained-{number}.pt"
         weights.replace(kept)  # the staging folder is in out.parent: a rename, never a partial file
         message = (
             f"the weights trained here are kept in {kept}: give it as the model (with --arch "

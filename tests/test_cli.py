@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -376,3 +377,99 @@ def test_sigterm_stops_optimize_without_leaving_folders(tmp_path: Path) -> None:
     assert stderr.strip().splitlines()[-1] == "error: stopped by SIGTERM; nothing was written"
     assert "Traceback" not in stderr
     assert list(tmp_path.iterdir()) == []  # neither run/ nor .run.staging-*
+
+
+def _photos(root: Path, counts: dict[str, int]) -> Path:
+    """``root/<class>/`` with ``counts[class]`` 8x8 PNGs of random pixels."""
+    import numpy as np
+    from PIL import Image
+
+    for index, (name, count) in enumerate(counts.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for number in range(count):
+            pixels = np.random.default_rng(10 * index + number).integers(0, 255, (8, 8, 3)).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{number}.png")
+    return root
+
+
+def test_eval_scores_a_class_folder_holding_a_gif(tmp_path: Path) -> None:
+    """A published set has a GIF in a class folder: PIL reads it, so it is scored; a file PIL cannot read is
+    one line naming it."""
+    from PIL import Image
+
+    photos = _photos(tmp_path / "photos", {"cat": 3, "dog": 3})
+    Image.new("RGB", (8, 8), (0, 0, 250)).save(photos / "cat" / "n0153282900000293.gif")
+    model = _tiny_onnx(tmp_path, num_classes=2)
+    result = invoke("eval", str(model), "--data", str(photos), "--split", "all", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["samples"] == 7
+    every = ("eval", str(model), "--data", str(photos), "--split", "all")
+    (photos / "dog" / "scan.tif").write_bytes(b"II*\x00 a TIFF header, then nothing")
+    assert_one_line_error(invoke(*every), f"cannot read image {photos}/dog/scan.tif")
+    (photos / "dog" / "scan.tif").unlink()
+    (photos / "dog" / "notes").write_text("taken at the zoo")
+    assert_one_line_error(invoke(*every), f"{photos}/dog/notes is not an image")
+
+
+def test_eval_of_val_reads_no_image_of_train(tmp_path: Path) -> None:
+    """eval scores val/ of train/ + val/: a corrupt image in train/ stops nothing (every split still finds it)."""
+    root = tmp_path / "set"
+    _photos(root / "train", {"cat": 4, "dog": 4})
+    _photos(root / "val", {"cat": 2, "dog": 2})
+    (root / "train" / "cat" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n cut off by a failed download")
+    model = _tiny_onnx(tmp_path, num_classes=2)
+    result = invoke("eval", str(model), "--data", str(root), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["samples"] == 4 and json.loads(result.stdout)["split"] == "test"
+    assert_one_line_error(
+        invoke("eval", str(model), "--data", str(root), "--split", "all"), f"cannot read image {root}/train/cat/corrupt"
+    )
+
+
+def test_eval_through_labels_naming_outputs_without_a_folder(tmp_path: Path) -> None:
+    """Labels naming a 2-output model's outputs, and one class folder: that folder is scored as its output of
+    the two (a class map covering one output alike); a folder the labels do not name is one line saying so."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from edgeflow.data import load_data
+
+    photos = _photos(tmp_path / "photos", {"cat": 5})
+    model = _tiny_onnx(tmp_path, num_classes=2)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\n")
+    result = invoke("eval", str(model), "--data", str(photos), "--labels", str(labels), "--split", "all", "--json")
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout)
+    session = ort.InferenceSession(str(model))
+    every = load_data(str(photos), resolution=16).every_image()
+    logits = np.concatenate([session.run(None, {"input": image[None].numpy()})[0] for image, _ in every])
+    assert stats["samples"] == 5 and stats["outputs"] == 2 and stats["top1"] == 1.0  # one class: one output
+    assert stats["top1_all_outputs"] == pytest.approx(float(np.mean(logits.argmax(axis=1) == 0)))
+    tsv = tmp_path / "classes.tsv"
+    tsv.write_text("folder\toutput\ncat\t0\n")
+    mapped = invoke("eval", str(model), "--data", str(photos), "--class-map", str(tsv), "--split", "all", "--json")
+    assert mapped.exit_code == 0, mapped.output
+    assert json.loads(mapped.stdout) == stats
+    quantized = invoke("quantize", str(model), "--data", str(photos), "--class-map", str(tsv), "--method",
+                       "ort-static", "--backend", "onnxruntime", "--subset-size", "2", "--out", str(tmp_path / "q"),
+                       "--json")  # fmt: skip
+    assert quantized.exit_code == 0, quantized.output  # quantize takes the same map as a map
+    assert json.loads(quantized.stdout)["accuracy"]["samples"] == 1  # the one test image of the one folder
+    _photos(photos, {"cow": 3})
+    assert_one_line_error(
+        invoke("eval", str(model), "--data", str(photos), "--labels", str(labels)),
+        f"class folder {photos}/cow is not in {labels} (which names: cat, dog)",
+    )
+    too_many = tmp_path / "three.txt"
+    too_many.write_text("cat\ncow\ndog\n")
+    _photos(photos, {"dog": 3})
+    assert_one_line_error(
+        invoke("eval", str(model), "--data", str(photos), "--labels", str(too_many)),
+        f"{too_many} sends class 'dog' of {photos} to output 2 but the model has 2 outputs (0 to 1)",
+    )
+    exact = tmp_path / "two.txt"
+    exact.write_text("cat\ncow\n")
+    shutil.rmtree(photos / "dog")
+    plain = invoke("eval", str(model), "--data", str(photos), "--labels", str(exact), "--json")
+    assert plain.exit_code == 0 and "outputs" not in json.loads(plain.stdout), plain.output

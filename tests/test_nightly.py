@@ -39,6 +39,24 @@ def test_a_night_carries_on_past_a_failing_cell(two_nights: dict) -> None:
     assert (night / ok.report).is_file()  # the cell's own optimize report
 
 
+def test_a_nightly_page_served_to_a_team_is_readable_by_it(two_nights: dict) -> None:
+    """Every file of the nights (pages, plots, cell reports, models, bundles, the history) and every folder has
+    the mode the umask gives: a web server running as another user can serve them."""
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    out = two_nights["out"]
+    modes = {str(path.relative_to(out)): stat.S_IMODE(path.stat().st_mode) for path in out.rglob("*")}
+    wrong = {
+        name: f"{mode:o}" for name, mode in modes.items()
+        if mode != (0o777 if (out / name).is_dir() else 0o666) & ~umask
+    }  # fmt: skip
+    assert len(modes) > 20 and not wrong, wrong
+    assert {"night-1/night.html", "history.sqlite"} <= set(modes)
+
+
 def test_the_history_keeps_both_nights_with_raw_samples(two_nights: dict) -> None:
     with History.open(two_nights["out"] / "history.sqlite") as store:
         runs = store.finished_runs()

@@ -13,6 +13,7 @@ import numpy as np
 from edgeflow.artifact import Artifact
 from edgeflow.device import RuntimeSettings
 from edgeflow.errors import EdgeflowError, ModelLoadError, ShapeError, first_line
+from edgeflow.io import os_refusal
 
 if TYPE_CHECKING:
     from edgeflow.profiling.layers import LayerProfileStats
@@ -97,6 +98,9 @@ def loading(runtime: str, source: object, *, reason: Callable[[BaseException], s
     except EdgeflowError:
         raise
     except Exception as exc:  # runtimes raise RuntimeError, ValueError or their own types, with multi-line text
+        refused = os_refusal(source) if isinstance(source, Path) else None
+        if refused is not None:  # the system, not the file: too many open files, a permission
+            raise ModelLoadError(f"cannot read {refused}") from exc
         raise load_refused(runtime, source, reason(exc)) from exc
 
 

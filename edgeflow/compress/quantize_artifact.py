@@ -25,7 +25,7 @@ from edgeflow.data.load import load_data_for_input
 from edgeflow.data.preprocess import PreprocessSpec, as_preprocess, parse_input_shape
 from edgeflow.device import DeviceSpec, RuntimeSettings, as_device
 from edgeflow.errors import ConfigError, ShapeError
-from edgeflow.io import ensure_writable_dir
+from edgeflow.io import staged_entries
 from edgeflow.models.onnx_input import prepare_artifact
 from edgeflow.progress import Progress
 from edgeflow.recipe import INT8_METHODS, QuantizeConfig, VariantSpec
@@ -97,15 +97,19 @@ def quantize_artifact(
         raise ShapeError(f"{source.path} is already quantized; give the float model")
     target = choose_backend(source, device_spec, backend=backend)
     out_dir = Path(out) if out is not None else source.path.parent
-    ensure_writable_dir(out_dir)
     float_model = get_backend(target).compile(source, settings=_F32)
     splits = load_data_for_input(
         data, input_shape=float_model.input_shape, preprocess=spec, seed=seed, class_map=mapping
     ).labelled_by_output()
 
     float_test, truth = collect_logits(float_model, splits.test)
-    if splits.output_indices is None:
+    if mapping is None:
         check_outputs(float_test, num_classes=splits.num_classes, data=str(data))
+    elif max(mapping.values()) >= float_test.shape[1]:  # a labels file or map naming outputs with no folder is fine
+        raise ShapeError(
+            f"{getattr(mapping, 'source', 'the class map')} names output {max(mapping.values())} but the model has "
+            f"{float_test.shape[1]} outputs (0 to {float_test.shape[1] - 1})"
+        )
     floats = FloatArtifacts(
         onnx=source if source.format == "onnx" else None,  # type: ignore[arg-type]
         openvino=source if target == "openvino" else None,
@@ -121,13 +125,17 @@ def quantize_artifact(
         quantize=QuantizeConfig(method="auto", subset_size=subset_size, max_drop=max_drop, preset=preset),
     )
     methods = _methods(method, target)
-    quantized, summary = quantize_within_budget(
-        variant, methods=methods, base=source, floats=floats, splits=splits,
-        path=out_dir / f"{source.path.stem}_int8{source.path.suffix}", seed=seed, progress=progress,
-        settings=device_spec.runtime,
-    )  # fmt: skip
-    compiled = get_backend(target).compile(quantized, settings=_F32)
-    logits, _ = collect_logits(compiled, splits.test)
+    written = source.path.with_name(f"{source.path.stem}_int8{source.path.suffix}")
+    names = [written.name, *([written.with_suffix(".bin").name] if target == "openvino" else [])]
+    with staged_entries(out_dir, names=names) as stage:  # a file edgeflow did not write there is never overwritten
+        quantized, summary = quantize_within_budget(
+            variant, methods=methods, base=source, floats=floats, splits=splits,
+            path=stage / written.name, seed=seed, progress=progress,
+            settings=device_spec.runtime,
+        )  # fmt: skip
+        compiled = get_backend(target).compile(quantized, settings=_F32)
+        logits, _ = collect_logits(compiled, splits.test)
+    quantized.path = out_dir / quantized.path.name
     float_holdout, holdout = summary.holdout_top1_float, summary.holdout_top1_quantized
     message = (
         f"holdout top-1 {100 * holdout:.2f}% vs float {100 * float_holdout:.2f}%: "

@@ -31,6 +31,8 @@ def export_onnx(module, *, input_shape: Sequence[int], path: Path, opset: int = 
                 output_names=["logits"],
                 do_constant_folding=True,
             )
+        except OSError:  # the file could not be written (a full disk): no exporter would do better
+            raise
         except Exception:  # removed or failing legacy exporter: fall back to torch.export
             torch.onnx.export(
                 module,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from edgeflow.artifact import Artifact
 from edgeflow.errors import ModelLoadError
-from edgeflow.io import atomic_path
+from edgeflow.io import atomic_path, os_refusal
 
 
 def convert_to_openvino(onnx_artifact: Artifact, *, path: Path) -> Artifact:
@@ -19,6 +19,8 @@ def convert_to_openvino(onnx_artifact: Artifact, *, path: Path) -> Artifact:
     try:
         model = ov.convert_model(str(onnx_artifact.path))
     except Exception as exc:
+        if (refused := os_refusal(onnx_artifact.path)) is not None:  # the system, not the file
+            raise ModelLoadError(f"cannot read {refused}") from None
         message = runtime_message(exc)
         raise ModelLoadError(f"{onnx_artifact.path}: OpenVINO cannot convert it: {message}") from None
     save_openvino(model, path=path)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from edgeflow.errors import ModelLoadError, first_line
+from edgeflow.io import describe_os_error
 from edgeflow.models._registry import create_model, model_info
 
 if TYPE_CHECKING:
@@ -163,7 +164,9 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path))
         onnx.checker.check_model(str(path))  # by path, so models over 2 GB with external data work
-    except Exception as error:  # protobuf, checker and OS errors all mean "not a usable ONNX file"
+    except OSError as error:  # the system refused to read it (permission, too many open files): not the file's fault
+        raise ModelLoadError(f"cannot read {describe_os_error(error, path=path)}") from None
+    except Exception as error:  # protobuf and checker errors mean "not a usable ONNX file"
         raise ModelLoadError(f"{path} is not a valid ONNX model: {first_line(error, limit=200)}") from None
     initializers = {init.name for init in model.graph.initializer}
     inputs = [i.name for i in model.graph.input if i.name not in initializers]

@@ -31,7 +31,7 @@ from edgeflow.environment import environment
 from edgeflow.errors import ConfigError
 from edgeflow.export.onnx import export_onnx
 from edgeflow.export.openvino import convert_to_openvino
-from edgeflow.io import ensure_writable_dir
+from edgeflow.io import claim_folder, mark_folder
 from edgeflow.latency.table import LookupTable, cache_folder, default_table_path
 from edgeflow.latency.timer import Timer
 from edgeflow.models import check_resolution
@@ -119,7 +119,7 @@ def _search(model, *, device, recipe_spec: Recipe, data, out, arch, latency_budg
     out = Path(out)
     if resume and not Checkpoint(out / "state").exists():
         raise ConfigError(f"nothing to resume: {out / 'state' / 'state.json'} does not exist")
-    ensure_writable_dir(out)
+    claim_folder(out, reading=(model, data or recipe_spec.data, recipe_spec.class_map, recipe_spec.labels))
     torch.manual_seed(recipe_spec.seed)  # a registry model's initial weights come from the global generator
     source, splits = load_model_and_data(model, arch=arch, data=data or recipe_spec.data, recipe=recipe_spec)
     engine = adapt(
@@ -165,6 +165,7 @@ def _search(model, *, device, recipe_spec: Recipe, data, out, arch, latency_budg
         environment=environment(),
     )
     write_search_report(report, folder=out)
+    mark_folder(out)
     return report
 
 

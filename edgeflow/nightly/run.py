@@ -16,7 +16,7 @@ from edgeflow.cluster.session import connected
 from edgeflow.device import DeviceSpec, load_device
 from edgeflow.environment import environment
 from edgeflow.errors import ConfigError, EdgeflowError
-from edgeflow.io import ensure_writable_dir, sha256, staged_dir
+from edgeflow.io import claim_folder, ensure_writable_dir, mark_folder, sha256, staged_dir
 from edgeflow.nightly.cells import CellJob, CellResult, bug, cell_recipe, run_cells_here, time_cells_in_turn
 from edgeflow.nightly.config import NightlySpec, load_nightly
 from edgeflow.nightly.history import CellRecord, History
@@ -48,8 +48,7 @@ def run_nightly(
 def _run_nightly(spec: NightlySpec, *, out, history, label, on_ray: bool, progress: Progress | None) -> NightReport:
     progress = progress or Progress.silent()
     devices = _check_matrix(spec)
-    out = Path(out)
-    ensure_writable_dir(out)
+    out = claim_folder(out, reading=[*spec.matrix.models, spec.pipeline.data])
     started = datetime.now(timezone.utc)
     label = _free_label(out, label or started.strftime("%Y-%m-%d"))
     with History.open(history or out / "history.sqlite") as store:
@@ -57,6 +56,7 @@ def _run_nightly(spec: NightlySpec, *, out, history, label, on_ray: bool, progre
             label=label, started=started.isoformat(timespec="seconds"), recipe_name=spec.name,
             recipe_hash=spec.fingerprint(), recipe=spec.model_dump(mode="json"), environment=environment(),
         )  # fmt: skip
+        mark_folder(out)  # the night has begun: what it leaves in out (cache/, the night) is edgeflow's
         cells: list[CellResult] = []
         with staged_dir(out / label) as stage:
             jobs = []
