@@ -264,6 +264,16 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path: Path, tiny_onnx: Path
         assert sorted(path.name for path in full.iterdir()) == ["filler"]
 
 
+def test_a_failed_swap_leaves_the_folder_as_it_was_and_nothing_beside_it(tmp_path: Path) -> None:
+    """A folder the system will not let go (a mount point: EBUSY) cannot be swapped: one error, the folder as it
+    was, no staging or retired folder left beside it."""
+    with small_filesystem(tmp_path / "report", size="1m") as out:
+        with pytest.raises(OutputError, match=r"cannot replace .*report: .*busy.*; it is as it was"):
+            with staged_dir(out) as stage:
+                write_text(stage / "report.json", "{}")
+        assert list(out.iterdir()) == [] and leftovers(tmp_path) == []
+
+
 def test_a_read_only_filesystem_is_one_line(tmp_path: Path, tiny_onnx: Path) -> None:
     with small_filesystem(tmp_path / "ro", size="1m", options=",ro") as read_only:
         result = invoke("export", str(tiny_onnx), "--format", "openvino", "--out", str(read_only / "x"))
