@@ -254,24 +254,23 @@ def staged_entries(folder: Path, *, names: Iterable[str] = ()) -> Iterator[Path]
         staging = Path(tempfile.mkdtemp(dir=folder, prefix=".edgeflow-staging-"))
     except OSError as exc:
         raise OutputError(f"cannot write {describe_os_error(exc, path=folder)}") from None
+    placed = False
     try:
         with _staging(staging, given), _failures_named(staging):
             yield staging
             written = sorted(os.listdir(staging))
             owned = _refuse_clash(given, written)
             for name in written:
-                _place(staging / name, folder / name)
+                (staging / name).replace(folder / name)
             if owned is None or owned.entries is not None:
                 earlier = [name for name in (owned.entries or {}) if owned.wrote(folder, name)] if owned else []
                 _write_marker(folder, made=created or bool(owned and owned.made), entries=[*earlier, *written])
-    except BaseException:
-        _discard(staging)
-        if created:  # a folder made for this run and left empty by its failure goes too
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise
+            placed = True
     finally:
         _discard(staging)
+        if created and not placed:  # a folder made for this run and left empty by its failure goes too
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def _refuse_clash(folder: Path, names: list[str]) -> _Owned | None:
@@ -288,6 +287,16 @@ def _refuse_clash(folder: Path, names: list[str]) -> _Owned | None:
             "another --out (nothing was written)"
         )
     return owned
+
+
+def unused_path(path: Path, *, suffix: str = "") -> Path:
+    """``path`` + ``suffix``, or the first of ``path-2``, ``path-3``, ... + ``suffix`` that does not exist: a name
+    beside files that are never overwritten."""
+    candidate, number = path.with_name(path.name + suffix), 1
+    while _exists(candidate):
+        number += 1
+        candidate = path.with_name(f"{path.name}-{number}{suffix}")
+    return candidate
 
 
 def sha256(path: Path) -> str:
@@ -454,14 +463,6 @@ def _exchange(first: Path, second: Path) -> bool:
     raise OSError(code, os.strerror(code), str(second))
 
 
-def _place(source: Path, target: Path) -> None:
-    if target.is_dir() and not target.is_symlink() and source.is_dir():
-        _swap(source, target)  # an edgeflow folder replaced by its new version
-        shutil.rmtree(source, ignore_errors=True)
-    else:
-        source.replace(target)
-
-
 @contextlib.contextmanager
 def _failures_named(written: Path, *, shown: Path | None = None) -> Iterator[None]:
     """Turn an operating-system failure while writing ``written`` (a file, or a folder being filled) into one
@@ -478,19 +479,20 @@ def _failures_named(written: Path, *, shown: Path | None = None) -> Iterator[Non
 
 
 def _write_failure(exc: Exception, *, written: Path, shown: Path | None) -> OutputError | None:
-    newest = _newest_file(written) if written.is_dir() else written
-    name = _shown(shown) if shown is not None else (_shown(newest) if newest is not None else None)
+    def name() -> Path | None:  # the file being written: the one named, else the newest in the staging folder
+        newest = shown if shown is not None else _newest_file(written) if written.is_dir() else written
+        return None if newest is None else _shown(newest)
+
     if isinstance(exc, OSError) and exc.errno in _CAUSES:
-        inside = exc.filename is not None and _is_within(Path(str(exc.filename)), written)
-        if inside:
-            name = _shown(shown if shown is not None else Path(str(exc.filename)))
-        if inside or (exc.filename is None and name is not None):
-            return OutputError(f"cannot write {describe_os_error(exc, path=name)}")
+        if exc.filename is not None and _is_within(Path(str(exc.filename)), written):
+            return OutputError(f"cannot write {describe_os_error(exc, path=shown or _shown(Path(str(exc.filename))))}")
+        if exc.filename is None and (known := name()) is not None:
+            return OutputError(f"cannot write {describe_os_error(exc, path=known)}")
         return None  # a failure elsewhere (reading an input): the caller's own message, or the CLI's one line
     free = _free_bytes(written.parent)
-    if free is not None and free < _FULL_BELOW and name is not None:
+    if free is not None and free < _FULL_BELOW and (known := name()) is not None:
         return OutputError(
-            f"cannot write {name}: no space left on device ({free / 2**20:.1f} MiB free; {first_line(exc)})"
+            f"cannot write {known}: no space left on device ({free / 2**20:.1f} MiB free; {first_line(exc)})"
         )
     return None
 

@@ -28,7 +28,7 @@ from edgeflow.environment import environment, host_has_bf16
 from edgeflow.errors import ConfigError
 from edgeflow.export.onnx import export_onnx
 from edgeflow.export.openvino import convert_to_openvino
-from edgeflow.io import check_output_folder, ensure_writable_dir, staged_dir
+from edgeflow.io import check_output_folder, ensure_writable_dir, staged_dir, unused_path
 from edgeflow.models.onnx_input import save_with_fixed_input, write_metadata
 from edgeflow.models.source import ModelSource, load_model_and_data
 from edgeflow.progress import Progress
@@ -93,10 +93,7 @@ def _trained_weights_kept(weights: Path, *, trained: bool, out: Path, run: _Run)
     except BaseException as exc:
         if not trained or not weights.exists():
             raise
-        kept, number = out.parent / f"{out.name}.trained.pt", 1
-        while kept.exists():  # an earlier run's (or the user's) file is never overwritten
-            number += 1
-            kept = out.parent / f"{out.name}.trained-{number}.pt"
+        kept = unused_path(out.parent / f"{out.name}.trained", suffix=".pt")  # never over an earlier file
         weights.replace(kept)  # the staging folder is in out.parent: a rename, never a partial file
         message = (
             f"the weights trained here are kept in {kept}: give it as the model (with --arch "

@@ -16,7 +16,7 @@ from edgeflow.cluster.session import connected
 from edgeflow.device import DeviceSpec, load_device
 from edgeflow.environment import environment
 from edgeflow.errors import ConfigError, EdgeflowError
-from edgeflow.io import claim_folder, ensure_writable_dir, mark_folder, sha256, staged_dir
+from edgeflow.io import claim_folder, ensure_writable_dir, mark_folder, sha256, staged_dir, unused_path
 from edgeflow.nightly.cells import CellJob, CellResult, bug, cell_recipe, run_cells_here, time_cells_in_turn
 from edgeflow.nightly.config import NightlySpec, load_nightly
 from edgeflow.nightly.history import CellRecord, History
@@ -141,11 +141,7 @@ def _check_matrix(spec: NightlySpec) -> list[DeviceSpec]:
 def _free_label(out: Path, label: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", label):
         raise ConfigError(f"night label {label!r}: use letters, digits, '.', '_' and '-'")
-    candidate, number = label, 1
-    while (out / candidate).exists():
-        number += 1
-        candidate = f"{label}-{number}"
-    return candidate
+    return unused_path(out / label).name
 
 
 def _trained_model(model: str, spec: NightlySpec, *, cache: Path, progress: Progress):
