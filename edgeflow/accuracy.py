@@ -26,6 +26,13 @@ class AccuracyStats(BaseModel):
     samples: int
     split: str
     runtime: str
+    per_class_top1: list[float | None] = []  # by label; None for a label the split has no image of
+
+    @property
+    def worst_class(self) -> tuple[int, float] | None:
+        """The label with the lowest top-1, and that top-1 (None before per-class figures were kept)."""
+        scored = [(top1, label) for label, top1 in enumerate(self.per_class_top1) if top1 is not None]
+        return (min(scored)[1], min(scored)[0]) if scored else None
 
 
 def collect_logits(
@@ -75,7 +82,12 @@ def accuracy_from_logits(logits: np.ndarray, labels: np.ndarray, *, split: str, 
     if labels.max() >= num_classes:
         raise ShapeError(f"the model has {num_classes} outputs but the data has label {int(labels.max())}")
     top1, top5 = topk_accuracy(logits, labels)
-    return AccuracyStats(top1=top1, top5=top5, samples=int(labels.size), split=split, runtime=runtime)
+    hits = logits.argmax(axis=1) == labels
+    per_class = [float(np.mean(hits[labels == label])) if np.any(labels == label) else None
+                 for label in range(int(labels.max()) + 1)]  # fmt: skip
+    return AccuracyStats(
+        top1=top1, top5=top5, samples=int(labels.size), split=split, runtime=runtime, per_class_top1=per_class
+    )
 
 
 class MappedAccuracyStats(AccuracyStats):

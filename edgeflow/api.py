@@ -17,7 +17,7 @@ from edgeflow.backends import choose_backend, get_backend
 from edgeflow.compress.quantize_artifact import quantize_artifact as quantize
 from edgeflow.config import parse_spec
 from edgeflow.data.classes import ClassMap, read_class_order
-from edgeflow.data.load import load_data_for_input
+from edgeflow.data.load import is_builtin, load_data_for_input
 from edgeflow.data.preprocess import PreprocessSpec, as_preprocess, parse_input_shape
 from edgeflow.device import DeviceSpec, as_device
 from edgeflow.errors import ConfigError
@@ -26,6 +26,7 @@ from edgeflow.export.openvino import convert_to_openvino
 from edgeflow.io import staged_entries
 from edgeflow.models import model_info
 from edgeflow.models.onnx_input import prepare_artifact
+from edgeflow.models.pretrained import has_pretrained
 from edgeflow.models.source import looks_like_file, resolve_model
 from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.profiling.profile import ProfileStats
@@ -47,12 +48,15 @@ def optimize(
     input_shape: str | tuple[int, ...] | None = None,
     class_map: str | Path | None = None,
     labels: str | Path | None = None,
+    weights: str | None = None,
 ) -> Report:
     """Scale, train (if needed), export, quantize, then time and evaluate every variant on ``device``.
 
     ``recipe`` defaults to the device's own (``recipe:`` in its file: ``tensorrt`` for Jetsons), else
     ``default``. Where the device is not attached, latencies are estimated and labelled so. ``preprocess``,
-    ``input_shape``, ``class_map`` and ``labels`` override the recipe's keys of the same names.
+    ``input_shape``, ``class_map``, ``labels`` and ``weights`` override the recipe's keys of the same names.
+    With ``data`` a folder of photos and no recipe, the run trains as photos want (:meth:`Recipe.for_photos`):
+    from the architecture's pretrained weights where it has them (``weights="none"``: from random weights).
 
     Writes ``out/report.{json,md,html}``, the accuracy-latency plot and the artifacts; the folder
     appears only when the whole run succeeded.
@@ -60,9 +64,13 @@ def optimize(
     from edgeflow.workflow import run_optimize
 
     device_spec = as_device(device)
-    recipe_spec = as_recipe(recipe if recipe is not None else device_spec.recipe or "default").with_inputs(
+    recipe_spec = as_recipe(recipe if recipe is not None else device_spec.recipe or "default")
+    if recipe is None and data is not None and not is_builtin(data):  # the user's photos, and no recipe given
+        pretrained = not looks_like_file(model) and has_pretrained(model, width=recipe_spec.model.width)
+        recipe_spec = recipe_spec.for_photos(pretrained=pretrained)
+    recipe_spec = recipe_spec.with_inputs(
         preprocess=as_preprocess(preprocess), input_shape=parse_input_shape(input_shape), class_map=class_map,
-        labels=labels,
+        labels=labels, weights=weights,
     )  # fmt: skip
     return run_optimize(
         model, device=device_spec, recipe=recipe_spec, data=data, out=Path(out), arch=arch,

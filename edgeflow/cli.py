@@ -35,6 +35,10 @@ PreprocessOption = typer.Option(
     None, "--preprocess", help="YAML: size [H, W], resize, resize_side, scale, mean, std, channels, layout"
 )
 InputShapeOption = typer.Option(None, "--input-shape", help="shape to run at, e.g. 1x3x48x192 (dynamic dimensions)")
+WeightsOption = typer.Option(
+    None, "--weights", help="pretrained weights: torchvision's (IMAGENET1K_V2, DEFAULT), timm's tag (ra_in1k), or "
+    "none (random weights); from torchvision's and timm's caches",
+)
 LabelsOption = typer.Option(None, "--labels", help="one class a line; line number = model output")
 RayOption = typer.Option(
     None, "--ray", help="run on a Ray cluster: auto (this machine's, else one for the run) or HEAD:PORT"
@@ -99,6 +103,7 @@ def optimize(
         Path("reports/latest"), "--out", "-o", help="report folder: new, or one edgeflow wrote (replaced on success)"
     ),
     arch: str | None = ArchOption,
+    weights: str | None = WeightsOption,
     host: str | None = HostOption,
     key: str | None = KeyOption,
     preprocess: Path | None = PreprocessOption,
@@ -124,6 +129,7 @@ def optimize(
             input_shape=input_shape,
             labels=labels,
             class_map=class_map,
+            weights=weights,
         )
     )
     if as_json:
@@ -159,6 +165,7 @@ def search(
     data: str | None = DataSetOption,
     out: Path = typer.Option(Path("reports/search"), "--out", "-o", help="search folder (state/ and reports)"),
     arch: str | None = ArchOption,
+    weights: str | None = WeightsOption,
     resume: bool = typer.Option(False, "--resume", help="go on with the unfinished search in --out"),
     preprocess: Path | None = PreprocessOption,
     input_shape: str | None = InputShapeOption,
@@ -187,6 +194,7 @@ def search(
             input_shape=input_shape,
             labels=labels,
             class_map=class_map,
+            weights=weights,
         )
     )
     if as_json:

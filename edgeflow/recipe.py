@@ -30,6 +30,11 @@ class ModelConfig(StrictModel):
         default=None, ge=1, description="outputs of a model built here; default: the data's classes "
         "(for a sparse class map, one more than its largest output)",
     )  # fmt: skip
+    weights: str | None = Field(
+        default=None, min_length=1, description="pretrained weights of a model named by its architecture: "
+        "torchvision's (IMAGENET1K_V2, DEFAULT) or timm's tag (ra_in1k, DEFAULT; or timm:<arch>.<tag> as the "
+        "name), read from torchvision's and timm's caches; None = random weights, trained here",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _one_way_to_set_resolution(self) -> ModelConfig:
@@ -57,6 +62,10 @@ class TrainConfig(StrictModel):
     weight_decay: float = Field(default=1e-4, ge=0)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     max_steps: int | None = Field(default=None, ge=1, description="stop early after this many steps")
+    minutes: float | None = Field(
+        default=None, gt=0, description="a time budget (cosine schedule): after the first epoch, the epochs are "
+        "cut to those that fit in it, and the schedule decays over them",
+    )  # fmt: skip
     schedule: Literal["onecycle", "cosine"] = Field(
         default="onecycle", description="one-cycle, or linear warm-up then cosine decay to zero"
     )
@@ -64,6 +73,69 @@ class TrainConfig(StrictModel):
     augment: AugmentConfig | None = Field(default=None, description="random-resized crop and flip; none by default")
     channels_last: bool = Field(default=False, description="train in channels-last memory format (faster convs)")
     bf16: bool = Field(default=False, description="autocast to bfloat16 on CPUs with bf16 instructions")
+
+
+class FinetuneConfig(StrictModel):
+    """Fine-tuning pretrained weights (``--weights``, or a checkpoint) on the data's classes, the way transfer
+    learning is done: the new head first with the backbone frozen (``head_epochs`` at ``head_lr``), then the
+    whole network at the lower ``lr`` with a warm-up and cosine decay, random-resized crops, flips and label
+    smoothing. Batch-norm statistics stay as the weights have them (``batchnorm: frozen``, Keras' advice for
+    small data sets: a few thousand photos re-estimate them badly) or are updated (``train``).
+
+    ``when``: ``auto`` fine-tunes when the weights' classes are not the data's (the model gets a new head);
+    ``always`` also when they are (a class map or a matching head); ``never`` uses the weights as they are."""
+
+    when: Literal["auto", "always", "never"] = "auto"
+    head: Literal["auto", "new"] = Field(
+        default="auto", description="auto: a new head when the weights predict another number of classes than the "
+        "data has (else their outputs are taken as the data's classes in order); new: always a new head (weights "
+        "trained on other classes, as many as the data's)",
+    )  # fmt: skip
+    head_epochs: int = Field(default=2, ge=0, description="epochs training only the new head")
+    head_lr: float = Field(default=3e-3, gt=0)
+    epochs: int = Field(default=10, ge=0, description="epochs training the whole network after the head")
+    lr: float = Field(default=3e-4, gt=0, description="whole network: peak learning rate (AdamW)")
+    batch_size: int = Field(default=32, ge=1)
+    weight_decay: float = Field(default=0.01, ge=0)
+    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
+    warmup_epochs: float = Field(default=0.5, ge=0)
+    augment: AugmentConfig | None = AugmentConfig(crop_scale=(0.25, 1.0))
+    batchnorm: Literal["frozen", "train"] = "frozen"
+    freeze: list[str] = Field(
+        default=[], description="parameter-name prefixes that stay frozen in the whole-network phase too "
+        "(e.g. [conv_stem, bn1, blocks.0] for timm's EfficientNets, [features.0, features.1] for torchvision's)",
+    )  # fmt: skip
+    resolution: int | None = Field(
+        default=None, ge=8, le=2048, description="train at this input side (random-resized crops) and ship at "
+        "the model's: training at a smaller side than the test's is faster and scores as well or better "
+        "(Touvron et al., FixRes, 2019); None = the model's side",
+    )  # fmt: skip
+    channels_last: bool = Field(default=True, description="channels-last memory format (faster convs on CPUs)")
+    max_steps: int | None = Field(default=None, ge=1, description="stop each phase after this many steps")
+
+    def phase(self, which: Literal["head", "all"]) -> TrainConfig:
+        """The training of one phase: the head alone, or the whole network."""
+        head = which == "head"
+        return TrainConfig(
+            epochs=self.head_epochs if head else self.epochs,
+            batch_size=self.batch_size,
+            lr=self.head_lr if head else self.lr,
+            weight_decay=self.weight_decay,
+            label_smoothing=self.label_smoothing,
+            max_steps=self.max_steps,
+            schedule="cosine",
+            warmup_epochs=0.0 if head else self.warmup_epochs,
+            augment=self.augment,
+            channels_last=self.channels_last,
+        )
+
+
+#: Training from random weights on photos: recipes/imagenette.yaml's (random-resized crops and flips, label
+#: smoothing, AdamW with weight decay, a warm-up then cosine decay, channels-last).
+PHOTO_TRAIN = TrainConfig(
+    epochs=30, batch_size=64, lr=4e-3, weight_decay=0.05, label_smoothing=0.1, schedule="cosine", warmup_epochs=1,
+    augment=AugmentConfig(), channels_last=True,
+)  # fmt: skip
 
 
 class ExportConfig(StrictModel):
@@ -239,6 +311,7 @@ class Recipe(StrictModel):
     class_map: str | None = Field(default=None, description="TSV of class folder and model output index")
     labels: str | None = Field(default=None, description="labels file: the class of each output, one a line")
     train: TrainConfig = TrainConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
     export: ExportConfig = ExportConfig()
     variants: list[VariantSpec] = Field(min_length=1)
     profile: ProfileConfig = ProfileConfig()
@@ -259,9 +332,11 @@ class Recipe(StrictModel):
         input_shape: tuple[int, ...] | None = None,
         class_map: str | Path | None = None,
         labels: str | Path | None = None,
+        weights: str | None = None,
     ) -> Recipe:
-        """A copy whose preprocessing, input shape and class order are the ones given (the command line's
-        options), the recipe's own where none is given."""
+        """A copy whose preprocessing, input shape, class order and pretrained weights are the ones given (the
+        command line's options), the recipe's own where none is given. ``weights="none"`` trains from random
+        weights where the recipe names some."""
         update: dict = {}
         if preprocess is not None:
             update["preprocess"] = preprocess
@@ -271,9 +346,26 @@ class Recipe(StrictModel):
         recipe = self.model_copy(update=update)
         if input_shape is not None:
             recipe.model = recipe.model.model_copy(update={"input_shape": tuple(input_shape)})
+        if weights is not None:
+            recipe.model = recipe.model.model_copy(update={"weights": None if weights.lower() == "none" else weights})
         if recipe.class_map is not None and recipe.labels is not None:
             raise ConfigError("give a class map or a labels file, not both")
         return recipe
+
+    def for_photos(self, *, pretrained: bool) -> Recipe:
+        """This recipe for a folder of photos when it was written for a built-in data set (the default and device
+        recipes train digits at 64-96 px for a few epochs): the model at its weights' or its own input side,
+        pretrained weights (``DEFAULT``) where the architecture has them, fine-tuned with ``finetune``'s
+        defaults, and from random weights trained as photos are (:data:`PHOTO_TRAIN`). Variants, profiling and
+        the rest stay as they are."""
+        from edgeflow.data.load import is_builtin
+
+        if not is_builtin(self.data):
+            return self
+        model = self.model.model_copy(update={"resolution": None, "resolution_multiplier": None})
+        if pretrained and model.weights is None:
+            model.weights = "DEFAULT"
+        return self.model_copy(update={"model": model, "train": PHOTO_TRAIN, "finetune": FinetuneConfig()})
 
     @model_validator(mode="after")
     def _one_class_order(self) -> Recipe:

@@ -7,24 +7,39 @@ import time
 from typing import TYPE_CHECKING
 
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from torch import nn
 
 from edgeflow.data import DataSplits, ImageDataset, make_loader
 from edgeflow.data.augment import AugmentedImages
 from edgeflow.progress import Progress
-from edgeflow.recipe import Recipe, TrainConfig
+from edgeflow.models.head import head_parameters
+from edgeflow.recipe import FinetuneConfig, Recipe, TrainConfig
 
 if TYPE_CHECKING:
     from edgeflow.models.source import ModelSource
 
 
 class TrainStats(BaseModel):
+    """What training did: from random weights, or fine-tuning pretrained ones (``started_from``)."""
+
     epochs: int
     steps: int
     final_loss: float
     holdout_top1: float | None
     seconds: float
+    started_from: str = Field(default="random weights", description="what the weights were before training")
+    head_epochs: int = Field(default=0, description="fine-tuning: epochs of the new head alone, before ``epochs``")
+    new_head: bool = Field(default=False, description="the weights' classifier was replaced for the data's classes")
+    resolution: int | None = Field(default=None, description="input side trained at, where it differs from the model's")
+
+    def describe(self) -> str:
+        """One line for reports: how the model came to be."""
+        if self.started_from == "random weights":
+            return f"trained from random weights, {self.epochs} epochs"
+        head = f"new head ({self.head_epochs} epochs), then " if self.new_head else ""
+        side = f" at {self.resolution} px" if self.resolution else ""
+        return f"fine-tuned from {self.started_from}: {head}the whole network {self.epochs} epochs{side}"
 
 
 def _distillation(logits: torch.Tensor, teacher: nn.Module, images: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -83,6 +98,8 @@ def train(
     teacher: nn.Module | None = None,
     distill_weight: float = 0.0,
     temperature: float = 2.0,
+    parameters: list[nn.Parameter] | None = None,
+    frozen_batchnorm: bool = False,
 ) -> TrainStats:
     """Train ``model`` in place with AdamW and the config's schedule (one-cycle, or warm-up + cosine), with
     random-resized crops and flips where ``config.augment`` says, channels-last and bf16 autocast where it asks;
@@ -91,6 +108,11 @@ def train(
     With a ``teacher`` (e.g. the network before pruning) and ``distill_weight`` > 0 the loss mixes in
     knowledge distillation: ``(1 - w) x cross-entropy + w x T^2 x KL(teacher || student)`` at
     temperature ``T`` (Hinton et al., 2015), which recovers a pruned network faster than labels alone.
+
+    ``parameters`` trains only those (the others keep their values and take no gradient: a frozen backbone costs
+    its forward pass only); ``frozen_batchnorm`` keeps every batch-norm layer's statistics as they are (the
+    layers run as in inference; their scale and shift still train when in ``parameters``) and skips the
+    recalibration after training.
     """
     torch.manual_seed(seed)
     start = time.perf_counter()
@@ -111,13 +133,19 @@ def train(
         autocast = _bf16_autocast(config.bf16)
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        schedule = _schedule(optimizer, config, total_steps=total_steps, per_epoch=per_epoch)
+        trainable = list(model.parameters()) if parameters is None else list(parameters)
+        chosen = {id(parameter) for parameter in trainable}
+        requires = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
+        for parameter, _ in requires:
+            parameter.requires_grad_(id(parameter) in chosen)
+        optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+        length = [total_steps]  # the schedule's length: cut to the epochs that fit in config.minutes
+        schedule = _schedule(optimizer, config, total_steps=length, per_epoch=per_epoch)
         criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         progress = progress or Progress.silent()
         epoch = 0
         with progress.task("train", total=total_steps) as advance:
-            model.train()
+            _train_mode(model, frozen_batchnorm=frozen_batchnorm)
             while steps < total_steps:
                 if isinstance(images, AugmentedImages):
                     images.set_epoch(epoch)
@@ -141,6 +169,11 @@ def train(
                     if steps >= total_steps:
                         break
                 epoch += 1
+                if config.minutes is not None and epoch == 1 and config.schedule == "cosine":
+                    fit = max(1, int(config.minutes * 60 / (time.perf_counter() - start)))
+                    if fit * per_epoch < total_steps:
+                        total_steps = length[0] = fit * per_epoch
+                        progress.stage(f"{fit} epochs fit in {config.minutes:g} min: training stops there")
                 if config.max_steps is None and per_epoch >= 20 and steps < total_steps:  # an ETA line, for logs too
                     elapsed = time.perf_counter() - start
                     progress.stage(
@@ -149,12 +182,14 @@ def train(
                     )
         if config.channels_last:
             model.to(memory_format=torch.contiguous_format)
-    if steps > 0:
+        for parameter, required in requires:
+            parameter.requires_grad_(required)
+    if steps > 0 and not frozen_batchnorm:
         recalibrate_batchnorm(model, train_set, batch_size=config.batch_size, batches=bn_batches, seed=seed)
     model.eval()
     holdout_top1 = accuracy(model, holdout) if holdout is not None else None
     return TrainStats(
-        epochs=config.epochs,
+        epochs=math.ceil(steps / per_epoch) if config.minutes is not None and steps else config.epochs,
         steps=steps,
         final_loss=loss_value,
         holdout_top1=holdout_top1,
@@ -162,16 +197,25 @@ def train(
     )
 
 
-def _schedule(optimizer, config: TrainConfig, *, total_steps: int, per_epoch: int):
-    """One-cycle (the digits default), or linear warm-up over ``warmup_epochs`` then cosine decay to zero."""
+def _train_mode(model: nn.Module, *, frozen_batchnorm: bool) -> None:
+    model.train()
+    if frozen_batchnorm:
+        for layer in model.modules():
+            if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                layer.eval()
+
+
+def _schedule(optimizer, config: TrainConfig, *, total_steps: list[int], per_epoch: int):
+    """One-cycle (the digits default), or linear warm-up over ``warmup_epochs`` then cosine decay to zero over
+    ``total_steps[0]`` steps (read at each step: a time budget may shorten it after the first epoch)."""
     if config.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps)
-    warmup = min(total_steps - 1, round(config.warmup_epochs * per_epoch))
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps[0])
+    warmup = min(total_steps[0] - 1, round(config.warmup_epochs * per_epoch))
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps[0] - warmup))))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -189,20 +233,97 @@ def _bf16_autocast(enabled: bool):
     return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
 
 
+def finetune(
+    model: nn.Module,
+    train_set: ImageDataset,
+    *,
+    config: FinetuneConfig,
+    new_head: bool,
+    started_from: str,
+    holdout: ImageDataset | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> TrainStats:
+    """Fine-tune pretrained weights in place, the way transfer learning is done: when the head is new, the head
+    alone first (the backbone frozen: its forward pass only), then the whole network (less the ``freeze``
+    prefixes) at the config's lower rate; batch-norm statistics frozen or trained as the config says."""
+    start = time.perf_counter()
+    progress = progress or Progress.silent()
+    images = _at_side(train_set, config.resolution)
+    frozen = config.batchnorm == "frozen"
+    steps, loss = 0, float("nan")
+    if new_head and config.head_epochs > 0:
+        progress.stage(f"fine-tune: the new head alone, {config.head_epochs} epochs (backbone frozen)")
+        head = train(
+            model, images, config=config.phase("head"), seed=seed, progress=progress, parameters=head_parameters(model),
+            frozen_batchnorm=True,
+        )  # fmt: skip
+        steps, loss = head.steps, head.final_loss
+    if config.epochs > 0:
+        trainable = [p for name, p in model.named_parameters() if not name.startswith(tuple(config.freeze))]
+        progress.stage(
+            f"fine-tune: the whole network, {config.epochs} epochs at lr {config.lr:g}"
+            + (f", {len(trainable)} of {len(list(model.parameters()))} tensors" if config.freeze else "")
+        )
+        whole = train(
+            model, images, config=config.phase("all"), seed=seed + 1, progress=progress, parameters=trainable,
+            frozen_batchnorm=frozen, bn_batches=20,
+        )  # fmt: skip
+        steps, loss = steps + whole.steps, whole.final_loss
+    model.eval()
+    return TrainStats(
+        epochs=config.epochs,
+        steps=steps,
+        final_loss=loss,
+        holdout_top1=accuracy(model, holdout) if holdout is not None else None,
+        seconds=time.perf_counter() - start,
+        started_from=started_from,
+        head_epochs=config.head_epochs if new_head else 0,
+        new_head=new_head,
+        resolution=config.resolution if images is not train_set else None,
+    )
+
+
+def _at_side(dataset: ImageDataset, side: int | None) -> ImageDataset:
+    """``dataset``'s stored images served at ``side`` x ``side`` (training at a smaller side than the model's)."""
+    if side is None or (dataset.preprocess.height, dataset.preprocess.width) == (side, side):
+        return dataset
+    spec = dataset.preprocess.model_copy(update={"size": (side, side)})
+    return ImageDataset(dataset.images, dataset.labels, preprocess=spec, sources=dataset.sources, boxes=dataset.boxes)
+
+
 def train_if_needed(
     source: ModelSource, splits: DataSplits, *, recipe: Recipe, progress: Progress
 ) -> TrainStats | None:
-    """Train ``source`` on ``splits.train`` with the recipe's training when it has no weights yet."""
-    if source.trained or source.module is None:
+    """Train ``source`` on ``splits.train``: from random weights with the recipe's ``train`` when it has none;
+    fine-tuned with its ``finetune`` when its weights' head was replaced for the data's classes (or when
+    ``finetune.when`` is ``always``)."""
+    if source.module is None:
         return None
-    progress.stage(f"train {source.name} on {splits.name} ({recipe.train.epochs} epochs): it has no weights")
-    stats = train(
+    if not source.trained:
+        progress.stage(f"train {source.name} on {splits.name} ({recipe.train.epochs} epochs): it has no weights")
+        stats = train(
+            source.module,
+            splits.train,
+            config=recipe.train,
+            holdout=splits.holdout,
+            seed=recipe.seed,
+            progress=progress,
+        )
+        source.trained = True
+        return stats
+    when = recipe.finetune.when
+    if when == "never" or (when == "auto" and not source.new_head):
+        return None
+    classes = f"{splits.num_classes} classes" + (", new head" if source.new_head else "")
+    progress.stage(f"fine-tune {source.name} from {source.weights} on {splits.name} ({classes})")
+    return finetune(
         source.module,
         splits.train,
-        config=recipe.train,
+        config=recipe.finetune,
+        new_head=source.new_head,
+        started_from=source.weights or source.name,
         holdout=splits.holdout,
         seed=recipe.seed,
         progress=progress,
     )
-    source.trained = True
-    return stats

@@ -69,6 +69,8 @@ def run_optimize(
     )
 
     notes: list[str] = []
+    if source.weights_notes:
+        notes.append(f"weights {source.weights}: {'; '.join(source.weights_notes)}")
     if splits.output_indices is not None:
         notes.append(
             f"class map: the {splits.num_classes} classes are outputs {splits.output_indices} of "
@@ -114,6 +116,8 @@ def _after_training(run: _Run, *, training: TrainStats | None, notes: list[str],
         run.stage,
         run.progress,
     )
+    if training is not None and training.started_from != "random weights":
+        notes.insert(0, f"{training.describe()}, on {Path(splits.name).name} ({splits.num_classes} classes)")
     search = _search_step(run, notes)
     onnx_artifact, parity = _export(run)
     openvino_artifact = None
@@ -173,6 +177,9 @@ def _after_training(run: _Run, *, training: TrainStats | None, notes: list[str],
             trained_here=training is not None,
             input_shape=list(source.input_shape),
             outputs="probabilities" if source.probabilities else "logits",
+            weights=source.weights,
+            new_head=source.new_head,
+            weights_notes=source.weights_notes,
         ),
         device=device_spec.model_dump(),
         data=splits.describe(),

@@ -182,7 +182,8 @@ def test_html_escapes_names_from_inputs(quick_run) -> None:
 
 # Keys report.json gained after the layout move (tests/data/report_keys/quick.json): the class order, the
 # preprocessing, the input shape and what the outputs are (issue 15), the photo-training keys and the
-# squeeze-and-excitation setting of INT8 (issue 16), the LiteRT input layout (issue 18). Nothing was moved or removed.
+# squeeze-and-excitation setting of INT8 (issue 16), the LiteRT input layout (issue 18), pretrained weights and
+# fine-tuning (issue 29). Nothing was moved or removed.
 ADDED_SINCE_THE_LAYOUT_MOVE = [
     "/data/classes", "/data/output_indices", "/data/preprocess", "/model/input_shape", "/model/outputs",
     "/parity/[]/outputs", "/recipe/class_map", "/recipe/labels", "/recipe/preprocess", "/recipe/model/input_shape",
@@ -191,6 +192,10 @@ ADDED_SINCE_THE_LAYOUT_MOVE = [
     "/variants/[]/agreement/outputs", "/variants/[]/quantization/settings/squeeze_excitation",
     "/recipe/profile/busy_retries", "/recipe/profile/busy_share", "/variants/[]/latency_ms/state", "/recipe/ray",
     "/recipe/variants/[]/quantize/reduce_range", "/recipe/export/litert_layout",
+    # issue 29: the weights a model started from, fine-tuning, time budgets, each class's top-1
+    "/model/new_head", "/model/weights", "/model/weights_notes", "/recipe/finetune", "/recipe/model/weights",
+    "/recipe/train/minutes", "/training/head_epochs", "/training/new_head", "/training/resolution",
+    "/training/started_from", "/variants/[]/accuracy/per_class_top1",
 ]  # fmt: skip
 
 

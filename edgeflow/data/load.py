@@ -76,6 +76,11 @@ def load_data(
     )
 
 
+def is_builtin(source: str) -> bool:
+    """``source`` names a built-in data set (not a folder of the user's images)."""
+    return str(source).strip().lower() in _BUILT_INS
+
+
 def _looks_like_path(source: str) -> bool:
     return Path(source).expanduser().exists() or "/" in source or "\\" in source or source[:1] in ("~", ".")
 

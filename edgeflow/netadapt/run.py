@@ -71,6 +71,7 @@ def search(
     input_shape: str | tuple[int, ...] | None = None,
     class_map: str | Path | None = None,
     labels: str | Path | None = None,
+    weights: str | None = None,
 ) -> SearchReport:
     """Find the most accurate shrunk ``model`` whose latency on ``device`` meets the budget.
 
@@ -81,7 +82,7 @@ def search(
     """
     recipe_spec = as_recipe(recipe).with_inputs(
         preprocess=as_preprocess(preprocess), input_shape=parse_input_shape(input_shape), class_map=class_map,
-        labels=labels,
+        labels=labels, weights=weights,
     )  # fmt: skip
     with proposal_executor(ray or recipe_spec.ray, given=executor) as executor:
         return _search(

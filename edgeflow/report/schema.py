@@ -32,6 +32,9 @@ class ModelRecord(BaseModel):
     trained_here: bool
     input_shape: list[int] = []  # the shape the model runs at (N x C x H x W, or N x H x W x C)
     outputs: str = "logits"  # or "probabilities": the model ends in a softmax
+    weights: str | None = None  # the weights it started from: a checkpoint's file, torchvision's or timm's weights
+    new_head: bool = False  # their classifier was replaced for the data's classes (and fine-tuned: training)
+    weights_notes: list[str] = []  # how a checkpoint's tensors were found and matched
 
 
 class VariantRecord(BaseModel):
