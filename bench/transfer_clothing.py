@@ -3,16 +3,18 @@ same architecture trained from random weights for the same wall-clock time, and 
 from our Imagenette checkpoint; then the fine-tuned EfficientNet-Lite1 as float and INT8 through OpenVINO, ONNX
 Runtime and LiteRT, each INT8 scored against its own runtime's float artifact and timed in turn with it.
 
-    .venv/bin/python bench/transfer_clothing.py [--rows lite1,scratch,mnv3] [--rounds 7] [--seconds 1.5]
+    .venv/bin/python bench/transfer_clothing.py [--rows lite1,scratch,mnv3,int8] [--rounds 7] [--seconds 1.5]
         [--report reports/transfer-clothing-cpu.md] [--out reports/transfer-clothing]
 
 Every run is `edgeflow optimize` (edgeflow.optimize) with recipes/transfer-clothing.yaml:
 - lite1: ../shared/models/efficientnet-lite1 (efficientnet_pytorch's file, loaded into timm's tf_efficientnet_lite1
   by order and shape), a new head for the 10 classes, fine-tuned (head, then the whole network);
 - scratch: timm:tf_efficientnet_lite1 from random weights with the recipe's ``train`` cut to the lite1 run's
-  training minutes (``train.minutes``);
+  training minutes (``train.minutes``), at the side fine-tuning trained at (the most epochs in those minutes);
 - mnv3: bench/checkpoints/mobilenet_v3_large-imagenette-96px-40ep.pt (10 Imagenette classes: ``finetune.head:
-  new``), fine-tuned with the same recipe.
+  new``), fine-tuned with the same recipe;
+- int8: lite1's fine-tuned weights (its model.pt, the data's 10 classes: no further training) with every variant
+  of the recipe: float and INT8 artifacts of OpenVINO, ONNX Runtime and LiteRT.
 Test top-1 is the torch model's on the official test split (372 photos); the worst class is the class with the
 lowest top-1 there. Needs ../shared (skips with a reason otherwise).
 """
@@ -20,7 +22,6 @@ lowest top-1 there. Needs ../shared (skips with a reason otherwise).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,19 @@ LITE1 = SHARED / "models" / "efficientnet-lite1" / "efficientnet-lite1-77cc7160.
 MNV3 = ROOT / "bench" / "checkpoints" / "mobilenet_v3_large-imagenette-96px-40ep.pt"
 RECIPE = ROOT / "recipes" / "transfer-clothing.yaml"
 RUNTIMES = ("openvino", "onnxruntime", "litert")
+ROWS = {
+    "lite1": "EfficientNet-Lite1, ImageNet weights",
+    "scratch": "EfficientNet-Lite1, random weights, same minutes",
+    "mnv3": "mobilenet_v3_large, our Imagenette weights",
+}
+
+
+def earlier(folder: Path):
+    """The report of a row run before, or None."""
+    from edgeflow.report.schema import Report
+
+    path = folder / "report.json"
+    return Report.model_validate_json(path.read_text()) if path.is_file() else None
 
 
 def optimize(model: str, *, arch: str | None, recipe, out: Path, weights: str | None = None):
@@ -74,7 +88,8 @@ def int8_rows(report, folder: Path, *, rounds: int, seconds: float) -> list[str]
 
     spec = PreprocessSpec.model_validate(report.data["preprocess"])
     shape = tuple(report.model.input_shape)
-    splits = load_data_for_input(str(CLOTHING), input_shape=shape, preprocess=spec, seed=report.data["seed"], split="test")
+    seed = report.data["seed"]
+    splits = load_data_for_input(str(CLOTHING), input_shape=shape, preprocess=spec, seed=seed, split="test")
     device = load_device("cpu")
     compiled, predictions, top1 = {}, {}, {}
     for variant in report.variants:
@@ -97,16 +112,17 @@ def int8_rows(report, folder: Path, *, rounds: int, seconds: float) -> list[str]
             rows.append(f"| {runtime} | not built (see the report's notes) | | | | | | |")
             continue
         agreement = float(np.mean(predictions[fp32] == predictions[int8]))
+        drop = 100 * (top1[fp32] - top1[int8])
         rows.append(
-            f"| {runtime} | {100 * top1[fp32]:.2f} | {100 * top1[int8]:.2f} | {100 * (top1[fp32] - top1[int8]):+.2f} | "
-            f"{100 * agreement:.1f} | {medians[fp32]:.3f} | {medians[int8]:.3f} | {medians[fp32] / medians[int8]:.2f}x |"
+            f"| {runtime} | {100 * top1[fp32]:.2f} | {100 * top1[int8]:.2f} | {drop:+.2f} | {100 * agreement:.1f} | "
+            f"{medians[fp32]:.3f} | {medians[int8]:.3f} | {medians[fp32] / medians[int8]:.2f}x |"
         )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", default="lite1,scratch,mnv3")
+    parser.add_argument("--rows", default="lite1,scratch,mnv3,int8")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=1.5)
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "transfer-clothing")
@@ -123,23 +139,39 @@ def main() -> None:
     recipe = load_recipe(RECIPE)
     rows = args.rows.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
-    training, int8 = [], []
-    lite1 = None
+    runs = {}
     if "lite1" in rows:
-        lite1 = optimize(str(LITE1), arch="timm:tf_efficientnet_lite1", recipe=recipe, out=args.out / "lite1")
-        training.append(training_row("EfficientNet-Lite1, ImageNet weights", lite1))
-        int8 = int8_rows(lite1, args.out / "lite1", rounds=args.rounds, seconds=args.seconds)
+        runs["lite1"] = optimize(
+            str(LITE1), arch="timm:tf_efficientnet_lite1", recipe=float_only(recipe), out=args.out / "lite1"
+        )
     if "scratch" in rows:
-        minutes = lite1.training.seconds / 60 if lite1 is not None else 25.0
+        lite1 = runs.get("lite1") or earlier(args.out / "lite1")
+        if lite1 is None:
+            raise SystemExit("the scratch row takes the lite1 row's training minutes: run --rows lite1 first")
         scratch_recipe = float_only(recipe)
-        scratch_recipe.train = scratch_recipe.train.model_copy(update={"minutes": minutes, "epochs": 200})
-        scratch = optimize("timm:tf_efficientnet_lite1", arch=None, recipe=scratch_recipe, out=args.out / "scratch")
-        training.append(training_row("EfficientNet-Lite1, random weights, same minutes", scratch))
+        budget = {"minutes": lite1.training.seconds / 60, "epochs": 200}
+        scratch_recipe.train = scratch_recipe.train.model_copy(update=budget)
+        side = recipe.finetune.resolution or recipe.model.resolution  # the side fine-tuning trained at: most epochs
+        scratch_recipe.model = scratch_recipe.model.model_copy(update={"resolution": side})
+        runs["scratch"] = optimize(
+            "timm:tf_efficientnet_lite1", arch=None, recipe=scratch_recipe, out=args.out / "scratch", weights="none"
+        )
     if "mnv3" in rows:
         mnv3_recipe = float_only(recipe)
         mnv3_recipe.finetune = mnv3_recipe.finetune.model_copy(update={"head": "new"})
-        mnv3 = optimize(str(MNV3), arch="mobilenet_v3_large", recipe=mnv3_recipe, out=args.out / "mnv3")
-        training.append(training_row("mobilenet_v3_large, our Imagenette weights", mnv3))
+        runs["mnv3"] = optimize(str(MNV3), arch="mobilenet_v3_large", recipe=mnv3_recipe, out=args.out / "mnv3")
+    if "int8" in rows:  # the fine-tuned weights (lite1's model.pt) given back to optimize: every variant
+        tuned = args.out / "lite1" / "model.pt"
+        if not tuned.is_file():
+            raise SystemExit(f"the int8 row quantizes the fine-tuned {tuned}: run --rows lite1 first")
+        runs["int8"] = optimize(str(tuned), arch="timm:tf_efficientnet_lite1", recipe=recipe, out=args.out / "int8")
+    for row in (*ROWS, "int8"):  # rows run before (an earlier --rows) are read back from their report.json
+        if row not in runs and earlier(args.out / row) is not None:
+            runs[row] = earlier(args.out / row)
+    training = [training_row(ROWS[row], runs[row]) for row in ROWS if row in runs]
+    int8 = []
+    if "int8" in runs:
+        int8 = int8_rows(runs["int8"], args.out / "int8", rounds=args.rounds, seconds=args.seconds)
     cpu = environment()["cpu"]
     lines = [
         "# Transfer learning on clothing-small-160 (this CPU)",

@@ -36,7 +36,9 @@ PreprocessOption = typer.Option(
 )
 InputShapeOption = typer.Option(None, "--input-shape", help="shape to run at, e.g. 1x3x48x192 (dynamic dimensions)")
 WeightsOption = typer.Option(
-    None, "--weights", help="pretrained weights: torchvision's (IMAGENET1K_V2, DEFAULT), timm's tag (ra_in1k), or "
+    None,
+    "--weights",
+    help="pretrained weights: torchvision's (IMAGENET1K_V2, DEFAULT), timm's tag (ra_in1k), or "
     "none (random weights); from torchvision's and timm's caches",
 )
 LabelsOption = typer.Option(None, "--labels", help="one class a line; line number = model output")

@@ -12,8 +12,9 @@ from torch import nn
 
 from edgeflow.data import DataSplits, ImageDataset, make_loader
 from edgeflow.data.augment import AugmentedImages
-from edgeflow.progress import Progress
+from edgeflow.errors import ConfigError
 from edgeflow.models.head import head_parameters
+from edgeflow.progress import Progress
 from edgeflow.recipe import FinetuneConfig, Recipe, TrainConfig
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def train(
     distill_weight: float = 0.0,
     temperature: float = 2.0,
     parameters: list[nn.Parameter] | None = None,
-    frozen_batchnorm: bool = False,
+    frozen_batchnorm: bool | tuple[str, ...] = False,
 ) -> TrainStats:
     """Train ``model`` in place with AdamW and the config's schedule (one-cycle, or warm-up + cosine), with
     random-resized crops and flips where ``config.augment`` says, channels-last and bf16 autocast where it asks;
@@ -110,9 +111,9 @@ def train(
     temperature ``T`` (Hinton et al., 2015), which recovers a pruned network faster than labels alone.
 
     ``parameters`` trains only those (the others keep their values and take no gradient: a frozen backbone costs
-    its forward pass only); ``frozen_batchnorm`` keeps every batch-norm layer's statistics as they are (the
-    layers run as in inference; their scale and shift still train when in ``parameters``) and skips the
-    recalibration after training.
+    its forward pass only); ``frozen_batchnorm`` keeps every batch-norm layer's statistics as they are (or those
+    of the layers whose names start with one of its prefixes: the layers run as in inference; their scale and
+    shift still train when in ``parameters``) and skips the recalibration after training.
     """
     torch.manual_seed(seed)
     start = time.perf_counter()
@@ -197,11 +198,18 @@ def train(
     )
 
 
-def _train_mode(model: nn.Module, *, frozen_batchnorm: bool) -> None:
+def under(name: str, prefixes: tuple[str, ...]) -> bool:
+    """``name`` (a dotted layer or parameter name) is one of ``prefixes`` or inside one: ``features.1`` holds
+    ``features.1.0.weight``, not ``features.10.weight``."""
+    return any(name == prefix or name.startswith(prefix.rstrip(".") + ".") for prefix in prefixes)
+
+
+def _train_mode(model: nn.Module, *, frozen_batchnorm: bool | tuple[str, ...]) -> None:
     model.train()
     if frozen_batchnorm:
-        for layer in model.modules():
-            if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+        for name, layer in model.named_modules():
+            frozen = frozen_batchnorm is True or under(name, frozen_batchnorm)
+            if frozen and isinstance(layer, nn.modules.batchnorm._BatchNorm):
                 layer.eval()
 
 
@@ -259,15 +267,21 @@ def finetune(
             frozen_batchnorm=True,
         )  # fmt: skip
         steps, loss = head.steps, head.final_loss
+    names = [name for name, _ in model.named_parameters()]
+    unknown = [prefix for prefix in config.freeze if not any(under(name, (prefix,)) for name in names)]
+    if unknown:
+        tops = sorted({name.split(".")[0] for name in names})
+        raise ConfigError(f"finetune.freeze: {unknown[0]!r} names no layer of the model; its layers start with "
+                          f"{', '.join(tops[:8])}")  # fmt: skip
     if config.epochs > 0:
-        trainable = [p for name, p in model.named_parameters() if not name.startswith(tuple(config.freeze))]
+        trainable = [p for name, p in model.named_parameters() if not under(name, tuple(config.freeze))]
         progress.stage(
             f"fine-tune: the whole network, {config.epochs} epochs at lr {config.lr:g}"
             + (f", {len(trainable)} of {len(list(model.parameters()))} tensors" if config.freeze else "")
         )
         whole = train(
             model, images, config=config.phase("all"), seed=seed + 1, progress=progress, parameters=trainable,
-            frozen_batchnorm=frozen, bn_batches=20,
+            frozen_batchnorm=frozen or tuple(config.freeze), bn_batches=20,
         )  # fmt: skip
         steps, loss = steps + whole.steps, whole.final_loss
     model.eval()
@@ -301,7 +315,10 @@ def train_if_needed(
     if source.module is None:
         return None
     if not source.trained:
-        progress.stage(f"train {source.name} on {splits.name} ({recipe.train.epochs} epochs): it has no weights")
+        budget = f", at most {recipe.train.minutes:g} min" if recipe.train.minutes is not None else ""
+        progress.stage(
+            f"train {source.name} on {splits.name} ({recipe.train.epochs} epochs{budget}): it has no weights"
+        )
         stats = train(
             source.module,
             splits.train,

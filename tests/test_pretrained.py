@@ -4,6 +4,7 @@ goes through a proxy on a closed local port, which refuses at once."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -283,3 +284,50 @@ def test_every_torchvision_weights_has_a_pipeline() -> None:
         for weights in tvm.get_model_weights(name):
             spec = weights_preprocess(name, weights.name)
             assert spec.size[0] <= spec.resize_side, weights
+
+
+def test_optimize_fine_tunes_weights_named_on_the_command_line(caches: Caches, tmp_path: Path) -> None:
+    """The whole path as a user runs it: `edgeflow optimize squeezenet1_1 --weights IMAGENET1K_V1 --data digits`
+    reads the cached file, reads the data with the weights' pipeline, gives the model a new head for the data's
+    10 classes and fine-tunes it; the report says so."""
+    from typer.testing import CliRunner
+
+    from edgeflow.cli import app
+    from edgeflow.recipe import load_recipe
+
+    _place_torchvision(caches)
+    recipe = load_recipe("quick").model_copy(deep=True)
+    recipe.model.resolution = 64
+    recipe.finetune = recipe.finetune.model_copy(update={"max_steps": 2, "augment": None, "channels_last": False})
+    recipe.variants = [variant for variant in recipe.variants if variant.backend == "onnxruntime"]
+    recipe_file = tmp_path / "recipe.yaml"
+    import yaml
+
+    recipe_file.write_text(yaml.safe_dump(recipe.model_dump(mode="json")))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app,
+        ["optimize", TV_ARCH, "--weights", "IMAGENET1K_V1", "--recipe", str(recipe_file), "--out", str(out), "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["weights"] == "torchvision SqueezeNet1_1_Weights.IMAGENET1K_V1 (1000 classes)"
+    assert report["model"]["new_head"] and report["model"]["num_classes"] == 10
+    assert report["training"]["started_from"].startswith("torchvision SqueezeNet1_1_Weights")
+    spec = report["data"]["preprocess"]  # torchvision's pipeline (resize 256, crop 224) at 64 px
+    assert (spec["size"], spec["resize_side"], spec["mean"]) == ([64, 64], round(256 * 64 / 224), [0.485, 0.456, 0.406])
+
+
+def test_optimize_without_cached_weights_is_one_line(caches: Caches, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edgeflow.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["optimize", TV_ARCH, "--weights", "DEFAULT", "--recipe", "quick", "--out", str(out)]
+    )
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert lines[-1].startswith("error: weights torchvision SqueezeNet1_1_Weights.IMAGENET1K_V1 are not in the torch")
+    assert lines[-1].endswith("or train from random weights (--weights none)") and not out.exists()

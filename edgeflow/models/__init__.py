@@ -1,4 +1,5 @@
-"""Model sources: torchvision's classifiers, MobileNet v1, local checkpoints and ONNX files.
+"""Model sources: torchvision's classifiers, timm's, MobileNet v1, pretrained weights by name, local checkpoints
+and ONNX files.
 
 Example:
     >>> from edgeflow.models import create_model, model_info
@@ -17,9 +18,10 @@ from edgeflow.models._registry import (
     model_info,
     register_model,
 )
-from edgeflow.models.checkpoint import load_checkpoint, load_onnx
+from edgeflow.models.checkpoint import LoadedWeights, load_checkpoint, load_onnx, load_weights
 
 __all__ = [
+    "LoadedWeights",
     "ModelEntry",
     "ModelInfo",
     "check_resolution",
@@ -28,6 +30,7 @@ __all__ = [
     "list_models",
     "load_checkpoint",
     "load_onnx",
+    "load_weights",
     "model_info",
     "register_model",
 ]

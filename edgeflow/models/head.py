@@ -13,7 +13,6 @@ from torch import nn
 from edgeflow.errors import ModelLoadError
 
 
-
 def head_layer_name(module: nn.Module) -> str:
     """The dotted name of the layer that produces the logits: the last Linear or Conv2d of ``module``.
 

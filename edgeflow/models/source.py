@@ -111,8 +111,10 @@ def resolve_model(
         check_resolution(info.name, side)
     if weights is not None:
         if width != 1.0:
-            raise ConfigError(f"pretrained weights are for {info.name} at width 1; a width of {width:g} starts from "
-                              "random weights (leave out --weights) or prune the pretrained model (edgeflow search)")  # fmt: skip
+            raise ConfigError(
+                f"pretrained weights are for {info.name} at width 1; a width of {width:g} starts from random weights "
+                "(leave out --weights) or prune the pretrained model (edgeflow search)"
+            )
         loaded = load_pretrained(info.name, weights, num_classes=None)
         source = _weighted_source(
             loaded, name=info.name, kind="registry", arch=info.name, width=width, resolution=resolution, shape=shape,
@@ -240,10 +242,15 @@ def load_model_and_data(model: str, *, arch: str | None, data: str, recipe: Reci
     classes = recipe.model.num_classes or (max(splits.output_indices) + 1 if sparse else splits.num_classes)
     if sparse and classes <= max(splits.output_indices):
         raise ConfigError(f"model.num_classes is {classes} but the class map uses output {max(splits.output_indices)}")
-    source = resolve_model(
-        name, num_classes=None if weights and sparse else classes, width=recipe.model.width, resolution=resolution,
-        input_shape=input_shape, preprocess=declared, weights=weights,
-    )  # fmt: skip
+    try:
+        source = resolve_model(
+            name, num_classes=None if weights and sparse else classes, width=recipe.model.width,
+            resolution=resolution, input_shape=input_shape, preprocess=declared, weights=weights,
+        )  # fmt: skip
+    except ModelLoadError as error:
+        if weights and "could not be downloaded" in str(error):  # offline: say how to go on without them
+            raise ModelLoadError(f"{error}; or train from random weights (--weights none)") from None
+        raise
     if weights and not sparse and recipe.finetune.head == "new" and not source.new_head:
         source.give_new_head(classes)
     if sparse and source.num_classes is not None and source.num_classes <= max(splits.output_indices):
@@ -269,7 +276,9 @@ def _file_and_data(
     checkpoint = arch is not None and Path(model).suffix.lower() != ".onnx"
     info = model_info(arch) if arch else None
     pipeline = weights_preprocess(info.name) if checkpoint and info is not None else None  # the architecture's
-    default = (pipeline.size[0] if pipeline is not None and pipeline.size else info.default_resolution) if info else None
+    default = None
+    if info is not None:
+        default = pipeline.size[0] if pipeline is not None and pipeline.size else info.default_resolution
     resolution = recipe.model.input_side(default) if default else recipe.model.resolution
     declared = _weights_pipeline(recipe, pipeline, resolution or default) if checkpoint else recipe.preprocess
     source = resolve_model(
