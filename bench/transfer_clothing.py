@@ -137,7 +137,7 @@ def main() -> None:
     from edgeflow.recipe import load_recipe
 
     recipe = load_recipe(RECIPE)
-    rows = args.rows.split(",")
+    rows = [row for row in args.rows.split(",") if row]  # --rows "": the table again from the reports
     args.out.mkdir(parents=True, exist_ok=True)
     runs = {}
     if "lite1" in rows:

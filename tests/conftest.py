@@ -101,6 +101,17 @@ class TinyNet(nn.Module):
         return self.fc(self.pool(torch.relu(self.bn(self.conv(x)))).flatten(1))
 
 
+@pytest.fixture
+def no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail loudly if anything tries to fetch weights through torch hub."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("edgeflow.models tried to download weights")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+
+
 @pytest.fixture(scope="session")
 def tiny_net() -> nn.Module:
     torch.manual_seed(0)

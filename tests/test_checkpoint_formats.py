@@ -30,15 +30,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 LITE1 = SHARED / "models" / "efficientnet-lite1" / "efficientnet-lite1-77cc7160.pth"
 
 
-@pytest.fixture(autouse=True)
-def no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail loudly if anything tries to fetch weights."""
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("edgeflow.models tried to download weights")
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+pytestmark = pytest.mark.usefixtures("no_downloads")  # conftest: anything fetching weights fails loudly
 
 
 def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:

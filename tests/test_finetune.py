@@ -73,10 +73,12 @@ def test_time_budget_cuts_the_epochs(digits) -> None:
 
 
 def _quick(**finetune: object):
-    recipe = load_recipe("quick")
+    """The quick recipe with one variant (ONNX Runtime fp32) and two fine-tuning steps a phase."""
+    recipe = load_recipe("quick").model_copy(deep=True)
     recipe.finetune = FinetuneConfig(
         head_epochs=1, epochs=1, max_steps=2, augment=None, channels_last=False, **finetune
     )  # fmt: skip
+    recipe.variants = [variant for variant in recipe.variants if variant.name == "onnxruntime-fp32"]
     return recipe
 
 
@@ -105,13 +107,22 @@ def test_checkpoint_of_other_classes_gets_a_new_head_and_is_fine_tuned(tmp_path:
 
 
 def test_checkpoint_of_the_data_classes_is_fine_tuned_only_when_asked(tmp_path: Path) -> None:
+    from edgeflow.models.source import load_model_and_data
+    from edgeflow.progress import Progress
+    from edgeflow.train import train_if_needed
+
     path = _checkpoint(tmp_path, classes=10)
-    kept = edgeflow.optimize(str(path), arch=ARCH, recipe=_quick(), out=tmp_path / "kept")
-    assert kept.training is None and not kept.model.new_head
-    tuned = edgeflow.optimize(str(path), arch=ARCH, recipe=_quick(when="always"), out=tmp_path / "tuned")
-    assert tuned.training.started_from.startswith(path.name) and not tuned.training.new_head
-    renewed = edgeflow.optimize(str(path), arch=ARCH, recipe=_quick(head="new"), out=tmp_path / "renewed")
-    assert renewed.model.new_head and renewed.training.new_head
+
+    def run(recipe):
+        source, splits = load_model_and_data(str(path), arch=ARCH, data="digits", recipe=recipe)
+        return source, train_if_needed(source, splits, recipe=recipe, progress=Progress.silent())
+
+    kept, training = run(_quick())
+    assert training is None and not kept.new_head  # 10 outputs taken as the 10 classes
+    tuned, training = run(_quick(when="always"))
+    assert training.started_from == f"{path.name} (10 classes)" and not training.new_head and not tuned.new_head
+    renewed, training = run(_quick(head="new"))
+    assert renewed.new_head and training.new_head and training.head_epochs == 1
 
 
 def test_never_fine_tuning_other_classes_is_refused(tmp_path: Path) -> None:

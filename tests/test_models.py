@@ -29,15 +29,7 @@ from edgeflow.models.torchvision_models import build as build_torchvision
 WIDTH_MODELS = ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mnasnet1_0", "efficientnet_b0"]
 
 
-@pytest.fixture(autouse=True)
-def no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail loudly if anything tries to fetch weights."""
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("edgeflow.models tried to download weights")
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+pytestmark = pytest.mark.usefixtures("no_downloads")  # conftest: anything fetching weights fails loudly
 
 
 @pytest.fixture
