@@ -61,7 +61,8 @@ def test_keep_ratio_pad_data_is_not_augmented() -> None:
 def test_cosine_schedule_warms_up_then_decays_to_zero() -> None:
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     config = TrainConfig(lr=1.0, schedule="cosine", warmup_epochs=1)
-    schedule = _schedule(optimizer, config, total_steps=40, per_epoch=10)
+    length = [40]
+    schedule = _schedule(optimizer, config, total_steps=length, per_epoch=10)
     rates = []
     for _ in range(40):
         rates.append(optimizer.param_groups[0]["lr"])
@@ -69,6 +70,16 @@ def test_cosine_schedule_warms_up_then_decays_to_zero() -> None:
         schedule.step()
     assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(rates[9:], rates[10:], strict=False)) and rates[-1] < 0.01
+    optimizer.param_groups[0]["lr"] = 1.0
+    schedule = _schedule(optimizer, config, total_steps=length, per_epoch=10)
+    for _ in range(10):
+        optimizer.step()
+        schedule.step()
+    length[0] = 20  # a time budget cut the run after its first epoch: the decay ends at step 20, not 40
+    for _ in range(10):
+        optimizer.step()
+        schedule.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0)
 
 
 def test_training_with_every_photo_option_runs() -> None:
