@@ -255,6 +255,12 @@ def finetune(
     """Fine-tune pretrained weights in place, the way transfer learning is done: when the head is new, the head
     alone first (the backbone frozen: its forward pass only), then the whole network (less the ``freeze``
     prefixes) at the config's lower rate; batch-norm statistics frozen or trained as the config says."""
+    names = [name for name, _ in model.named_parameters()]  # a wrong prefix fails before any training
+    unknown = [prefix for prefix in config.freeze if not any(under(name, (prefix,)) for name in names)]
+    if unknown:
+        tops = sorted({name.split(".")[0] for name in names})
+        raise ConfigError(f"finetune.freeze: {unknown[0]!r} names no layer of the model; its layers start with "
+                          f"{', '.join(tops[:8])}")  # fmt: skip
     start = time.perf_counter()
     progress = progress or Progress.silent()
     images = _at_side(train_set, config.resolution)
@@ -267,12 +273,6 @@ def finetune(
             frozen_batchnorm=True,
         )  # fmt: skip
         steps, loss = head.steps, head.final_loss
-    names = [name for name, _ in model.named_parameters()]
-    unknown = [prefix for prefix in config.freeze if not any(under(name, (prefix,)) for name in names)]
-    if unknown:
-        tops = sorted({name.split(".")[0] for name in names})
-        raise ConfigError(f"finetune.freeze: {unknown[0]!r} names no layer of the model; its layers start with "
-                          f"{', '.join(tops[:8])}")  # fmt: skip
     if config.epochs > 0:
         trainable = [p for name, p in model.named_parameters() if not under(name, tuple(config.freeze))]
         progress.stage(

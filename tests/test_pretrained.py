@@ -331,3 +331,19 @@ def test_optimize_without_cached_weights_is_one_line(caches: Caches, tmp_path: P
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert lines[-1].startswith("error: weights torchvision SqueezeNet1_1_Weights.IMAGENET1K_V1 are not in the torch")
     assert lines[-1].endswith("or train from random weights (--weights none)") and not out.exists()
+
+
+def test_named_weights_never_fine_tuned_on_other_classes_are_refused(caches: Caches, tmp_path: Path) -> None:
+    """Weights kept as they are (finetune.when: never) would score the data's 10 classes with 1,000 ImageNet
+    outputs, or with a new head never trained: an error, not a number."""
+    import edgeflow
+    from edgeflow.errors import DataError
+    from edgeflow.recipe import load_recipe
+
+    _place_torchvision(caches)
+    recipe = load_recipe("quick").model_copy(deep=True)
+    recipe.model.resolution = 64
+    recipe.finetune = recipe.finetune.model_copy(update={"when": "never"})
+    with pytest.raises(DataError, match="predicts 1000 classes but digits has 10 and finetune.when is never"):
+        edgeflow.optimize(TV_ARCH, weights="IMAGENET1K_V1", recipe=recipe, out=tmp_path / "never")
+    assert not (tmp_path / "never").exists()

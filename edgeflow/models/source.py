@@ -115,14 +115,11 @@ def resolve_model(
                 f"pretrained weights are for {info.name} at width 1; a width of {width:g} starts from random weights "
                 "(leave out --weights) or prune the pretrained model (edgeflow search)"
             )
-        loaded = load_pretrained(info.name, weights, num_classes=None)
-        source = _weighted_source(
+        loaded = load_pretrained(info.name, weights, num_classes=num_classes)
+        return _weighted_source(
             loaded, name=info.name, kind="registry", arch=info.name, width=width, resolution=resolution, shape=shape,
             preprocess=preprocess,
         )  # fmt: skip
-        if num_classes is not None and num_classes != source.num_classes:
-            source.give_new_head(num_classes)
-        return source
     if num_classes is None:
         raise ConfigError("num_classes is needed to build an untrained model")
     module = create_model(info.name, num_classes=num_classes, width=width)
@@ -244,15 +241,15 @@ def load_model_and_data(model: str, *, arch: str | None, data: str, recipe: Reci
         raise ConfigError(f"model.num_classes is {classes} but the class map uses output {max(splits.output_indices)}")
     try:
         source = resolve_model(
-            name, num_classes=None if weights and sparse else classes, width=recipe.model.width,
-            resolution=resolution, input_shape=input_shape, preprocess=declared, weights=weights,
+            name, num_classes=None if weights else classes, width=recipe.model.width, resolution=resolution,
+            input_shape=input_shape, preprocess=declared, weights=weights,
         )  # fmt: skip
     except ModelLoadError as error:
         if weights and "could not be downloaded" in str(error):  # offline: say how to go on without them
             raise ModelLoadError(f"{error}; or train from random weights (--weights none)") from None
         raise
-    if weights and not sparse and recipe.finetune.head == "new" and not source.new_head:
-        source.give_new_head(classes)
+    if weights:
+        _fit_head(source, splits, recipe=recipe, model=model, data=data)
     if sparse and source.num_classes is not None and source.num_classes <= max(splits.output_indices):
         raise DataError(f"the class map uses output {max(splits.output_indices)} but {source.weights} has "
                         f"{source.num_classes} outputs")  # fmt: skip
@@ -289,18 +286,27 @@ def _file_and_data(
         splits = _load_by_own_order(data, model=model, source=source, recipe=recipe)
     else:
         splits = _load(data, source=source, recipe=recipe, class_map=class_map)
-    mismatch = source.num_classes is not None and source.num_classes != splits.num_classes
-    if splits.output_indices is None and source.module is not None and recipe.finetune.head == "new":
+    _fit_head(source, splits, recipe=recipe, model=model, data=data)
+    return source, splits.labelled_by_output()
+
+
+def _fit_head(source: ModelSource, splits: DataSplits, *, recipe: Recipe, model: str, data: str) -> None:
+    """Weights whose classes are not the data's get a new head for the data's classes (fine-tuned by
+    ``train_if_needed``), as do any with ``finetune.head: new``; with a class map their head stays (the map says
+    which output each class is). An ONNX file, or weights never fine-tuned, cannot learn other classes: the
+    mismatch is an error."""
+    if splits.output_indices is not None:
+        return
+    if source.module is not None and recipe.finetune.head == "new":
         source.give_new_head(splits.num_classes)
-    elif splits.output_indices is None and mismatch:
+    elif source.num_classes is not None and source.num_classes != splits.num_classes:
         if source.module is None or recipe.finetune.when == "never":
             why = " and finetune.when is never" if source.module is not None else ""
             raise DataError(
                 f"{model} predicts {source.num_classes} classes but {data} has {splits.num_classes}{why}; give a "
                 "class map (--class-map) or labels file (--labels) saying which output each class folder is"
             )
-        source.give_new_head(splits.num_classes)  # fine-tuned to the data's classes (train_if_needed)
-    return source, splits.labelled_by_output()
+        source.give_new_head(splits.num_classes)
 
 
 def _with_size(spec: PreprocessSpec | None, size) -> PreprocessSpec | None:
