@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeflow.device import RuntimeSettings
+from edgeflow.backends.base import RuntimeSettings
 from edgeflow.nightly import load_nightly, run_nightly
 from edgeflow.progress import Progress
 

@@ -12,9 +12,8 @@ import numpy as np
 from pydantic import BaseModel
 
 from edgeflow.artifact import Artifact
-from edgeflow.backends.base import Compiled
+from edgeflow.backends.base import Compiled, RuntimeSettings
 from edgeflow.data import ImageDataset
-from edgeflow.device import RuntimeSettings
 from edgeflow.errors import ShapeError
 
 

@@ -198,7 +198,7 @@ def evaluate(
 
 def _infer_precision(artifact: Artifact) -> None:
     """Mark an artifact int8 when its graph carries quantization."""
-    from edgeflow.compress.chain import is_quantized_artifact
+    from edgeflow.backends import is_quantized_artifact
 
     if is_quantized_artifact(artifact):
         artifact.precision = "int8"

@@ -15,22 +15,12 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from edgeflow.backends.base import RuntimeSettings
 from edgeflow.config import StrictModel, find_named_file, list_named_files, parse_spec, read_yaml
 from edgeflow.errors import ConfigError, UnknownNameError
 
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 Runtime = Literal["openvino", "onnxruntime", "torch", "tensorrt", "executorch", "litert"]
-
-
-class RuntimeSettings(StrictModel):
-    """Settings passed to a runtime when it compiles a model for timing. ``None`` = the runtime's default."""
-
-    threads: int | None = Field(default=None, ge=1, description="inference threads; None = runtime default")
-    performance_hint: Literal["latency", "throughput"] = "latency"
-    execution_precision: Literal["default", "f32", "bf16", "f16"] = Field(
-        default="default",
-        description="what OpenVINO executes float layers in; 'default' lets it choose (bf16 on AMX CPUs)",
-    )
 
 
 class SshSpec(StrictModel):

@@ -5,12 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from edgeflow.backends import BACKENDS, all_backends, get_backend
+from edgeflow.compress import AUTO, METHODS, methods_for, settings_keys
+from edgeflow.compress.litert_quantize import LiteRTStaticConfig
+from edgeflow.compress.nncf_ptq import IgnoredScopeConfig  # noqa: F401 - a recipe's quantize.ignored_scope
+from edgeflow.compress.ort_quantize import OrtStaticConfig
+from edgeflow.compress.qat import NncfQatConfig, QatConfig  # noqa: F401 - a recipe's quantize.qat
 from edgeflow.config import StrictModel, find_named_file, list_named_files, parse_spec, read_yaml
 from edgeflow.data.augment import AugmentConfig
 from edgeflow.data.preprocess import PreprocessSpec
-from edgeflow.errors import ConfigError
+from edgeflow.errors import ConfigError, UnknownNameError
 from edgeflow.netadapt.config import SearchConfig
 from edgeflow.profiling.loop import ProfileConfig
 
@@ -147,99 +153,31 @@ class ExportConfig(StrictModel):
     )  # fmt: skip
 
 
-class IgnoredScopeConfig(StrictModel):
-    """Layers NNCF must leave in float: exact node names, regular expressions, or op types."""
+class QuantizeConfig(NncfQatConfig, OrtStaticConfig, LiteRTStaticConfig):
+    """How an artifact is quantized: a recipe's ``quantize:``. Defaults are chosen for CNNs; every one can be
+    overridden. Each method reads its own config (:mod:`edgeflow.compress`, ``METHODS``); a variant may set only
+    the keys of the method it names (``auto``: of the methods auto may try for its backend).
 
-    names: list[str] = []
-    patterns: list[str] = []
-    types: list[str] = []
-
-
-class QatConfig(StrictModel):
-    """Quantization-aware fine-tuning with NNCF on the torch model: a few epochs at a small learning rate."""
-
-    epochs: int = Field(default=2, ge=0)
-    lr: float = Field(default=1e-4, gt=0)
-    batch_size: int = Field(default=32, ge=1)
-    max_steps: int | None = Field(default=None, ge=1)
-
-
-QuantizeMethod = Literal[
-    "auto", "nncf-ptq", "nncf-accuracy-control", "nncf-qat", "ort-static", "ort-dynamic", "litert-static"
-]
-
-
-class QuantizeConfig(StrictModel):
-    """How an artifact is quantized. Defaults are chosen for CNNs; every one can be overridden.
-
-    Methods: ``auto`` (PTQ, then, while the holdout drop exceeds ``max_drop``: accuracy-controlled PTQ,
-    then QAT when a torch model is at hand; the best artifact is kept), ``nncf-ptq`` (NNCF post-training,
-    for OpenVINO IR or ONNX), ``nncf-accuracy-control``
-    (NNCF PTQ that keeps the most sensitive layers in float until the holdout drop is within
-    ``max_drop``), ``nncf-qat`` (quantization-aware fine-tuning of the torch model), ``ort-static``
+    Methods: ``auto`` (the backend's default method, then, while the holdout drop exceeds ``max_drop``, the other
+    methods that serve the backend, cheapest first: accuracy-controlled PTQ, then QAT when a torch model is at
+    hand; the best artifact is kept), ``nncf-ptq`` (NNCF post-training, for OpenVINO IR or ONNX),
+    ``nncf-accuracy-control`` (NNCF PTQ that keeps the most sensitive layers in float until the holdout drop is
+    within ``max_drop``), ``nncf-qat`` (quantization-aware fine-tuning of the torch model), ``ort-static``
     (ONNX Runtime static QDQ, per-channel weights, after ORT's pre-processing), ``ort-dynamic``
-    (ONNX Runtime dynamic quantization: the naive baseline, kept to show what it loses) and ``litert-static``
-    (LiteRT's own quantizer, ai-edge-quantizer's static int8 recipe, on the .tflite).
+    (ONNX Runtime dynamic quantization: the naive baseline, kept to show what it loses), ``litert-static``
+    (LiteRT's own quantizer, ai-edge-quantizer's static int8 recipe, on the .tflite), and every other
+    registered method.
     """
 
-    method: QuantizeMethod = "nncf-ptq"
-    subset_size: int = Field(default=300, ge=1, description="calibration images from the train split")
-    preset: Literal["auto", "performance", "mixed", "fastest"] = Field(
-        default="auto",
-        description="auto: mixed (asymmetric activations) when the model has h-swish/swish/GELU-like "
-        "activations that go negative, else performance (symmetric); fastest (nncf-ptq): quantize with "
-        "both, keep those within max_drop on the holdout split, time them on the device, keep the fastest",
-    )
-    model_type: Literal["cnn", "transformer"] = "cnn"
-    ignored_scope: IgnoredScopeConfig = IgnoredScopeConfig()
-    fast_bias_correction: bool = True
-    squeeze_excitation: Literal["int8", "float"] = Field(
-        default="int8",
-        description="squeeze-and-excitation gates (found in the graph: pool, 1x1 convolutions, sigmoid, multiply): "
-        "quantized like the rest, or kept in float (nncf-ptq, nncf-accuracy-control, ort-static, litert-static): "
-        "their INT8 rounding scales whole channels, so float gates agree more with the float model, but they hold "
-        "a third of MobileNetV3's weights, so the file grows (reports/int8-imagenette-cpu.md and "
-        "reports/litert-imagenette-cpu.md have both)",
-    )
-    per_channel: bool = Field(default=True, description="per-channel weight scales (ort-static)")
-    calibrate_method: Literal["auto", "minmax", "minmax-average", "entropy", "percentile"] = Field(
-        default="auto",
-        description="ort-static activation ranges: min and max over every calibration image, or their moving "
-        "average over the images (ORT's CalibMovingAverage, close to NNCF's mean of per-image ranges: on "
-        "Imagenette it kept EfficientNet-B0 at 54.6% holdout top-1 where minmax fell to 17.1%), or a histogram; "
-        "auto: minmax, then minmax-average when the holdout drop exceeds max_drop, the more accurate kept",
-    )
-    activation_type: Literal["uint8", "int8"] = "uint8"
-    reduce_range: Literal["auto"] | bool = Field(
-        default="auto",
-        description="ort-static: 7-bit weights. An x86 CPU without VNNI multiplies uint8 x int8 pairs into int16 "
-        "sums that saturate with 8-bit weights (ONNX Runtime's own advice: reduce_range there); auto: on when "
-        "this host is such a CPU, off with VNNI (AVX512-VNNI, AVX-VNNI, AMX) and off ARM",
-    )
-    symmetric: bool = Field(
-        default=False, description="ort-static: zero points 0 for weights and activations (TensorRT reads only these)"
-    )
-    max_drop: float = Field(
-        default=0.01, ge=0, le=1, description="largest top-1 drop (fraction) on the holdout split, vs float"
-    )
-    qat: QatConfig = QatConfig()
+    method: str = Field(default="nncf-ptq", description="a registered quantization method, or auto")
 
-
-INT8_METHODS = {
-    "openvino": {"auto", "nncf-ptq", "nncf-accuracy-control", "nncf-qat"},
-    "onnxruntime": {"auto", "ort-static", "ort-dynamic", "nncf-ptq"},
-    # TensorRT's explicit quantization reads QDQ ONNX with symmetric int8 scales (zero point 0)
-    "tensorrt": {"ort-static"},
-    "litert": {"auto", "litert-static"},
-}
-# onnxruntime: ORT's own quantizer. NNCF's QDQ ONNX agrees more with the float model on real photos, but ONNX
-# Runtime's CPU provider runs it several times slower than float (reports/int8-imagenette-cpu.md): a method only.
-_DEFAULT_INT8_METHOD = {
-    "openvino": "nncf-ptq",
-    "onnxruntime": "ort-static",
-    "tensorrt": "ort-static",
-    "litert": "litert-static",
-}
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        try:
+            return value if value == AUTO else METHODS.resolve(value)
+        except UnknownNameError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class VariantSpec(StrictModel):
@@ -247,45 +185,60 @@ class VariantSpec(StrictModel):
 
     ``precision`` is what the artifact holds: fp32 weights, fp16 weights (OpenVINO compressed IR or an
     fp16 ONNX), int8 (quantized by ``quantize``), or bf16 (the fp32 artifact executed in bf16 by OpenVINO).
+    What each backend allows is its own declaration (:class:`edgeflow.backends.Backend`).
     """
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    backend: Literal["openvino", "onnxruntime", "torch", "tensorrt", "litert"]
+    backend: str
     precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
     execution_precision: Literal["default", "f32", "bf16", "f16"] | None = Field(
-        default=None, description="override the device's OpenVINO execution precision for this variant"
+        default=None, description="override the device's runtime execution precision for this variant"
     )
     quantize: QuantizeConfig | None = None
 
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        try:
+            return BACKENDS.resolve(value)
+        except UnknownNameError as exc:
+            raise ValueError(str(exc)) from None
+
     @model_validator(mode="after")
     def _check_combination(self) -> VariantSpec:
-        if self.execution_precision is not None and self.backend not in ("openvino", "tensorrt"):
-            raise ValueError("execution_precision applies to the openvino backend only")
-        if self.backend == "tensorrt" and self.precision == "fp16":
-            self.execution_precision = "f16"  # TensorRT builds the fp16 engine from the float ONNX
+        backend = get_backend(self.backend)
+        if self.execution_precision is not None and self.execution_precision not in backend.execution_precisions:
+            takes = [other.name for other in all_backends() if self.execution_precision in other.execution_precisions]
+            raise ValueError(f"execution_precision {self.execution_precision} does not apply to the {backend.name} "
+                             f"backend (it applies to: {', '.join(takes)})")  # fmt: skip
+        if self.precision not in backend.precisions:
+            runs = [other.name for other in all_backends() if self.precision in other.precisions]
+            raise ValueError(f"{self.precision} variants run on {', '.join(runs)}, not {backend.name}")
+        if backend.fp16_from_float and self.precision == "fp16":
+            self.execution_precision = "f16"  # the fp16 engine is built from the float artifact
         if self.precision == "bf16":
-            if self.backend != "openvino":
-                raise ValueError("bf16 variants run on the openvino backend only")
             if self.execution_precision not in (None, "bf16"):
                 raise ValueError("a bf16 variant executes in bf16")
             self.execution_precision = "bf16"
         if self.precision != "int8":
             if self.quantize is not None:
                 raise ValueError(f"quantize applies to int8 variants, not {self.precision}")
-            if self.backend == "torch" and self.precision != "fp32":
-                raise ValueError("torch variants are the fp32 baseline")
             return self
-        if self.backend == "torch":
-            raise ValueError("int8 variants run on openvino, onnxruntime, tensorrt or litert")
         if self.quantize is None:
-            self.quantize = QuantizeConfig(method=_DEFAULT_INT8_METHOD[self.backend])
+            self.quantize = QuantizeConfig(method=backend.default_int8)
         elif "method" not in self.quantize.model_fields_set:
-            self.quantize.method = _DEFAULT_INT8_METHOD[self.backend]
-        if self.backend == "tensorrt":  # explicit quantization: symmetric int8 Q/DQ pairs
-            self.quantize.activation_type, self.quantize.symmetric = "int8", True
-        if self.quantize.method not in INT8_METHODS[self.backend]:
-            allowed = ", ".join(sorted(INT8_METHODS[self.backend]))
-            raise ValueError(f"method {self.quantize.method} does not build {self.backend} artifacts (use {allowed})")
+            self.quantize.method = backend.default_int8
+        for key, value in backend.int8_requires.items():
+            setattr(self.quantize, key, value)
+        method = self.quantize.method
+        if method != AUTO and method not in methods_for(backend.name):
+            allowed = ", ".join(sorted([AUTO, *methods_for(backend.name)]))
+            raise ValueError(f"method {method} does not build {backend.name} artifacts (use {allowed})")
+        keys = settings_keys(method, backend.name, default=backend.default_int8)
+        stray = sorted(set(self.quantize.model_fields_set) - keys)
+        if stray:
+            raise ValueError(f"quantize.{stray[0]} does not apply to method {method} (its keys: "
+                             f"{', '.join(sorted(keys))})")  # fmt: skip
         return self
 
 

@@ -19,6 +19,12 @@ from edgeflow.errors import UnknownNameError
 T = TypeVar("T")
 
 
+def load_entry(path: str):
+    """The object at a lazy ``"module:attr"`` import path."""
+    module_name, attr = path.split(":", 1)
+    return getattr(importlib.import_module(module_name), attr)
+
+
 class Registry(Generic[T]):
     """Maps names to entries. Duplicate names raise; unknown names raise with close matches."""
 
@@ -51,16 +57,16 @@ class Registry(Generic[T]):
         canonical = self.resolve(name)
         entry = self._entries[canonical]
         if isinstance(entry, str) and ":" in entry:
-            module_name, attr = entry.split(":", 1)
-            entry = getattr(importlib.import_module(module_name), attr)
+            entry = load_entry(entry)
             self._entries[canonical] = entry
         return entry  # type: ignore[return-value]
 
     def aliases_of(self, name: str) -> list[str]:
         return sorted(a for a, target in self._aliases.items() if target == name)
 
-    def names(self) -> list[str]:
-        return sorted(self._entries)
+    def names(self, *, ordered: bool = False) -> list[str]:
+        """The registered names, sorted (``ordered``: in registration order)."""
+        return list(self._entries) if ordered else sorted(self._entries)
 
     def __contains__(self, name: str) -> bool:
         try:

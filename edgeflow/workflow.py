@@ -19,18 +19,19 @@ import torch
 
 from edgeflow.accuracy import ParityStats, collect_logits, measure_parity
 from edgeflow.artifact import Artifact
-from edgeflow.backends import get_backend
+from edgeflow.backends import format_owner, get_backend
+from edgeflow.backends.base import RuntimeSettings
 from edgeflow.compress.chain import FloatArtifacts, build_variant
 from edgeflow.compress.stats import QuantizationStats
 from edgeflow.data import DataSplits
-from edgeflow.device import DeviceSpec, RuntimeSettings
+from edgeflow.device import DeviceSpec
 from edgeflow.environment import environment, host_has_bf16
 from edgeflow.errors import ConfigError
 from edgeflow.export.onnx import export_onnx
-from edgeflow.export.openvino import convert_to_openvino
 from edgeflow.io import check_output_folder, ensure_writable_dir, staged_dir, unused_path
 from edgeflow.models.onnx_input import save_with_fixed_input, write_metadata
 from edgeflow.models.source import ModelSource, load_model_and_data
+from edgeflow.profiling.cost import COUNTED_FORMATS
 from edgeflow.progress import Progress
 from edgeflow.recipe import Recipe, VariantSpec
 from edgeflow.report import write_report
@@ -120,28 +121,20 @@ def _after_training(run: _Run, *, training: TrainStats | None, notes: list[str],
         notes.insert(0, f"{training.describe()}, on {Path(splits.name).name} ({splits.num_classes} classes)")
     search = _search_step(run, notes)
     onnx_artifact, parity = _export(run)
-    openvino_artifact = None
-    if any(variant.backend == "openvino" for variant in recipe_spec.variants):
-        progress.stage("convert to OpenVINO IR")
-        openvino_artifact = convert_to_openvino(onnx_artifact, path=stage / "model_fp32.xml")
-        if source.module is not None:  # an ONNX input has no torch reference to compare with
-            parity.append(_parity(run, openvino_artifact, runtime="openvino"))
-
-    litert_artifact, litert_missing = None, None
-    if any(variant.backend == "litert" for variant in recipe_spec.variants):
-        litert_artifact, litert_missing = _litert_export(run, parity)
-    floats = FloatArtifacts(
-        onnx=onnx_artifact, openvino=openvino_artifact, module=source.module, input_shape=source.input_shape,
-        litert=litert_artifact,
-    )  # fmt: skip
+    floats = FloatArtifacts.of(
+        onnx_artifact,
+        module=source.module,
+        input_shape=source.input_shape,
+        folder=stage,
+        export=recipe_spec.export,
+        model_name=source.name,
+    )
+    skipped = _float_artifacts(run, floats, parity)
     reference = _ReferenceLogits.compute(onnx_artifact, splits=splits, recipe=recipe_spec)
     records, artifacts = [], {}
     for variant in recipe_spec.variants:
-        if variant.backend == "torch" and source.module is None:
-            notes.append(f"variant {variant.name} skipped: an ONNX model has no torch module")
-            continue
-        if variant.backend == "litert" and litert_artifact is None:
-            notes.append(f"variant {variant.name} skipped: {litert_missing}")
+        if variant.backend in skipped:
+            notes.append(f"variant {variant.name} skipped: {skipped[variant.backend]}")
             continue
         progress.stage(f"variant {variant.name}: build, time, evaluate")
         artifact, summary = build_variant(
@@ -157,9 +150,6 @@ def _after_training(run: _Run, *, training: TrainStats | None, notes: list[str],
     bundle = _write_bundle(run, records, artifacts=artifacts)
     if bundle is not None:
         notes.append(f"ship bundle: bundle/ ({bundle.variant}, {len(bundle.files)} files, manifest.json)")
-        if device_spec.kind == "phone" and not any(f.role.startswith("executorch") for f in bundle.files):
-            notes.append("no ExecuTorch program (.pte) in the bundle: it needs ExecuTorch installed "
-                         "(pip install 'edgeflow[executorch]') and a torch model (not an ONNX file)")  # fmt: skip
         for deployable in bundle.deployables:
             for where, command in deployable.build.items():
                 if where != "note":
@@ -213,12 +203,11 @@ def _write_bundle(run: _Run, records: list[VariantRecord], *, artifacts: dict[st
     """The recommended deployable variant as a ship bundle (torch eager is never shipped)."""
     from edgeflow.export.bundle import write_bundle
 
-    shippable = ("onnx", "openvino", "litert")
-    chosen = next((r for r in records if r.recommended and artifacts[r.name].format in shippable), None)
+    chosen = next((r for r in records if r.recommended and get_backend(r.backend).ships), None)
     if chosen is None:
         return None
-    also = [(r, artifacts[r.name]) for r in records if r is not chosen and artifacts[r.name].format == "litert"]
-    run.progress.stage(f"ship bundle of {chosen.name}" + (f" (and {len(also)} more LiteRT files)" if also else ""))
+    also = [(r, artifacts[r.name]) for r in records if r is not chosen and get_backend(r.backend).ships_every_variant]
+    run.progress.stage(f"ship bundle of {chosen.name}" + (f" (and {len(also)} more files)" if also else ""))
     return write_bundle(
         folder=run.stage / "bundle", record=chosen, artifact=artifacts[chosen.name], model_name=run.source.name,
         splits=run.splits, device=run.device, module=run.source.module, also=also,
@@ -277,28 +266,30 @@ def _export(run: _Run) -> tuple[Artifact, list[ParityStats]]:
     artifact = export_onnx(source.module, input_shape=source.input_shape, path=path, opset=run.recipe.export.opset)
     write_metadata(path, splits=run.splits)
     artifact.lineage = [f"torch {source.name}", "torch->onnx"]
-    return artifact, [_parity(run, artifact, runtime="onnxruntime")]
+    return artifact, [_parity(run, artifact, runtime=format_owner(artifact.format).name)]
 
 
-def _litert_export(run: _Run, parity: list[ParityStats]) -> tuple[Artifact | None, str | None]:
-    """The float ``.tflite`` the LiteRT variants are built from, converted from the torch model, with its parity
-    against torch; or None and why the LiteRT variants are skipped (an ONNX input has no torch model to
-    convert; LiteRT is an optional extra)."""
-    from edgeflow.export.litert import export_tflite, litert_available
-
-    if run.source.module is None:
-        return None, "an ONNX model has no torch module to convert to LiteRT"
-    if not litert_available():
-        return None, "LiteRT is not installed here (pip install 'edgeflow[litert]')"
-
-    layout = run.recipe.export.litert_layout
-    run.progress.stage(f"convert to LiteRT ({layout} input) and check parity with torch")
-    artifact = export_tflite(
-        run.source.module, input_shape=run.source.input_shape, path=run.stage / "model_fp32.tflite", layout=layout
-    )
-    artifact.lineage = [f"torch {run.source.name}", *artifact.lineage]
-    parity.append(_parity(run, artifact, runtime="litert"))
-    return artifact, None
+def _float_artifacts(run: _Run, floats: FloatArtifacts, parity: list[ParityStats]) -> dict[str, str]:
+    """Each variant backend's float artifact (OpenVINO's IR converted from the ONNX, LiteRT's ``.tflite`` converted
+    from the torch model, ...), with its parity against torch; returns the backends whose variants are skipped,
+    and why (an ONNX input has no torch model to convert; an optional runtime that is not installed)."""
+    skipped: dict[str, str] = {}
+    for name in dict.fromkeys(variant.backend for variant in run.recipe.variants):
+        backend = get_backend(name)
+        if backend.needs_module and run.source.module is None:
+            skipped[name] = f"an ONNX model has no torch module for {name}"
+            continue
+        if backend.exporter is None:  # the float ONNX itself
+            continue
+        missing = backend.unavailable()
+        if missing is not None:
+            skipped[name] = missing
+            continue
+        run.progress.stage(f"float {name} artifact" + (" and its parity with torch" if run.source.module else ""))
+        artifact = floats.base(name)
+        if run.source.module is not None:
+            parity.append(_parity(run, artifact, runtime=name))
+    return skipped
 
 
 def _parity(run: _Run, artifact: Artifact, *, runtime: str) -> ParityStats:
@@ -334,7 +325,7 @@ class _ReferenceLogits:
 
     @classmethod
     def compute(cls, onnx_artifact: Artifact, *, splits: DataSplits, recipe: Recipe) -> _ReferenceLogits:
-        compiled = get_backend("onnxruntime").compile(onnx_artifact, settings=RuntimeSettings())
+        compiled = format_owner(onnx_artifact.format).compile(onnx_artifact, settings=RuntimeSettings())
         logits, _labels = collect_logits(compiled, splits.test, max_samples=recipe.evaluate.max_samples)
         return cls(test=logits)
 
@@ -353,7 +344,7 @@ def _measure_variant(
     from edgeflow.profiling.run import run_on_device
 
     # MACs and params of a torch or LiteRT variant are counted on the float ONNX of the same network
-    cost_graph = floats.onnx if artifact.format in ("torch", "litert") else None
+    cost_graph = None if artifact.format in COUNTED_FORMATS else floats.onnx
     device = run.device
     settings = device.runtime
     if variant.execution_precision is not None:

@@ -8,8 +8,8 @@ import torch
 
 from edgeflow.accuracy import evaluate_compiled, topk_accuracy
 from edgeflow.backends import get_backend
+from edgeflow.backends.base import RuntimeSettings
 from edgeflow.data import load_data
-from edgeflow.device import RuntimeSettings
 from edgeflow.errors import ShapeError
 
 

@@ -11,12 +11,12 @@ from torch import nn
 
 from edgeflow.accuracy import evaluate_compiled
 from edgeflow.backends import get_backend
+from edgeflow.backends.base import RuntimeSettings
 from edgeflow.backends.openvino import read_model
 from edgeflow.compress.accuracy_control import NOT_QUANTIZED, REVERTED, quantize_with_accuracy_control
 from edgeflow.compress.nncf_ptq import is_quantized, quantize_nncf
 from edgeflow.compress.stats import layer_precisions
 from edgeflow.data import ImageDataset, load_data
-from edgeflow.device import RuntimeSettings
 from edgeflow.errors import DataError, ShapeError
 from edgeflow.export.onnx import export_onnx
 from edgeflow.export.openvino import convert_to_openvino

@@ -10,7 +10,7 @@ import torch
 
 from edgeflow.artifact import Artifact, artifact_from_path
 from edgeflow.backends import BACKENDS, get_backend
-from edgeflow.device import RuntimeSettings
+from edgeflow.backends.base import RuntimeSettings
 from edgeflow.errors import ModelLoadError, ShapeError
 from edgeflow.profiling.loop import ProfileConfig, time_inference
 

@@ -12,12 +12,13 @@ from outlier_net import OutlierNet
 
 from edgeflow.accuracy import collect_logits, holdout_top1, topk_accuracy
 from edgeflow.backends import get_backend
+from edgeflow.backends.base import RuntimeSettings
 from edgeflow.backends.openvino import read_model
+from edgeflow.compress import auto_methods
 from edgeflow.compress.accuracy_control import REVERTED
-from edgeflow.compress.chain import AUTO_CHAIN, FloatArtifacts, build_variant, quantize_within_budget
-from edgeflow.compress.fastest_preset import SAME_SPEED, choose_preset
+from edgeflow.compress.chain import FloatArtifacts, build_variant, quantize_within_budget
+from edgeflow.compress.nncf_ptq import SAME_SPEED, choose_preset
 from edgeflow.data import load_data
-from edgeflow.device import RuntimeSettings
 from edgeflow.export.onnx import export_onnx
 from edgeflow.export.openvino import convert_to_openvino
 from edgeflow.recipe import QuantizeConfig, TrainConfig, VariantSpec
@@ -37,12 +38,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     train(module, splits.train, config=TrainConfig(epochs=4, batch_size=32, lr=0.005), seed=0)
     folder = tmp_path_factory.mktemp("trained")
     onnx_artifact = export_onnx(module, input_shape=(1, 3, 32, 32), path=folder / "fp32.onnx")
-    floats = FloatArtifacts(
-        onnx=onnx_artifact,
-        openvino=convert_to_openvino(onnx_artifact, path=folder / "fp32.xml"),
-        module=module,
-        input_shape=(1, 3, 32, 32),
-    )
+    floats = FloatArtifacts.of(onnx_artifact, module=module, input_shape=(1, 3, 32, 32), folder=folder)
+    floats.built["openvino"] = convert_to_openvino(onnx_artifact, path=folder / "fp32.xml")
     return floats, splits, folder
 
 
@@ -53,14 +50,10 @@ def outlier(tmp_path_factory: pytest.TempPathFactory):
     module = OutlierNet(splits.train).eval()
     folder = tmp_path_factory.mktemp("outlier")
     onnx_artifact = export_onnx(module, input_shape=(1, 3, 8, 8), path=folder / "outlier.onnx")
-    floats = FloatArtifacts(
-        onnx=onnx_artifact,
-        openvino=convert_to_openvino(onnx_artifact, path=folder / "outlier.xml"),
-        module=module,
-        input_shape=(1, 3, 8, 8),
-    )
+    floats = FloatArtifacts.of(onnx_artifact, module=module, input_shape=(1, 3, 8, 8), folder=folder)
+    floats.built["openvino"] = convert_to_openvino(onnx_artifact, path=folder / "outlier.xml")
     float_top1 = holdout_top1(floats.onnx, splits.holdout)
-    assert float_top1 > 0.9 and holdout_top1(floats.openvino, splits.holdout) == pytest.approx(float_top1)
+    assert float_top1 > 0.9 and holdout_top1(floats.base("openvino"), splits.holdout) == pytest.approx(float_top1)
     largest_share = torch.bincount(splits.holdout.labels).max().item() / len(splits.holdout)
     return floats, splits, float_top1, largest_share
 
@@ -198,7 +191,9 @@ def test_fp16_variants_track_float(trained) -> None:
         variant = VariantSpec(name=f"{backend}-fp16", backend=backend, precision="fp16")
         artifact, summary = build_variant(variant, floats=floats, splits=splits, folder=folder)
         assert summary is None and artifact.precision == "fp16"
-        assert artifact.size_bytes < 0.6 * (floats.openvino if backend == "openvino" else floats.onnx).size_bytes
+        assert (
+            artifact.size_bytes < 0.6 * (floats.base("openvino") if backend == "openvino" else floats.onnx).size_bytes
+        )
         assert abs(accuracy_of(artifact, splits) - reference) <= 0.01
 
 
@@ -210,7 +205,7 @@ def test_quantize_command_keeps_budget_and_reports_evidence(trained, tmp_path: P
     floats, _, _ = trained
     result = CliRunner().invoke(
         app,
-        ["quantize", str(floats.openvino.path), "--data", "digits", "--max-drop", "100", "--subset-size", "64",
+        ["quantize", str(floats.base("openvino").path), "--data", "digits", "--max-drop", "100", "--subset-size", "64",
          "--preset", "performance", "--out", str(tmp_path), "--json"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -233,8 +228,8 @@ def test_quantize_command_refuses_bad_input(trained, tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(
         app,
-        ["quantize", str(floats.openvino.path), "--data", "digits", "--method", "nncf-ptq", "--preset", "performance",
-         "--subset-size", "32", "--out", str(tmp_path)],
+        ["quantize", str(floats.base("openvino").path), "--data", "digits", "--method", "nncf-ptq", "--preset",
+         "performance", "--subset-size", "32", "--out", str(tmp_path)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     quantized = next(tmp_path.glob("*.xml"))
@@ -242,7 +237,7 @@ def test_quantize_command_refuses_bad_input(trained, tmp_path: Path) -> None:
     assert again.exit_code == 2 and "already quantized" in again.output
     lacking = tmp_path / "fp32only.yaml"
     lacking.write_text("name: fp32only\nruntimes: [openvino]\nprecisions: [fp32]\n")
-    refused = runner.invoke(app, ["quantize", str(floats.openvino.path), "--device", str(lacking)])
+    refused = runner.invoke(app, ["quantize", str(floats.base("openvino").path), "--device", str(lacking)])
     assert refused.exit_code == 2 and "does not run int8" in refused.output
 
 
@@ -258,10 +253,11 @@ def test_budget_search_stops_at_the_first_method_that_meets_the_budget(outlier, 
     collapsed the model (so it stopped on the budget, not on the accuracy)."""
     floats, splits, float_top1, largest_share = outlier
     artifact, summary = quantize_within_budget(
-        _auto(1.0), methods=AUTO_CHAIN["onnxruntime"], base=floats.onnx, floats=floats, splits=splits,
+        _auto(1.0), methods=auto_methods("onnxruntime", default="ort-static"), base=floats.onnx, floats=floats,
+        splits=splits,
         path=tmp_path / "m_int8.onnx", seed=0, progress=None,
     )  # fmt: skip
-    assert AUTO_CHAIN["onnxruntime"][0] == "ort-static"
+    assert auto_methods("onnxruntime", default="ort-static")[0] == "ort-static"
     assert summary.attempts == ["ort-static (minmax)"] and summary.method == "ort-static"
     assert summary.settings["calibrate_method"] == "minmax"
     assert summary.budget_met is True and summary.max_drop == 1.0
@@ -277,7 +273,7 @@ def test_budget_search_tries_every_method_and_keeps_the_best_when_the_budget_is_
     is missed: the chain tries all its methods in order (ort-static with each calibration of ``auto``), keeps
     the most accurate (the first on a tie), removes the other attempts and says the budget was not met."""
     floats, splits, float_top1, largest_share = outlier
-    methods = AUTO_CHAIN["onnxruntime"]
+    methods = auto_methods("onnxruntime", default="ort-static")
     assert methods == ("ort-static", "nncf-ptq")
     labels = ["ort-static (minmax)", "ort-static (minmax-average)", "nncf-ptq"]
     # The precondition, measured with the same seed and subset: each attempt alone drops more than 50 points.
@@ -316,7 +312,7 @@ def test_auto_goes_on_to_accuracy_control_and_stops_when_it_meets_the_budget(out
     accuracy control, which meets it by keeping the readout in float (at worst it reverts every layer, which
     is the float model): the chain stops there, before QAT, keeps that artifact and removes PTQ's."""
     floats, splits, float_top1, largest_share = outlier
-    assert AUTO_CHAIN["openvino"] == ("nncf-ptq", "nncf-accuracy-control", "nncf-qat")
+    assert auto_methods("openvino", default="nncf-ptq") == ("nncf-ptq", "nncf-accuracy-control", "nncf-qat")
     artifact, summary = build_variant(_auto(0.0, "openvino"), floats=floats, splits=splits, folder=tmp_path)
     assert summary.attempts == ["nncf-ptq", "nncf-accuracy-control"]
     assert summary.method == "nncf-accuracy-control" and summary.budget_met is True
@@ -325,7 +321,7 @@ def test_auto_goes_on_to_accuracy_control_and_stops_when_it_meets_the_budget(out
     assert len(ptq) == 1 and float(ptq[0].split()[3].rstrip("%")) / 100 <= largest_share + 1e-9
     readout = [
         op.get_friendly_name()
-        for op in read_model(floats.openvino).get_ordered_ops()
+        for op in read_model(floats.base("openvino")).get_ordered_ops()
         if op.get_type_name() == "MatMul" and op.input_value(0).get_node().get_type_name() == "Relu"
     ]
     assert len(readout) == 1

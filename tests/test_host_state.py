@@ -91,7 +91,7 @@ def test_the_timing_process_own_work_is_not_counted_as_others() -> None:
 
 def test_a_timing_records_the_state_and_in_turn_counts_the_noisy_rounds(mobilenet_artifacts, spinner) -> None:
     from edgeflow.backends import get_backend
-    from edgeflow.device import RuntimeSettings
+    from edgeflow.backends.base import RuntimeSettings
 
     compiled = get_backend("onnxruntime").compile(mobilenet_artifacts["onnx"], settings=RuntimeSettings(threads=1))
     config = ProfileConfig(warmup=2, iterations=1000, max_seconds=0.3, min_iterations=5, busy_share=0.1)

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 
 from edgeflow.artifact import Artifact, artifact_from_path  # noqa: E402
 from edgeflow.backends import get_backend  # noqa: E402
-from edgeflow.device import RuntimeSettings  # noqa: E402
+from edgeflow.backends.base import RuntimeSettings  # noqa: E402
 from edgeflow.errors import ModelLoadError  # noqa: E402
 from edgeflow.profiling.cost import artifact_cost  # noqa: E402
 

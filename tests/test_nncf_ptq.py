@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from edgeflow.backends import get_backend
+from edgeflow.backends.base import RuntimeSettings
 from edgeflow.backends.openvino import read_model
 from edgeflow.compress.nncf_ptq import is_quantized, quantize_nncf
 from edgeflow.data import load_data
-from edgeflow.device import RuntimeSettings
 from edgeflow.errors import ShapeError
 from edgeflow.recipe import QuantizeConfig
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends import get_backend
+from edgeflow.backends.base import RuntimeSettings
 from edgeflow.compress.ort_quantize import (
     convert_onnx_fp16,
     is_quantized_onnx,
@@ -21,7 +22,6 @@ from edgeflow.compress.ort_quantize import (
     quantize_onnx_static,
 )
 from edgeflow.data import ImageDataset, load_data
-from edgeflow.device import RuntimeSettings
 from edgeflow.environment import host_int8_saturates
 from edgeflow.errors import DataError, OutputError, RuntimeUnavailableError, ShapeError
 from edgeflow.export.onnx import export_onnx

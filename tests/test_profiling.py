@@ -94,7 +94,7 @@ def test_cost_of_mobilenet_close_to_torch_count(mobilenet_artifacts) -> None:
 
 def test_interleaved_rounds_time_every_model_each_round(tiny_artifacts) -> None:
     from edgeflow.backends import get_backend
-    from edgeflow.device import RuntimeSettings
+    from edgeflow.backends.base import RuntimeSettings
     from edgeflow.profiling.in_turn import time_in_turn
 
     compiled = {

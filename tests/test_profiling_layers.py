@@ -9,7 +9,7 @@ from torch import nn
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends import get_backend
-from edgeflow.device import RuntimeSettings
+from edgeflow.backends.base import RuntimeSettings
 from edgeflow.export.onnx import export_onnx
 from edgeflow.profiling.layers import summarize
 

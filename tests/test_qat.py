@@ -12,12 +12,12 @@ from torch import nn
 
 from edgeflow.accuracy import evaluate_compiled
 from edgeflow.backends import get_backend
+from edgeflow.backends.base import RuntimeSettings
 from edgeflow.backends.openvino import read_model
 from edgeflow.compress.nncf_ptq import is_quantized
 from edgeflow.compress.qat import NOT_QUANTIZED, quantization_aware_training
 from edgeflow.compress.stats import layer_precisions
 from edgeflow.data import load_data
-from edgeflow.device import RuntimeSettings
 from edgeflow.errors import ConfigError, ShapeError
 from edgeflow.models import create_model
 from edgeflow.progress import Progress

@@ -8,7 +8,7 @@ import pytest
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends import get_backend
-from edgeflow.device import RuntimeSettings
+from edgeflow.backends.base import RuntimeSettings
 from edgeflow.profiling.loop import ProfileConfig, time_inference
 
 pytestmark = pytest.mark.gpu

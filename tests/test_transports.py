@@ -63,7 +63,7 @@ def test_time_and_run_a_model_remotely(ssh_device, mobilenet_artifacts, backend:
     assert state.noisy == (state.others_cpu_share > state.busy_share)
     # the device's runtime computed the logits: they match the same runtime run here
     from edgeflow.backends import get_backend
-    from edgeflow.device import RuntimeSettings
+    from edgeflow.backends.base import RuntimeSettings
 
     local = get_backend(backend).compile(artifact, settings=RuntimeSettings())
     expected = np.concatenate([local.run(image[None]) for image in images])

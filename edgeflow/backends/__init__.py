@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from edgeflow.artifact import Artifact
-from edgeflow.backends.base import Backend, Compiled
-from edgeflow.device import DeviceSpec
+from edgeflow.backends.base import Backend, Compiled, FloatSources, RuntimeSettings
 from edgeflow.errors import ConfigError
-from edgeflow.registry import Registry
+from edgeflow.registry import Registry, load_entry
+
+if TYPE_CHECKING:
+    from edgeflow.device import DeviceSpec
 
 BACKENDS: Registry[type[Backend]] = Registry("backend")
 BACKENDS.register("openvino", "edgeflow.backends.openvino:OpenVINOBackend", aliases=("ov",))
@@ -21,15 +26,54 @@ def get_backend(name: str) -> Backend:
     return BACKENDS.get(name)()
 
 
-# The runtime of this host that reads each artifact format in f32: where accuracy is computed when the device's
-# own runtime is not at hand (an estimated latency, a tool that only times), and holdout budgets are judged.
-_HOST_RUNTIME = {"onnx": "onnxruntime", "openvino": "openvino", "litert": "litert"}
+def all_backends() -> list[Backend]:
+    """Every registered backend, in registration order."""
+    return [get_backend(name) for name in BACKENDS.names(ordered=True)]
 
 
 def host_runtime(artifact: Artifact) -> str:
-    """The backend of this host that runs ``artifact``'s format (ONNX Runtime for ONNX, OpenVINO for IR, LiteRT's
-    interpreter for ``.tflite``)."""
-    return _HOST_RUNTIME[artifact.format]
+    """The backend of this host that runs ``artifact``'s format in f32: where accuracy is computed when the
+    device's own runtime is not at hand (an estimated latency, a tool that only times), and holdout budgets are
+    judged (each backend declares the formats it does this for: ONNX Runtime for ONNX, OpenVINO for IR, ...)."""
+    return format_owner(artifact.format).name
+
+
+def format_owner(format: str) -> Backend:
+    """The backend that computes accuracy for ``format`` on this host (:attr:`Backend.computes_accuracy_for`)."""
+    for backend in all_backends():
+        if format in backend.computes_accuracy_for:
+            return backend
+    raise ConfigError(f"no runtime of this host reads {format} artifacts")
+
+
+def is_quantized_artifact(artifact: Artifact) -> bool:
+    """Whether a file already carries quantization, asked of the runtime that owns its format (an ONNX read as
+    ONNX: QDQ pairs, QLinear* or *Integer nodes; an IR through OpenVINO; a ``.tflite`` through LiteRT's
+    interpreter; ...)."""
+    owner = format_owner(artifact.format)
+    if owner.quantized_check is None:
+        raise ConfigError(f"cannot tell whether a {artifact.format} file is quantized")
+    return bool(load_entry(owner.quantized_check)(artifact))
+
+
+def float_artifact(backend: str, sources: FloatSources) -> Artifact:
+    """The float artifact ``backend``'s variants are built from: its exporter's (OpenVINO's IR, LiteRT's
+    ``.tflite``, ...), or the float ONNX itself."""
+    exporter = get_backend(backend).exporter
+    return sources.onnx if exporter is None else load_entry(exporter)(sources)
+
+
+def fp16_artifact(backend: str, base: Artifact, *, path: Path) -> Artifact:
+    """``base`` with fp16 weights for ``backend``, written to ``path``."""
+    converter = get_backend(backend).fp16_converter
+    if converter is None:
+        raise ConfigError(f"the {backend} backend has no fp16 artifact")
+    return load_entry(converter)(base, path=path)
+
+
+def searchable_backends() -> list[str]:
+    """The backends NetAdapt's candidates and the lookup table's blocks can be timed with, in preference order."""
+    return [backend.name for backend in all_backends() if backend.searchable]
 
 
 def choose_backend(artifact: Artifact, device: DeviceSpec, *, backend: str | None = None) -> str:
@@ -57,4 +101,19 @@ def choose_backend(artifact: Artifact, device: DeviceSpec, *, backend: str | Non
     raise ConfigError(f"no runtime of {device.name} that was tried can read {artifact.path}: {reasons}{hint}")
 
 
-__all__ = ["BACKENDS", "Backend", "Compiled", "choose_backend", "get_backend", "host_runtime"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "Compiled",
+    "FloatSources",
+    "RuntimeSettings",
+    "all_backends",
+    "choose_backend",
+    "float_artifact",
+    "fp16_artifact",
+    "format_owner",
+    "get_backend",
+    "host_runtime",
+    "is_quantized_artifact",
+    "searchable_backends",
+]

@@ -7,17 +7,30 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
 from edgeflow.artifact import Artifact
-from edgeflow.device import RuntimeSettings
+from edgeflow.config import StrictModel
 from edgeflow.errors import EdgeflowError, ModelLoadError, ShapeError, first_line
 from edgeflow.io import os_refusal
 
 if TYPE_CHECKING:
     from edgeflow.profiling.layers import LayerProfileStats
+    from edgeflow.recipe import ExportConfig
+
+
+class RuntimeSettings(StrictModel):
+    """Settings passed to a runtime when it compiles a model for timing. ``None`` = the runtime's default."""
+
+    threads: int | None = Field(default=None, ge=1, description="inference threads; None = runtime default")
+    performance_hint: Literal["latency", "throughput"] = "latency"
+    execution_precision: Literal["default", "f32", "bf16", "f16"] = Field(
+        default="default",
+        description="what OpenVINO executes float layers in; 'default' lets it choose (bf16 on AMX CPUs)",
+    )
 
 
 @dataclass
@@ -50,13 +63,64 @@ class Compiled(ABC):
         return np.ascontiguousarray(batch, dtype=np.float32)
 
 
+@dataclass
+class FloatSources:
+    """What a backend's float artifact is built from: the run's float ONNX, the torch model (None for an ONNX
+    input), the input shape, the folder files are written to and the recipe's export settings."""
+
+    onnx: Artifact
+    module: Any
+    input_shape: tuple[int, ...]
+    folder: Path
+    export: ExportConfig | None = None
+    model_name: str = "model"  # for the lineage of artifacts converted from the torch model
+
+
 class Backend(ABC):
-    """A runtime that can compile artifacts of some formats."""
+    """A runtime that can compile artifacts of some formats, and everything the pipeline asks about it.
+
+    The pipeline never branches on a backend's name: it reads these declarations. A new runtime is its backend
+    module (this class), its exporter (:meth:`float_artifact`), its quantization method (registered in
+    :mod:`edgeflow.compress`) and, where a device's agent can run it, its agent entry.
+    """
 
     name: str
-    formats: tuple[str, ...]
-
-    supports_layer_profile: bool = False
+    formats: tuple[str, ...]  # the artifact formats it reads
+    #: the precisions a variant on it can hold; ``bf16`` is the fp32 artifact executed in bf16
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
+    #: the ``execution_precision`` values a variant may ask of it (None: it has no such setting)
+    execution_precisions: ClassVar[tuple[str, ...]] = ()
+    #: fp16 variants are the float artifact executed in f16 (TensorRT builds its engine so), not an fp16 file
+    fp16_from_float: ClassVar[bool] = False
+    #: the INT8 method a variant uses when its recipe names none (a name of :data:`edgeflow.compress.METHODS`)
+    default_int8: ClassVar[str | None] = None
+    #: settings its INT8 artifacts must have, whatever the recipe says (TensorRT reads symmetric int8 Q/DQ only)
+    int8_requires: ClassVar[dict[str, Any]] = {}
+    #: the artifact formats whose accuracy this host computes with this runtime when the device's own runtime
+    #: is elsewhere (an estimate, a tool that only times)
+    computes_accuracy_for: ClassVar[tuple[str, ...]] = ()
+    #: its artifacts go into the ship bundle when recommended
+    ships: ClassVar[bool] = True
+    #: every variant of it ships beside the recommended one (an app picks the file: float or int8)
+    ships_every_variant: ClassVar[bool] = False
+    #: what times it on a device that is not this machine, per transport ("agent", "trtexec", "perf_test",
+    #: "benchmark_model"); a transport it lacks is estimated
+    remote_timers: ClassVar[dict[str, str]] = {}
+    #: NetAdapt's candidates and the lookup table's blocks can be timed with it
+    searchable: ClassVar[bool] = False
+    supports_layer_profile: ClassVar[bool] = False
+    #: its float artifact needs the torch model (an ONNX input cannot give one)
+    needs_module: ClassVar[bool] = False
+    #: the pip extra that installs it, for the message when it is missing
+    extra: ClassVar[str | None] = None
+    # The steps that build its files live in higher layers (export, compress) and are named by import path,
+    # ``"module:function"``, resolved when first used (as the registries are):
+    #: makes the float artifact its variants are built from out of :class:`FloatSources` (None: the float ONNX)
+    exporter: ClassVar[str | None] = None
+    #: writes ``base`` with fp16 weights to ``path`` (None: it has no fp16 file)
+    fp16_converter: ClassVar[str | None] = None
+    #: says whether a file of a format it :attr:`computes_accuracy_for` already carries quantization
+    quantized_check: ClassVar[str | None] = None
 
     @abstractmethod
     def compile(self, artifact: Artifact, *, settings: RuntimeSettings, layer_profile: bool = False) -> Compiled:
@@ -73,6 +137,19 @@ class Backend(ABC):
         """Why this runtime cannot read ``artifact`` (operators it has no kernel for, ...), or None when it can.
         Runtimes that find out only while compiling say None."""
         return None
+
+    def unavailable(self) -> str | None:
+        """Why this runtime cannot run in this process (not installed), or None when it can."""
+        return None
+
+    def suffix(self) -> str:
+        """The file suffix of the artifacts built for it."""
+        return ".onnx"
+
+    def model_input(self, artifact: Artifact) -> tuple[str, list[int], str | None]:
+        """The input of a file of a format it owns: its name, the shape it is fed at, and its layout where the
+        file fixes one (None: the preprocessing's)."""
+        return "input", list(artifact.input_shape or []), None
 
 
 def load_refused(runtime: str, source: object, reason: str) -> ModelLoadError:

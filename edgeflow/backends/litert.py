@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgeflow.artifact import Artifact
-from edgeflow.backends.base import Backend, Compiled, loading, resolve_dims
-from edgeflow.device import RuntimeSettings
+from edgeflow.backends.base import Backend, Compiled, RuntimeSettings, loading, resolve_dims
 from edgeflow.environment import usable_cores
 from edgeflow.errors import ModelLoadError, RuntimeUnavailableError
 
@@ -121,6 +120,28 @@ class LiteRTCompiled(Compiled):
 class LiteRTBackend(Backend):
     name = "litert"
     formats = ("litert",)
+    default_int8 = "litert-static"
+    computes_accuracy_for = ("litert",)
+    ships_every_variant = True  # the app picks float or int8
+    remote_timers = {"ssh": "agent", "adb": "benchmark_model"}
+    needs_module = True  # converted from the torch model (litert-torch), not from the ONNX
+    extra = "litert"
+    exporter = "edgeflow.export.litert:float_tflite"
+    fp16_converter = "edgeflow.export.litert:compress_tflite_fp16"
+    quantized_check = "edgeflow.compress.litert_quantize:is_quantized_file"
+
+    def suffix(self) -> str:
+        return ".tflite"
+
+    def unavailable(self) -> str | None:
+        from edgeflow.export.litert import litert_available
+
+        return None if litert_available() else "LiteRT is not installed here (pip install 'edgeflow[litert]')"
+
+    def model_input(self, artifact: Artifact) -> tuple[str, list[int], str | None]:
+        detail = open_interpreter(artifact.path).get_input_details()[0]
+        native = [int(dim) for dim in detail["shape"]]
+        return detail["name"], native, input_layout(native)
 
     def version(self) -> str:
         interpreter_class()

@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 
 from edgeflow.artifact import Artifact
-from edgeflow.backends.base import Backend, Compiled, loading, resolve_dims
-from edgeflow.device import RuntimeSettings
+from edgeflow.backends.base import Backend, Compiled, RuntimeSettings, loading, resolve_dims
 from edgeflow.environment import usable_cores
 from edgeflow.errors import ModelLoadError, first_line
 from edgeflow.profiling.layers import LayerProfileStats, summarize
@@ -111,7 +110,21 @@ def session_refusal(exc: BaseException) -> str:
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     formats = ("onnx",)
+    # ORT's own quantizer. NNCF's QDQ ONNX agrees more with the float model on real photos, but ONNX Runtime's
+    # CPU provider runs it several times slower than float (reports/int8-imagenette-cpu.md): a method only
+    default_int8 = "ort-static"
+    computes_accuracy_for = ("onnx",)
+    remote_timers = {"ssh": "agent", "adb": "perf_test"}
+    searchable = True
     supports_layer_profile = True
+    fp16_converter = "edgeflow.compress.ort_quantize:convert_onnx_fp16"
+    quantized_check = "edgeflow.compress.ort_quantize:is_quantized_file"
+
+    def model_input(self, artifact: Artifact) -> tuple[str, list[int], str | None]:
+        import onnx
+
+        name = onnx.load(str(artifact.path), load_external_data=False).graph.input[0].name
+        return name, list(artifact.input_shape or []), None
 
     def version(self) -> str:
         import onnxruntime

@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 
 from edgeflow.artifact import Artifact
-from edgeflow.backends.base import Backend, Compiled, loading, resolve_dims
-from edgeflow.device import RuntimeSettings
+from edgeflow.backends.base import Backend, Compiled, RuntimeSettings, loading, resolve_dims
 from edgeflow.errors import ModelLoadError
 from edgeflow.profiling.layers import LayerProfileStats, summarize
 
@@ -104,7 +103,22 @@ class OpenVINOCompiled(Compiled):
 class OpenVINOBackend(Backend):
     name = "openvino"
     formats = ("openvino", "onnx")
+    precisions = ("fp32", "fp16", "bf16", "int8")
+    execution_precisions = ("default", "f32", "bf16", "f16")
+    default_int8 = "nncf-ptq"
+    computes_accuracy_for = ("openvino",)
+    remote_timers = {"ssh": "agent"}
+    searchable = True
     supports_layer_profile = True
+    exporter = "edgeflow.export.openvino:float_ir"
+    fp16_converter = "edgeflow.export.openvino:compress_openvino_fp16"
+    quantized_check = "edgeflow.compress.nncf_ptq:is_quantized_ir"
+
+    def suffix(self) -> str:
+        return ".xml"
+
+    def model_input(self, artifact: Artifact) -> tuple[str, list[int], str | None]:
+        return read_model(artifact).inputs[0].get_any_name(), list(artifact.input_shape or []), None
 
     def version(self) -> str:
         import openvino as ov

@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgeflow.artifact import Artifact
-from edgeflow.backends.base import Backend, Compiled, load_refused, loading
-from edgeflow.device import RuntimeSettings
+from edgeflow.backends.base import Backend, Compiled, RuntimeSettings, load_refused, loading
 from edgeflow.errors import ModelLoadError, RuntimeUnavailableError
 
 
@@ -85,6 +84,19 @@ class TensorRTCompiled(Compiled):
 class TensorRTBackend(Backend):
     name = "tensorrt"
     formats = ("onnx",)
+    execution_precisions = ("default", "f32", "f16")
+    fp16_from_float = True  # TensorRT reads the float ONNX and builds an fp16 engine from it (--fp16)
+    default_int8 = "ort-static"
+    int8_requires = {"activation_type": "int8", "symmetric": True}  # explicit quantization: symmetric Q/DQ
+    remote_timers = {"ssh": "trtexec"}
+    extra = "tensorrt"
+
+    def unavailable(self) -> str | None:
+        try:
+            _tensorrt()
+        except RuntimeUnavailableError as exc:
+            return str(exc)
+        return None
 
     def version(self) -> str:
         try:

@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 
 from edgeflow.artifact import Artifact
-from edgeflow.backends.base import Backend, Compiled
-from edgeflow.device import RuntimeSettings
+from edgeflow.backends.base import Backend, Compiled, FloatSources, RuntimeSettings
 from edgeflow.errors import ModelLoadError
 
 
@@ -40,6 +39,10 @@ class TorchCompiled(Compiled):
 class TorchEagerBackend(Backend):
     name = "torch"
     formats = ("torch",)
+    precisions = ("fp32",)  # the eager baseline
+    ships = False
+    needs_module = True
+    exporter = "edgeflow.backends.torch_eager:float_module"
 
     def version(self) -> str:
         import torch
@@ -65,3 +68,11 @@ class TorchEagerBackend(Backend):
             settings={"device": "cpu", "threads": torch.get_num_threads(), "execution_precision": "f32"},
             module=artifact.module.eval(),
         )
+
+
+def float_module(sources: FloatSources) -> Artifact:
+    """The torch model itself (its state dict is the report folder's ``model.pt``)."""
+    return Artifact(
+        format="torch", path=sources.folder / "model.pt", module=sources.module, input_shape=sources.input_shape,
+        lineage=["torch"],
+    )  # fmt: skip

@@ -19,7 +19,9 @@ import numpy as np
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends.openvino import read_model, static_input_shape
+from edgeflow.compress.method import QuantizationMethod, QuantizeJob
 from edgeflow.compress.nncf_ptq import (
+    NncfPtqConfig,
     calibration_dataset,
     float_gates,
     is_quantized,
@@ -32,7 +34,6 @@ from edgeflow.compress.stats import GATE_REASON, FloatLayer, QuantizationStats, 
 from edgeflow.data import ImageDataset
 from edgeflow.errors import DataError, OutputError, ShapeError
 from edgeflow.export.openvino import save_openvino
-from edgeflow.recipe import QuantizeConfig
 
 MIN_HOLDOUT_SAMPLES = 10
 NOT_QUANTIZED = "not quantized by NNCF's CNN patterns"
@@ -47,7 +48,7 @@ def quantize_with_accuracy_control(
     *,
     calibration: ImageDataset,
     holdout: ImageDataset,
-    config: QuantizeConfig,
+    config: NncfPtqConfig,
     path: Path,
     seed: int = 0,
 ) -> tuple[Artifact, QuantizationStats]:
@@ -203,3 +204,18 @@ def _captured_nncf_log() -> Iterator[list[str]]:
 
 def _first_line(message: str) -> str:
     return message.strip().splitlines()[0].rstrip(":") if message.strip() else message
+
+
+class NncfAccuracyControl(QuantizationMethod):
+    """NNCF PTQ that keeps the most sensitive layers in float until the holdout drop is within ``max_drop``."""
+
+    name = "nncf-accuracy-control"
+    backends = ("openvino",)
+    config = NncfPtqConfig
+    tier = 1
+
+    def quantize(self, job: QuantizeJob) -> tuple[Artifact, QuantizationStats]:
+        return quantize_with_accuracy_control(
+            job.base, calibration=job.splits.train, holdout=job.splits.holdout, config=job.config, path=job.path,
+            seed=job.seed,
+        )  # fmt: skip

@@ -4,15 +4,17 @@ drop fits the budget."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgeflow.accuracy import holdout_top1
 from edgeflow.artifact import Artifact
+from edgeflow.backends import FloatSources, float_artifact, fp16_artifact, get_backend
+from edgeflow.backends.base import RuntimeSettings
+from edgeflow.compress import AUTO, QuantizeJob, auto_methods, get_method
 from edgeflow.compress.stats import QuantizationStats
 from edgeflow.data import DataSplits
-from edgeflow.device import RuntimeSettings
 from edgeflow.errors import ConfigError
 from edgeflow.progress import Progress
 from edgeflow.recipe import QuantizeConfig, VariantSpec
@@ -20,20 +22,45 @@ from edgeflow.recipe import QuantizeConfig, VariantSpec
 
 @dataclass
 class FloatArtifacts:
-    """What every variant is built from: the float ONNX, its IR (if any variant runs OpenVINO), its LiteRT
-    ``.tflite`` (if any runs LiteRT, converted from the torch model), the torch model."""
+    """What every variant is built from: the float ONNX, the torch model (None for an ONNX input), and each
+    backend's own float artifact (its :meth:`~edgeflow.backends.Backend.float_artifact`: OpenVINO's IR, LiteRT's
+    ``.tflite``, ...), built when first asked for."""
 
-    onnx: Artifact
-    openvino: Artifact | None
-    module: Any  # torch module, or None for an ONNX input
-    input_shape: tuple[int, ...]
-    litert: Artifact | None = None
+    sources: FloatSources
+    built: dict[str, Artifact] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        onnx: Artifact,
+        *,
+        module: Any,
+        input_shape: tuple[int, ...],
+        folder: Path,
+        export: Any = None,
+        model_name: str = "model",
+    ) -> FloatArtifacts:
+        sources = FloatSources(onnx=onnx, module=module, input_shape=tuple(input_shape), folder=folder, export=export,
+                               model_name=model_name)  # fmt: skip
+        return cls(sources)
+
+    @property
+    def onnx(self) -> Artifact:
+        return self.sources.onnx
+
+    @property
+    def module(self) -> Any:
+        return self.sources.module
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.sources.input_shape
 
     def base(self, backend: str) -> Artifact:
-        """The float artifact a variant on ``backend`` is built from."""
-        chosen = {"openvino": self.openvino, "litert": self.litert}.get(backend, self.onnx)
-        assert chosen is not None, f"the float {backend} artifact is built whenever a variant runs on {backend}"
-        return chosen
+        """The float artifact a variant on ``backend`` is built from (built the first time it is asked for)."""
+        if backend not in self.built:
+            self.built[backend] = float_artifact(backend, self.sources)
+        return self.built[backend]
 
 
 def build_variant(
@@ -50,104 +77,46 @@ def build_variant(
     """The artifact ``variant`` runs, written into ``folder`` (as ``model_<variant>`` unless ``file_stem``),
     and what quantization did (if any). ``settings`` are the device's runtime settings, for steps that
     time candidates (``preset: fastest``)."""
-    if variant.backend == "torch":
-        if floats.module is None:
-            raise ConfigError(f"variant {variant.name}: an ONNX model has no torch module to run")
-        artifact = Artifact(
-            format="torch", path=folder / "model.pt", module=floats.module, input_shape=floats.input_shape,
-            lineage=["torch"],
-        )  # fmt: skip
-        return artifact, None
-    base = floats.base(variant.backend)
+    backend = get_backend(variant.backend)
+    if backend.needs_module and floats.module is None:
+        raise ConfigError(f"variant {variant.name}: an ONNX model has no torch module for {backend.name}")
+    base = floats.base(backend.name)
     if variant.precision in ("fp32", "bf16"):  # bf16 is an execution precision of the fp32 artifact
         return base, None
-    if variant.backend == "tensorrt" and variant.precision == "fp16":
-        # TensorRT reads the float ONNX and builds an fp16 engine from it (--fp16): no fp16 file to ship
-        return base, None
-    suffix = {"openvino": ".xml", "litert": ".tflite"}.get(variant.backend, ".onnx")
-    path = folder / f"{file_stem or 'model_' + variant.name}{suffix}"
+    if variant.precision == "fp16" and backend.fp16_from_float:
+        return base, None  # the runtime builds fp16 from the float file: no fp16 file to ship
+    path = folder / f"{file_stem or 'model_' + variant.name}{backend.suffix()}"
     if variant.precision == "fp16":
-        return _fp16(base, path=path), None
+        return fp16_artifact(backend.name, base, path=path), None
     return _int8(
         variant, base=base, floats=floats, splits=splits, path=path, seed=seed, progress=progress, settings=settings
     )
 
 
-def is_quantized_artifact(artifact: Artifact) -> bool:
-    """Whether an ONNX, IR or LiteRT file already carries quantization: an ONNX is read as ONNX (QDQ pairs,
-    QLinear* or *Integer nodes, which OpenVINO may not read), an IR through OpenVINO (FakeQuantize, int8
-    weights), a ``.tflite`` through LiteRT's interpreter (integer weights)."""
-    if artifact.format == "onnx":
-        from edgeflow.compress.ort_quantize import is_quantized_onnx
-
-        return is_quantized_onnx(artifact.path)
-    if artifact.format == "litert":
-        from edgeflow.compress.litert_quantize import weighted_layers
-
-        return bool(weighted_layers(artifact.path)[0])
-    from edgeflow.backends.openvino import read_model
-    from edgeflow.compress.nncf_ptq import is_quantized
-
-    return is_quantized(read_model(artifact))
-
-
-def _fp16(base: Artifact, *, path: Path) -> Artifact:
-    if base.format == "onnx":
-        from edgeflow.compress.ort_quantize import convert_onnx_fp16
-
-        return convert_onnx_fp16(base, path=path)
-    if base.format == "litert":
-        from edgeflow.export.litert import compress_tflite_fp16
-
-        return compress_tflite_fp16(base, path=path)
-    from edgeflow.export.openvino import compress_openvino_fp16
-
-    return compress_openvino_fp16(base, path=path)
-
-
-# What ``auto`` tries, in order, until the holdout drop fits the budget.
-AUTO_CHAIN = {
-    "openvino": ("nncf-ptq", "nncf-accuracy-control", "nncf-qat"),
-    "onnxruntime": ("ort-static", "nncf-ptq"),
-    "litert": ("litert-static",),
-}
-# ``ort-static`` with ``calibrate_method: auto``: min-max ranges first, their moving average over the calibration
-# images when the holdout drop exceeds the budget (on Imagenette it keeps EfficientNet-B0 at 54.6% holdout top-1
-# where min-max collapses it to 17.1%, while min-max agrees more with float on the other models).
-AUTO_CALIBRATION = ("minmax", "minmax-average")
-
-
 @dataclass(frozen=True)
 class Attempt:
-    """One try of a budget search: a method, and the calibration it uses where the method has a choice."""
+    """One try of a budget search: a method, with the config update it tries (a calibration of ort-static)."""
 
     method: str
-    calibrate_method: str | None = None
-
-    @property
-    def label(self) -> str:
-        return self.method + (f" ({self.calibrate_method})" if self.calibrate_method else "")
+    label: str
+    update: tuple[tuple[str, Any], ...] = ()
 
     @property
     def slug(self) -> str:
         """The label as a file-name part."""
-        return self.method + (f"-{self.calibrate_method}" if self.calibrate_method else "")
+        return self.label.replace(" (", "-").replace(")", "")
 
     def config(self, config: QuantizeConfig) -> QuantizeConfig:
-        update: dict[str, Any] = {"method": self.method}
-        if self.calibrate_method:
-            update["calibrate_method"] = self.calibrate_method
-        return config.model_copy(update=update)
+        return config.model_copy(update={"method": self.method, **dict(self.update)})
 
 
 def attempts_of(methods: tuple[str, ...], config: QuantizeConfig) -> list[Attempt]:
-    """The tries ``methods`` stand for: ``ort-static`` is one per calibration when ``calibrate_method`` is auto."""
+    """The tries ``methods`` stand for (a method may stand for several: :meth:`QuantizationMethod.attempts`)."""
     attempts = []
-    for method in methods:
-        if method == "ort-static" and config.calibrate_method == "auto":
-            attempts.extend(Attempt(method, calibration) for calibration in AUTO_CALIBRATION)
-        else:
-            attempts.append(Attempt(method))
+    for name in methods:
+        method = get_method(name)
+        for label, update in method.attempts(method.own_config(config)):
+            attempts.append(Attempt(name, label, tuple(update.items())))
     return attempts
 
 
@@ -172,7 +141,7 @@ def quantize_within_budget(
     config = variant.quantize
     assert config is not None
     if floats.module is None:
-        methods = tuple(method for method in methods if method != "nncf-qat")
+        methods = tuple(method for method in methods if not get_method(method).needs_module)
     float_top1 = holdout_top1(base, splits.holdout)
     best: tuple[Artifact, QuantizationStats, float] | None = None
     attempts, tried = [], []
@@ -229,49 +198,21 @@ def _int8(
 ) -> tuple[Artifact, QuantizationStats]:
     config = variant.quantize
     assert config is not None
-    if config.method == "auto":
+    backend = get_backend(variant.backend)
+    if config.method == AUTO:
+        methods = auto_methods(backend.name, default=backend.default_int8)
+    else:
+        methods = (config.method,)
+    if config.method == AUTO or len(attempts_of(methods, config)) > 1:
         return quantize_within_budget(
-            variant, methods=AUTO_CHAIN[variant.backend], base=base, floats=floats, splits=splits, path=path,
-            seed=seed, progress=progress, settings=settings,
-        )  # fmt: skip
-    if config.method == "nncf-ptq" and config.preset == "fastest":
-        from edgeflow.compress.fastest_preset import quantize_fastest_preset
-
-        return quantize_fastest_preset(base, splits=splits, config=config, path=path, seed=seed, settings=settings)
-    if config.method == "nncf-ptq":
-        from edgeflow.compress.nncf_ptq import quantize_nncf
-
-        return quantize_nncf(base, calibration=splits.train, config=config, path=path, seed=seed)
-    if config.method == "nncf-accuracy-control":
-        from edgeflow.compress.accuracy_control import quantize_with_accuracy_control
-
-        return quantize_with_accuracy_control(
-            base, calibration=splits.train, holdout=splits.holdout, config=config, path=path, seed=seed
-        )
-    if config.method == "nncf-qat":
-        if floats.module is None:
-            raise ConfigError(f"variant {variant.name}: quantization-aware training needs a torch model, not ONNX")
-        from edgeflow.compress.qat import quantization_aware_training
-
-        return quantization_aware_training(
-            floats.module, splits=splits, config=config, input_shape=floats.input_shape, path=path, seed=seed,
-            progress=progress,
-        )  # fmt: skip
-    if config.method == "ort-static" and config.calibrate_method == "auto":
-        return quantize_within_budget(
-            variant, methods=("ort-static",), base=base, floats=floats, splits=splits, path=path, seed=seed,
+            variant, methods=methods, base=base, floats=floats, splits=splits, path=path, seed=seed,
             progress=progress, settings=settings,
         )  # fmt: skip
-    if config.method == "ort-static":
-        from edgeflow.compress.ort_quantize import quantize_onnx_static
-
-        return quantize_onnx_static(base, calibration=splits.train, config=config, path=path, seed=seed)
-    if config.method == "litert-static":
-        from edgeflow.compress.litert_quantize import quantize_litert_static
-
-        return quantize_litert_static(base, calibration=splits.train, config=config, path=path, seed=seed)
-    if config.method == "ort-dynamic":
-        from edgeflow.compress.ort_quantize import quantize_onnx_dynamic
-
-        return quantize_onnx_dynamic(base, config=config, path=path)
-    raise ConfigError(f"variant {variant.name}: unknown quantization method {config.method}")
+    method = get_method(config.method)
+    if method.needs_module and floats.module is None:
+        raise ConfigError(f"variant {variant.name}: {method.name} needs a torch model, not ONNX")
+    job = QuantizeJob(
+        base=base, splits=splits, config=method.own_config(config), path=path, seed=seed, module=floats.module,
+        input_shape=floats.input_shape, progress=progress, settings=settings,
+    )  # fmt: skip
+    return method.quantize(job)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeflow.artifact import Artifact
+from edgeflow.compress.method import GateOptions, PerChannelOptions, QuantizationMethod, QuantizeJob, QuantizeOptions
 from edgeflow.compress.squeeze_excitation import find_gates, node_names
 from edgeflow.compress.stats import GATE_REASON, FloatLayer, QuantizationStats
 from edgeflow.data import ImageDataset, calibration_subset
@@ -26,14 +27,17 @@ from edgeflow.environment import usable_cores
 from edgeflow.errors import ShapeError
 from edgeflow.export.litert import require_litert
 from edgeflow.io import atomic_path
-from edgeflow.recipe import QuantizeConfig
 
 # LiteRT operators that hold weights: quantized when their weight tensor (input 1) is an integer.
 WEIGHTED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL"}
 
 
+class LiteRTStaticConfig(QuantizeOptions, PerChannelOptions, GateOptions):
+    """LiteRT's own quantizer (ai-edge-quantizer), static int8 on the ``.tflite``."""
+
+
 def quantize_litert_static(
-    artifact: Artifact, *, calibration: ImageDataset, config: QuantizeConfig, path: Path, seed: int = 0
+    artifact: Artifact, *, calibration: ImageDataset, config: LiteRTStaticConfig, path: Path, seed: int = 0
 ) -> tuple[Artifact, QuantizationStats]:
     """The float ``.tflite`` quantized to int8 by LiteRT's quantizer, calibrated on ``config.subset_size`` train
     images (per-channel weights unless ``per_channel: false``; activation ranges are the moving average of each
@@ -48,8 +52,8 @@ def quantize_litert_static(
     from ai_edge_quantizer import qtyping, quantizer
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
+    from edgeflow.backends.base import RuntimeSettings
     from edgeflow.backends.litert import LiteRTBackend
-    from edgeflow.device import RuntimeSettings
 
     quantized, _ = weighted_layers(artifact.path)
     if quantized:
@@ -188,6 +192,11 @@ def _signature_input(path: Path) -> tuple[str, str]:
     return key, entry["inputs"][0]
 
 
+def is_quantized_file(artifact: Artifact) -> bool:
+    """Whether a ``.tflite`` holds integer weights."""
+    return bool(weighted_layers(artifact.path)[0])
+
+
 def weighted_layers(path: Path | None) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(quantized, float) weighted operators of a ``.tflite``, each as (output tensor name, operator)."""
     from edgeflow.backends.litert import tflite_operators
@@ -199,3 +208,16 @@ def weighted_layers(path: Path | None) -> tuple[list[tuple[str, str]], list[tupl
         entry = (outputs[0]["name"] if outputs and outputs[0] else name, name)
         (quantized if np.issubdtype(inputs[1]["dtype"], np.integer) else floating).append(entry)
     return quantized, floating
+
+
+class LiteRTStatic(QuantizationMethod):
+    """LiteRT's quantizer, ai-edge-quantizer's static int8 recipe, on the float ``.tflite``."""
+
+    name = "litert-static"
+    backends = ("litert",)
+    config = LiteRTStaticConfig
+
+    def quantize(self, job: QuantizeJob) -> tuple[Artifact, QuantizationStats]:
+        return quantize_litert_static(
+            job.base, calibration=job.splits.train, config=job.config, path=job.path, seed=job.seed
+        )

@@ -19,12 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends.openvino import read_model, runtime_message
-from edgeflow.compress.nncf_ptq import MIN_CALIBRATION_SAMPLES, ignored_scope, quiet_nncf
+from edgeflow.compress.method import QuantizationMethod, QuantizeJob
+from edgeflow.compress.nncf_ptq import MIN_CALIBRATION_SAMPLES, NncfPtqConfig, ignored_scope, quiet_nncf
 from edgeflow.compress.stats import QuantizationStats, layer_precisions, summarize
+from edgeflow.config import StrictModel
 from edgeflow.data import DataSplits, calibration_subset, make_loader
 from edgeflow.errors import (
     ConfigError,
@@ -36,9 +39,25 @@ from edgeflow.errors import (
 )
 from edgeflow.export.openvino import save_openvino
 from edgeflow.progress import Progress
-from edgeflow.recipe import QuantizeConfig
 
 NOT_QUANTIZED = "not quantized by NNCF's CNN patterns"
+
+
+class QatConfig(StrictModel):
+    """Quantization-aware fine-tuning with NNCF on the torch model: a few epochs at a small learning rate."""
+
+    epochs: int = Field(default=2, ge=0)
+    lr: float = Field(default=1e-4, gt=0)
+    batch_size: int = Field(default=32, ge=1)
+    max_steps: int | None = Field(default=None, ge=1)
+
+
+class NncfQatConfig(NncfPtqConfig):
+    """NNCF's quantization-aware training: its PTQ settings, then fine-tuning."""
+
+    qat: QatConfig = QatConfig()
+
+
 # Activations whose outputs go negative (as in quantize.py, by torch module type): mixed preset for them.
 _NEGATIVE_ACTIVATIONS = (nn.Hardswish, nn.SiLU, nn.GELU, nn.ELU, nn.PReLU, nn.Mish, nn.Softplus, nn.SELU)
 
@@ -47,7 +66,7 @@ def quantization_aware_training(
     module: nn.Module,
     *,
     splits: DataSplits,
-    config: QuantizeConfig,
+    config: NncfQatConfig,
     input_shape: tuple[int, ...],
     path: Path,
     seed: int = 0,
@@ -135,7 +154,7 @@ def quantization_aware_training(
     return result, summary
 
 
-def _resolve_preset(module: nn.Module, config: QuantizeConfig) -> str:
+def _resolve_preset(module: nn.Module, config: NncfQatConfig) -> str:
     """``auto``: mixed when the model has activation modules that go negative (h-swish, SiLU, GELU...)."""
     if config.preset not in ("auto", "fastest"):
         return config.preset
@@ -144,7 +163,7 @@ def _resolve_preset(module: nn.Module, config: QuantizeConfig) -> str:
 
 
 def _fine_tune(
-    model: nn.Module, splits: DataSplits, config: QuantizeConfig, *, seed: int, progress: Progress
+    model: nn.Module, splits: DataSplits, config: NncfQatConfig, *, seed: int, progress: Progress
 ) -> tuple[int, float]:
     """AdamW at a constant small learning rate; batch-norm statistics stay frozen.
 
@@ -207,8 +226,8 @@ def _convert(model: nn.Module, *, input_shape: tuple[int, ...], name: str):
 def _holdout_top1(artifact: Artifact, splits: DataSplits) -> float:
     """Top-1 of the exported IR on the holdout split, through edgeflow's OpenVINO backend in f32."""
     from edgeflow.accuracy import evaluate_compiled
+    from edgeflow.backends.base import RuntimeSettings
     from edgeflow.backends.openvino import OpenVINOBackend
-    from edgeflow.device import RuntimeSettings
 
     compiled = OpenVINOBackend().compile(artifact, settings=RuntimeSettings(execution_precision="f32"))
     return evaluate_compiled(compiled, splits.holdout, split="holdout").top1
@@ -241,3 +260,21 @@ def _extension_timeout() -> Iterator[None]:
             "NNCF could not build its torch CPU extension in time; set NNCF_EXTENSION_LOAD_TIMEOUT=600 "
             "(seconds) and run again"
         ) from None
+
+
+class NncfQat(QuantizationMethod):
+    """Quantization-aware fine-tuning of the torch model with NNCF, exported as int8 IR."""
+
+    name = "nncf-qat"
+    backends = ("openvino",)
+    config = NncfQatConfig
+    tier = 2
+    needs_module = True
+
+    def quantize(self, job: QuantizeJob) -> tuple[Artifact, QuantizationStats]:
+        if job.module is None:
+            raise ConfigError("quantization-aware training needs a torch model, not ONNX")
+        return quantization_aware_training(
+            job.module, splits=job.splits, config=job.config, input_shape=job.input_shape, path=job.path,
+            seed=job.seed, progress=job.progress,
+        )  # fmt: skip

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -17,20 +18,21 @@ from edgeflow.accuracy import (
     measure_parity,
 )
 from edgeflow.artifact import artifact_from_path
-from edgeflow.backends import choose_backend, get_backend
-from edgeflow.compress.chain import AUTO_CHAIN, FloatArtifacts, is_quantized_artifact, quantize_within_budget
+from edgeflow.backends import choose_backend, get_backend, is_quantized_artifact
+from edgeflow.backends.base import RuntimeSettings
+from edgeflow.compress import AUTO, auto_methods, get_method, methods_for, settings_keys
+from edgeflow.compress.chain import FloatArtifacts, quantize_within_budget
 from edgeflow.compress.stats import QuantizationStats
 from edgeflow.data.classes import read_class_order
 from edgeflow.data.load import load_data_for_input
 from edgeflow.data.preprocess import PreprocessSpec, as_preprocess, parse_input_shape
-from edgeflow.device import DeviceSpec, RuntimeSettings, as_device
+from edgeflow.device import DeviceSpec, as_device
 from edgeflow.errors import ConfigError, ShapeError
 from edgeflow.io import staged_entries
 from edgeflow.models.onnx_input import prepare_artifact
 from edgeflow.progress import Progress
-from edgeflow.recipe import INT8_METHODS, QuantizeConfig, VariantSpec
+from edgeflow.recipe import QuantizeConfig, VariantSpec
 
-Method = Literal["auto", "nncf-ptq", "nncf-accuracy-control", "ort-static", "ort-dynamic", "litert-static"]
 Preset = Literal["fastest", "auto", "mixed", "performance"]
 _F32 = RuntimeSettings(execution_precision="f32")
 
@@ -58,7 +60,7 @@ def quantize_artifact(
     *,
     device: str | Path | DeviceSpec = "cpu",
     data: str = "digits",
-    method: Method = "auto",
+    method: str = "auto",
     max_drop: float = 0.01,
     backend: str | None = None,
     out: str | Path | None = None,
@@ -110,23 +112,24 @@ def quantize_artifact(
             f"{getattr(mapping, 'source', 'the class map')} names output {max(mapping.values())} but the model has "
             f"{float_test.shape[1]} outputs (0 to {float_test.shape[1] - 1})"
         )
-    floats = FloatArtifacts(
-        onnx=source if source.format == "onnx" else None,  # type: ignore[arg-type]
-        openvino=source if target == "openvino" else None,
-        module=None,
-        input_shape=tuple(float_model.input_shape),
-        litert=source if target == "litert" else None,
-    )
+    floats = FloatArtifacts.of(source, module=None, input_shape=tuple(float_model.input_shape), folder=out_dir)
+    floats.built[target] = source  # the given file is the float artifact of its runtime
     source.input_shape = tuple(float_model.input_shape)
+    keys = settings_keys(AUTO, target, default=get_backend(target).default_int8)  # every method's keys auto may try
     variant = VariantSpec(
         name="int8",
         backend=target,
         precision="int8",
-        quantize=QuantizeConfig(method="auto", subset_size=subset_size, max_drop=max_drop, preset=preset),
+        quantize=QuantizeConfig(
+            method="auto",
+            subset_size=subset_size,
+            max_drop=max_drop,
+            **({"preset": preset} if "preset" in keys else {}),
+        ),  # fmt: skip
     )
     methods = _methods(method, target)
     written = source.path.with_name(f"{source.path.stem}_int8{source.path.suffix}")
-    names = [written.name, *([written.with_suffix(".bin").name] if target == "openvino" else [])]
+    names = [file.name for file in replace(source, path=written).files]
     with staged_entries(out_dir, names=names) as stage:  # a file edgeflow did not write there is never overwritten
         quantized, summary = quantize_within_budget(
             variant, methods=methods, base=source, floats=floats, splits=splits,
@@ -159,10 +162,13 @@ def quantize_artifact(
     )
 
 
-def _methods(method: Method, target: str) -> tuple[str, ...]:
-    if method != "auto":
-        allowed = INT8_METHODS[target] - {"auto", "nncf-qat"}  # QAT needs the torch model, not an artifact
+def _methods(method: str, target: str) -> tuple[str, ...]:
+    """The methods to try on a float file for ``target``: the one named, or ``auto``'s (a method that needs the
+    torch model cannot quantize a file)."""
+    default = get_backend(target).default_int8
+    if method != AUTO:
+        allowed = [name for name in methods_for(target) if not get_method(name).needs_module]
         if method not in allowed:
             raise ConfigError(f"method {method} does not build {target} artifacts (use {', '.join(sorted(allowed))})")
         return (method,)
-    return AUTO_CHAIN[target]
+    return auto_methods(target, default=default, with_module=False)

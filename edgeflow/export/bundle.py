@@ -18,11 +18,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from edgeflow.artifact import Artifact
+from edgeflow.backends import format_owner, get_backend
 from edgeflow.data import DataSplits
 from edgeflow.device import DeviceSpec
 from edgeflow.errors import ModelLoadError
@@ -88,7 +90,7 @@ def write_bundle(
     files: list[tuple[Path, str]] = []
     deployables = []
     for index, (shipped, source_artifact) in enumerate([(record, artifact), *also]):
-        main = bundle_file_name(source_artifact)
+        main = bundle_file_name(source_artifact, by_precision=get_backend(shipped.backend).ships_every_variant)
         for number, source in enumerate(source_artifact.files):
             target = folder / (main if number == 0 else Path(main).with_suffix(source.suffix).name)
             shutil.copyfile(source, target)
@@ -101,12 +103,6 @@ def write_bundle(
         ))  # fmt: skip
     if device.kind == "phone" and artifact.format == "onnx":
         files += _ort_format(folder / "model.onnx")
-    if device.kind == "phone" and module is not None and artifact.input_shape:
-        from edgeflow.export.executorch import executorch_available, export_pte
-
-        if executorch_available():
-            pte = export_pte(module, input_shape=tuple(artifact.input_shape), path=folder / "model.pte")
-            files.append((pte, "executorch-fp32-xnnpack"))
     write_text(folder / "labels.txt", "\n".join(splits.class_names) + "\n")
     files.append((folder / "labels.txt", "labels"))
     first = deployables[0]
@@ -137,7 +133,6 @@ def _runtime_version(record: VariantRecord) -> str:
     host's runtime that computed the accuracy (said so)."""
     if record.measured:
         return record.runtime_version
-    from edgeflow.backends import get_backend
     from edgeflow.errors import EdgeflowError
 
     try:
@@ -148,11 +143,12 @@ def _runtime_version(record: VariantRecord) -> str:
         return record.runtime_version
 
 
-def bundle_file_name(artifact: Artifact) -> str:
-    """A model file's name in the bundle: ``model.onnx``, ``model.xml``; LiteRT files carry their precision
-    (``model.tflite`` for float32, ``model_int8.tflite``), as a run may ship several."""
+def bundle_file_name(artifact: Artifact, *, by_precision: bool = False) -> str:
+    """A model file's name in the bundle: ``model.onnx``, ``model.xml``; the files of a runtime that ships every
+    variant carry their precision (``model.tflite`` for float32, ``model_int8.tflite``), as a run may ship
+    several."""
     suffix = artifact.files[0].suffix
-    if artifact.format == "litert" and artifact.precision != "fp32":
+    if by_precision and artifact.precision != "fp32":
         return f"model_{artifact.precision}{suffix}"
     return f"model{suffix}"
 
@@ -209,7 +205,8 @@ def _metrics(record: VariantRecord, device: DeviceSpec) -> dict:
 def build_commands(record: VariantRecord, device: DeviceSpec, *, model_file: str) -> dict:
     """The commands that build and measure the bundle on the device, exactly as they would be run."""
     measure = ["edgeflow", "profile", model_file, "--device", device.name]
-    if record.backend == "tensorrt":
+    timer = get_backend(record.backend).remote_timers.get(device.transport)
+    if timer == "trtexec":
         from edgeflow.backends.trtexec import trtexec_command
 
         trtexec = device.ssh.trtexec if device.ssh is not None else "trtexec"
@@ -221,11 +218,11 @@ def build_commands(record: VariantRecord, device: DeviceSpec, *, model_file: str
             "on_device": shlex.join(on_device),
             "note": "run in the bundle folder on the device; the engine is built there (engines do not carry "
             "between GPUs or TensorRT versions) and times.json holds the GPU compute time of every inference",
-            "from_this_host": shlex.join([*measure, "--backend", "tensorrt", "--host", "USER@HOST"]),
+            "from_this_host": shlex.join([*measure, "--backend", record.backend, "--host", "USER@HOST"]),
         }
     if device.transport == "ssh":
         return {"from_this_host": shlex.join([*measure, "--backend", record.backend, "--host", "USER@HOST"])}
-    if device.transport == "adb" and record.backend == "litert":
+    if timer == "benchmark_model":
         from edgeflow.backends.benchmark_model import benchmark_model_command
 
         binary = device.adb.litert_benchmark_binary if device.adb is not None else "benchmark_model"
@@ -235,9 +232,9 @@ def build_commands(record: VariantRecord, device: DeviceSpec, *, model_file: str
             ),  # fmt: skip
             "note": "push the bundle with `adb push bundle /data/local/tmp/edgeflow` and LiteRT's benchmark_model "
             "beside it, then run this in that folder (add --enable_op_profiling=true for the per-operator table)",
-            "from_this_host": shlex.join([*measure, "--backend", "litert"]),
+            "from_this_host": shlex.join([*measure, "--backend", record.backend]),
         }
-    if device.transport == "adb":
+    if timer == "perf_test":
         from edgeflow.backends.perf_test import perf_test_command
 
         binary = device.adb.benchmark_binary if device.adb is not None else "onnxruntime_perf_test"
@@ -250,21 +247,9 @@ def build_commands(record: VariantRecord, device: DeviceSpec, *, model_file: str
 
 def _model_input(path: Path, artifact: Artifact) -> tuple[str, list[int], str | None]:
     """The model file's input: its name, the shape it is fed at, and its layout where the file fixes one
-    (LiteRT files: NCHW as converted from torch, or NHWC; None: the preprocessing's)."""
-    shape = list(artifact.input_shape or [])
-    if artifact.format == "onnx":
-        import onnx
-
-        return onnx.load(str(path), load_external_data=False).graph.input[0].name, shape, None
-    if artifact.format == "litert":
-        from edgeflow.backends.litert import input_layout, interpreter_class
-
-        detail = interpreter_class()(model_path=str(path)).get_input_details()[0]
-        native = [int(dim) for dim in detail["shape"]]
-        return detail["name"], native, input_layout(native)
-    from edgeflow.backends.openvino import read_model
-
-    return read_model(Artifact(format="openvino", path=path)).inputs[0].get_any_name(), shape, None
+    (LiteRT files: NCHW as converted from torch, or NHWC; None: the preprocessing's), read by the runtime
+    that owns the file's format."""
+    return format_owner(artifact.format).model_input(replace(artifact, path=path))
 
 
 def _ort_format(onnx_path: Path) -> list[tuple[Path, str]]:

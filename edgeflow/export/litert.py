@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from edgeflow.artifact import Artifact
+from edgeflow.backends.base import FloatSources
 from edgeflow.errors import ModelLoadError, RuntimeUnavailableError, first_line
 from edgeflow.io import atomic_path
 
@@ -63,6 +64,16 @@ def export_tflite(
         converted.export(str(temporary))
     lineage = ["torch->litert (litert-torch)" + (", NHWC input" if layout == "NHWC" else "")]
     return Artifact(format="litert", path=path, input_shape=tuple(input_shape), lineage=lineage)
+
+
+def float_tflite(sources: FloatSources) -> Artifact:
+    """LiteRT's float artifact: the torch model converted to ``model_fp32.tflite`` (the recipe's input layout)."""
+    layout = sources.export.litert_layout if sources.export is not None else "NCHW"
+    artifact = export_tflite(
+        sources.module, input_shape=sources.input_shape, path=sources.folder / "model_fp32.tflite", layout=layout
+    )
+    artifact.lineage = [f"torch {sources.model_name}", *artifact.lineage]
+    return artifact
 
 
 def _conversion_problem(exc: Exception, module: torch.nn.Module, example: torch.Tensor) -> str:

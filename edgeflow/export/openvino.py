@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeflow.artifact import Artifact
+from edgeflow.backends.base import FloatSources
 from edgeflow.errors import ModelLoadError
 from edgeflow.io import atomic_path, os_refusal
 
@@ -31,6 +32,11 @@ def convert_to_openvino(onnx_artifact: Artifact, *, path: Path) -> Artifact:
         input_shape=onnx_artifact.input_shape,
         lineage=[*onnx_artifact.lineage, "onnx->openvino"],
     )
+
+
+def float_ir(sources: FloatSources) -> Artifact:
+    """OpenVINO's float artifact: the run's float ONNX converted to IR (``model_fp32.xml``)."""
+    return convert_to_openvino(sources.onnx, path=sources.folder / "model_fp32.xml")
 
 
 def save_openvino(model, *, path: Path, fp16_weights: bool = False) -> None:

@@ -17,6 +17,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
+from edgeflow.backends import searchable_backends
 from edgeflow.device import DeviceSpec
 from edgeflow.errors import ConfigError, DeviceError
 from edgeflow.io import write_json
@@ -24,8 +25,6 @@ from edgeflow.latency.estimate import LatencyEstimate
 from edgeflow.latency.table import LookupTable, TableFit, cache_folder, default_table_path, least_squares
 from edgeflow.latency.timer import Timer
 from edgeflow.profiling.loop import ProfileConfig
-
-TABLE_BACKENDS = ("openvino", "onnxruntime")
 
 
 class DeviceFit(BaseModel):
@@ -102,9 +101,10 @@ def remote_table_path(device: DeviceSpec, backend: str, input_shape: tuple[int, 
 
 
 def _table_backend(device: DeviceSpec, backend: str | None) -> str:
-    chosen = backend or next((name for name in device.runtimes if name in TABLE_BACKENDS), None)
-    if chosen not in TABLE_BACKENDS:
-        raise ConfigError(f"device {device.name}: a lookup table is measured with openvino or onnxruntime")
+    timed = searchable_backends()
+    chosen = backend or next((name for name in device.runtimes if name in timed), None)
+    if chosen not in timed:
+        raise ConfigError(f"device {device.name}: a lookup table is measured with {' or '.join(timed)}")
     return chosen
 
 

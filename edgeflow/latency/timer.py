@@ -12,7 +12,8 @@ from torch import nn
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends import Compiled, get_backend
-from edgeflow.device import DeviceSpec, RuntimeSettings
+from edgeflow.backends.base import RuntimeSettings
+from edgeflow.device import DeviceSpec
 from edgeflow.export.onnx import export_onnx
 from edgeflow.profiling.in_turn import InTurnStats, time_in_turn
 from edgeflow.profiling.loop import ProfileConfig, time_inference

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from edgeflow.accuracy import accuracy_from_logits, collect_logits
-from edgeflow.backends import Compiled
+from edgeflow.backends import Compiled, FloatSources, get_backend, searchable_backends
 from edgeflow.cluster.session import connected
 from edgeflow.data import DataSplits
 from edgeflow.data.preprocess import PreprocessSpec, as_preprocess, parse_input_shape
@@ -30,7 +30,6 @@ from edgeflow.device import DeviceSpec, as_device
 from edgeflow.environment import environment
 from edgeflow.errors import ConfigError
 from edgeflow.export.onnx import export_onnx
-from edgeflow.export.openvino import convert_to_openvino
 from edgeflow.io import claim_folder, mark_folder
 from edgeflow.latency.table import LookupTable, cache_folder, default_table_path
 from edgeflow.latency.timer import Timer
@@ -49,8 +48,6 @@ from edgeflow.profiling.profile import compile_and_profile
 from edgeflow.progress import Progress
 from edgeflow.recipe import Recipe, as_recipe
 from edgeflow.train import train_if_needed
-
-SEARCH_BACKENDS = ("openvino", "onnxruntime")
 
 
 def search(
@@ -171,9 +168,10 @@ def _search(model, *, device, recipe_spec: Recipe, data, out, arch, latency_budg
 
 
 def search_backend(device: DeviceSpec) -> str:
-    backend = next((name for name in device.runtimes if name in SEARCH_BACKENDS), None)
+    timed = searchable_backends()
+    backend = next((name for name in device.runtimes if name in timed), None)
     if backend is None:
-        raise ConfigError(f"device {device.name} has no runtime the search can time (openvino, onnxruntime)")
+        raise ConfigError(f"device {device.name} has no runtime the search can time ({', '.join(timed)})")
     return backend
 
 
@@ -324,10 +322,15 @@ def _evaluate_point(
     resolution = splits.resolution
     shape = (1, 3, *splits.size)
     out, backend, recipe = where.out, where.backend, where.recipe
-    artifact = export_onnx(model.eval(), input_shape=shape, path=out / f"model_{name}.onnx")
-    if backend == "openvino":
-        artifact = convert_to_openvino(artifact, path=out / f"model_{name}.xml")
-        (out / f"model_{name}.onnx").unlink()
+    onnx = export_onnx(model.eval(), input_shape=shape, path=out / f"model_{name}.onnx")
+    runtime = get_backend(backend)
+    scratch = out / f".float-{name}"  # the runtime's own float file is written here, then named for the candidate
+    scratch.mkdir(exist_ok=True)
+    artifact = runtime.float_artifact(FloatSources(onnx=onnx, module=model, input_shape=shape, folder=scratch))
+    if artifact is not onnx:
+        artifact = artifact.move_to(out / f"model_{name}{runtime.suffix()}")
+        onnx.remove()
+    shutil.rmtree(scratch, ignore_errors=True)
     compiled, profiled = compile_and_profile(artifact, device=where.device, backend=backend, config=recipe.profile)
     logits, labels = collect_logits(compiled, splits.test, max_samples=recipe.evaluate.max_samples)
     stats = accuracy_from_logits(logits, labels, split="test", runtime=backend)

@@ -191,7 +191,8 @@ def _slowest_layers(artifact: Path, *, device: DeviceSpec, backend: str, spec: N
     from edgeflow.artifact import artifact_from_path
     from edgeflow.backends import get_backend
 
-    if spec.pipeline.layer_inferences == 0 or spec.slowest_layers == 0 or backend not in {"openvino", "onnxruntime"}:
+    profiled = get_backend(backend).supports_layer_profile
+    if spec.pipeline.layer_inferences == 0 or spec.slowest_layers == 0 or not profiled:
         return []
     compiled = get_backend(backend).compile(artifact_from_path(artifact), settings=device.runtime, layer_profile=True)
     profile = compiled.layer_profile(inferences=spec.pipeline.layer_inferences)

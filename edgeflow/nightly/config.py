@@ -10,8 +10,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from edgeflow.backends.base import RuntimeSettings
 from edgeflow.config import StrictModel, find_named_file, parse_spec, read_yaml
-from edgeflow.device import RuntimeSettings
 from edgeflow.errors import ConfigError
 from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.recipe import EvaluateConfig, ExportConfig, ModelConfig, QuantizeConfig, TrainConfig

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from edgeflow.backends import format_owner
 from edgeflow.cluster.session import connected
 from edgeflow.device import DeviceSpec, load_device
 from edgeflow.environment import environment
@@ -162,7 +163,7 @@ def _trained_model(model: str, spec: NightlySpec, *, cache: Path, progress: Prog
     try:
         if not checkpoint.exists():
             torch.manual_seed(pipeline.seed)
-            recipe = cell_recipe(spec, backend="onnxruntime", precision="fp32")
+            recipe = cell_recipe(spec, backend=format_owner("onnx").name, precision="fp32")  # any runtime: it trains
             source, splits = load_model_and_data(model, arch=None, data=pipeline.data, recipe=recipe)
             train_if_needed(source, splits, recipe=recipe, progress=progress)
             ensure_writable_dir(cache)

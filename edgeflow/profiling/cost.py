@@ -90,6 +90,11 @@ def count_cost(artifact_model, *, input_shape: tuple[int, ...] | None = None, so
     return CostStats(macs=macs // batch, params=params)
 
 
+# The graph formats counted through OpenVINO's reader; other artifacts (a torch module, a .tflite, a .pte) are
+# counted on the float ONNX of the same network in a run.
+COUNTED_FORMATS = ("onnx", "openvino")
+
+
 def artifact_cost(artifact: Artifact) -> CostStats:
     """MACs and params counted from an ONNX, IR or LiteRT artifact's graph, at the artifact's input shape (a
     dynamic batch as 1).

@@ -6,7 +6,8 @@ from pydantic import BaseModel
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends import Compiled, get_backend
-from edgeflow.device import DeviceSpec, RuntimeSettings
+from edgeflow.backends.base import RuntimeSettings
+from edgeflow.device import DeviceSpec
 from edgeflow.profiling.cost import CostStats, artifact_cost
 from edgeflow.profiling.loop import ProfileConfig, time_inference
 from edgeflow.profiling.memory import MemoryProbe, MemoryStats

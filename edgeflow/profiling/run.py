@@ -27,9 +27,10 @@ import numpy as np
 from edgeflow.accuracy import AccuracyStats, accuracy_from_logits, collect_logits, image_batches
 from edgeflow.artifact import Artifact
 from edgeflow.backends import get_backend, host_runtime
+from edgeflow.backends.base import RuntimeSettings
 from edgeflow.data import ImageDataset
-from edgeflow.device import DeviceSpec, RuntimeSettings
-from edgeflow.errors import DeviceError, RuntimeUnavailableError
+from edgeflow.device import DeviceSpec
+from edgeflow.errors import DeviceError
 from edgeflow.latency import LatencyEstimate
 from edgeflow.profiling.cost import artifact_cost
 from edgeflow.profiling.loop import ProfileConfig
@@ -83,24 +84,24 @@ class DeviceStats:
 
 
 def timing_plan(device: DeviceSpec, backend: str) -> tuple[Plan, str]:
-    """How ``backend`` on ``device`` is timed here, and a sentence saying why."""
+    """How ``backend`` on ``device`` is timed here, and a sentence saying why: what times it on a device of that
+    transport is the backend's own declaration (:attr:`~edgeflow.backends.Backend.remote_timers`)."""
+    runtime = get_backend(backend)
     if device.transport == "local":
-        if backend == "tensorrt":
-            try:
-                from edgeflow.backends.tensorrt import _tensorrt
-
-                _tensorrt()
-            except RuntimeUnavailableError as exc:
-                return "estimate", f"{exc}: latency estimated"
+        missing = runtime.unavailable()
+        if missing is not None:
+            return "estimate", f"{missing}: latency estimated"
         return "local", "timed in this process"
+    timer = runtime.remote_timers.get(device.transport)
     if device.transport == "ssh":
         if device.ssh is None or not device.ssh.host:
             return "estimate", (
                 f"no host given for {device.name} (--host user@host, EDGEFLOW_SSH_HOST or ssh.host): latency estimated"
             )
-        if backend == "tensorrt":
-            return "trtexec", f"trtexec on {device.ssh.host}"
-        return "agent", f"the benchmark agent on {device.ssh.host}"
+        if timer is None:
+            return "estimate", f"nothing here times {backend} on a device over SSH: latency estimated"
+        where = "the benchmark agent" if timer == "agent" else timer
+        return timer, f"{where} on {device.ssh.host}"
     if shutil.which("adb") is None:
         return "estimate", "adb is not installed here, so no phone is attached: latency estimated"
     from edgeflow.transports.adb import AdbTransport
@@ -109,9 +110,12 @@ def timing_plan(device: DeviceSpec, backend: str) -> tuple[Plan, str]:
     if state != "device":
         return "estimate", f"no phone attached (adb get-state: {state}): latency estimated"
     serial = device.adb.serial if device.adb is not None and device.adb.serial else "the attached phone"
-    if backend == "litert":
-        return "benchmark_model", f"LiteRT's benchmark_model on {serial}"
-    return "perf_test", f"onnxruntime_perf_test on {serial}"
+    if timer is None:
+        return "estimate", f"nothing here times {backend} on a phone: latency estimated"
+    return timer, f"{_TOOL_NAMES.get(timer, timer)} on {serial}"
+
+
+_TOOL_NAMES = {"benchmark_model": "LiteRT's benchmark_model", "perf_test": "onnxruntime_perf_test"}
 
 
 def time_remotely(
@@ -231,10 +235,10 @@ def _estimate(artifact: Artifact, *, device: DeviceSpec, backend: str, precision
     """The device's lookup table where it was calibrated for this input size and the variant runs in float
     on the table's runtime, else the roofline from the descriptor's peak figures, counted on the float
     graph (``graph``): a QDQ graph's quantize/dequantize pairs are not layers the device runs."""
-    from edgeflow.latency.calibration import TABLE_BACKENDS, estimate_from_table
+    from edgeflow.latency.calibration import estimate_from_table
     from edgeflow.latency.roofline import estimate_roofline
 
-    if module is not None and precision == "fp32" and backend in TABLE_BACKENDS and artifact.input_shape:
+    if module is not None and precision == "fp32" and get_backend(backend).searchable and artifact.input_shape:
         estimate = estimate_from_table(
             device, module, tuple(artifact.input_shape), precision=precision, backend=backend
         )

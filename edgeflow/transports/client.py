@@ -16,7 +16,9 @@ import numpy as np
 from pydantic import BaseModel
 
 from edgeflow.artifact import Artifact
-from edgeflow.device import DeviceSpec, RuntimeSettings
+from edgeflow.backends import get_backend
+from edgeflow.backends.base import RuntimeSettings
+from edgeflow.device import DeviceSpec
 from edgeflow.errors import DeviceError
 from edgeflow.profiling.in_turn import InTurnStats
 from edgeflow.profiling.loop import ProfileConfig
@@ -98,13 +100,15 @@ def check(device: DeviceSpec) -> DeviceCheck:
         probed = _parse_agent(device, "probe the runtimes", done.stdout)
     result.python, result.machine, result.system = probed["python"], probed["machine"], probed["system"]
     result.runtimes = {name: probed["runtimes"].get(name) for name in device.runtimes if name in probed["runtimes"]}
-    if "tensorrt" in device.runtimes and device.ssh is not None:
+    trtexec_runtimes = [name for name in device.runtimes if get_backend(name).remote_timers.get("ssh") == "trtexec"]
+    if trtexec_runtimes and device.ssh is not None:
         found = transport.run([device.ssh.trtexec, "--help"], step="look for trtexec", timeout=transport.short_timeout,
                               check=False)  # fmt: skip
         lines = [line for line in (found.stdout + found.stderr).splitlines() if "TensorRT" in line]
         result.trtexec = lines[0].strip() if found.returncode == 0 and lines else None
         if result.trtexec:
-            result.runtimes["tensorrt"] = result.runtimes.get("tensorrt") or result.trtexec
+            for name in trtexec_runtimes:
+                result.runtimes[name] = result.runtimes.get(name) or result.trtexec
     result.missing = [name for name in device.runtimes if not result.runtimes.get(name) and name != "torch"]
     return result
 
@@ -123,7 +127,7 @@ def time_on_device(
     (N images) also return the logits the device's runtime computed for them."""
     transport = transport or open_transport(device)
     settings = settings or device.runtime
-    if artifact.path is None or artifact.format not in {"onnx", "openvino", "litert"}:
+    if artifact.path is None or get_backend(backend).remote_timers.get("ssh") != "agent":
         raise DeviceError(device.name, "copy the model", f"cannot send a {artifact.format} artifact to a device")
     step = f"time {artifact.path.name} with {backend}"
     with transport.workspace() as folder, tempfile.TemporaryDirectory() as local:
