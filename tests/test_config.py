@@ -65,14 +65,27 @@ def test_variant_precision_rules(tmp_path: Path) -> None:
     assert load("{name: a, backend: tensorrt, precision: fp16}").execution_precision == "f16"
     with pytest.raises(ConfigError, match="method nncf-ptq does not build tensorrt artifacts"):
         load("{name: a, backend: tensorrt, precision: int8, quantize: {method: nncf-ptq}}")
-    with pytest.raises(ConfigError, match="int8 variants run on openvino, onnxruntime, tensorrt or litert"):
+    with pytest.raises(ConfigError, match="int8 variants run on openvino, onnxruntime, litert, tensorrt, not torch"):
         load("{name: a, backend: torch, precision: int8}")
     with pytest.raises(ConfigError, match="method ort-static does not build openvino artifacts"):
         load("{name: a, backend: openvino, precision: int8, quantize: {method: ort-static}}")
     with pytest.raises(ConfigError, match="quantize applies to int8 variants"):
         load("{name: a, backend: openvino, precision: fp16, quantize: {subset_size: 3}}")
-    with pytest.raises(ConfigError, match="bf16 variants run on the openvino backend only"):
+    with pytest.raises(ConfigError, match="bf16 variants run on openvino, not onnxruntime"):
         load("{name: a, backend: onnxruntime, precision: bf16}")
+    # a method's own keys: another method's key is refused, naming the key and the method's keys
+    with pytest.raises(ConfigError, match=r"key 'variants.0': quantize.calibrate_method does not apply to method "
+                       r"nncf-ptq \(its keys: "):  # fmt: skip
+        load("{name: a, backend: openvino, precision: int8, quantize: {calibrate_method: minmax}}")
+    with pytest.raises(ConfigError, match="quantize.preset does not apply to method litert-static"):
+        load("{name: a, backend: litert, precision: int8, quantize: {preset: mixed}}")
+    # auto may take the keys of every method it may try for the backend
+    assert load("{name: a, backend: onnxruntime, precision: int8, quantize: {method: auto, preset: mixed, "
+                "calibrate_method: minmax}}").quantize.preset == "mixed"  # fmt: skip
+    with pytest.raises(ConfigError, match="unknown quantization method 'nncf-pqt'"):
+        load("{name: a, backend: openvino, precision: int8, quantize: {method: nncf-pqt}}")
+    with pytest.raises(ConfigError, match="unknown backend 'openvin'"):
+        load("{name: a, backend: openvin}")
 
 
 def test_duplicate_variant_names(tmp_path: Path) -> None:
@@ -120,5 +133,7 @@ def test_resolution_multiplier() -> None:
 def test_execution_precision_only_for_openvino(tmp_path: Path) -> None:
     path = tmp_path / "mine.yaml"
     path.write_text("name: mine\nvariants: [{name: a, backend: onnxruntime, execution_precision: f32}]\n")
-    with pytest.raises(ConfigError, match="openvino backend only"):
+    with pytest.raises(
+        ConfigError, match="does not apply to the onnxruntime backend \\(it applies to: openvino, tensorrt\\)"
+    ):
         load_recipe(path)
