@@ -82,8 +82,7 @@ def bench_model(
     model: str, *, epochs: int, rounds: int, seconds: float, out: Path, cache: Path
 ) -> tuple[dict, list[dict]]:
     from edgeflow.accuracy import collect_logits, measure_parity
-    from edgeflow.artifact import artifact_from_path
-    from edgeflow.backends import get_backend
+    from edgeflow.backends import artifact_from_path, get_backend
     from edgeflow.device import load_device
     from edgeflow.profiling.in_turn import time_in_turn
     from edgeflow.profiling.loop import ProfileConfig

@@ -32,8 +32,7 @@ def run(model: str, *, resolution: int, epochs: int, cache: Path, out: Path):
 
 def interleaved(report, folder: Path, *, rounds: int, seconds: float) -> dict[str, float]:
     """Median over ``rounds`` of each variant's p50, the variants timed in turn in every round."""
-    from edgeflow.artifact import artifact_from_path
-    from edgeflow.backends import get_backend
+    from edgeflow.backends import artifact_from_path, get_backend
     from edgeflow.device import load_device
     from edgeflow.profiling.in_turn import time_in_turn
     from edgeflow.profiling.loop import ProfileConfig

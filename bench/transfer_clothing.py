@@ -78,8 +78,7 @@ def int8_rows(report, folder: Path, *, rounds: int, seconds: float) -> list[str]
     """Each runtime's float and INT8 artifact: test top-1 (its runtime), agreement of the INT8 top-1 with the
     float artifact's on every test photo, and p50s timed in turn (median over rounds)."""
     from edgeflow.accuracy import collect_logits
-    from edgeflow.artifact import artifact_from_path
-    from edgeflow.backends import get_backend
+    from edgeflow.backends import artifact_from_path, get_backend
     from edgeflow.data.load import load_data_for_input
     from edgeflow.data.preprocess import PreprocessSpec
     from edgeflow.device import load_device

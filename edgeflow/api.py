@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeflow.accuracy import AccuracyStats, evaluate_compiled
-from edgeflow.artifact import Artifact, artifact_from_path
-from edgeflow.backends import choose_backend, get_backend
+from edgeflow.artifact import Artifact
+from edgeflow.backends import artifact_from_path, choose_backend, get_backend
 from edgeflow.compress.quantize_artifact import quantize_artifact as quantize
 from edgeflow.config import parse_spec
 from edgeflow.data.classes import ClassMap, read_class_order

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from edgeflow.errors import ModelLoadError
-
-ArtifactFormat = Literal["onnx", "openvino", "litert", "torch"]
+# The format names a backend declares it reads (Backend.formats): "onnx", "openvino", "torch", ...
+ArtifactFormat = str
 
 
 @dataclass
@@ -52,22 +51,3 @@ class Artifact:
         """Delete the artifact's files (a discarded candidate)."""
         for file in self.files:
             file.unlink(missing_ok=True)
-
-
-def artifact_from_path(path: str | Path) -> Artifact:
-    """Recognize an exported artifact by its suffix (``.onnx``, OpenVINO ``.xml``, LiteRT ``.tflite``)."""
-    path = Path(path)
-    if not path.exists():
-        raise ModelLoadError(f"artifact not found: {path}")
-    if path.is_dir():
-        raise ModelLoadError(f"{path} is a folder; give the .onnx, .xml or .tflite file")
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        return Artifact(format="onnx", path=path)
-    if suffix == ".xml":
-        if not path.with_suffix(".bin").exists():
-            raise ModelLoadError(f"{path}: OpenVINO weights file {path.with_suffix('.bin').name} is missing")
-        return Artifact(format="openvino", path=path)
-    if suffix == ".tflite":
-        return Artifact(format="litert", path=path)
-    raise ModelLoadError(f"{path}: unsupported artifact type {suffix or '(none)'}; expected .onnx, .xml or .tflite")

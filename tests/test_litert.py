@@ -20,8 +20,8 @@ pytestmark = pytest.mark.skipif(
     not litert_available(), reason="LiteRT is not installed (pip install 'edgeflow[litert]')"
 )
 
-from edgeflow.artifact import Artifact, artifact_from_path  # noqa: E402
-from edgeflow.backends import get_backend  # noqa: E402
+from edgeflow.artifact import Artifact  # noqa: E402
+from edgeflow.backends import artifact_from_path, get_backend  # noqa: E402
 from edgeflow.backends.base import RuntimeSettings  # noqa: E402
 from edgeflow.errors import ModelLoadError  # noqa: E402
 from edgeflow.profiling.cost import artifact_cost  # noqa: E402

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends.base import Backend, Compiled, FloatSources, RuntimeSettings
-from edgeflow.errors import ConfigError
+from edgeflow.errors import ConfigError, ModelLoadError
 from edgeflow.registry import Registry, load_entry
 
 if TYPE_CHECKING:
@@ -36,6 +36,26 @@ def host_runtime(artifact: Artifact) -> str:
     device's own runtime is not at hand (an estimated latency, a tool that only times), and holdout budgets are
     judged (each backend declares the formats it does this for: ONNX Runtime for ONNX, OpenVINO for IR, ...)."""
     return format_owner(artifact.format).name
+
+
+def artifact_from_path(path: str | Path) -> Artifact:
+    """Recognize an exported artifact by its suffix, as the backends declare them (``.onnx``, OpenVINO ``.xml``
+    with its ``.bin``, LiteRT ``.tflite``, ...)."""
+    path = Path(path)
+    owners = {suffix: backend for backend in all_backends() for suffix in backend.suffixes}
+    if not path.exists():
+        raise ModelLoadError(f"artifact not found: {path}")
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a folder; give the {', '.join(owners)} file")
+    owner = owners.get(path.suffix.lower())
+    if owner is None:
+        raise ModelLoadError(f"{path}: unsupported artifact type {path.suffix or '(none)'}; expected "
+                             f"{', '.join(owners)}")  # fmt: skip
+    artifact = Artifact(format=owner.computes_accuracy_for[0], path=path)
+    missing = [file for file in artifact.files if not file.exists()]
+    if missing:
+        raise ModelLoadError(f"{path}: {owner.name}'s file {missing[0].name} beside it is missing")
+    return artifact
 
 
 def format_owner(format: str) -> Backend:
@@ -108,6 +128,7 @@ __all__ = [
     "FloatSources",
     "RuntimeSettings",
     "all_backends",
+    "artifact_from_path",
     "choose_backend",
     "float_artifact",
     "fp16_artifact",

@@ -86,6 +86,8 @@ class Backend(ABC):
 
     name: str
     formats: tuple[str, ...]  # the artifact formats it reads
+    #: the file suffixes of the format it owns (its first of :attr:`computes_accuracy_for`)
+    suffixes: ClassVar[tuple[str, ...]] = ()
     #: the precisions a variant on it can hold; ``bf16`` is the fp32 artifact executed in bf16
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
     #: the ``execution_precision`` values a variant may ask of it (None: it has no such setting)

@@ -122,6 +122,7 @@ class LiteRTBackend(Backend):
     formats = ("litert",)
     default_int8 = "litert-static"
     computes_accuracy_for = ("litert",)
+    suffixes = (".tflite",)
     ships_every_variant = True  # the app picks float or int8
     remote_timers = {"ssh": "agent", "adb": "benchmark_model"}
     needs_module = True  # converted from the torch model (litert-torch), not from the ONNX

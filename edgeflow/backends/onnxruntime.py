@@ -114,6 +114,7 @@ class OnnxRuntimeBackend(Backend):
     # CPU provider runs it several times slower than float (reports/int8-imagenette-cpu.md): a method only
     default_int8 = "ort-static"
     computes_accuracy_for = ("onnx",)
+    suffixes = (".onnx",)
     remote_timers = {"ssh": "agent", "adb": "perf_test"}
     searchable = True
     supports_layer_profile = True

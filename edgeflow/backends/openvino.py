@@ -107,6 +107,7 @@ class OpenVINOBackend(Backend):
     execution_precisions = ("default", "f32", "bf16", "f16")
     default_int8 = "nncf-ptq"
     computes_accuracy_for = ("openvino",)
+    suffixes = (".xml",)
     remote_timers = {"ssh": "agent"}
     searchable = True
     supports_layer_profile = True

@@ -17,8 +17,7 @@ from edgeflow.accuracy import (
     collect_logits,
     measure_parity,
 )
-from edgeflow.artifact import artifact_from_path
-from edgeflow.backends import choose_backend, get_backend, is_quantized_artifact
+from edgeflow.backends import artifact_from_path, choose_backend, get_backend, is_quantized_artifact
 from edgeflow.backends.base import RuntimeSettings
 from edgeflow.compress import AUTO, auto_methods, get_method, methods_for, settings_keys
 from edgeflow.compress.chain import FloatArtifacts, quantize_within_budget

@@ -130,8 +130,7 @@ def time_cells_in_turn(cells: list[CellResult], spec: NightlySpec, *, progress: 
     """Time every cell measured in this process again, all in turn, ``rounds`` times: a cell's figures for the
     history are its samples pooled over the rounds, and its per-round p50s (the units regressions resample).
     A transient slowdown of the host then touches one round of every cell, not all of one cell's samples."""
-    from edgeflow.artifact import artifact_from_path
-    from edgeflow.backends import get_backend
+    from edgeflow.backends import artifact_from_path, get_backend
     from edgeflow.profiling.in_turn import time_in_turn
     from edgeflow.profiling.loop import ProfileConfig
 
@@ -188,8 +187,7 @@ def _drop_copies(cell_folder: Path) -> None:
 
 def _slowest_layers(artifact: Path, *, device: DeviceSpec, backend: str, spec: NightlySpec) -> list[dict]:
     """The runtime's own per-layer profile of the artifact (OpenVINO PERF_COUNT, ONNX Runtime profiling)."""
-    from edgeflow.artifact import artifact_from_path
-    from edgeflow.backends import get_backend
+    from edgeflow.backends import artifact_from_path, get_backend
 
     profiled = get_backend(backend).supports_layer_profile
     if spec.pipeline.layer_inferences == 0 or spec.slowest_layers == 0 or not profiled:
