@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from edgeflow.artifact import Artifact, artifact_from_path
-from edgeflow.backends import BACKENDS, get_backend
+from edgeflow.artifact import Artifact
+from edgeflow.backends import BACKENDS, artifact_from_path, get_backend
 from edgeflow.backends.base import RuntimeSettings
 from edgeflow.errors import ModelLoadError, ShapeError
 from edgeflow.profiling.loop import ProfileConfig, time_inference
@@ -99,7 +99,7 @@ def test_artifact_from_path_errors(tmp_path: Path, tiny_artifacts) -> None:
         artifact_from_path(tmp_path / "model.txt")
     lonely = tmp_path / "lonely.xml"
     lonely.write_text(tiny_artifacts["openvino"].path.read_text())
-    with pytest.raises(ModelLoadError, match="weights file lonely.bin is missing"):
+    with pytest.raises(ModelLoadError, match="openvino's file lonely.bin beside it is missing"):
         artifact_from_path(lonely)
 
 
@@ -303,12 +303,26 @@ def test_the_agent_names_the_file_a_runtime_refuses(tmp_path: Path, capsys) -> N
 
 
 def test_executorch_refusing_a_file_is_one_line(tmp_path: Path) -> None:
-    """edgeflow has no ExecuTorch backend to profile or eval a .pte with (ExecuTorch programs are checked in the
-    phone bundle), so a .pte given to the CLI is refused in one line before any runtime sees it."""
+    """A .pte that is not an ExecuTorch program is refused in one line before ExecuTorch's runtime sees it (its
+    own refusal is a bare error code)."""
     pytest.importorskip("executorch.runtime", reason="ExecuTorch is not installed (pip install 'edgeflow[executorch]')")
     path = tmp_path / "model.pte"
     path.write_bytes(b"not an ExecuTorch program")
-    _cli_refuses(path, f"{path}: unsupported artifact type .pte")
+    _cli_refuses(path, f"{path}: not an ExecuTorch program (a .pte FlatBuffer carries the identifier ET")
+
+
+def test_executorch_refuses_an_operator_without_an_xnnpack_lowering(tmp_path: Path) -> None:
+    """A layer XNNPACK cannot take (a cumulative sum) is named in one line; no half-delegated program is written."""
+    pytest.importorskip("executorch.exir", reason="ExecuTorch is not installed (pip install 'edgeflow[executorch]')")
+    from edgeflow.export.executorch import export_pte
+
+    class Cumulative(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cumsum(torch.nn.functional.relu(x), dim=1).mean(dim=(2, 3))
+
+    with pytest.raises(ModelLoadError, match=r"^ExecuTorch: aten.cumsum has no XNNPACK lowering"):
+        export_pte(Cumulative(), input_shape=(1, 3, 8, 8), path=tmp_path / "cumsum.pte")
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.gpu

@@ -19,6 +19,7 @@ BACKENDS.register("onnxruntime", "edgeflow.backends.onnxruntime:OnnxRuntimeBacke
 BACKENDS.register("torch", "edgeflow.backends.torch_eager:TorchEagerBackend")
 BACKENDS.register("litert", "edgeflow.backends.litert:LiteRTBackend", aliases=("tflite",))
 BACKENDS.register("tensorrt", "edgeflow.backends.tensorrt:TensorRTBackend", aliases=("trt",))
+BACKENDS.register("executorch", "edgeflow.backends.executorch:ExecuTorchBackend", aliases=("et", "pte"))
 
 
 def get_backend(name: str) -> Backend:

@@ -17,6 +17,7 @@ METHODS.register("nncf-qat", "edgeflow.compress.qat:NncfQat")
 METHODS.register("ort-static", "edgeflow.compress.ort_quantize:OrtStatic")
 METHODS.register("ort-dynamic", "edgeflow.compress.ort_quantize:OrtDynamic")
 METHODS.register("litert-static", "edgeflow.compress.litert_quantize:LiteRTStatic")
+METHODS.register("executorch-pt2e", "edgeflow.compress.executorch_quantize:ExecuTorchPt2e")
 
 AUTO = "auto"
 

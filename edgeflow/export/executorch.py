@@ -1,19 +1,24 @@
-"""ExecuTorch programs (``.pte``) for phones: the float torch module lowered to XNNPACK, and a runner that
-executes a ``.pte`` with ExecuTorch's own runtime (to check it gives the model's answers).
+"""ExecuTorch programs (``.pte``) for phones: the torch module exported with ``torch.export`` and lowered whole
+to XNNPACK, float or (:mod:`edgeflow.compress.executorch_quantize`) int8.
 
-ExecuTorch is optional (``pip install edgeflow[executorch]``); :func:`executorch_available` says whether it
-is here. Only float programs are written: ExecuTorch's int8 path (PT2E quantization) is not wired in.
+ExecuTorch is optional (``pip install 'edgeflow[executorch]'``). An operator XNNPACK cannot take would run on
+ExecuTorch's portable kernels, which a phone's minimal build may lack and which run far slower: such a model
+is refused in one line naming the operator, never shipped half-delegated.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from edgeflow.artifact import Artifact
+from edgeflow.backends.base import FloatSources
 from edgeflow.errors import ModelLoadError, first_line
 from edgeflow.io import atomic_path
+
+# Graph nodes that are not operators on the image: the delegate call itself and tuple access.
+_NOT_OPERATORS = {"getitem", "executorch_call_delegate", "alloc"}
 
 
 def executorch_available() -> bool:
@@ -25,26 +30,71 @@ def executorch_available() -> bool:
     return True
 
 
-def export_pte(module: torch.nn.Module, *, input_shape: tuple[int, ...], path: Path) -> Path:
-    """``module`` (float, eval) exported with torch.export and lowered to XNNPACK, written to ``path``."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+def float_pte(sources: FloatSources) -> Artifact:
+    """ExecuTorch's float artifact: the torch model lowered to XNNPACK (``model_fp32.pte``)."""
+    artifact = export_pte(sources.module, input_shape=sources.input_shape, path=sources.folder / "model_fp32.pte")
+    artifact.lineage = [f"torch {sources.model_name}", *artifact.lineage]
+    return artifact
 
+
+def export_pte(module: torch.nn.Module, *, input_shape: tuple[int, ...], path: Path) -> Artifact:
+    """``module`` (float, eval) exported with torch.export and lowered to XNNPACK, written to ``path``."""
     example = (torch.zeros(input_shape),)
     try:
         exported = torch.export.export(module.eval(), example)
-        program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
     except Exception as exc:  # torch.export refuses some Python control flow: say so, in one line
         raise ModelLoadError(f"ExecuTorch could not export the model: {first_line(exc)}") from None
+    write_program(exported, path=path)
+    return Artifact(format="executorch", path=path, input_shape=tuple(input_shape),
+                    lineage=["torch->executorch (torch.export, XNNPACK)"])  # fmt: skip
+
+
+def write_program(exported: torch.export.ExportedProgram, *, path: Path) -> None:
+    """Lower ``exported`` to XNNPACK and write the program; refuse one with an operator left outside XNNPACK."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    try:
+        edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+    except Exception as exc:
+        raise ModelLoadError(f"ExecuTorch could not lower the model to XNNPACK: {first_line(exc)}") from None
+    left = undelegated_operators(edge)
+    if left:
+        raise ModelLoadError(
+            f"ExecuTorch: {', '.join(left)} has no XNNPACK lowering (the program would run it on portable kernels, "
+            "which a phone build may lack); replace the layer or choose another runtime"
+        )
+    program = edge.to_executorch()
     with atomic_path(path) as temporary:
         temporary.write_bytes(program.buffer)
-    return path
 
 
-def run_pte(path: Path, batch: np.ndarray) -> np.ndarray:
-    """Logits of ``batch`` (N images, one at a time) from the ``.pte`` through ExecuTorch's runtime."""
-    from executorch.runtime import Runtime
+def undelegated_operators(edge_program_manager) -> list[str]:
+    """The operators (``aten.cumsum``, ...) the partitioner left outside the XNNPACK delegate, on the image's
+    data path: copies of constants (MobileNetV3's hard-sigmoid scalars) are not work on the image."""
+    names: set[str] = set()
+    for method in edge_program_manager.methods:
+        program = edge_program_manager.exported_program(method)
+        user_inputs = set(program.graph_signature.user_inputs)
+        on_path: set = set()
+        for node in program.graph_module.graph.nodes:  # topological order
+            if node.op == "placeholder":
+                if node.name in user_inputs:
+                    on_path.add(node)
+                continue
+            if any(arg in on_path for arg in node.all_input_nodes):
+                on_path.add(node)
+            if node.op != "call_function" or node not in on_path:
+                continue
+            if getattr(node.target, "__name__", str(node.target)) in _NOT_OPERATORS:
+                continue
+            names.add(_operator_name(node.target))
+    return sorted(names)
 
-    method = Runtime.get().load_program(str(path)).load_method("forward")
-    outputs = [method.execute([torch.from_numpy(np.ascontiguousarray(image[None]))])[0] for image in batch]
-    return np.concatenate([output.numpy().reshape(1, -1) for output in outputs])
+
+def _operator_name(target) -> str:
+    schema = getattr(target, "_schema", None) or getattr(getattr(target, "_op", None), "_schema", None)
+    if schema is not None:
+        return schema.name.replace("::", ".")
+    name = getattr(target, "__name__", None) or str(target)
+    return name.rsplit(".", 1)[0] if name.count(".") >= 2 else name

@@ -1,0 +1,109 @@
+"""ExecuTorch's own INT8: PT2E quantization of the torch model with XNNPACK's quantizer (symmetric int8
+activations, per-channel int8 weights), calibrated on train images, then lowered to XNNPACK like the float
+program (:mod:`edgeflow.export.executorch`). It quantizes the torch model, not a file: a ``.pte`` cannot be
+quantized after the fact."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
+
+import torch
+
+from edgeflow.artifact import Artifact
+from edgeflow.compress.method import PerChannelOptions, QuantizationMethod, QuantizeJob, QuantizeOptions
+from edgeflow.compress.stats import QuantizationStats
+from edgeflow.data import calibration_subset
+from edgeflow.data.splits import image_stacks
+from edgeflow.errors import ModelLoadError, first_line
+from edgeflow.export.executorch import write_program
+
+_WEIGHTED = {"conv2d", "linear", "conv1d", "conv_transpose2d"}
+
+
+class ExecuTorchPt2eConfig(QuantizeOptions, PerChannelOptions):
+    """PT2E with ExecuTorch's XNNPACK quantizer."""
+
+
+def quantize_pt2e(job: QuantizeJob) -> tuple[Artifact, QuantizationStats]:
+    """The torch model quantized by PT2E (XNNPACKQuantizer), calibrated on ``subset_size`` train images, lowered
+    to an int8 XNNPACK ``.pte`` at ``job.path``."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    config: ExecuTorchPt2eConfig = job.config
+    shape = tuple(job.input_shape)
+    example = (torch.zeros(shape),)
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=config.per_channel))
+    images = image_stacks(calibration_subset(job.splits.train, size=config.subset_size, seed=job.seed),
+                          input_shape=shape, what="calibration")  # fmt: skip
+    with _quiet():
+        try:
+            graph = torch.export.export(job.module.eval(), example).module()
+            prepared = prepare_pt2e(graph, quantizer)
+            with torch.no_grad():
+                for batch in images:
+                    prepared(torch.from_numpy(batch))
+            converted = convert_pt2e(prepared)
+            exported = torch.export.export(converted, example)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"ExecuTorch's PT2E quantizer could not quantize the model: {first_line(exc)}"
+            ) from None
+        quantized = _quantized_layers(converted)
+        write_program(exported, path=job.path)
+    summary = QuantizationStats(
+        method="executorch-pt2e",
+        settings={
+            "quantizer": "XNNPACKQuantizer (symmetric)",
+            "per_channel": config.per_channel,
+            "calibration_images": len(images) * shape[0],
+        },  # fmt: skip
+        quantized_layers=quantized,
+        float_layers=[],
+    )
+    artifact = Artifact(format="executorch", path=job.path, precision="int8", input_shape=shape,
+                        lineage=[*job.base.lineage, "executorch-pt2e int8 (XNNPACKQuantizer)"])  # fmt: skip
+    return artifact, summary
+
+
+def _quantized_layers(graph_module: torch.fx.GraphModule) -> int:
+    """Convolutions and linear layers whose weight comes through a dequantize node."""
+    count = 0
+    for node in graph_module.graph.nodes:
+        name = getattr(node.target, "__name__", str(node.target)).split(".")[0]
+        if node.op == "call_function" and name in _WEIGHTED and len(node.args) > 1:
+            weight = node.args[1]
+            source = getattr(weight, "target", None)
+            if source is not None and "dequantize" in getattr(source, "__name__", str(source)):
+                count += 1
+    return count
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(previous)
+
+
+class ExecuTorchPt2e(QuantizationMethod):
+    """ExecuTorch's PT2E quantization with its XNNPACK quantizer, on the torch model."""
+
+    name = "executorch-pt2e"
+    backends = ("executorch",)
+    config = ExecuTorchPt2eConfig
+    needs_module = True
+
+    def quantize(self, job: QuantizeJob) -> tuple[Artifact, QuantizationStats]:
+        return quantize_pt2e(job)
