@@ -1,16 +1,20 @@
-"""LiteRT on this CPU beside ONNX Runtime and OpenVINO, on real photos, timed in turn in one run.
+"""The phone runtimes (LiteRT, ExecuTorch) on this CPU beside ONNX Runtime and OpenVINO, on real photos, timed
+in turn in one run.
 
 For each model (trained from scratch on Imagenette once, see bench/imagenette.py): `edgeflow optimize` of the
 checkpoint builds LiteRT fp32 and int8 (litert-torch, then LiteRT's quantizer, static per-channel; once with every
-layer int8, once with the squeeze-and-excitation gates in float, which models without gates build alike), ONNX
+layer int8, once with the squeeze-and-excitation gates in float, which models without gates build alike),
+ExecuTorch fp32 and int8 (torch.export lowered to XNNPACK; int8 by ExecuTorch's PT2E XNNPACK quantizer), ONNX
 Runtime fp32 and int8 (static QDQ) and OpenVINO fp32 and int8 (NNCF) from the same float model and the same
 calibration images. Every artifact is scored on the whole test split through its own runtime (LiteRT's
-interpreter for the .tflite files), compared with its runtime's float artifact, and timed in turn with the
-others (batch 1, threads = this machine's cores for every runtime). ``--data digits-hard`` runs the same on the
-built-in hard digits (models trained there by the run).
+interpreter for the .tflite files, ExecuTorch's runtime for the .pte files), compared with its runtime's float
+artifact, and timed in turn with the others (batch 1, threads = this machine's cores for every runtime).
+``--data digits-hard`` runs the same on the built-in hard digits (models trained there by the run);
+``--runtimes`` keeps the variants of the runtimes named.
 
     .venv/bin/python bench/litert.py [--models mobilenet_v3_large,mobilenet_v2,resnet18] [--epochs 6]
-        [--rounds 7] [--seconds 1.0] [--data imagenette|digits-hard] [--report reports/litert-imagenette-cpu.md]
+        [--rounds 7] [--seconds 1.0] [--data imagenette|digits-hard] [--runtimes litert,executorch,...]
+        [--report reports/litert-imagenette-cpu.md]
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ VARIANTS = [
     {"name": "litert-int8", "backend": "litert", "precision": "int8", "quantize": {"subset_size": 300}},
     {"name": "litert-int8-gates-float", "backend": "litert", "precision": "int8",
      "quantize": {"subset_size": 300, "squeeze_excitation": "float"}},
+    {"name": "executorch-fp32", "backend": "executorch", "precision": "fp32"},
+    {"name": "executorch-int8", "backend": "executorch", "precision": "int8", "quantize": {"subset_size": 300}},
     {"name": "onnxruntime-fp32", "backend": "onnxruntime", "precision": "fp32"},
     {"name": "onnxruntime-int8", "backend": "onnxruntime", "precision": "int8", "quantize": {"subset_size": 300}},
     {"name": "openvino-fp32", "backend": "openvino", "precision": "fp32", "execution_precision": "f32"},
@@ -59,7 +65,8 @@ def bench_model(model: str, *, args) -> tuple[dict | None, list[dict]]:
         epochs = None if model == HEADLINE else args.epochs
         checkpoint, card = imagenette.trained(model, epochs=epochs, out=args.out, cache=args.cache)
         recipe = imagenette.recipe(side=card["side"])
-        recipe = recipe.model_copy(update={"variants": [VariantSpec.model_validate(v) for v in VARIANTS]})
+        variants = [VariantSpec.model_validate(v) for v in VARIANTS if v["backend"] in args.runtimes.split(",")]
+        recipe = recipe.model_copy(update={"variants": variants})
         report = edgeflow.optimize(str(checkpoint), arch=model, recipe=recipe, out=folder,
                                    progress=Progress.to_stderr())  # fmt: skip
     else:
@@ -100,10 +107,12 @@ def bench_model(model: str, *, args) -> tuple[dict | None, list[dict]]:
         })  # fmt: skip
     for row in table:
         row["vs_ort_fp32"] = medians["onnxruntime-fp32"] / row["p50"]
-    torch_parity = parity.get("litert (f32)")
-    if torch_parity is not None:
-        table[0]["torch_parity"] = f"max |diff| {torch_parity.max_abs_diff:.2e}, top-1 agreement " \
-                                   f"{100 * torch_parity.top1_agreement:.1f}%"  # fmt: skip
+    for runtime in ("litert", "executorch"):
+        torch_parity = parity.get(f"{runtime} (f32)")
+        first = next((row for row in table if row["runtime"] == runtime), None)
+        if torch_parity is not None and first is not None:
+            first["torch_parity"] = f"{runtime}: max |diff| {torch_parity.max_abs_diff:.2e}, top-1 agreement " \
+                                    f"{100 * torch_parity.top1_agreement:.1f}%"  # fmt: skip
     return card, table
 
 
@@ -131,17 +140,17 @@ def format_table(rows: list[dict], *, rounds: int) -> list[str]:
         )
     parities = [f"{row['model']}: {row['torch_parity']}" for row in rows if row.get("torch_parity")]
     if parities:
-        lines += ["", "LiteRT fp32 against torch on the first test images (export parity): " + "; ".join(parities)]
+        lines += ["", "fp32 files against torch on the first test images (export parity): " + "; ".join(parities)]
     return lines
 
 
 def goals(rows: list[dict]) -> list[str]:
     lines = ["| model | goal | figure | met |", "|---|---|---|---|"]
     for row in rows:
-        if row["variant"].startswith("litert-int8"):
+        if row["variant"].startswith(("litert-int8", "executorch-int8")):
             met = row["drop"] <= 1.0
-            lines.append(f"| {row['model']} | {row['variant']} within 1.0 point of litert-fp32 | {row['drop']:+.2f} "
-                         f"| {'yes' if met else 'NO'} |")  # fmt: skip
+            lines.append(f"| {row['model']} | {row['variant']} within 1.0 point of {row['runtime']}-fp32 | "
+                         f"{row['drop']:+.2f} | {'yes' if met else 'NO'} |")  # fmt: skip
     return lines
 
 
@@ -155,12 +164,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("reports/bench-litert"))
     parser.add_argument("--cache", type=Path, default=imagenette.CACHE, help="checkpoints trained by the bench")
     parser.add_argument("--report", type=Path, default=None)
+    parser.add_argument("--runtimes", default="litert,executorch,onnxruntime,openvino", help="the variants' runtimes")
     args = parser.parse_args()
     if args.data == "imagenette":
         imagenette.require_data()
     report_path = args.report or Path(f"reports/litert-{args.data}-cpu.md")
     command = (f".venv/bin/python bench/litert.py --models {args.models} --data {args.data} --epochs {args.epochs} "
-               f"--rounds {args.rounds} --seconds {args.seconds}")  # fmt: skip
+               f"--rounds {args.rounds} --seconds {args.seconds} --runtimes {args.runtimes}"
+               + (f" --report {args.report}" if args.report else ""))  # fmt: skip
     cards, rows = [], []
     for model in args.models.split(","):
         card, table = bench_model(model, args=args)
@@ -169,7 +180,8 @@ def main() -> None:
         rows.extend(table)
         print("\n".join(format_table(table, rounds=args.rounds)), flush=True)
         what = "Imagenette photos" if args.data == "imagenette" else "digits-hard (built in, trained here, 96 px)"
-        heading = imagenette.heading(f"LiteRT beside ONNX Runtime and OpenVINO on this CPU ({what})", command=command)
+        title = "LiteRT and ExecuTorch beside ONNX Runtime and OpenVINO on this CPU"
+        heading = imagenette.heading(f"{title} ({what})", command=command)
         if args.data != "imagenette":  # the heading's data line names Imagenette
             heading = [line if not line.startswith("Data:") else f"Data: {args.data} ({what})." for line in heading]
         lines = [
