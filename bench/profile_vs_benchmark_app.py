@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import edgeflow
-from edgeflow.backends.benchmark_app import parse_benchmark_app
+from edgeflow.targets.benchmark_app import parse_benchmark_app
 
 BIN = Path(sys.executable).parent
 

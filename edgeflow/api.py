@@ -137,7 +137,7 @@ def profile(
     """Time an exported artifact (.onnx or .xml) on ``device``'s runtime: in this process for a local
     device, through the benchmark agent or trtexec for an SSH device (never estimated: a device that
     cannot be reached is an error). ``input_shape`` (or the size of ``preprocess``) fixes dynamic dimensions."""
-    from edgeflow.profiling.run import profile_on_device
+    from edgeflow.targets.run import profile_on_device
 
     device_spec = as_device(device)
     loaded = artifact_from_path(artifact)

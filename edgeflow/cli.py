@@ -522,7 +522,7 @@ def devices_check(
 ) -> None:
     """Reach DEVICE and list the runtimes (and versions) it has; exit 1 when one it names is missing."""
     from edgeflow.device import load_device
-    from edgeflow.transports.client import check
+    from edgeflow.targets.agent_client import check
 
     found = _run(lambda: check(load_device(device).with_connection(host=host, key=key)))
     if as_json:

@@ -341,7 +341,7 @@ def _measure_variant(
 ) -> VariantRecord:
     """Time ``variant``'s artifact where the device is (or estimate it), evaluate it there, and compare its
     logits with the float reference's."""
-    from edgeflow.profiling.run import run_on_device
+    from edgeflow.targets.run import run_on_device
 
     # MACs and params of a torch or LiteRT variant are counted on the float ONNX of the same network
     cost_graph = None if artifact.format in COUNTED_FORMATS else floats.onnx

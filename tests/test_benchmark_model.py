@@ -1,5 +1,5 @@
 """LiteRT's benchmark_model on a phone: the command edgeflow runs over ADB and the parser of its output, on two
-real runs (../shared/fixtures/litert_benchmark_model: an Android arm64 XNNPACK run of a newer tool that prints
+real runs (data/fixtures/litert_benchmark_model: an Android arm64 XNNPACK run of a newer tool that prints
 p5/median/p95, and a TensorFlow Lite 2.8-era run on riscv64 with the per-operator tables)."""
 
 from __future__ import annotations
@@ -11,12 +11,10 @@ import pytest
 from edgeflow.backends.benchmark_model import benchmark_model_command, parse_benchmark_model
 from edgeflow.errors import DeviceError
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "litert_benchmark_model"
+FIXTURES = Path(__file__).parent / "data" / "fixtures" / "litert_benchmark_model"  # copied from ../shared
 
 
 def real_run(name: str) -> str:
-    if not FIXTURES.is_dir():
-        pytest.skip(f"real benchmark_model output not found: {FIXTURES} is missing")
     return (FIXTURES / name).read_text()
 
 

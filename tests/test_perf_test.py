@@ -1,5 +1,5 @@
 """ONNX Runtime's perf_test on a phone: the command edgeflow runs over ADB and the parser of its summary, on real
-ONNX Runtime 1.23.2 runs (../shared/fixtures/onnxruntime_perf_test) and on a log composed in the layout older
+ONNX Runtime 1.23.2 runs (data/fixtures/onnxruntime_perf_test) and on a log composed in the layout older
 releases print ("Average inference time cost:", "P50 Latency is Xsec"; numbers made up here, not a capture)."""
 
 from __future__ import annotations
@@ -13,13 +13,11 @@ from edgeflow.backends.perf_test import parse_perf_test, perf_test_command
 from edgeflow.errors import DeviceError
 
 LOG = Path(__file__).parent / "data" / "perf_test" / "composed.log"
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "onnxruntime_perf_test"
+FIXTURES = Path(__file__).parent / "data" / "fixtures" / "onnxruntime_perf_test"  # copied from ../shared
 
 
 def real_run(name: str) -> str:
-    """A real onnxruntime_perf_test run of ../shared/fixtures (ORT 1.23.2, Android arm64, resnet50v2, 5 runs, -s)."""
-    if not FIXTURES.is_dir():
-        pytest.skip(f"real onnxruntime_perf_test output not found: {FIXTURES} is missing")
+    """A real onnxruntime_perf_test run of data/fixtures (ORT 1.23.2, Android arm64, resnet50v2, 5 runs, -s)."""
     return (FIXTURES / name).read_text()
 
 

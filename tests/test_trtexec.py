@@ -1,5 +1,5 @@
 """trtexec: the command edgeflow runs on a Jetson, and the parser of its performance summary (on real TensorRT
-10.16.1 logs from ../shared/fixtures/trtexec, and on composed logs for what those do not show)."""
+10.16.1 logs in data/fixtures/trtexec, and on composed logs for what those do not show)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,11 @@ from edgeflow.backends.trtexec import parse_summary, trtexec_command
 from edgeflow.errors import DeviceError
 
 LOGS = Path(__file__).parent / "data" / "trtexec"
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "trtexec"
+FIXTURES = Path(__file__).parent / "data" / "fixtures" / "trtexec"  # copied from ../shared/fixtures
 
 
 def real_log(name: str) -> str:
-    """A real trtexec log of ../shared/fixtures/trtexec (TensorRT 10.16.1); skips where that folder is absent."""
-    if not FIXTURES.is_dir():
-        pytest.skip(f"real trtexec logs not found: {FIXTURES} is missing")
+    """A real trtexec log of data/fixtures/trtexec (TensorRT 10.16.1)."""
     return (FIXTURES / name).read_text()
 
 

@@ -7,7 +7,7 @@ and its layout is recorded in the settings. A model with integer inputs or outpu
 their quantization parameters, so accuracy is always computed on float logits.
 
 The Python interpreter has no per-operator profiler; per-operator figures come from ``benchmark_model`` on a
-phone (:mod:`edgeflow.backends.benchmark_model`).
+phone (:mod:`edgeflow.targets.benchmark_model`).
 """
 
 from __future__ import annotations

@@ -207,7 +207,7 @@ def build_commands(record: VariantRecord, device: DeviceSpec, *, model_file: str
     measure = ["edgeflow", "profile", model_file, "--device", device.name]
     timer = get_backend(record.backend).remote_timers.get(device.transport)
     if timer == "trtexec":
-        from edgeflow.backends.trtexec import trtexec_command
+        from edgeflow.targets.trtexec import trtexec_command
 
         trtexec = device.ssh.trtexec if device.ssh is not None else "trtexec"
         precision = "fp16" if record.precision == "fp16" else record.precision
@@ -223,7 +223,7 @@ def build_commands(record: VariantRecord, device: DeviceSpec, *, model_file: str
     if device.transport == "ssh":
         return {"from_this_host": shlex.join([*measure, "--backend", record.backend, "--host", "USER@HOST"])}
     if timer == "benchmark_model":
-        from edgeflow.backends.benchmark_model import benchmark_model_command
+        from edgeflow.targets.benchmark_model import benchmark_model_command
 
         binary = device.adb.litert_benchmark_binary if device.adb is not None else "benchmark_model"
         return {
@@ -235,7 +235,7 @@ def build_commands(record: VariantRecord, device: DeviceSpec, *, model_file: str
             "from_this_host": shlex.join([*measure, "--backend", record.backend]),
         }
     if timer == "perf_test":
-        from edgeflow.backends.perf_test import perf_test_command
+        from edgeflow.targets.perf_test import perf_test_command
 
         binary = device.adb.benchmark_binary if device.adb is not None else "onnxruntime_perf_test"
         return {

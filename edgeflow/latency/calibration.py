@@ -115,8 +115,8 @@ def _calibrate_remote(device: DeviceSpec, *, models: dict[str, nn.Module], input
 
     from edgeflow.export.onnx import export_onnx
     from edgeflow.latency.units import split_units
-    from edgeflow.transports import open_transport
-    from edgeflow.transports.client import time_in_turn_on_device
+    from edgeflow.targets import open_transport
+    from edgeflow.targets.agent_client import time_in_turn_on_device
 
     backend = _table_backend(device, backend)
     units = {name: split_units(module, input_shape) for name, module in models.items()}

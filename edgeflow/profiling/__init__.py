@@ -1,6 +1,6 @@
 """Measurement on a runtime: where every latency, memory peak and cost figure comes from.
 
-A run flows through these in order: :mod:`~edgeflow.profiling.run` decides *where* an artifact is
+A run flows through these in order: :mod:`~edgeflow.targets.run` decides *where* an artifact is
 timed (this process, the agent over SSH, trtexec, a phone, or an estimate when no device is attached);
 :mod:`~edgeflow.profiling.profile` compiles and times it here with :mod:`~edgeflow.profiling.loop`
 (the timing loop) while :mod:`~edgeflow.profiling.memory` tracks peak memory and

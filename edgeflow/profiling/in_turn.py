@@ -5,7 +5,7 @@ one after another within each round, round after round, and quoting the median o
 them under the same drift: a transient slowdown touches one round of every artifact, not all of one.
 ``optimize``'s fastest-preset choice, the search (its lookup table, its final comparison), device
 calibration and the nightly all time through :func:`time_in_turn`. Its twin on a device is the
-benchmark agent's ``in-turn`` command (``edgeflow/transports/agent.py``, standalone by design: it runs
+benchmark agent's ``in-turn`` command (``edgeflow/targets/agent.py``, standalone by design: it runs
 where edgeflow is not installed).
 """
 

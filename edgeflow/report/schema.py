@@ -16,8 +16,8 @@ from edgeflow.train import TrainStats
 
 if TYPE_CHECKING:
     from edgeflow.artifact import Artifact
-    from edgeflow.profiling.run import DeviceStats
     from edgeflow.recipe import VariantSpec
+    from edgeflow.targets.run import DeviceStats
 
 SCHEMA_VERSION = 2  # 2: latency_ms may be None, with an estimate instead
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edgeflow.device import AdbSpec, DeviceSpec
 from edgeflow.errors import DeviceError
-from edgeflow.transports.base import CommandResult, Transport
+from edgeflow.targets.transport import CommandResult, Transport
 
 
 class AdbTransport(Transport):

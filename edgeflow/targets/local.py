@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from edgeflow.errors import DeviceError
-from edgeflow.transports.base import Transport
+from edgeflow.targets.transport import Transport
 
 
 class LocalTransport(Transport):

@@ -21,12 +21,14 @@ import numpy as np
 from pydantic import BaseModel
 
 from edgeflow.artifact import Artifact
+from edgeflow.backends.base import RuntimeSettings
 from edgeflow.device import DeviceSpec
 from edgeflow.errors import DeviceError
-from edgeflow.profiling.stats import LatencyStats
+from edgeflow.profiling.loop import ProfileConfig
+from edgeflow.profiling.stats import LatencyStats, TimingStats
 
 if TYPE_CHECKING:
-    from edgeflow.transports import Transport
+    from edgeflow.targets import Transport
 
 _METRICS = {
     "Throughput": "throughput_qps",
@@ -171,7 +173,7 @@ def time_with_trtexec(
     the engine (cached here by TensorRT version, GPU, precision and shape: engines do not carry between
     GPUs or TensorRT versions)."""
     from edgeflow.backends.tensorrt import engine_cache_folder, engine_cache_key
-    from edgeflow.transports import open_transport
+    from edgeflow.targets import open_transport
 
     transport = transport or open_transport(device)
     trtexec = device.ssh.trtexec if device.ssh is not None else "trtexec"
@@ -209,4 +211,23 @@ def time_with_trtexec(
         d2h_median_ms=summary.d2h.median if summary.d2h else None,
         throughput_qps=summary.throughput_qps, tensorrt_version=summary.tensorrt_version, gpu=summary.device,
         engine_cache=str(cached), address=transport.address, command=shlex.join(argv),
+    )  # fmt: skip
+
+
+def time_artifact(
+    artifact: Artifact,
+    *,
+    device: DeviceSpec,
+    backend: str,
+    precision: str,
+    profile: ProfileConfig,
+    settings: RuntimeSettings | None = None,
+    inputs: np.ndarray | None = None,
+) -> TimingStats:
+    """trtexec's timing of ``artifact`` on the device (the engine built there), as a record."""
+    trt = time_with_trtexec(artifact, device=device, precision=precision)
+    return TimingStats(
+        latency_ms=trt.latency_ms, memory=None, runtime_version=f"TensorRT {trt.tensorrt_version}",
+        execution_precision=precision,
+        runtime_settings={"gpu": trt.gpu, "address": trt.address, "command": trt.command},
     )  # fmt: skip

@@ -7,14 +7,17 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
+import numpy as np
 from pydantic import BaseModel
 
 from edgeflow.artifact import Artifact
+from edgeflow.backends.base import RuntimeSettings
 from edgeflow.device import DeviceSpec
 from edgeflow.errors import DeviceError
 from edgeflow.profiling.layers import LayerProfileStats, summarize
+from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.profiling.memory import MemoryStats
-from edgeflow.profiling.stats import LatencyStats
+from edgeflow.profiling.stats import LatencyStats, TimingStats
 
 
 class RunsStats(BaseModel):
@@ -178,7 +181,7 @@ def time_with_benchmark_model(
     """Push the ``.tflite`` to the phone, time it there with ``benchmark_model`` (the binary pushed once, like
     ``onnxruntime_perf_test``; ``adb.litert_benchmark_binary`` names it), then run it ``profile_runs`` times more
     with the operator profiler for the per-operator table (it costs time per operator: never in the timing)."""
-    from edgeflow.transports.adb import run_tool_on_phone
+    from edgeflow.targets.adb import run_tool_on_phone
 
     binary = device.adb.litert_benchmark_binary if device.adb is not None else "benchmark_model"
     timed, profiled = (
@@ -193,3 +196,28 @@ def time_with_benchmark_model(
         )
     )  # fmt: skip
     return timed.model_copy(update={"operators": profiled.operators})
+
+
+def time_artifact(
+    artifact: Artifact,
+    *,
+    device: DeviceSpec,
+    backend: str,
+    precision: str,
+    profile: ProfileConfig,
+    settings: RuntimeSettings | None = None,
+    inputs: np.ndarray | None = None,
+) -> TimingStats:
+    """LiteRT's ``benchmark_model`` timing of ``artifact`` on the attached phone, as a record (with its
+    per-operator table)."""
+    result = time_with_benchmark_model(artifact, device=device)
+    return TimingStats(
+        latency_ms=result.latency_stats(device=device.name), memory=result.memory_stats(),
+        runtime_version="LiteRT (benchmark_model)", execution_precision=precision,
+        runtime_settings={
+            "tool": "benchmark_model", "delegate": result.delegate, "threads": result.threads,
+            "iterations": result.runs.count, "init_ms": result.init_ms,
+            "percentiles": "p50 is the tool's median; p90 its p95 and p99 its max (upper bounds)",
+            "operators": [op.model_dump() for op in result.operators],
+        },
+    )  # fmt: skip

@@ -23,8 +23,8 @@ from edgeflow.errors import DeviceError
 from edgeflow.profiling.in_turn import InTurnStats
 from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.profiling.memory import MemoryStats
-from edgeflow.profiling.stats import LatencyStats
-from edgeflow.transports import Transport, open_transport
+from edgeflow.profiling.stats import LatencyStats, TimingStats
+from edgeflow.targets import Transport, open_transport
 
 AGENT = Path(__file__).parent / "agent.py"
 HOST_STATE = Path(__file__).parents[1] / "profiling" / "host_state.py"
@@ -191,3 +191,24 @@ def time_in_turn_on_device(
     rounds = {Path(name).name: values for name, values in data["p50_ms"].items()}
     noisy = {Path(name).name: count for name, count in data["noisy_rounds"].items()}
     return data["version"], InTurnStats(rounds_ms=rounds, samples_ms={}, noisy_rounds=noisy)
+
+
+def time_artifact(
+    artifact: Artifact,
+    *,
+    device: DeviceSpec,
+    backend: str,
+    precision: str,
+    profile: ProfileConfig,
+    settings: RuntimeSettings | None = None,
+    inputs: np.ndarray | None = None,
+) -> TimingStats:
+    """The benchmark agent's timing of ``artifact`` on ``device`` (and the logits of ``inputs``), as a record."""
+    timing, logits = time_on_device(
+        artifact, device=device, backend=backend, config=profile, settings=settings, inputs=inputs
+    )
+    return TimingStats(
+        latency_ms=timing.latency_ms, memory=timing.memory, runtime_version=timing.runtime_version,
+        execution_precision=str(timing.settings.get("execution_precision", "unknown")),
+        runtime_settings={**timing.settings, "address": timing.address}, logits=logits,
+    )  # fmt: skip

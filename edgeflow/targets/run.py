@@ -37,6 +37,7 @@ from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.profiling.memory import MemoryStats
 from edgeflow.profiling.profile import ProfileStats, compile_and_profile, compile_and_time
 from edgeflow.profiling.stats import LatencyStats, TimingStats
+from edgeflow.registry import load_entry
 
 Plan = Literal["local", "agent", "trtexec", "perf_test", "benchmark_model", "estimate"]
 
@@ -104,7 +105,7 @@ def timing_plan(device: DeviceSpec, backend: str) -> tuple[Plan, str]:
         return timer, f"{where} on {device.ssh.host}"
     if shutil.which("adb") is None:
         return "estimate", "adb is not installed here, so no phone is attached: latency estimated"
-    from edgeflow.transports.adb import AdbTransport
+    from edgeflow.targets.adb import AdbTransport
 
     state = AdbTransport(device).state()
     if state != "device":
@@ -116,6 +117,16 @@ def timing_plan(device: DeviceSpec, backend: str) -> tuple[Plan, str]:
 
 
 _TOOL_NAMES = {"benchmark_model": "LiteRT's benchmark_model", "perf_test": "onnxruntime_perf_test"}
+
+
+# What times an artifact on a device that is not this machine: each lives beside the tool it runs (and the parser
+# of that tool's output), and takes the same arguments (:func:`time_remotely`).
+REMOTE_TIMERS = {
+    "agent": "edgeflow.targets.agent_client:time_artifact",
+    "trtexec": "edgeflow.targets.trtexec:time_artifact",
+    "perf_test": "edgeflow.targets.perf_test:time_artifact",
+    "benchmark_model": "edgeflow.targets.benchmark_model:time_artifact",
+}
 
 
 def time_remotely(
@@ -132,48 +143,11 @@ def time_remotely(
     """Time ``artifact`` on a remote device by ``plan`` (``agent``, ``trtexec``, ``perf_test``, ``benchmark_model``);
     with ``inputs`` the agent also returns the logits the device's runtime computed for them. Serves ``optimize``
     and ``profile``."""
-    from edgeflow.backends.perf_test import time_with_perf_test
-    from edgeflow.backends.trtexec import time_with_trtexec
-    from edgeflow.transports.client import time_on_device
-
-    if plan == "agent":
-        timing, logits = time_on_device(
-            artifact, device=device, backend=backend, config=profile, settings=settings, inputs=inputs
-        )
-        return TimingStats(
-            latency_ms=timing.latency_ms, memory=timing.memory, runtime_version=timing.runtime_version,
-            execution_precision=str(timing.settings.get("execution_precision", "unknown")),
-            runtime_settings={**timing.settings, "address": timing.address}, logits=logits,
-        )  # fmt: skip
-    if plan == "benchmark_model":
-        from edgeflow.backends.benchmark_model import time_with_benchmark_model
-
-        result = time_with_benchmark_model(artifact, device=device)
-        return TimingStats(
-            latency_ms=result.latency_stats(device=device.name), memory=result.memory_stats(),
-            runtime_version="LiteRT (benchmark_model)", execution_precision=precision,
-            runtime_settings={
-                "tool": "benchmark_model", "delegate": result.delegate, "threads": result.threads,
-                "iterations": result.runs.count, "init_ms": result.init_ms,
-                "percentiles": "p50 is the tool's median; p90 its p95 and p99 its max (upper bounds)",
-                "operators": [op.model_dump() for op in result.operators],
-            },
-        )  # fmt: skip
-    if plan == "perf_test":
-        summary = time_with_perf_test(artifact, device=device)
-        return TimingStats(
-            latency_ms=summary.latency_stats(), memory=None, runtime_version="onnxruntime (onnxruntime_perf_test)",
-            execution_precision=precision,
-            runtime_settings={"tool": "onnxruntime_perf_test", "iterations": summary.iterations},
-        )  # fmt: skip
-    if plan != "trtexec":
+    if plan not in REMOTE_TIMERS:
         raise ValueError(f"{plan!r} is not a remote timing plan")
-    trt = time_with_trtexec(artifact, device=device, precision=precision)
-    return TimingStats(
-        latency_ms=trt.latency_ms, memory=None, runtime_version=f"TensorRT {trt.tensorrt_version}",
-        execution_precision=precision,
-        runtime_settings={"gpu": trt.gpu, "address": trt.address, "command": trt.command},
-    )  # fmt: skip
+    timer = load_entry(REMOTE_TIMERS[plan])
+    return timer(artifact, device=device, backend=backend, precision=precision, profile=profile, settings=settings,
+                 inputs=inputs)  # fmt: skip
 
 
 def run_on_device(

@@ -6,12 +6,15 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
+import numpy as np
 from pydantic import BaseModel
 
 from edgeflow.artifact import Artifact
+from edgeflow.backends.base import RuntimeSettings
 from edgeflow.device import DeviceSpec
 from edgeflow.errors import DeviceError
-from edgeflow.profiling.stats import LatencyStats
+from edgeflow.profiling.loop import ProfileConfig
+from edgeflow.profiling.stats import LatencyStats, TimingStats
 
 
 class PerfTestStats(BaseModel):
@@ -85,7 +88,7 @@ def perf_test_command(*, binary: str, model: str, iterations: int = 500, threads
 
 def time_with_perf_test(artifact: Artifact, *, device: DeviceSpec, iterations: int = 500) -> PerfTestStats:
     """Push the ``.ort`` (or ``.onnx``) model to the phone, run ``onnxruntime_perf_test`` there, parse it."""
-    from edgeflow.transports.adb import run_tool_on_phone
+    from edgeflow.targets.adb import run_tool_on_phone
 
     binary = device.adb.benchmark_binary if device.adb is not None else "onnxruntime_perf_test"
     (output,) = run_tool_on_phone(
@@ -94,3 +97,22 @@ def time_with_perf_test(artifact: Artifact, *, device: DeviceSpec, iterations: i
                                                   threads=device.runtime.threads)],
     )  # fmt: skip
     return parse_perf_test(output, device=device.name)
+
+
+def time_artifact(
+    artifact: Artifact,
+    *,
+    device: DeviceSpec,
+    backend: str,
+    precision: str,
+    profile: ProfileConfig,
+    settings: RuntimeSettings | None = None,
+    inputs: np.ndarray | None = None,
+) -> TimingStats:
+    """``onnxruntime_perf_test``'s timing of ``artifact`` on the attached phone, as a record."""
+    summary = time_with_perf_test(artifact, device=device)
+    return TimingStats(
+        latency_ms=summary.latency_stats(), memory=None, runtime_version="onnxruntime (onnxruntime_perf_test)",
+        execution_precision=precision,
+        runtime_settings={"tool": "onnxruntime_perf_test", "iterations": summary.iterations},
+    )  # fmt: skip

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edgeflow.device import DeviceSpec, SshSpec
 from edgeflow.errors import DeviceError
-from edgeflow.transports.base import CommandResult, Transport
+from edgeflow.targets.transport import CommandResult, Transport
 
 
 class SshTransport(Transport):

@@ -9,7 +9,7 @@ It prints one JSON object on stdout; on a problem it prints {"error": "..."} and
                           [--threads N] [--inputs x.npy --outputs logits.npy]
     python3 agent.py in-turn --models a.onnx b.onnx --runtime openvino [--rounds 5 --max-seconds 0.5]
 
-edgeflow drives it from ``edgeflow/transports/client.py``.
+edgeflow drives it from ``edgeflow/targets/agent_client.py``.
 """
 
 import argparse
