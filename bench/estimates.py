@@ -18,11 +18,11 @@ import torch
 from edgeflow.device import load_device
 from edgeflow.export.onnx import export_onnx
 from edgeflow.io import write_text
-from edgeflow.latency.calibration import device_timer
 from edgeflow.latency.roofline import estimate_roofline
 from edgeflow.latency.table import LookupTable, cache_folder, default_table_path, least_squares
 from edgeflow.models import create_model
 from edgeflow.profiling.cost import artifact_cost
+from edgeflow.targets.calibration import device_timer
 
 MODELS = "mobilenet_v2,mobilenet_v3_large,mobilenet_v3_small,mnasnet1_0,efficientnet_b0,resnet18,squeezenet1_1"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 
 def main() -> None:
-    from edgeflow.backends import artifact_from_path, choose_backend, get_backend
-    from edgeflow.device import load_device
+    from edgeflow.backends import artifact_from_path, get_backend
+    from edgeflow.device import choose_backend, load_device
     from edgeflow.profiling.in_turn import time_in_turn
     from edgeflow.profiling.loop import ProfileConfig
 

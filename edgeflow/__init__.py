@@ -1,6 +1,6 @@
 """edgeflow: compress a CNN for an edge device, export it, measure it there, and report.
 
-The public API (the CLI calls exactly these):
+The public API (defined in :mod:`edgeflow.api`, which the CLI calls and nothing else):
 
     >>> import edgeflow
     >>> report = edgeflow.optimize("mobilenetv3", device="cpu", recipe="demo")  # doctest: +SKIP
@@ -20,8 +20,8 @@ _LAZY = {
     "profile": "edgeflow.api",
     "evaluate": "edgeflow.api",
     "quantize": "edgeflow.api",
-    "search": "edgeflow.netadapt.run",
-    "run_nightly": "edgeflow.nightly.run",
+    "search": "edgeflow.api",
+    "run_nightly": "edgeflow.api",
     "create_model": "edgeflow.models",
     "list_models": "edgeflow.models",
     "load_device": "edgeflow.device",
@@ -30,12 +30,10 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from edgeflow.api import evaluate, export, optimize, profile, quantize
+    from edgeflow.api import evaluate, export, optimize, profile, quantize, run_nightly, search
     from edgeflow.data import load_data
     from edgeflow.device import load_device
     from edgeflow.models import create_model, list_models
-    from edgeflow.netadapt.run import search
-    from edgeflow.nightly.run import run_nightly
     from edgeflow.recipe import load_recipe
 
 

@@ -1,5 +1,10 @@
-"""The public entries behind the CLI, notebooks and tests: each one checks its inputs and calls the code that
-does the work (``optimize``'s steps are in :mod:`edgeflow.workflow`).
+"""The public verbs behind the CLI, notebooks and tests: the CLI imports nothing else of edgeflow. Each checks its
+inputs and calls the code that does the work (``optimize``'s steps are in :mod:`edgeflow.workflow`; ``search``
+is NetAdapt's, ``run_nightly`` the nightly's, ``quantize`` works on a file).
+
+Verbs: optimize, search, export, profile, evaluate, quantize, run_nightly; the devices (list_devices,
+load_device, check_device, calibrate_device), the registries (list_models, list_recipes) and the farm (farm_join,
+farm_leave, farm_status).
 
 Example:
     >>> import edgeflow
@@ -13,26 +18,63 @@ from pathlib import Path
 
 from edgeflow.accuracy import AccuracyStats, evaluate_compiled
 from edgeflow.artifact import Artifact
-from edgeflow.backends import artifact_from_path, choose_backend, get_backend
-from edgeflow.compress.quantize_artifact import quantize_artifact as quantize
+from edgeflow.backends import artifact_from_path, get_backend
+from edgeflow.cluster.farm import farm_status
+from edgeflow.cluster.farm import join as farm_join
+from edgeflow.cluster.farm import leave as farm_leave
 from edgeflow.config import parse_spec
 from edgeflow.data.classes import ClassMap, read_class_order
 from edgeflow.data.load import is_builtin, load_data_for_input
 from edgeflow.data.preprocess import PreprocessSpec, as_preprocess, parse_input_shape
-from edgeflow.device import DeviceSpec, as_device
-from edgeflow.errors import ConfigError
+from edgeflow.device import DeviceSpec, as_device, choose_backend, list_devices
+from edgeflow.device import load_device as _load_device
+from edgeflow.errors import ConfigError, EdgeflowError
 from edgeflow.export.onnx import export_onnx
 from edgeflow.export.openvino import convert_to_openvino
-from edgeflow.io import staged_entries
-from edgeflow.models import model_info
+from edgeflow.io import describe_os_error, staged_entries
+from edgeflow.models import list_models, model_info
 from edgeflow.models.onnx_input import prepare_artifact
 from edgeflow.models.pretrained import has_pretrained
-from edgeflow.models.source import looks_like_file, resolve_model
+from edgeflow.netadapt.run import search
+from edgeflow.nightly.run import run_nightly
 from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.profiling.profile import ProfileStats
 from edgeflow.progress import Progress
-from edgeflow.recipe import ModelConfig, Recipe, as_recipe
+from edgeflow.quantize_file import quantize_artifact as quantize
+from edgeflow.recipe import ModelConfig, Recipe, as_recipe, list_recipes
 from edgeflow.report.schema import Report
+from edgeflow.source import looks_like_file, resolve_model
+from edgeflow.targets.agent_client import check as check_device
+from edgeflow.targets.calibration import calibrate_device
+
+__all__ = [
+    "EdgeflowError",
+    "Progress",
+    "calibrate_device",
+    "check_device",
+    "describe_os_error",
+    "evaluate",
+    "export",
+    "farm_join",
+    "farm_leave",
+    "farm_status",
+    "list_devices",
+    "list_models",
+    "list_recipes",
+    "load_device",
+    "optimize",
+    "profile",
+    "quantize",
+    "run_nightly",
+    "search",
+]
+
+
+def load_device(name_or_path: str | Path, *, host: str | None = None, key: str | None = None) -> DeviceSpec:
+    """A device by name or file, with its SSH connection overridden by ``host`` (``user@host:port``) and ``key``
+    where given (the CLI's ``--host`` and ``--key``)."""
+    device = _load_device(name_or_path)
+    return device.with_connection(host=host, key=key) if host is not None or key is not None else device
 
 
 def optimize(
@@ -130,15 +172,18 @@ def profile(
     *,
     device: str | Path | DeviceSpec = "cpu",
     backend: str | None = None,
-    config: ProfileConfig | None = None,
+    config: ProfileConfig | dict | None = None,
     input_shape: str | tuple[int, ...] | None = None,
     preprocess: str | Path | PreprocessSpec | None = None,
+    options_source: str = "profile options",
 ) -> ProfileStats:
     """Time an exported artifact (.onnx or .xml) on ``device``'s runtime: in this process for a local
     device, through the benchmark agent or trtexec for an SSH device (never estimated: a device that
     cannot be reached is an error). ``input_shape`` (or the size of ``preprocess``) fixes dynamic dimensions."""
     from edgeflow.targets.run import profile_on_device
 
+    if isinstance(config, dict):  # options as given (the CLI's): checked like a recipe's profile section
+        config = parse_spec(ProfileConfig, config, source=options_source)
     device_spec = as_device(device)
     loaded = artifact_from_path(artifact)
     prepare_artifact(loaded, input_shape=parse_input_shape(input_shape), preprocess=as_preprocess(preprocess))

@@ -15,7 +15,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgeflow.errors import EdgeflowError
+
+class _LazyApi:
+    """:mod:`edgeflow.api`, the only part of edgeflow the CLI uses, imported when a command first needs it (it
+    imports torch and the runtimes: ``edgeflow --help`` stays instant)."""
+
+    def __getattr__(self, name: str) -> Any:
+        import edgeflow.api
+
+        return getattr(edgeflow.api, name)
+
+
+api = _LazyApi()
 
 app = typer.Typer(
     add_completion=False,
@@ -61,13 +72,11 @@ def _run(call: Callable[[], Any]) -> Any:
         with warnings.catch_warnings(), _stdout_to_stderr():
             warnings.simplefilter("ignore")
             return call()
-    except EdgeflowError as error:
+    except api.EdgeflowError as error:
         error_console.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
     except OSError as error:  # the system refused (a full disk, a permission, too many open files): not a bug
-        from edgeflow.io import describe_os_error
-
-        error_console.print(f"error: {describe_os_error(error)}", markup=False, highlight=False, soft_wrap=True)
+        error_console.print(f"error: {api.describe_os_error(error)}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
     except KeyboardInterrupt:
         error_console.print("interrupted; nothing was written", markup=False)
@@ -86,9 +95,7 @@ def _print_json(data: Any) -> None:
 
 
 def _progress(enabled: bool):
-    from edgeflow.progress import Progress
-
-    return Progress.to_stderr() if enabled else Progress.silent()
+    return api.Progress.to_stderr() if enabled else api.Progress.silent()
 
 
 @app.command()
@@ -115,13 +122,12 @@ def optimize(
     as_json: bool = JsonOption,
 ) -> None:
     """Compress, export, time and evaluate MODEL on DEVICE, and write a report."""
-    from edgeflow.api import optimize as run_optimize
-    from edgeflow.device import load_device
+    run_optimize = api.optimize
 
     report = _run(
         lambda: run_optimize(
             model,
-            device=load_device(device).with_connection(host=host, key=key),
+            device=api.load_device(device, host=host, key=key),
             recipe=recipe,
             data=data,
             out=out,
@@ -177,7 +183,7 @@ def search(
     as_json: bool = JsonOption,
 ) -> None:
     """NetAdapt: shrink MODEL until its latency measured on DEVICE meets the budget."""
-    from edgeflow.netadapt.run import search as run_search
+    run_search = api.search
 
     report = _run(
         lambda: run_search(
@@ -231,7 +237,7 @@ def export(
     as_json: bool = JsonOption,
 ) -> None:
     """Export MODEL to ONNX or OpenVINO IR."""
-    from edgeflow.api import export as run_export
+    run_export = api.export
 
     artifact = _run(
         lambda: run_export(
@@ -279,21 +285,15 @@ def profile(
     as_json: bool = JsonOption,
 ) -> None:
     """Time ARTIFACT on DEVICE's runtime: latency percentiles, cold start, memory, size, MACs."""
-    from edgeflow.api import profile as run_profile
-    from edgeflow.config import parse_spec
-    from edgeflow.device import load_device
-    from edgeflow.profiling.loop import ProfileConfig
+    run_profile = api.profile
 
     result = _run(
         lambda: run_profile(
             artifact,
-            device=load_device(device).with_connection(host=host, key=key),
+            device=api.load_device(device, host=host, key=key),
             backend=backend,
-            config=parse_spec(
-                ProfileConfig,
-                {"iterations": iterations, "max_seconds": seconds, "warmup": warmup},
-                source="profile options (-n/--iterations, -t/--seconds, --warmup)",
-            ),
+            config={"iterations": iterations, "max_seconds": seconds, "warmup": warmup},
+            options_source="profile options (-n/--iterations, -t/--seconds, --warmup)",
             input_shape=input_shape,
             preprocess=preprocess,
         )
@@ -347,7 +347,7 @@ def quantize(
     as_json: bool = JsonOption,
 ) -> None:
     """Quantize ARTIFACT to INT8 for DEVICE within an accuracy budget, with evidence."""
-    from edgeflow.api import quantize as run_quantize
+    run_quantize = api.quantize
 
     if not 0 <= max_drop <= 100:
         error_console.print("error: --max-drop is in points of top-1, between 0 and 100", markup=False)
@@ -404,7 +404,7 @@ def evaluate(
     as_json: bool = JsonOption,
 ) -> None:
     """Top-1/top-5 of ARTIFACT on a data split, through the device's runtime."""
-    from edgeflow.api import evaluate as run_evaluate
+    run_evaluate = api.evaluate
 
     stats = _run(
         lambda: run_evaluate(
@@ -439,9 +439,7 @@ def evaluate(
 @app.command()
 def models(as_json: bool = JsonOption) -> None:
     """List the architectures edgeflow can build."""
-    from edgeflow.models import list_models
-
-    infos = _run(list_models)
+    infos = _run(api.list_models)
     if as_json:
         _print_json(
             [
@@ -488,9 +486,7 @@ def devices(context: typer.Context, as_json: bool = JsonOption) -> None:
 @devices_app.command("list")
 def devices_list(as_json: bool = JsonOption) -> None:
     """List the built-in devices (devices/*.yaml)."""
-    from edgeflow.device import list_devices
-
-    specs = _run(list_devices)
+    specs = _run(api.list_devices)
     if as_json:
         _print_json([spec.model_dump() for spec in specs])
         return
@@ -508,9 +504,8 @@ def devices_list(as_json: bool = JsonOption) -> None:
 @devices_app.command("show")
 def devices_show(device: str = typer.Argument(..., help="device name, alias or YAML file")) -> None:
     """Print DEVICE's descriptor as validated (defaults filled in), as JSON."""
-    from edgeflow.device import load_device
 
-    _print_json(_run(lambda: load_device(device)).model_dump())
+    _print_json(_run(lambda: api.load_device(device)).model_dump())
 
 
 @devices_app.command("check")
@@ -521,10 +516,8 @@ def devices_check(
     as_json: bool = JsonOption,
 ) -> None:
     """Reach DEVICE and list the runtimes (and versions) it has; exit 1 when one it names is missing."""
-    from edgeflow.device import load_device
-    from edgeflow.targets.agent_client import check
 
-    found = _run(lambda: check(load_device(device).with_connection(host=host, key=key)))
+    found = _run(lambda: api.check_device(api.load_device(device, host=host, key=key)))
     if as_json:
         _print_json(found.model_dump())
     else:
@@ -555,13 +548,11 @@ def devices_calibrate(
     as_json: bool = JsonOption,
 ) -> None:
     """Measure DEVICE's lookup table (block times) and fit it on whole models timed there (over SSH for ssh devices)."""
-    from edgeflow.device import load_device
-    from edgeflow.latency.calibration import calibrate_device
 
     names = [name.strip() for name in models.split(",") if name.strip()]
     fitted = _run(
-        lambda: calibrate_device(
-            load_device(device).with_connection(host=host, key=key),
+        lambda: api.calibrate_device(
+            api.load_device(device, host=host, key=key),
             models=names,
             resolution=resolution,
             backend=backend,
@@ -597,10 +588,9 @@ def nightly(
     as_json: bool = JsonOption,
 ) -> None:
     """Run a benchmark matrix, keep it in the history, and flag regressions against recent nights."""
-    from edgeflow.nightly import run_nightly
 
     report = _run(
-        lambda: run_nightly(recipe, out=out, history=history, label=label, ray=ray, progress=_progress(not as_json))
+        lambda: api.run_nightly(recipe, out=out, history=history, label=label, ray=ray, progress=_progress(not as_json))
     )
     if as_json:
         _print_json(report.model_dump(mode="json"))
@@ -643,19 +633,15 @@ def farm_join(
     cpus: int | None = typer.Option(None, "--cpus", help="CPUs this node lends (default: all)"),
 ) -> None:
     """Start Ray here as a node of the farm, one resource per device it reaches."""
-    from edgeflow.cluster.farm import join
-
     names = [name.strip() for name in devices.split(",") if name.strip()]
-    joined = _run(lambda: join(names, address=address, head=head, port=port, node_ip=node_ip, cpus=cpus))
+    joined = _run(lambda: api.farm_join(names, address=address, head=head, port=port, node_ip=node_ip, cpus=cpus))
     console.print(joined, markup=False, highlight=False)
 
 
 @farm_app.command("leave")
 def farm_leave() -> None:
     """Stop Ray on this machine (ray stop): its devices leave the farm."""
-    from edgeflow.cluster.farm import leave
-
-    _run(leave)
+    _run(api.farm_leave)
     console.print("left the farm (Ray stopped on this machine)")
 
 
@@ -667,9 +653,7 @@ def farm_status(
     """The farm's nodes, the devices each declares, and what runs on each."""
     from dataclasses import asdict
 
-    from edgeflow.cluster.farm import farm_status
-
-    farm = _run(lambda: farm_status(address))
+    farm = _run(lambda: api.farm_status(address))
     if as_json:
         _print_json(asdict(farm))
         return
@@ -688,9 +672,7 @@ def farm_status(
 @app.command()
 def recipes(as_json: bool = JsonOption) -> None:
     """List the built-in recipes (recipes/*.yaml)."""
-    from edgeflow.recipe import list_recipes
-
-    specs = _run(list_recipes)
+    specs = _run(api.list_recipes)
     if as_json:
         _print_json([spec.model_dump() for spec in specs])
         return

@@ -15,6 +15,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from edgeflow.artifact import Artifact
+from edgeflow.backends import get_backend
 from edgeflow.backends.base import RuntimeSettings
 from edgeflow.config import StrictModel, find_named_file, list_named_files, parse_spec, read_yaml
 from edgeflow.errors import ConfigError, UnknownNameError
@@ -172,3 +174,28 @@ def list_devices() -> list[DeviceSpec]:
         parse_spec(DeviceSpec, read_yaml(find_named_file(name, folder="devices", kind="device")), source=name)
         for name in list_named_files("devices")
     ]
+
+
+def choose_backend(artifact: Artifact, device: DeviceSpec, *, backend: str | None = None) -> str:
+    """The requested backend, or the device's most preferred runtime that reads this file (an ONNX already
+    quantized with QLinear* operators goes to ONNX Runtime where OpenVINO cannot read it)."""
+    readable = [name for name in device.runtimes if artifact.format in get_backend(name).formats]
+    refusals = {}
+    if backend is not None:
+        name = get_backend(backend).name
+        if name not in device.runtimes:
+            raise ConfigError(f"device {device.name} has no {name} runtime (it has: {', '.join(device.runtimes)})")
+        if artifact.format not in get_backend(name).formats:
+            raise ConfigError(f"the {name} backend cannot run {artifact.format} artifacts")
+        readable = [name]
+    for name in readable:
+        why = get_backend(name).cannot_read(artifact)
+        if why is None:
+            return name
+        refusals[name] = why
+    if not refusals:
+        raise ConfigError(f"device {device.name} has no runtime for {artifact.format} artifacts")
+    others = [name for name in device.runtimes if name not in refusals and artifact.format in get_backend(name).formats]
+    hint = f"; try --backend {others[0]}" if backend is not None and others else ""
+    reasons = "; ".join(f"{name}: {why}" for name, why in refusals.items())
+    raise ConfigError(f"no runtime of {device.name} that was tried can read {artifact.path}: {reasons}{hint}")

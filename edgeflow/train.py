@@ -18,7 +18,7 @@ from edgeflow.progress import Progress
 from edgeflow.recipe import FinetuneConfig, Recipe, TrainConfig
 
 if TYPE_CHECKING:
-    from edgeflow.models.source import ModelSource
+    from edgeflow.source import ModelSource
 
 
 class TrainStats(BaseModel):

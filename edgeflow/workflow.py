@@ -21,7 +21,6 @@ from edgeflow.accuracy import ParityStats, collect_logits, measure_parity
 from edgeflow.artifact import Artifact
 from edgeflow.backends import format_owner, get_backend
 from edgeflow.backends.base import RuntimeSettings
-from edgeflow.compress.chain import FloatArtifacts, build_variant
 from edgeflow.compress.stats import QuantizationStats
 from edgeflow.data import DataSplits
 from edgeflow.device import DeviceSpec
@@ -30,13 +29,14 @@ from edgeflow.errors import ConfigError
 from edgeflow.export.onnx import export_onnx
 from edgeflow.io import check_output_folder, ensure_writable_dir, staged_dir, unused_path
 from edgeflow.models.onnx_input import save_with_fixed_input, write_metadata
-from edgeflow.models.source import ModelSource, load_model_and_data
 from edgeflow.profiling.cost import COUNTED_FORMATS
 from edgeflow.progress import Progress
 from edgeflow.recipe import Recipe, VariantSpec
 from edgeflow.report import write_report
 from edgeflow.report.schema import ModelRecord, Report, VariantRecord
+from edgeflow.source import ModelSource, load_model_and_data
 from edgeflow.train import TrainStats, train_if_needed
+from edgeflow.variants import FloatArtifacts, build_variant
 
 _PARITY_SETTINGS = {"execution_precision": "f32"}
 
@@ -201,7 +201,7 @@ def _latency_notes(records: list[VariantRecord], device: DeviceSpec) -> list[str
 
 def _write_bundle(run: _Run, records: list[VariantRecord], *, artifacts: dict[str, Artifact]):
     """The recommended deployable variant as a ship bundle (torch eager is never shipped)."""
-    from edgeflow.export.bundle import write_bundle
+    from edgeflow.report.bundle import write_bundle
 
     chosen = next((r for r in records if r.recommended and get_backend(r.backend).ships), None)
     if chosen is None:

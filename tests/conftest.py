@@ -33,7 +33,7 @@ def _test_device() -> tuple[object | None, str]:
         return None, "needs a device: set EDGEFLOW_TEST_DEVICE to a device name or YAML file (edgeflow devices)"
     from edgeflow.device import load_device
     from edgeflow.errors import EdgeflowError
-    from edgeflow.transports.client import check
+    from edgeflow.targets.agent_client import check
 
     try:
         device = load_device(name)

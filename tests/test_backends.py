@@ -146,8 +146,7 @@ def _onnx_adding_int64_to_float(path: Path) -> Path:
 def test_onnxruntime_refusing_a_file_is_one_line(tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    from edgeflow.backends.onnxruntime import session_refusal
-    from edgeflow.models import load_onnx
+    from edgeflow.backends.onnxruntime import load_onnx, session_refusal
 
     path = _onnx_adding_int64_to_float(tmp_path / "mismatch.onnx")
     load_onnx(path)  # edgeflow's own checks pass it: the refusal is ONNX Runtime's
@@ -288,7 +287,7 @@ def test_the_agent_names_the_file_a_runtime_refuses(tmp_path: Path, capsys) -> N
     """On a device, the benchmark agent reports a refusal as the same line, for the host to show."""
     import json
 
-    from edgeflow.transports import agent
+    from edgeflow.targets import agent
 
     pytest.importorskip("ai_edge_litert.interpreter", reason="LiteRT is not installed (ai-edge-litert)")
     files = {

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeflow.backends.benchmark_app import parse_benchmark_app
 from edgeflow.errors import DeviceError, EdgeflowError
+from edgeflow.targets.benchmark_app import parse_benchmark_app
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "data" / "fixtures" / "benchmark_app"  # copied from ../shared/fixtures

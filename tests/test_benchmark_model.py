@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeflow.backends.benchmark_model import benchmark_model_command, parse_benchmark_model
 from edgeflow.errors import DeviceError
+from edgeflow.targets.benchmark_model import benchmark_model_command, parse_benchmark_model
 
 FIXTURES = Path(__file__).parent / "data" / "fixtures" / "litert_benchmark_model"  # copied from ../shared
 

@@ -16,12 +16,12 @@ from edgeflow.backends.base import RuntimeSettings
 from edgeflow.backends.openvino import read_model
 from edgeflow.compress import auto_methods
 from edgeflow.compress.accuracy_control import REVERTED
-from edgeflow.compress.chain import FloatArtifacts, build_variant, quantize_within_budget
 from edgeflow.compress.nncf_ptq import SAME_SPEED, choose_preset
 from edgeflow.data import load_data
 from edgeflow.export.onnx import export_onnx
 from edgeflow.export.openvino import convert_to_openvino
 from edgeflow.recipe import QuantizeConfig, TrainConfig, VariantSpec
+from edgeflow.variants import FloatArtifacts, build_variant, quantize_within_budget
 
 F32 = RuntimeSettings(execution_precision="f32")
 

@@ -176,10 +176,10 @@ def _search(executor, *, folder: Path, start, splits):
 
     from edgeflow.device import load_device
     from edgeflow.latency.timer import Timer
-    from edgeflow.netadapt.config import SearchConfig
     from edgeflow.netadapt.loop import Search
     from edgeflow.netadapt.state import Checkpoint, SearchState
     from edgeflow.profiling.loop import ProfileConfig
+    from edgeflow.recipe import SearchConfig
 
     config = SearchConfig.model_validate({
         "latency_ratio": 0.6, "initial_step": 0.08, "screen_top_k": 3, "holdout_samples": 60, "measure": "chosen",
@@ -203,10 +203,10 @@ def _search(executor, *, folder: Path, start, splits):
 def test_the_ray_search_chooses_what_the_search_in_one_process_chooses(farm, tmp_path):
     from edgeflow.cluster.executor import RayExecutor
     from edgeflow.cluster.session import connected
-    from edgeflow.models.source import load_model_and_data
     from edgeflow.netadapt.executor import InProcessExecutor
     from edgeflow.progress import Progress
     from edgeflow.recipe import Recipe
+    from edgeflow.source import load_model_and_data
     from edgeflow.train import train_if_needed
 
     recipe = Recipe.model_validate({

@@ -107,8 +107,8 @@ def test_checkpoint_of_other_classes_gets_a_new_head_and_is_fine_tuned(tmp_path:
 
 
 def test_checkpoint_of_the_data_classes_is_fine_tuned_only_when_asked(tmp_path: Path) -> None:
-    from edgeflow.models.source import load_model_and_data
     from edgeflow.progress import Progress
+    from edgeflow.source import load_model_and_data
     from edgeflow.train import train_if_needed
 
     path = _checkpoint(tmp_path, classes=10)

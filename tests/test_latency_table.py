@@ -8,8 +8,8 @@ import pytest
 
 from edgeflow.device import load_device
 from edgeflow.errors import DeviceError
-from edgeflow.latency.calibration import calibrate_device, estimate_from_table, load_fit
 from edgeflow.models import create_model
+from edgeflow.targets.calibration import calibrate_device, estimate_from_table, load_fit
 
 SHAPE = (1, 3, 32, 32)
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from edgeflow.export.litert import litert_available
+from edgeflow.backends.litert import litert_available
 
 pytestmark = pytest.mark.skipif(
     not litert_available(), reason="LiteRT is not installed (pip install 'edgeflow[litert]')"
@@ -283,7 +283,7 @@ def test_the_agent_times_a_tflite_over_ssh(loopback_ssh, tflite, digits16, tmp_p
     from edgeflow.device import load_device
     from edgeflow.errors import DeviceError
     from edgeflow.profiling.loop import ProfileConfig
-    from edgeflow.transports.client import check, time_on_device
+    from edgeflow.targets.agent_client import check, time_on_device
 
     path = tmp_path / "board.yaml"
     path.write_text(loopback_ssh.device_yaml(python=sys.executable, runtimes="[litert]"))

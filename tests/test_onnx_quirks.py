@@ -261,8 +261,8 @@ def test_a_recipes_resolution_fills_dynamic_sides_only(files) -> None:
     its batch of 2), a file with dynamic sides runs at 32 px, and a preprocessing size that contradicts a fixed
     file is an error."""
     from edgeflow.data.preprocess import PreprocessSpec
-    from edgeflow.models.source import load_model_and_data
     from edgeflow.recipe import load_recipe
+    from edgeflow.source import load_model_and_data
 
     quick = load_recipe("quick")
     source, splits = load_model_and_data(str(files["batch2"]), arch=None, data="digits", recipe=quick)

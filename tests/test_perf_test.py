@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeflow.backends.perf_test import parse_perf_test, perf_test_command
 from edgeflow.errors import DeviceError
+from edgeflow.targets.perf_test import parse_perf_test, perf_test_command
 
 LOG = Path(__file__).parent / "data" / "perf_test" / "composed.log"
 FIXTURES = Path(__file__).parent / "data" / "fixtures" / "onnxruntime_perf_test"  # copied from ../shared
@@ -104,7 +104,7 @@ def test_summary_as_report_statistics() -> None:
 def test_no_phone_attached_is_estimated_and_says_why() -> None:
     """The real adb with no phone on this machine: the plan is an estimate, and adb's own words say why."""
     from edgeflow.device import load_device
-    from edgeflow.profiling.run import timing_plan
+    from edgeflow.targets.run import timing_plan
 
     plan, why = timing_plan(load_device("pixel-8"), "onnxruntime")
     assert plan == "estimate"

@@ -10,8 +10,8 @@ from torch import nn
 from edgeflow.artifact import Artifact
 from edgeflow.backends import get_backend
 from edgeflow.backends.base import RuntimeSettings
+from edgeflow.backends.layers import summarize
 from edgeflow.export.onnx import export_onnx
-from edgeflow.profiling.layers import summarize
 
 SHAPE = (1, 16, 32, 32)
 

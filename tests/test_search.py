@@ -211,10 +211,10 @@ def test_lookup_table_is_kept_on_disk_and_tied_to_what_it_measured(tmp_path):
 
 def test_last_target_stops_at_the_budget():
     """The step is taken off the current latency, but no deeper than the budget."""
-    from edgeflow.netadapt.config import SearchConfig
     from edgeflow.netadapt.loop import Search
     from edgeflow.netadapt.oracle import MeasuredOracle
     from edgeflow.netadapt.state import SearchState
+    from edgeflow.recipe import SearchConfig
 
     search = Search.__new__(Search)  # _target reads only the state, the config and the oracle's kind
     search.config = SearchConfig(latency_ratio=0.5, initial_step=0.1, step_decay=1.0)

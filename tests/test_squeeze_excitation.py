@@ -10,13 +10,13 @@ import torch
 from torch import nn
 from torchvision.ops import SqueezeExcitation
 
+from edgeflow.backends.litert import litert_available
 from edgeflow.backends.openvino import read_model
 from edgeflow.compress.nncf_ptq import quantize_nncf
 from edgeflow.compress.ort_quantize import quantize_onnx_static
 from edgeflow.compress.squeeze_excitation import find_gates, node_names
 from edgeflow.compress.stats import GATE_REASON
 from edgeflow.data import load_data
-from edgeflow.export.litert import litert_available
 from edgeflow.export.onnx import export_onnx
 from edgeflow.recipe import QuantizeConfig
 

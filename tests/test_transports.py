@@ -14,8 +14,8 @@ import pytest
 from edgeflow.device import load_device
 from edgeflow.errors import DeviceError
 from edgeflow.profiling.loop import ProfileConfig
-from edgeflow.transports import open_transport
-from edgeflow.transports.client import check, time_on_device
+from edgeflow.targets import open_transport
+from edgeflow.targets.agent_client import check, time_on_device
 
 QUICK = ProfileConfig(warmup=2, iterations=30, max_seconds=1.0)
 
@@ -209,8 +209,8 @@ def test_calibrate_over_ssh_then_estimate_without_the_device(ssh_device, monkeyp
     then estimates a model of those blocks when no host is given, and declines a model it cannot cover."""
     import torch
 
-    from edgeflow.latency.calibration import calibrate, estimate_from_table, load_remote_table
     from edgeflow.models import create_model
+    from edgeflow.targets.calibration import calibrate, estimate_from_table, load_remote_table
 
     monkeypatch.setenv("EDGEFLOW_CACHE", str(tmp_path / "cache"))
     torch.manual_seed(0)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeflow.backends.trtexec import parse_summary, trtexec_command
 from edgeflow.errors import DeviceError
+from edgeflow.targets.trtexec import parse_summary, trtexec_command
 
 LOGS = Path(__file__).parent / "data" / "trtexec"
 FIXTURES = Path(__file__).parent / "data" / "fixtures" / "trtexec"  # copied from ../shared/fixtures
@@ -137,7 +137,7 @@ def test_commands_for_each_precision() -> None:
 def test_version_from_the_banner(banner: str, version: str) -> None:
     """trtexec's banner numbers its version as major x 1000 + minor x 100 + patch up to 8.x, and
     major x 10000 + minor x 100 + patch from 10.0 (8.6.1's banner broke the first parser)."""
-    from edgeflow.backends.trtexec import _tensorrt_version
+    from edgeflow.targets.trtexec import _tensorrt_version
 
     assert _tensorrt_version(f"&&&& RUNNING TensorRT.trtexec {banner} # trtexec --onnx=m.onnx") == version
     assert _tensorrt_version(f"{banner}\n[I] TensorRT version: 9.9.9\n") == "9.9.9"  # the spelled-out line wins

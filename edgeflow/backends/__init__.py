@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends.base import Backend, Compiled, FloatSources, RuntimeSettings
 from edgeflow.errors import ConfigError, ModelLoadError
 from edgeflow.registry import Registry, load_entry
-
-if TYPE_CHECKING:
-    from edgeflow.device import DeviceSpec
 
 BACKENDS: Registry[type[Backend]] = Registry("backend")
 BACKENDS.register("openvino", "edgeflow.backends.openvino:OpenVINOBackend", aliases=("ov",))
@@ -97,31 +93,6 @@ def searchable_backends() -> list[str]:
     return [backend.name for backend in all_backends() if backend.searchable]
 
 
-def choose_backend(artifact: Artifact, device: DeviceSpec, *, backend: str | None = None) -> str:
-    """The requested backend, or the device's most preferred runtime that reads this file (an ONNX already
-    quantized with QLinear* operators goes to ONNX Runtime where OpenVINO cannot read it)."""
-    readable = [name for name in device.runtimes if artifact.format in get_backend(name).formats]
-    refusals = {}
-    if backend is not None:
-        name = get_backend(backend).name
-        if name not in device.runtimes:
-            raise ConfigError(f"device {device.name} has no {name} runtime (it has: {', '.join(device.runtimes)})")
-        if artifact.format not in get_backend(name).formats:
-            raise ConfigError(f"the {name} backend cannot run {artifact.format} artifacts")
-        readable = [name]
-    for name in readable:
-        why = get_backend(name).cannot_read(artifact)
-        if why is None:
-            return name
-        refusals[name] = why
-    if not refusals:
-        raise ConfigError(f"device {device.name} has no runtime for {artifact.format} artifacts")
-    others = [name for name in device.runtimes if name not in refusals and artifact.format in get_backend(name).formats]
-    hint = f"; try --backend {others[0]}" if backend is not None and others else ""
-    reasons = "; ".join(f"{name}: {why}" for name, why in refusals.items())
-    raise ConfigError(f"no runtime of {device.name} that was tried can read {artifact.path}: {reasons}{hint}")
-
-
 __all__ = [
     "BACKENDS",
     "Backend",
@@ -130,7 +101,6 @@ __all__ = [
     "RuntimeSettings",
     "all_backends",
     "artifact_from_path",
-    "choose_backend",
     "float_artifact",
     "fp16_artifact",
     "format_owner",

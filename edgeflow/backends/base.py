@@ -18,8 +18,7 @@ from edgeflow.errors import EdgeflowError, ModelLoadError, ShapeError, first_lin
 from edgeflow.io import os_refusal
 
 if TYPE_CHECKING:
-    from edgeflow.profiling.layers import LayerProfileStats
-    from edgeflow.recipe import ExportConfig
+    from edgeflow.backends.layers import LayerProfileStats
 
 
 class RuntimeSettings(StrictModel):
@@ -72,7 +71,7 @@ class FloatSources:
     module: Any
     input_shape: tuple[int, ...]
     folder: Path
-    export: ExportConfig | None = None
+    export: Any = None  # the recipe's export section (LiteRT's input layout, ...)
     model_name: str = "model"  # for the lineage of artifacts converted from the torch model
 
 

@@ -28,6 +28,25 @@ from edgeflow.errors import ModelLoadError, RuntimeUnavailableError
 TFLITE_IDENTIFIER = b"TFL3"
 
 
+def litert_available() -> bool:
+    """Whether the converter, the quantizer and the interpreter are all installed."""
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+        import ai_edge_quantizer  # noqa: F401
+        import litert_torch  # noqa: F401
+    except Exception:  # an install without its native parts is as good as none
+        return False
+    return True
+
+
+def require_litert() -> None:
+    if not litert_available():
+        raise RuntimeUnavailableError(
+            "LiteRT is not installed here: pip install 'edgeflow[litert]' (litert-torch, ai-edge-litert, "
+            "ai-edge-quantizer)"
+        )
+
+
 def interpreter_class():
     """LiteRT's ``Interpreter``, or a clear error where ``ai-edge-litert`` is not installed."""
     try:
@@ -135,8 +154,6 @@ class LiteRTBackend(Backend):
         return ".tflite"
 
     def unavailable(self) -> str | None:
-        from edgeflow.export.litert import litert_available
-
         return None if litert_available() else "LiteRT is not installed here (pip install 'edgeflow[litert]')"
 
     def model_input(self, artifact: Artifact) -> tuple[str, list[int], str | None]:

@@ -10,8 +10,8 @@ import numpy as np
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends.base import Backend, Compiled, RuntimeSettings, loading, resolve_dims
+from edgeflow.backends.layers import LayerProfileStats, summarize
 from edgeflow.errors import ModelLoadError
-from edgeflow.profiling.layers import LayerProfileStats, summarize
 
 _PRECISION_HINTS = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
 
@@ -42,7 +42,7 @@ def read_model(artifact: Artifact):
 def check_model_file(artifact: Artifact) -> None:
     """Refuse files that are not what their suffix says, before any runtime sees them."""
     if artifact.format == "onnx":
-        from edgeflow.models import load_onnx
+        from edgeflow.backends.onnxruntime import load_onnx
 
         load_onnx(artifact.path)
     elif artifact.format == "openvino":

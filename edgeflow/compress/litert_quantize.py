@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeflow.artifact import Artifact
+from edgeflow.backends.litert import require_litert
 from edgeflow.compress.method import GateOptions, PerChannelOptions, QuantizationMethod, QuantizeJob, QuantizeOptions
 from edgeflow.compress.squeeze_excitation import find_gates, node_names
 from edgeflow.compress.stats import GATE_REASON, FloatLayer, QuantizationStats
@@ -25,7 +26,6 @@ from edgeflow.data import ImageDataset, calibration_subset
 from edgeflow.data.splits import image_stacks
 from edgeflow.environment import usable_cores
 from edgeflow.errors import ShapeError
-from edgeflow.export.litert import require_litert
 from edgeflow.io import atomic_path
 
 # LiteRT operators that hold weights: quantized when their weight tensor (input 1) is an integer.

@@ -16,27 +16,9 @@ import torch
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends.base import FloatSources
-from edgeflow.errors import ModelLoadError, RuntimeUnavailableError, first_line
+from edgeflow.backends.litert import litert_available, require_litert  # noqa: F401 - the extra's check
+from edgeflow.errors import ModelLoadError, first_line
 from edgeflow.io import atomic_path
-
-
-def litert_available() -> bool:
-    """Whether the converter, the quantizer and the interpreter are all installed."""
-    try:
-        import ai_edge_litert.interpreter  # noqa: F401
-        import ai_edge_quantizer  # noqa: F401
-        import litert_torch  # noqa: F401
-    except Exception:  # an install without its native parts is as good as none
-        return False
-    return True
-
-
-def require_litert() -> None:
-    if not litert_available():
-        raise RuntimeUnavailableError(
-            "LiteRT is not installed here: pip install 'edgeflow[litert]' (litert-torch, ai-edge-litert, "
-            "ai-edge-quantizer)"
-        )
 
 
 def export_tflite(

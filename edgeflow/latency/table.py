@@ -19,7 +19,7 @@ Both count how many timings they made and how long those took, for the search re
 
 The table is what the NetAdapt search estimates candidates with (``edgeflow.netadapt`` imports it from
 here, never the reverse) and what ``optimize`` estimates a device with when it is not attached
-(:mod:`edgeflow.latency.calibration`).
+(:mod:`edgeflow.targets.calibration`).
 """
 
 from __future__ import annotations

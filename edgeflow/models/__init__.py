@@ -8,6 +8,7 @@ Example:
     >>> model = create_model("mobilenet_v1", num_classes=10, width=0.5)
 """
 
+from edgeflow.backends.onnxruntime import load_onnx
 from edgeflow.models._registry import (
     ModelEntry,
     ModelInfo,
@@ -18,7 +19,7 @@ from edgeflow.models._registry import (
     model_info,
     register_model,
 )
-from edgeflow.models.checkpoint import LoadedWeights, load_checkpoint, load_onnx, load_weights
+from edgeflow.models.checkpoint import LoadedWeights, load_checkpoint, load_weights
 
 __all__ = [
     "LoadedWeights",

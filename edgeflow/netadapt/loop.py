@@ -35,12 +35,11 @@ from edgeflow.data import DataSplits
 from edgeflow.latency.table import LookupTable
 from edgeflow.latency.timer import Timer
 from edgeflow.netadapt import space
-from edgeflow.netadapt.config import FineTuneConfig, SearchConfig
 from edgeflow.netadapt.executor import Executor, InProcessExecutor
 from edgeflow.netadapt.oracle import MeasuredOracle, calibration_models
 from edgeflow.netadapt.state import Checkpoint, IterationRecord, ProposalRecord, SearchState, table_scale
 from edgeflow.progress import Progress
-from edgeflow.recipe import TrainConfig
+from edgeflow.recipe import FineTuneConfig, SearchConfig, TrainConfig
 from edgeflow.train import accuracy, recalibrate_batchnorm, train
 
 

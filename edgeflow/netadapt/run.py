@@ -34,9 +34,7 @@ from edgeflow.io import claim_folder, mark_folder
 from edgeflow.latency.table import LookupTable, cache_folder, default_table_path
 from edgeflow.latency.timer import Timer
 from edgeflow.models import check_resolution
-from edgeflow.models.source import ModelSource, load_model_and_data
 from edgeflow.netadapt import space
-from edgeflow.netadapt.config import SearchConfig
 from edgeflow.netadapt.executor import Executor, InProcessExecutor
 from edgeflow.netadapt.loop import Search, derived_seed, finetune
 from edgeflow.netadapt.oracle import MeasuredOracle
@@ -46,7 +44,8 @@ from edgeflow.profiling.in_turn import time_in_turn
 from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.profiling.profile import compile_and_profile
 from edgeflow.progress import Progress
-from edgeflow.recipe import Recipe, as_recipe
+from edgeflow.recipe import Recipe, SearchConfig, as_recipe
+from edgeflow.source import ModelSource, load_model_and_data
 from edgeflow.train import train_if_needed
 
 

@@ -67,7 +67,7 @@ def run_cells_here(jobs: list[CellJob], spec: NightlySpec, *, folder: Path, prog
 
 def run_cell(spec: NightlySpec, job: CellJob, *, folder: Path, progress: Progress) -> CellResult:
     """One cell through ``optimize`` into ``folder/<cell>``; a failure is the cell's record, never raised."""
-    from edgeflow.api import optimize
+    from edgeflow.workflow import run_optimize
 
     model, device, backend, precision = job.model, job.device, job.backend, job.precision
     device_name, name = device.name, job.name
@@ -79,7 +79,8 @@ def run_cell(spec: NightlySpec, job: CellJob, *, folder: Path, progress: Progres
         if job.model_error is not None:
             raise EdgeflowError(f"the model could not be prepared: {job.model_error}")
         recipe = cell_recipe(spec, backend=backend, precision=precision)
-        report = optimize(str(job.checkpoint), arch=job.arch, device=device, recipe=recipe, out=folder / name)
+        report = run_optimize(str(job.checkpoint), arch=job.arch, device=device, recipe=recipe, data=None,
+                              out=folder / name, progress=Progress.silent())  # fmt: skip
         variant = report.variants[0]
         artifact = folder / name / variant.artifact
         _drop_copies(folder / name)

@@ -106,7 +106,7 @@ def _run_nightly(spec: NightlySpec, *, out, history, label, on_ray: bool, progre
 def _check_matrix(spec: NightlySpec) -> list[DeviceSpec]:
     """Every device and model of the matrix exists, and every precision runs there: before anything runs."""
     from edgeflow.models import model_info
-    from edgeflow.models.source import looks_like_file
+    from edgeflow.source import looks_like_file
 
     devices = []
     for name in spec.matrix.devices:
@@ -148,7 +148,7 @@ def _free_label(out: Path, label: str) -> str:
 def _trained_model(model: str, spec: NightlySpec, *, cache: Path, progress: Progress):
     """(file, sha256, error): a file model as it is; a registry model trained once with the pipeline's
     training and cached across nights (keyed by everything that decides its weights)."""
-    from edgeflow.models.source import load_model_and_data, looks_like_file
+    from edgeflow.source import load_model_and_data, looks_like_file
     from edgeflow.train import train_if_needed
 
     if looks_like_file(model):

@@ -6,6 +6,6 @@ timed (this process, the agent over SSH, trtexec, a phone, or an estimate when n
 (the timing loop) while :mod:`~edgeflow.profiling.memory` tracks peak memory and
 :mod:`~edgeflow.profiling.cost` counts MACs and params from the graph; :mod:`~edgeflow.profiling.in_turn`
 times several compiled artifacts one after another, round after round, for every comparison;
-:mod:`~edgeflow.profiling.layers` reads a runtime's per-layer profile. The figures are
+:mod:`~edgeflow.backends.layers` reads a runtime's per-layer profile. The figures are
 :mod:`~edgeflow.profiling.stats` records.
 """

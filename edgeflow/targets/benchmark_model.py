@@ -12,9 +12,9 @@ from pydantic import BaseModel
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends.base import RuntimeSettings
+from edgeflow.backends.layers import LayerProfileStats, summarize
 from edgeflow.device import DeviceSpec
 from edgeflow.errors import DeviceError
-from edgeflow.profiling.layers import LayerProfileStats, summarize
 from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.profiling.memory import MemoryStats
 from edgeflow.profiling.stats import LatencyStats, TimingStats

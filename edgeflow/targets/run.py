@@ -209,8 +209,8 @@ def _estimate(artifact: Artifact, *, device: DeviceSpec, backend: str, precision
     """The device's lookup table where it was calibrated for this input size and the variant runs in float
     on the table's runtime, else the roofline from the descriptor's peak figures, counted on the float
     graph (``graph``): a QDQ graph's quantize/dequantize pairs are not layers the device runs."""
-    from edgeflow.latency.calibration import estimate_from_table
     from edgeflow.latency.roofline import estimate_roofline
+    from edgeflow.targets.calibration import estimate_from_table
 
     if module is not None and precision == "fp32" and get_backend(backend).searchable and artifact.input_shape:
         estimate = estimate_from_table(

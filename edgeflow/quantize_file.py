@@ -1,5 +1,5 @@
 """``edgeflow quantize``: quantize one exported artifact for a device, within an accuracy budget, with evidence
-(the method chain of :mod:`edgeflow.compress.chain` on a file, rather than on ``optimize``'s variants)."""
+(the method chain of :mod:`edgeflow.variants` on a file, rather than on ``optimize``'s variants)."""
 
 from __future__ import annotations
 
@@ -17,20 +17,20 @@ from edgeflow.accuracy import (
     collect_logits,
     measure_parity,
 )
-from edgeflow.backends import artifact_from_path, choose_backend, get_backend, is_quantized_artifact
+from edgeflow.backends import artifact_from_path, get_backend, is_quantized_artifact
 from edgeflow.backends.base import RuntimeSettings
 from edgeflow.compress import AUTO, auto_methods, get_method, methods_for, settings_keys
-from edgeflow.compress.chain import FloatArtifacts, quantize_within_budget
 from edgeflow.compress.stats import QuantizationStats
 from edgeflow.data.classes import read_class_order
 from edgeflow.data.load import load_data_for_input
 from edgeflow.data.preprocess import PreprocessSpec, as_preprocess, parse_input_shape
-from edgeflow.device import DeviceSpec, as_device
+from edgeflow.device import DeviceSpec, as_device, choose_backend
 from edgeflow.errors import ConfigError, ShapeError
 from edgeflow.io import staged_entries
 from edgeflow.models.onnx_input import prepare_artifact
 from edgeflow.progress import Progress
 from edgeflow.recipe import QuantizeConfig, VariantSpec
+from edgeflow.variants import FloatArtifacts, quantize_within_budget
 
 Preset = Literal["fastest", "auto", "mixed", "performance"]
 _F32 = RuntimeSettings(execution_precision="f32")
