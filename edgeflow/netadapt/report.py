@@ -10,10 +10,10 @@ from pydantic import BaseModel
 from edgeflow.io import atomic_path, write_json, write_text
 from edgeflow.latency.table import TableFit
 from edgeflow.netadapt.state import IterationRecord, SearchState, drift_corrected, measured_candidates
-from edgeflow.profiling.stats import LatencyStats
+from edgeflow.profiling.stats import LatencyStats, MeasuredStats
 
 
-class PointRecord(BaseModel):
+class PointRecord(MeasuredStats):
     """A model measured on the device and evaluated on the test split through its runtime."""
 
     name: str
@@ -24,11 +24,7 @@ class PointRecord(BaseModel):
     latency_ms: LatencyStats  # its own timing loop
     p50_in_turn_ms: float | None = None  # median over rounds in which every point was timed in turn
     rounds_ms: list[float] = []  # the per-round p50s behind it
-    measured: bool
-    execution_precision: str
     test_top1: float
-    params: int
-    macs: int
 
     def p50(self) -> float:
         """The figure models are compared by: timed in turn with the others when that was done."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
 from edgeflow.artifact import Artifact
 from edgeflow.backends import Compiled, get_backend
 from edgeflow.backends.base import RuntimeSettings
@@ -11,25 +9,21 @@ from edgeflow.device import DeviceSpec
 from edgeflow.profiling.cost import CostStats, artifact_cost
 from edgeflow.profiling.loop import ProfileConfig, time_inference
 from edgeflow.profiling.memory import MemoryProbe, MemoryStats
-from edgeflow.profiling.stats import LatencyStats, TimingStats
+from edgeflow.profiling.stats import LatencyStats, MeasuredStats, TimingStats
 
 
-class ProfileStats(BaseModel):
-    """What ``edgeflow profile`` reports for one artifact on one device."""
+class ProfileStats(MeasuredStats):
+    """What ``edgeflow profile`` reports for one artifact on one device (always measured: never estimated)."""
 
     artifact: str
     device: str
     backend: str
     runtime_version: str
     precision: str
-    execution_precision: str
     input_shape: list[int]
     latency_ms: LatencyStats
-    measured: bool  # timed on the device's runtime (always true here; estimates say false)
     memory: MemoryStats | None  # None where the runtime's tool reports none (trtexec)
     size_bytes: int
-    params: int
-    macs: int
     runtime_settings: dict
 
     @classmethod

@@ -92,3 +92,15 @@ class TimingStats:
     execution_precision: str
     runtime_settings: dict
     logits: np.ndarray | None = None  # what the device's runtime computed for the images sent (the agent)
+
+
+class MeasuredStats(BaseModel):
+    """The measured-result core every record of a timed artifact shares (``edgeflow profile``'s, a report's
+    variant, a search's point): its latency, whether that was timed on the device's runtime, the precision the
+    runtime executed, and the network's size in parameters and multiply-accumulates."""
+
+    latency_ms: LatencyStats | None = Field(description="timed on the device's runtime; None when estimated")
+    measured: bool = Field(description="true when the latency was timed on the device's runtime")
+    execution_precision: str  # what the runtime actually executed float layers in (f32, bf16, ...)
+    params: int
+    macs: int

@@ -11,7 +11,7 @@ from edgeflow.accuracy import AccuracyStats, ParityStats
 from edgeflow.compress.stats import QuantizationStats
 from edgeflow.latency import LatencyEstimate
 from edgeflow.profiling.memory import MemoryStats
-from edgeflow.profiling.stats import LatencyStats
+from edgeflow.profiling.stats import MeasuredStats
 from edgeflow.train import TrainStats
 
 if TYPE_CHECKING:
@@ -37,25 +37,21 @@ class ModelRecord(BaseModel):
     weights_notes: list[str] = []  # how a checkpoint's tensors were found and matched
 
 
-class VariantRecord(BaseModel):
-    """One artifact built, timed and evaluated on the device."""
+class VariantRecord(MeasuredStats):
+    """One artifact built, timed and evaluated on the device (its latency, precision executed, params and MACs
+    are the :class:`MeasuredStats` core)."""
 
     name: str
     backend: str
     precision: str  # of the artifact's weights and activations: fp32, int8
-    execution_precision: str  # what the runtime actually executed float layers in (f32, bf16, ...)
     artifact: str  # path relative to the report folder
     lineage: list[str]
     accuracy: AccuracyStats  # on the test split: the reported figure
     holdout_top1: float  # on the holdout split: what the recommendation is chosen on
-    latency_ms: LatencyStats | None = Field(description="timed on the device's runtime; None when estimated")
     estimate: LatencyEstimate | None = Field(default=None, description="predicted latency when not measured")
-    measured: bool = Field(description="true when the latency was timed on the device's runtime")
     latency_source: str = ""  # where it was timed, or why it is estimated
     memory: MemoryStats | None
     size_bytes: int
-    params: int
-    macs: int
     runtime_settings: dict[str, Any]
     runtime_version: str
     agreement: ParityStats | None = None  # against the float (fp32) artifact, on the same test images
