@@ -273,7 +273,7 @@ def profile(
         None,
         "--backend",
         "-b",
-        help="openvino, onnxruntime, litert or tensorrt (default: the device's first that reads the file)",
+        help="a runtime of the device (edgeflow devices show DEVICE; default: its first that reads the file)",
     ),
     iterations: int = typer.Option(1000, "--iterations", "-n", help="stop after this many timed runs"),
     seconds: float = typer.Option(10.0, "--seconds", "-t", help="... or after this many seconds"),
@@ -329,11 +329,11 @@ def quantize(
     device: str = DeviceOption,
     data: str = typer.Option("digits", "--data", help="calibration (train), budget (holdout), evidence (test)"),
     method: str = typer.Option(
-        "auto", "--method", "-m", help="auto, nncf-ptq, nncf-accuracy-control, ort-static, ort-dynamic or litert-static"
+        "auto", "--method", "-m", help="auto, or a quantization method that builds the backend's files"
     ),
     max_drop: float = typer.Option(1.0, "--max-drop", help="largest top-1 drop in points on the holdout split"),
     backend: str | None = typer.Option(
-        None, "--backend", "-b", help="openvino, onnxruntime or litert (default: device's)"
+        None, "--backend", "-b", help="a runtime of the device (default: its first that reads the file)"
     ),
     subset_size: int = typer.Option(300, "--subset-size", help="calibration images"),
     preset: str = typer.Option(
@@ -394,7 +394,7 @@ def evaluate(
     artifact: Path = typer.Argument(..., help="an exported .onnx, OpenVINO .xml or LiteRT .tflite file"),
     data: str = typer.Option("digits", "--data", help="digits, digits-hard, or an ImageFolder directory"),
     device: str = DeviceOption,
-    backend: str | None = typer.Option(None, "--backend", "-b", help="openvino, onnxruntime or litert"),
+    backend: str | None = typer.Option(None, "--backend", "-b", help="a runtime of the device that reads the file"),
     split: str = typer.Option("test", "--split", help="test (reported accuracy), holdout, or all (every image)"),
     labels: Path | None = LabelsOption,
     class_map: Path | None = ClassMapOption,
@@ -541,7 +541,7 @@ def devices_calibrate(
     ),
     resolution: int = typer.Option(128, "--resolution", help="input side in pixels"),
     backend: str | None = typer.Option(
-        None, "--backend", "-b", help="openvino, onnxruntime or litert (default: device's)"
+        None, "--backend", "-b", help="a runtime of the device (default: its first that reads the file)"
     ),
     host: str | None = HostOption,
     key: str | None = KeyOption,

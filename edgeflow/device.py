@@ -13,16 +13,15 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgeflow.artifact import Artifact
-from edgeflow.backends import get_backend
+from edgeflow.backends import BACKENDS, get_backend
 from edgeflow.backends.base import RuntimeSettings
 from edgeflow.config import StrictModel, find_named_file, list_named_files, parse_spec, read_yaml
 from edgeflow.errors import ConfigError, UnknownNameError
 
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
-Runtime = Literal["openvino", "onnxruntime", "torch", "tensorrt", "executorch", "litert"]
 
 
 class SshSpec(StrictModel):
@@ -84,7 +83,16 @@ class DeviceSpec(StrictModel):
     transport: Literal["local", "ssh", "adb"] = "local"
     ssh: SshSpec | None = None
     adb: AdbSpec | None = None
-    runtimes: list[Runtime] = Field(min_length=1, description="in order of preference")
+    runtimes: list[str] = Field(min_length=1, description="registered backends, in order of preference")
+
+    @field_validator("runtimes")
+    @classmethod
+    def _known_runtimes(cls, names: list[str]) -> list[str]:
+        try:
+            return [BACKENDS.resolve(name) for name in names]
+        except UnknownNameError as exc:
+            raise ValueError(str(exc)) from None
+
     precisions: list[Precision] = Field(min_length=1)
     memory_limit_mb: int | None = Field(default=None, ge=1)
     peak: PeakSpec | None = None

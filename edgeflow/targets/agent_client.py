@@ -25,6 +25,7 @@ from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.profiling.memory import MemoryStats
 from edgeflow.profiling.stats import LatencyStats, TimingStats
 from edgeflow.targets import Transport, open_transport
+from edgeflow.targets.transport import TimingRequest
 
 AGENT = Path(__file__).parent / "agent.py"
 HOST_STATE = Path(__file__).parents[1] / "profiling" / "host_state.py"
@@ -193,20 +194,12 @@ def time_in_turn_on_device(
     return data["version"], InTurnStats(rounds_ms=rounds, samples_ms={}, noisy_rounds=noisy)
 
 
-def time_artifact(
-    artifact: Artifact,
-    *,
-    device: DeviceSpec,
-    backend: str,
-    precision: str,
-    profile: ProfileConfig,
-    settings: RuntimeSettings | None = None,
-    inputs: np.ndarray | None = None,
-) -> TimingStats:
+def time_artifact(request: TimingRequest) -> TimingStats:
     """The benchmark agent's timing of ``artifact`` on ``device`` (and the logits of ``inputs``), as a record."""
     timing, logits = time_on_device(
-        artifact, device=device, backend=backend, config=profile, settings=settings, inputs=inputs
-    )
+        request.artifact, device=request.device, backend=request.backend, config=request.profile,
+        settings=request.settings, inputs=request.inputs,
+    )  # fmt: skip
     return TimingStats(
         latency_ms=timing.latency_ms, memory=timing.memory, runtime_version=timing.runtime_version,
         execution_precision=str(timing.settings.get("execution_precision", "unknown")),

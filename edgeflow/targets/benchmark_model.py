@@ -7,17 +7,15 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-import numpy as np
 from pydantic import BaseModel
 
 from edgeflow.artifact import Artifact
-from edgeflow.backends.base import RuntimeSettings
 from edgeflow.backends.layers import LayerProfileStats, summarize
 from edgeflow.device import DeviceSpec
 from edgeflow.errors import DeviceError
-from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.profiling.memory import MemoryStats
 from edgeflow.profiling.stats import LatencyStats, TimingStats
+from edgeflow.targets.transport import TimingRequest
 
 
 class RunsStats(BaseModel):
@@ -198,22 +196,13 @@ def time_with_benchmark_model(
     return timed.model_copy(update={"operators": profiled.operators})
 
 
-def time_artifact(
-    artifact: Artifact,
-    *,
-    device: DeviceSpec,
-    backend: str,
-    precision: str,
-    profile: ProfileConfig,
-    settings: RuntimeSettings | None = None,
-    inputs: np.ndarray | None = None,
-) -> TimingStats:
+def time_artifact(request: TimingRequest) -> TimingStats:
     """LiteRT's ``benchmark_model`` timing of ``artifact`` on the attached phone, as a record (with its
     per-operator table)."""
-    result = time_with_benchmark_model(artifact, device=device)
+    result = time_with_benchmark_model(request.artifact, device=request.device)
     return TimingStats(
-        latency_ms=result.latency_stats(device=device.name), memory=result.memory_stats(),
-        runtime_version="LiteRT (benchmark_model)", execution_precision=precision,
+        latency_ms=result.latency_stats(device=request.device.name), memory=result.memory_stats(),
+        runtime_version="LiteRT (benchmark_model)", execution_precision=request.precision,
         runtime_settings={
             "tool": "benchmark_model", "delegate": result.delegate, "threads": result.threads,
             "iterations": result.runs.count, "init_ms": result.init_ms,

@@ -6,15 +6,13 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-import numpy as np
 from pydantic import BaseModel
 
 from edgeflow.artifact import Artifact
-from edgeflow.backends.base import RuntimeSettings
 from edgeflow.device import DeviceSpec
 from edgeflow.errors import DeviceError
-from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.profiling.stats import LatencyStats, TimingStats
+from edgeflow.targets.transport import TimingRequest
 
 
 class PerfTestStats(BaseModel):
@@ -99,20 +97,11 @@ def time_with_perf_test(artifact: Artifact, *, device: DeviceSpec, iterations: i
     return parse_perf_test(output, device=device.name)
 
 
-def time_artifact(
-    artifact: Artifact,
-    *,
-    device: DeviceSpec,
-    backend: str,
-    precision: str,
-    profile: ProfileConfig,
-    settings: RuntimeSettings | None = None,
-    inputs: np.ndarray | None = None,
-) -> TimingStats:
+def time_artifact(request: TimingRequest) -> TimingStats:
     """``onnxruntime_perf_test``'s timing of ``artifact`` on the attached phone, as a record."""
-    summary = time_with_perf_test(artifact, device=device)
+    summary = time_with_perf_test(request.artifact, device=request.device)
     return TimingStats(
         latency_ms=summary.latency_stats(), memory=None, runtime_version="onnxruntime (onnxruntime_perf_test)",
-        execution_precision=precision,
+        execution_precision=request.precision,
         runtime_settings={"tool": "onnxruntime_perf_test", "iterations": summary.iterations},
     )  # fmt: skip

@@ -38,6 +38,7 @@ from edgeflow.profiling.memory import MemoryStats
 from edgeflow.profiling.profile import ProfileStats, compile_and_profile, compile_and_time
 from edgeflow.profiling.stats import LatencyStats, TimingStats
 from edgeflow.registry import load_entry
+from edgeflow.targets.transport import TimingRequest
 
 Plan = Literal["local", "agent", "trtexec", "perf_test", "benchmark_model", "estimate"]
 
@@ -145,9 +146,8 @@ def time_remotely(
     and ``profile``."""
     if plan not in REMOTE_TIMERS:
         raise ValueError(f"{plan!r} is not a remote timing plan")
-    timer = load_entry(REMOTE_TIMERS[plan])
-    return timer(artifact, device=device, backend=backend, precision=precision, profile=profile, settings=settings,
-                 inputs=inputs)  # fmt: skip
+    request = TimingRequest(artifact, device, backend, precision, profile, settings=settings, inputs=inputs)
+    return load_entry(REMOTE_TIMERS[plan])(request)
 
 
 def run_on_device(

@@ -9,8 +9,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from edgeflow.artifact import Artifact
+from edgeflow.backends.base import RuntimeSettings
 from edgeflow.device import DeviceSpec
 from edgeflow.errors import DeviceError
+from edgeflow.profiling.loop import ProfileConfig
 
 
 @dataclass
@@ -100,3 +105,17 @@ class Transport(ABC):
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:300] if lines else "no message"
+
+
+@dataclass
+class TimingRequest:
+    """What a remote timer is asked (:data:`edgeflow.targets.run.REMOTE_TIMERS`): time ``artifact`` with ``backend``
+    on ``device`` (``settings``, else the device's), and, where the timer can, compute the logits of ``inputs``."""
+
+    artifact: Artifact
+    device: DeviceSpec
+    backend: str
+    precision: str
+    profile: ProfileConfig
+    settings: RuntimeSettings | None = None
+    inputs: np.ndarray | None = None

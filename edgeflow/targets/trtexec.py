@@ -21,11 +21,10 @@ import numpy as np
 from pydantic import BaseModel
 
 from edgeflow.artifact import Artifact
-from edgeflow.backends.base import RuntimeSettings
 from edgeflow.device import DeviceSpec
 from edgeflow.errors import DeviceError
-from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.profiling.stats import LatencyStats, TimingStats
+from edgeflow.targets.transport import TimingRequest
 
 if TYPE_CHECKING:
     from edgeflow.targets import Transport
@@ -214,20 +213,11 @@ def time_with_trtexec(
     )  # fmt: skip
 
 
-def time_artifact(
-    artifact: Artifact,
-    *,
-    device: DeviceSpec,
-    backend: str,
-    precision: str,
-    profile: ProfileConfig,
-    settings: RuntimeSettings | None = None,
-    inputs: np.ndarray | None = None,
-) -> TimingStats:
+def time_artifact(request: TimingRequest) -> TimingStats:
     """trtexec's timing of ``artifact`` on the device (the engine built there), as a record."""
-    trt = time_with_trtexec(artifact, device=device, precision=precision)
+    trt = time_with_trtexec(request.artifact, device=request.device, precision=request.precision)
     return TimingStats(
         latency_ms=trt.latency_ms, memory=None, runtime_version=f"TensorRT {trt.tensorrt_version}",
-        execution_precision=precision,
+        execution_precision=request.precision,
         runtime_settings={"gpu": trt.gpu, "address": trt.address, "command": trt.command},
     )  # fmt: skip
