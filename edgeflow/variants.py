@@ -1,6 +1,6 @@
-"""The method chain: build each recipe variant's artifact from the run's float artifacts (fp16, or INT8 by the
-variant's method: one step each in this package), and ``auto``, which tries methods in order until the holdout
-drop fits the budget."""
+"""Each recipe variant's artifact, built from the run's float artifacts (each backend's own, asked of the backend):
+fp16 by the backend's converter, or INT8 by the variant's quantization method (:mod:`edgeflow.compress`), and
+``auto``, a policy over the registered methods that tries them in order until the holdout drop fits the budget."""
 
 from __future__ import annotations
 

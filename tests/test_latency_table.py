@@ -37,7 +37,7 @@ def test_calibrate_then_estimate(isolated_cache) -> None:
 
 
 def test_calibration_needs_the_device_reachable() -> None:
-    """An SSH device is calibrated over SSH (tests/test_transports.py); without a host it is one clear error."""
+    """An SSH device is calibrated over SSH (tests/test_targets.py); without a host it is one clear error."""
     with pytest.raises(DeviceError, match="device jetson-orin-nano: connect: no host given"):
         calibrate_device(load_device("jetson"), models=["mobilenet_v3_small"], resolution=32)
     with pytest.raises(DeviceError, match="device pixel-8: calibrate: a phone over ADB has no lookup table"):

@@ -215,7 +215,7 @@ def test_the_device_agent_feeds_a_fixed_batch_and_flattens_rank1_outputs(files, 
 
     import onnxruntime as ort
 
-    agent = Path(edgeflow.__file__).parent / "transports" / "agent.py"
+    agent = Path(edgeflow.__file__).parent / "targets" / "agent.py"
     images = np.random.default_rng(0).standard_normal((5, 3, SIDE, SIDE)).astype(np.float32)
     np.save(tmp_path / "inputs.npy", images)
     plain = ort.InferenceSession(str(files["plain"]), providers=["CPUExecutionProvider"])

@@ -1,8 +1,9 @@
 """The ship bundle: what an app or a device build needs, with a manifest that says what each file is.
 
 ``bundle/`` in a report folder holds the recommended variant's model file(s), for phones the ONNX Runtime
-mobile format (``.ort``) with the operator config a minimal ORT build needs, every LiteRT variant of the run
-(``model.tflite`` for float32, ``model_int8.tflite``, ``model_fp16.tflite``), ``labels.txt``, and
+mobile format (``.ort``) with the operator config a minimal ORT build needs, every variant of a runtime that
+ships them all (``Backend.ships_every_variant``: ``model.tflite`` for float32, ``model_int8.tflite``,
+``model_int8.pte``, ...), ``labels.txt``, and
 ``manifest.json``: input name, shape, layout, dtype and normalization (mean/std after scaling to 0..1),
 labels, the sha256 and size of every file, precision, runtime and version, the metrics with the device
 they were measured on (or ``measured: false`` and how they were estimated), and the exact commands that
@@ -85,7 +86,7 @@ def write_bundle(
     """Write ``folder`` (inside a staged report folder, so it appears whole or not at all). For phones, the
     ``.ort`` form of an ONNX artifact and, where ExecuTorch is installed and the torch ``module`` is at hand,
     a float ExecuTorch program (``model.pte``, XNNPACK). ``also`` are further variants the bundle carries beside
-    the recommended one (the run's other LiteRT files)."""
+    the recommended one (the run's other files of a runtime that ships every variant)."""
     folder.mkdir(parents=True, exist_ok=True)
     files: list[tuple[Path, str]] = []
     deployables = []
