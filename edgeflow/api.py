@@ -242,11 +242,11 @@ def evaluate(
 
 
 def _infer_precision(artifact: Artifact) -> None:
-    """Mark an artifact int8 when its graph carries quantization."""
+    """Mark an artifact int8 when its graph carries quantization ("unknown" where the file cannot tell)."""
     from edgeflow.backends import is_quantized_artifact
 
-    if is_quantized_artifact(artifact):
+    quantized = is_quantized_artifact(artifact)
+    if quantized is None:
+        artifact.precision = "unknown"
+    elif quantized:
         artifact.precision = "int8"
-
-
-__all__ = ["evaluate", "export", "optimize", "profile", "quantize"]  # quantize: the step's own entry

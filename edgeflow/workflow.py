@@ -210,7 +210,7 @@ def _write_bundle(run: _Run, records: list[VariantRecord], *, artifacts: dict[st
     run.progress.stage(f"ship bundle of {chosen.name}" + (f" (and {len(also)} more files)" if also else ""))
     return write_bundle(
         folder=run.stage / "bundle", record=chosen, artifact=artifacts[chosen.name], model_name=run.source.name,
-        splits=run.splits, device=run.device, module=run.source.module, also=also,
+        splits=run.splits, device=run.device, also=also,
     )  # fmt: skip
 
 

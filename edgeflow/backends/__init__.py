@@ -63,14 +63,14 @@ def format_owner(format: str) -> Backend:
     raise ConfigError(f"no runtime of this host reads {format} artifacts")
 
 
-def is_quantized_artifact(artifact: Artifact) -> bool:
+def is_quantized_artifact(artifact: Artifact) -> bool | None:
     """Whether a file already carries quantization, asked of the runtime that owns its format (an ONNX read as
     ONNX: QDQ pairs, QLinear* or *Integer nodes; an IR through OpenVINO; a ``.tflite`` through LiteRT's
-    interpreter; ...)."""
+    interpreter; a ``.pte`` as edgeflow's programs say); None where the file cannot tell."""
     owner = format_owner(artifact.format)
     if owner.quantized_check is None:
-        raise ConfigError(f"cannot tell whether a {artifact.format} file is quantized")
-    return bool(load_entry(owner.quantized_check)(artifact))
+        return None
+    return load_entry(owner.quantized_check)(artifact)
 
 
 def float_artifact(backend: str, sources: FloatSources) -> Artifact:

@@ -122,6 +122,8 @@ class Backend(ABC):
     fp16_converter: ClassVar[str | None] = None
     #: says whether a file of a format it :attr:`computes_accuracy_for` already carries quantization
     quantized_check: ClassVar[str | None] = None
+    #: counts the MACs and params of a file of its format where OpenVINO's graph reader cannot (a .tflite, ...)
+    cost_counter: ClassVar[str | None] = None
 
     @abstractmethod
     def compile(self, artifact: Artifact, *, settings: RuntimeSettings, layer_profile: bool = False) -> Compiled:

@@ -84,6 +84,8 @@ class ExecuTorchBackend(Backend):
     needs_module = True  # lowered from the torch model (torch.export), not from the ONNX
     extra = "executorch"
     exporter = "edgeflow.export.executorch:float_pte"
+    quantized_check = "edgeflow.export.executorch:is_int8_program"
+    cost_counter = "edgeflow.export.executorch:program_cost"
 
     def suffix(self) -> str:
         return ".pte"
@@ -127,7 +129,7 @@ class ExecuTorchBackend(Backend):
             settings={
                 "delegate": "XNNPACK",
                 "threads": int(bindings._threadpool_get_thread_count()),
-                "execution_precision": "int8" if artifact.precision == "int8" else "f32",
+                "execution_precision": {"int8": "int8", "fp32": "f32"}.get(artifact.precision, "unknown"),
             },
             program=program,
             method=method._method,

@@ -149,6 +149,7 @@ class LiteRTBackend(Backend):
     exporter = "edgeflow.export.litert:float_tflite"
     fp16_converter = "edgeflow.export.litert:compress_tflite_fp16"
     quantized_check = "edgeflow.compress.litert_quantize:is_quantized_file"
+    cost_counter = "edgeflow.profiling.cost:count_litert_cost"
 
     def suffix(self) -> str:
         return ".tflite"

@@ -18,7 +18,7 @@ from edgeflow.compress.stats import QuantizationStats
 from edgeflow.data import calibration_subset
 from edgeflow.data.splits import image_stacks
 from edgeflow.errors import ModelLoadError, first_line
-from edgeflow.export.executorch import write_program
+from edgeflow.export.executorch import program_cost, write_program
 
 _WEIGHTED = {"conv2d", "linear", "conv1d", "conv_transpose2d"}
 
@@ -56,7 +56,8 @@ def quantize_pt2e(job: QuantizeJob) -> tuple[Artifact, QuantizationStats]:
                 f"ExecuTorch's PT2E quantizer could not quantize the model: {first_line(exc)}"
             ) from None
         quantized = _quantized_layers(converted)
-        write_program(exported, path=job.path)
+        cost = program_cost(job.base) if job.base.format == "executorch" else None
+        write_program(exported, path=job.path, int8=True, cost=cost)
     summary = QuantizationStats(
         method="executorch-pt2e",
         settings={

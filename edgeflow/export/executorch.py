@@ -14,8 +14,9 @@ import torch
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends.base import FloatSources
-from edgeflow.errors import ModelLoadError, first_line
+from edgeflow.errors import ConfigError, ModelLoadError, first_line
 from edgeflow.io import atomic_path
+from edgeflow.profiling.cost import CostStats, artifact_cost
 
 # Graph nodes that are not operators on the image: the delegate call itself and tuple access.
 _NOT_OPERATORS = {"getitem", "executorch_call_delegate", "alloc"}
@@ -31,37 +32,53 @@ def executorch_available() -> bool:
 
 
 def float_pte(sources: FloatSources) -> Artifact:
-    """ExecuTorch's float artifact: the torch model lowered to XNNPACK (``model_fp32.pte``)."""
-    artifact = export_pte(sources.module, input_shape=sources.input_shape, path=sources.folder / "model_fp32.pte")
+    """ExecuTorch's float artifact: the torch model lowered to XNNPACK (``model_fp32.pte``), its cost counted on
+    the run's float ONNX."""
+    artifact = export_pte(sources.module, input_shape=sources.input_shape, path=sources.folder / "model_fp32.pte",
+                          cost=artifact_cost(sources.onnx))  # fmt: skip
     artifact.lineage = [f"torch {sources.model_name}", *artifact.lineage]
     return artifact
 
 
-def export_pte(module: torch.nn.Module, *, input_shape: tuple[int, ...], path: Path) -> Artifact:
+def export_pte(
+    module: torch.nn.Module, *, input_shape: tuple[int, ...], path: Path, cost: CostStats | None = None
+) -> Artifact:
     """``module`` (float, eval) exported with torch.export and lowered to XNNPACK, written to ``path``."""
     example = (torch.zeros(input_shape),)
     try:
         exported = torch.export.export(module.eval(), example)
     except Exception as exc:  # torch.export refuses some Python control flow: say so, in one line
         raise ModelLoadError(f"ExecuTorch could not export the model: {first_line(exc)}") from None
-    write_program(exported, path=path)
+    write_program(exported, path=path, cost=cost)
     return Artifact(format="executorch", path=path, input_shape=tuple(input_shape),
                     lineage=["torch->executorch (torch.export, XNNPACK)"])  # fmt: skip
 
 
-def write_program(exported: torch.export.ExportedProgram, *, path: Path) -> None:
-    """Lower ``exported`` to XNNPACK and write the program; refuse one with an operator left outside XNNPACK."""
+# Constant methods edgeflow adds to the programs it writes, since the XNNPACK payload is opaque: whether the program
+# is int8 (1) or float (0), and the network's params and MACs (counted on its float ONNX). A program written
+# elsewhere has none of them.
+PRECISION_METHOD = "edgeflow_int8"
+COST_METHODS = ("edgeflow_params", "edgeflow_macs")
+
+
+def write_program(
+    exported: torch.export.ExportedProgram, *, path: Path, int8: bool = False, cost: CostStats | None = None
+) -> None:
+    """Lower ``exported`` to XNNPACK and write the program (saying its precision and ``cost``); refuse one with an
+    operator left outside XNNPACK."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
     try:
-        edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+        edge = to_edge_transform_and_lower(
+            exported, partitioner=[XnnpackPartitioner()], constant_methods=_constants(int8=int8, cost=cost)
+        )
     except Exception as exc:
         raise ModelLoadError(f"ExecuTorch could not lower the model to XNNPACK: {first_line(exc)}") from None
     left = undelegated_operators(edge)
     if left:
         raise ModelLoadError(
-            f"ExecuTorch: {', '.join(left)} has no XNNPACK lowering (the program would run it on portable kernels, "
+            f"ExecuTorch: no XNNPACK lowering for {', '.join(left)} (the program would run it on portable kernels, "
             "which a phone build may lack); replace the layer or choose another runtime"
         )
     program = edge.to_executorch()
@@ -98,3 +115,37 @@ def _operator_name(target) -> str:
         return schema.name.replace("::", ".")
     name = getattr(target, "__name__", None) or str(target)
     return name.rsplit(".", 1)[0] if name.count(".") >= 2 else name
+
+
+def is_int8_program(artifact: Artifact) -> bool | None:
+    """Whether a ``.pte`` is an int8 program, as the program says (edgeflow's own); None for one written
+    elsewhere, which does not say."""
+    program = _program(artifact)
+    if PRECISION_METHOD not in program.method_names:
+        return None
+    return bool(program.load_method(PRECISION_METHOD).execute([])[0])
+
+
+def program_cost(artifact: Artifact) -> CostStats:
+    """The params and MACs an edgeflow program carries (a program written elsewhere cannot say: an error)."""
+    program = _program(artifact)
+    if not set(COST_METHODS) <= set(program.method_names):
+        raise ConfigError(f"{artifact.path}: this ExecuTorch program does not say its MACs and params (edgeflow's "
+                          "programs do); profile the ONNX it was made from for them")  # fmt: skip
+    params, macs = (int(program.load_method(name).execute([])[0]) for name in COST_METHODS)
+    return CostStats(params=params, macs=macs)
+
+
+def _program(artifact: Artifact):
+    from edgeflow.backends.executorch import check_pte, executorch_runtime
+
+    runtime, _ = executorch_runtime()
+    check_pte(artifact.path)
+    return runtime.get().load_program(str(artifact.path))
+
+
+def _constants(*, int8: bool, cost: CostStats | None) -> dict[str, int]:
+    constants = {PRECISION_METHOD: int(int8)}
+    if cost is not None:
+        constants.update(zip(COST_METHODS, (cost.params, cost.macs), strict=True))
+    return constants

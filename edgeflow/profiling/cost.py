@@ -103,9 +103,13 @@ def artifact_cost(artifact: Artifact) -> CostStats:
         ShapeError: the graph has a dynamic height or width and the artifact has no input shape, or a
             convolution's or matrix product's shape cannot be found (a count of 0 for it would be wrong).
     """
-    if artifact.format == "litert":
-        return count_tflite_cost(artifact.path)
-    if artifact.format not in {"onnx", "openvino"}:
+    if artifact.format not in COUNTED_FORMATS:
+        from edgeflow.backends import format_owner
+        from edgeflow.registry import load_entry
+
+        counter = format_owner(artifact.format).cost_counter
+        if counter is not None:  # the runtime's own reader of its format (LiteRT's operators, ...)
+            return load_entry(counter)(artifact)
         raise ConfigError(f"cannot count MACs of a {artifact.format} artifact; give its exported graph")
     if artifact.format == "onnx":
         import openvino as ov
@@ -308,6 +312,11 @@ def _shapes_from_a_run(model, names: list[str], *, feeds: dict[str, tuple], sour
             f"Runtime cannot run the graph to find it ({first_line(exc)})"
         ) from None
     return {name: tuple(int(size) for size in np.shape(value)) for name, value in zip(names, values, strict=True)}
+
+
+def count_litert_cost(artifact: Artifact) -> CostStats:
+    """:func:`count_tflite_cost` of a LiteRT artifact (the counter the LiteRT backend declares)."""
+    return count_tflite_cost(artifact.path)
 
 
 def count_tflite_cost(path) -> CostStats:

@@ -80,12 +80,10 @@ def write_bundle(
     model_name: str,
     splits: DataSplits,
     device: DeviceSpec,
-    module=None,
     also: list[tuple[VariantRecord, Artifact]] = (),
 ) -> Manifest:
     """Write ``folder`` (inside a staged report folder, so it appears whole or not at all). For phones, the
-    ``.ort`` form of an ONNX artifact and, where ExecuTorch is installed and the torch ``module`` is at hand,
-    a float ExecuTorch program (``model.pte``, XNNPACK). ``also`` are further variants the bundle carries beside
+    ``.ort`` form of an ONNX artifact. ``also`` are further variants the bundle carries beside
     the recommended one (the run's other files of a runtime that ships every variant)."""
     folder.mkdir(parents=True, exist_ok=True)
     files: list[tuple[Path, str]] = []
