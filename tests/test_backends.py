@@ -19,7 +19,7 @@ F32 = RuntimeSettings(execution_precision="f32")
 
 
 def test_registry_is_lazy_and_complete() -> None:
-    assert BACKENDS.names() == ["litert", "onnxruntime", "openvino", "tensorrt", "torch"]
+    assert BACKENDS.names() == ["executorch", "litert", "onnxruntime", "openvino", "tensorrt", "torch"]
     assert BACKENDS.resolve("ov") == "openvino" and BACKENDS.resolve("trt") == "tensorrt"
     assert BACKENDS.resolve("tflite") == "litert"
     import subprocess
@@ -28,8 +28,8 @@ def test_registry_is_lazy_and_complete() -> None:
     # registered by import path: importing edgeflow and its backends never imports TensorRT or LiteRT (asked of a
     # fresh interpreter: in this one, other tests may have imported them)
     code = (
-        "import sys, edgeflow, edgeflow.backends.litert, edgeflow.backends.tensorrt; "
-        "print([m for m in ('tensorrt', 'ai_edge_litert') if m in sys.modules])"
+        "import sys, edgeflow, edgeflow.backends.litert, edgeflow.backends.tensorrt, edgeflow.backends.executorch; "
+        "print([m for m in ('tensorrt', 'ai_edge_litert', 'executorch') if m in sys.modules])"
     )
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert imported == "[]"

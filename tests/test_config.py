@@ -65,7 +65,7 @@ def test_variant_precision_rules(tmp_path: Path) -> None:
     assert load("{name: a, backend: tensorrt, precision: fp16}").execution_precision == "f16"
     with pytest.raises(ConfigError, match="method nncf-ptq does not build tensorrt artifacts"):
         load("{name: a, backend: tensorrt, precision: int8, quantize: {method: nncf-ptq}}")
-    with pytest.raises(ConfigError, match="int8 variants run on openvino, onnxruntime, litert, tensorrt, not torch"):
+    with pytest.raises(ConfigError, match="int8 variants run on openvino, onnxruntime, litert, tensorrt, executorch, not torch"):
         load("{name: a, backend: torch, precision: int8}")
     with pytest.raises(ConfigError, match="method ort-static does not build openvino artifacts"):
         load("{name: a, backend: openvino, precision: int8, quantize: {method: ort-static}}")
@@ -117,9 +117,11 @@ def test_unknown_names_and_missing_files() -> None:
 
 def test_device_unknown_runtime(tmp_path: Path) -> None:
     path = tmp_path / "dev.yaml"
-    path.write_text("name: dev\nruntimes: [tflite]\nprecisions: [fp32]\n")
-    with pytest.raises(ConfigError, match=r"dev\.yaml.*runtimes\.0"):
+    path.write_text("name: dev\nruntimes: [coreml]\nprecisions: [fp32]\n")
+    with pytest.raises(ConfigError, match=r"dev\.yaml: key 'runtimes': unknown backend 'coreml'"):
         load_device(path)
+    path.write_text("name: dev\nruntimes: [tflite, ov]\nprecisions: [fp32]\n")  # aliases name the backends
+    assert load_device(path).runtimes == ["litert", "openvino"]
 
 
 def test_resolution_multiplier() -> None:
