@@ -15,7 +15,7 @@ from edgeflow.data.augment import AugmentedImages
 from edgeflow.errors import ConfigError
 from edgeflow.models.head import head_parameters
 from edgeflow.progress import Progress
-from edgeflow.recipe import FinetuneConfig, Recipe, TrainConfig
+from edgeflow.recipe import FinetuneConfig, TrainConfig
 
 if TYPE_CHECKING:
     from edgeflow.source import ModelSource
@@ -307,29 +307,36 @@ def _at_side(dataset: ImageDataset, side: int | None) -> ImageDataset:
 
 
 def train_if_needed(
-    source: ModelSource, splits: DataSplits, *, recipe: Recipe, progress: Progress
+    source: ModelSource,
+    splits: DataSplits,
+    *,
+    train_config: TrainConfig,
+    finetune_config: FinetuneConfig,
+    seed: int,
+    progress: Progress,
 ) -> TrainStats | None:
-    """Train ``source`` on ``splits.train``: from random weights with the recipe's ``train`` when it has none;
-    fine-tuned with its ``finetune`` when its weights' head was replaced for the data's classes (or when
-    ``finetune.when`` is ``always``)."""
+    """Train ``source`` on ``splits.train``: from random weights with a recipe's ``train`` section when it has
+    none; fine-tuned with its ``finetune`` section when its weights' head was replaced for the data's classes (or
+    when ``finetune.when`` is ``always``). Example: ``train_if_needed(source, splits, train_config=recipe.train,
+    finetune_config=recipe.finetune, seed=recipe.seed, progress=progress)``."""
     if source.module is None:
         return None
     if not source.trained:
-        budget = f", at most {recipe.train.minutes:g} min" if recipe.train.minutes is not None else ""
+        budget = f", at most {train_config.minutes:g} min" if train_config.minutes is not None else ""
         progress.stage(
-            f"train {source.name} on {splits.name} ({recipe.train.epochs} epochs{budget}): it has no weights"
+            f"train {source.name} on {splits.name} ({train_config.epochs} epochs{budget}): it has no weights"
         )
         stats = train(
             source.module,
             splits.train,
-            config=recipe.train,
+            config=train_config,
             holdout=splits.holdout,
-            seed=recipe.seed,
+            seed=seed,
             progress=progress,
         )
         source.trained = True
         return stats
-    when = recipe.finetune.when
+    when = finetune_config.when
     if when == "never" or (when == "auto" and not source.new_head):
         return None
     classes = f"{splits.num_classes} classes" + (", new head" if source.new_head else "")
@@ -337,10 +344,10 @@ def train_if_needed(
     return finetune(
         source.module,
         splits.train,
-        config=recipe.finetune,
+        config=finetune_config,
         new_head=source.new_head,
         started_from=source.weights or source.name,
         holdout=splits.holdout,
-        seed=recipe.seed,
+        seed=seed,
         progress=progress,
     )

@@ -65,7 +65,9 @@ def test_variant_precision_rules(tmp_path: Path) -> None:
     assert load("{name: a, backend: tensorrt, precision: fp16}").execution_precision == "f16"
     with pytest.raises(ConfigError, match="method nncf-ptq does not build tensorrt artifacts"):
         load("{name: a, backend: tensorrt, precision: int8, quantize: {method: nncf-ptq}}")
-    with pytest.raises(ConfigError, match="int8 variants run on openvino, onnxruntime, litert, tensorrt, executorch, not torch"):
+    with pytest.raises(
+        ConfigError, match="int8 variants run on openvino, onnxruntime, litert, tensorrt, executorch, not torch"
+    ):
         load("{name: a, backend: torch, precision: int8}")
     with pytest.raises(ConfigError, match="method ort-static does not build openvino artifacts"):
         load("{name: a, backend: openvino, precision: int8, quantize: {method: ort-static}}")

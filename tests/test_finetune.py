@@ -115,7 +115,14 @@ def test_checkpoint_of_the_data_classes_is_fine_tuned_only_when_asked(tmp_path: 
 
     def run(recipe):
         source, splits = load_model_and_data(str(path), arch=ARCH, data="digits", recipe=recipe)
-        return source, train_if_needed(source, splits, recipe=recipe, progress=Progress.silent())
+        return source, train_if_needed(
+            source,
+            splits,
+            train_config=recipe.train,
+            finetune_config=recipe.finetune,
+            seed=recipe.seed,
+            progress=Progress.silent(),
+        )
 
     kept, training = run(_quick())
     assert training is None and not kept.new_head  # 10 outputs taken as the 10 classes
