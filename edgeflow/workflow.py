@@ -80,14 +80,8 @@ def run_optimize(
         )
     with staged_dir(out, reading=reading) as stage:
         run = _Run(source=source, splits=splits, recipe=recipe_spec, device=device_spec, stage=stage, progress=progress)
-        training = train_if_needed(
-            source,
-            splits,
-            train_config=recipe_spec.train,
-            finetune_config=recipe_spec.finetune,
-            seed=recipe_spec.seed,
-            progress=progress,
-        )
+        training = train_if_needed(source, splits, train_config=recipe_spec.train, finetune_config=recipe_spec.finetune,
+                                   seed=recipe_spec.seed, progress=progress)  # fmt: skip
         if source.module is not None:  # the trained model (a search's start: search/ holds what it changed)
             torch.save(source.module.state_dict(), stage / "model.pt")
         with _trained_weights_kept(stage / "model.pt", trained=training is not None, out=out, run=run):

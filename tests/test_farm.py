@@ -216,14 +216,8 @@ def test_the_ray_search_chooses_what_the_search_in_one_process_chooses(farm, tmp
     })  # fmt: skip
     torch.manual_seed(0)
     source, splits = load_model_and_data("mobilenet_v3_small", arch=None, data="digits", recipe=recipe)
-    train_if_needed(
-        source,
-        splits,
-        train_config=recipe.train,
-        finetune_config=recipe.finetune,
-        seed=recipe.seed,
-        progress=Progress.silent(),
-    )
+    train_if_needed(source, splits, train_config=recipe.train, finetune_config=recipe.finetune,
+                    seed=recipe.seed, progress=Progress.silent())  # fmt: skip
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in each Ray task (1 CPU each): the same arithmetic, bit for bit
     try:

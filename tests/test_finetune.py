@@ -115,14 +115,9 @@ def test_checkpoint_of_the_data_classes_is_fine_tuned_only_when_asked(tmp_path: 
 
     def run(recipe):
         source, splits = load_model_and_data(str(path), arch=ARCH, data="digits", recipe=recipe)
-        return source, train_if_needed(
-            source,
-            splits,
-            train_config=recipe.train,
-            finetune_config=recipe.finetune,
-            seed=recipe.seed,
-            progress=Progress.silent(),
-        )
+        training = train_if_needed(source, splits, train_config=recipe.train, finetune_config=recipe.finetune,
+                                   seed=recipe.seed, progress=Progress.silent())  # fmt: skip
+        return source, training
 
     kept, training = run(_quick())
     assert training is None and not kept.new_head  # 10 outputs taken as the 10 classes

@@ -207,14 +207,8 @@ def adapt(
             source.trained = True
         else:
             torch.manual_seed(recipe.seed)
-            train_if_needed(
-                source,
-                splits,
-                train_config=recipe.train,
-                finetune_config=recipe.finetune,
-                seed=recipe.seed,
-                progress=progress,
-            )
+            train_if_needed(source, splits, train_config=recipe.train, finetune_config=recipe.finetune,
+                            seed=recipe.seed, progress=progress)  # fmt: skip
             checkpoint.save_weights("start.pt", source.module, folder="")
 
     def timer() -> Timer:

@@ -165,14 +165,8 @@ def _trained_model(model: str, spec: NightlySpec, *, cache: Path, progress: Prog
             torch.manual_seed(pipeline.seed)
             recipe = cell_recipe(spec, backend=format_owner("onnx").name, precision="fp32")  # any runtime: it trains
             source, splits = load_model_and_data(model, arch=None, data=pipeline.data, recipe=recipe)
-            train_if_needed(
-                source,
-                splits,
-                train_config=recipe.train,
-                finetune_config=recipe.finetune,
-                seed=recipe.seed,
-                progress=progress,
-            )
+            train_if_needed(source, splits, train_config=recipe.train, finetune_config=recipe.finetune,
+                            seed=recipe.seed, progress=progress)  # fmt: skip
             ensure_writable_dir(cache)
             temporary = checkpoint.with_name(f".{checkpoint.name}.tmp")
             torch.save(source.module.state_dict(), temporary)
