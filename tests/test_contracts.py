@@ -134,3 +134,45 @@ def test_method_builds_an_int8_artifact_its_backend_runs(method: str, backend: s
         logits, _ = collect_logits(runtime.compile(artifact, settings=F32), splits.test, max_samples=64)
         agreement = float(np.mean(float_logits.argmax(1) == logits.argmax(1)))
         assert agreement >= 0.8, f"{method} on {backend}: int8 agrees with float on {agreement:.0%} of images"
+
+
+def test_every_target_is_registered_under_its_own_name() -> None:
+    from edgeflow.targets.target import TARGETS, get_target
+
+    for name in TARGETS.names():
+        assert get_target(name).name == name
+
+
+@pytest.mark.parametrize("name", ["local", "agent"])
+def test_target_times_one_with_logits_and_several_in_turn(name: str, tiny, tmp_path: Path) -> None:
+    """This process and the benchmark agent (here through a subprocess: the same agent an SSH device runs) time
+    one artifact with the logits of the images sent, and several in turn, by name."""
+    from edgeflow.targets.target import get_target
+    from edgeflow.targets.transport import TimingRequest
+
+    sources, splits = tiny
+    target, device, profile = (
+        get_target(name),
+        load_device("cpu"),
+        ProfileConfig(warmup=1, iterations=5, max_seconds=0.1),
+    )
+    images = np.stack([splits.test[index][0].numpy() for index in range(4)])
+    timing = target.time(
+        TimingRequest(sources.onnx, device, "onnxruntime", "fp32", profile, settings=F32, inputs=images)
+    )
+    assert timing.latency_ms.p50 > 0 and target.computes_logits and timing.logits.shape == (4, 10)
+    with torch.inference_mode():
+        expected = sources.module(torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(timing.logits, expected, rtol=1e-3, atol=1e-4)
+    second = export_onnx(sources.module, input_shape=SHAPE, path=tmp_path / "second.onnx")
+    timed = target.time_in_turn({"a": sources.onnx, "b": second}, device=device, backend="onnxruntime",
+                                profile=profile, rounds=2)  # fmt: skip
+    assert set(timed.rounds_ms) == {"a", "b"} and all(len(values) == 2 for values in timed.rounds_ms.values())
+
+
+def test_a_tool_target_times_one_artifact_at_a_time() -> None:
+    from edgeflow.targets.target import get_target
+
+    with pytest.raises(NotImplementedError, match="trtexec times one artifact at a time"):
+        get_target("trtexec").time_in_turn({}, device=load_device("cpu"), backend="tensorrt",
+                                           profile=ProfileConfig(), rounds=1)  # fmt: skip

@@ -2,7 +2,8 @@
 trtexec on a Jetson, a benchmark tool on a phone, or an estimate where none is attached.
 
 * :mod:`~edgeflow.targets.run` decides where an artifact is timed and evaluated (``timing_plan``) and does it
-  (``run_on_device``); a remote plan is a timer beside the tool it runs (``REMOTE_TIMERS``);
+  (``run_on_device``); each plan is a :class:`~edgeflow.targets.target.Target` (``TARGETS``): it times one
+  artifact, times several in turn where it can, and says whether it computes logits;
 * the transports reach a device: :mod:`~edgeflow.targets.local`, :mod:`~edgeflow.targets.ssh` (OpenSSH
   client), :mod:`~edgeflow.targets.adb`, over :class:`~edgeflow.targets.transport.Transport`;
 * the benchmark agent (:mod:`~edgeflow.targets.agent`, standalone: it runs on the device) and its client

@@ -25,6 +25,7 @@ from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.profiling.memory import MemoryStats
 from edgeflow.profiling.stats import LatencyStats, TimingStats
 from edgeflow.targets import Transport, open_transport
+from edgeflow.targets.target import Target, file_names
 from edgeflow.targets.transport import TimingRequest
 
 AGENT = Path(__file__).parent / "agent.py"
@@ -205,3 +206,28 @@ def time_artifact(request: TimingRequest) -> TimingStats:
         execution_precision=str(timing.settings.get("execution_precision", "unknown")),
         runtime_settings={**timing.settings, "address": timing.address}, logits=logits,
     )  # fmt: skip
+
+
+class AgentTarget(Target):
+    """A device over SSH (or this machine through a subprocess): the benchmark agent times there and computes the
+    logits of the evaluation images with the device's own runtime."""
+
+    name = "agent"
+    computes_logits = True
+
+    def time(self, request: TimingRequest) -> TimingStats:
+        return time_artifact(request)
+
+    def time_in_turn(
+        self, artifacts: dict[str, Artifact], *, device: DeviceSpec, backend: str, profile: ProfileConfig, rounds: int
+    ) -> InTurnStats:
+        names = file_names(artifacts)
+        _version, timed = time_in_turn_on_device(
+            [Path(artifact.path) for artifact in artifacts.values()], device=device, backend=backend, rounds=rounds,
+            max_seconds=profile.max_seconds, warmup=profile.warmup,
+        )  # fmt: skip
+        by_file = {file: name for name, file in names.items()}
+        return InTurnStats(
+            rounds_ms={by_file[file]: values for file, values in timed.rounds_ms.items()}, samples_ms={},
+            noisy_rounds={by_file[file]: count for file, count in timed.noisy_rounds.items()},
+        )  # fmt: skip

@@ -15,6 +15,7 @@ from edgeflow.device import DeviceSpec
 from edgeflow.errors import DeviceError
 from edgeflow.profiling.memory import MemoryStats
 from edgeflow.profiling.stats import LatencyStats, TimingStats
+from edgeflow.targets.target import Target
 from edgeflow.targets.transport import TimingRequest
 
 
@@ -210,3 +211,13 @@ def time_artifact(request: TimingRequest) -> TimingStats:
             "operators": [op.model_dump() for op in result.operators],
         },
     )  # fmt: skip
+
+
+class BenchmarkModelTarget(Target):
+    """LiteRT's benchmark_model on an attached phone, with its per-operator table; accuracy from LiteRT's
+    interpreter on this host."""
+
+    name = "benchmark_model"
+
+    def time(self, request: TimingRequest) -> TimingStats:
+        return time_artifact(request)

@@ -12,6 +12,7 @@ from edgeflow.artifact import Artifact
 from edgeflow.device import DeviceSpec
 from edgeflow.errors import DeviceError
 from edgeflow.profiling.stats import LatencyStats, TimingStats
+from edgeflow.targets.target import Target
 from edgeflow.targets.transport import TimingRequest
 
 
@@ -105,3 +106,12 @@ def time_artifact(request: TimingRequest) -> TimingStats:
         execution_precision=request.precision,
         runtime_settings={"tool": "onnxruntime_perf_test", "iterations": summary.iterations},
     )  # fmt: skip
+
+
+class PerfTestTarget(Target):
+    """ONNX Runtime's onnxruntime_perf_test on an attached phone; accuracy from ONNX Runtime on this host."""
+
+    name = "perf_test"
+
+    def time(self, request: TimingRequest) -> TimingStats:
+        return time_artifact(request)

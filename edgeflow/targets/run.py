@@ -37,7 +37,7 @@ from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.profiling.memory import MemoryStats
 from edgeflow.profiling.profile import ProfileStats, compile_and_profile, compile_and_time
 from edgeflow.profiling.stats import LatencyStats, TimingStats
-from edgeflow.registry import load_entry
+from edgeflow.targets.target import get_target
 from edgeflow.targets.transport import TimingRequest
 
 Plan = Literal["local", "agent", "trtexec", "perf_test", "benchmark_model", "estimate"]
@@ -120,16 +120,6 @@ def timing_plan(device: DeviceSpec, backend: str) -> tuple[Plan, str]:
 _TOOL_NAMES = {"benchmark_model": "LiteRT's benchmark_model", "perf_test": "onnxruntime_perf_test"}
 
 
-# What times an artifact on a device that is not this machine: each lives beside the tool it runs (and the parser
-# of that tool's output), and takes the same arguments (:func:`time_remotely`).
-REMOTE_TIMERS = {
-    "agent": "edgeflow.targets.agent_client:time_artifact",
-    "trtexec": "edgeflow.targets.trtexec:time_artifact",
-    "perf_test": "edgeflow.targets.perf_test:time_artifact",
-    "benchmark_model": "edgeflow.targets.benchmark_model:time_artifact",
-}
-
-
 def time_remotely(
     artifact: Artifact,
     *,
@@ -144,10 +134,8 @@ def time_remotely(
     """Time ``artifact`` on a remote device by ``plan`` (``agent``, ``trtexec``, ``perf_test``, ``benchmark_model``);
     with ``inputs`` the agent also returns the logits the device's runtime computed for them. Serves ``optimize``
     and ``profile``."""
-    if plan not in REMOTE_TIMERS:
-        raise ValueError(f"{plan!r} is not a remote timing plan")
     request = TimingRequest(artifact, device, backend, precision, profile, settings=settings, inputs=inputs)
-    return load_entry(REMOTE_TIMERS[plan])(request)
+    return get_target(plan).time(request)
 
 
 def run_on_device(

@@ -109,7 +109,7 @@ def _last_line(text: str) -> str:
 
 @dataclass
 class TimingRequest:
-    """What a remote timer is asked (:data:`edgeflow.targets.run.REMOTE_TIMERS`): time ``artifact`` with ``backend``
+    """What a target is asked (:meth:`edgeflow.targets.target.Target.time`): time ``artifact`` with ``backend``
     on ``device`` (``settings``, else the device's), and, where the timer can, compute the logits of ``inputs``."""
 
     artifact: Artifact

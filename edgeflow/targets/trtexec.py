@@ -24,6 +24,7 @@ from edgeflow.artifact import Artifact
 from edgeflow.device import DeviceSpec
 from edgeflow.errors import DeviceError
 from edgeflow.profiling.stats import LatencyStats, TimingStats
+from edgeflow.targets.target import Target
 from edgeflow.targets.transport import TimingRequest
 
 if TYPE_CHECKING:
@@ -221,3 +222,13 @@ def time_artifact(request: TimingRequest) -> TimingStats:
         execution_precision=request.precision,
         runtime_settings={"gpu": trt.gpu, "address": trt.address, "command": trt.command},
     )  # fmt: skip
+
+
+class TrtexecTarget(Target):
+    """TensorRT's trtexec on the device (a Jetson): the engine built there and timed; accuracy from a runtime
+    of this host reading the same ONNX."""
+
+    name = "trtexec"
+
+    def time(self, request: TimingRequest) -> TimingStats:
+        return time_artifact(request)
