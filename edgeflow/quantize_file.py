@@ -74,8 +74,9 @@ def quantize_artifact(
 ) -> QuantizeStats:
     """Quantize a float ``.onnx``/``.xml``/``.tflite`` artifact to INT8 for ``device``.
 
-    ``auto`` runs NNCF PTQ (or ONNX Runtime static QDQ for an onnxruntime target) and, if the holdout
-    drop exceeds ``max_drop``, accuracy-controlled PTQ, which keeps the most sensitive layers in float.
+    ``auto`` runs the backend's default method (:mod:`edgeflow.compress`) and, while the holdout drop
+    exceeds ``max_drop``, the other methods that serve the backend and quantize a file, cheapest first
+    (accuracy-controlled PTQ, which keeps the most sensitive layers in float, for OpenVINO IR).
     When the budget cannot be met, the best artifact is kept and the result says what was reached.
     ``preset`` (NNCF PTQ): ``fastest`` builds both activation schemes and keeps the one that runs
     fastest on ``device`` within the budget; ``auto`` picks by rule (mixed for h-swish networks).

@@ -42,7 +42,7 @@ def read_model(artifact: Artifact):
 def check_model_file(artifact: Artifact) -> None:
     """Refuse files that are not what their suffix says, before any runtime sees them."""
     if artifact.format == "onnx":
-        from edgeflow.backends.onnxruntime import load_onnx
+        from edgeflow.backends.onnx_file import load_onnx
 
         load_onnx(artifact.path)
     elif artifact.format == "openvino":

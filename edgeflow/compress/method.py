@@ -1,15 +1,15 @@
 """The interface of a quantization method: one declaration each (its name, the backends it builds artifacts for,
 its own config model, one call), registered in :data:`edgeflow.compress.METHODS`.
 
-A method module ends with its declaration::
+A method module ends with its declaration (``edgeflow/compress/ort_quantize.py`` has two)::
 
-    class OrtStatic(QuantizationMethod):
-        name = "ort-static"
-        backends = ("onnxruntime", "tensorrt")
-        config = OrtStaticConfig
+    class MyStatic(QuantizationMethod):
+        name = "my-static"
+        backends = ("my-runtime",)
+        config = MyStaticConfig  # QuantizeOptions and the keys it reads
 
         def quantize(self, job: QuantizeJob) -> tuple[Artifact, QuantizationStats]:
-            return quantize_onnx_static(job.base, calibration=job.splits.train, config=job.config, ...)
+            return my_quantizer(job.base, calibration=job.splits.train, config=job.config, path=job.path)
 
 ``auto`` is a policy over the registered methods (:func:`edgeflow.compress.auto_methods`): the backend's
 default first, then every other method that serves it, cheapest :attr:`QuantizationMethod.tier` first.
@@ -49,10 +49,9 @@ class GateOptions(StrictModel):
     squeeze_excitation: Literal["int8", "float"] = Field(
         default="int8",
         description="squeeze-and-excitation gates (found in the graph: pool, 1x1 convolutions, sigmoid, multiply): "
-        "quantized like the rest, or kept in float (nncf-ptq, nncf-accuracy-control, ort-static, litert-static): "
+        "quantized like the rest, or kept in float: "
         "their INT8 rounding scales whole channels, so float gates agree more with the float model, but they hold "
-        "a third of MobileNetV3's weights, so the file grows (reports/int8-imagenette-cpu.md and "
-        "reports/litert-imagenette-cpu.md have both)",
+        "a third of MobileNetV3's weights, so the file grows (the Imagenette reports in reports/ have both)",
     )
 
 

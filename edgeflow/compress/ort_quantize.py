@@ -75,7 +75,7 @@ def is_quantized_file(artifact: Artifact) -> bool:
 
 def is_quantized_onnx(path: Path) -> bool:
     """True when an ONNX file already holds quantized ops (QDQ pairs, QLinear* or *Integer nodes)."""
-    from edgeflow.backends.onnxruntime import load_onnx
+    from edgeflow.backends.onnx_file import load_onnx
 
     return _has_quantized_ops(load_onnx(path))
 
@@ -225,14 +225,14 @@ class _ImageReader:
 
 def _float_gates(path: Path, config: OrtStaticConfig) -> list[list[str]]:
     """The squeeze-and-excitation gates of the pre-processed ONNX that stay in float."""
-    from edgeflow.backends.onnxruntime import load_onnx
+    from edgeflow.backends.onnx_file import load_onnx
 
     return find_gates(load_onnx(path)) if config.squeeze_excitation == "float" else []
 
 
 def _float_model_input(artifact: Artifact) -> tuple[str, tuple[int, ...]]:
     """The input name and static shape of a float ONNX artifact; refuses other formats and quantized files."""
-    from edgeflow.backends.onnxruntime import load_onnx
+    from edgeflow.backends.onnx_file import load_onnx
 
     if artifact.format != "onnx" or artifact.path is None:
         raise ModelLoadError(f"ONNX Runtime's tools take an .onnx artifact, not {artifact.format}")

@@ -8,7 +8,7 @@ Example:
     >>> model = create_model("mobilenet_v1", num_classes=10, width=0.5)
 """
 
-from edgeflow.backends.onnxruntime import load_onnx
+from edgeflow.backends.onnx_file import load_onnx
 from edgeflow.models._registry import (
     ModelEntry,
     ModelInfo,

@@ -111,7 +111,7 @@ def with_fixed_input(proto: Any, shape: tuple[int, ...]) -> Any:
 
 def save_with_fixed_input(source: Path, target: Path, shape: tuple[int, ...]) -> None:
     """Write ``source`` to ``target`` with its input fixed at ``shape`` (a plain copy when it already is)."""
-    from edgeflow.backends.onnxruntime import load_onnx
+    from edgeflow.backends.onnx_file import load_onnx
 
     proto = load_onnx(source)
     if input_dims(proto) == list(shape):
@@ -254,7 +254,7 @@ def prepare_artifact(
         if input_shape is not None:
             artifact.input_shape = tuple(input_shape)
         return preprocess, None
-    from edgeflow.backends.onnxruntime import load_onnx
+    from edgeflow.backends.onnx_file import load_onnx
 
     proto = load_onnx(artifact.path)
     spec = preprocess or preprocess_from_metadata(proto, source=str(artifact.path))

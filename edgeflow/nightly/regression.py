@@ -114,7 +114,7 @@ def _latency(cell: CellRecord, past: list[tuple[RunRecord, CellRecord]], config:
 def timing_units(cell: CellRecord) -> np.ndarray:
     """What a night's latency is resampled by: the per-round p50s when the cells were timed in turn (rounds
     are nearly independent; consecutive samples are not), else the raw samples, else (a tool that reports
-    only a summary, like onnxruntime_perf_test) the p50 alone: then only the nights are resampled."""
+    only a summary) the p50 alone: then only the nights are resampled."""
     rounds = cell.detail.get("round_p50_ms") if cell.detail else None
     if rounds and len(rounds) >= 2:
         return np.asarray(rounds, dtype=float)

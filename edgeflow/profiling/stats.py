@@ -1,5 +1,5 @@
 """Latency statistics of one compiled model: the record every timing path (the loop here, the agent on a
-device, trtexec, onnxruntime_perf_test) fills in."""
+device, a benchmark tool on the device) fills in."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class LatencyStats(BaseModel):
     mean: float
     min: float
     max: float
-    std: float | None  # None where the timing tool does not report it (onnxruntime_perf_test)
+    std: float | None  # None where the timing tool does not report it
     cold: float | None  # the first inference after compiling; None where the tool does not report it
     iterations: int
     warmup: int
@@ -84,10 +84,10 @@ class LatencyStats(BaseModel):
 @dataclass
 class TimingStats:
     """A latency timed on the device's runtime, with what that runtime reported about the run: every timing
-    path fills one in (this process, the agent on a device, trtexec, onnxruntime_perf_test)."""
+    path fills one in (this process, the agent on a device, a benchmark tool on the device)."""
 
     latency_ms: LatencyStats
-    memory: MemoryStats | None  # None where the tool reports none (trtexec, onnxruntime_perf_test)
+    memory: MemoryStats | None  # None where the tool reports none
     runtime_version: str
     execution_precision: str
     runtime_settings: dict
