@@ -280,3 +280,37 @@ def test_a_node_lost_mid_night_fails_its_cells_and_the_night_goes_on(farm, tmp_p
     assert removed.is_set()
     assert cells["ssh-c"].status == "failed" and "left the farm" in cells["ssh-c"].error, cells["ssh-c"].error
     assert cells["cpu"].status == "ok" and cells["cpu"].measured
+
+
+def test_the_farm_is_a_target_that_times_on_the_devices_node(farm, tmp_path):
+    """A Ray worker as a place where work runs: the file shipped to the node that declares the device (cpu: the
+    head) and timed there by that node's own target, logits included; a device over SSH (ssh-b, the second
+    node) by the benchmark agent that node drives; several files in turn, by name."""
+    import numpy as np
+    import torch
+
+    from edgeflow.cluster.session import connected
+    from edgeflow.device import load_device
+    from edgeflow.export.onnx import export_onnx
+    from edgeflow.profiling.loop import ProfileConfig
+    from edgeflow.targets.target import get_target
+    from edgeflow.targets.transport import TimingRequest
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 5))
+    first = export_onnx(module.eval(), input_shape=(1, 3, 8, 8), path=tmp_path / "first.onnx")
+    second = export_onnx(module.eval(), input_shape=(1, 3, 8, 8), path=tmp_path / "second.onnx")
+    images = np.random.default_rng(0).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    with torch.inference_mode():
+        expected = module(torch.from_numpy(images)).numpy()
+    profile = ProfileConfig(warmup=1, iterations=5, max_seconds=0.1)
+    target = get_target("farm")
+    with connected(farm["address"]):
+        for device in (load_device("cpu"), load_device(farm["devices"]["ssh-b"])):
+            request = TimingRequest(first, device, "onnxruntime", "fp32", profile, inputs=images)
+            timing = target.time(request)
+            assert timing.latency_ms.p50 > 0
+            np.testing.assert_allclose(timing.logits, expected, rtol=1e-3, atol=1e-4)
+        timed = target.time_in_turn({"a": first, "b": second}, device=load_device("cpu"), backend="onnxruntime",
+                                    profile=profile, rounds=2)  # fmt: skip
+    assert set(timed.rounds_ms) == {"a", "b"} and all(len(values) == 2 for values in timed.rounds_ms.values())

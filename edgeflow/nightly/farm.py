@@ -20,6 +20,7 @@ from pathlib import Path
 from edgeflow.cluster.executor import TaskPlace
 from edgeflow.cluster.farm import FarmStats, device_options, running_tasks, status
 from edgeflow.cluster.session import require_ray
+from edgeflow.cluster.target import unpack_artifacts
 from edgeflow.errors import ConfigError, first_line
 from edgeflow.nightly.cells import CellJob, CellResult, run_cell, time_cells_in_turn
 from edgeflow.nightly.config import NightlySpec
@@ -133,7 +134,7 @@ def time_on_node(spec: NightlySpec, cells: list[tuple[CellRecord, str]], *, pack
     from edgeflow.device import DeviceSpec
 
     with tempfile.TemporaryDirectory(prefix="edgeflow-timing-") as folder:
-        _unpack(packed, Path(folder))
+        unpack_artifacts(packed, Path(folder))
         results = []
         for record, (artifact, device_json) in cells:
             device = DeviceSpec.model_validate_json(device_json)
@@ -253,12 +254,6 @@ def _pack_files(root: Path, artifacts: list[Path]) -> bytes:
                 if path.exists() and (path == artifact or artifact.suffix == ".xml"):
                     archive.add(path, arcname=str(path.relative_to(root)))
     return buffer.getvalue()
-
-
-def _unpack(packed: bytes, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(packed)) as archive:
-        archive.extractall(folder, filter="data")  # "data": no links out, no absolute paths
 
 
 def _cells_folder(artifact: Path) -> Path:

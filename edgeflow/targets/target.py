@@ -4,7 +4,9 @@ Each target times one artifact (:meth:`Target.time`), times several in turn wher
 (:meth:`Target.time_in_turn`: round after round, so a drifting host meets every artifact alike) and says
 whether it computes logits with its timing (:attr:`Target.computes_logits`: else accuracy comes from a runtime
 of this host reading the same file). They are registered in :data:`TARGETS` by import path, named by the plan
-:func:`edgeflow.targets.run.timing_plan` chooses; an estimate is not a target (nothing runs).
+:func:`edgeflow.targets.run.timing_plan` chooses, and ``farm``: a Ray worker on the node that declares the device
+(:mod:`edgeflow.cluster.target`), which times with the target that node uses. An estimate is not a target:
+nothing runs (:func:`edgeflow.targets.run.run_on_device` makes it).
 
     >>> from edgeflow.targets.target import get_target
     >>> get_target("local").computes_logits
@@ -81,6 +83,7 @@ TARGETS.register("agent", "edgeflow.targets.agent_client:AgentTarget")
 TARGETS.register("trtexec", "edgeflow.targets.trtexec:TrtexecTarget")
 TARGETS.register("perf_test", "edgeflow.targets.perf_test:PerfTestTarget")
 TARGETS.register("benchmark_model", "edgeflow.targets.benchmark_model:BenchmarkModelTarget")
+TARGETS.register("farm", "edgeflow.cluster.target:FarmTarget")  # a Ray worker on the device's node
 
 
 def get_target(name: str) -> Target:
