@@ -57,6 +57,8 @@ def pack_artifacts(artifacts: list[Artifact]) -> tuple[bytes, list[Artifact]]:
 
 
 def unpack_artifacts(packed: bytes, folder: Path) -> None:
+    """Files packed by :func:`pack_artifacts` (or a night's cells) unpacked into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(packed)) as archive:
         archive.extractall(folder, filter="data")  # "data": no links out, no absolute paths
 

@@ -123,7 +123,7 @@ def _collect(ray, running: dict, *, remote, spec: NightlySpec, weights: dict, ho
         cell.record.detail["node"] = cell.node
         if attempt > 1:
             cell.record.detail["attempts"] = attempt
-        _unpack(cell.packed, folder / job.name)
+        unpack_artifacts(cell.packed, folder / job.name)
         artifact = folder / job.name / cell.artifact if cell.artifact else None
         advance(1, f"{job.name}: {cell.record.status} on {cell.node.split(' ')[0]}")
         yield cell.record, cell.seconds, job.device, artifact
