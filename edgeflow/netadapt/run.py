@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from edgeflow.accuracy import accuracy_from_logits, collect_logits
-from edgeflow.backends import Compiled, FloatSources, get_backend, searchable_backends
+from edgeflow.backends import Compiled, FloatSources, float_artifact, get_backend, searchable_backends
 from edgeflow.cluster.session import connected
 from edgeflow.data import DataSplits
 from edgeflow.data.preprocess import PreprocessSpec, as_preprocess, parse_input_shape
@@ -326,7 +326,7 @@ def _evaluate_point(
     runtime = get_backend(backend)
     scratch = out / f".float-{name}"  # the runtime's own float file is written here, then named for the candidate
     scratch.mkdir(exist_ok=True)
-    artifact = runtime.float_artifact(FloatSources(onnx=onnx, module=model, input_shape=shape, folder=scratch))
+    artifact = float_artifact(backend, FloatSources(onnx=onnx, module=model, input_shape=shape, folder=scratch))
     if artifact is not onnx:
         artifact = artifact.move_to(out / f"model_{name}{runtime.suffix()}")
         onnx.remove()
