@@ -104,7 +104,8 @@ def start_farm():
 
 def driver_cost(night: Path, history: Path) -> dict:
     """Seconds the driver spends per cell (unpack a packed cell folder, record the cell) and history bytes."""
-    from edgeflow.nightly.farm import _pack, _unpack
+    from edgeflow.cluster.target import unpack_artifacts
+    from edgeflow.nightly.farm import _pack
     from edgeflow.nightly.history import History
 
     cells = sorted((night / "cells").iterdir())
@@ -115,7 +116,7 @@ def driver_cost(night: Path, history: Path) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()
         for number, data in enumerate(packed):
-            _unpack(data, Path(scratch) / f"cell-{number}")
+            unpack_artifacts(data, Path(scratch) / f"cell-{number}")
         unpack = (time.perf_counter() - started) / len(packed)
         with History.open(Path(scratch) / "history.sqlite") as store:
             run_id = store.start_run(label="x", started="now", recipe_name="x", recipe_hash="x", recipe={},

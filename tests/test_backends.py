@@ -147,7 +147,8 @@ def _onnx_adding_int64_to_float(path: Path) -> Path:
 def test_onnxruntime_refusing_a_file_is_one_line(tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    from edgeflow.backends.onnx_file import load_onnx, session_refusal
+    from edgeflow.backends.onnx_file import load_onnx
+    from edgeflow.backends.onnxruntime import session_refusal
 
     path = _onnx_adding_int64_to_float(tmp_path / "mismatch.onnx")
     load_onnx(path)  # edgeflow's own checks pass it: the refusal is ONNX Runtime's
