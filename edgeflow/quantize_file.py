@@ -98,6 +98,7 @@ def quantize_artifact(
     if is_quantized_artifact(source):  # said before anything is built or printed
         raise ShapeError(f"{source.path} is already quantized; give the float model")
     target = choose_backend(source, device_spec, backend=backend)
+    methods = _methods(method, target)  # before anything is compiled or loaded
     out_dir = Path(out) if out is not None else source.path.parent
     float_model = get_backend(target).compile(source, settings=_F32)
     splits = load_data_for_input(
@@ -127,7 +128,6 @@ def quantize_artifact(
             **({"preset": preset} if "preset" in keys else {}),
         ),  # fmt: skip
     )
-    methods = _methods(method, target)
     written = source.path.with_name(f"{source.path.stem}_int8{source.path.suffix}")
     names = [file.name for file in replace(source, path=written).files]
     with staged_entries(out_dir, names=names) as stage:  # a file edgeflow did not write there is never overwritten
@@ -166,9 +166,14 @@ def _methods(method: str, target: str) -> tuple[str, ...]:
     """The methods to try on a float file for ``target``: the one named, or ``auto``'s (a method that needs the
     torch model cannot quantize a file)."""
     default = get_backend(target).default_int8
+    serving = methods_for(target)
+    allowed = [name for name in serving if not get_method(name).needs_module]
+    if not allowed:
+        raise ConfigError(f"{target} files are quantized from the torch model ({', '.join(serving)}), not from a file: "
+                          f"give the model to `edgeflow optimize` with an int8 {target} variant")  # fmt: skip
     if method != AUTO:
-        allowed = [name for name in methods_for(target) if not get_method(name).needs_module]
         if method not in allowed:
-            raise ConfigError(f"method {method} does not build {target} artifacts (use {', '.join(sorted(allowed))})")
+            raise ConfigError(f"method {method} does not build {target} artifacts from a file (use "
+                              f"{', '.join(sorted(allowed))})")  # fmt: skip
         return (method,)
     return auto_methods(target, default=default, with_module=False)

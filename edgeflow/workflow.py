@@ -25,7 +25,7 @@ from edgeflow.compress.stats import QuantizationStats
 from edgeflow.data import DataSplits
 from edgeflow.device import DeviceSpec
 from edgeflow.environment import environment, host_has_bf16
-from edgeflow.errors import ConfigError
+from edgeflow.errors import ConfigError, RuntimeUnavailableError
 from edgeflow.export.onnx import export_onnx
 from edgeflow.io import check_output_folder, ensure_writable_dir, staged_dir, unused_path
 from edgeflow.models.onnx_input import save_with_fixed_input, write_metadata
@@ -286,9 +286,14 @@ def _float_artifacts(run: _Run, floats: FloatArtifacts, parity: list[ParityStats
         if missing is not None:
             skipped[name] = missing
             continue
-        artifact = floats.base(name)
+        run.progress.stage(f"build the float {name} artifact" + (" and check it against torch" if run.source.module
+                                                                  else ""))  # fmt: skip
+        try:
+            artifact = floats.base(name)
+        except RuntimeUnavailableError as exc:  # its converter is an extra that is not installed
+            skipped[name] = str(exc)
+            continue
         if run.source.module is not None and artifact.module is None:  # a file made from the model: compared
-            run.progress.stage(f"check the float {name} artifact against torch")
             parity.append(_parity(run, artifact, runtime=name))
     return skipped
 
@@ -373,7 +378,7 @@ def _mark_baseline_and_recommendation(records: list[VariantRecord], *, max_drop:
     for record in records:
         if record.measured == first.measured:  # a measured and an estimated figure are never divided
             record.speedup_vs_baseline = round(first.p50() / record.p50(), 3)
-    deployable = [record for record in records if record.backend != "torch"] or records
+    deployable = [record for record in records if get_backend(record.backend).ships] or records
     floats = [record for record in deployable if record.precision == "fp32"] or deployable
     floor = max(record.holdout_top1 for record in floats) - max_drop
     eligible = [record for record in deployable if record.holdout_top1 >= floor - 1e-9] or floats

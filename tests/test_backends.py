@@ -100,7 +100,7 @@ def test_artifact_from_path_errors(tmp_path: Path, tiny_artifacts) -> None:
         artifact_from_path(tmp_path / "model.txt")
     lonely = tmp_path / "lonely.xml"
     lonely.write_text(tiny_artifacts["openvino"].path.read_text())
-    with pytest.raises(ModelLoadError, match="openvino's file lonely.bin beside it is missing"):
+    with pytest.raises(ModelLoadError, match="weights file lonely.bin is missing"):
         artifact_from_path(lonely)
 
 
@@ -372,3 +372,6 @@ def test_executorch_programs_say_their_precision_and_cost(tmp_path: Path) -> Non
     write_program(bare, path=tmp_path / "bare.pte", int8=False)  # as another tool writes it: no cost
     with pytest.raises(edgeflow.EdgeflowError, match="does not say its MACs and params"):
         edgeflow.profile(tmp_path / "bare.pte")
+    # a .pte is quantized from the torch model, never as a file: said before anything is built
+    with pytest.raises(edgeflow.EdgeflowError, match="executorch files are quantized from the torch model"):
+        edgeflow.quantize(tmp_path / "m.pte")

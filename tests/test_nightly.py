@@ -162,3 +162,22 @@ def test_two_model_files_with_one_name_get_their_own_cell_folders(tmp_path: Path
     assert _model_folder(str(first)) != _model_folder(str(second))
     assert _model_folder(str(first)).startswith("model-") and _model_folder("resnet18") == "resnet18"
     assert _model_folder(str(tmp_path / "<i>x.pt")).startswith("_i_x-")
+
+
+def test_a_shared_quantize_section_gives_each_cell_the_keys_of_its_method() -> None:
+    """A matrix's quantize section is shared by every backend: an ONNX Runtime key (calibrate_method) stays with
+    the ONNX Runtime cells and is left out of the OpenVINO and LiteRT ones instead of failing them."""
+    from edgeflow.nightly.cells import cell_recipe
+    from edgeflow.nightly.config import NightlySpec
+
+    spec = NightlySpec.model_validate({
+        "kind": "nightly", "name": "shared", "matrix": {"models": ["mobilenet_v3_small"], "precisions": ["int8"]},
+        "pipeline": {"quantize": {"subset_size": 32, "calibrate_method": "minmax", "preset": "mixed"}},
+    })  # fmt: skip
+    ort = cell_recipe(spec, backend="onnxruntime", precision="int8").variants[0].quantize
+    assert (ort.method, ort.calibrate_method, ort.subset_size) == ("ort-static", "minmax", 32)
+    openvino = cell_recipe(spec, backend="openvino", precision="int8").variants[0].quantize
+    assert openvino.method == "nncf-ptq" and openvino.preset == "mixed" and "calibrate_method" not in (
+        openvino.model_fields_set)  # fmt: skip
+    litert = cell_recipe(spec, backend="litert", precision="int8").variants[0].quantize
+    assert litert.method == "litert-static" and litert.subset_size == 32

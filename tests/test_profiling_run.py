@@ -135,3 +135,22 @@ def test_phone_bundle_has_the_ort_format_and_it_runs(tmp_path: Path) -> None:
     assert manifest["build"]["on_device"].startswith("onnxruntime_perf_test")
     # ExecuTorch (optional extra) ships as a variant of its own (the mobile recipe has them), not beside this one
     assert not any(entry["path"].endswith(".pte") for entry in manifest["files"])
+
+
+def test_bundle_commands_follow_what_times_each_runtime_on_the_device() -> None:
+    """TensorRT's engine is built by trtexec on the device whether it is reached over SSH or is this machine's
+    GPU; a runtime nothing times on a phone gets a note, never a command that would fail."""
+    from types import SimpleNamespace
+
+    from edgeflow.device import load_device
+    from edgeflow.report.bundle import build_commands
+
+    local_gpu = build_commands(SimpleNamespace(backend="tensorrt", precision="fp16"), load_device("nvidia-gpu"),
+                               model_file="model.onnx")  # fmt: skip
+    assert "trtexec" in local_gpu["on_device"] and "--fp16" in local_gpu["on_device"]
+    phone = build_commands(SimpleNamespace(backend="executorch", precision="int8"), load_device("pixel-8"),
+                           model_file="model_int8.pte")  # fmt: skip
+    assert set(phone) == {"note"} and "estimated" in phone["note"]
+    litert = build_commands(SimpleNamespace(backend="litert", precision="int8"), load_device("pixel-8"),
+                            model_file="model_int8.tflite")  # fmt: skip
+    assert litert["on_device"].startswith("benchmark_model --graph=model_int8.tflite")

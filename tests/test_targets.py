@@ -233,3 +233,11 @@ def test_calibrate_over_ssh_then_estimate_without_the_device(ssh_device, monkeyp
     assert "timed whole on" in estimate.detail
     other = create_model("resnet18", num_classes=10).eval()  # none of its blocks were measured there
     assert estimate_from_table(offline, other, (1, 3, 32, 32), precision="fp32") is None
+
+
+def test_check_of_this_machine_wants_only_what_something_times_there() -> None:
+    """`edgeflow devices check cpu`: the agent probes this machine through a subprocess; torch eager and a runtime
+    no remote timer serves (ExecuTorch: estimated on remote devices) are never reported missing."""
+    found = check(load_device("cpu"))
+    assert found.reachable and found.missing == [], found.missing
+    assert {"onnxruntime", "openvino"} <= set(found.runtimes)

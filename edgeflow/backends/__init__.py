@@ -51,7 +51,8 @@ def artifact_from_path(path: str | Path) -> Artifact:
     artifact = Artifact(format=owner.computes_accuracy_for[0], path=path)
     missing = [file for file in artifact.files if not file.exists()]
     if missing:
-        raise ModelLoadError(f"{path}: {owner.name}'s file {missing[0].name} beside it is missing")
+        raise ModelLoadError(f"{path}: its weights file {missing[0].name} is missing (it lies beside the "
+                             f"{owner.name} file)")  # fmt: skip
     return artifact
 
 

@@ -155,7 +155,11 @@ class LiteRTBackend(Backend):
         return ".tflite"
 
     def unavailable(self) -> str | None:
-        return None if litert_available() else "LiteRT is not installed here (pip install 'edgeflow[litert]')"
+        try:
+            interpreter_class()
+        except RuntimeUnavailableError as exc:
+            return str(exc)
+        return None
 
     def model_input(self, artifact: Artifact) -> tuple[str, list[int], str | None]:
         detail = open_interpreter(artifact.path).get_input_details()[0]

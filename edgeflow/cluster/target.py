@@ -30,7 +30,7 @@ class FarmTarget(Target):
     """The node of the farm that declares the device, through a Ray task holding the device's resource."""
 
     name = "farm"
-    computes_logits = True  # as the node's own target does (this process or the agent)
+    computes_logits = True  # as a node's own targets for its CPU and its SSH devices do (this process, the agent)
 
     def time(self, request: TimingRequest) -> TimingStats:
         packed, (artifact,) = pack_artifacts([request.artifact])
@@ -97,7 +97,10 @@ def _node_target(device: DeviceSpec, backend: str) -> Target:
 
 def _time_there(folder: Path, request: TimingRequest) -> TimingStats:
     request = replace(request, artifact=replace(request.artifact, path=folder / request.artifact.path))
-    return _node_target(request.device, request.backend).time(request)
+    target = _node_target(request.device, request.backend)
+    if request.inputs is not None and not target.computes_logits:
+        raise ConfigError(f"{target.name} on the farm's node for {request.device.name} times only: no logits")
+    return target.time(request)
 
 
 def _in_turn_there(folder: Path, argument) -> InTurnStats:

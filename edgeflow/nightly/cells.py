@@ -14,13 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeflow.backends import get_backend
+from edgeflow.compress import AUTO, methods_for, settings_keys
 from edgeflow.device import DeviceSpec
 from edgeflow.errors import EdgeflowError
 from edgeflow.io import sha256
 from edgeflow.nightly.config import NightlySpec
 from edgeflow.nightly.history import CellRecord
 from edgeflow.progress import Progress
-from edgeflow.recipe import Recipe, VariantSpec
+from edgeflow.recipe import QuantizeConfig, Recipe, VariantSpec
 
 
 @dataclass
@@ -47,7 +49,17 @@ CellResult = tuple[CellRecord, float, DeviceSpec, Path | None]
 
 def cell_recipe(spec: NightlySpec, *, backend: str, precision: str) -> Recipe:
     pipeline = spec.pipeline
-    quantize = pipeline.quantize.model_copy() if precision == "int8" and pipeline.quantize is not None else None
+    quantize = None
+    if precision == "int8" and pipeline.quantize is not None:  # shared by every backend: each cell keeps its keys
+        runtime = get_backend(backend)
+        given = pipeline.quantize.model_fields_set
+        method = pipeline.quantize.method if "method" in given else runtime.default_int8
+        keys = (
+            settings_keys(method, runtime.name, default=runtime.default_int8)
+            if method in (AUTO, *methods_for(runtime.name))
+            else given
+        )  # a method that does not serve it: refused by VariantSpec
+        quantize = QuantizeConfig(**{key: getattr(pipeline.quantize, key) for key in given & keys})
     return Recipe(
         name=f"{spec.name}-{precision}", description=f"nightly cell of {spec.name}", data=pipeline.data,
         seed=pipeline.seed, model=pipeline.model, train=pipeline.train, export=pipeline.export,

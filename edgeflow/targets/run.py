@@ -156,10 +156,11 @@ def run_on_device(
     """Time ``artifact`` on ``device`` (or estimate it) and compute its test and holdout accuracy."""
     plan, why = timing_plan(device, backend)
     estimate = None
+    remote_logits = plan not in ("local", "estimate") and get_target(plan).computes_logits
     if plan == "local":
         compiled, timing = compile_and_time(artifact, device=device, settings=settings, backend=backend, config=profile)
         runtime = compiled.backend
-    elif plan == "agent":
+    elif remote_logits:  # the device's own runtime computes the evaluation images' logits with its timing
         images, labels = _images(test, max_samples)
         held_images, held_labels = _images(holdout, max_samples)
         timing = time_remotely(
@@ -180,7 +181,7 @@ def run_on_device(
             timing = time_remotely(
                 artifact, plan=plan, device=device, backend=backend, precision=precision, profile=profile
             )
-    if plan != "agent":  # the agent computed its logits on the device; elsewhere the compiled model here does
+    if not remote_logits:  # the compiled model here computes them (else the device did, above)
         (logits, labels), (held_logits, held_labels) = (
             collect_logits(compiled, split, max_samples=max_samples) for split in (test, holdout)
         )
