@@ -312,6 +312,7 @@ def test_executorch_refusing_a_file_is_one_line(tmp_path: Path) -> None:
     _cli_refuses(path, f"{path}: not an ExecuTorch program (a .pte FlatBuffer carries the identifier ET")
 
 
+@pytest.mark.slow  # torch.export and XNNPACK lowering (~7 s)
 def test_executorch_refuses_an_operator_without_an_xnnpack_lowering(tmp_path: Path) -> None:
     """A layer XNNPACK cannot take (a cumulative sum) is named in one line; no half-delegated program is written."""
     pytest.importorskip("executorch.exir", reason="ExecuTorch is not installed (pip install 'edgeflow[executorch]')")
@@ -352,6 +353,7 @@ def test_tensorrt_refusing_a_file_is_one_line(tmp_path: Path, monkeypatch) -> No
     _cli_refuses(path, line, "--device", "nvidia-gpu", "--backend", "tensorrt")
 
 
+@pytest.mark.slow  # two programs lowered and one profiled (~5 s)
 def test_executorch_programs_say_their_precision_and_cost(tmp_path: Path) -> None:
     """The XNNPACK payload is opaque: edgeflow's programs carry their precision, params and MACs, so `edgeflow
     profile model.pte` reports them as for any other file; a program written elsewhere says "unknown"."""

@@ -112,9 +112,17 @@ def test_backend_builds_runs_times_and_scores_its_float_artifact(name: str, tiny
     assert backend.version()
 
 
+# PT2E exports, calibrates and lowers twice (~9 s): with the slow tests
+_SLOW_METHODS = {"executorch-pt2e"}
+
+
 @pytest.mark.parametrize(
     "method, backend",
-    [(name, backend) for name in METHODS.names() for backend in get_method(name).backends],
+    [
+        pytest.param(name, backend, marks=[pytest.mark.slow] if name in _SLOW_METHODS else [])
+        for name in METHODS.names()
+        for backend in get_method(name).backends
+    ],
 )
 def test_method_builds_an_int8_artifact_its_backend_runs(method: str, backend: str, tiny, tmp_path: Path) -> None:
     _available(backend)
