@@ -45,6 +45,15 @@ class _Tiny(torch.nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _torch_threads_restored():
+    """The torch backend sets torch's process-wide thread count when it compiles (threads=1 here): later tests
+    that train must not inherit it (a model trained on one thread rounds differently)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory):
     torch.manual_seed(0)
@@ -148,7 +157,7 @@ def test_every_target_is_registered_under_its_own_name() -> None:
     from edgeflow.targets.target import TARGETS, get_target
 
     for name in TARGETS.names():
-        assert get_target(name).name == name
+        assert get_target(name).name == name and get_target(name).label
 
 
 @pytest.mark.parametrize("name", ["local", "agent"])

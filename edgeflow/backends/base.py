@@ -112,8 +112,6 @@ class Backend(ABC):
     supports_layer_profile: ClassVar[bool] = False
     #: its float artifact needs the torch model (an ONNX input cannot give one)
     needs_module: ClassVar[bool] = False
-    #: the pip extra that installs it, for the message when it is missing
-    extra: ClassVar[str | None] = None
     # The steps that build its files live in higher layers (export, compress) and are named by import path,
     # ``"module:function"``, resolved when first used (as the registries are):
     #: makes the float artifact its variants are built from out of :class:`FloatSources` (None: the float ONNX)
@@ -146,8 +144,8 @@ class Backend(ABC):
         return None
 
     def suffix(self) -> str:
-        """The file suffix of the artifacts built for it."""
-        return ".onnx"
+        """The file suffix of the artifacts built for it: its own format's, else ONNX's (the file it reads)."""
+        return self.suffixes[0] if self.suffixes else ".onnx"
 
     def model_input(self, artifact: Artifact) -> tuple[str, list[int], str | None]:
         """The input of a file of a format it owns: its name, the shape it is fed at, and its layout where the

@@ -82,13 +82,9 @@ class ExecuTorchBackend(Backend):
     suffixes = (".pte",)
     ships_every_variant = True  # the app picks float or int8
     needs_module = True  # lowered from the torch model (torch.export), not from the ONNX
-    extra = "executorch"
     exporter = "edgeflow.export.executorch:float_pte"
     quantized_check = "edgeflow.export.executorch:is_int8_program"
     cost_counter = "edgeflow.export.executorch:program_cost"
-
-    def suffix(self) -> str:
-        return ".pte"
 
     def version(self) -> str:
         executorch_runtime()

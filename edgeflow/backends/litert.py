@@ -145,14 +145,10 @@ class LiteRTBackend(Backend):
     ships_every_variant = True  # the app picks float or int8
     remote_timers = {"ssh": "agent", "adb": "benchmark_model"}
     needs_module = True  # converted from the torch model (litert-torch), not from the ONNX
-    extra = "litert"
     exporter = "edgeflow.export.litert:float_tflite"
     fp16_converter = "edgeflow.export.litert:compress_tflite_fp16"
     quantized_check = "edgeflow.compress.litert_quantize:is_quantized_file"
     cost_counter = "edgeflow.profiling.cost:count_litert_cost"
-
-    def suffix(self) -> str:
-        return ".tflite"
 
     def unavailable(self) -> str | None:
         try:

@@ -115,9 +115,6 @@ class OpenVINOBackend(Backend):
     fp16_converter = "edgeflow.export.openvino:compress_openvino_fp16"
     quantized_check = "edgeflow.compress.nncf_ptq:is_quantized_ir"
 
-    def suffix(self) -> str:
-        return ".xml"
-
     def model_input(self, artifact: Artifact) -> tuple[str, list[int], str | None]:
         return read_model(artifact).inputs[0].get_any_name(), list(artifact.input_shape or []), None
 

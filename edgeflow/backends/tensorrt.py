@@ -89,7 +89,6 @@ class TensorRTBackend(Backend):
     default_int8 = "ort-static"
     int8_requires = {"activation_type": "int8", "symmetric": True}  # explicit quantization: symmetric Q/DQ
     remote_timers = {"ssh": "trtexec"}
-    extra = "tensorrt"
 
     def unavailable(self) -> str | None:
         try:

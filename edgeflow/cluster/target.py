@@ -30,6 +30,7 @@ class FarmTarget(Target):
     """The node of the farm that declares the device, through a Ray task holding the device's resource."""
 
     name = "farm"
+    label = "a Ray worker of the farm"
     computes_logits = True  # as a node's own targets for its CPU and its SSH devices do (this process, the agent)
 
     def time(self, request: TimingRequest) -> TimingStats:

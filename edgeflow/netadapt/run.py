@@ -323,14 +323,14 @@ def _evaluate_point(
     shape = (1, 3, *splits.size)
     out, backend, recipe = where.out, where.backend, where.recipe
     onnx = export_onnx(model.eval(), input_shape=shape, path=out / f"model_{name}.onnx")
-    runtime = get_backend(backend)
-    scratch = out / f".float-{name}"  # the runtime's own float file is written here, then named for the candidate
-    scratch.mkdir(exist_ok=True)
-    artifact = float_artifact(backend, FloatSources(onnx=onnx, module=model, input_shape=shape, folder=scratch))
-    if artifact is not onnx:
+    runtime, artifact = get_backend(backend), onnx
+    if runtime.exporter is not None:  # the runtime's own float file, written aside, then named for the candidate
+        scratch = out / f".float-{name}"
+        scratch.mkdir(exist_ok=True)
+        artifact = float_artifact(backend, FloatSources(onnx=onnx, module=model, input_shape=shape, folder=scratch))
         artifact = artifact.move_to(out / f"model_{name}{runtime.suffix()}")
         onnx.remove()
-    shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     compiled, profiled = compile_and_profile(artifact, device=where.device, backend=backend, config=recipe.profile)
     logits, labels = collect_logits(compiled, splits.test, max_samples=recipe.evaluate.max_samples)
     stats = accuracy_from_logits(logits, labels, split="test", runtime=backend)

@@ -104,12 +104,15 @@ def artifact_cost(artifact: Artifact) -> CostStats:
             convolution's or matrix product's shape cannot be found (a count of 0 for it would be wrong).
     """
     if artifact.format not in COUNTED_FORMATS:
-        from edgeflow.backends import all_backends
+        from edgeflow.backends import format_owner
         from edgeflow.registry import load_entry
 
-        owner = next((backend for backend in all_backends() if artifact.format in backend.computes_accuracy_for), None)
-        if owner is not None and owner.cost_counter is not None:  # the runtime's own reader (LiteRT's operators, ...)
-            return load_entry(owner.cost_counter)(artifact)
+        try:
+            counter = format_owner(artifact.format).cost_counter
+        except ConfigError:  # no runtime here reads it (a torch module)
+            counter = None
+        if counter is not None:  # the runtime's own reader of its format (LiteRT's operators, ...)
+            return load_entry(counter)(artifact)
         raise ConfigError(f"cannot count MACs of a {artifact.format} artifact; give its exported graph")
     if artifact.format == "onnx":
         import openvino as ov

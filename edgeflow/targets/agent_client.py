@@ -216,6 +216,7 @@ class AgentTarget(Target):
     logits of the evaluation images with the device's own runtime."""
 
     name = "agent"
+    label = "the benchmark agent"
     computes_logits = True
 
     def time(self, request: TimingRequest) -> TimingStats:

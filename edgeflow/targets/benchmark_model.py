@@ -218,6 +218,7 @@ class BenchmarkModelTarget(Target):
     interpreter on this host."""
 
     name = "benchmark_model"
+    label = "LiteRT's benchmark_model"
 
     def time(self, request: TimingRequest) -> TimingStats:
         return time_artifact(request)

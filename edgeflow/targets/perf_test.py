@@ -112,6 +112,7 @@ class PerfTestTarget(Target):
     """ONNX Runtime's onnxruntime_perf_test on an attached phone; accuracy from ONNX Runtime on this host."""
 
     name = "perf_test"
+    label = "onnxruntime_perf_test"
 
     def time(self, request: TimingRequest) -> TimingStats:
         return time_artifact(request)

@@ -102,8 +102,7 @@ def timing_plan(device: DeviceSpec, backend: str) -> tuple[Plan, str]:
             )
         if timer is None:
             return "estimate", f"nothing here times {backend} on a device over SSH: latency estimated"
-        where = "the benchmark agent" if timer == "agent" else timer
-        return timer, f"{where} on {device.ssh.host}"
+        return timer, f"{get_target(timer).label} on {device.ssh.host}"
     if shutil.which("adb") is None:
         return "estimate", "adb is not installed here, so no phone is attached: latency estimated"
     from edgeflow.targets.adb import AdbTransport
@@ -114,10 +113,7 @@ def timing_plan(device: DeviceSpec, backend: str) -> tuple[Plan, str]:
     serial = device.adb.serial if device.adb is not None and device.adb.serial else "the attached phone"
     if timer is None:
         return "estimate", f"nothing here times {backend} on a phone: latency estimated"
-    return timer, f"{_TOOL_NAMES.get(timer, timer)} on {serial}"
-
-
-_TOOL_NAMES = {"benchmark_model": "LiteRT's benchmark_model", "perf_test": "onnxruntime_perf_test"}
+    return timer, f"{get_target(timer).label} on {serial}"
 
 
 def time_remotely(

@@ -36,6 +36,8 @@ class Target(ABC):
     """A place that runs and times artifacts."""
 
     name: ClassVar[str]
+    #: how a message names it ("the benchmark agent on jetson")
+    label: ClassVar[str]
     #: its timing returns the logits of the request's inputs, computed by the device's own runtime
     computes_logits: ClassVar[bool] = False
 
@@ -54,6 +56,7 @@ class Here(Target):
     """This process: the runtime compiled here, timed by the one timing loop and the one in-turn function."""
 
     name = "local"
+    label = "this process"
     computes_logits = True
 
     def time(self, request: TimingRequest) -> TimingStats:

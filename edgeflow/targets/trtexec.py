@@ -229,6 +229,7 @@ class TrtexecTarget(Target):
     of this host reading the same ONNX."""
 
     name = "trtexec"
+    label = "trtexec"
 
     def time(self, request: TimingRequest) -> TimingStats:
         return time_artifact(request)
