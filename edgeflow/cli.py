@@ -170,6 +170,12 @@ def search(
         None, "--latency-ratio", help="budget as a fraction of the starting model's measured latency"
     ),
     recipe: str = typer.Option("search", "--recipe", "-r", help="recipe with a search section"),
+    target: str | None = typer.Option(
+        None,
+        "--target",
+        help="the recipe variant whose file is timed, e.g. litert-int8 (default: the recipe's "
+        "search target, else its first INT8 variant the device runs)",
+    ),
     data: str | None = DataSetOption,
     out: Path = typer.Option(Path("reports/search"), "--out", "-o", help="search folder (state/ and reports)"),
     arch: str | None = ArchOption,
@@ -195,6 +201,7 @@ def search(
             arch=arch,
             latency_budget_ms=latency_budget,
             latency_ratio=latency_ratio,
+            target=target,
             resume=resume,
             ray=ray,
             progress=_progress(not as_json),

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from edgeflow.backends import BACKENDS, all_backends, get_backend
+from edgeflow.backends.base import RuntimeSettings
 from edgeflow.compress import AUTO, METHODS, methods_for, settings_keys
 from edgeflow.compress.litert_quantize import LiteRTStaticConfig
 from edgeflow.compress.nncf_ptq import IgnoredScopeConfig  # noqa: F401 - a recipe's quantize.ignored_scope
@@ -72,6 +73,12 @@ class SearchConfig(StrictModel):
     latency_ratio: float | None = Field(
         default=None, gt=0, lt=1, description="... or at most this fraction of the starting model's latency"
     )
+    target: str | None = Field(
+        default=None,
+        description="the recipe variant whose file the search times (every proposal and the budget judged on it: "
+        "its backend, its precision, INT8 by its quantization method); default: the first INT8 variant the "
+        "device runs, else the first variant it runs",
+    )
     oracle: Literal["lookup-table", "measured"] = Field(
         default="lookup-table", description="what proposals are sized with: per-block table or whole-model timing"
     )
@@ -90,6 +97,12 @@ class SearchConfig(StrictModel):
         "per millisecond saved (the MobileNetV3 rule)",
     )
     channel_divisor: int = Field(default=8, ge=1, description="kept channel counts are multiples of this")
+    channel_step: Literal["measured", "divisor"] = Field(
+        default="measured",
+        description="measured: time a probe at widths from 4 to 12 x channel_divisor as the target builds its file, "
+        "and keep channels in the larger step (16, 32) where the kernels run the widths in between slower per "
+        "multiply-add (edgeflow.latency.steps); divisor: channel_divisor as it is",
+    )
     min_channels: int = Field(default=8, ge=1)
     remove_blocks: bool = Field(default=True, description="also propose removing a residual block whole")
     screen_top_k: int | None = Field(
@@ -309,6 +322,12 @@ class VariantSpec(StrictModel):
         default=None, description="override the device's runtime execution precision for this variant"
     )
     quantize: QuantizeConfig | None = None
+
+    def runtime_settings(self, settings: RuntimeSettings) -> RuntimeSettings:
+        """The device's runtime ``settings`` with this variant's execution precision, where it sets one."""
+        if self.execution_precision is None:
+            return settings
+        return settings.model_copy(update={"execution_precision": self.execution_precision})
 
     @field_validator("backend")
     @classmethod

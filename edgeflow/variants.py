@@ -15,6 +15,7 @@ from edgeflow.backends.base import RuntimeSettings
 from edgeflow.compress import AUTO, QuantizeJob, auto_methods, get_method
 from edgeflow.compress.stats import QuantizationStats
 from edgeflow.data import DataSplits
+from edgeflow.data.splits import synthetic_splits
 from edgeflow.errors import ConfigError
 from edgeflow.progress import Progress
 from edgeflow.recipe import QuantizeConfig, VariantSpec
@@ -91,6 +92,72 @@ def build_variant(
     return _int8(
         variant, base=base, floats=floats, splits=splits, path=path, seed=seed, progress=progress, settings=settings
     )
+
+
+#: synthetic inputs an INT8 build made for timing is calibrated on (:class:`ShippedBuild`)
+TIMING_CALIBRATION = 8
+
+
+@dataclass(frozen=True)
+class ShippedBuild:
+    """How a torch module becomes the file ``variant`` ships, for timing: the backend's float artifact, its fp16
+    file, or INT8 by the variant's quantization method. NetAdapt's candidates, the lookup table's blocks and its
+    calibration models are timed as this file, so a search judges what ships, not its float ancestor.
+
+    INT8 is calibrated on :data:`TIMING_CALIBRATION` synthetic inputs of the module's input shape: an INT8
+    graph's operators, layouts and kernels do not depend on its scales (only its accuracy does), and a block cut
+    from the middle of a network takes no images. A method that chooses by holdout accuracy (``auto``, NNCF's
+    accuracy control, QAT, ort-static's calibration search, nncf-ptq's ``preset: fastest``) is timed as the
+    post-training quantization it starts from: the backend's default method, its first calibration, preset auto.
+    """
+
+    variant: VariantSpec
+    seed: int = 0
+
+    @property
+    def precision(self) -> str:
+        return self.variant.precision
+
+    @property
+    def method(self) -> str | None:
+        """The quantization method the timing builds use (None for a float variant)."""
+        config = self.variant.quantize
+        if self.variant.precision != "int8" or config is None:
+            return None
+        if config.method != AUTO and get_method(config.method).tier == 0:
+            return config.method
+        return get_backend(self.variant.backend).default_int8
+
+    @property
+    def context(self) -> str:
+        """What timings of these builds depend on beyond the device and runtime: precision and method."""
+        return f"precision={self.precision}" + (f"|method={self.method}" if self.method else "")
+
+    def timing_variant(self) -> VariantSpec:
+        """The variant as the timing builds make it: its method as :attr:`method` says, one attempt, few inputs."""
+        method = self.method
+        if method is None:
+            return self.variant
+        config = self.variant.quantize
+        assert config is not None
+        attempt = attempts_of((method,), config.model_copy(update={"method": method}))[0]
+        update: dict[str, Any] = {"subset_size": TIMING_CALIBRATION}
+        if getattr(config, "preset", None) == "fastest":
+            update["preset"] = "auto"
+        quantize = attempt.config(config).model_copy(update=update)
+        return self.variant.model_copy(update={"quantize": quantize})
+
+    def __call__(self, module: Any, input_shape: tuple[int, ...], *, folder: Path) -> Artifact:
+        """``module``'s artifact for this variant, written into ``folder``."""
+        from edgeflow.export.onnx import export_onnx
+
+        input_shape = tuple(input_shape)
+        onnx = export_onnx(module.eval(), input_shape=input_shape, path=Path(folder) / "candidate.onnx")
+        floats = FloatArtifacts.of(onnx, module=module, input_shape=input_shape, folder=Path(folder))
+        splits = synthetic_splits(input_shape, count=TIMING_CALIBRATION, seed=self.seed)
+        artifact, _ = build_variant(self.timing_variant(), floats=floats, splits=splits, folder=Path(folder),
+                                    seed=self.seed, file_stem="candidate-shipped")  # fmt: skip
+        return artifact
 
 
 @dataclass(frozen=True)

@@ -140,7 +140,7 @@ def _after_training(run: _Run, *, training: TrainStats | None, notes: list[str],
         progress.stage(f"variant {variant.name}: build, time, evaluate")
         artifact, summary = build_variant(
             variant, floats=floats, splits=splits, folder=stage, seed=recipe_spec.seed, progress=progress,
-            settings=device_spec.runtime,
+            settings=variant.runtime_settings(device_spec.runtime),
         )  # fmt: skip
         records.append(
             _measure_variant(run, variant, artifact=artifact, floats=floats, reference=reference, quantization=summary)
@@ -352,9 +352,7 @@ def _measure_variant(
     # MACs and params of a torch or LiteRT variant are counted on the float ONNX of the same network
     cost_graph = None if artifact.format in COUNTED_FORMATS else floats.onnx
     device = run.device
-    settings = device.runtime
-    if variant.execution_precision is not None:
-        settings = settings.model_copy(update={"execution_precision": variant.execution_precision})
+    settings = variant.runtime_settings(device.runtime)
     measured = run_on_device(
         artifact, device=device, backend=variant.backend, precision=variant.precision, settings=settings,
         profile=run.recipe.profile, test=run.splits.test, holdout=run.splits.holdout,

@@ -323,6 +323,30 @@ def split_each_class(
     return [np.sort(np.concatenate(part)) for part in parts]
 
 
+class SyntheticInputs(Dataset):
+    """``count`` standard-normal tensors of ``shape`` (one item, no batch dimension), each labelled 0: what an
+    artifact built to be *timed* is calibrated on. An INT8 graph's operators, layouts and kernels do not depend
+    on its scales, only its accuracy does, and a block cut from the middle of a network takes no images."""
+
+    def __init__(self, shape: tuple[int, ...], *, count: int, seed: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.items = torch.randn((count, *shape), generator=generator)
+
+    def __len__(self) -> int:
+        return int(self.items.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.items[index], 0
+
+
+def synthetic_splits(input_shape: tuple[int, ...], *, count: int, seed: int = 0) -> DataSplits:
+    """Splits whose train part is ``count`` synthetic inputs of ``input_shape`` (batch dimension first) and whose
+    holdout and test parts are empty: the calibration of artifacts built for timing (:class:`SyntheticInputs`)."""
+    train = SyntheticInputs(tuple(input_shape[1:]), count=count, seed=seed)
+    empty = SyntheticInputs(tuple(input_shape[1:]), count=0)
+    return DataSplits(name="synthetic", train=train, holdout=empty, test=empty, class_names=[], seed=seed)  # type: ignore[arg-type]
+
+
 def calibration_subset(dataset: ImageDataset, *, size: int, seed: int = 0) -> Subset:
     """A deterministic random subset of ``size`` items (all of them if the data set is smaller)."""
     if size < 1:

@@ -280,10 +280,11 @@ class _NearlyEmpty(nn.Module):
 
 
 def default_table_path(cache: Path, timer: Timer, input_shape: tuple[int, ...]) -> Path:
-    """One table file per device, runtime, version, precision, threads (and input size, for tidiness)."""
+    """One table file per device, runtime, version, precision of the files and of execution, quantization
+    method, threads (and input size, for tidiness)."""
     digest = hashlib.sha256(timer.context().encode()).hexdigest()[:12]
     side = "x".join(str(side) for side in input_shape[1:])
-    return Path(cache) / f"{timer.device.name}-{timer.backend}-{side}-{digest}.json"
+    return Path(cache) / f"{timer.device.name}-{timer.backend}-{timer.precision}-{side}-{digest}.json"
 
 
 def cache_folder() -> Path:

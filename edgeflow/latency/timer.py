@@ -7,6 +7,7 @@ import tempfile
 import time
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from torch import nn
 
@@ -34,9 +35,20 @@ class TimerStats:
         self.noisy += noisy
 
 
+class ArtifactBuild(Protocol):
+    """How a torch module becomes the file that is timed (:class:`edgeflow.variants.ShippedBuild`: the file a
+    recipe variant ships, INT8 included), and what its timings depend on beyond the device and runtime."""
+
+    precision: str
+    context: str
+
+    def __call__(self, module: nn.Module, input_shape: tuple[int, ...], *, folder: Path) -> Artifact: ...
+
+
 @dataclass
 class Timer:
-    """Exports a torch module, compiles it with the device's runtime and returns its p50 in ms."""
+    """Builds a torch module's file (the float ONNX, or ``build``'s), compiles it with the device's runtime and
+    returns its p50 in ms."""
 
     device: DeviceSpec
     backend: str
@@ -44,19 +56,26 @@ class Timer:
     settings: RuntimeSettings
     profile: ProfileConfig
     workdir: Path
+    build: ArtifactBuild | None = None
     cost: TimerStats = field(default_factory=TimerStats)
+
+    @property
+    def precision(self) -> str:
+        """What the timed files hold: fp32 (the float ONNX), or the build's precision."""
+        return self.build.precision if self.build is not None else "fp32"
 
     def compile_module(
         self, module: nn.Module, input_shape: tuple[int, ...], *, layer_profile: bool = False
     ) -> Compiled:
-        """Export ``module`` to ONNX and compile it with the device's runtime (the file is read in and removed)."""
+        """Build ``module``'s file (the float ONNX, or ``build``'s) and compile it with the device's runtime (the
+        file is read in and removed)."""
         with tempfile.TemporaryDirectory(dir=self.workdir, prefix=".timing-") as folder:
-            artifact = export_onnx(module, input_shape=input_shape, path=Path(folder) / "candidate.onnx")
-            return get_backend(self.backend).compile(
-                Artifact(format="onnx", path=artifact.path, input_shape=input_shape),
-                settings=self.settings,
-                layer_profile=layer_profile,
-            )
+            if self.build is not None:
+                artifact = self.build(module, tuple(input_shape), folder=Path(folder))
+            else:
+                onnx = export_onnx(module, input_shape=input_shape, path=Path(folder) / "candidate.onnx")
+                artifact = Artifact(format="onnx", path=onnx.path, input_shape=input_shape)
+            return get_backend(self.backend).compile(artifact, settings=self.settings, layer_profile=layer_profile)
 
     @property
     def layer_profiles(self) -> bool:
@@ -104,9 +123,11 @@ class Timer:
         return timed
 
     def context(self) -> str:
-        """What a lookup table's figures depend on: device, runtime and version, precision, threads."""
+        """What a lookup table's figures depend on: device, runtime and version, execution precision, threads, and
+        what the timed files hold (the build's precision and quantization method)."""
         threads = self.settings.threads or "default"
+        built = f"|{self.build.context}" if self.build is not None else ""
         return (
             f"{self.device.name}|{self.backend}|{get_backend(self.backend).version()}|"
-            f"{self.settings.execution_precision}|threads={threads}|hint={self.settings.performance_hint}"
+            f"{self.settings.execution_precision}|threads={threads}|hint={self.settings.performance_hint}{built}"
         )

@@ -3,8 +3,9 @@
 Each iteration sets a target (the current latency minus a step that decays from iteration to
 iteration) and makes one proposal per prunable channel group and per removable block:
 
-1. *size*: for a group, the largest channel count (a multiple of the divisor) whose latency meets the
-   target, by the oracle; the channels kept are those with the largest L2 norm. A group that cannot
+1. *size*: for a group, the largest channel count (a multiple of the channel step: the recipe's divisor, or
+   the larger step the device's kernels favour, measured: :mod:`edgeflow.latency.steps`) whose latency meets
+   the target, by the oracle; the channels kept are those with the largest L2 norm. A group that cannot
    reach the target, or a block whose removal does not, is skipped.
 2. *screen*: holdout top-1 right after the change, with batch-norm statistics recomputed.
 3. *short-term fine-tune* the ``screen_top_k`` best, then score them on the holdout split (never test).
@@ -32,7 +33,8 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from edgeflow.data import DataSplits
-from edgeflow.latency.table import LookupTable
+from edgeflow.latency.steps import measure_channel_step
+from edgeflow.latency.table import LookupTable, cache_folder
 from edgeflow.latency.timer import Timer
 from edgeflow.netadapt import space
 from edgeflow.netadapt.executor import Executor, InProcessExecutor
@@ -147,6 +149,12 @@ class Search:
             return latency, None
         return self.scale() * latency, latency
 
+    @property
+    def channel_step(self) -> int:
+        """Kept channel counts are multiples of this: the measured step, else the recipe's divisor."""
+        steps = self.state.channel_steps
+        return steps.step if steps is not None else self.config.channel_divisor
+
     def current_holdout(self) -> float:
         return self.state.iterations[-1].holdout_top1 if self.state.iterations else self.state.start_holdout_top1
 
@@ -179,7 +187,16 @@ class Search:
 
     # ----- the loop -------------------------------------------------------------------------------
     def prepare(self) -> None:
-        """Time and score the starting model once; fit the lookup table (when it is the oracle) on it."""
+        """Time and score the starting model once; fit the lookup table (when it is the oracle) on it; measure
+        the channel step (``channel_step: measured``)."""
+        if self.config.channel_step == "measured" and self.state.channel_steps is None:
+            self.progress.stage("measure which channel counts the device's kernels favour (a probe, timed in turn)")
+            self.state.channel_steps = measure_channel_step(
+                self.timer, divisor=self.config.channel_divisor, side=self.input_shape[-1],
+                rounds=self.config.compare_rounds, cache=cache_folder(),
+            )  # fmt: skip
+            self.progress.stage(self.state.channel_steps.describe())
+            self._save()
         if self.state.start_estimate_ms is not None:
             if isinstance(self.oracle, LookupTable):
                 self.oracle.fitted = self.state.table_fit
@@ -487,7 +504,8 @@ def _largest_keep(
 ) -> tuple[space.Action, nn.Module, float, float | None, list[int]] | None:
     """Binary search for the most channels whose latency meets ``target`` (latency falls with channels)."""
     channels = space.out_channels(current.get_submodule(group))
-    divisor, floor = search.config.channel_divisor, max(search.config.min_channels, search.config.channel_divisor)
+    divisor = search.channel_step
+    floor = max(search.config.min_channels, divisor)
     options = [keep for keep in range(floor, channels, divisor)]
     if not options:
         return None

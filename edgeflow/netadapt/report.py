@@ -8,6 +8,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from edgeflow.io import atomic_path, write_json, write_text
+from edgeflow.latency.steps import ChannelStepStats
 from edgeflow.latency.table import TableFit
 from edgeflow.netadapt.state import IterationRecord, SearchState, drift_corrected, measured_candidates
 from edgeflow.profiling.stats import LatencyStats, MeasuredStats
@@ -65,6 +66,7 @@ class SearchReport(BaseModel):
     resolution: int
     device: dict
     backend: str
+    target: dict | None = None  # the variant whose file was timed: backend, precision, timing and shipped method
     data: dict
     config: dict
     oracle: str
@@ -72,6 +74,7 @@ class SearchReport(BaseModel):
     start_measured_ms: float  # when the search began (with the table: among its calibration models)
     start_estimate_ms: float  # the oracle's figure for it (the budget's base with --latency-ratio)
     table_fit: TableFit | None = None  # how the lookup table's blocks add up, and its calibration models
+    channel_steps: ChannelStepStats | None = None  # the channel step measured on the device, when measured
     stop_reason: str
     iterations: list[IterationRecord]
     points: list[PointRecord]
@@ -130,11 +133,24 @@ def table_errors(state: SearchState) -> TableErrors | None:
     )
 
 
+def _target_lines(target: dict | None) -> list[str]:
+    """What was timed: the target variant's file (INT8 by which method) -- every latency below is of that file."""
+    if not target:
+        return []
+    what = f"{target['backend']} {target['precision']}"
+    if target.get("timing_method"):
+        what += f", quantized by {target['timing_method']} for every timing"
+        if target.get("shipped_method") not in (None, target["timing_method"]):
+            what += f" (the variant ships {target['shipped_method']}; the models below are built with it)"
+    return [f"Target: variant {target['variant']} ({what}); every latency here is of that file.", ""]
+
+
 def render_markdown(report: SearchReport) -> str:
     start = report.point("start")
     lines = [
         f"# NetAdapt search: {report.model} at {report.resolution} px on {report.device['name']} ({report.backend})",
         "",
+        *_target_lines(report.target),
         f"Budget {report.budget_ms:.3f} ms (start measured {report.start_measured_ms:.3f} ms when the search "
         f"began, estimated {report.start_estimate_ms:.3f} ms). {report.stop_reason}.",
         f"Oracle: {report.oracle}. Search time {report.search_seconds / 60:.1f} min; "
@@ -142,6 +158,9 @@ def render_markdown(report: SearchReport) -> str:
         + (f", {report.oracle_noisy} of them on a busy device, kept" if report.oracle_noisy else "")
         + "), "
         f"{report.device_measurements} whole-model timings on the device ({report.device_seconds:.0f} s).",
+        f"Channels kept in multiples of {report.channel_steps.step}: {report.channel_steps.describe()}."
+        if report.channel_steps is not None
+        else f"Channels kept in multiples of {report.config.get('channel_divisor')} (the recipe's divisor).",
         "",
         "## Models (measured on the device, test top-1 through its runtime)",
         "",

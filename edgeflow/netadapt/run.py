@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from edgeflow.accuracy import accuracy_from_logits, collect_logits
-from edgeflow.backends import Compiled, FloatSources, float_artifact, get_backend, searchable_backends
+from edgeflow.backends import Compiled, get_backend
 from edgeflow.cluster.session import connected
 from edgeflow.data import DataSplits
 from edgeflow.data.preprocess import PreprocessSpec, as_preprocess, parse_input_shape
@@ -44,9 +44,10 @@ from edgeflow.profiling.in_turn import time_in_turn
 from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.profiling.profile import compile_and_profile
 from edgeflow.progress import Progress
-from edgeflow.recipe import Recipe, SearchConfig, as_recipe
+from edgeflow.recipe import Recipe, SearchConfig, VariantSpec, as_recipe
 from edgeflow.source import ModelSource, load_model_and_data
 from edgeflow.train import train_if_needed
+from edgeflow.variants import FloatArtifacts, ShippedBuild, build_variant
 
 
 def search(
@@ -59,6 +60,7 @@ def search(
     arch: str | None = None,
     latency_budget_ms: float | None = None,
     latency_ratio: float | None = None,
+    target: str | None = None,
     resume: bool = False,
     executor: Executor | None = None,
     ray: str | None = None,
@@ -71,7 +73,8 @@ def search(
 ) -> SearchReport:
     """Find the most accurate shrunk ``model`` whose latency on ``device`` meets the budget.
 
-    The budget comes from ``latency_budget_ms``/``latency_ratio`` or the recipe's ``search`` section.
+    The budget comes from ``latency_budget_ms``/``latency_ratio`` or the recipe's ``search`` section; ``target``
+    (else the section's) names the recipe variant whose file every candidate is timed as (INT8 by its method).
     With ``resume`` a search killed at any point goes on from ``out/state``. With ``ray`` (``auto`` or
     ``HEAD:PORT``; else the recipe's ``ray`` key) the proposals are screened and fine-tuned as Ray tasks
     (:class:`edgeflow.cluster.executor.RayExecutor`); the state stays here, checkpointed as in one process.
@@ -83,8 +86,8 @@ def search(
     with proposal_executor(ray or recipe_spec.ray, given=executor) as executor:
         return _search(
             model, device=device, recipe_spec=recipe_spec, data=data, out=out, arch=arch,
-            latency_budget_ms=latency_budget_ms, latency_ratio=latency_ratio, resume=resume, executor=executor,
-            progress=progress,
+            latency_budget_ms=latency_budget_ms, latency_ratio=latency_ratio, target=target, resume=resume,
+            executor=executor, progress=progress,
         )  # fmt: skip
 
 
@@ -107,12 +110,15 @@ def _task_label(task: object) -> str:
     return f"proposal {getattr(task, 'name', task)}"
 
 
-def _search(model, *, device, recipe_spec: Recipe, data, out, arch, latency_budget_ms, latency_ratio, resume,
-            executor, progress) -> SearchReport:  # fmt: skip
+def _search(model, *, device, recipe_spec: Recipe, data, out, arch, latency_budget_ms, latency_ratio, target,
+            resume, executor, progress) -> SearchReport:  # fmt: skip
     progress = progress or Progress.silent()
     device_spec = as_device(device)
     config = search_config(recipe_spec, budget_ms=latency_budget_ms, ratio=latency_ratio)
-    backend = search_backend(device_spec)
+    if target is not None:
+        config = config.model_copy(update={"target": target})
+        recipe_spec = recipe_spec.model_copy(update={"search": config})
+    target_variant = search_target(recipe_spec, device_spec)
     out = Path(out)
     if resume and not Checkpoint(out / "state").exists():
         raise ConfigError(f"nothing to resume: {out / 'state' / 'state.json'} does not exist")
@@ -127,7 +133,7 @@ def _search(model, *, device, recipe_spec: Recipe, data, out, arch, latency_budg
     search_seconds = state.elapsed_seconds
 
     progress.stage("export the start and adapted models; time and evaluate them on the device")
-    where = _Where(out=out, device=device_spec, backend=backend, recipe=recipe_spec)
+    where = _Where(out=out, device=device_spec, variant=target_variant, recipe=recipe_spec)
     evaluated = [
         _evaluate_point(where, "start", model=engine.start, splits=splits, kind="start"),
         _evaluate_point(where, "netadapt", model=engine.final_model(), splits=splits),
@@ -141,7 +147,8 @@ def _search(model, *, device, recipe_spec: Recipe, data, out, arch, latency_budg
         arch=source.arch,
         resolution=source.resolution,
         device=device_spec.model_dump(),
-        backend=backend,
+        backend=target_variant.backend,
+        target=search_target_record(target_variant, seed=recipe_spec.seed),
         data=splits.describe(),
         config=config.model_dump(),
         oracle=oracle.name,
@@ -149,6 +156,7 @@ def _search(model, *, device, recipe_spec: Recipe, data, out, arch, latency_budg
         start_measured_ms=state.start_measured_ms,
         start_estimate_ms=state.start_estimate_ms,
         table_fit=state.table_fit,
+        channel_steps=state.channel_steps,
         stop_reason=state.stop_reason or "",
         iterations=state.iterations,
         points=points,
@@ -166,12 +174,56 @@ def _search(model, *, device, recipe_spec: Recipe, data, out, arch, latency_budg
     return report
 
 
-def search_backend(device: DeviceSpec) -> str:
-    timed = searchable_backends()
-    backend = next((name for name in device.runtimes if name in timed), None)
-    if backend is None:
-        raise ConfigError(f"device {device.name} has no runtime the search can time ({', '.join(timed)})")
-    return backend
+def search_target(recipe: Recipe, device: DeviceSpec) -> VariantSpec:
+    """The recipe variant whose file the search times: the search section's ``target``, else the first INT8
+    variant the device runs, else the first variant it runs. Its runtime must run in this process (the search
+    compiles every candidate here)."""
+    named = recipe.search.target if recipe.search is not None else None
+    variants = {variant.name: variant for variant in recipe.variants}
+    if named is not None:
+        if named not in variants:
+            raise ConfigError(
+                f"search target {named!r} is not a variant of recipe {recipe.name} ({', '.join(variants) or 'none'})"
+            )
+        target = variants[named]
+        if target.backend not in device.runtimes:
+            raise ConfigError(f"search target {named}: device {device.name} has no {target.backend} runtime")
+    else:
+        runs = [variant for variant in recipe.variants if variant.backend in device.runtimes]
+        if not runs:
+            raise ConfigError(
+                f"recipe {recipe.name} has no variant on a runtime of device {device.name} "
+                f"({', '.join(device.runtimes)}) for the search to time"
+            )
+        target = next((variant for variant in runs if variant.precision == "int8"), runs[0])
+    missing = get_backend(target.backend).unavailable()
+    if missing:
+        raise ConfigError(f"search target {target.name}: {missing}")
+    if device.transport != "local":
+        raise ConfigError(f"the search times candidates in this process; device {device.name} is {device.transport}")
+    return target
+
+
+def search_build(target: VariantSpec, *, seed: int) -> ShippedBuild | None:
+    """How candidates are built for timing: None (the float ONNX, as it is) where the target is float on a runtime
+    that reads ONNX itself, else the target's own file (:class:`ShippedBuild`)."""
+    backend = get_backend(target.backend)
+    if target.precision in ("fp32", "bf16") and "onnx" in backend.formats:
+        return None
+    return ShippedBuild(target, seed=seed)
+
+
+def search_target_record(target: VariantSpec, *, seed: int) -> dict:
+    """The target as the report states it: variant, backend, precision, and the method its timings quantize with."""
+    build = search_build(target, seed=seed)
+    return {
+        "variant": target.name,
+        "backend": target.backend,
+        "precision": target.precision,
+        "execution_precision": target.execution_precision,
+        "timing_method": build.method if build is not None else None,
+        "shipped_method": target.quantize.method if target.quantize is not None else None,
+    }
 
 
 def adapt(
@@ -191,14 +243,16 @@ def adapt(
     Used by ``edgeflow search`` and by ``edgeflow optimize`` when its recipe has a search section.
     """
     progress = progress or Progress.silent()
-    backend = search_backend(device)
+    target = search_target(recipe, device)
+    backend = target.backend
     if source.module is None:
         raise ConfigError(f"{source.name}: the search prunes a torch model; give a registry name or a checkpoint")
     checkpoint = Checkpoint(folder)
-    fingerprint = _fingerprint(source, splits, recipe=recipe, config=config, device=device)
+    fingerprint = _fingerprint(source, splits, recipe=recipe, config=config, device=device, target=target)
     state = _open_state(checkpoint, fingerprint, resume=resume)
     progress.stage(
-        f"search {source.name} at {source.resolution} px on {device.name} ({backend}); data {splits.name}"
+        f"search {source.name} at {source.resolution} px on {device.name} ({backend} {target.precision}, "
+        f"variant {target.name}); data {splits.name}"
         + (f"; resuming after iteration {len(state.iterations)}" if state.iterations else "")
     )
     if source.kind == "registry":  # trained once; a resumed search loads the same weights
@@ -211,8 +265,11 @@ def adapt(
                             seed=recipe.seed, progress=progress)  # fmt: skip
             checkpoint.save_weights("start.pt", source.module, folder="")
 
+    build = search_build(target, seed=recipe.seed)
+
     def timer() -> Timer:
-        return Timer(device, backend, settings=device.runtime, profile=config.profile, workdir=checkpoint.folder)
+        return Timer(device, backend, settings=target.runtime_settings(device.runtime), profile=config.profile,
+                     workdir=checkpoint.folder, build=build)  # fmt: skip
 
     if config.oracle == "measured":
         oracle = MeasuredOracle(timer())
@@ -258,7 +315,13 @@ def search_config(recipe: Recipe, *, budget_ms: float | None = None, ratio: floa
 
 
 def _fingerprint(
-    source: ModelSource, splits: DataSplits, *, recipe: Recipe, config: SearchConfig, device: DeviceSpec
+    source: ModelSource,
+    splits: DataSplits,
+    *,
+    recipe: Recipe,
+    config: SearchConfig,
+    device: DeviceSpec,
+    target: VariantSpec,
 ) -> str:
     """What must not change between a search and its resumption."""
     weights = hashlib.sha256()
@@ -277,6 +340,7 @@ def _fingerprint(
         # resumed to compare it with other multipliers
         "search": config.model_dump(exclude={"baselines"}),
         "device": device.model_dump(),
+        "target": target.model_dump(),
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -301,11 +365,12 @@ def _open_state(checkpoint: Checkpoint, fingerprint: str, *, resume: bool) -> Se
 
 @dataclass
 class _Where:
-    """Where the search's final models are written (``out``), timed and evaluated (device, backend, recipe)."""
+    """Where the search's final models are written (``out``), timed and evaluated (device, the target variant,
+    recipe)."""
 
     out: Path
     device: DeviceSpec
-    backend: str
+    variant: VariantSpec
     recipe: Recipe
 
 
@@ -318,20 +383,27 @@ def _evaluate_point(
     kind: str = "netadapt",
     detail: str = "",
 ) -> tuple[PointRecord, Compiled]:
-    """Export ``model``, time it on the device and measure test top-1 through the runtime."""
+    """Build ``model``'s file as the target variant ships it (INT8 by its method, calibrated on the train split),
+    time it on the device and measure test top-1 through the runtime."""
     resolution = splits.resolution
     shape = (1, 3, *splits.size)
-    out, backend, recipe = where.out, where.backend, where.recipe
-    onnx = export_onnx(model.eval(), input_shape=shape, path=out / f"model_{name}.onnx")
-    runtime, artifact = get_backend(backend), onnx
-    if runtime.exporter is not None:  # the runtime's own float file, written aside, then named for the candidate
-        scratch = out / f".float-{name}"
-        scratch.mkdir(exist_ok=True)
-        artifact = float_artifact(backend, FloatSources(onnx=onnx, module=model, input_shape=shape, folder=scratch))
-        artifact = artifact.move_to(out / f"model_{name}{runtime.suffix()}")
-        onnx.remove()
-        shutil.rmtree(scratch, ignore_errors=True)
-    compiled, profiled = compile_and_profile(artifact, device=where.device, backend=backend, config=recipe.profile)
+    out, variant, recipe = where.out, where.variant, where.recipe
+    backend = variant.backend
+    runtime = get_backend(backend)
+    scratch = out / f".build-{name}"  # the files are made aside, then the one that ships is named for the candidate
+    scratch.mkdir(exist_ok=True)
+    onnx = export_onnx(model.eval(), input_shape=shape, path=scratch / "model.onnx")
+    artifact = onnx
+    if runtime.exporter is not None or variant.precision not in ("fp32", "bf16"):
+        floats = FloatArtifacts.of(onnx, module=model, input_shape=shape, folder=scratch)
+        artifact, _ = build_variant(variant, floats=floats, splits=splits, folder=scratch, seed=recipe.seed,
+                                    settings=variant.runtime_settings(where.device.runtime))  # fmt: skip
+    artifact = artifact.move_to(out / f"model_{name}{Path(artifact.path).suffix}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    compiled, profiled = compile_and_profile(
+        artifact, device=where.device, backend=backend, config=recipe.profile,
+        settings=variant.runtime_settings(where.device.runtime),
+    )  # fmt: skip
     logits, labels = collect_logits(compiled, splits.test, max_samples=recipe.evaluate.max_samples)
     stats = accuracy_from_logits(logits, labels, split="test", runtime=backend)
     record = PointRecord(

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from edgeflow.errors import ConfigError
 from edgeflow.io import atomic_path, write_json
+from edgeflow.latency.steps import ChannelStepStats
 from edgeflow.latency.table import TableFit
 from edgeflow.netadapt.space import Action
 
@@ -63,6 +64,7 @@ class SearchState(BaseModel):
     start_measured_ms: float | None = None
     start_holdout_top1: float | None = None
     table_fit: TableFit | None = None  # how the lookup table's blocks add up (when the oracle is the table)
+    channel_steps: ChannelStepStats | None = None  # the measured channel step (channel_step: measured)
     budget_ms: float | None = None
     iterations: list[IterationRecord] = []
     pending: list[ProposalRecord] = []  # proposals of the unfinished iteration
