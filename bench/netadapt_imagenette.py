@@ -7,6 +7,8 @@ models: measured p50 in turn, speed-up, test top-1 through OpenVINO, MACs; the i
 accuracy-latency plot beside it.
 
     .venv/bin/python bench/netadapt_imagenette.py [--ratio 0.57] [--resume]
+    .venv/bin/python bench/netadapt_imagenette.py --target openvino-int8 --out reports/bench-netadapt-int8 \
+        --report reports/netadapt-imagenette-int8-cpu.md    # judged on the INT8 file that ships
     .venv/bin/python bench/netadapt_imagenette.py --rewrite     # the report again from --out's search.json
 """
 
@@ -26,6 +28,7 @@ import edgeflow
 from edgeflow.io import write_text
 from edgeflow.netadapt.report import SearchReport, write_search_report
 from edgeflow.progress import Progress
+from edgeflow.recipe import load_recipe
 
 RECIPE = Path("recipes/imagenette-search.yaml")
 MODEL = "mobilenet_v3_large"
@@ -78,6 +81,12 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="go on with the search in --out")
     parser.add_argument("--report", type=Path, default=Path("reports/netadapt-imagenette-cpu.md"))
     parser.add_argument("--rewrite", action="store_true", help="write the report from --out/search.json, no search")
+    parser.add_argument(
+        "--target",
+        default=None,
+        help="search on this INT8 variant, e.g. openvino-int8 or litert-int8 (added to the "
+        "recipe with its backend's default method); default: the recipe's openvino-fp32",
+    )
     args = parser.parse_args()
 
     imagenette.require_data()
@@ -92,16 +101,32 @@ def main() -> None:
     else:
         started = time.perf_counter()
         report = edgeflow.search(
-            str(checkpoint), arch=MODEL, recipe=RECIPE, out=args.out, latency_ratio=args.ratio, resume=args.resume,
-            progress=Progress.to_stderr(),
+            str(checkpoint), arch=MODEL, recipe=search_recipe(args.target), out=args.out, latency_ratio=args.ratio,
+            resume=args.resume, target=args.target, progress=Progress.to_stderr(),
         )  # fmt: skip
         write_text(timing, json.dumps({"command_seconds": round(time.perf_counter() - started, 1)}) + "\n")
     total = json.loads(timing.read_text())["command_seconds"] if timing.exists() else None
     write_report(args, report=report, card=card, checkpoint=checkpoint, total=total)
 
 
+def search_recipe(target: str | None):
+    """recipes/imagenette-search.yaml, with an INT8 variant named ``target`` (``<backend>-int8``) added."""
+    recipe = load_recipe(str(RECIPE))
+    if target is None:
+        return recipe
+    backend = target.removesuffix("-int8")
+    spec = recipe.model_dump(exclude_unset=True)
+    spec["variants"] = [*spec["variants"], {"name": target, "backend": backend, "precision": "int8"}]
+    return type(recipe).model_validate(spec)
+
+
 def write_report(args, *, report, card: dict, checkpoint: Path, total: float | None) -> None:
     command = ".venv/bin/python bench/netadapt_imagenette.py" + (f" --ratio {args.ratio}" if args.ratio else "")
+    if args.target:
+        command += f" --target {args.target} --out {args.out} --report {args.report}"
+    runtime = {"openvino": "OpenVINO", "onnxruntime": "ONNX Runtime", "litert": "LiteRT"}.get(report.backend)
+    target = report.target or {}
+    what = f"{runtime or report.backend} {target.get('precision', 'fp32').upper()}"
     search_md = (args.out / "search.md").read_text()
     iterations = search_md[search_md.index("## Iterations") :].replace("![accuracy vs latency](search.png)", "")
     plot = args.report.with_suffix(".png")
@@ -115,13 +140,14 @@ def write_report(args, *, report, card: dict, checkpoint: Path, total: float | N
         ),  # fmt: skip
         f"Start: {card['model']} trained from scratch here ({card['side']} px, {card['epochs']} epochs, "
         f"{100 * card['test_top1']:.2f}% test top-1 through OpenVINO in f32; `{checkpoint}`). Every model below is "
-        f"timed and scored through OpenVINO with its default execution on this CPU ({start.execution_precision}).",
+        f"built as variant {target.get('variant', 'openvino-fp32')} ships it, timed and scored through {what} on "
+        f"this CPU (executed in {start.execution_precision}); the search judged every proposal on that file.",
         f"Recipe: `{RECIPE}`: budget {config['latency_ratio']} of the start's latency measured on this CPU; "
         f"long-term fine-tuning {config['long_term']['steps']} steps of {config['long_term']['batch_size']} images "
         "with augmentation and distillation from the start, the same for NetAdapt's model and every baseline.",
         f"Search {report.search_seconds / 60:.1f} min{whole}. {report.stop_reason}.",
         "",
-        "## Models (measured on this CPU, test top-1 through OpenVINO on the 3,925 test photos)",
+        f"## Models (measured on this CPU, test top-1 through {what} on the 3,925 test photos)",
         "",
         *models_table(report),
         "",

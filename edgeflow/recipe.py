@@ -307,6 +307,25 @@ class QuantizeConfig(NncfQatConfig, OrtStaticConfig, LiteRTStaticConfig):
             raise ValueError(str(exc)) from None
 
 
+class MixedPrecisionConfig(StrictModel):
+    """Keep in float the layers INT8 hurts, chosen from sensitivity measured through the runtime
+    (:mod:`edgeflow.mixed_precision`): the float set that meets ``agreement`` at the least measured latency."""
+
+    agreement: float = Field(
+        default=0.99, gt=0, le=1, description="top-1 agreement with the float file on the holdout split to reach"
+    )
+    max_layers: int = Field(default=16, ge=1, description="at most this many layers kept in float")
+    holdout_samples: int | None = Field(
+        default=500, ge=1, description="holdout images sensitivity and the choice are measured on (None: all)"
+    )
+    rounds: int = Field(default=5, ge=1, description="rounds each one-layer-in-float file is timed in turn")
+    layers: list[str] | None = Field(
+        default=None,
+        description="measure only these layers (float ONNX node names or torch module names); None: every "
+        "weighted layer",
+    )
+
+
 class VariantSpec(StrictModel):
     """One artifact to build, time and evaluate.
 
@@ -322,6 +341,10 @@ class VariantSpec(StrictModel):
         default=None, description="override the device's runtime execution precision for this variant"
     )
     quantize: QuantizeConfig | None = None
+    mixed_precision: MixedPrecisionConfig | None = Field(
+        default=None,
+        description="INT8 only: keep in float the layers whose sensitivity, measured through the runtime, says so",
+    )
 
     def runtime_settings(self, settings: RuntimeSettings) -> RuntimeSettings:
         """The device's runtime ``settings`` with this variant's execution precision, where it sets one."""
@@ -356,6 +379,8 @@ class VariantSpec(StrictModel):
         if self.precision != "int8":
             if self.quantize is not None:
                 raise ValueError(f"quantize applies to int8 variants, not {self.precision}")
+            if self.mixed_precision is not None:
+                raise ValueError(f"mixed_precision applies to int8 variants, not {self.precision}")
             return self
         if self.quantize is None:
             self.quantize = QuantizeConfig(method=backend.default_int8)
@@ -372,6 +397,11 @@ class VariantSpec(StrictModel):
         if stray:
             raise ValueError(f"quantize.{stray[0]} does not apply to method {method} (its keys: "
                              f"{', '.join(sorted(keys))})")  # fmt: skip
+        chosen = backend.default_int8 if method == AUTO else method
+        if self.mixed_precision is not None and "float_layers" not in METHODS.get(chosen).config.model_fields:
+            keeps = sorted(m for m in methods_for(backend.name) if "float_layers" in METHODS.get(m).config.model_fields)
+            raise ValueError(f"mixed_precision: method {chosen} cannot keep layers in float (use "
+                             f"{', '.join(keeps) or 'none on ' + backend.name})")  # fmt: skip
         return self
 
 

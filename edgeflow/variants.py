@@ -280,6 +280,6 @@ def _int8(
         raise ConfigError(f"variant {variant.name}: {method.name} needs a torch model, not ONNX")
     job = QuantizeJob(
         base=base, splits=splits, config=method.own_config(config), path=path, seed=seed, module=floats.module,
-        input_shape=floats.input_shape, progress=progress, settings=settings,
+        input_shape=floats.input_shape, progress=progress, settings=settings, onnx=floats.onnx,
     )  # fmt: skip
     return method.quantize(job)

@@ -28,6 +28,7 @@ from edgeflow.environment import environment, host_has_bf16
 from edgeflow.errors import ConfigError, RuntimeUnavailableError
 from edgeflow.export.onnx import export_onnx
 from edgeflow.io import check_output_folder, ensure_writable_dir, staged_dir, unused_path
+from edgeflow.mixed_precision import build_mixed_variant
 from edgeflow.models.onnx_input import save_with_fixed_input, write_metadata
 from edgeflow.profiling.cost import COUNTED_FORMATS
 from edgeflow.progress import Progress
@@ -138,7 +139,8 @@ def _after_training(run: _Run, *, training: TrainStats | None, notes: list[str],
             notes.append(f"variant {variant.name} skipped: {skipped[variant.backend]}")
             continue
         progress.stage(f"variant {variant.name}: build, time, evaluate")
-        artifact, summary = build_variant(
+        build = build_mixed_variant if variant.mixed_precision is not None else build_variant
+        artifact, summary = build(
             variant, floats=floats, splits=splits, folder=stage, seed=recipe_spec.seed, progress=progress,
             settings=variant.runtime_settings(device_spec.runtime),
         )  # fmt: skip

@@ -108,7 +108,7 @@ LAYERS = [
     ["targets"],  # where work runs: here, the agent, the tools, an estimate
     ["recipe"],  # the pipeline's settings, validated against the declarations below
     ["source", "train"],  # where a model comes from; training and fine-tuning
-    ["variants", "report"],  # each recipe variant built; the report and the bundle
+    ["variants", "mixed_precision", "report"],  # each recipe variant built; mixed precision; report and bundle
     ["cluster"],  # Ray
     ["netadapt"],  # the search
     ["workflow", "quantize_file"],  # the steps of optimize; edgeflow quantize

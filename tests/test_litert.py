@@ -363,3 +363,23 @@ def test_a_phone_bundle_carries_both_tflite_files(tmp_path: Path) -> None:
             np.concatenate([shipped.run(image[None]) for image in images]),
             np.concatenate([measured.run(image[None]) for image in images]),
         )
+
+
+def test_a_tensor_the_calibration_never_moves_still_gives_a_model_xnnpack_runs(digits16, tmp_path: Path) -> None:
+    """A ReLU whose inputs all stay negative (a pruned network's head on synthetic timing inputs did this) has an
+    empty range; the quantizer made it a zero scale and XNNPACK refused the whole model."""
+    from edgeflow.compress.litert_quantize import LiteRTStaticConfig, quantize_litert_static
+    from edgeflow.export.litert import export_tflite
+
+    torch.manual_seed(0)
+    module = SmallNet().eval()
+    with torch.no_grad():
+        module.features[4].bias.fill_(-100.0)  # every output of the second block's ReLU is 0
+    base = export_tflite(module, input_shape=(1, 3, 16, 16), path=tmp_path / "dead.tflite")
+    quantized, stats = quantize_litert_static(
+        base, calibration=digits16.train, config=LiteRTStaticConfig(subset_size=16), path=tmp_path / "int8.tflite"
+    )
+    assert stats.settings["dead_tensors"] >= 1 and stats.quantized_layers == 3
+    compiled = get_backend("litert").compile(quantized, settings=RuntimeSettings())
+    logits = compiled.run(_images(digits16.test, 1))
+    assert np.isfinite(logits).all()

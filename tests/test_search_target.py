@@ -161,3 +161,22 @@ def test_the_channel_step_is_measured_through_the_targets_build_and_kept(tmp_pat
     again = measure_channel_step(timer, divisor=8, side=16, rounds=2, cache=tmp_path)
     assert again == stats and timer.cost.measurements == 1  # read from the cache, nothing timed
     assert len(list(tmp_path.glob("channel-steps-cpu-onnxruntime-int8-*.json"))) == 1
+
+
+def test_an_unfinished_search_resumes_only_on_its_target_and_a_finished_one_may_be_compared_as_another(tmp_path):
+    from edgeflow.netadapt.run import _check_target, search_target_record
+    from edgeflow.netadapt.state import Checkpoint, SearchState
+    from edgeflow.progress import Progress
+
+    device = load_device("cpu")
+    int8 = search_target_record(search_target(_recipe(FP32, INT8), device), seed=0)
+    fp32 = search_target_record(search_target(_recipe(FP32), device), seed=0)
+    checkpoint = Checkpoint(tmp_path)
+    state = SearchState(fingerprint="f")
+    _check_target(state, int8, checkpoint=checkpoint, progress=Progress.silent())
+    assert state.target == int8 and json.loads(checkpoint.path.read_text())["target"] == int8
+    with pytest.raises(ConfigError, match=r"is a search on onnxruntime-int8 \(onnxruntime int8\); resume it with"):
+        _check_target(state, fp32, checkpoint=checkpoint, progress=Progress.silent())
+    state.phase = "done"
+    _check_target(state, fp32, checkpoint=checkpoint, progress=Progress.silent())
+    assert state.target == int8  # what it searched on stays recorded

@@ -24,6 +24,7 @@ from edgeflow.compress.nncf_ptq import (
     NncfPtqConfig,
     calibration_dataset,
     float_gates,
+    float_layer_names,
     is_quantized,
     nncf_quantize_arguments,
     nncf_settings,
@@ -90,7 +91,9 @@ def quantize_with_accuracy_control(
         "drop_type": "absolute",
         "holdout_samples": len(validation_items),
     }
-    arguments = nncf_quantize_arguments(settings, config, gates=gates)
+    arguments = nncf_quantize_arguments(
+        settings, config, gates=gates, chosen=float_layer_names(model, config, onnx_names=False)
+    )
     core = ov.Core()
     float_top1 = _top1(core.compile_model(model, "CPU", _F32), validation_items)[0]
 

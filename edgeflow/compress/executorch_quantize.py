@@ -13,17 +13,24 @@ from collections.abc import Iterator
 import torch
 
 from edgeflow.artifact import Artifact
-from edgeflow.compress.method import PerChannelOptions, QuantizationMethod, QuantizeJob, QuantizeOptions
-from edgeflow.compress.stats import QuantizationStats
+from edgeflow.compress.layers import module_name
+from edgeflow.compress.method import (
+    FloatLayerOptions,
+    PerChannelOptions,
+    QuantizationMethod,
+    QuantizeJob,
+    QuantizeOptions,
+)
+from edgeflow.compress.stats import CHOSEN_REASON, FloatLayer, QuantizationStats
 from edgeflow.data import calibration_subset
 from edgeflow.data.splits import image_stacks
-from edgeflow.errors import ModelLoadError, first_line
+from edgeflow.errors import ConfigError, ModelLoadError, first_line
 from edgeflow.export.executorch import program_cost, write_program
 
 _WEIGHTED = {"conv2d", "linear", "conv1d", "conv_transpose2d"}
 
 
-class ExecuTorchPt2eConfig(QuantizeOptions, PerChannelOptions):
+class ExecuTorchPt2eConfig(QuantizeOptions, PerChannelOptions, FloatLayerOptions):
     """PT2E with ExecuTorch's XNNPACK quantizer."""
 
 
@@ -40,6 +47,9 @@ def quantize_pt2e(job: QuantizeJob) -> tuple[Artifact, QuantizationStats]:
     shape = tuple(job.input_shape)
     example = (torch.zeros(shape),)
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=config.per_channel))
+    kept = float_modules(job.module, config.float_layers)
+    for name in kept:
+        quantizer.set_module_name(name, None)  # no quantization config: the module stays in float
     images = image_stacks(calibration_subset(job.splits.train, size=config.subset_size, seed=job.seed),
                           input_shape=shape, what="calibration")  # fmt: skip
     with _quiet():
@@ -64,13 +74,34 @@ def quantize_pt2e(job: QuantizeJob) -> tuple[Artifact, QuantizationStats]:
             "quantizer": "XNNPACKQuantizer (symmetric)",
             "per_channel": config.per_channel,
             "calibration_images": len(images) * shape[0],
+            **({"float_layers": list(config.float_layers)} if config.float_layers else {}),
         },  # fmt: skip
         quantized_layers=quantized,
-        float_layers=[],
+        float_layers=[
+            FloatLayer(name=name, type=type(job.module.get_submodule(name)).__name__, reason=CHOSEN_REASON)
+            for name in kept
+        ],
     )
     artifact = Artifact(format="executorch", path=job.path, precision="int8", input_shape=shape,
                         lineage=[*job.base.lineage, "executorch-pt2e int8 (XNNPACKQuantizer)"])  # fmt: skip
     return artifact, summary
+
+
+def float_modules(module: torch.nn.Module, float_layers: list[str]) -> list[str]:
+    """The torch modules ``float_layers`` (float ONNX node names, or module names) came from.
+
+    Raises:
+        ConfigError: a name that leads to no module of the model.
+    """
+    names = []
+    for layer in float_layers:
+        name = module_name(layer) if layer.startswith("/") else layer
+        try:
+            module.get_submodule(name)
+        except AttributeError:
+            raise ConfigError(f"quantize.float_layers: {layer!r} is not a layer of the model") from None
+        names.append(name)
+    return names
 
 
 def _quantized_layers(graph_module: torch.fx.GraphModule) -> int:

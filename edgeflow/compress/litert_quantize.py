@@ -19,25 +19,39 @@ import numpy as np
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends.litert import require_litert
-from edgeflow.compress.method import GateOptions, PerChannelOptions, QuantizationMethod, QuantizeJob, QuantizeOptions
+from edgeflow.compress.layers import tflite_scopes
+from edgeflow.compress.method import (
+    FloatLayerOptions,
+    GateOptions,
+    PerChannelOptions,
+    QuantizationMethod,
+    QuantizeJob,
+    QuantizeOptions,
+)
 from edgeflow.compress.squeeze_excitation import find_gates, node_names
-from edgeflow.compress.stats import GATE_REASON, FloatLayer, QuantizationStats
+from edgeflow.compress.stats import CHOSEN_REASON, GATE_REASON, FloatLayer, QuantizationStats
 from edgeflow.data import ImageDataset, calibration_subset
 from edgeflow.data.splits import image_stacks
 from edgeflow.environment import usable_cores
-from edgeflow.errors import ShapeError
+from edgeflow.errors import ConfigError, ShapeError
 from edgeflow.io import atomic_path
 
 # LiteRT operators that hold weights: quantized when their weight tensor (input 1) is an integer.
 WEIGHTED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL"}
 
 
-class LiteRTStaticConfig(QuantizeOptions, PerChannelOptions, GateOptions):
+class LiteRTStaticConfig(QuantizeOptions, PerChannelOptions, GateOptions, FloatLayerOptions):
     """LiteRT's own quantizer (ai-edge-quantizer), static int8 on the ``.tflite``."""
 
 
 def quantize_litert_static(
-    artifact: Artifact, *, calibration: ImageDataset, config: LiteRTStaticConfig, path: Path, seed: int = 0
+    artifact: Artifact,
+    *,
+    calibration: ImageDataset,
+    config: LiteRTStaticConfig,
+    path: Path,
+    seed: int = 0,
+    onnx: Artifact | None = None,
 ) -> tuple[Artifact, QuantizationStats]:
     """The float ``.tflite`` quantized to int8 by LiteRT's quantizer, calibrated on ``config.subset_size`` train
     images (per-channel weights unless ``per_channel: false``; activation ranges are the moving average of each
@@ -45,8 +59,11 @@ def quantize_litert_static(
     where plain min-max collapsed it). Operator types XNNPACK cannot run in int8 stay in float where that lets
     XNNPACK take the whole graph (:func:`_quantize_whole_for_xnnpack`).
 
+    ``config.float_layers`` (node names of ``onnx``, the float ONNX of the same network) stay in float.
+
     Raises:
         ShapeError: the model is already quantized, or the images do not fit its input.
+        ConfigError: ``float_layers`` without the float ONNX, or naming no layer of it.
     """
     require_litert()
     from ai_edge_quantizer import qtyping, quantizer
@@ -67,6 +84,9 @@ def quantize_litert_static(
     granularity = qtyping.QuantGranularity.CHANNELWISE if config.per_channel else qtyping.QuantGranularity.TENSORWISE
     found = find_gates(artifact.path) if config.squeeze_excitation == "float" else []
     gates = node_names(found)
+    if config.float_layers and onnx is None:
+        raise ConfigError("quantize.float_layers names layers of the float ONNX; this .tflite came without one")
+    chosen = tflite_scopes(config.float_layers, onnx=onnx, tflite=artifact.path) if config.float_layers else []
     tool = quantizer.Quantizer(str(artifact.path))
 
     def configure(float_types: list[str]) -> None:
@@ -78,7 +98,7 @@ def quantize_litert_static(
                                activation_num_bits=8, weight_num_bits=8, weight_granularity=granularity)  # fmt: skip
         for kind in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT, *float_types):
             tool.update_quantization_recipe(regex=".*", operation_name=kind, algorithm_key=AlgorithmName.NO_QUANTIZE)
-        for scope in gates:
+        for scope in [*gates, *chosen]:
             tool.update_quantization_recipe(regex=f"^{re.escape(scope)}$",
                                             operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
                                             algorithm_key=AlgorithmName.NO_QUANTIZE)  # fmt: skip
@@ -86,6 +106,7 @@ def quantize_litert_static(
     configure([])
     with _quiet():
         ranges = tool.calibrate({signature: [{input_name: batch} for batch in batches]}, num_threads=usable_cores())
+        ranges, dead = widen_dead_ranges(ranges)
         model, kept_float, partitions = _quantize_whole_for_xnnpack(tool, ranges, configure=configure)
     with atomic_path(path) as temporary:
         temporary.write_bytes(model)
@@ -98,16 +119,20 @@ def quantize_litert_static(
         "io": "float32 (quantize and dequantize inside the model)",
         "float_operators": kept_float,
         "xnnpack_partitions": partitions,
+        **({"dead_tensors": dead} if dead else {}),
         "squeeze_excitation": config.squeeze_excitation,
     }
     if config.squeeze_excitation == "float":
         settings["float_gates"] = len(found)
+    if chosen:
+        settings["float_layers"] = list(config.float_layers)
     done, floating = weighted_layers(path)
-    in_gate = set(gates)
+    in_gate, in_chosen = set(gates), set(chosen)
     stats = QuantizationStats(
         method="litert-static", settings=settings, quantized_layers=len(done),
         float_layers=[FloatLayer(name=name, type=kind,
-                                 reason=GATE_REASON if f"{name};" in in_gate else "the quantizer left it in float")
+                                 reason=CHOSEN_REASON if any(scope.startswith(f"{name};") for scope in in_chosen)
+                                 else GATE_REASON if f"{name};" in in_gate else "the quantizer left it in float")
                       for name, kind in floating],
         notes=[f"kept in float so that XNNPACK runs the whole graph: {', '.join(kept_float)} (XNNPACK partitions: "
                f"{partitions['all_int8']} all-int8, {partitions['kept']} kept)"] if kept_float else [],
@@ -115,6 +140,23 @@ def quantize_litert_static(
     lineage = [*artifact.lineage, f"int8 static (ai-edge-quantizer static_wi8_ai8, {len(batches)} calibration batches)"]
     return Artifact(format="litert", path=path, precision="int8", input_shape=artifact.input_shape,
                     lineage=lineage), stats  # fmt: skip
+
+
+def widen_dead_ranges(ranges: dict) -> tuple[dict, int]:
+    """Calibration ranges with every empty one (min == max: a tensor the calibration images never moved, such as a
+    ReLU whose inputs all stayed negative) widened by 1e-3 upward: the quantizer turns an empty range into a zero
+    scale, and XNNPACK refuses the whole model ("failed to prepare"). Returns the ranges and how many were widened.
+    """
+    widened = 0
+    for entry in ranges.values():
+        if not isinstance(entry, dict) or "min" not in entry or "max" not in entry:
+            continue
+        low, high = np.asarray(entry["min"], dtype=np.float32), np.asarray(entry["max"], dtype=np.float32)
+        empty = high <= low
+        if np.any(empty):
+            entry["max"] = np.where(empty, low + 1e-3, high).astype(np.float32)
+            widened += 1
+    return ranges, widened
 
 
 def _quantize_whole_for_xnnpack(tool, ranges, *, configure) -> tuple[bytes, list[str], dict[str, int]]:
@@ -219,5 +261,5 @@ class LiteRTStatic(QuantizationMethod):
 
     def quantize(self, job: QuantizeJob) -> tuple[Artifact, QuantizationStats]:
         return quantize_litert_static(
-            job.base, calibration=job.splits.train, config=job.config, path=job.path, seed=job.seed
+            job.base, calibration=job.splits.train, config=job.config, path=job.path, seed=job.seed, onnx=job.onnx
         )

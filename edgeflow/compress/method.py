@@ -55,6 +55,17 @@ class GateOptions(StrictModel):
     )
 
 
+class FloatLayerOptions(StrictModel):
+    """Methods that can keep chosen weighted layers in float (mixed precision)."""
+
+    float_layers: list[str] = Field(
+        default=[],
+        description="weighted layers (convolutions, matrix products) kept in float, by their node name in the "
+        "float ONNX, e.g. /features/features.1/block/block.1/fc1/Conv; edgeflow's mixed precision chooses them "
+        "from the sensitivity it measures (edgeflow.compress.sensitivity)",
+    )
+
+
 class PerChannelOptions(StrictModel):
     """Methods that can scale weights per output channel or per tensor."""
 
@@ -75,6 +86,7 @@ class QuantizeJob:
     input_shape: tuple[int, ...] | None = None
     progress: Progress | None = None
     settings: RuntimeSettings | None = None  # the device's runtime settings, for methods that time candidates
+    onnx: Artifact | None = None  # the float ONNX ``base`` was built from (layers are named by it: float_layers)
 
 
 class QuantizationMethod(ABC):

@@ -17,13 +17,13 @@ from edgeflow.artifact import Artifact
 from edgeflow.backends import get_backend, host_runtime
 from edgeflow.backends.base import RuntimeSettings
 from edgeflow.backends.openvino import read_model, static_input_shape
-from edgeflow.compress.method import GateOptions, QuantizationMethod, QuantizeJob, QuantizeOptions
+from edgeflow.compress.method import FloatLayerOptions, GateOptions, QuantizationMethod, QuantizeJob, QuantizeOptions
 from edgeflow.compress.squeeze_excitation import find_gates, node_names
 from edgeflow.compress.stats import QuantizationStats, summarize
 from edgeflow.config import StrictModel
 from edgeflow.data import DataSplits, ImageDataset, calibration_subset
 from edgeflow.data.splits import image_stacks
-from edgeflow.errors import DataError, ShapeError
+from edgeflow.errors import ConfigError, DataError, ShapeError
 from edgeflow.export.openvino import save_openvino
 from edgeflow.profiling.loop import ProfileConfig
 
@@ -41,7 +41,7 @@ class IgnoredScopeConfig(StrictModel):
     types: list[str] = []
 
 
-class NncfPtqConfig(QuantizeOptions, GateOptions):
+class NncfPtqConfig(QuantizeOptions, GateOptions, FloatLayerOptions):
     """NNCF post-training quantization (OpenVINO IR, or QDQ ONNX from an ONNX)."""
 
     preset: Literal["auto", "performance", "mixed", "fastest"] = Field(
@@ -115,12 +115,12 @@ def calibration_dataset(
     return nncf.Dataset(batches, transform), len(subset)
 
 
-def ignored_scope(config: NncfPtqConfig, *, gates: list[str] | None = None):
-    """NNCF's ignored scope: the recipe's, plus ``gates`` (node names kept in float)."""
+def ignored_scope(config: NncfPtqConfig, *, gates: list[str] | None = None, chosen: list[str] | None = None):
+    """NNCF's ignored scope: the recipe's, plus ``gates`` and ``chosen`` (node names kept in float)."""
     import nncf
 
     scope = config.ignored_scope
-    names = [*scope.names, *(gates or [])]
+    names = list(dict.fromkeys([*scope.names, *(gates or []), *(chosen or [])]))
     if not (names or scope.patterns or scope.types):
         return None
     return nncf.IgnoredScope(names=names, patterns=scope.patterns, types=scope.types, validate=False)
@@ -130,6 +130,27 @@ def float_gates(model, config: NncfPtqConfig) -> list[list[str]]:
     """The squeeze-and-excitation gates of an OpenVINO ``model`` that stay in float, by friendly name (those
     hold the ONNX node names too, so the names serve NNCF's ONNX backend as well)."""
     return find_gates(model) if config.squeeze_excitation == "float" else []
+
+
+def float_layer_names(model, config: NncfPtqConfig, *, onnx_names: bool) -> list[str]:
+    """``config.float_layers`` (float ONNX node names) as NNCF names them in ``model``: the ONNX names for NNCF's
+    ONNX backend (``onnx_names``); in an OpenVINO model, the friendly name, ``<name>/WithoutBiases`` where
+    OpenVINO split a convolution's or matrix product's bias off.
+
+    Raises:
+        ConfigError: a name that is no node of the model.
+    """
+    if not config.float_layers:
+        return []
+    names = {op.get_friendly_name() for op in model.get_ops()}
+    found = []
+    for layer in config.float_layers:
+        candidates = (layer,) if onnx_names else (f"{layer}/WithoutBiases", layer)
+        match = next((name for name in candidates if name in names), None)
+        if match is None:
+            raise ConfigError(f"quantize.float_layers: {layer!r} is not a layer of the model")
+        found.append(layer if onnx_names else match)
+    return found
 
 
 def nncf_settings(model, config: NncfPtqConfig, *, subset: int, gates: list[list[str]]) -> dict[str, Any]:
@@ -142,6 +163,8 @@ def nncf_settings(model, config: NncfPtqConfig, *, subset: int, gates: list[list
     }
     if config.squeeze_excitation == "float":
         settings["float_gates"] = len(gates)
+    if config.float_layers:
+        settings["float_layers"] = list(config.float_layers)
     scope = config.ignored_scope
     if scope.names or scope.patterns or scope.types:
         settings["ignored_scope"] = scope.model_dump()
@@ -149,7 +172,7 @@ def nncf_settings(model, config: NncfPtqConfig, *, subset: int, gates: list[list
 
 
 def nncf_quantize_arguments(
-    settings: dict[str, Any], config: NncfPtqConfig, *, gates: list[list[str]]
+    settings: dict[str, Any], config: NncfPtqConfig, *, gates: list[list[str]], chosen: list[str] = ()
 ) -> dict[str, Any]:
     import nncf
 
@@ -160,7 +183,7 @@ def nncf_quantize_arguments(
     }
     if config.model_type == "transformer":
         arguments["model_type"] = nncf.ModelType.TRANSFORMER
-    scope = ignored_scope(config, gates=node_names(gates))
+    scope = ignored_scope(config, gates=node_names(gates), chosen=list(chosen))
     if scope is not None:
         arguments["ignored_scope"] = scope
     return arguments
@@ -183,8 +206,9 @@ def quantize_nncf(
         calibration, size=config.subset_size, input_shape=shape, seed=seed, input_name=input_name
     )
     gates = float_gates(model, config)
+    chosen = float_layer_names(model, config, onnx_names=path.suffix == ".onnx")
     settings = nncf_settings(model, config, subset=subset, gates=gates)
-    arguments = nncf_quantize_arguments(settings, config, gates=gates)
+    arguments = nncf_quantize_arguments(settings, config, gates=gates, chosen=chosen)
     with quiet_nncf():
         if path.suffix == ".onnx":
             quantized_onnx = _quantize_onnx_proto(artifact, dataset, arguments)
@@ -198,7 +222,7 @@ def quantize_nncf(
     summary = summarize(
         quantized_view, method="nncf-ptq", settings=settings,
         reason="not quantized by NNCF's CNN patterns (e.g. a layer whose input is not quantizable)",
-        gates=node_names(gates),
+        gates=node_names(gates), chosen=chosen,
     )  # fmt: skip
     result = Artifact(
         format=result_format, path=path, precision="int8", input_shape=shape,

@@ -21,14 +21,29 @@ from pydantic import Field
 from edgeflow.artifact import Artifact
 from edgeflow.backends.base import resolve_dims
 from edgeflow.backends.openvino import read_model, runtime_message
-from edgeflow.compress.method import GateOptions, PerChannelOptions, QuantizationMethod, QuantizeJob, QuantizeOptions
+from edgeflow.compress.method import (
+    FloatLayerOptions,
+    GateOptions,
+    PerChannelOptions,
+    QuantizationMethod,
+    QuantizeJob,
+    QuantizeOptions,
+)
 from edgeflow.compress.nncf_ptq import MIN_CALIBRATION_SAMPLES
 from edgeflow.compress.squeeze_excitation import find_gates, node_names
 from edgeflow.compress.stats import QuantizationStats, summarize
 from edgeflow.data import ImageDataset, calibration_subset
 from edgeflow.data.splits import image_stacks
 from edgeflow.environment import host_int8_saturates
-from edgeflow.errors import DataError, ModelLoadError, OutputError, RuntimeUnavailableError, ShapeError, first_line
+from edgeflow.errors import (
+    ConfigError,
+    DataError,
+    ModelLoadError,
+    OutputError,
+    RuntimeUnavailableError,
+    ShapeError,
+    first_line,
+)
 from edgeflow.io import atomic_path
 
 _QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QGemm", "QAttention"}
@@ -46,7 +61,7 @@ class OrtDynamicConfig(QuantizeOptions, PerChannelOptions):
     """ONNX Runtime dynamic quantization."""
 
 
-class OrtStaticConfig(OrtDynamicConfig, GateOptions):
+class OrtStaticConfig(OrtDynamicConfig, GateOptions, FloatLayerOptions):
     """ONNX Runtime static QDQ quantization, after ORT's pre-processing."""
 
     calibrate_method: Literal["auto", "minmax", "minmax-average", "entropy", "percentile"] = Field(
@@ -125,7 +140,10 @@ def quantize_onnx_static(
             settings["opset"] = _at_least_opset_13(artifact.path, upgraded)
             settings["preprocessed"] = _pre_process(quant_pre_process, upgraded, preprocessed)
         gates = _float_gates(preprocessed, config)
+        chosen = _float_layers(preprocessed, config)
         settings["squeeze_excitation"] = config.squeeze_excitation
+        if chosen:
+            settings["float_layers"] = chosen
         if config.squeeze_excitation == "float":
             settings["float_gates"] = len(gates)
         # The histogram calibrators (entropy, percentile) print progress to stdout.
@@ -134,7 +152,7 @@ def quantize_onnx_static(
                 str(preprocessed), str(temporary), _ImageReader(subset, input_name),
                 quant_format=QuantFormat.QDQ, per_channel=config.per_channel, weight_type=QuantType.QInt8,
                 activation_type=activation_type, calibrate_method=methods[calibrate], reduce_range=reduce_range,
-                nodes_to_exclude=node_names(gates),
+                nodes_to_exclude=list(dict.fromkeys([*node_names(gates), *chosen])),
                 extra_options={
                     "ActivationSymmetric": config.symmetric, "WeightSymmetric": True,
                     "CalibMovingAverage": calibrate == "minmax-average",
@@ -146,8 +164,9 @@ def quantize_onnx_static(
         + (", symmetric int8)" if config.symmetric else ")")
     )
     return _int8_result(
-        artifact, path=path, shape=shape, lineage=lineage, method="ort-static", settings=settings, gates=gates
-    )
+        artifact, path=path, shape=shape, lineage=lineage, method="ort-static", settings=settings, gates=gates,
+        chosen=chosen,
+    )  # fmt: skip
 
 
 def quantize_onnx_dynamic(
@@ -228,6 +247,23 @@ def _float_gates(path: Path, config: OrtStaticConfig) -> list[list[str]]:
     from edgeflow.backends.onnx_file import load_onnx
 
     return find_gates(load_onnx(path)) if config.squeeze_excitation == "float" else []
+
+
+def _float_layers(path: Path, config: OrtStaticConfig) -> list[str]:
+    """``config.float_layers``, checked against the pre-processed ONNX's node names.
+
+    Raises:
+        ConfigError: a name that is no node of the model.
+    """
+    if not config.float_layers:
+        return []
+    from edgeflow.backends.onnx_file import load_onnx
+
+    names = {node.name for node in load_onnx(path).graph.node}
+    for layer in config.float_layers:
+        if layer not in names:
+            raise ConfigError(f"quantize.float_layers: {layer!r} is not a layer of the model")
+    return list(config.float_layers)
 
 
 def _float_model_input(artifact: Artifact) -> tuple[str, tuple[int, ...]]:
@@ -342,13 +378,15 @@ def _int8_result(
     method: str,
     settings: dict[str, Any],
     gates: list[list[str]] = (),
+    chosen: list[str] = (),
 ) -> tuple[Artifact, QuantizationStats]:
     result = Artifact(
         format="onnx", path=path, precision="int8", input_shape=shape, lineage=[*artifact.lineage, lineage]
     )
     summary = summarize(
-        read_model(result), method=method, settings=settings, reason=_FLOAT_REASON, gates=node_names(gates)
-    )
+        read_model(result), method=method, settings=settings, reason=_FLOAT_REASON, gates=node_names(gates),
+        chosen=chosen,
+    )  # fmt: skip
     return result, summary
 
 

@@ -125,6 +125,11 @@ def quantization_aware_training(
     }
     if config.model_type == "transformer":
         arguments["model_type"] = nncf.ModelType.TRANSFORMER
+    if config.float_layers:
+        raise ConfigError(
+            "quantize.float_layers: nncf-qat trains the torch model, whose layers NNCF names otherwise; "
+            "keep layers in float with nncf-ptq or nncf-accuracy-control"
+        )
     scope = ignored_scope(config)
     if scope is not None:
         arguments["ignored_scope"] = scope

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from edgeflow.compress.layers import QuantLayer
+
 _WEIGHTED = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData"}
 _WEIGHT_PATH = {"Convert", "Subtract", "Multiply", "Reshape", "Transpose", "Unsqueeze", "FakeQuantize"}
 _INTEGER_TYPES = {"i8", "u8", "i4", "u4"}
@@ -16,6 +18,66 @@ class FloatLayer(BaseModel):
     name: str
     type: str
     reason: str
+
+
+class LayerSensitivity(QuantLayer):
+    alone_agreement: float  # holdout top-1 agreement with float, this layer alone INT8
+    alone_top1: float
+    float_ms: float | None = None  # all-INT8 but this layer, p50 timed in turn with the all-INT8 file
+    float_cost: float | None = None  # float_ms / all-INT8 p50 - 1
+
+    @property
+    def damage(self) -> float:
+        """Agreement lost when this layer alone is INT8."""
+        return 1.0 - self.alone_agreement
+
+
+class SensitivityStats(BaseModel):
+    """Per-layer sensitivity of one variant, measured through its runtime on this host."""
+
+    variant: str
+    backend: str
+    method: str
+    holdout_images: int
+    float_top1: float
+    int8_top1: float
+    int8_agreement: float
+    int8_ms: float  # all-INT8, median of the rounds timed in turn
+    rounds: int
+    layers: list[LayerSensitivity]
+    seconds: float
+
+    def ranked(self) -> list[LayerSensitivity]:
+        """Layers worth keeping in float, most agreement per millisecond first (those that cost none in latency
+        before all others); layers that lose nothing alone are left out."""
+        floor = 0.002 * self.int8_ms  # a cost below timing noise counts as this much
+
+        def value(layer: LayerSensitivity) -> float:
+            cost = max(layer.float_ms - self.int8_ms, floor) if layer.float_ms is not None else self.int8_ms
+            return layer.damage / cost
+
+        return sorted((layer for layer in self.layers if layer.damage > 0), key=value, reverse=True)
+
+
+class MixedStep(BaseModel):
+    added: str
+    float_layers: int
+    agreement: float
+    top1: float
+
+
+class MixedPrecisionStats(BaseModel):
+    """The float set chosen, why (the measured steps and the sensitivity they followed), and whether the budget
+    was met on holdout."""
+
+    agreement_budget: float
+    float_layers: list[str]  # float ONNX node names
+    float_modules: list[str] = []  # the torch modules they came from
+    steps: list[MixedStep]
+    agreement: float  # holdout top-1 agreement with the float file, whole
+    top1: float
+    met: bool
+    sensitivity: SensitivityStats | None = None
 
 
 class QuantizationStats(BaseModel):
@@ -31,6 +93,7 @@ class QuantizationStats(BaseModel):
     budget_met: bool | None = None
     attempts: list[str] = []  # methods tried by a budget search, in order (the kept one is ``method``)
     notes: list[str] = []
+    mixed_precision: MixedPrecisionStats | None = None  # the float set chosen from measured sensitivity
 
 
 def _weight_is_quantized(node) -> bool:
@@ -63,6 +126,7 @@ def layer_precisions(model) -> tuple[list[tuple[str, str]], list[tuple[str, str]
 
 
 GATE_REASON = "squeeze-and-excitation gate, kept in float (squeeze_excitation: float)"
+CHOSEN_REASON = "kept in float by quantize.float_layers (mixed precision)"
 
 
 def in_gates(layer: str, gates: Collection[str]) -> bool:
@@ -72,14 +136,24 @@ def in_gates(layer: str, gates: Collection[str]) -> bool:
 
 
 def summarize(
-    model, *, method: str, settings: dict[str, Any], reason: str, gates: Collection[str] = (), **extra: Any
+    model,
+    *,
+    method: str,
+    settings: dict[str, Any],
+    reason: str,
+    gates: Collection[str] = (),
+    chosen: Collection[str] = (),
+    **extra: Any,
 ) -> QuantizationStats:
     """A summary whose float layers carry ``reason``, or :data:`GATE_REASON` for those among ``gates`` (node
-    names of the squeeze-and-excitation gates kept in float); callers refine reasons where they know more."""
+    names of the squeeze-and-excitation gates kept in float), or :data:`CHOSEN_REASON` for those among
+    ``chosen`` (``quantize.float_layers``); callers refine reasons where they know more."""
     quantized, floating = layer_precisions(model)
-    gates = set(gates)
+    gates, chosen = set(gates), set(chosen)
 
     def why(name: str) -> str:
+        if in_gates(name, chosen):
+            return CHOSEN_REASON
         return GATE_REASON if in_gates(name, gates) else reason
 
     return QuantizationStats(

@@ -142,6 +142,14 @@ def _target_lines(target: dict | None) -> list[str]:
         what += f", quantized by {target['timing_method']} for every timing"
         if target.get("shipped_method") not in (None, target["timing_method"]):
             what += f" (the variant ships {target['shipped_method']}; the models below are built with it)"
+    searched = target.get("searched_on")
+    if searched and searched.get("variant") != target["variant"]:
+        return [
+            f"Searched on variant {searched['variant']} ({searched['backend']} {searched['precision']}): the "
+            "iterations' latencies are of that file. The models below are built, timed and scored as variant "
+            f"{target['variant']} ({what}).",
+            "",
+        ]
     return [f"Target: variant {target['variant']} ({what}); every latency here is of that file.", ""]
 
 

@@ -148,7 +148,7 @@ def _search(model, *, device, recipe_spec: Recipe, data, out, arch, latency_budg
         resolution=source.resolution,
         device=device_spec.model_dump(),
         backend=target_variant.backend,
-        target=search_target_record(target_variant, seed=recipe_spec.seed),
+        target={**search_target_record(target_variant, seed=recipe_spec.seed), "searched_on": state.target},
         data=splits.describe(),
         config=config.model_dump(),
         oracle=oracle.name,
@@ -248,8 +248,9 @@ def adapt(
     if source.module is None:
         raise ConfigError(f"{source.name}: the search prunes a torch model; give a registry name or a checkpoint")
     checkpoint = Checkpoint(folder)
-    fingerprint = _fingerprint(source, splits, recipe=recipe, config=config, device=device, target=target)
+    fingerprint = _fingerprint(source, splits, recipe=recipe, config=config, device=device)
     state = _open_state(checkpoint, fingerprint, resume=resume)
+    _check_target(state, search_target_record(target, seed=recipe.seed), checkpoint=checkpoint, progress=progress)
     progress.stage(
         f"search {source.name} at {source.resolution} px on {device.name} ({backend} {target.precision}, "
         f"variant {target.name}); data {splits.name}"
@@ -321,9 +322,9 @@ def _fingerprint(
     recipe: Recipe,
     config: SearchConfig,
     device: DeviceSpec,
-    target: VariantSpec,
 ) -> str:
-    """What must not change between a search and its resumption."""
+    """What must not change between a search and its resumption (the target is checked on its own: a finished
+    search may be evaluated as another variant, :func:`_check_target`)."""
     weights = hashlib.sha256()
     for name, tensor in sorted(source.module.state_dict().items()):
         weights.update(name.encode())
@@ -340,9 +341,25 @@ def _fingerprint(
         # resumed to compare it with other multipliers
         "search": config.model_dump(exclude={"baselines"}),
         "device": device.model_dump(),
-        "target": target.model_dump(),
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _check_target(state: SearchState, target: dict, *, checkpoint: Checkpoint, progress: Progress) -> None:
+    """Record the search's target; an unfinished search resumes only on the target it was searching for, a
+    finished one may be compared as another variant (the search judged on float, its models quantized: what
+    judging on INT8 changes)."""
+    if state.target is None:
+        state.target = target
+        checkpoint.save(state)
+    elif state.target != target:
+        searched = f"{state.target['variant']} ({state.target['backend']} {state.target['precision']})"
+        if state.phase != "done":
+            raise ConfigError(
+                f"cannot resume: {checkpoint.folder} is a search on {searched}; resume it with that target, "
+                "or start a new search in another folder"
+            )
+        progress.stage(f"the search ran on {searched}; its models are built, timed and scored as {target['variant']}")
 
 
 def _open_state(checkpoint: Checkpoint, fingerprint: str, *, resume: bool) -> SearchState:

@@ -20,7 +20,7 @@ from edgeflow.latency.steps import ChannelStepStats
 from edgeflow.latency.table import TableFit
 from edgeflow.netadapt.space import Action
 
-STATE_VERSION = 3
+STATE_VERSION = 4
 
 
 class ProposalRecord(BaseModel):
@@ -65,6 +65,7 @@ class SearchState(BaseModel):
     start_holdout_top1: float | None = None
     table_fit: TableFit | None = None  # how the lookup table's blocks add up (when the oracle is the table)
     channel_steps: ChannelStepStats | None = None  # the measured channel step (channel_step: measured)
+    target: dict | None = None  # the variant whose file the search timed (edgeflow.netadapt.run.search_target_record)
     budget_ms: float | None = None
     iterations: list[IterationRecord] = []
     pending: list[ProposalRecord] = []  # proposals of the unfinished iteration

@@ -150,11 +150,20 @@ def render_template(name: str, **context) -> str:
     return _ENVIRONMENT.get_template(name).render(**context)
 
 
-def render_markdown(report: Report, *, plot: str) -> str:
-    return _ENVIRONMENT.get_template("report.md.j2").render(report=report, plot=plot)
+def render_markdown(report: Report, *, plot: str, sensitivity_plots: Mapping[str, str] | None = None) -> str:
+    return _ENVIRONMENT.get_template("report.md.j2").render(
+        report=report, plot=plot, sensitivity_plots=sensitivity_plots or {}
+    )
 
 
-def render_html(report: Report, *, plot_path: Path) -> str:
-    """A self-contained page: the plot is embedded as a data URI."""
+def render_html(report: Report, *, plot_path: Path, sensitivity_plots: Mapping[str, Path] | None = None) -> str:
+    """A self-contained page: the plots are embedded as data URIs."""
     plot_data = base64.b64encode(plot_path.read_bytes()).decode("ascii") if plot_path.exists() else None
-    return _ENVIRONMENT.get_template("report.html.j2").render(report=report, plot_data=plot_data)
+    sensitivity_data = {
+        name: base64.b64encode(path.read_bytes()).decode("ascii")
+        for name, path in (sensitivity_plots or {}).items()
+        if path.exists()
+    }
+    return _ENVIRONMENT.get_template("report.html.j2").render(
+        report=report, plot_data=plot_data, sensitivity_data=sensitivity_data
+    )

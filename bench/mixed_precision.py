@@ -1,0 +1,239 @@
+"""Mixed precision chosen from measured sensitivity, beside all-INT8, NNCF's accuracy control and the
+gates-in-float option, per runtime, on a fine-tuned model (issue 31).
+
+For each runtime: the float file; all-INT8 by the runtime's default method; squeeze-and-excitation gates kept in
+float (``squeeze_excitation: float``, where the network has gates); NNCF's accuracy control (OpenVINO: it exists
+for OpenVINO only; its budget is ``--max-drop`` of top-1 on holdout); and edgeflow's mixed precision: every
+weighted layer quantized alone and kept alone in float through the runtime (:mod:`edgeflow.mixed_precision`),
+then the float set that meets ``--agreement`` with the float file on the holdout split at the least latency,
+checked whole. Every file is then scored on the test split (top-1, top-1 agreement with the float file) and the
+runtime's files are timed in turn (median of the rounds' p50s).
+
+    .venv/bin/python bench/mixed_precision.py --model bench/checkpoints/mobilenet_v3_large-imagenette-96px-40ep.pt \
+        --arch mobilenet_v3_large --recipe recipes/imagenette.yaml --side 96 \
+        [--runtimes openvino,onnxruntime,litert] [--agreement 0.99] [--report reports/mixed-precision-mnv3-cpu.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import imagenette  # noqa: E402  (the heading: machine, versions, command)
+import numpy as np  # noqa: E402
+
+from edgeflow.accuracy import collect_logits  # noqa: E402
+from edgeflow.backends import get_backend  # noqa: E402
+from edgeflow.compress.squeeze_excitation import find_gates  # noqa: E402
+from edgeflow.device import load_device  # noqa: E402
+from edgeflow.export.onnx import export_onnx  # noqa: E402
+from edgeflow.io import write_text  # noqa: E402
+from edgeflow.mixed_precision import choose_float_layers, measure_sensitivity  # noqa: E402
+from edgeflow.profiling.in_turn import time_in_turn  # noqa: E402
+from edgeflow.profiling.loop import ProfileConfig  # noqa: E402
+from edgeflow.progress import Progress  # noqa: E402
+from edgeflow.recipe import VariantSpec, load_recipe  # noqa: E402
+from edgeflow.source import load_model_and_data  # noqa: E402
+from edgeflow.variants import FloatArtifacts, build_variant  # noqa: E402
+
+TIMING = ProfileConfig(warmup=10, iterations=100_000, max_seconds=0.5, min_iterations=20)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--arch", required=True)
+    parser.add_argument("--recipe", required=True, help="the recipe the model was trained with (data, preprocessing)")
+    parser.add_argument("--side", type=int, required=True)
+    parser.add_argument("--runtimes", default="openvino,onnxruntime,litert")
+    parser.add_argument("--agreement", type=float, default=0.99)
+    parser.add_argument("--max-drop", type=float, default=0.01, help="NNCF accuracy control's top-1 budget")
+    parser.add_argument("--subset", type=int, default=128, help="calibration images of every INT8 file")
+    parser.add_argument("--holdout", type=int, default=None, help="holdout images the choices are made on")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--report", type=Path, default=None)
+    args = parser.parse_args()
+    recipe = load_recipe(args.recipe)
+    recipe = recipe.model_copy(update={"model": recipe.model.model_copy(update={"resolution": args.side})})
+    source, splits = load_model_and_data(args.model, arch=args.arch, data=recipe.data, recipe=recipe)
+    device = load_device("cpu")
+    shape = (1, 3, *splits.size)
+    runtimes = [name for name in args.runtimes.split(",") if get_backend(name).unavailable() is None]
+    progress = Progress.to_stderr()
+    results, sensitivities = {}, {}
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        onnx = export_onnx(source.module.eval(), input_shape=shape, path=folder / "model.onnx")
+        floats = FloatArtifacts.of(onnx, module=source.module, input_shape=shape, folder=folder)
+        gates = bool(find_gates(__import__("onnx").load(str(onnx.path))))
+        for runtime in runtimes:
+            rows, sensitivity = run_runtime(runtime, floats=floats, splits=splits, device=device, folder=folder,
+                                            args=args, gates=gates, progress=progress)  # fmt: skip
+            results[runtime], sensitivities[runtime] = rows, sensitivity
+            print(json.dumps({runtime: rows}, default=str), flush=True)
+    command = (
+        f".venv/bin/python bench/mixed_precision.py --model {args.model} --arch {args.arch} --recipe {args.recipe} "
+        f"--side {args.side} --runtimes {args.runtimes} --agreement {args.agreement} --max-drop {args.max_drop} "
+        f"--subset {args.subset} --rounds {args.rounds}"
+        + (f" --holdout {args.holdout}" if args.holdout else "")
+        + (f" --report {args.report}" if args.report else "")
+    )
+    heading = imagenette.heading(f"Mixed precision through the runtime: {Path(args.model).name}", command=command)
+    heading = [line for line in heading if not line.startswith("Data:")]
+    lines = [*heading, f"Data: {splits.name}: {splits.describe()['train']} train, {len(splits.holdout)} holdout, "
+             f"{len(splits.test)} test images, {splits.size[0]} px.", "", *explain(args, gates), ""]  # fmt: skip
+    lines += tables(results, sensitivities, args)
+    if args.report is not None:
+        plot(sensitivities, args.report.with_suffix(".png"))
+        lines += ["", f"![sensitivity]({args.report.with_suffix('.png').name})"]
+        write_text(args.report, "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def run_runtime(runtime, *, floats, splits, device, folder, args, gates, progress):
+    backend = get_backend(runtime)
+    settings = device.runtime
+    base = VariantSpec(name=f"{runtime}-int8", backend=runtime, precision="int8",
+                       quantize={"subset_size": args.subset, "max_drop": args.max_drop})  # fmt: skip
+    files = {"float": floats.base(runtime)}
+    notes = {}
+    started = time.perf_counter()
+    files["all-int8"], _ = build_variant(base, floats=floats, splits=splits, folder=folder, seed=0,
+                                         file_stem=f"{runtime}-all-int8", settings=settings)  # fmt: skip
+    notes["all-int8"] = f"{base.quantize.method}, {time.perf_counter() - started:.0f} s"
+    if gates:
+        variant = base.model_copy(update={"quantize": base.quantize.model_copy(update={"squeeze_excitation": "float"})})
+        started = time.perf_counter()
+        files["gates-float"], _ = build_variant(variant, floats=floats, splits=splits, folder=folder, seed=0,
+                                                file_stem=f"{runtime}-gates", settings=settings)  # fmt: skip
+        notes["gates-float"] = f"squeeze_excitation: float, {time.perf_counter() - started:.0f} s"
+    if runtime == "openvino":
+        control = base.model_copy(
+            update={"quantize": base.quantize.model_copy(update={"method": "nncf-accuracy-control"})}
+        )
+        started = time.perf_counter()
+        files["nncf-accuracy-control"], stats = build_variant(
+            control, floats=floats, splits=splits, folder=folder, seed=0, file_stem="ov-control", settings=settings
+        )
+        notes["nncf-accuracy-control"] = (
+            f"max_drop {args.max_drop}, {len(stats.float_layers)} layers float, {time.perf_counter() - started:.0f} s"
+        )
+    started = time.perf_counter()
+    sensitivity = measure_sensitivity(base, floats=floats, splits=splits, folder=folder, settings=settings,
+                                      rounds=5, max_samples=args.holdout, progress=progress)  # fmt: skip
+    files["mixed"], summary = choose_float_layers(
+        base, sensitivity, floats=floats, splits=splits, folder=folder, settings=settings,
+        agreement=args.agreement, max_samples=args.holdout, progress=progress,
+    )  # fmt: skip
+    mixed = summary.mixed_precision
+    notes["mixed"] = (
+        f"{len(mixed.float_layers)} layers float, holdout agreement {100 * mixed.agreement:.2f}% "
+        f"({'met' if mixed.met else 'NOT met'}); sensitivity {sensitivity.seconds:.0f} s, "
+        f"whole {time.perf_counter() - started:.0f} s"
+    )
+    compiled = {name: backend.compile(artifact, settings=settings) for name, artifact in files.items()}
+    logits = {name: collect_logits(model, splits.test)[0] for name, model in compiled.items()}
+    labels = collect_logits(compiled["float"], splits.test)[1]
+    timed = time_in_turn(compiled, rounds=args.rounds, config=TIMING).medians()
+    reference = logits["float"].argmax(1)
+    rows = {
+        name: {
+            "test_top1": float(np.mean(logits[name].argmax(1) == labels)),
+            "agreement": float(np.mean(logits[name].argmax(1) == reference)),
+            "p50_ms": timed[name],
+            "size_mb": files[name].size_bytes / 1e6,
+            "note": notes.get(name, ""),
+        }
+        for name in files
+    }
+    rows["mixed"]["float_layers"] = mixed.float_modules
+    return rows, sensitivity
+
+
+def tables(results: dict, sensitivities: dict, args) -> list[str]:
+    lines = [
+        "| runtime | file | test top-1 % | agreement with float (test) % | p50 ms (in turn) | vs all-INT8 | "
+        "size MB | goal: agreement >= 99% at <= 10% over all-INT8 | how |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for runtime, rows in results.items():
+        int8 = rows["all-int8"]["p50_ms"]
+        for name, row in rows.items():
+            over = row["p50_ms"] / int8 - 1
+            goal = "yes" if row["agreement"] >= args.agreement and over <= 0.10 else "no"
+            lines.append(
+                f"| {runtime} | {name} | {100 * row['test_top1']:.2f} | {100 * row['agreement']:.2f} | "
+                f"{row['p50_ms']:.3f} | {100 * over:+.1f}% | {row['size_mb']:.2f} | "
+                f"{goal if name != 'float' else '-'} | {row['note']} |"
+            )
+    for runtime, sensitivity in sensitivities.items():
+        kept = results[runtime]["mixed"]["float_layers"]
+        lines += [
+            "",
+            f"### {runtime}: the layers that matter ({sensitivity.method}; holdout, {sensitivity.holdout_images} "
+            f"images; all-INT8 agrees on {100 * sensitivity.int8_agreement:.2f}%, p50 {sensitivity.int8_ms:.3f} ms)",
+            "",
+            f"Kept in float by mixed precision: {', '.join(kept) or 'none'}.",
+            "",
+            "| layer | op | weights | agreement, INT8 alone % | top-1, INT8 alone % | p50 with it alone in float ms "
+            "| latency cost % | kept in float |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        worst = sorted(sensitivity.layers, key=lambda layer: layer.alone_agreement)[:12]
+        for layer in worst:
+            lines.append(
+                f"| {layer.module} | {layer.op} | {layer.weights} | {100 * layer.alone_agreement:.2f} | "
+                f"{100 * layer.alone_top1:.2f} | {layer.float_ms:.3f} | {100 * layer.float_cost:+.1f} | "
+                f"{'yes' if layer.module in kept else ''} |"
+            )
+    return lines
+
+
+def plot(sensitivities: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(sensitivities), figsize=(5 * len(sensitivities), 4), squeeze=False)
+    for axis, (runtime, sensitivity) in zip(axes[0], sensitivities.items(), strict=True):
+        damage = [100 * layer.damage for layer in sensitivity.layers]
+        cost = [100 * layer.float_cost for layer in sensitivity.layers]
+        axis.scatter(cost, damage, s=12)
+        for layer, x, y in sorted(zip(sensitivity.layers, cost, damage, strict=True), key=lambda item: -item[2])[:5]:
+            axis.annotate(layer.module, (x, y), fontsize=7)
+        axis.set_title(f"{runtime} ({sensitivity.method})")
+        axis.set_xlabel("latency cost of keeping it alone in float (%)")
+        axis.set_ylabel("agreement lost when INT8 alone (points)")
+    figure.tight_layout()
+    partial = path.with_suffix(".partial.png")
+    figure.savefig(partial, dpi=110)
+    partial.replace(path)
+
+
+def explain(args, gates: bool) -> list[str]:
+    return [
+        f"Every INT8 file: the runtime's default method (nncf-ptq, ort-static, litert-static) calibrated on "
+        f"{args.subset} train images. Sensitivity: each weighted layer alone INT8 (agreement with the float file on "
+        "holdout) and alone in float (p50 timed in turn with the all-INT8 file, 5 rounds), through the runtime. "
+        f"Mixed: layers ranked by agreement lost per millisecond, added to the float set one at a time, the whole "
+        f"file built and scored on holdout after each, until agreement >= {100 * args.agreement:.0f}%. "
+        + (
+            "Gates in float: squeeze_excitation: float. "
+            if gates
+            else "The network has no squeeze-and-excitation "
+            "gates, so the gates-in-float option is the same file as all-INT8 and is left out. "
+        )
+        + f"NNCF's accuracy control: max_drop {args.max_drop} of holdout top-1 (OpenVINO only). Test split scored "
+        f"through each runtime; p50 of each runtime's files timed in turn, {args.rounds} rounds, median."
+    ]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Mixed precision through the runtime: weighted layers named by the float ONNX, kept in float by the methods
+that can (ort-static, nncf-ptq), per-layer sensitivity measured through the runtime, and the float set chosen
+from it and checked whole. Tiny models on digits; the fine-tuned models are in bench/mixed_precision.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from edgeflow.compress.layers import module_name, quantizable_layers
+from edgeflow.compress.stats import CHOSEN_REASON
+from edgeflow.data import load_data
+from edgeflow.device import load_device
+from edgeflow.errors import ConfigError
+from edgeflow.export.onnx import export_onnx
+from edgeflow.mixed_precision import choose_float_layers, measure_sensitivity, mixed_variant
+from edgeflow.recipe import VariantSpec
+from edgeflow.variants import FloatArtifacts, build_variant
+
+SHAPE = (1, 3, 32, 32)
+
+
+class Tiny(nn.Sequential):
+    def __init__(self) -> None:
+        torch.manual_seed(0)
+        super().__init__(
+            nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.ReLU(), nn.Conv2d(16, 24, 1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 10),
+        )  # fmt: skip
+        self.eval()
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return load_data("digits", resolution=SHAPE[-1])
+
+
+def _floats(module: nn.Module, folder) -> FloatArtifacts:
+    onnx = export_onnx(module, input_shape=SHAPE, path=folder / "model.onnx")
+    return FloatArtifacts.of(onnx, module=module, input_shape=SHAPE, folder=folder)
+
+
+def test_weighted_layers_are_named_by_the_float_onnx_and_lead_back_to_torch_modules(tmp_path):
+    model = torchvision.models.mobilenet_v3_small(num_classes=10).eval()
+    layers = quantizable_layers(_floats(model, tmp_path).onnx)
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert len(layers) == len(convs) == 54
+    for layer in layers:  # every name leads back to the torch layer, whose weight count it carries
+        module = model.get_submodule(layer.module)
+        assert isinstance(module, (nn.Conv2d, nn.Linear)) and module.weight.numel() == layer.weights
+    assert layers[2].module == "features.1.block.1.fc1" and layers[-1].op == "Gemm"
+    assert module_name("/blocks/blocks.0/blocks.0.0/conv_dw/Conv") == "blocks.0.0.conv_dw"
+
+
+@pytest.mark.parametrize(
+    "backend", ["onnxruntime", "openvino", "litert", pytest.param("executorch", marks=pytest.mark.slow)]
+)
+def test_the_method_keeps_the_named_layers_in_float_and_says_why(backend, splits, tmp_path):
+    from edgeflow.backends import get_backend
+
+    if get_backend(backend).unavailable():
+        pytest.skip(get_backend(backend).unavailable())
+    floats = _floats(Tiny(), tmp_path)
+    layers = quantizable_layers(floats.onnx)
+    keep = [layers[1].name]  # the depthwise convolution
+    variant = VariantSpec(name="v", backend=backend, precision="int8",
+                          quantize={"subset_size": 16, "float_layers": keep})  # fmt: skip
+    _artifact, stats = build_variant(variant, floats=floats, splits=splits, folder=tmp_path, seed=0)
+    chosen = [layer for layer in stats.float_layers if layer.reason == CHOSEN_REASON]
+    assert len(chosen) == 1 and chosen[0].type in ("Conv", "GroupConvolution", "DEPTHWISE_CONV_2D", "Conv2d")
+    if backend == "executorch":  # PT2E keeps the torch module in float
+        assert chosen[0].name == "3"
+    elif backend != "litert":  # a .tflite names its operators otherwise (matched by weight shape and order)
+        assert [layer.name.removesuffix("/WithoutBiases") for layer in chosen] == keep
+    assert stats.quantized_layers == len(layers) - 1 and stats.settings["float_layers"] == keep
+    wrong = variant.model_copy(update={"quantize": variant.quantize.model_copy(update={"float_layers": ["/nope"]})})
+    with pytest.raises(ConfigError, match=r"quantize.float_layers: '/nope' is not a layer of the model"):
+        build_variant(wrong, floats=floats, splits=splits, folder=tmp_path, seed=0, file_stem="wrong")
+
+
+def test_only_methods_that_keep_layers_in_float_take_part():
+    auto = mixed_variant(VariantSpec(name="a", backend="openvino", precision="int8", quantize={"method": "auto"}))
+    assert auto.quantize.method == "nncf-ptq"
+    with pytest.raises(ConfigError, match="mixed precision is for INT8 variants"):
+        mixed_variant(VariantSpec(name="f", backend="openvino"))
+    with pytest.raises(ConfigError, match="ort-dynamic cannot keep chosen layers in float"):
+        mixed_variant(
+            VariantSpec(name="d", backend="onnxruntime", precision="int8", quantize={"method": "ort-dynamic"})
+        )
+
+
+def test_sensitivity_is_measured_per_layer_and_the_float_set_checked_whole(splits, tmp_path):
+    device = load_device("cpu")
+    floats = _floats(Tiny(), tmp_path)
+    layers = quantizable_layers(floats.onnx)
+    variant = VariantSpec(name="ort", backend="onnxruntime", precision="int8", quantize={"subset_size": 16})
+    stats = measure_sensitivity(
+        variant, floats=floats, splits=splits, folder=tmp_path, settings=device.runtime, rounds=2, max_samples=64,
+        layers=[layers[0].name, layers[2].module],  # by node name or by torch module
+    )  # fmt: skip
+    assert [row.name for row in stats.layers] == [layers[0].name, layers[2].name]
+    assert stats.holdout_images == 64 and stats.int8_ms > 0 and 0 <= stats.int8_agreement <= 1
+    for row in stats.layers:
+        assert 0 <= row.alone_agreement <= 1 and row.float_ms > 0
+        assert row.float_cost == pytest.approx(row.float_ms / stats.int8_ms - 1)
+    assert not list(tmp_path.glob("sensitivity-*"))  # every trial file removed
+    # a budget already met keeps nothing in float; one out of reach tries the ranked layers and says it failed
+    met, summary = choose_float_layers(variant, stats, floats=floats, splits=splits, folder=tmp_path,
+                                       settings=device.runtime, agreement=0.0, max_samples=64)  # fmt: skip
+    mixed = summary.mixed_precision
+    assert mixed.met and mixed.float_layers == [] and mixed.steps == [] and met.path.exists()
+    damaged = stats.ranked()
+    _artifact, summary = choose_float_layers(variant, stats, floats=floats, splits=splits, folder=tmp_path,
+                                             settings=device.runtime, agreement=1.01, max_samples=64)  # fmt: skip
+    failed = summary.mixed_precision
+    assert not failed.met and len(failed.steps) == len(damaged)
+    assert [step.added for step in failed.steps] == [row.name for row in damaged]
+    assert failed.agreement == max([stats.int8_agreement, *(step.agreement for step in failed.steps)])
+    assert np.all(np.diff([step.float_layers for step in failed.steps]) == 1)
+
+
+def test_a_recipe_asks_for_mixed_precision_only_where_a_method_can_keep_layers_in_float():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="mixed_precision applies to int8 variants"):
+        VariantSpec(name="f", backend="openvino", mixed_precision={})
+    with pytest.raises(
+        ValidationError, match=r"method ort-dynamic cannot keep layers in float \(use nncf-ptq, ort-static\)"
+    ):
+        VariantSpec(name="d", backend="onnxruntime", precision="int8", quantize={"method": "ort-dynamic"},
+                    mixed_precision={})  # fmt: skip
+    spec = VariantSpec(name="a", backend="openvino", precision="int8", quantize={"method": "auto"},
+                       mixed_precision={"agreement": 0.995})  # fmt: skip
+    assert spec.mixed_precision.agreement == 0.995 and spec.mixed_precision.max_layers == 16
+
+
+def test_optimize_builds_the_mixed_variant_and_reports_its_sensitivity(tmp_path):
+    import json
+
+    import edgeflow
+    from edgeflow.recipe import load_recipe
+
+    recipe = load_recipe("quick")
+    mixed = VariantSpec(
+        name="onnxruntime-mixed", backend="onnxruntime", precision="int8", quantize={"subset_size": 16},
+        mixed_precision={"agreement": 1.0, "max_layers": 1, "holdout_samples": 48, "rounds": 2,
+                         "layers": ["features.0.0", "features.1.block.0.0"]},
+    )  # fmt: skip
+    recipe = recipe.model_copy(update={"variants": [recipe.variants[2], mixed]})
+    report = edgeflow.optimize("mobilenet_v3_small", recipe=recipe, out=tmp_path / "run")
+    record = report.variants[1]
+    stats = record.quantization.mixed_precision
+    assert stats is not None and [layer.module for layer in stats.sensitivity.layers] == [
+        "features.0.0",
+        "features.1.block.0.0",
+    ]
+    assert len(stats.float_layers) <= 1 and len(stats.steps) <= 1
+    assert (tmp_path / "run" / record.artifact).name == "model_onnxruntime-mixed.onnx"
+    saved = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert saved["variants"][1]["quantization"]["mixed_precision"]["sensitivity"]["layers"][0]["float_ms"] > 0
+    markdown = (tmp_path / "run" / "report.md").read_text()
+    assert "### Mixed precision: onnxruntime-mixed" in markdown and "| features.0.0 | Conv |" in markdown
+    assert (tmp_path / "run" / "sensitivity_onnxruntime-mixed.png").stat().st_size > 0
+    assert 'class="sensitivity"' in (tmp_path / "run" / "report.html").read_text()
+    with pytest.raises(ConfigError, match="mixed_precision.layers: 'nope' is not a weighted layer"):
+        bad = mixed.model_copy(
+            update={"mixed_precision": mixed.mixed_precision.model_copy(update={"layers": ["nope"]})}
+        )
+        edgeflow.optimize("mobilenet_v3_small", recipe=recipe.model_copy(update={"variants": [bad]}),
+                          out=tmp_path / "bad")  # fmt: skip
