@@ -179,18 +179,20 @@ def tables(results: dict, sensitivities: dict, args) -> list[str]:
             f"### {runtime}: the layers that matter ({sensitivity.method}; holdout, {sensitivity.holdout_images} "
             f"images; all-INT8 agrees on {100 * sensitivity.int8_agreement:.2f}%, p50 {sensitivity.int8_ms:.3f} ms)",
             "",
-            f"Kept in float by mixed precision: {', '.join(kept) or 'none'}.",
+            f"Kept in float by mixed precision: {', '.join(kept) or 'none'}. Against the float file: all-INT8 KL "
+            f"{sensitivity.int8_kl:.4f}; every weighted layer in float KL {sensitivity.reference_kl:.4f} (agreement "
+            f"{100 * sensitivity.reference_agreement:.2f}%). The 12 layers with the highest KL alone:",
             "",
-            "| layer | op | weights | agreement, INT8 alone % | top-1, INT8 alone % | p50 with it alone in float ms "
-            "| latency cost % | kept in float |",
-            "|---|---|---|---|---|---|---|---|",
+            "| layer | op | weights | INT8 alone: agreement % | INT8 alone: KL | float alone: agreement % | "
+            "float alone: KL | p50 with it alone in float ms | latency cost % | kept in float |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
-        worst = sorted(sensitivity.layers, key=lambda layer: layer.alone_agreement)[:12]
+        worst = sorted(sensitivity.layers, key=lambda layer: -layer.alone_kl)[:12]
         for layer in worst:
             lines.append(
                 f"| {layer.module} | {layer.op} | {layer.weights} | {100 * layer.alone_agreement:.2f} | "
-                f"{100 * layer.alone_top1:.2f} | {layer.float_ms:.3f} | {100 * layer.float_cost:+.1f} | "
-                f"{'yes' if layer.module in kept else ''} |"
+                f"{layer.alone_kl:.4f} | {100 * layer.float_agreement:.2f} | {layer.float_kl:.4f} | "
+                f"{layer.float_ms:.3f} | {100 * layer.float_cost:+.1f} | {'yes' if layer.module in kept else ''} |"
             )
     return lines
 
@@ -203,14 +205,14 @@ def plot(sensitivities: dict, path: Path) -> None:
 
     figure, axes = plt.subplots(1, len(sensitivities), figsize=(5 * len(sensitivities), 4), squeeze=False)
     for axis, (runtime, sensitivity) in zip(axes[0], sensitivities.items(), strict=True):
-        damage = [100 * layer.damage for layer in sensitivity.layers]
+        damage = [1000 * sensitivity.damage(layer) for layer in sensitivity.layers]
         cost = [100 * layer.float_cost for layer in sensitivity.layers]
         axis.scatter(cost, damage, s=12)
         for layer, x, y in sorted(zip(sensitivity.layers, cost, damage, strict=True), key=lambda item: -item[2])[:5]:
             axis.annotate(layer.module, (x, y), fontsize=7)
         axis.set_title(f"{runtime} ({sensitivity.method})")
         axis.set_xlabel("latency cost of keeping it alone in float (%)")
-        axis.set_ylabel("agreement lost when INT8 alone (points)")
+        axis.set_ylabel("KL added when INT8 alone (milli-nats)")
     figure.tight_layout()
     partial = path.with_suffix(".partial.png")
     figure.savefig(partial, dpi=110)
@@ -220,10 +222,11 @@ def plot(sensitivities: dict, path: Path) -> None:
 def explain(args, gates: bool) -> list[str]:
     return [
         f"Every INT8 file: the runtime's default method (nncf-ptq, ort-static, litert-static) calibrated on "
-        f"{args.subset} train images. Sensitivity: each weighted layer alone INT8 (agreement with the float file on "
-        "holdout) and alone in float (p50 timed in turn with the all-INT8 file, 5 rounds), through the runtime. "
-        f"Mixed: layers ranked by agreement lost per millisecond, added to the float set one at a time, the whole "
-        f"file built and scored on holdout after each, until agreement >= {100 * args.agreement:.0f}%. "
+        f"{args.subset} train images. Sensitivity, through the runtime, on holdout against the float file (top-1 "
+        "agreement, and the mean KL divergence of the softmaxes): each weighted layer INT8 alone and in float alone, "
+        "the latter also timed in turn with the all-INT8 file (5 rounds). Mixed: layers ranked by KL recovered per "
+        "millisecond they cost in float, each tried in float with those kept so far, the whole file built and "
+        f"scored, kept only where the KL went down, until agreement >= {100 * args.agreement:.0f}%. "
         + (
             "Gates in float: squeeze_excitation: float. "
             if gates

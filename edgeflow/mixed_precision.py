@@ -2,16 +2,20 @@
 when it alone is INT8, what keeping it alone in float costs in latency on the device, and the set of layers
 kept in float that meets an agreement budget at the least latency, checked whole.
 
-Every artifact here is built by the variant's own quantization method (its ``float_layers`` key keeps the
-chosen layers in float: nncf-ptq, nncf-accuracy-control, ort-static) and scored and timed through its runtime:
+Every artifact here is built by the post-training quantization the variant's method stands for (its
+``float_layers`` key keeps the chosen layers in float: nncf-ptq, ort-static, litert-static, executorch-pt2e; NNCF's
+accuracy control and ``auto`` are built as the method they start from) and scored and timed through its runtime,
+on the holdout split (never test), against the float file: top-1 agreement, and the mean KL divergence of the
+float file's softmax to the candidate's (continuous, where agreement on a few hundred images moves in steps):
 
-* *quantized alone*: every other weighted layer in float; top-1 agreement with the float artifact and top-1 on
-  the holdout split (never test). A layer whose rounding hurts shows here, whatever the others do.
-* *kept alone in float*: every other layer INT8; timed in turn with the all-INT8 file (medians of rounds): the
-  latency a float layer costs where it sits, with the conversions around it, as the runtime runs it.
-* *the choice*: layers ranked by agreement lost alone per millisecond they cost in float, added one at a time to
-  the float set, the whole file built and scored on holdout after each, until the budget is met. Effects do not
-  add exactly, so the budget is judged on the whole file, never on the sum.
+* *reference*: every weighted layer in float (what the method quantizes without weights stays INT8); a layer's
+  damage is measured over it.
+* *INT8 alone*: every other weighted layer in float. A layer whose rounding hurts shows here.
+* *float alone*: every other layer INT8; scored (what keeping it buys) and timed in turn with the all-INT8 file
+  (medians of rounds): the latency a float layer costs where it sits, conversions included.
+* *the choice*: layers ranked by KL recovered per millisecond they cost in float; each is tried in float with
+  those kept so far, the whole file built and scored, and kept only if the KL went down; until the agreement
+  budget is met on the whole file. Effects do not add exactly, so the budget is judged on the whole file.
 
 AIMET and TensorRT Model Optimizer rank layers in simulation against a bit budget; here both sides are measured
 on the artifact that ships.
@@ -29,8 +33,8 @@ from edgeflow.accuracy import collect_logits
 from edgeflow.artifact import Artifact
 from edgeflow.backends import get_backend
 from edgeflow.backends.base import RuntimeSettings
-from edgeflow.compress import AUTO, get_method
-from edgeflow.compress.layers import quantizable_layers
+from edgeflow.compress import get_method
+from edgeflow.compress.layers import QuantLayer, quantizable_layers
 from edgeflow.compress.stats import (
     LayerSensitivity,
     MixedPrecisionStats,
@@ -44,54 +48,90 @@ from edgeflow.profiling.in_turn import time_in_turn
 from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.progress import Progress
 from edgeflow.recipe import VariantSpec
-from edgeflow.variants import FloatArtifacts, build_variant
+from edgeflow.variants import FloatArtifacts, build_variant, post_training_variant
 
 TIMING = ProfileConfig(warmup=10, iterations=100_000, max_seconds=0.4, min_iterations=20)
 
 
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def mean_kl(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Mean KL divergence of softmax(reference) to softmax(candidate), over the rows."""
+    p, q = _softmax(reference), _softmax(candidate)
+    return float(np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), axis=1)))
+
+
 class _Builder:
-    """Builds the variant with a float set, scores it on holdout against the float artifact, compiles it."""
+    """Builds the variant with a float set (always with the layers the variant itself keeps in float), scores it
+    on holdout against the float file, compiles it."""
 
     def __init__(self, variant: VariantSpec, *, floats: FloatArtifacts, splits: DataSplits, folder: Path, seed: int,
                  settings: RuntimeSettings, max_samples: int | None) -> None:  # fmt: skip
         self.variant, self.floats, self.splits, self.folder, self.seed = variant, floats, splits, folder, seed
         self.settings, self.max_samples = settings, max_samples
+        self.base = list(variant.quantize.float_layers)
         self.runtime = get_backend(variant.backend)
         compiled = self.runtime.compile(floats.base(variant.backend), settings=settings)
         self.float_logits, self.labels = collect_logits(compiled, splits.holdout, max_samples=max_samples)
         self.summaries: dict[Path, QuantizationStats] = {}
 
     def build(self, float_layers: list[str], *, stem: str) -> Artifact:
-        quantize = self.variant.quantize.model_copy(update={"float_layers": list(float_layers)})
+        chosen = list(dict.fromkeys([*self.base, *float_layers]))
+        quantize = self.variant.quantize.model_copy(update={"float_layers": chosen})
         variant = self.variant.model_copy(update={"quantize": quantize})
         artifact, summary = build_variant(variant, floats=self.floats, splits=self.splits, folder=self.folder,
                                           seed=self.seed, file_stem=stem, settings=self.settings)  # fmt: skip
         self.summaries[Path(artifact.path)] = summary
         return artifact
 
-    def score(self, artifact: Artifact):
-        """(agreement with float, top-1) on holdout, and the compiled model."""
+    def score(self, artifact: Artifact) -> tuple[float, float, float, Any]:
+        """(agreement with float, top-1, mean KL to float) on holdout, and the compiled model."""
         compiled = self.runtime.compile(artifact, settings=self.settings)
+        return (*self.score_compiled(compiled), compiled)
+
+    def score_compiled(self, compiled) -> tuple[float, float, float]:
         logits, _ = collect_logits(compiled, self.splits.holdout, max_samples=self.max_samples)
         predicted = logits.argmax(1)
         agreement = float(np.mean(predicted == self.float_logits.argmax(1)))
-        return agreement, float(np.mean(predicted == self.labels)), compiled
+        return agreement, float(np.mean(predicted == self.labels)), mean_kl(self.float_logits, logits)
 
 
-def mixed_variant(variant: VariantSpec) -> VariantSpec:
-    """``variant`` with a method that keeps chosen layers in float (``auto``: the backend's default).
+def mixed_variant(variant: VariantSpec) -> tuple[VariantSpec, list[str]]:
+    """``variant`` as mixed precision builds it: the post-training quantization its method stands for
+    (:func:`edgeflow.variants.post_training_variant`), and what that changed, said in words.
 
     Raises:
-        ConfigError: the variant is not INT8, or its method cannot keep layers in float.
+        ConfigError: the variant is not INT8, or that method cannot keep layers in float.
     """
     if variant.precision != "int8" or variant.quantize is None:
         raise ConfigError(f"variant {variant.name}: mixed precision is for INT8 variants")
-    method = variant.quantize.method
-    if method == AUTO:
-        method = get_backend(variant.backend).default_int8
-    if "float_layers" not in get_method(method).config.model_fields:
+    built = post_training_variant(variant)
+    method = built.quantize.method
+    if not get_method(method).keeps_layers_float:
         raise ConfigError(f"variant {variant.name}: {method} cannot keep chosen layers in float (float_layers)")
-    return variant.model_copy(update={"quantize": variant.quantize.model_copy(update={"method": method})})
+    notes = []
+    if method != variant.quantize.method:
+        notes.append(f"built with {method}, the post-training quantization {variant.quantize.method} starts from; "
+                     "the agreement budget replaces its holdout loop")  # fmt: skip
+    for key in ("calibrate_method", "preset"):
+        before, after = getattr(variant.quantize, key, None), getattr(built.quantize, key, None)
+        if before != after:
+            notes.append(f"{key} {before} built as {after} (one try)")
+    return built, notes
+
+
+def _selected(every: list[QuantLayer], layers: list[str] | None) -> list[QuantLayer]:
+    if layers is None:
+        return every
+    known = {name for layer in every for name in (layer.name, layer.module)}
+    missing = [name for name in layers if name not in known]
+    if missing:
+        raise ConfigError(f"mixed_precision.layers: {missing[0]!r} is not a weighted layer of the model")
+    return [layer for layer in every if layer.name in layers or layer.module in layers]
 
 
 def measure_sensitivity(
@@ -105,39 +145,40 @@ def measure_sensitivity(
     rounds: int = 5,
     max_samples: int | None = None,
     layers: list[str] | None = None,
+    timing: ProfileConfig = TIMING,
     progress: Progress | None = None,
 ) -> SensitivityStats:
-    """Each weighted layer (or those named in ``layers``) quantized alone and kept alone in float, through the
-    variant's method and runtime (module docstring)."""
+    """Each weighted layer (or those named in ``layers``) INT8 alone and in float alone, through the variant's
+    method and runtime (module docstring)."""
     progress = progress or Progress.silent()
     started = time.perf_counter()
-    variant = mixed_variant(variant)
+    variant, _notes = mixed_variant(variant)
     every = quantizable_layers(floats.onnx)
-    chosen = [layer for layer in every if layers is None or layer.name in layers or layer.module in layers]
-    if layers is not None and len(chosen) < len(set(layers)):
-        known = {name for layer in every for name in (layer.name, layer.module)}
-        missing = sorted(set(layers) - known)
-        raise ConfigError(f"mixed_precision.layers: {missing[0]!r} is not a weighted layer of the model")
+    chosen = _selected(every, layers)
     names = [layer.name for layer in every]
     builder = _Builder(variant, floats=floats, splits=splits, folder=folder, seed=seed, settings=settings,
                        max_samples=max_samples)  # fmt: skip
     float_top1 = float(np.mean(builder.float_logits.argmax(1) == builder.labels))
     progress.stage(f"sensitivity of {len(chosen)} layers through {variant.backend} ({variant.quantize.method})")
     all_int8 = builder.build([], stem="sensitivity-all-int8")
-    int8_agreement, int8_top1, int8_compiled = builder.score(all_int8)
-    alone: dict[str, tuple[float, float]] = {}
+    int8_agreement, int8_top1, int8_kl, int8_compiled = builder.score(all_int8)
+    reference = builder.build(names, stem="sensitivity-reference")
+    reference_agreement, _top1, reference_kl, _compiled = builder.score(reference)
+    reference.remove()
+    alone: dict[str, tuple[float, float, float]] = {}
     in_float: dict[str, Any] = {}
+    scored: dict[str, tuple[float, float, float]] = {}
     for index, layer in enumerate(chosen):
         progress.stage(f"layer {index + 1}/{len(chosen)} {layer.module}: INT8 alone, then float alone")
         only = builder.build([name for name in names if name != layer.name], stem=f"sensitivity-{index}-alone")
-        agreement, top1, _compiled = builder.score(only)
-        alone[layer.name] = (agreement, top1)
+        alone[layer.name] = builder.score(only)[:3]
         only.remove()
         kept = builder.build([layer.name], stem=f"sensitivity-{index}-float")
         in_float[layer.name] = builder.runtime.compile(kept, settings=settings)
+        scored[layer.name] = builder.score_compiled(in_float[layer.name])
         kept.remove()
     progress.stage(f"time the all-INT8 file and the {len(in_float)} with one layer in float, in turn ({rounds} rounds)")
-    timed = time_in_turn({"__all_int8__": int8_compiled, **in_float}, rounds=rounds, config=TIMING).medians()
+    timed = time_in_turn({"__all_int8__": int8_compiled, **in_float}, rounds=rounds, config=timing).medians()
     int8_ms = timed.pop("__all_int8__")
     all_int8.remove()
     rows = [
@@ -145,6 +186,9 @@ def measure_sensitivity(
             **layer.model_dump(),
             alone_agreement=alone[layer.name][0],
             alone_top1=alone[layer.name][1],
+            alone_kl=alone[layer.name][2],
+            float_agreement=scored[layer.name][0],
+            float_kl=scored[layer.name][2],
             float_ms=timed[layer.name],
             float_cost=timed[layer.name] / int8_ms - 1,
         )  # fmt: skip
@@ -153,7 +197,8 @@ def measure_sensitivity(
     return SensitivityStats(
         variant=variant.name, backend=variant.backend, method=variant.quantize.method,
         holdout_images=len(builder.labels), float_top1=float_top1, int8_top1=int8_top1,
-        int8_agreement=int8_agreement, int8_ms=int8_ms, rounds=rounds, layers=rows,
+        int8_agreement=int8_agreement, int8_kl=int8_kl, reference_agreement=reference_agreement,
+        reference_kl=reference_kl, int8_ms=int8_ms, rounds=rounds, layers=rows,
         seconds=round(time.perf_counter() - started, 1),
     )  # fmt: skip
 
@@ -173,53 +218,58 @@ def choose_float_layers(
     file_stem: str | None = None,
     progress: Progress | None = None,
 ) -> tuple[Artifact, QuantizationStats]:
-    """The variant's file with the fewest-milliseconds float set that meets ``agreement`` with float on holdout:
-    layers added in :meth:`SensitivityStats.ranked` order, the whole file built and scored after each (at most
-    ``max_layers``). Where no set of ``max_layers`` meets it, the best one tried is kept and ``met`` is false.
+    """The variant's file with a float set that meets ``agreement`` with the float file on holdout: the layers of
+    :meth:`SensitivityStats.ranked` tried in float one at a time with those kept so far (at most ``max_layers``
+    tries), the whole file built and scored after each, a layer kept only if the whole file's KL divergence to the
+    float file went down. Greedy by measured KL recovered per measured millisecond, so the cheapest useful layers
+    come first; the set's own latency is what the report then measures. Where the budget is not met, the best
+    file tried is kept and ``met`` is false.
 
     The file is written as ``file_stem`` (else ``mixed-<layers>``) in ``folder``; its summary carries what was
     chosen, the steps and the sensitivity (``QuantizationStats.mixed_precision``)."""
     progress = progress or Progress.silent()
-    variant = mixed_variant(variant)
+    variant, notes = mixed_variant(variant)
     builder = _Builder(variant, floats=floats, splits=splits, folder=folder, seed=seed, settings=settings,
                        max_samples=max_samples)  # fmt: skip
     kept: list[str] = []
     steps: list[MixedStep] = []
-    best: tuple[float, float, Artifact | None, list[str]] = (
-        sensitivity.int8_agreement, sensitivity.int8_top1, None, [],
-    )  # fmt: skip
+    best = (sensitivity.int8_agreement, sensitivity.int8_top1, sensitivity.int8_kl)
+    best_artifact: Artifact | None = None
     if sensitivity.int8_agreement < agreement:
-        for layer in sensitivity.ranked()[:max_layers]:
-            kept.append(layer.name)
-            progress.stage(f"mixed precision: {len(kept)} layers in float (+{layer.module})")
-            artifact = builder.build(kept, stem=f"mixed-{len(kept)}")
-            score, top1, _ = builder.score(artifact)
-            steps.append(MixedStep(added=layer.name, float_layers=len(kept), agreement=score, top1=top1))
-            if score > best[0]:
-                if best[2] is not None:
-                    best[2].remove()
-                best = (score, top1, artifact, list(kept))
+        for tries, layer in enumerate(sensitivity.ranked()[:max_layers], start=1):
+            progress.stage(f"mixed precision: try {tries}, {len(kept) + 1} layers in float (+{layer.module})")
+            artifact = builder.build([*kept, layer.name], stem=f"mixed-try-{tries}")
+            score, top1, kl, _compiled = builder.score(artifact)
+            better = kl < best[2]
+            steps.append(MixedStep(added=layer.name, float_layers=len(kept) + better, agreement=score, top1=top1,
+                                   kl=kl, kept=better))  # fmt: skip
+            if better:
+                kept.append(layer.name)
+                if best_artifact is not None:
+                    best_artifact.remove()
+                best, best_artifact = (score, top1, kl), artifact
             else:
                 artifact.remove()
-            if score >= agreement:
+            if best[0] >= agreement:
                 break
-    score, top1, artifact, chosen = best
-    if artifact is None:
-        artifact = builder.build([], stem="mixed-0")
-    summary = builder.summaries[Path(artifact.path)]
+    if best_artifact is None:
+        best_artifact = builder.build([], stem="mixed-0")
+    summary = builder.summaries[Path(best_artifact.path)]
     if file_stem is not None:
-        artifact = artifact.move_to(Path(folder) / f"{file_stem}{Path(artifact.path).suffix}")
+        best_artifact = best_artifact.move_to(Path(folder) / f"{file_stem}{Path(best_artifact.path).suffix}")
     modules = {layer.name: layer.module for layer in sensitivity.layers}
+    score, top1, _kl = best
     mixed = MixedPrecisionStats(
-        agreement_budget=agreement, float_layers=chosen, float_modules=[modules.get(name, name) for name in chosen],
-        steps=steps, agreement=score, top1=top1, met=score >= agreement, sensitivity=sensitivity,
+        agreement_budget=agreement, float_layers=kept, float_modules=[modules.get(name, name) for name in kept],
+        steps=steps, agreement=score, top1=top1, met=score >= agreement, method=variant.quantize.method,
+        notes=notes, sensitivity=sensitivity,
     )  # fmt: skip
     note = (
-        f"mixed precision: {len(chosen)} layers kept in float ({', '.join(mixed.float_modules) or 'none'}); holdout "
+        f"mixed precision: {len(kept)} layers kept in float ({', '.join(mixed.float_modules) or 'none'}); holdout "
         f"agreement with float {100 * sensitivity.int8_agreement:.2f}% all-INT8 -> {100 * score:.2f}% "
         f"(budget {100 * agreement:.2f}%{'' if mixed.met else ', NOT met'})"
     )
-    return artifact, summary.model_copy(update={"mixed_precision": mixed, "notes": [*summary.notes, note]})
+    return best_artifact, summary.model_copy(update={"mixed_precision": mixed, "notes": [*summary.notes, note, *notes]})
 
 
 def build_mixed_variant(

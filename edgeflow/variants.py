@@ -4,6 +4,8 @@ fp16 by the backend's converter, or INT8 by the variant's quantization method (:
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +100,25 @@ def build_variant(
 TIMING_CALIBRATION = 8
 
 
+def post_training_variant(variant: VariantSpec) -> VariantSpec:
+    """``variant`` as the one post-training quantization it stands for: a method that chooses by holdout accuracy
+    (``auto``, NNCF's accuracy control, QAT: tier 1 and above) becomes the backend's default method, a setting
+    that asks for a search becomes its first try (ort-static's ``calibrate_method: auto``: min-max), nncf-ptq's
+    ``preset: fastest`` becomes ``auto``. Methods never in ``auto`` (ort-dynamic) stay as they are. A float
+    variant is returned as it is."""
+    config = variant.quantize
+    if variant.precision != "int8" or config is None:
+        return variant
+    tier = get_method(config.method).tier if config.method != AUTO else None
+    method = config.method if config.method != AUTO and (tier is None or tier == 0) else None
+    method = method or get_backend(variant.backend).default_int8
+    attempt = attempts_of((method,), config.model_copy(update={"method": method}))[0]
+    update: dict[str, Any] = {}
+    if getattr(config, "preset", None) == "fastest":
+        update["preset"] = "auto"
+    return variant.model_copy(update={"quantize": attempt.config(config).model_copy(update=update)})
+
+
 @dataclass(frozen=True)
 class ShippedBuild:
     """How a torch module becomes the file ``variant`` ships, for timing: the backend's float artifact, its fp16
@@ -121,31 +142,29 @@ class ShippedBuild:
     @property
     def method(self) -> str | None:
         """The quantization method the timing builds use (None for a float variant)."""
-        config = self.variant.quantize
-        if self.variant.precision != "int8" or config is None:
-            return None
-        if config.method != AUTO and get_method(config.method).tier == 0:
-            return config.method
-        return get_backend(self.variant.backend).default_int8
+        timing = self.timing_variant()
+        return timing.quantize.method if timing.quantize is not None else None
 
     @property
     def context(self) -> str:
-        """What timings of these builds depend on beyond the device and runtime: precision and method."""
-        return f"precision={self.precision}" + (f"|method={self.method}" if self.method else "")
+        """What timings of these builds depend on beyond the device and runtime: precision, method, and a digest of
+        every quantization setting the timing builds use (per-channel, symmetric, preset...)."""
+        timing = self.timing_variant()
+        if timing.quantize is None:
+            return f"precision={self.precision}"
+        settings = json.dumps(timing.quantize.model_dump(mode="json"), sort_keys=True)
+        digest = hashlib.sha256(settings.encode()).hexdigest()[:10]
+        return f"precision={self.precision}|method={timing.quantize.method}|settings={digest}"
 
     def timing_variant(self) -> VariantSpec:
-        """The variant as the timing builds make it: its method as :attr:`method` says, one attempt, few inputs."""
-        method = self.method
-        if method is None:
-            return self.variant
-        config = self.variant.quantize
-        assert config is not None
-        attempt = attempts_of((method,), config.model_copy(update={"method": method}))[0]
-        update: dict[str, Any] = {"subset_size": TIMING_CALIBRATION}
-        if getattr(config, "preset", None) == "fastest":
-            update["preset"] = "auto"
-        quantize = attempt.config(config).model_copy(update=update)
-        return self.variant.model_copy(update={"quantize": quantize})
+        """The variant as the timing builds make it: its post-training quantization (:func:`post_training_variant`)
+        calibrated on :data:`TIMING_CALIBRATION` inputs, without the layers a recipe keeps in float (a block cut
+        from the network does not have them; the search's final models are built with them)."""
+        variant = post_training_variant(self.variant)
+        if variant.quantize is None:
+            return variant
+        quantize = variant.quantize.model_copy(update={"subset_size": TIMING_CALIBRATION, "float_layers": []})
+        return variant.model_copy(update={"quantize": quantize})
 
     def __call__(self, module: Any, input_shape: tuple[int, ...], *, folder: Path) -> Artifact:
         """``module``'s artifact for this variant, written into ``folder``."""

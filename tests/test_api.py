@@ -196,6 +196,9 @@ ADDED_SINCE_THE_LAYOUT_MOVE = [
     "/model/new_head", "/model/weights", "/model/weights_notes", "/recipe/finetune", "/recipe/model/weights",
     "/recipe/train/minutes", "/training/head_epochs", "/training/new_head", "/training/resolution",
     "/training/started_from", "/variants/[]/accuracy/per_class_top1",
+    # issue 31: layers kept in float, mixed precision from measured sensitivity
+    "/recipe/variants/[]/mixed_precision", "/recipe/variants/[]/quantize/float_layers",
+    "/variants/[]/quantization/mixed_precision",
 ]  # fmt: skip
 
 

@@ -83,8 +83,18 @@ def test_the_method_keeps_the_named_layers_in_float_and_says_why(backend, splits
 
 
 def test_only_methods_that_keep_layers_in_float_take_part():
-    auto = mixed_variant(VariantSpec(name="a", backend="openvino", precision="int8", quantize={"method": "auto"}))
-    assert auto.quantize.method == "nncf-ptq"
+    auto, notes = mixed_variant(
+        VariantSpec(name="a", backend="openvino", precision="int8", quantize={"method": "auto"})
+    )
+    assert auto.quantize.method == "nncf-ptq" and "the post-training quantization auto starts from" in notes[0]
+    control, _ = mixed_variant(
+        VariantSpec(name="c", backend="openvino", precision="int8", quantize={"method": "nncf-accuracy-control"})
+    )
+    assert control.quantize.method == "nncf-ptq"
+    searched, notes = mixed_variant(VariantSpec(name="s", backend="onnxruntime", precision="int8"))
+    assert searched.quantize.calibrate_method == "minmax" and notes == [
+        "calibrate_method auto built as minmax (one try)"
+    ]
     with pytest.raises(ConfigError, match="mixed precision is for INT8 variants"):
         mixed_variant(VariantSpec(name="f", backend="openvino"))
     with pytest.raises(ConfigError, match="ort-dynamic cannot keep chosen layers in float"):
@@ -104,8 +114,10 @@ def test_sensitivity_is_measured_per_layer_and_the_float_set_checked_whole(split
     )  # fmt: skip
     assert [row.name for row in stats.layers] == [layers[0].name, layers[2].name]
     assert stats.holdout_images == 64 and stats.int8_ms > 0 and 0 <= stats.int8_agreement <= 1
+    assert stats.reference_kl >= 0 and stats.int8_kl >= 0 and 0 <= stats.reference_agreement <= 1
     for row in stats.layers:
-        assert 0 <= row.alone_agreement <= 1 and row.float_ms > 0
+        assert 0 <= row.alone_agreement <= 1 and 0 <= row.float_agreement <= 1 and row.float_ms > 0
+        assert row.alone_kl >= 0 and row.float_kl >= 0
         assert row.float_cost == pytest.approx(row.float_ms / stats.int8_ms - 1)
     assert not list(tmp_path.glob("sensitivity-*"))  # every trial file removed
     # a budget already met keeps nothing in float; one out of reach tries the ranked layers and says it failed
@@ -113,14 +125,19 @@ def test_sensitivity_is_measured_per_layer_and_the_float_set_checked_whole(split
                                        settings=device.runtime, agreement=0.0, max_samples=64)  # fmt: skip
     mixed = summary.mixed_precision
     assert mixed.met and mixed.float_layers == [] and mixed.steps == [] and met.path.exists()
-    damaged = stats.ranked()
+    ranked = stats.ranked()
     _artifact, summary = choose_float_layers(variant, stats, floats=floats, splits=splits, folder=tmp_path,
                                              settings=device.runtime, agreement=1.01, max_samples=64)  # fmt: skip
     failed = summary.mixed_precision
-    assert not failed.met and len(failed.steps) == len(damaged)
-    assert [step.added for step in failed.steps] == [row.name for row in damaged]
-    assert failed.agreement == max([stats.int8_agreement, *(step.agreement for step in failed.steps)])
-    assert np.all(np.diff([step.float_layers for step in failed.steps]) == 1)
+    assert not failed.met and len(failed.steps) == len(ranked)  # every ranked layer tried
+    assert [step.added for step in failed.steps] == [row.name for row in ranked]
+    # a layer is kept only where the whole file's KL went down; the kept set is what the summary names
+    kls = [stats.int8_kl]
+    for step in failed.steps:
+        assert step.kept == (step.kl < min(kls))
+        kls.append(step.kl if step.kept else min(kls))
+    assert failed.float_layers == [step.added for step in failed.steps if step.kept]
+    assert np.all(np.diff([0, *(step.float_layers for step in failed.steps)]) >= 0)
 
 
 def test_a_recipe_asks_for_mixed_precision_only_where_a_method_can_keep_layers_in_float():
@@ -133,6 +150,9 @@ def test_a_recipe_asks_for_mixed_precision_only_where_a_method_can_keep_layers_i
     ):
         VariantSpec(name="d", backend="onnxruntime", precision="int8", quantize={"method": "ort-dynamic"},
                     mixed_precision={})  # fmt: skip
+    with pytest.raises(ValidationError, match=r"quantize.float_layers: method nncf-qat cannot keep layers in float"):
+        VariantSpec(name="q", backend="openvino", precision="int8",
+                    quantize={"method": "nncf-qat", "float_layers": ["/a/Conv"]})  # fmt: skip
     spec = VariantSpec(name="a", backend="openvino", precision="int8", quantize={"method": "auto"},
                        mixed_precision={"agreement": 0.995})  # fmt: skip
     assert spec.mixed_precision.agreement == 0.995 and spec.mixed_precision.max_layers == 16
@@ -166,9 +186,18 @@ def test_optimize_builds_the_mixed_variant_and_reports_its_sensitivity(tmp_path)
     assert "### Mixed precision: onnxruntime-mixed" in markdown and "| features.0.0 | Conv |" in markdown
     assert (tmp_path / "run" / "sensitivity_onnxruntime-mixed.png").stat().st_size > 0
     assert 'class="sensitivity"' in (tmp_path / "run" / "report.html").read_text()
-    with pytest.raises(ConfigError, match="mixed_precision.layers: 'nope' is not a weighted layer"):
+    with pytest.raises(ConfigError, match="mixed_precision.layers: 'nope' is not a weighted layer"):  # one line
         bad = mixed.model_copy(
             update={"mixed_precision": mixed.mixed_precision.model_copy(update={"layers": ["nope"]})}
         )
         edgeflow.optimize("mobilenet_v3_small", recipe=recipe.model_copy(update={"variants": [bad]}),
                           out=tmp_path / "bad")  # fmt: skip
+
+
+def test_a_layer_named_twice_or_unknown_is_said_in_one_line(tmp_path):
+    from edgeflow.mixed_precision import _selected
+
+    every = quantizable_layers(_floats(Tiny(), tmp_path).onnx)
+    assert _selected(every, [every[0].name, every[0].module]) == [every[0]]  # one layer named both ways
+    with pytest.raises(ConfigError, match="'features.9' is not a weighted layer"):
+        _selected(every, [every[0].name, "features.9"])

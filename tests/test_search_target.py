@@ -63,7 +63,7 @@ def test_the_target_is_the_first_int8_variant_the_device_runs_unless_named():
 
 def test_methods_that_choose_by_accuracy_are_timed_as_the_post_training_quantization_they_start_from():
     auto = ShippedBuild(VariantSpec(name="a", backend="openvino", precision="int8", quantize={"method": "auto"}))
-    assert auto.method == "nncf-ptq" and auto.context == "precision=int8|method=nncf-ptq"
+    assert auto.method == "nncf-ptq" and auto.context.startswith("precision=int8|method=nncf-ptq|settings=")
     control = VariantSpec(name="c", backend="openvino", precision="int8", quantize={"method": "nncf-accuracy-control"})
     assert ShippedBuild(control).method == "nncf-ptq"
     searched = ShippedBuild(VariantSpec(name="s", backend="onnxruntime", precision="int8"))  # calibrate_method auto
@@ -73,6 +73,15 @@ def test_methods_that_choose_by_accuracy_are_timed_as_the_post_training_quantiza
     fastest = VariantSpec(name="f", backend="openvino", precision="int8", quantize={"preset": "fastest"})
     assert ShippedBuild(fastest).timing_variant().quantize.preset == "auto"
     assert ShippedBuild(VariantSpec(name="f", backend="litert")).method is None
+    # a method never in auto is timed as itself: dynamic quantization is another graph than static QDQ
+    dynamic = VariantSpec(name="d", backend="onnxruntime", precision="int8", quantize={"method": "ort-dynamic"})
+    assert ShippedBuild(dynamic).method == "ort-dynamic"
+    # layers a recipe keeps in float are not in a block cut from the network: timing builds leave them out
+    kept = VariantSpec(name="k", backend="onnxruntime", precision="int8", quantize={"float_layers": ["/x/Conv"]})
+    assert ShippedBuild(kept).timing_variant().quantize.float_layers == []
+    # every setting that changes the graph changes the table's context
+    per_tensor = VariantSpec(name="p", backend="onnxruntime", precision="int8", quantize={"per_channel": False})
+    assert ShippedBuild(per_tensor).context != searched.context
 
 
 @pytest.mark.parametrize(
@@ -97,7 +106,7 @@ def test_a_candidate_is_timed_as_the_int8_file_its_variant_ships(backend, tmp_pa
     timer = Timer(device, backend, settings=device.runtime, profile=TIMING, workdir=tmp_path, build=build)
     assert timer.time_module(Tiny(), SHAPE) > 0 and timer.cost.measurements == 1
     # the table is kept per backend and precision: an INT8 table never answers for float, nor the reverse
-    assert timer.precision == "int8" and f"method={build.method}" in timer.context()
+    assert timer.precision == "int8" and f"method={build.method}|settings=" in timer.context()
     assert default_table_path(tmp_path, timer, SHAPE) != default_table_path(tmp_path, float_timer, SHAPE)
     assert f"-{backend}-int8-" in default_table_path(tmp_path, timer, SHAPE).name
     assert not list(tmp_path.glob(".timing-*"))  # every timing build is removed

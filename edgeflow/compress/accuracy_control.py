@@ -213,6 +213,7 @@ class NncfAccuracyControl(QuantizationMethod):
     """NNCF PTQ that keeps the most sensitive layers in float until the holdout drop is within ``max_drop``."""
 
     name = "nncf-accuracy-control"
+    keeps_layers_float = True
     backends = ("openvino",)
     config = NncfPtqConfig
     tier = 1

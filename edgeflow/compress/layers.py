@@ -116,6 +116,14 @@ def tflite_scopes(float_layers: list[str], *, onnx: Artifact, tflite: Path) -> l
         else:  # O x I
             signature = _signature(shape[0], shape[1], ())
         tflite_layers.append((scope, signature))
+    in_onnx = Counter(signature for _name, signature in _onnx_signatures(onnx))
+    in_tflite = Counter(signature for _scope, signature in tflite_layers)
+    if in_onnx != in_tflite:
+        raise ConfigError(
+            f"quantize.float_layers: the weighted layers of {Path(tflite).name} do not match the float ONNX's by "
+            f"shape ({sum(in_tflite.values())} against {sum(in_onnx.values())}: the converter fused or split some), "
+            "so they cannot be named by it"
+        )
     by_key = {key: scope for scope, key in keyed(tflite_layers).items()}
     scopes = []
     for layer in float_layers:

@@ -62,7 +62,7 @@ class FloatLayerOptions(StrictModel):
         default=[],
         description="weighted layers (convolutions, matrix products) kept in float, by their node name in the "
         "float ONNX, e.g. /features/features.1/block/block.1/fc1/Conv; edgeflow's mixed precision chooses them "
-        "from the sensitivity it measures (edgeflow.compress.sensitivity)",
+        "from the sensitivity it measures (edgeflow.mixed_precision)",
     )
 
 
@@ -102,6 +102,8 @@ class QuantizationMethod(ABC):
     tier: ClassVar[int | None] = 0
     #: it quantizes the torch model, not a float file (an ONNX input cannot use it)
     needs_module: ClassVar[bool] = False
+    #: it keeps the weighted layers its config's ``float_layers`` names in float (mixed precision)
+    keeps_layers_float: ClassVar[bool] = False
 
     def attempts(self, config: Any) -> list[tuple[str, dict[str, Any]]]:
         """The tries this method stands for under ``config``, as (label, config update): one, unless a setting

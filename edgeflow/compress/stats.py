@@ -21,19 +21,24 @@ class FloatLayer(BaseModel):
 
 
 class LayerSensitivity(QuantLayer):
-    alone_agreement: float  # holdout top-1 agreement with float, this layer alone INT8
-    alone_top1: float
-    float_ms: float | None = None  # all-INT8 but this layer, p50 timed in turn with the all-INT8 file
-    float_cost: float | None = None  # float_ms / all-INT8 p50 - 1
+    """One weighted layer, measured through the runtime: the file with it alone INT8 (every other weighted layer
+    in float) and the file with it alone in float (every other INT8), each scored on holdout against the float
+    file (top-1 agreement, and the mean KL divergence of the float file's softmax to its own: a continuous
+    measure), the second also timed in turn with the all-INT8 file."""
 
-    @property
-    def damage(self) -> float:
-        """Agreement lost when this layer alone is INT8."""
-        return 1.0 - self.alone_agreement
+    alone_agreement: float  # it alone INT8
+    alone_top1: float
+    alone_kl: float
+    float_agreement: float | None = None  # it alone in float
+    float_kl: float | None = None
+    float_ms: float | None = None  # p50, timed in turn with the all-INT8 file
+    float_cost: float | None = None  # float_ms / all-INT8 p50 - 1
 
 
 class SensitivityStats(BaseModel):
-    """Per-layer sensitivity of one variant, measured through its runtime on this host."""
+    """Per-layer sensitivity of one variant, measured through its runtime on this host. ``reference`` is the file
+    with every weighted layer in float (what the method still quantizes without weights: adds, multiplies,
+    pools): a layer's damage is measured against it, not against the float file."""
 
     variant: str
     backend: str
@@ -42,28 +47,46 @@ class SensitivityStats(BaseModel):
     float_top1: float
     int8_top1: float
     int8_agreement: float
+    int8_kl: float
+    reference_agreement: float
+    reference_kl: float
     int8_ms: float  # all-INT8, median of the rounds timed in turn
     rounds: int
     layers: list[LayerSensitivity]
     seconds: float
 
+    def damage(self, layer: LayerSensitivity) -> float:
+        """KL divergence a layer adds alone INT8, over the reference's."""
+        return max(0.0, layer.alone_kl - self.reference_kl)
+
+    def recovery(self, layer: LayerSensitivity) -> float:
+        """KL divergence the all-INT8 file loses when this layer alone is in float."""
+        return max(0.0, self.int8_kl - layer.float_kl) if layer.float_kl is not None else 0.0
+
     def ranked(self) -> list[LayerSensitivity]:
-        """Layers worth keeping in float, most agreement per millisecond first (those that cost none in latency
-        before all others); layers that lose nothing alone are left out."""
-        floor = 0.002 * self.int8_ms  # a cost below timing noise counts as this much
+        """Layers worth keeping in float: most KL recovered per millisecond first (a cost below timing noise counts
+        as 0.2% of the all-INT8 p50), ties broken by the damage alone; layers that neither recover nor damage
+        anything are left out."""
+        floor = 0.002 * self.int8_ms
 
-        def value(layer: LayerSensitivity) -> float:
+        def value(layer: LayerSensitivity) -> tuple[float, float]:
             cost = max(layer.float_ms - self.int8_ms, floor) if layer.float_ms is not None else self.int8_ms
-            return layer.damage / cost
+            return self.recovery(layer) / cost, self.damage(layer) / cost
 
-        return sorted((layer for layer in self.layers if layer.damage > 0), key=value, reverse=True)
+        useful = [layer for layer in self.layers if self.recovery(layer) > 0 or self.damage(layer) > 0]
+        return sorted(useful, key=value, reverse=True)
 
 
 class MixedStep(BaseModel):
+    """One layer tried in float with those kept so far: the whole file scored on holdout; kept if it lowered the
+    KL divergence to the float file."""
+
     added: str
     float_layers: int
     agreement: float
     top1: float
+    kl: float
+    kept: bool = True
 
 
 class MixedPrecisionStats(BaseModel):
@@ -77,6 +100,8 @@ class MixedPrecisionStats(BaseModel):
     agreement: float  # holdout top-1 agreement with the float file, whole
     top1: float
     met: bool
+    method: str = ""  # the post-training quantization the files were built with
+    notes: list[str] = []  # where the variant's own settings were changed to build them
     sensitivity: SensitivityStats | None = None
 
 

@@ -108,6 +108,19 @@ def favoured_step(
         step = larger
 
 
+def block_cost_per_mac(widths: list[int], p50: list[float], *, side: int) -> list[float]:
+    """Each width's p50 less the probe's fixed time (stem, head, the call: the intercept of a straight line
+    fitted through p50 against the blocks' multiply-adds, kept between 0 and 95% of the fastest), per million
+    multiply-adds of the blocks. Without it the fixed time, spread over the MACs, pulls every ratio toward 1."""
+    import numpy as np
+
+    macs = np.array([StepProbe.block_macs(width, side=side) for width in widths], dtype=np.float64)
+    times = np.array(p50, dtype=np.float64)
+    intercept, _slope = np.linalg.lstsq(np.stack([np.ones_like(macs), macs], axis=1), times, rcond=None)[0]
+    fixed = float(np.clip(intercept, 0.0, 0.95 * times.min()))
+    return [1e6 * (ms - fixed) / mac for ms, mac in zip(times, macs, strict=True)]
+
+
 def probe_widths(divisor: int) -> list[int]:
     """4 to 12 times ``divisor``: odd multiples of ``divisor``, of twice and of four times it, each between two
     measured neighbours."""
@@ -137,7 +150,7 @@ def measure_channel_step(
     shape = (1, 3, side, side)
     medians = timer.time_in_turn({str(width): StepProbe(width) for width in widths}, shape, rounds=rounds)
     p50 = [medians[str(width)] for width in widths]
-    per_mmac = [1e6 * ms / StepProbe.block_macs(width, side=side) for width, ms in zip(widths, p50, strict=True)]
+    per_mmac = block_cost_per_mac(widths, p50, side=side)
     step, ratios = favoured_step(dict(zip(widths, per_mmac, strict=True)), divisor=divisor)
     stats = ChannelStepStats(
         divisor=divisor, step=step, side=side, widths=widths, p50_ms=p50, per_mmac_us=[1e3 * v for v in per_mmac],

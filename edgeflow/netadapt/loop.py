@@ -505,7 +505,7 @@ def _largest_keep(
     """Binary search for the most channels whose latency meets ``target`` (latency falls with channels)."""
     channels = space.out_channels(current.get_submodule(group))
     divisor = search.channel_step
-    floor = max(search.config.min_channels, divisor)
+    floor = -(-max(search.config.min_channels, divisor) // divisor) * divisor  # the least multiple of the step
     options = [keep for keep in range(floor, channels, divisor)]
     if not options:
         return None

@@ -189,19 +189,30 @@ def search_target(recipe: Recipe, device: DeviceSpec) -> VariantSpec:
         if target.backend not in device.runtimes:
             raise ConfigError(f"search target {named}: device {device.name} has no {target.backend} runtime")
     else:
-        runs = [variant for variant in recipe.variants if variant.backend in device.runtimes]
+        runs = [variant for variant in recipe.variants if variant.backend in device.runtimes and _timeable(variant)]
+        runs = [variant for variant in runs if variant.precision in device.precisions] or runs
         if not runs:
             raise ConfigError(
-                f"recipe {recipe.name} has no variant on a runtime of device {device.name} "
-                f"({', '.join(device.runtimes)}) for the search to time"
+                f"recipe {recipe.name} has no variant this host can time on a runtime of device {device.name} "
+                f"({', '.join(device.runtimes)}) for the search"
             )
         target = next((variant for variant in runs if variant.precision == "int8"), runs[0])
     missing = get_backend(target.backend).unavailable()
     if missing:
         raise ConfigError(f"search target {target.name}: {missing}")
+    if not _timeable(target):
+        raise ConfigError(f"search target {target.name}: the search builds candidates from the torch model as files; "
+                          f"{target.backend} has none")  # fmt: skip
     if device.transport != "local":
         raise ConfigError(f"the search times candidates in this process; device {device.name} is {device.transport}")
     return target
+
+
+def _timeable(variant: VariantSpec) -> bool:
+    """Whether this host can build and time the variant's file for a candidate: its runtime is here, and reads the
+    ONNX or has an exporter (torch eager has neither)."""
+    backend = get_backend(variant.backend)
+    return backend.unavailable() is None and ("onnx" in backend.formats or backend.exporter is not None)
 
 
 def search_build(target: VariantSpec, *, seed: int) -> ShippedBuild | None:
@@ -222,6 +233,7 @@ def search_target_record(target: VariantSpec, *, seed: int) -> dict:
         "precision": target.precision,
         "execution_precision": target.execution_precision,
         "timing_method": build.method if build is not None else None,
+        "timing_context": build.context if build is not None else None,  # its settings' digest: what was timed
         "shipped_method": target.quantize.method if target.quantize is not None else None,
     }
 
@@ -339,7 +351,7 @@ def _fingerprint(
         "seed": recipe.seed,
         # the baselines are compared after the search and do not change it: a finished search can be
         # resumed to compare it with other multipliers
-        "search": config.model_dump(exclude={"baselines"}),
+        "search": config.model_dump(exclude={"baselines", "target"}),
         "device": device.model_dump(),
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -400,7 +412,8 @@ def _evaluate_point(
     kind: str = "netadapt",
     detail: str = "",
 ) -> tuple[PointRecord, Compiled]:
-    """Build ``model``'s file as the target variant ships it (INT8 by its method, calibrated on the train split),
+    """Build ``model``'s file as the target variant's method builds it (INT8 calibrated on the train split; a
+    ``mixed_precision`` section is applied by ``optimize`` after the search, not to the search's comparison),
     time it on the device and measure test top-1 through the runtime."""
     resolution = splits.resolution
     shape = (1, 3, *splits.size)
@@ -409,14 +422,16 @@ def _evaluate_point(
     runtime = get_backend(backend)
     scratch = out / f".build-{name}"  # the files are made aside, then the one that ships is named for the candidate
     scratch.mkdir(exist_ok=True)
-    onnx = export_onnx(model.eval(), input_shape=shape, path=scratch / "model.onnx")
-    artifact = onnx
-    if runtime.exporter is not None or variant.precision not in ("fp32", "bf16"):
-        floats = FloatArtifacts.of(onnx, module=model, input_shape=shape, folder=scratch)
-        artifact, _ = build_variant(variant, floats=floats, splits=splits, folder=scratch, seed=recipe.seed,
-                                    settings=variant.runtime_settings(where.device.runtime))  # fmt: skip
-    artifact = artifact.move_to(out / f"model_{name}{Path(artifact.path).suffix}")
-    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        onnx = export_onnx(model.eval(), input_shape=shape, path=scratch / "model.onnx")
+        artifact = onnx
+        if runtime.exporter is not None or variant.precision not in ("fp32", "bf16"):
+            floats = FloatArtifacts.of(onnx, module=model, input_shape=shape, folder=scratch)
+            artifact, _ = build_variant(variant, floats=floats, splits=splits, folder=scratch, seed=recipe.seed,
+                                        settings=variant.runtime_settings(where.device.runtime))  # fmt: skip
+        artifact = artifact.move_to(out / f"model_{name}{Path(artifact.path).suffix}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     compiled, profiled = compile_and_profile(
         artifact, device=where.device, backend=backend, config=recipe.profile,
         settings=variant.runtime_settings(where.device.runtime),

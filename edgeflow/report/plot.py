@@ -47,26 +47,32 @@ def sensitivity_plot_name(variant: str) -> str:
 
 
 def plot_sensitivity(mixed, *, title: str, path: Path) -> None:
-    """Each weighted layer: the agreement it loses when INT8 alone against the latency it costs kept alone in
-    float, both measured through the runtime; the layers mixed precision kept in float drawn filled red."""
+    """Each weighted layer: the KL divergence to the float file it adds when INT8 alone against the latency it costs
+    kept alone in float, both measured through the runtime; the layers mixed precision kept in float in red."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    layers = mixed.sensitivity.layers
+    sensitivity = mixed.sensitivity
+    layers = sensitivity.layers
     kept = set(mixed.float_layers)
     figure, axes = plt.subplots(figsize=(7.5, 4.5), dpi=110)
     for chosen, color, label in ((False, "C0", "INT8"), (True, "C3", "kept in float")):
         points = [layer for layer in layers if (layer.name in kept) == chosen]
         if points:
-            axes.scatter([100 * layer.float_cost for layer in points], [100 * layer.damage for layer in points],
-                         s=18, color=color, label=label)  # fmt: skip
-    for layer in sorted(layers, key=lambda layer: -layer.damage)[:6]:
-        axes.annotate(layer.module, (100 * layer.float_cost, 100 * layer.damage), fontsize=7)
+            axes.scatter(
+                [100 * layer.float_cost for layer in points],
+                [1000 * sensitivity.damage(layer) for layer in points],
+                s=18,
+                color=color,
+                label=label,
+            )
+    for layer in sorted(layers, key=lambda layer: -sensitivity.damage(layer))[:6]:
+        axes.annotate(layer.module, (100 * layer.float_cost, 1000 * sensitivity.damage(layer)), fontsize=7)
     axes.axvline(0, color="0.8", linewidth=0.8)
     axes.set_xlabel("latency cost of keeping it alone in float (% of all-INT8 p50, measured)")
-    axes.set_ylabel("top-1 agreement lost when INT8 alone (points, holdout)")
+    axes.set_ylabel("KL to the float file added when INT8 alone (milli-nats, holdout)")
     axes.set_title(title, fontsize=9)
     axes.legend(fontsize=8)
     figure.tight_layout()
