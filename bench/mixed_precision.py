@@ -34,7 +34,7 @@ from edgeflow.compress.squeeze_excitation import find_gates  # noqa: E402
 from edgeflow.device import load_device  # noqa: E402
 from edgeflow.export.onnx import export_onnx  # noqa: E402
 from edgeflow.io import write_text  # noqa: E402
-from edgeflow.mixed_precision import choose_float_layers, measure_sensitivity  # noqa: E402
+from edgeflow.mixed_precision import MIN_KL_GAIN, choose_float_layers, measure_sensitivity  # noqa: E402
 from edgeflow.profiling.in_turn import time_in_turn  # noqa: E402
 from edgeflow.profiling.loop import ProfileConfig  # noqa: E402
 from edgeflow.progress import Progress  # noqa: E402
@@ -226,7 +226,8 @@ def explain(args, gates: bool) -> list[str]:
         "agreement, and the mean KL divergence of the softmaxes): each weighted layer INT8 alone and in float alone, "
         "the latter also timed in turn with the all-INT8 file (5 rounds). Mixed: layers ranked by KL recovered per "
         "millisecond they cost in float, each tried in float with those kept so far, the whole file built and "
-        f"scored, kept only where the KL went down, until agreement >= {100 * args.agreement:.0f}%. "
+        "scored, kept only where the KL fell by at least "
+        f"{100 * MIN_KL_GAIN:.0f}%, until agreement >= {100 * args.agreement:.0f}%. "
         + (
             "Gates in float: squeeze_excitation: float. "
             if gates

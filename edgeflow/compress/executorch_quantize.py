@@ -48,8 +48,8 @@ def quantize_pt2e(job: QuantizeJob) -> tuple[Artifact, QuantizationStats]:
     example = (torch.zeros(shape),)
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=config.per_channel))
     kept = float_modules(job.module, config.float_layers)
-    for name in kept:
-        quantizer.set_module_name(name, None)  # no quantization config: the module stays in float
+    if kept:  # XNNPACKQuantizer takes no "no config" per module: its filter leaves these modules' nodes unannotated
+        quantizer.set_filter_function(_outside(kept))
     images = image_stacks(calibration_subset(job.splits.train, size=config.subset_size, seed=job.seed),
                           input_shape=shape, what="calibration")  # fmt: skip
     with _quiet():
@@ -102,6 +102,17 @@ def float_modules(module: torch.nn.Module, float_layers: list[str]) -> list[str]
             raise ConfigError(f"quantize.float_layers: {layer!r} is not a layer of the model") from None
         names.append(name)
     return names
+
+
+def _outside(modules: list[str]):
+    """A node filter: True for nodes that come from none of ``modules`` (by the exported graph's module stack)."""
+
+    def keep(node) -> bool:
+        stack = node.meta.get("nn_module_stack") or {}
+        paths = [str(value[0]) for value in stack.values()]
+        return not any(path == name or path.startswith(name + ".") for path in paths for name in modules)
+
+    return keep
 
 
 def _quantized_layers(graph_module: torch.fx.GraphModule) -> int:
