@@ -103,6 +103,7 @@ def test_only_methods_that_keep_layers_in_float_take_part():
         )
 
 
+@pytest.mark.slow  # a few dozen INT8 builds, scored and timed
 def test_sensitivity_is_measured_per_layer_and_the_float_set_checked_whole(splits, tmp_path):
     device = load_device("cpu")
     floats = _floats(Tiny(), tmp_path)
@@ -160,6 +161,7 @@ def test_a_recipe_asks_for_mixed_precision_only_where_a_method_can_keep_layers_i
     assert spec.mixed_precision.agreement == 0.995 and spec.mixed_precision.max_layers == 16
 
 
+@pytest.mark.slow  # trains, builds, scores and times a run
 def test_optimize_builds_the_mixed_variant_and_reports_its_sensitivity(tmp_path):
     import json
 

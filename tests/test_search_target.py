@@ -157,6 +157,7 @@ def test_the_step_doubles_while_the_widths_in_between_run_slower_per_multiply_ad
     assert favoured_step({**sixteen, 56: 1.05}, divisor=8)[0] == 16  # the median, not one width, decides
 
 
+@pytest.mark.slow  # nine INT8 probes built and timed in turn
 def test_the_channel_step_is_measured_through_the_targets_build_and_kept(tmp_path):
     from edgeflow.latency.steps import measure_channel_step
 
