@@ -122,6 +122,7 @@ _needs_litert = pytest.mark.skipif(
 
 
 @_needs_litert
+@pytest.mark.slow  # converts mobilenet_v3_small to .tflite (20 s on 2 cores)
 def test_the_gates_of_a_tflite_are_found(mobilenet_artifacts, tmp_path: Path) -> None:
     """The same search on LiteRT's operators (MEAN, CONV_2D, LOGISTIC, MUL, ...), each named by its scope, so a
     recipe of LiteRT's quantizer can name it; look-alikes are left alone there too. At 64 px, where the last
@@ -151,6 +152,7 @@ def scopes_of(path: Path) -> dict[str, str]:
 
 
 @_needs_litert
+@pytest.mark.slow  # converts and quantizes mobilenet_v3_small to .tflite (20 s on 2 cores)
 def test_litert_keeps_the_gates_in_float(mobilenet_artifacts, tmp_path: Path) -> None:
     from edgeflow.compress.litert_quantize import quantize_litert_static, weighted_layers, xnnpack_partitions
     from edgeflow.export.litert import export_tflite
