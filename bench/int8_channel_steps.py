@@ -1,8 +1,9 @@
 """Do the INT8 kernels of each runtime favour some channel counts? Measured, not assumed (issue 31: the search's
 channel steps should follow what the int8 kernels run fastest).
 
-A probe network (stem 3->32 stride 2, then an inverted-residual block 32 -> C -> depthwise 3x3 C -> 32, pool,
-linear) is built for every expanded width C given, exported and quantized through the same pipeline `optimize`
+A probe network (stem 3->32 stride 2, then inverted-residual blocks 32 -> C -> depthwise 3x3 C -> 32, pool,
+linear: `edgeflow.latency.steps.StepProbe`, the probe the search measures its channel step on) is built for every
+expanded width C given, exported and quantized through the same pipeline `optimize`
 uses (each backend's float artifact and its default INT8 method, calibrated on the built-in digits), and every
 artifact of one runtime is timed in turn with the others (batch 1, this machine's cores). The table gives each
 p50 and its time per million MACs of the block, so a width the kernels favour shows as a dip against its
@@ -22,37 +23,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import imagenette  # noqa: E402  (the heading: machine, versions, command)
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
 
 from edgeflow.backends import get_backend  # noqa: E402
 from edgeflow.data import load_data  # noqa: E402
 from edgeflow.device import load_device  # noqa: E402
 from edgeflow.export.onnx import export_onnx  # noqa: E402
 from edgeflow.io import write_text  # noqa: E402
+from edgeflow.latency.steps import PROBE_BLOCKS, StepProbe  # noqa: E402
 from edgeflow.profiling.in_turn import time_in_turn  # noqa: E402
 from edgeflow.profiling.loop import ProfileConfig  # noqa: E402
 from edgeflow.recipe import VariantSpec  # noqa: E402
 from edgeflow.variants import FloatArtifacts, build_variant  # noqa: E402
-
-BLOCKS = 3  # inverted-residual blocks of the probe, all at the same width: most of its MACs
-
-
-class Probe(nn.Module):
-    """Stem, ``BLOCKS`` inverted-residual blocks expanded to ``width`` channels, and a classifier."""
-
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU())
-        self.block = nn.Sequential(*[nn.Sequential(
-            nn.Conv2d(32, width, 1), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1, groups=width), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.Conv2d(width, 32, 1), nn.BatchNorm2d(32),
-        ) for _ in range(BLOCKS)])  # fmt: skip
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.block(self.stem(x)))
 
 
 def main() -> None:
@@ -75,12 +56,11 @@ def main() -> None:
         built: dict[str, dict[tuple[int, str], object]] = {runtime: {} for runtime in runtimes}
         block_macs = {}
         for width in widths:
-            torch.manual_seed(width)
-            module = Probe(width).eval()
+            module = StepProbe(width)
             folder = Path(scratch) / f"w{width}"
             folder.mkdir()
             onnx = export_onnx(module, input_shape=shape, path=folder / "model_fp32.onnx")
-            block_macs[width] = _block_macs(width, side=args.side)
+            block_macs[width] = StepProbe.block_macs(width, side=args.side)
             floats = FloatArtifacts.of(onnx, module=module, input_shape=shape, folder=folder)
             for runtime in runtimes:
                 for precision in ("fp32", "int8"):
@@ -123,14 +103,10 @@ def main() -> None:
     print(text)
 
 
-def _block_macs(width: int, *, side: int) -> int:
-    """Multiply-accumulates of the blocks at ``side // 2``: each two 1x1 convolutions 32 <-> C and a depthwise 3x3."""
-    return BLOCKS * (side // 2) ** 2 * width * (32 + 9 + 32)
-
-
 def explain(args) -> list[str]:
     return [
-        f"Probe: stem 3->32 (stride 2) at {args.side} px, then {BLOCKS} blocks 32 -> C (1x1) -> depthwise 3x3 C -> "
+        f"Probe: stem 3->32 (stride 2) at {args.side} px, then {PROBE_BLOCKS} blocks 32 -> C (1x1) -> depthwise 3x3 C "
+        "-> "
         f"32 (1x1) at {args.side // 2} px, pool, linear. Each runtime's float artifact and its default INT8 method "
         "(the pipeline's `build_variant`), calibrated on 64 digits images. Each runtime's artifacts timed in turn, "
         f"{args.rounds} rounds of {args.seconds:g} s, median of the rounds' p50; per MMAC = p50 per million MACs "

@@ -49,7 +49,6 @@ def candidates(start: torch.nn.Module, shape: tuple[int, ...], *, count: int, se
     40% and 90% of their channels, and every third one a residual block removed."""
     rng = random.Random(seed)
     example = torch.zeros(shape)
-    groups = space.prunable_groups(start, example, min_channels=16)
     blocks = space.removable_blocks(start)
     models = {}
     for index in range(count):
@@ -68,7 +67,6 @@ def candidates(start: torch.nn.Module, shape: tuple[int, ...], *, count: int, se
                 changes.append(f"{group}:{channels}->{keep}")
         models[f"c{index}"] = model
         print(f"candidate c{index}: {', '.join(changes)}", flush=True)
-    del groups
     return models
 
 

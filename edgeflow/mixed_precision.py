@@ -154,14 +154,21 @@ def measure_sensitivity(
 ) -> SensitivityStats:
     """Each weighted layer (or those named in ``layers``) INT8 alone and in float alone, through the variant's
     method and runtime (module docstring)."""
-    progress = progress or Progress.silent()
-    started = time.perf_counter()
     variant, _notes = mixed_variant(variant)
-    every = quantizable_layers(floats.onnx)
-    chosen = _selected(every, layers)
-    names = [layer.name for layer in every]
     builder = _Builder(variant, floats=floats, splits=splits, folder=folder, seed=seed, settings=settings,
                        max_samples=max_samples)  # fmt: skip
+    return _sensitivity(builder, layers=layers, rounds=rounds, timing=timing, progress=progress)
+
+
+def _sensitivity(
+    builder: _Builder, *, layers: list[str] | None, rounds: int, timing: ProfileConfig, progress: Progress | None
+) -> SensitivityStats:
+    progress = progress or Progress.silent()
+    started = time.perf_counter()
+    variant, settings = builder.variant, builder.settings
+    every = quantizable_layers(builder.floats.onnx)
+    chosen = _selected(every, layers)
+    names = [layer.name for layer in every]
     float_top1 = float(np.mean(builder.float_logits.argmax(1) == builder.labels))
     progress.stage(f"sensitivity of {len(chosen)} layers through {variant.backend} ({variant.quantize.method})")
     all_int8 = builder.build([], stem="sensitivity-all-int8")
@@ -231,10 +238,25 @@ def choose_float_layers(
 
     The file is written as ``file_stem`` (else ``mixed-<layers>``) in ``folder``; its summary carries what was
     chosen, the steps and the sensitivity (``QuantizationStats.mixed_precision``)."""
-    progress = progress or Progress.silent()
     variant, notes = mixed_variant(variant)
     builder = _Builder(variant, floats=floats, splits=splits, folder=folder, seed=seed, settings=settings,
                        max_samples=max_samples)  # fmt: skip
+    return _choose(builder, sensitivity, notes=notes, agreement=agreement, max_layers=max_layers, file_stem=file_stem,
+                   progress=progress)  # fmt: skip
+
+
+def _choose(
+    builder: _Builder,
+    sensitivity: SensitivityStats,
+    *,
+    notes: list[str],
+    agreement: float,
+    max_layers: int,
+    file_stem: str | None,
+    progress: Progress | None,
+) -> tuple[Artifact, QuantizationStats]:
+    progress = progress or Progress.silent()
+    variant, folder = builder.variant, builder.folder
     kept: list[str] = []
     steps: list[MixedStep] = []
     best = (sensitivity.int8_agreement, sensitivity.int8_top1, sensitivity.int8_kl)
@@ -292,13 +314,9 @@ def build_mixed_variant(
     config = variant.mixed_precision
     if config is None:
         raise ConfigError(f"variant {variant.name} has no mixed_precision section")
-    settings = settings or RuntimeSettings()
-    sensitivity = measure_sensitivity(
-        variant, floats=floats, splits=splits, folder=folder, settings=settings, seed=seed, rounds=config.rounds,
-        max_samples=config.holdout_samples, layers=config.layers, progress=progress,
-    )  # fmt: skip
-    return choose_float_layers(
-        variant, sensitivity, floats=floats, splits=splits, folder=folder, settings=settings,
-        agreement=config.agreement, max_layers=config.max_layers, seed=seed, max_samples=config.holdout_samples,
-        file_stem=file_stem or f"model_{variant.name}", progress=progress,
-    )  # fmt: skip
+    built, notes = mixed_variant(variant)
+    builder = _Builder(built, floats=floats, splits=splits, folder=folder, seed=seed,
+                       settings=settings or RuntimeSettings(), max_samples=config.holdout_samples)  # fmt: skip
+    sensitivity = _sensitivity(builder, layers=config.layers, rounds=config.rounds, timing=TIMING, progress=progress)
+    return _choose(builder, sensitivity, notes=notes, agreement=config.agreement, max_layers=config.max_layers,
+                   file_stem=file_stem or f"model_{variant.name}", progress=progress)  # fmt: skip

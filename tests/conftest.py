@@ -59,6 +59,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.skip(reason=why))
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A latency-table folder of this module's own (the user's ~/.cache is left alone)."""
+    folder = tmp_path_factory.mktemp("latency-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGEFLOW_CACHE", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def test_device():
     """The device of EDGEFLOW_TEST_DEVICE (device tests are skipped, with the reason, when it is unreachable)."""

@@ -42,15 +42,6 @@ RECIPE = {
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """A latency-table folder of this module's own (the user's ~/.cache is left alone)."""
-    folder = tmp_path_factory.mktemp("latency-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("EDGEFLOW_CACHE", str(folder))
-        yield folder
-
-
-@pytest.fixture(scope="module")
 def recipe_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("recipe") / "tiny-search.yaml"
     path.write_text(json.dumps(RECIPE))  # JSON is YAML

@@ -112,14 +112,6 @@ def test_a_candidate_is_timed_as_the_int8_file_its_variant_ships(backend, tmp_pa
     assert not list(tmp_path.glob(".timing-*"))  # every timing build is removed
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("latency-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("EDGEFLOW_CACHE", str(folder))
-        yield folder
-
-
 @pytest.mark.slow  # a whole search on this CPU, every candidate quantized
 def test_the_search_judges_and_ships_the_int8_target(cache, tmp_path):
     recipe = _recipe(FP32, INT8)

@@ -102,7 +102,8 @@ def tflite_scopes(float_layers: list[str], *, onnx: Artifact, tflite: Path) -> l
             seen[signature] += 1
         return keys
 
-    onnx_keys = keyed(_onnx_signatures(onnx))
+    onnx_layers = _onnx_signatures(onnx)
+    onnx_keys = keyed(onnx_layers)
     tflite_layers = []
     for kind, inputs, outputs in tflite_operators(tflite):
         if kind not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") or len(inputs) < 2 or inputs[1] is None:
@@ -116,7 +117,7 @@ def tflite_scopes(float_layers: list[str], *, onnx: Artifact, tflite: Path) -> l
         else:  # O x I
             signature = _signature(shape[0], shape[1], ())
         tflite_layers.append((scope, signature))
-    in_onnx = Counter(signature for _name, signature in _onnx_signatures(onnx))
+    in_onnx = Counter(signature for _name, signature in onnx_layers)
     in_tflite = Counter(signature for _scope, signature in tflite_layers)
     if in_onnx != in_tflite:
         raise ConfigError(
