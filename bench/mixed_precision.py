@@ -4,7 +4,8 @@ gates-in-float option, per runtime, on a fine-tuned model (issue 31).
 For each runtime: the float file; all-INT8 by the runtime's default method; squeeze-and-excitation gates kept in
 float (``squeeze_excitation: float``, where the network has gates); NNCF's accuracy control (OpenVINO: it exists
 for OpenVINO only; its budget is ``--max-drop`` of top-1 on holdout); and edgeflow's mixed precision: every
-weighted layer quantized alone and kept alone in float through the runtime (:mod:`edgeflow.mixed_precision`),
+unit the method can keep in float (weighted layer, or squeeze-and-excitation gate whole: each method's
+``float_units``) quantized alone and kept alone in float through the runtime (:mod:`edgeflow.mixed_precision`),
 then the float set that meets ``--agreement`` with the float file on the holdout split at the least latency,
 checked whole. Every file is then scored on the test split (top-1, top-1 agreement with the float file) and the
 runtime's files are timed in turn (median of the rounds' p50s).
@@ -133,7 +134,7 @@ def run_runtime(runtime, *, floats, splits, device, folder, args, gates, progres
     )  # fmt: skip
     mixed = summary.mixed_precision
     notes["mixed"] = (
-        f"{len(mixed.float_layers)} layers float, holdout agreement {100 * mixed.agreement:.2f}% "
+        f"{len(mixed.float_layers)} units float, holdout agreement {100 * mixed.agreement:.2f}% "
         f"({'met' if mixed.met else 'NOT met'}); sensitivity {sensitivity.seconds:.0f} s, "
         f"whole {time.perf_counter() - started:.0f} s"
     )
@@ -176,25 +177,34 @@ def tables(results: dict, sensitivities: dict, args) -> list[str]:
         kept = results[runtime]["mixed"]["float_layers"]
         lines += [
             "",
-            f"### {runtime}: the layers that matter ({sensitivity.method}; holdout, {sensitivity.holdout_images} "
+            f"### {runtime}: the units that matter ({sensitivity.method}; holdout, {sensitivity.holdout_images} "
             f"images; all-INT8 agrees on {100 * sensitivity.int8_agreement:.2f}%, p50 {sensitivity.int8_ms:.3f} ms)",
             "",
             f"Kept in float by mixed precision: {', '.join(kept) or 'none'}. Against the float file: all-INT8 KL "
-            f"{sensitivity.int8_kl:.4f}; every weighted layer in float KL {sensitivity.reference_kl:.4f} (agreement "
-            f"{100 * sensitivity.reference_agreement:.2f}%). The 12 layers with the highest KL alone:",
+            f"{sensitivity.int8_kl:.4f}; every unit in float KL {sensitivity.reference_kl:.4f} (agreement "
+            f"{100 * sensitivity.reference_agreement:.2f}%). {len(sensitivity.layers)} units ("
+            f"{', '.join(f'{count} {kind}s' for kind, count in kinds(sensitivity))}); "
+            "the 12 with the highest KL alone:",
             "",
-            "| layer | op | weights | INT8 alone: agreement % | INT8 alone: KL | float alone: agreement % | "
+            "| unit | op | weights | INT8 alone: agreement % | INT8 alone: KL | float alone: agreement % | "
             "float alone: KL | p50 with it alone in float ms | latency cost % | kept in float |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
         worst = sorted(sensitivity.layers, key=lambda layer: -layer.alone_kl)[:12]
         for layer in worst:
             lines.append(
-                f"| {layer.module} | {layer.op} | {layer.weights} | {100 * layer.alone_agreement:.2f} | "
+                f"| {layer.label()} | {layer.op} | {layer.weights} | {100 * layer.alone_agreement:.2f} | "
                 f"{layer.alone_kl:.4f} | {100 * layer.float_agreement:.2f} | {layer.float_kl:.4f} | "
-                f"{layer.float_ms:.3f} | {100 * layer.float_cost:+.1f} | {'yes' if layer.module in kept else ''} |"
+                f"{layer.float_ms:.3f} | {100 * layer.float_cost:+.1f} | {'yes' if layer.label() in kept else ''} |"
             )
     return lines
+
+
+def kinds(sensitivity) -> list[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for layer in sensitivity.layers:
+        counts[layer.kind] = counts.get(layer.kind, 0) + 1
+    return list(counts.items())
 
 
 def plot(sensitivities: dict, path: Path) -> None:
@@ -209,7 +219,7 @@ def plot(sensitivities: dict, path: Path) -> None:
         cost = [100 * layer.float_cost for layer in sensitivity.layers]
         axis.scatter(cost, damage, s=12)
         for layer, x, y in sorted(zip(sensitivity.layers, cost, damage, strict=True), key=lambda item: -item[2])[:5]:
-            axis.annotate(layer.module, (x, y), fontsize=7)
+            axis.annotate(layer.label(), (x, y), fontsize=7)
         axis.set_title(f"{runtime} ({sensitivity.method})")
         axis.set_xlabel("latency cost of keeping it alone in float (%)")
         axis.set_ylabel("KL added when INT8 alone (milli-nats)")
@@ -223,8 +233,9 @@ def explain(args, gates: bool) -> list[str]:
     return [
         f"Every INT8 file: the runtime's default method (nncf-ptq, ort-static, litert-static) calibrated on "
         f"{args.subset} train images. Sensitivity, through the runtime, on holdout against the float file (top-1 "
-        "agreement, and the mean KL divergence of the softmaxes): each weighted layer INT8 alone and in float alone, "
-        "the latter also timed in turn with the all-INT8 file (5 rounds). Mixed: layers ranked by KL recovered per "
+        "agreement, and the mean KL divergence of the softmaxes): each unit (weighted layer, or squeeze-and-excitation "
+        "gate whole) INT8 alone and in float alone, "
+        "the latter also timed in turn with the all-INT8 file (5 rounds). Mixed: units ranked by KL recovered per "
         "millisecond they cost in float, each tried in float with those kept so far, the whole file built and "
         "scored, kept only where the KL fell by at least "
         f"{100 * MIN_KL_GAIN:.0f}%, until agreement >= {100 * args.agreement:.0f}%. "

@@ -91,6 +91,7 @@ def optimize(
     class_map: str | Path | None = None,
     labels: str | Path | None = None,
     weights: str | None = None,
+    resume: bool = False,
 ) -> Report:
     """Scale, train (if needed), export, quantize, then time and evaluate every variant on ``device``.
 
@@ -101,7 +102,8 @@ def optimize(
     from the architecture's pretrained weights where it has them (``weights="none"``: from random weights).
 
     Writes ``out/report.{json,md,html}``, the accuracy-latency plot and the artifacts; the folder
-    appears only when the whole run succeeded.
+    appears only when the whole run succeeded. A recipe with a search or a mixed-precision variant keeps what it
+    measured in ``<out>.unfinished`` while it runs; ``resume`` goes on from there after a kill.
     """
     from edgeflow.workflow import run_optimize
 
@@ -116,7 +118,7 @@ def optimize(
     )  # fmt: skip
     return run_optimize(
         model, device=device_spec, recipe=recipe_spec, data=data, out=Path(out), arch=arch,
-        progress=progress or Progress.silent(),
+        progress=progress or Progress.silent(), resume=resume,
     )  # fmt: skip
 
 

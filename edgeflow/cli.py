@@ -119,6 +119,12 @@ def optimize(
     input_shape: str | None = InputShapeOption,
     labels: Path | None = LabelsOption,
     class_map: Path | None = ClassMapOption,
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="go on from what a stopped run left in <out>.unfinished (the trained model, the "
+        "search, the mixed-precision sensitivity)",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Compress, export, time and evaluate MODEL on DEVICE, and write a report."""
@@ -138,6 +144,7 @@ def optimize(
             labels=labels,
             class_map=class_map,
             weights=weights,
+            resume=resume,
         )
     )
     if as_json:

@@ -1,6 +1,9 @@
-"""Mixed precision from measurements through the exported runtime: what each weighted layer costs in accuracy
-when it alone is INT8, what keeping it alone in float costs in latency on the device, and the set of layers
-kept in float that meets an agreement budget at the least latency, checked whole.
+"""Mixed precision from measurements through the exported runtime: what each unit costs in accuracy when it
+alone is INT8, what keeping it alone in float costs in latency on the device, and the set of units kept in float
+that meets an agreement budget at the least latency, checked whole.
+
+A unit (:mod:`edgeflow.compress.layers`) is a weighted layer or a squeeze-and-excitation gate (its nodes share one
+precision); each method declares which kinds it can keep in float (``float_units``).
 
 Every artifact here is built by the post-training quantization the variant's method stands for (its
 ``float_layers`` key keeps the chosen layers in float: nncf-ptq, ort-static, litert-static, executorch-pt2e; NNCF's
@@ -8,9 +11,9 @@ accuracy control and ``auto`` are built as the method they start from) and score
 on the holdout split (never test), against the float file: top-1 agreement, and the mean KL divergence of the
 float file's softmax to the candidate's (continuous, where agreement on a few hundred images moves in steps):
 
-* *reference*: every weighted layer in float (what the method quantizes without weights stays INT8); a layer's
-  damage is measured over it.
-* *INT8 alone*: every other weighted layer in float. A layer whose rounding hurts shows here.
+* *reference*: every unit in float (what the method quantizes outside them stays INT8); a unit's damage is
+  measured over it.
+* *INT8 alone*: every other unit in float. A unit whose rounding hurts shows here.
 * *float alone*: every other layer INT8; scored (what keeping it buys) and timed in turn with the all-INT8 file
   (medians of rounds): the latency a float layer costs where it sits, conversions included.
 * *the choice*: layers ranked by KL recovered per millisecond they cost in float; each is tried in float with
@@ -23,6 +26,8 @@ on the artifact that ships.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +49,7 @@ from edgeflow.compress.stats import (
 )
 from edgeflow.data import DataSplits
 from edgeflow.errors import ConfigError
+from edgeflow.io import write_json
 from edgeflow.profiling.in_turn import time_in_turn
 from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.progress import Progress
@@ -78,13 +84,18 @@ class _Builder:
         self.variant, self.floats, self.splits, self.folder, self.seed = variant, floats, splits, folder, seed
         self.settings, self.max_samples = settings, max_samples
         self.base = list(variant.quantize.float_layers)
+        self.units = {unit.name: unit for unit in quantizable_layers(
+            floats.onnx, kinds=get_method(variant.quantize.method).float_units)}  # fmt: skip
         self.runtime = get_backend(variant.backend)
         compiled = self.runtime.compile(floats.base(variant.backend), settings=settings)
         self.float_logits, self.labels = collect_logits(compiled, splits.holdout, max_samples=max_samples)
         self.summaries: dict[Path, QuantizationStats] = {}
 
-    def build(self, float_layers: list[str], *, stem: str) -> Artifact:
-        chosen = list(dict.fromkeys([*self.base, *float_layers]))
+    def build(self, float_units: list[str], *, stem: str) -> Artifact:
+        """The variant with the units named ``float_units`` (and the variant's own float layers) in float."""
+        nodes = [node for name in float_units for node in (self.units[name].node_names() if name in self.units
+                                                            else [name])]  # fmt: skip
+        chosen = list(dict.fromkeys([*self.base, *nodes]))
         quantize = self.variant.quantize.model_copy(update={"float_layers": chosen})
         variant = self.variant.model_copy(update={"quantize": quantize})
         artifact, summary = build_variant(variant, floats=self.floats, splits=self.splits, folder=self.folder,
@@ -115,7 +126,7 @@ def mixed_variant(variant: VariantSpec) -> tuple[VariantSpec, list[str]]:
         raise ConfigError(f"variant {variant.name}: mixed precision is for INT8 variants")
     built = post_training_variant(variant)
     method = built.quantize.method
-    if not get_method(method).keeps_layers_float:
+    if not get_method(method).float_units:
         raise ConfigError(f"variant {variant.name}: {method} cannot keep chosen layers in float (float_layers)")
     notes = []
     if method != variant.quantize.method:
@@ -129,13 +140,18 @@ def mixed_variant(variant: VariantSpec) -> tuple[VariantSpec, list[str]]:
 
 
 def _selected(every: list[QuantLayer], layers: list[str] | None) -> list[QuantLayer]:
+    """The units named in ``layers`` (by name, by module, or by any node of theirs); all where None."""
     if layers is None:
         return every
-    known = {name for layer in every for name in (layer.name, layer.module)}
+
+    def names(unit: QuantLayer) -> set[str]:
+        return {unit.name, unit.module, *unit.node_names()}
+
+    known = set().union(*(names(unit) for unit in every))
     missing = [name for name in layers if name not in known]
     if missing:
-        raise ConfigError(f"mixed_precision.layers: {missing[0]!r} is not a weighted layer of the model")
-    return [layer for layer in every if layer.name in layers or layer.module in layers]
+        raise ConfigError(f"mixed_precision.layers: {missing[0]!r} is not a unit the method can keep in float")
+    return [unit for unit in every if names(unit) & set(layers)]
 
 
 def measure_sensitivity(
@@ -152,8 +168,8 @@ def measure_sensitivity(
     timing: ProfileConfig = TIMING,
     progress: Progress | None = None,
 ) -> SensitivityStats:
-    """Each weighted layer (or those named in ``layers``) INT8 alone and in float alone, through the variant's
-    method and runtime (module docstring)."""
+    """Each unit the variant's method can keep in float (or those named in ``layers``) INT8 alone and in float
+    alone, through the variant's method and runtime (module docstring)."""
     variant, _notes = mixed_variant(variant)
     builder = _Builder(variant, floats=floats, splits=splits, folder=folder, seed=seed, settings=settings,
                        max_samples=max_samples)  # fmt: skip
@@ -166,11 +182,11 @@ def _sensitivity(
     progress = progress or Progress.silent()
     started = time.perf_counter()
     variant, settings = builder.variant, builder.settings
-    every = quantizable_layers(builder.floats.onnx)
+    every = list(builder.units.values())
     chosen = _selected(every, layers)
     names = [layer.name for layer in every]
     float_top1 = float(np.mean(builder.float_logits.argmax(1) == builder.labels))
-    progress.stage(f"sensitivity of {len(chosen)} layers through {variant.backend} ({variant.quantize.method})")
+    progress.stage(f"sensitivity of {len(chosen)} units through {variant.backend} ({variant.quantize.method})")
     all_int8 = builder.build([], stem="sensitivity-all-int8")
     int8_agreement, int8_top1, int8_kl, int8_compiled = builder.score(all_int8)
     reference = builder.build(names, stem="sensitivity-reference")
@@ -180,7 +196,7 @@ def _sensitivity(
     in_float: dict[str, Any] = {}
     scored: dict[str, tuple[float, float, float]] = {}
     for index, layer in enumerate(chosen):
-        progress.stage(f"layer {index + 1}/{len(chosen)} {layer.module}: INT8 alone, then float alone")
+        progress.stage(f"unit {index + 1}/{len(chosen)} {layer.module} ({layer.op}): INT8 alone, then float alone")
         only = builder.build([name for name in names if name != layer.name], stem=f"sensitivity-{index}-alone")
         alone[layer.name] = builder.score(only)[:3]
         only.remove()
@@ -263,7 +279,7 @@ def _choose(
     best_artifact: Artifact | None = None
     if sensitivity.int8_agreement < agreement:
         for tries, layer in enumerate(sensitivity.ranked()[:max_layers], start=1):
-            progress.stage(f"mixed precision: try {tries}, {len(kept) + 1} layers in float (+{layer.module})")
+            progress.stage(f"mixed precision: try {tries}, {len(kept) + 1} units in float (+{layer.label()})")
             artifact = builder.build([*kept, layer.name], stem=f"mixed-try-{tries}")
             score, top1, kl, _compiled = builder.score(artifact)
             better = kl < best[2] * (1 - MIN_KL_GAIN)
@@ -283,7 +299,7 @@ def _choose(
     summary = builder.summaries[Path(best_artifact.path)]
     if file_stem is not None:
         best_artifact = best_artifact.move_to(Path(folder) / f"{file_stem}{Path(best_artifact.path).suffix}")
-    modules = {layer.name: layer.module for layer in sensitivity.layers}
+    modules = {layer.name: layer.label() for layer in sensitivity.layers}
     score, top1, _kl = best
     mixed = MixedPrecisionStats(
         agreement_budget=agreement, float_layers=kept, float_modules=[modules.get(name, name) for name in kept],
@@ -291,7 +307,7 @@ def _choose(
         notes=notes, sensitivity=sensitivity,
     )  # fmt: skip
     note = (
-        f"mixed precision: {len(kept)} layers kept in float ({', '.join(mixed.float_modules) or 'none'}); holdout "
+        f"mixed precision: {len(kept)} units kept in float ({', '.join(mixed.float_modules) or 'none'}); holdout "
         f"agreement with float {100 * sensitivity.int8_agreement:.2f}% all-INT8 -> {100 * score:.2f}% "
         f"(budget {100 * agreement:.2f}%{'' if mixed.met else ', NOT met'})"
     )
@@ -308,15 +324,55 @@ def build_mixed_variant(
     progress: Progress | None = None,
     file_stem: str | None = None,
     settings: RuntimeSettings | None = None,
+    keep_in: Path | None = None,
 ) -> tuple[Artifact, QuantizationStats]:
     """A variant with ``mixed_precision`` set, built as :func:`edgeflow.variants.build_variant` builds the others
-    (written as ``model_<variant>``): its sensitivity measured, its float set chosen and checked whole."""
+    (written as ``model_<variant>``): its sensitivity measured, its float set chosen and checked whole.
+
+    With ``keep_in`` (a killed ``optimize``'s unfinished folder) the sensitivity is kept there once measured, and a
+    resumed run that builds the same variant from the same float file reads it instead of measuring again."""
     config = variant.mixed_precision
     if config is None:
         raise ConfigError(f"variant {variant.name} has no mixed_precision section")
     built, notes = mixed_variant(variant)
-    builder = _Builder(built, floats=floats, splits=splits, folder=folder, seed=seed,
-                       settings=settings or RuntimeSettings(), max_samples=config.holdout_samples)  # fmt: skip
-    sensitivity = _sensitivity(builder, layers=config.layers, rounds=config.rounds, timing=TIMING, progress=progress)
+    settings = settings or RuntimeSettings()
+    builder = _Builder(built, floats=floats, splits=splits, folder=folder, seed=seed, settings=settings,
+                       max_samples=config.holdout_samples)  # fmt: skip
+    kept = _KeptSensitivity(keep_in, variant=variant, floats=floats, settings=settings, seed=seed)
+    sensitivity = kept.load()
+    if sensitivity is None:
+        sensitivity = _sensitivity(builder, layers=config.layers, rounds=config.rounds, timing=TIMING,
+                                   progress=progress)  # fmt: skip
+        kept.save(sensitivity)
+    elif progress is not None:
+        progress.stage(f"variant {variant.name}: sensitivity measured before the run was stopped, from {kept.path}")
     return _choose(builder, sensitivity, notes=notes, agreement=config.agreement, max_layers=config.max_layers,
                    file_stem=file_stem or f"model_{variant.name}", progress=progress)  # fmt: skip
+
+
+class _KeptSensitivity:
+    """A variant's measured sensitivity kept in a folder, keyed by everything that made it: the float ONNX's
+    bytes, the variant, the runtime settings and the seed (another model or recipe measures again)."""
+
+    def __init__(self, folder: Path | None, *, variant: VariantSpec, floats: FloatArtifacts,
+                 settings: RuntimeSettings, seed: int) -> None:  # fmt: skip
+        self.path = Path(folder) / f"sensitivity-{variant.name}.json" if folder is not None else None
+        if self.path is None:
+            return
+        digest = hashlib.sha256(Path(floats.onnx.path).read_bytes())
+        for part in (variant.model_dump_json(), settings.model_dump_json(), str(seed)):
+            digest.update(part.encode())
+        self.key = digest.hexdigest()
+
+    def load(self) -> SensitivityStats | None:
+        if self.path is None or not self.path.exists():
+            return None
+        try:
+            kept = json.loads(self.path.read_text())
+            return SensitivityStats.model_validate(kept["sensitivity"]) if kept.get("key") == self.key else None
+        except (OSError, ValueError, KeyError, TypeError):  # unreadable: measured again
+            return None
+
+    def save(self, sensitivity: SensitivityStats) -> None:
+        if self.path is not None:
+            write_json(self.path, {"key": self.key, "sensitivity": sensitivity.model_dump(mode="json")})

@@ -398,11 +398,11 @@ class VariantSpec(StrictModel):
             raise ValueError(f"quantize.{stray[0]} does not apply to method {method} (its keys: "
                              f"{', '.join(sorted(keys))})")  # fmt: skip
         chosen = backend.default_int8 if method == AUTO else method
-        keeps = sorted(name for name in methods_for(backend.name) if METHODS.get(name).keeps_layers_float)
+        keeps = sorted(name for name in methods_for(backend.name) if METHODS.get(name).float_units)
         asked = "mixed_precision" if self.mixed_precision is not None else None
         if "float_layers" in self.quantize.model_fields_set and self.quantize.float_layers:
             asked = asked or "quantize.float_layers"
-        if asked and not METHODS.get(chosen).keeps_layers_float:
+        if asked and not METHODS.get(chosen).float_units:
             raise ValueError(f"{asked}: method {chosen} cannot keep layers in float (use "
                              f"{', '.join(keeps) or 'none on ' + backend.name})")  # fmt: skip
         return self

@@ -8,6 +8,7 @@ evaluate it where the device is, recommend one, bundle it, write the report.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from edgeflow.device import DeviceSpec
 from edgeflow.environment import environment, host_has_bf16
 from edgeflow.errors import ConfigError, RuntimeUnavailableError
 from edgeflow.export.onnx import export_onnx
-from edgeflow.io import check_output_folder, ensure_writable_dir, staged_dir, unused_path
+from edgeflow.io import atomic_path, check_output_folder, ensure_writable_dir, staged_dir, unused_path
 from edgeflow.mixed_precision import build_mixed_variant
 from edgeflow.models.onnx_input import save_with_fixed_input, write_metadata
 from edgeflow.profiling.cost import COUNTED_FORMATS
@@ -51,6 +52,7 @@ def run_optimize(
     out: Path,
     arch: str | None,
     progress: Progress,
+    resume: bool = False,
 ) -> Report:
     """The steps of :func:`edgeflow.api.optimize` for a resolved device and recipe, in order."""
     started = time.perf_counter()
@@ -60,6 +62,7 @@ def run_optimize(
     reading = (model, data_source, recipe_spec.class_map, recipe_spec.labels)
     check_output_folder(out, reading=reading)  # before an hour of training, not after
     ensure_writable_dir(out.parent)
+    work = _open_unfinished(out, recipe=recipe_spec, resume=resume)
     torch.manual_seed(recipe_spec.seed)
 
     source, splits = load_model_and_data(model, arch=arch, data=data_source, recipe=recipe_spec)
@@ -80,13 +83,61 @@ def run_optimize(
             "edgeflow eval --class-map gives the top-1 over the mapped outputs beside it"
         )
     with staged_dir(out, reading=reading) as stage:
-        run = _Run(source=source, splits=splits, recipe=recipe_spec, device=device_spec, stage=stage, progress=progress)
-        training = train_if_needed(source, splits, train_config=recipe_spec.train, finetune_config=recipe_spec.finetune,
-                                   seed=recipe_spec.seed, progress=progress)  # fmt: skip
+        run = _Run(source=source, splits=splits, recipe=recipe_spec, device=device_spec, stage=stage, progress=progress,
+                   work=work, resume=resume)  # fmt: skip
+        training = _train_or_resume(run, notes)
         if source.module is not None:  # the trained model (a search's start: search/ holds what it changed)
             torch.save(source.module.state_dict(), stage / "model.pt")
         with _trained_weights_kept(stage / "model.pt", trained=training is not None, out=out, run=run):
-            return _after_training(run, training=training, notes=notes, started=started)
+            report = _after_training(run, training=training, notes=notes, started=started)
+    if work is not None:  # the run succeeded: nothing left to resume
+        shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def unfinished_folder(out: Path) -> Path:
+    """What an ``optimize`` run keeps beside ``out`` while it runs (``out`` appears only when the whole run
+    succeeded), so that a killed run can go on (``--resume``): ``<out>.unfinished/`` holds the trained start model,
+    the search's state and the mixed-precision sensitivity measured so far. A run that succeeds removes it."""
+    out = Path(out).expanduser().resolve()
+    return out.parent / f"{out.name}.unfinished"
+
+
+def _open_unfinished(out: Path, *, recipe: Recipe, resume: bool) -> Path | None:
+    """The run's :func:`unfinished_folder`, where it has steps worth resuming (a search, a mixed-precision
+    variant); checked before training: a resume needs one, a new run refuses to start over an unfinished one."""
+    long = recipe.search is not None or any(variant.mixed_precision is not None for variant in recipe.variants)
+    work = unfinished_folder(out)
+    if resume and not long:
+        raise ConfigError(f"nothing to resume: recipe {recipe.name} has no search and no mixed-precision variant")
+    if resume and not work.is_dir():
+        raise ConfigError(f"nothing to resume: {work} does not exist (a killed run leaves it)")
+    if not long:
+        return None
+    if not resume and work.exists():
+        raise ConfigError(f"{work} holds what an unfinished run measured; add --resume to go on from it, or "
+                          "delete it to start over")  # fmt: skip
+    ensure_writable_dir(work)
+    return work
+
+
+def _train_or_resume(run: _Run, notes: list[str]) -> TrainStats | None:
+    """Train the source if it needs it, and keep the result in the unfinished folder; a resumed run loads the
+    model trained before the kill instead."""
+    source, recipe, work = run.source, run.recipe, run.work
+    start = work / "start.pt" if work is not None and source.module is not None else None
+    if run.resume and start is not None and start.exists():
+        source.module.load_state_dict(torch.load(start, map_location="cpu", weights_only=True))
+        source.trained = True
+        notes.append(f"resumed: the model trained before the run was stopped, from {start} (its training is not "
+                     "reported again)")  # fmt: skip
+        return None
+    training = train_if_needed(source, run.splits, train_config=recipe.train, finetune_config=recipe.finetune,
+                               seed=recipe.seed, progress=run.progress)  # fmt: skip
+    if start is not None:
+        with atomic_path(start) as temporary:
+            torch.save(source.module.state_dict(), temporary)
+    return training
 
 
 @contextlib.contextmanager
@@ -139,11 +190,14 @@ def _after_training(run: _Run, *, training: TrainStats | None, notes: list[str],
             notes.append(f"variant {variant.name} skipped: {skipped[variant.backend]}")
             continue
         progress.stage(f"variant {variant.name}: build, time, evaluate")
-        build = build_mixed_variant if variant.mixed_precision is not None else build_variant
-        artifact, summary = build(
-            variant, floats=floats, splits=splits, folder=stage, seed=recipe_spec.seed, progress=progress,
-            settings=variant.runtime_settings(device_spec.runtime),
-        )  # fmt: skip
+        settings = variant.runtime_settings(device_spec.runtime)
+        if variant.mixed_precision is not None:
+            artifact, summary = build_mixed_variant(variant, floats=floats, splits=splits, folder=stage,
+                                                    seed=recipe_spec.seed, progress=progress, settings=settings,
+                                                    keep_in=run.work)  # fmt: skip
+        else:
+            artifact, summary = build_variant(variant, floats=floats, splits=splits, folder=stage,
+                                              seed=recipe_spec.seed, progress=progress, settings=settings)  # fmt: skip
         records.append(
             _measure_variant(run, variant, artifact=artifact, floats=floats, reference=reference, quantization=summary)
         )
@@ -237,11 +291,14 @@ def _search_step(run: _Run, notes: list[str]) -> dict | None:
         return None
     from edgeflow.netadapt.run import adapt, proposal_executor, search_config
 
+    folder = run.work / "search"  # kept beside the output until the run succeeds: --resume goes on from it
+    resume = run.resume and (folder / "state.json").exists()
     with proposal_executor(recipe.ray) as executor:  # the recipe's ray: proposals as Ray tasks
         engine = adapt(
             source, run.splits, recipe=recipe, config=search_config(recipe), device=run.device,
-            folder=run.stage / "search", executor=executor, progress=run.progress,
+            folder=folder, resume=resume, executor=executor, progress=run.progress,
         )  # fmt: skip
+    shutil.copytree(folder, run.stage / "search")
     source.module = engine.final_model()
     state = engine.state
     notes.append(
@@ -323,6 +380,8 @@ class _Run:
     device: DeviceSpec
     stage: Path
     progress: Progress
+    work: Path | None = None  # what a killed run leaves to resume from (:func:`unfinished_folder`)
+    resume: bool = False
 
 
 @dataclass

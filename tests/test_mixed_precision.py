@@ -1,5 +1,5 @@
-"""Mixed precision through the runtime: weighted layers named by the float ONNX, kept in float by the methods
-that can (ort-static, nncf-ptq), per-layer sensitivity measured through the runtime, and the float set chosen
+"""Mixed precision through the runtime: units (weighted layers, gates, operators) named by the float ONNX, kept
+in float by the methods that can, per-unit sensitivity measured through the runtime, and the float set chosen
 from it and checked whole. Tiny models on digits; the fine-tuned models are in bench/mixed_precision.py."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
-from edgeflow.compress.layers import module_name, quantizable_layers
+from edgeflow.compress.layers import UNIT_KINDS, module_name, quantizable_layers
 from edgeflow.compress.stats import CHOSEN_REASON
 from edgeflow.data import load_data
 from edgeflow.device import load_device
@@ -80,6 +80,81 @@ def test_the_method_keeps_the_named_layers_in_float_and_says_why(backend, splits
     wrong = variant.model_copy(update={"quantize": variant.quantize.model_copy(update={"float_layers": ["/nope"]})})
     with pytest.raises(ConfigError, match=r"quantize.float_layers: '/nope' is not a layer of the model"):
         build_variant(wrong, floats=floats, splits=splits, folder=tmp_path, seed=0, file_stem="wrong")
+
+
+class TinySE(nn.Module):
+    """A stem, a squeeze-and-excitation gate, a residual add and a head: one unit of every kind."""
+
+    def __init__(self) -> None:
+        torch.manual_seed(0)
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.Hardswish())
+        self.se = torchvision.ops.SqueezeExcitation(16, 8, scale_activation=nn.Hardsigmoid)
+        self.conv = nn.Conv2d(16, 16, 3, padding=1)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+        self.eval()
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head(x + self.conv(self.se(x)))
+
+
+def test_units_are_weighted_layers_and_gates_kept_whole(tmp_path):
+    model = torchvision.models.mobilenet_v3_small(num_classes=10).eval()
+    onnx = _floats(model, tmp_path).onnx
+    units = quantizable_layers(onnx, kinds=UNIT_KINDS)
+    gates = [unit for unit in units if unit.kind == "gate"]
+    se = [name for name, m in model.named_modules() if isinstance(m, torchvision.ops.SqueezeExcitation)]
+    assert [gate.module for gate in gates] == se and len(se) == 9  # each gate named by its module, in order
+    for gate in gates:  # pool, two convolutions, two activations, the multiply; weights of both convolutions
+        module = model.get_submodule(gate.module)
+        assert gate.node_names()[-1] == gate.name and gate.name.endswith("/Mul") and len(gate.nodes) == 6
+        assert gate.weights == module.fc1.weight.numel() + module.fc2.weight.numel()
+        assert gate.label() == f"{gate.module} (gate)"
+    layers = [unit for unit in units if unit.kind == "layer"]
+    assert len(layers) == 54 - 2 * 9  # a gate's convolutions belong to it
+    assert len(quantizable_layers(onnx, kinds=("gate",))) == 9
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "litert"])
+def test_a_gate_is_kept_in_float_whole_and_an_operator_alone_is_no_unit(backend, splits, tmp_path):
+    from edgeflow.backends import get_backend
+    from edgeflow.backends.onnx_file import load_onnx
+
+    if get_backend(backend).unavailable():
+        pytest.skip(get_backend(backend).unavailable())
+    floats = _floats(TinySE(), tmp_path)
+    variant = VariantSpec(name="v", backend=backend, precision="int8", quantize={"subset_size": 16})
+    [gate] = quantizable_layers(floats.onnx, kinds=("gate",))
+    add = next(node.name for node in load_onnx(floats.onnx.path).graph.node if node.op_type == "Add")
+
+    def build(float_layers, stem):
+        quantize = variant.quantize.model_copy(update={"float_layers": float_layers})
+        return build_variant(variant.model_copy(update={"quantize": quantize}), floats=floats, splits=splits,
+                             folder=tmp_path, seed=0, file_stem=stem)  # fmt: skip
+
+    _artifact, stats = build(gate.node_names(), "gate")
+    chosen = [layer for layer in stats.float_layers if layer.reason == CHOSEN_REASON]
+    assert len(chosen) == 2 and stats.quantized_layers == 3  # the gate's two convolutions; stem, conv, head INT8
+    if backend == "litert":  # a .tflite's layers are named by weight shape, its gates by order: nothing else
+        with pytest.raises(ConfigError, match=f"{add!r} is not a layer of the model that LiteRT can name"):
+            build([add], "add")
+        return
+    # the residual add alone "in float": its tensors stay on the grid its quantized neighbours put them on
+    plain, _ = build([], "plain")
+    kept, _ = build([add], "add")
+    assert _quantize_ops(kept) == _quantize_ops(plain) > 0
+
+
+def _quantize_ops(artifact) -> int:
+    """Quantize operators in an INT8 file: QuantizeLinear in a QDQ ONNX, FakeQuantize in an OpenVINO IR."""
+    if str(artifact.path).endswith(".onnx"):
+        import onnx
+
+        return sum(node.op_type == "QuantizeLinear" for node in onnx.load(str(artifact.path)).graph.node)
+    import openvino as ov
+
+    return sum(op.get_type_name() == "FakeQuantize" for op in ov.Core().read_model(str(artifact.path)).get_ops())
 
 
 def test_only_methods_that_keep_layers_in_float_take_part():
@@ -190,7 +265,7 @@ def test_optimize_builds_the_mixed_variant_and_reports_its_sensitivity(tmp_path)
     assert "### Mixed precision: onnxruntime-mixed" in markdown and "| features.0.0 | Conv |" in markdown
     assert (tmp_path / "run" / "sensitivity_onnxruntime-mixed.png").stat().st_size > 0
     assert 'class="sensitivity"' in (tmp_path / "run" / "report.html").read_text()
-    with pytest.raises(ConfigError, match="mixed_precision.layers: 'nope' is not a weighted layer"):  # one line
+    with pytest.raises(ConfigError, match="mixed_precision.layers: 'nope' is not a unit the method can keep"):
         bad = mixed.model_copy(
             update={"mixed_precision": mixed.mixed_precision.model_copy(update={"layers": ["nope"]})}
         )
@@ -203,5 +278,5 @@ def test_a_layer_named_twice_or_unknown_is_said_in_one_line(tmp_path):
 
     every = quantizable_layers(_floats(Tiny(), tmp_path).onnx)
     assert _selected(every, [every[0].name, every[0].module]) == [every[0]]  # one layer named both ways
-    with pytest.raises(ConfigError, match="'features.9' is not a weighted layer"):
+    with pytest.raises(ConfigError, match="'features.9' is not a unit the method can keep in float"):
         _selected(every, [every[0].name, "features.9"])

@@ -265,3 +265,79 @@ def test_table_error_takes_the_hosts_drift_out():
     assert errors.table_only_errors_percent == []  # no table figure recorded: nothing to judge
     record.table_ms = 0.6  # the table alone, unanchored, 25% below the drift-corrected 0.8 ms
     assert table_errors(state).table_only_errors_percent == [pytest.approx(-25.0, abs=0.01)]
+
+
+INT8_RECIPE = {
+    **RECIPE,
+    "name": "tiny-search-int8",
+    "variants": [
+        {
+            "name": "openvino-int8", "backend": "openvino", "precision": "int8", "quantize": {"subset_size": 16},
+            "mixed_precision": {"agreement": 1.0, "max_layers": 1, "holdout_samples": 48, "rounds": 2,
+                                "layers": ["features.0.0", "features.1.block.1"]},
+        }
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.slow  # a whole INT8 search, then a mixed-precision variant, on this CPU
+def test_optimize_searches_on_the_int8_target_then_mixes_precision_and_resumes_after_a_kill(cache, tmp_path):
+    """One flow: the search judged on the INT8 file, then mixed precision on its result; killed inside the search,
+    the run goes on from ``<out>.unfinished`` (the trained model, the search's state) and removes it when done."""
+    import torchvision
+
+    from edgeflow.export.onnx import export_onnx
+    from edgeflow.profiling.cost import count_onnx_cost
+
+    recipe_file = tmp_path / "int8-search.yaml"
+    recipe_file.write_text(json.dumps(INT8_RECIPE))
+    out = tmp_path / "run"
+    unfinished = tmp_path / "run.unfinished"
+    env = {**os.environ, "EDGEFLOW_CACHE": str(cache)}
+    command = [sys.executable, "-m", "edgeflow.cli", "optimize", "mobilenet_v3_small", "--recipe", str(recipe_file),
+               "--out", str(out)]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    state_file = unfinished / "search" / "state.json"
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline and process.poll() is None:  # kill inside the first iteration
+            if state_file.exists() and len(json.loads(state_file.read_text() or "{}").get("pending", [])) >= 2:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "the run ended before it could be killed"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert not out.exists() and (unfinished / "start.pt").exists()
+    interrupted = json.loads(state_file.read_text())
+    assert interrupted["phase"] == "search" and interrupted["target"]["variant"] == "openvino-int8"
+
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)  # without --resume
+    assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
+
+    report = edgeflow.optimize("mobilenet_v3_small", recipe=str(recipe_file), out=out, resume=True)
+    assert any(note.startswith("resumed: the model trained before") for note in report.notes)
+    assert report.search is not None and report.search["iterations"]
+    state = json.loads((out / "search" / "state.json").read_text())
+    assert state["phase"] == "done" and state["target"]["precision"] == "int8"
+    [variant] = report.variants
+    mixed = variant.quantization.mixed_precision
+    assert mixed is not None and [layer.label() for layer in mixed.sensitivity.layers] == [
+        "features.0.0", "features.1.block.1 (gate)",
+    ]  # fmt: skip
+    start = torchvision.models.mobilenet_v3_small(num_classes=10).eval()
+    unpruned = count_onnx_cost(export_onnx(start, input_shape=(1, 3, 48, 48), path=tmp_path / "start.onnx").path).macs
+    assert variant.macs < unpruned  # the variant is built from the adapted model
+    assert not unfinished.exists()  # the run succeeded: nothing left to resume
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        edgeflow.optimize("mobilenet_v3_small", recipe=str(recipe_file), out=tmp_path / "other", resume=True)
+
+
+def test_a_run_without_long_steps_has_nothing_to_resume_and_a_new_run_never_starts_over_an_unfinished_one(tmp_path):
+    (tmp_path / "run.unfinished").mkdir()
+    with pytest.raises(ConfigError, match="recipe quick has no search and no mixed-precision variant"):
+        edgeflow.optimize("mobilenet_v3_small", recipe="quick", out=tmp_path / "run", resume=True)
+    recipe = Recipe.model_validate(INT8_RECIPE)
+    with pytest.raises(ConfigError, match=r"run.unfinished holds what an unfinished run measured; add --resume"):
+        edgeflow.optimize("mobilenet_v3_small", recipe=recipe, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()

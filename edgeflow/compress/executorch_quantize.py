@@ -144,7 +144,7 @@ class ExecuTorchPt2e(QuantizationMethod):
     """ExecuTorch's PT2E quantization with its XNNPACK quantizer, on the torch model."""
 
     name = "executorch-pt2e"
-    keeps_layers_float = True
+    float_units = ("layer", "gate")
     backends = ("executorch",)
     config = ExecuTorchPt2eConfig
     needs_module = True

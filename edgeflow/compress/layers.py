@@ -1,12 +1,24 @@
-"""The weighted layers of a network, named once for every format: by their node name in the float ONNX (what
-``quantize.float_layers`` takes), with the torch module each came from, and found again in the formats built
-from it (OpenVINO's IR keeps the ONNX names; a ``.tflite`` converted from the torch model names its operators
-otherwise, so its layers are matched by weight shape and order)."""
+"""The units of a network that mixed precision may keep in float, named once for every format: by their node
+names in the float ONNX (what ``quantize.float_layers`` takes), with the torch module each came from, and found
+again in the formats built from it (OpenVINO's IR keeps the ONNX names; a ``.tflite`` converted from the torch
+model names its operators otherwise, so its layers are matched by weight shape and order, its gates by order).
+
+A unit is one of:
+
+* ``layer``: a weighted layer (convolution, matrix product);
+* ``gate``: a squeeze-and-excitation gate, every node of it (pool, convolutions, activations, the multiply): its
+  nodes share one precision, since a gate half in float still scales whole channels by an 8-bit factor.
+
+An operator without weights (a residual add, an activation) is no unit: kept alone in float by ONNX Runtime's
+QDQ quantizer or NNCF, its tensors stay on the 8-bit grid its quantized neighbours put them on (the file has as
+many QuantizeLinear or FakeQuantize nodes as with it INT8; tests/test_mixed_precision.py), so it changes nothing.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel
@@ -15,16 +27,28 @@ from edgeflow.artifact import Artifact
 from edgeflow.errors import ConfigError
 
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+UnitKind = Literal["layer", "gate"]
+UNIT_KINDS: tuple[UnitKind, ...] = ("layer", "gate")
 
 
 class QuantLayer(BaseModel):
-    """A weighted layer of the float ONNX: its node name (what ``float_layers`` takes), the torch module it came
-    from, its operator and weight count."""
+    """A unit of the float ONNX that keeps one precision (module docstring): its name (a node name: a gate is named
+    by its multiply), the torch module it came from, its operator (``gate`` for a gate), its weight count, and
+    the nodes kept in float with it."""
 
     name: str
     module: str
     op: str
     weights: int
+    kind: UnitKind = "layer"
+    nodes: list[str] = []  # every node name it stands for; empty: ``name`` alone
+
+    def node_names(self) -> list[str]:
+        return list(self.nodes) or [self.name]
+
+    def label(self) -> str:
+        """How a report names it: the module, and for a gate that it is one."""
+        return self.module if self.kind == "layer" else f"{self.module} ({self.op})"
 
 
 def module_name(node: str) -> str:
@@ -39,18 +63,38 @@ def module_name(node: str) -> str:
     return ".".join(parts) or node
 
 
-def quantizable_layers(onnx: Artifact) -> list[QuantLayer]:
-    """The weighted layers of a float ONNX (convolutions and matrix products with constant weights), in graph
-    order."""
+def quantizable_layers(onnx: Artifact, *, kinds: tuple[UnitKind, ...] = ("layer",)) -> list[QuantLayer]:
+    """The units of a float ONNX of the ``kinds`` asked, in graph order (a gate where its multiply is): weighted
+    layers (convolutions and matrix products with constant weights), and with ``gate`` each squeeze-and-excitation
+    gate as one unit (its convolutions then belong to it, not to the layers)."""
     from edgeflow.backends.onnx_file import load_onnx
+    from edgeflow.compress.squeeze_excitation import find_gates
 
-    graph = load_onnx(onnx.path).graph
+    model = load_onnx(onnx.path)
+    graph = model.graph
     weights = {tensor.name: int(np.prod(tensor.dims)) for tensor in graph.initializer}
-    return [
-        QuantLayer(name=node.name, module=module_name(node.name), op=node.op_type, weights=weights[node.input[1]])
-        for node in graph.node
-        if node.op_type in WEIGHTED_OPS and len(node.input) > 1 and node.input[1] in weights and node.name
-    ]
+    gates = {gate[-1]: gate for gate in find_gates(model)} if "gate" in kinds else {}
+    in_gate = {name for gate in gates.values() for name in gate}
+
+    def weighted(node) -> bool:
+        return node.op_type in WEIGHTED_OPS and len(node.input) > 1 and node.input[1] in weights
+
+    units = []
+    for node in graph.node:
+        if not node.name:
+            continue
+        if node.name in gates:
+            members = gates[node.name]
+            units.append(QuantLayer(
+                name=node.name, module=module_name(node.name), op="gate", kind="gate", nodes=members,
+                weights=sum(weights[n.input[1]] for n in graph.node if n.name in members and weighted(n)),
+            ))  # fmt: skip
+        elif node.name in in_gate:
+            continue
+        elif weighted(node) and "layer" in kinds:
+            units.append(QuantLayer(name=node.name, module=module_name(node.name), op=node.op_type,
+                                    weights=weights[node.input[1]]))  # fmt: skip
+    return units
 
 
 def _onnx_signatures(onnx: Artifact) -> list[tuple[str, tuple]]:
@@ -86,13 +130,18 @@ def _signature(out: int, into: int, kernel: tuple) -> tuple:
 
 def tflite_scopes(float_layers: list[str], *, onnx: Artifact, tflite: Path) -> list[str]:
     """The LiteRT quantizer's scopes (each operator's output tensor names, each followed by ``;``) of the
-    ``.tflite`` layers that ``float_layers`` (float ONNX node names) became: the n-th layer with a weight shape in
-    the ONNX is the n-th with that shape in the ``.tflite``.
+    ``.tflite`` units that ``float_layers`` (float ONNX node names) became: the n-th layer with a weight shape in
+    the ONNX is the n-th with that shape in the ``.tflite``; a node of the n-th squeeze-and-excitation gate of the
+    ONNX stands for every operator of the n-th gate of the ``.tflite`` (the converter rewrites a gate's operators,
+    so they are found by structure: :func:`edgeflow.compress.squeeze_excitation.find_gates`).
 
     Raises:
-        ConfigError: a name that is no weighted layer of the ONNX, or one with no counterpart in the ``.tflite``.
+        ConfigError: a name that is no weighted layer or gate node of the ONNX, or one with no counterpart in the
+            ``.tflite``.
     """
     from edgeflow.backends.litert import tflite_operators
+    from edgeflow.backends.onnx_file import load_onnx
+    from edgeflow.compress.squeeze_excitation import find_gates
 
     def keyed(pairs):
         seen: Counter = Counter()
@@ -102,6 +151,14 @@ def tflite_scopes(float_layers: list[str], *, onnx: Artifact, tflite: Path) -> l
             seen[signature] += 1
         return keys
 
+    onnx_gates = find_gates(load_onnx(onnx.path))
+    gate_of = {name: index for index, gate in enumerate(onnx_gates) for name in gate}
+    tflite_gates = find_gates(tflite) if any(layer in gate_of for layer in float_layers) else []
+    if tflite_gates and len(tflite_gates) != len(onnx_gates):
+        raise ConfigError(
+            f"quantize.float_layers: {Path(tflite).name} has {len(tflite_gates)} squeeze-and-excitation gates where "
+            f"the float ONNX has {len(onnx_gates)} (the converter dropped the pool of some), so they cannot be named"
+        )
     onnx_layers = _onnx_signatures(onnx)
     onnx_keys = keyed(onnx_layers)
     tflite_layers = []
@@ -128,9 +185,13 @@ def tflite_scopes(float_layers: list[str], *, onnx: Artifact, tflite: Path) -> l
     by_key = {key: scope for scope, key in keyed(tflite_layers).items()}
     scopes = []
     for layer in float_layers:
+        if layer in gate_of:
+            scopes.extend(tflite_gates[gate_of[layer]])
+            continue
         if layer not in onnx_keys:
-            raise ConfigError(f"quantize.float_layers: {layer!r} is not a layer of the model")
+            raise ConfigError(f"quantize.float_layers: {layer!r} is not a layer of the model that LiteRT can name "
+                              "(its weighted layers, by weight shape; its gates, by order)")  # fmt: skip
         if onnx_keys[layer] not in by_key:
             raise ConfigError(f"quantize.float_layers: {layer!r} has no counterpart in {Path(tflite).name}")
         scopes.append(by_key[onnx_keys[layer]])
-    return scopes
+    return list(dict.fromkeys(scopes))

@@ -256,7 +256,7 @@ class LiteRTStatic(QuantizationMethod):
     """LiteRT's quantizer, ai-edge-quantizer's static int8 recipe, on the float ``.tflite``."""
 
     name = "litert-static"
-    keeps_layers_float = True
+    float_units = ("layer", "gate")
     backends = ("litert",)
     config = LiteRTStaticConfig
 

@@ -102,8 +102,9 @@ class QuantizationMethod(ABC):
     tier: ClassVar[int | None] = 0
     #: it quantizes the torch model, not a float file (an ONNX input cannot use it)
     needs_module: ClassVar[bool] = False
-    #: it keeps the weighted layers its config's ``float_layers`` names in float (mixed precision)
-    keeps_layers_float: ClassVar[bool] = False
+    #: the kinds of unit (:data:`edgeflow.compress.layers.UNIT_KINDS`) whose nodes its config's ``float_layers``
+    #: can keep in float (mixed precision); empty: it keeps none
+    float_units: ClassVar[tuple[str, ...]] = ()
 
     def attempts(self, config: Any) -> list[tuple[str, dict[str, Any]]]:
         """The tries this method stands for under ``config``, as (label, config update): one, unless a setting

@@ -367,7 +367,7 @@ class NncfPtq(QuantizationMethod):
     fastest on the device within the budget (:func:`quantize_fastest_preset`)."""
 
     name = "nncf-ptq"
-    keeps_layers_float = True
+    float_units = ("layer", "gate")
     backends = ("openvino", "onnxruntime")
     config = NncfPtqConfig
 

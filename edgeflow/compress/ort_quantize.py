@@ -394,7 +394,7 @@ class OrtStatic(QuantizationMethod):
     """ONNX Runtime's static QDQ quantizer (per-channel weights); TensorRT reads its symmetric int8 form."""
 
     name = "ort-static"
-    keeps_layers_float = True
+    float_units = ("layer", "gate")
     backends = ("onnxruntime", "tensorrt")
     config = OrtStaticConfig
 

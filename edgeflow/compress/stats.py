@@ -21,10 +21,11 @@ class FloatLayer(BaseModel):
 
 
 class LayerSensitivity(QuantLayer):
-    """One weighted layer, measured through the runtime: the file with it alone INT8 (every other weighted layer
-    in float) and the file with it alone in float (every other INT8), each scored on holdout against the float
-    file (top-1 agreement, and the mean KL divergence of the float file's softmax to its own: a continuous
-    measure), the second also timed in turn with the all-INT8 file."""
+    """One unit (a weighted layer or a gate: :mod:`edgeflow.compress.layers`), measured through the
+    runtime: the file with it alone INT8 (every other unit in float) and the file with it alone in float (every
+    other INT8), each scored on holdout against the float file (top-1 agreement, and the mean KL divergence of
+    the float file's softmax to its own: a continuous measure), the second also timed in turn with the all-INT8
+    file."""
 
     alone_agreement: float  # it alone INT8
     alone_top1: float
@@ -36,9 +37,9 @@ class LayerSensitivity(QuantLayer):
 
 
 class SensitivityStats(BaseModel):
-    """Per-layer sensitivity of one variant, measured through its runtime on this host. ``reference`` is the file
-    with every weighted layer in float (what the method still quantizes without weights: adds, multiplies,
-    pools): a layer's damage is measured against it, not against the float file."""
+    """Per-unit sensitivity of one variant, measured through its runtime on this host. ``reference`` is the file
+    with every unit the method can keep in float in float (what it quantizes outside them stays INT8): a unit's
+    damage is measured against it, not against the float file."""
 
     variant: str
     backend: str
@@ -94,7 +95,7 @@ class MixedPrecisionStats(BaseModel):
     was met on holdout."""
 
     agreement_budget: float
-    float_layers: list[str]  # float ONNX node names
+    float_layers: list[str]  # the units kept in float, by name (float ONNX node names; a gate by its multiply)
     float_modules: list[str] = []  # the torch modules they came from
     steps: list[MixedStep]
     agreement: float  # holdout top-1 agreement with the float file, whole

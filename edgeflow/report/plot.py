@@ -47,8 +47,9 @@ def sensitivity_plot_name(variant: str) -> str:
 
 
 def plot_sensitivity(mixed, *, title: str, path: Path) -> None:
-    """Each weighted layer: the KL divergence to the float file it adds when INT8 alone against the latency it costs
-    kept alone in float, both measured through the runtime; the layers mixed precision kept in float in red."""
+    """Each unit (weighted layer, gate): the KL divergence to the float file it adds when INT8 alone
+    against the latency it costs kept alone in float, both measured through the runtime; the units mixed
+    precision kept in float in red."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,7 +70,7 @@ def plot_sensitivity(mixed, *, title: str, path: Path) -> None:
                 label=label,
             )
     for layer in sorted(layers, key=lambda layer: -sensitivity.damage(layer))[:6]:
-        axes.annotate(layer.module, (100 * layer.float_cost, 1000 * sensitivity.damage(layer)), fontsize=7)
+        axes.annotate(layer.label(), (100 * layer.float_cost, 1000 * sensitivity.damage(layer)), fontsize=7)
     axes.axvline(0, color="0.8", linewidth=0.8)
     axes.set_xlabel("latency cost of keeping it alone in float (% of all-INT8 p50, measured)")
     axes.set_ylabel("KL to the float file added when INT8 alone (milli-nats, holdout)")
