@@ -36,25 +36,40 @@ KINDS = {"width": "width multiplier", "magnitude": "Torch-Pruning uniform magnit
 
 
 def goals(report) -> list[str]:
+    """The issue's goals: 1.7x on float (issue 20), 1.5x on the INT8 file (issue 31); both at most 1.0 point of test
+    top-1 below the start and above each baseline at equal measured latency."""
     start, final = report.point("start"), report.point("netadapt")
     speedup, drop = report.speedup(), 100 * (start.test_top1 - final.test_top1)
+    wanted = 1.5 if (report.target or {}).get("precision") == "int8" else 1.7
     rows = [
-        ("measured p50 at least 1.7x faster than the start", f"{speedup:.2f}x", speedup >= 1.7),
-        ("test top-1 at most 1.0 point below the start", f"{drop:+.2f} points", drop <= 1.0),
+        (f"measured p50 at least {wanted}x faster than the start", f"{speedup:.2f}x", speedup >= wanted),
+        ("test top-1 at most 1.0 point below the start", f"{-drop:+.2f} points", drop <= 1.0),
     ]
     for kind, label in KINDS.items():
-        peer = report.top1_at(final.p50(), kind=kind)
-        figure = (
-            f"no {label} points bracket {final.p50():.3f} ms"
-            if peer is None
-            else f"{100 * final.test_top1:.2f}% vs {100 * peer:.2f}% (interpolated at {final.p50():.3f} ms)"
-        )
-        rows.append(
-            (f"above the {label} at equal measured latency", figure, peer is not None and final.test_top1 > peer)
-        )
+        rows.append((f"above the {label} at equal measured latency", *against(report, final, kind=kind)))
     lines = ["| goal | figure | met |", "|---|---|---|"]
     lines += [f"| {goal} | {figure} | {'yes' if met else 'NO'} |" for goal, figure, met in rows]
     return lines
+
+
+def against(report, final, *, kind: str) -> tuple[str, bool]:
+    """NetAdapt's test top-1 against the ``kind`` curve's at its latency: interpolated where the curve's points
+    bracket it; else, where every point of the curve is slower, NetAdapt is above it if it beats the fastest of them
+    (a curve's top-1 does not rise as its models get faster); else the comparison cannot be made."""
+    label = KINDS[kind]
+    peer = report.top1_at(final.p50(), kind=kind)
+    if peer is not None:
+        figure = f"{100 * final.test_top1:.2f}% vs {100 * peer:.2f}% (interpolated at {final.p50():.3f} ms)"
+        return figure, final.test_top1 > peer
+    points = [point for point in report.points if point.kind == kind]
+    if points and all(point.p50() > final.p50() for point in points):
+        fastest = min(points, key=lambda point: point.p50())
+        figure = (
+            f"every {label} model is slower; the fastest, {fastest.name} at {fastest.p50():.3f} ms, has "
+            f"{100 * fastest.test_top1:.2f}% against NetAdapt's {100 * final.test_top1:.2f}% at {final.p50():.3f} ms"
+        )
+        return figure, final.test_top1 > fastest.test_top1
+    return f"no {label} points bracket {final.p50():.3f} ms", False
 
 
 def models_table(report) -> list[str]:

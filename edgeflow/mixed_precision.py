@@ -14,9 +14,9 @@ float file's softmax to the candidate's (continuous, where agreement on a few hu
 * *reference*: every unit in float (what the method quantizes outside them stays INT8); a unit's damage is
   measured over it.
 * *INT8 alone*: every other unit in float. A unit whose rounding hurts shows here.
-* *float alone*: every other layer INT8; scored (what keeping it buys) and timed in turn with the all-INT8 file
+* *float alone*: every other unit INT8; scored (what keeping it buys) and timed in turn with the all-INT8 file
   (medians of rounds): the latency a float layer costs where it sits, conversions included.
-* *the choice*: layers ranked by KL recovered per millisecond they cost in float; each is tried in float with
+* *the choice*: units ranked by KL recovered per millisecond they cost in float; each is tried in float with
   those kept so far, the whole file built and scored, and kept only if the KL fell by 2% or more; until the agreement
   budget is met on the whole file. Effects do not add exactly, so the budget is judged on the whole file.
 
@@ -39,7 +39,7 @@ from edgeflow.artifact import Artifact
 from edgeflow.backends import get_backend
 from edgeflow.backends.base import RuntimeSettings
 from edgeflow.compress import get_method
-from edgeflow.compress.layers import QuantLayer, quantizable_layers
+from edgeflow.compress.layers import QuantLayer, module_name, quantizable_layers
 from edgeflow.compress.stats import (
     LayerSensitivity,
     MixedPrecisionStats,
@@ -49,7 +49,7 @@ from edgeflow.compress.stats import (
 )
 from edgeflow.data import DataSplits
 from edgeflow.errors import ConfigError
-from edgeflow.io import write_json
+from edgeflow.io import ensure_writable_dir, sha256, write_json
 from edgeflow.profiling.in_turn import time_in_turn
 from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.progress import Progress
@@ -144,8 +144,9 @@ def _selected(every: list[QuantLayer], layers: list[str] | None) -> list[QuantLa
     if layers is None:
         return every
 
-    def names(unit: QuantLayer) -> set[str]:
-        return {unit.name, unit.module, *unit.node_names()}
+    def names(unit: QuantLayer) -> set[str]:  # a gate also by the modules of its nodes (its convolutions)
+        nodes = unit.node_names()
+        return {unit.name, unit.module, *nodes, *(module_name(node) for node in nodes)}
 
     known = set().union(*(names(unit) for unit in every))
     missing = [name for name in layers if name not in known]
@@ -325,12 +326,14 @@ def build_mixed_variant(
     file_stem: str | None = None,
     settings: RuntimeSettings | None = None,
     keep_in: Path | None = None,
+    keep_key: str = "",
 ) -> tuple[Artifact, QuantizationStats]:
     """A variant with ``mixed_precision`` set, built as :func:`edgeflow.variants.build_variant` builds the others
     (written as ``model_<variant>``): its sensitivity measured, its float set chosen and checked whole.
 
     With ``keep_in`` (a killed ``optimize``'s unfinished folder) the sensitivity is kept there once measured, and a
-    resumed run that builds the same variant from the same float file reads it instead of measuring again."""
+    resumed run that builds the same variant from the same float file, data and ``keep_key`` (the caller's word
+    for the device it timed on) reads it instead of measuring again."""
     config = variant.mixed_precision
     if config is None:
         raise ConfigError(f"variant {variant.name} has no mixed_precision section")
@@ -338,7 +341,8 @@ def build_mixed_variant(
     settings = settings or RuntimeSettings()
     builder = _Builder(built, floats=floats, splits=splits, folder=folder, seed=seed, settings=settings,
                        max_samples=config.holdout_samples)  # fmt: skip
-    kept = _KeptSensitivity(keep_in, variant=variant, floats=floats, settings=settings, seed=seed)
+    kept = _KeptSensitivity(keep_in, variant=variant, floats=floats, splits=splits,
+                            context=[settings.model_dump_json(), str(seed), keep_key])  # fmt: skip
     sensitivity = kept.load()
     if sensitivity is None:
         sensitivity = _sensitivity(builder, layers=config.layers, rounds=config.rounds, timing=TIMING,
@@ -352,17 +356,16 @@ def build_mixed_variant(
 
 class _KeptSensitivity:
     """A variant's measured sensitivity kept in a folder, keyed by everything that made it: the float ONNX's
-    bytes, the variant, the runtime settings and the seed (another model or recipe measures again)."""
+    bytes, the variant, the data splits and the ``context`` (runtime settings, seed, device): another model,
+    recipe or device measures again."""
 
-    def __init__(self, folder: Path | None, *, variant: VariantSpec, floats: FloatArtifacts,
-                 settings: RuntimeSettings, seed: int) -> None:  # fmt: skip
+    def __init__(self, folder: Path | None, *, variant: VariantSpec, floats: FloatArtifacts, splits: DataSplits,
+                 context: list[str]) -> None:  # fmt: skip
         self.path = Path(folder) / f"sensitivity-{variant.name}.json" if folder is not None else None
         if self.path is None:
             return
-        digest = hashlib.sha256(Path(floats.onnx.path).read_bytes())
-        for part in (variant.model_dump_json(), settings.model_dump_json(), str(seed)):
-            digest.update(part.encode())
-        self.key = digest.hexdigest()
+        parts = [sha256(Path(floats.onnx.path)), variant.model_dump_json(), json.dumps(splits.describe()), *context]
+        self.key = hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
     def load(self) -> SensitivityStats | None:
         if self.path is None or not self.path.exists():
@@ -375,4 +378,5 @@ class _KeptSensitivity:
 
     def save(self, sensitivity: SensitivityStats) -> None:
         if self.path is not None:
+            ensure_writable_dir(self.path.parent)
             write_json(self.path, {"key": self.key, "sensitivity": sensitivity.model_dump(mode="json")})

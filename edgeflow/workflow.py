@@ -8,6 +8,8 @@ evaluate it where the device is, recommend one, bundle it, write the report.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -28,7 +30,14 @@ from edgeflow.device import DeviceSpec
 from edgeflow.environment import environment, host_has_bf16
 from edgeflow.errors import ConfigError, RuntimeUnavailableError
 from edgeflow.export.onnx import export_onnx
-from edgeflow.io import atomic_path, check_output_folder, ensure_writable_dir, staged_dir, unused_path
+from edgeflow.io import (
+    atomic_path,
+    check_output_folder,
+    ensure_writable_dir,
+    staged_dir,
+    unused_path,
+    write_json,
+)
 from edgeflow.mixed_precision import build_mixed_variant
 from edgeflow.models.onnx_input import save_with_fixed_input, write_metadata
 from edgeflow.profiling.cost import COUNTED_FORMATS
@@ -105,7 +114,8 @@ def unfinished_folder(out: Path) -> Path:
 
 def _open_unfinished(out: Path, *, recipe: Recipe, resume: bool) -> Path | None:
     """The run's :func:`unfinished_folder`, where it has steps worth resuming (a search, a mixed-precision
-    variant); checked before training: a resume needs one, a new run refuses to start over an unfinished one."""
+    variant); checked before training: a resume needs one, a new run refuses to start over an unfinished one. It is
+    created when the first thing is kept there, so a run that fails before leaves nothing to refuse."""
     long = recipe.search is not None or any(variant.mixed_precision is not None for variant in recipe.variants)
     work = unfinished_folder(out)
     if resume and not long:
@@ -114,39 +124,60 @@ def _open_unfinished(out: Path, *, recipe: Recipe, resume: bool) -> Path | None:
         raise ConfigError(f"nothing to resume: {work} does not exist (a killed run leaves it)")
     if not long:
         return None
-    if not resume and work.exists():
+    if not resume and work.exists() and any(work.iterdir()):
         raise ConfigError(f"{work} holds what an unfinished run measured; add --resume to go on from it, or "
                           "delete it to start over")  # fmt: skip
-    ensure_writable_dir(work)
     return work
 
 
 def _train_or_resume(run: _Run, notes: list[str]) -> TrainStats | None:
-    """Train the source if it needs it, and keep the result in the unfinished folder; a resumed run loads the
-    model trained before the kill instead."""
+    """Train the source if it needs it, and keep the result in the unfinished folder (``start.pt``, and in
+    ``start.json`` what made it and what training did); a resumed run loads the model trained before the kill
+    instead, refused where the model, data, training settings or seed differ."""
     source, recipe, work = run.source, run.recipe, run.work
-    start = work / "start.pt" if work is not None and source.module is not None else None
-    if run.resume and start is not None and start.exists():
+    if work is None or source.module is None:
+        return train_if_needed(source, run.splits, train_config=recipe.train, finetune_config=recipe.finetune,
+                               seed=recipe.seed, progress=run.progress)  # fmt: skip
+    start, record = work / "start.pt", work / "start.json"
+    described = {
+        "model": source.name, "arch": source.arch, "weights": source.weights, "resolution": source.resolution,
+        "data": run.splits.describe(), "train": recipe.train.model_dump(), "finetune": recipe.finetune.model_dump(),
+        "seed": recipe.seed,
+    }  # fmt: skip
+    key = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    if run.resume and start.exists() and record.exists():
+        kept = json.loads(record.read_text())
+        if kept.get("key") != key:
+            raise ConfigError(f"cannot resume: {work} was left by a run with another model, data, training settings "
+                              "or seed; run that command, or delete the folder to start over")  # fmt: skip
         source.module.load_state_dict(torch.load(start, map_location="cpu", weights_only=True))
         source.trained = True
-        notes.append(f"resumed: the model trained before the run was stopped, from {start} (its training is not "
-                     "reported again)")  # fmt: skip
-        return None
+        notes.append(f"resumed: the model trained before the run was stopped, from {start}")
+        return TrainStats.model_validate(kept["training"]) if kept.get("training") else None
     training = train_if_needed(source, run.splits, train_config=recipe.train, finetune_config=recipe.finetune,
                                seed=recipe.seed, progress=run.progress)  # fmt: skip
-    if start is not None:
-        with atomic_path(start) as temporary:
-            torch.save(source.module.state_dict(), temporary)
+    ensure_writable_dir(work)
+    with atomic_path(start) as temporary:
+        torch.save(source.module.state_dict(), temporary)
+    write_json(record, {"key": key, "training": training.model_dump(mode="json") if training else None})
     return training
 
 
 @contextlib.contextmanager
 def _trained_weights_kept(weights: Path, *, trained: bool, out: Path, run: _Run) -> Iterator[None]:
     """Training can take an hour: when a later step fails (or is interrupted), the weights trained here move
-    beside ``out`` (``<out>.trained.pt``, whole) instead of going with the staging folder."""
+    beside ``out`` (``<out>.trained.pt``, whole) instead of going with the staging folder. A run with an unfinished
+    folder keeps them there already, with what it measured after: the failure says to go on with ``--resume``."""
     try:
         yield
     except BaseException as exc:
+        if run.work is not None and run.work.is_dir():
+            message = (
+                f"what this run trained and measured is kept in {run.work}: the same command with --resume goes on"
+            )
+            run.progress.stage(message)
+            exc.add_note(message)
+            raise
         if not trained or not weights.exists():
             raise
         kept = unused_path(out.parent / f"{out.name}.trained", suffix=".pt")  # never over an earlier file
@@ -194,7 +225,8 @@ def _after_training(run: _Run, *, training: TrainStats | None, notes: list[str],
         if variant.mixed_precision is not None:
             artifact, summary = build_mixed_variant(variant, floats=floats, splits=splits, folder=stage,
                                                     seed=recipe_spec.seed, progress=progress, settings=settings,
-                                                    keep_in=run.work)  # fmt: skip
+                                                    keep_in=run.work,
+                                                    keep_key=device_spec.model_dump_json())  # fmt: skip
         else:
             artifact, summary = build_variant(variant, floats=floats, splits=splits, folder=stage,
                                               seed=recipe_spec.seed, progress=progress, settings=settings)  # fmt: skip
@@ -296,9 +328,9 @@ def _search_step(run: _Run, notes: list[str]) -> dict | None:
     with proposal_executor(recipe.ray) as executor:  # the recipe's ray: proposals as Ray tasks
         engine = adapt(
             source, run.splits, recipe=recipe, config=search_config(recipe), device=run.device,
-            folder=folder, resume=resume, executor=executor, progress=run.progress,
+            folder=folder, resume=resume, train=False, executor=executor, progress=run.progress,
         )  # fmt: skip
-    shutil.copytree(folder, run.stage / "search")
+    shutil.copytree(folder, run.stage / "search", ignore=shutil.ignore_patterns(".*"))  # not a killed write's temp
     source.module = engine.final_model()
     state = engine.state
     notes.append(

@@ -133,15 +133,16 @@ def test_a_gate_is_kept_in_float_whole_and_an_operator_alone_is_no_unit(backend,
         return build_variant(variant.model_copy(update={"quantize": quantize}), floats=floats, splits=splits,
                              folder=tmp_path, seed=0, file_stem=stem)  # fmt: skip
 
-    _artifact, stats = build(gate.node_names(), "gate")
+    in_float, stats = build(gate.node_names(), "gate")
     chosen = [layer for layer in stats.float_layers if layer.reason == CHOSEN_REASON]
     assert len(chosen) == 2 and stats.quantized_layers == 3  # the gate's two convolutions; stem, conv, head INT8
     if backend == "litert":  # a .tflite's layers are named by weight shape, its gates by order: nothing else
         with pytest.raises(ConfigError, match=f"{add!r} is not a layer of the model that LiteRT can name"):
             build([add], "add")
         return
-    # the residual add alone "in float": its tensors stay on the grid its quantized neighbours put them on
     plain, _ = build([], "plain")
+    assert _quantize_ops(in_float) < _quantize_ops(plain) - 2  # more than the convolutions' inputs left float
+    # the residual add alone "in float": its tensors stay on the grid its quantized neighbours put them on
     kept, _ = build([add], "add")
     assert _quantize_ops(kept) == _quantize_ops(plain) > 0
 
@@ -155,6 +156,36 @@ def _quantize_ops(artifact) -> int:
     import openvino as ov
 
     return sum(op.get_type_name() == "FakeQuantize" for op in ov.Core().read_model(str(artifact.path)).get_ops())
+
+
+def test_a_resumed_run_reads_the_sensitivity_it_measured_and_measures_again_for_another_device(
+    splits, tmp_path, monkeypatch
+):
+    import edgeflow.mixed_precision as mixed_precision
+    from edgeflow.mixed_precision import build_mixed_variant
+
+    floats = _floats(Tiny(), tmp_path)
+    layers = quantizable_layers(floats.onnx)
+    variant = VariantSpec(name="ort", backend="onnxruntime", precision="int8", quantize={"subset_size": 16},
+                          mixed_precision={"agreement": 0.01, "holdout_samples": 32, "rounds": 1,
+                                           "layers": [layers[0].name]})  # fmt: skip
+    kept = tmp_path / "unfinished"
+
+    def build(key: str):
+        return build_mixed_variant(variant, floats=floats, splits=splits, folder=tmp_path, keep_in=kept,
+                                   keep_key=key)  # fmt: skip
+
+    _artifact, first = build("cpu")
+    assert (kept / "sensitivity-ort.json").exists()
+
+    def measured_again(*args, **kwargs):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(mixed_precision, "_sensitivity", measured_again)
+    _artifact, again = build("cpu")  # the same float file, variant, data and device: read, not measured
+    assert again.mixed_precision.sensitivity == first.mixed_precision.sensitivity
+    with pytest.raises(AssertionError, match="measured again"):
+        build("another device")
 
 
 def test_only_methods_that_keep_layers_in_float_take_part():

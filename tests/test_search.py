@@ -334,10 +334,15 @@ def test_optimize_searches_on_the_int8_target_then_mixes_precision_and_resumes_a
 
 
 def test_a_run_without_long_steps_has_nothing_to_resume_and_a_new_run_never_starts_over_an_unfinished_one(tmp_path):
-    (tmp_path / "run.unfinished").mkdir()
+    unfinished = tmp_path / "run.unfinished"
+    unfinished.mkdir()
     with pytest.raises(ConfigError, match="recipe quick has no search and no mixed-precision variant"):
         edgeflow.optimize("mobilenet_v3_small", recipe="quick", out=tmp_path / "run", resume=True)
     recipe = Recipe.model_validate(INT8_RECIPE)
+    (unfinished / "start.pt").write_bytes(b"")
     with pytest.raises(ConfigError, match=r"run.unfinished holds what an unfinished run measured; add --resume"):
         edgeflow.optimize("mobilenet_v3_small", recipe=recipe, out=tmp_path / "run")
+    (unfinished / "start.json").write_text(json.dumps({"key": "another-run", "training": None}))
+    with pytest.raises(ConfigError, match="cannot resume: .* was left by a run with another model, data"):
+        edgeflow.optimize("mobilenet_v3_small", recipe=recipe, out=tmp_path / "run", resume=True)
     assert not (tmp_path / "run").exists()

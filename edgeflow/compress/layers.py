@@ -153,8 +153,9 @@ def tflite_scopes(float_layers: list[str], *, onnx: Artifact, tflite: Path) -> l
 
     onnx_gates = find_gates(load_onnx(onnx.path))
     gate_of = {name: index for index, gate in enumerate(onnx_gates) for name in gate}
-    tflite_gates = find_gates(tflite) if any(layer in gate_of for layer in float_layers) else []
-    if tflite_gates and len(tflite_gates) != len(onnx_gates):
+    named_gates = any(layer in gate_of for layer in float_layers)
+    tflite_gates = find_gates(tflite) if named_gates else []
+    if named_gates and len(tflite_gates) != len(onnx_gates):
         raise ConfigError(
             f"quantize.float_layers: {Path(tflite).name} has {len(tflite_gates)} squeeze-and-excitation gates where "
             f"the float ONNX has {len(onnx_gates)} (the converter dropped the pool of some), so they cannot be named"

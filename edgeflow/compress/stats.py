@@ -96,7 +96,7 @@ class MixedPrecisionStats(BaseModel):
 
     agreement_budget: float
     float_layers: list[str]  # the units kept in float, by name (float ONNX node names; a gate by its multiply)
-    float_modules: list[str] = []  # the torch modules they came from
+    float_modules: list[str] = []  # how the report names them: the torch module, a gate's marked (gate)
     steps: list[MixedStep]
     agreement: float  # holdout top-1 agreement with the float file, whole
     top1: float

@@ -247,10 +247,12 @@ def adapt(
     device: DeviceSpec,
     folder: Path,
     resume: bool = False,
+    train: bool = True,
     executor: Executor | None = None,
     progress: Progress | None = None,
 ) -> Search:
-    """Train ``source`` if it has no weights, then run (or resume) the search with its state in ``folder``.
+    """Train ``source`` if it has no weights (with ``train``: ``edgeflow optimize`` trains, or fine-tunes, before
+    its search step and passes False), then run (or resume) the search with its state in ``folder``.
 
     Used by ``edgeflow search`` and by ``edgeflow optimize`` when its recipe has a search section.
     """
@@ -268,7 +270,7 @@ def adapt(
         f"variant {target.name}); data {splits.name}"
         + (f"; resuming after iteration {len(state.iterations)}" if state.iterations else "")
     )
-    if source.kind == "registry":  # trained once; a resumed search loads the same weights
+    if train and source.kind == "registry":  # trained once; a resumed search loads the same weights
         if (checkpoint.folder / "start.pt").exists():
             checkpoint.load_weights("start.pt", source.module)
             source.trained = True
