@@ -138,10 +138,18 @@ def search_recipe(target: str | None):
 def write_report(args, *, report, card: dict, checkpoint: Path, total: float | None) -> None:
     command = ".venv/bin/python bench/netadapt_imagenette.py" + (f" --ratio {args.ratio}" if args.ratio else "")
     if args.target:
-        command += f" --target {args.target} --out {args.out} --report {args.report}"
+        resume = " --resume" if args.resume else ""
+        command += f"{resume} --target {args.target} --out {args.out} --report {args.report}"
     runtime = {"openvino": "OpenVINO", "onnxruntime": "ONNX Runtime", "litert": "LiteRT"}.get(report.backend)
     target = report.target or {}
     what = f"{runtime or report.backend} {target.get('precision', 'fp32').upper()}"
+    searched = target.get("searched_on") or target
+    judged = (
+        "the search judged every proposal on that file"
+        if searched.get("variant", "openvino-fp32") == target.get("variant", "openvino-fp32")
+        else f"the search judged every proposal on variant {searched['variant']} ({searched['backend']} "
+        f"{searched['precision']}), then its models were built as this one: a search judged on float, then quantized"
+    )
     search_md = (args.out / "search.md").read_text()
     iterations = search_md[search_md.index("## Iterations") :].replace("![accuracy vs latency](search.png)", "")
     plot = args.report.with_suffix(".png")
@@ -156,7 +164,7 @@ def write_report(args, *, report, card: dict, checkpoint: Path, total: float | N
         f"Start: {card['model']} trained from scratch here ({card['side']} px, {card['epochs']} epochs, "
         f"{100 * card['test_top1']:.2f}% test top-1 through OpenVINO in f32; `{checkpoint}`). Every model below is "
         f"built as variant {target.get('variant', 'openvino-fp32')} ships it, timed and scored through {what} on "
-        f"this CPU (executed in {start.execution_precision}); the search judged every proposal on that file.",
+        f"this CPU (executed in {start.execution_precision}); {judged}.",
         f"Recipe: `{RECIPE}`: budget {config['latency_ratio']} of the start's latency measured on this CPU; "
         f"long-term fine-tuning {config['long_term']['steps']} steps of {config['long_term']['batch_size']} images "
         "with augmentation and distillation from the start, the same for NetAdapt's model and every baseline.",
