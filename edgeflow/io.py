@@ -299,6 +299,12 @@ def unused_path(path: Path, *, suffix: str = "") -> Path:
     return candidate
 
 
+def json_digest(data: Any, *, length: int = 16) -> str:
+    """A short hex SHA-256 of ``data`` written as sorted JSON (what is not JSON, as its ``str``): the key of a cache
+    or a resumable state, tied to everything in ``data``."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
 def sha256(path: Path) -> str:
     """Hex SHA-256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()

@@ -26,7 +26,6 @@ on the artifact that ships.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -49,7 +48,7 @@ from edgeflow.compress.stats import (
 )
 from edgeflow.data import DataSplits
 from edgeflow.errors import ConfigError
-from edgeflow.io import ensure_writable_dir, sha256, write_json
+from edgeflow.io import ensure_writable_dir, json_digest, sha256, write_json
 from edgeflow.profiling.in_turn import time_in_turn
 from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.progress import Progress
@@ -364,8 +363,8 @@ class _KeptSensitivity:
         self.path = Path(folder) / f"sensitivity-{variant.name}.json" if folder is not None else None
         if self.path is None:
             return
-        parts = [sha256(Path(floats.onnx.path)), variant.model_dump_json(), json.dumps(splits.describe()), *context]
-        self.key = hashlib.sha256("\n".join(parts).encode()).hexdigest()
+        self.key = json_digest([sha256(Path(floats.onnx.path)), variant.model_dump(mode="json"), splits.describe(),
+                                *context])  # fmt: skip
 
     def load(self) -> SensitivityStats | None:
         if self.path is None or not self.path.exists():

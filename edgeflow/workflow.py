@@ -8,7 +8,6 @@ evaluate it where the device is, recommend one, bundle it, write the report.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import shutil
 import time
@@ -34,6 +33,7 @@ from edgeflow.io import (
     atomic_path,
     check_output_folder,
     ensure_writable_dir,
+    json_digest,
     staged_dir,
     unused_path,
     write_json,
@@ -144,7 +144,7 @@ def _train_or_resume(run: _Run, notes: list[str]) -> TrainStats | None:
         "data": run.splits.describe(), "train": recipe.train.model_dump(), "finetune": recipe.finetune.model_dump(),
         "seed": recipe.seed,
     }  # fmt: skip
-    key = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    key = json_digest(described)
     if run.resume and start.exists() and record.exists():
         kept = json.loads(record.read_text())
         if kept.get("key") != key:

@@ -101,6 +101,22 @@ def test_search_meets_its_targets_and_reports_everything(finished):
     assert "estimated ms" in (out / "search.md").read_text()
 
 
+def _kill_inside_the_first_iteration(command: list[str], *, env: dict, state_file: Path, pending: int,
+                                     timeout: float) -> None:  # fmt: skip
+    """Run ``command`` and SIGKILL it once its search state holds ``pending`` proposals not yet evaluated."""
+    process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if state_file.exists() and len(json.loads(state_file.read_text() or "{}").get("pending", [])) >= pending:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "the run ended before it could be killed"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+
 def _final_weights(folder: Path) -> dict[str, torch.Tensor]:
     return torch.load(folder / "state" / "weights" / "final.pt", map_location="cpu", weights_only=True)
 
@@ -111,18 +127,9 @@ def test_search_killed_mid_iteration_resumes_to_the_same_result(finished, cache,
     killed = tmp_path / "killed"
     env = {**os.environ, "EDGEFLOW_CACHE": str(cache)}
     command = [sys.executable, "-m", "edgeflow.cli", "search", "mobilenet_v3_small", "--recipe", str(recipe_file)]
-    process = subprocess.Popen([*command, "--out", str(killed)], env=env, stderr=subprocess.DEVNULL)
     state_file = killed / "state" / "state.json"
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline and process.poll() is None:  # kill inside the first iteration
-            if state_file.exists() and len(json.loads(state_file.read_text())["pending"]) >= 3:
-                break
-            time.sleep(0.05)
-        assert process.poll() is None, "the search ended before it could be killed"
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    _kill_inside_the_first_iteration([*command, "--out", str(killed)], env=env, state_file=state_file, pending=3,
+                                     timeout=300)  # fmt: skip
     interrupted = json.loads(state_file.read_text())
     assert interrupted["phase"] == "search" and interrupted["pending"]
 
@@ -296,18 +303,8 @@ def test_optimize_searches_on_the_int8_target_then_mixes_precision_and_resumes_a
     env = {**os.environ, "EDGEFLOW_CACHE": str(cache)}
     command = [sys.executable, "-m", "edgeflow.cli", "optimize", "mobilenet_v3_small", "--recipe", str(recipe_file),
                "--out", str(out)]  # fmt: skip
-    process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     state_file = unfinished / "search" / "state.json"
-    deadline = time.monotonic() + 600
-    try:
-        while time.monotonic() < deadline and process.poll() is None:  # kill inside the first iteration
-            if state_file.exists() and len(json.loads(state_file.read_text() or "{}").get("pending", [])) >= 2:
-                break
-            time.sleep(0.05)
-        assert process.poll() is None, "the run ended before it could be killed"
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    _kill_inside_the_first_iteration(command, env=env, state_file=state_file, pending=2, timeout=600)
     assert not out.exists() and (unfinished / "start.pt").exists()
     interrupted = json.loads(state_file.read_text())
     assert interrupted["phase"] == "search" and interrupted["target"]["variant"] == "openvino-int8"

@@ -97,13 +97,10 @@ def quantizable_layers(onnx: Artifact, *, kinds: tuple[UnitKind, ...] = ("layer"
     return units
 
 
-def _onnx_signatures(onnx: Artifact) -> list[tuple[str, tuple]]:
-    """(node name, weight signature) of each weighted layer of a float ONNX, in graph order."""
+def _onnx_signatures(graph) -> list[tuple[str, tuple]]:
+    """(node name, weight signature) of each weighted layer of a float ONNX's graph, in graph order."""
     from onnx import numpy_helper
 
-    from edgeflow.backends.onnx_file import load_onnx
-
-    graph = load_onnx(onnx.path).graph
     shapes = {tensor.name: tuple(numpy_helper.to_array(tensor).shape) for tensor in graph.initializer}
     found = []
     for node in graph.node:
@@ -151,7 +148,8 @@ def tflite_scopes(float_layers: list[str], *, onnx: Artifact, tflite: Path) -> l
             seen[signature] += 1
         return keys
 
-    onnx_gates = find_gates(load_onnx(onnx.path))
+    model = load_onnx(onnx.path)
+    onnx_gates = find_gates(model)
     gate_of = {name: index for index, gate in enumerate(onnx_gates) for name in gate}
     named_gates = any(layer in gate_of for layer in float_layers)
     tflite_gates = find_gates(tflite) if named_gates else []
@@ -160,7 +158,7 @@ def tflite_scopes(float_layers: list[str], *, onnx: Artifact, tflite: Path) -> l
             f"quantize.float_layers: {Path(tflite).name} has {len(tflite_gates)} squeeze-and-excitation gates where "
             f"the float ONNX has {len(onnx_gates)} (the converter dropped the pool of some), so they cannot be named"
         )
-    onnx_layers = _onnx_signatures(onnx)
+    onnx_layers = _onnx_signatures(model.graph)
     onnx_keys = keyed(onnx_layers)
     tflite_layers = []
     for kind, inputs, outputs in tflite_operators(tflite):

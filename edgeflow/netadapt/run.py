@@ -30,7 +30,7 @@ from edgeflow.device import DeviceSpec, as_device
 from edgeflow.environment import environment
 from edgeflow.errors import ConfigError
 from edgeflow.export.onnx import export_onnx
-from edgeflow.io import claim_folder, mark_folder
+from edgeflow.io import claim_folder, json_digest, mark_folder
 from edgeflow.latency.table import LookupTable, cache_folder, default_table_path
 from edgeflow.latency.timer import Timer
 from edgeflow.models import check_resolution
@@ -356,7 +356,7 @@ def _fingerprint(
         "search": config.model_dump(exclude={"baselines", "target"}),
         "device": device.model_dump(),
     }
-    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_digest(described)
 
 
 def _check_target(state: SearchState, target: dict, *, checkpoint: Checkpoint, progress: Progress) -> None:

@@ -4,8 +4,6 @@ night's folder (JSON, Markdown, HTML) atomically."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +15,7 @@ from edgeflow.cluster.session import connected
 from edgeflow.device import DeviceSpec, load_device
 from edgeflow.environment import environment
 from edgeflow.errors import ConfigError, EdgeflowError
-from edgeflow.io import claim_folder, ensure_writable_dir, mark_folder, sha256, staged_dir, unused_path
+from edgeflow.io import claim_folder, ensure_writable_dir, json_digest, mark_folder, sha256, staged_dir, unused_path
 from edgeflow.nightly.cells import CellJob, CellResult, bug, cell_recipe, run_cells_here, time_cells_in_turn
 from edgeflow.nightly.config import NightlySpec, load_nightly
 from edgeflow.nightly.history import CellRecord, History
@@ -158,7 +156,7 @@ def _trained_model(model: str, spec: NightlySpec, *, cache: Path, progress: Prog
         "model": model, "data": pipeline.data, "seed": pipeline.seed, "scale": pipeline.model.model_dump(),
         "train": pipeline.train.model_dump(), "torch": torch.__version__,
     }  # fmt: skip
-    key = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+    key = json_digest(described)
     checkpoint = cache / f"{model}-{key}.pt"
     try:
         if not checkpoint.exists():
