@@ -135,7 +135,8 @@ def run_runtime(runtime, *, floats, splits, device, folder, args, gates, progres
     mixed = summary.mixed_precision
     notes["mixed"] = (
         f"{len(mixed.float_layers)} units float, holdout agreement {100 * mixed.agreement:.2f}% "
-        f"({'met' if mixed.met else 'NOT met'}); sensitivity {sensitivity.seconds:.0f} s, "
+        f"({'met' if mixed.met else 'NOT met'}); built as {sensitivity.start}; "
+        f"sensitivity {sensitivity.seconds:.0f} s, "
         f"whole {time.perf_counter() - started:.0f} s"
     )
     compiled = {name: backend.compile(artifact, settings=settings) for name, artifact in files.items()}
@@ -180,6 +181,20 @@ def tables(results: dict, sensitivities: dict, args) -> list[str]:
             f"### {runtime}: the units that matter ({sensitivity.method}; holdout, {sensitivity.holdout_images} "
             f"images; all-INT8 agrees on {100 * sensitivity.int8_agreement:.2f}%, p50 {sensitivity.int8_ms:.3f} ms)",
             "",
+            *(
+                [
+                    f"Started from {sensitivity.start}, the calibration whose all-INT8 file is closest to float on "
+                    "holdout: "
+                    + ", ".join(
+                        f"{start.label} {100 * start.agreement:.2f}% (KL {start.kl:.4f})"
+                        for start in sensitivity.starts
+                    )
+                    + ".",
+                    "",
+                ]
+                if sensitivity.starts
+                else []
+            ),
             f"Kept in float by mixed precision: {', '.join(kept) or 'none'}. Against the float file: all-INT8 KL "
             f"{sensitivity.int8_kl:.4f}; every unit in float KL {sensitivity.reference_kl:.4f} (agreement "
             f"{100 * sensitivity.reference_agreement:.2f}%). {len(sensitivity.layers)} units ("

@@ -11,6 +11,9 @@ accuracy control and ``auto`` are built as the method they start from) and score
 on the holdout split (never test), against the float file: top-1 agreement, and the mean KL divergence of the
 float file's softmax to the candidate's (continuous, where agreement on a few hundred images moves in steps):
 
+* *start*: where the variant's settings stand for several post-training quantizations (ort-static's
+  ``calibrate_method: auto``: each calibration), each is built all-INT8 and scored; the one of least KL is the
+  start every file below is built with. The choice of calibration comes before the choice of float units.
 * *reference*: every unit in float (what the method quantizes outside them stays INT8); a unit's damage is
   measured over it.
 * *INT8 alone*: every other unit in float. A unit whose rounding hurts shows here.
@@ -45,6 +48,7 @@ from edgeflow.compress.stats import (
     MixedStep,
     QuantizationStats,
     SensitivityStats,
+    StartStats,
 )
 from edgeflow.data import DataSplits
 from edgeflow.errors import ConfigError
@@ -53,7 +57,7 @@ from edgeflow.profiling.in_turn import time_in_turn
 from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.progress import Progress
 from edgeflow.recipe import VariantSpec
-from edgeflow.variants import FloatArtifacts, build_variant, post_training_variant
+from edgeflow.variants import FloatArtifacts, build_variant, post_training_tries
 
 TIMING = ProfileConfig(warmup=10, iterations=100_000, max_seconds=0.4, min_iterations=20)
 #: a layer tried in float is kept only where the whole file's KL to the float file fell by at least this fraction:
@@ -90,6 +94,29 @@ class _Builder:
         self.float_logits, self.labels = collect_logits(compiled, splits.holdout, max_samples=max_samples)
         self.summaries: dict[Path, QuantizationStats] = {}
 
+    def start(self, tries: list[tuple[str, VariantSpec]], *, progress: Progress) -> tuple[str, Artifact, Any]:
+        """The all-INT8 file of each try, scored on holdout; the builder goes on with the one of least KL to the
+        float file. Returns its label, its file and (agreement, top-1, KL, compiled); every try is in
+        ``self.starts``."""
+        best: tuple[str, Artifact, Any] | None = None
+        self.starts: list[StartStats] = []
+        for index, (label, variant) in enumerate(tries):
+            if len(tries) > 1:
+                progress.stage(f"all-INT8 as {label} ({index + 1}/{len(tries)} tries), scored on holdout")
+            self.variant = variant
+            artifact = self.build([], stem=f"sensitivity-all-int8-{index}")
+            scores = self.score(artifact)
+            self.starts.append(StartStats(label=label, agreement=scores[0], top1=scores[1], kl=scores[2]))
+            if best is None or scores[2] < best[2][2]:
+                if best is not None:
+                    best[1].remove()
+                best = (label, artifact, scores)
+            else:
+                artifact.remove()
+        assert best is not None, "a variant stands for at least one try"
+        self.variant = dict(tries)[best[0]]
+        return best
+
     def build(self, float_units: list[str], *, stem: str) -> Artifact:
         """The variant with the units named ``float_units`` (and the variant's own float layers) in float."""
         nodes = [node for name in float_units for node in (self.units[name].node_names() if name in self.units
@@ -114,16 +141,19 @@ class _Builder:
         return agreement, float(np.mean(predicted == self.labels)), mean_kl(self.float_logits, logits)
 
 
-def mixed_variant(variant: VariantSpec) -> tuple[VariantSpec, list[str]]:
-    """``variant`` as mixed precision builds it: the post-training quantization its method stands for
-    (:func:`edgeflow.variants.post_training_variant`), and what that changed, said in words.
+def mixed_tries(variant: VariantSpec) -> tuple[list[tuple[str, VariantSpec]], list[str]]:
+    """``variant`` as mixed precision builds it: each post-training quantization its method stands for
+    (:func:`edgeflow.variants.post_training_tries`: one, or one per calibration where ``calibrate_method`` is
+    auto), labelled, and what that changed, said in words. Mixed precision starts from the try whose all-INT8
+    file is closest to the float file on holdout (:meth:`_Builder.start`).
 
     Raises:
         ConfigError: the variant is not INT8, or that method cannot keep layers in float.
     """
     if variant.precision != "int8" or variant.quantize is None:
         raise ConfigError(f"variant {variant.name}: mixed precision is for INT8 variants")
-    built = post_training_variant(variant)
+    tries = post_training_tries(variant)
+    built = tries[0][1]
     method = built.quantize.method
     if not get_method(method).float_units:
         raise ConfigError(f"variant {variant.name}: {method} cannot keep chosen layers in float (float_layers)")
@@ -132,10 +162,13 @@ def mixed_variant(variant: VariantSpec) -> tuple[VariantSpec, list[str]]:
         notes.append(f"built with {method}, the post-training quantization {variant.quantize.method} starts from; "
                      "the agreement budget replaces its holdout loop")  # fmt: skip
     for key in ("calibrate_method", "preset"):
-        before, after = getattr(variant.quantize, key, None), getattr(built.quantize, key, None)
-        if before != after:
-            notes.append(f"{key} {before} built as {after} (one try)")
-    return built, notes
+        before, after = getattr(variant.quantize, key, None), [getattr(v.quantize, key, None) for _, v in tries]
+        if len(set(after)) > 1:
+            notes.append(f"{key} {before}: each of {', '.join(map(str, after))} built all-INT8 and scored on "
+                         "holdout; mixed precision starts from the one of least KL to the float file")  # fmt: skip
+        elif before != after[0]:
+            notes.append(f"{key} {before} built as {after[0]}")
+    return tries, notes
 
 
 def _selected(every: list[QuantLayer], layers: list[str] | None) -> list[QuantLayer]:
@@ -170,25 +203,30 @@ def measure_sensitivity(
 ) -> SensitivityStats:
     """Each unit the variant's method can keep in float (or those named in ``layers``) INT8 alone and in float
     alone, through the variant's method and runtime (module docstring)."""
-    variant, _notes = mixed_variant(variant)
-    builder = _Builder(variant, floats=floats, splits=splits, folder=folder, seed=seed, settings=settings,
+    tries, _notes = mixed_tries(variant)
+    builder = _Builder(tries[0][1], floats=floats, splits=splits, folder=folder, seed=seed, settings=settings,
                        max_samples=max_samples)  # fmt: skip
-    return _sensitivity(builder, layers=layers, rounds=rounds, timing=timing, progress=progress)
+    return _sensitivity(builder, tries, layers=layers, rounds=rounds, timing=timing, progress=progress)
 
 
 def _sensitivity(
-    builder: _Builder, *, layers: list[str] | None, rounds: int, timing: ProfileConfig, progress: Progress | None
+    builder: _Builder,
+    tries: list[tuple[str, VariantSpec]],
+    *,
+    layers: list[str] | None,
+    rounds: int,
+    timing: ProfileConfig,
+    progress: Progress | None,
 ) -> SensitivityStats:
     progress = progress or Progress.silent()
     started = time.perf_counter()
-    variant, settings = builder.variant, builder.settings
     every = list(builder.units.values())
     chosen = _selected(every, layers)
     names = [layer.name for layer in every]
     float_top1 = float(np.mean(builder.float_logits.argmax(1) == builder.labels))
-    progress.stage(f"sensitivity of {len(chosen)} units through {variant.backend} ({variant.quantize.method})")
-    all_int8 = builder.build([], stem="sensitivity-all-int8")
-    int8_agreement, int8_top1, int8_kl, int8_compiled = builder.score(all_int8)
+    start, all_int8, (int8_agreement, int8_top1, int8_kl, int8_compiled) = builder.start(tries, progress=progress)
+    variant, settings = builder.variant, builder.settings
+    progress.stage(f"sensitivity of {len(chosen)} units through {variant.backend} ({start})")
     reference = builder.build(names, stem="sensitivity-reference")
     reference_agreement, _top1, reference_kl, _compiled = builder.score(reference)
     reference.remove()
@@ -226,7 +264,8 @@ def _sensitivity(
         holdout_images=len(builder.labels), float_top1=float_top1, int8_top1=int8_top1,
         int8_agreement=int8_agreement, int8_kl=int8_kl, reference_agreement=reference_agreement,
         reference_kl=reference_kl, int8_ms=int8_ms, rounds=rounds, layers=rows,
-        seconds=round(time.perf_counter() - started, 1),
+        seconds=round(time.perf_counter() - started, 1), start=start,
+        starts=builder.starts if len(tries) > 1 else [],
     )  # fmt: skip
 
 
@@ -254,9 +293,9 @@ def choose_float_layers(
 
     The file is written as ``file_stem`` (else ``mixed-<layers>``) in ``folder``; its summary carries what was
     chosen, the steps and the sensitivity (``QuantizationStats.mixed_precision``)."""
-    variant, notes = mixed_variant(variant)
-    builder = _Builder(variant, floats=floats, splits=splits, folder=folder, seed=seed, settings=settings,
-                       max_samples=max_samples)  # fmt: skip
+    tries, notes = mixed_tries(variant)
+    builder = _Builder(dict(tries).get(sensitivity.start, tries[0][1]), floats=floats, splits=splits, folder=folder,
+                       seed=seed, settings=settings, max_samples=max_samples)  # fmt: skip
     return _choose(builder, sensitivity, notes=notes, agreement=agreement, max_layers=max_layers, file_stem=file_stem,
                    progress=progress)  # fmt: skip
 
@@ -311,6 +350,9 @@ def _choose(
         f"agreement with float {100 * sensitivity.int8_agreement:.2f}% all-INT8 -> {100 * score:.2f}% "
         f"(budget {100 * agreement:.2f}%{'' if mixed.met else ', NOT met'})"
     )
+    if sensitivity.starts:
+        tried = ", ".join(f"{t.label} {100 * t.agreement:.2f}% (KL {t.kl:.4f})" for t in sensitivity.starts)
+        note += f"; started from {sensitivity.start}, all-INT8 on holdout: {tried}"
     return best_artifact, summary.model_copy(update={"mixed_precision": mixed, "notes": [*summary.notes, note, *notes]})
 
 
@@ -336,19 +378,22 @@ def build_mixed_variant(
     config = variant.mixed_precision
     if config is None:
         raise ConfigError(f"variant {variant.name} has no mixed_precision section")
-    built, notes = mixed_variant(variant)
+    tries, notes = mixed_tries(variant)
     settings = settings or RuntimeSettings()
-    builder = _Builder(built, floats=floats, splits=splits, folder=folder, seed=seed, settings=settings,
+    builder = _Builder(tries[0][1], floats=floats, splits=splits, folder=folder, seed=seed, settings=settings,
                        max_samples=config.holdout_samples)  # fmt: skip
     kept = _KeptSensitivity(keep_in, variant=variant, floats=floats, splits=splits,
                             context=[settings.model_dump_json(), str(seed), keep_key])  # fmt: skip
     sensitivity = kept.load()
     if sensitivity is None:
-        sensitivity = _sensitivity(builder, layers=config.layers, rounds=config.rounds, timing=TIMING,
+        sensitivity = _sensitivity(builder, tries, layers=config.layers, rounds=config.rounds, timing=TIMING,
                                    progress=progress)  # fmt: skip
         kept.save(sensitivity)
-    elif progress is not None:
-        progress.stage(f"variant {variant.name}: sensitivity measured before the run was stopped, from {kept.path}")
+    else:
+        builder.variant = dict(tries).get(sensitivity.start, tries[0][1])
+        if progress is not None:
+            progress.stage(f"variant {variant.name}: sensitivity measured before the run was stopped, from "
+                           f"{kept.path}")  # fmt: skip
     return _choose(builder, sensitivity, notes=notes, agreement=config.agreement, max_layers=config.max_layers,
                    file_stem=file_stem or f"model_{variant.name}", progress=progress)  # fmt: skip
 

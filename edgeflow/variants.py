@@ -106,17 +106,26 @@ def post_training_variant(variant: VariantSpec) -> VariantSpec:
     that asks for a search becomes its first try (ort-static's ``calibrate_method: auto``: min-max), nncf-ptq's
     ``preset: fastest`` becomes ``auto``. Methods never in ``auto`` (ort-dynamic) stay as they are. A float
     variant is returned as it is."""
+    return post_training_tries(variant)[0][1]
+
+
+def post_training_tries(variant: VariantSpec) -> list[tuple[str, VariantSpec]]:
+    """Every post-training quantization ``variant`` stands for, labelled, in the order its method tries them (one,
+    except where a setting asks for a search: ort-static's ``calibrate_method: auto`` gives each calibration);
+    :func:`post_training_variant` is the first. A float variant is its own one try."""
     config = variant.quantize
     if variant.precision != "int8" or config is None:
-        return variant
+        return [(variant.name, variant)]
     tier = get_method(config.method).tier if config.method != AUTO else None
     method = config.method if config.method != AUTO and (tier is None or tier == 0) else None
     method = method or get_backend(variant.backend).default_int8
-    attempt = attempts_of((method,), config.model_copy(update={"method": method}))[0]
     update: dict[str, Any] = {}
     if getattr(config, "preset", None) == "fastest":
         update["preset"] = "auto"
-    return variant.model_copy(update={"quantize": attempt.config(config).model_copy(update=update)})
+    return [
+        (attempt.label, variant.model_copy(update={"quantize": attempt.config(config).model_copy(update=update)}))
+        for attempt in attempts_of((method,), config.model_copy(update={"method": method}))
+    ]
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,24 @@ def test_the_cost_of_a_tflite_is_counted_like_the_onnx(tiny, tflite, tmp_path: P
     assert (cost.macs, cost.params) == (onnx_cost.macs, onnx_cost.params)
 
 
+def test_a_block_cut_at_three_by_three_is_nchw_and_builds_int8_as_the_search_times_it(tmp_path: Path) -> None:
+    """A block from the end of a network at 96 px takes 1 x C x 3 x 3: its last dimension looks like an image's
+    3 channels, but the artifact's shape says NCHW (the INT8 search once stopped on MobileNetV3's last blocks)."""
+    from edgeflow.recipe import VariantSpec
+    from edgeflow.variants import ShippedBuild
+
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.Conv2d(16, 32, 1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1, groups=32)).eval()
+    build = ShippedBuild(VariantSpec(name="litert-int8", backend="litert", precision="int8"))
+    artifact = build(block, (1, 16, 3, 3), folder=tmp_path)
+    compiled = get_backend("litert").compile(artifact, settings=RuntimeSettings())
+    assert compiled.input_shape == (1, 16, 3, 3) and compiled.settings["input_layout"] == "NCHW"
+    images = torch.randn(4, 16, 3, 3).numpy()
+    outputs = np.concatenate([compiled.run(image[None]) for image in images])
+    expected = _torch_logits(block, images)
+    assert outputs.shape == expected.shape and np.corrcoef(outputs.ravel(), expected.ravel())[0, 1] > 0.95
+
+
 def test_an_nhwc_export_is_fed_transposed(tiny, digits16, tmp_path: Path) -> None:
     from edgeflow.backends.litert import interpreter_class
     from edgeflow.export.litert import export_tflite

@@ -16,7 +16,7 @@ from edgeflow.data import load_data
 from edgeflow.device import load_device
 from edgeflow.errors import ConfigError
 from edgeflow.export.onnx import export_onnx
-from edgeflow.mixed_precision import choose_float_layers, measure_sensitivity, mixed_variant
+from edgeflow.mixed_precision import choose_float_layers, measure_sensitivity, mixed_tries
 from edgeflow.recipe import VariantSpec
 from edgeflow.variants import FloatArtifacts, build_variant
 
@@ -189,24 +189,24 @@ def test_a_resumed_run_reads_the_sensitivity_it_measured_and_measures_again_for_
 
 
 def test_only_methods_that_keep_layers_in_float_take_part():
-    auto, notes = mixed_variant(
+    [(_label, auto)], notes = mixed_tries(
         VariantSpec(name="a", backend="openvino", precision="int8", quantize={"method": "auto"})
     )
     assert auto.quantize.method == "nncf-ptq" and "the post-training quantization auto starts from" in notes[0]
-    control, _ = mixed_variant(
+    [(_label, control)], _ = mixed_tries(
         VariantSpec(name="c", backend="openvino", precision="int8", quantize={"method": "nncf-accuracy-control"})
     )
     assert control.quantize.method == "nncf-ptq"
-    searched, notes = mixed_variant(VariantSpec(name="s", backend="onnxruntime", precision="int8"))
-    assert searched.quantize.calibrate_method == "minmax" and notes == [
-        "calibrate_method auto built as minmax (one try)"
+    searched, notes = mixed_tries(VariantSpec(name="s", backend="onnxruntime", precision="int8"))
+    assert [variant.quantize.calibrate_method for _label, variant in searched] == ["minmax", "minmax-average"]
+    assert notes == [
+        "calibrate_method auto: each of minmax, minmax-average built all-INT8 and scored on holdout; mixed "
+        "precision starts from the one of least KL to the float file"
     ]
     with pytest.raises(ConfigError, match="mixed precision is for INT8 variants"):
-        mixed_variant(VariantSpec(name="f", backend="openvino"))
+        mixed_tries(VariantSpec(name="f", backend="openvino"))
     with pytest.raises(ConfigError, match="ort-dynamic cannot keep chosen layers in float"):
-        mixed_variant(
-            VariantSpec(name="d", backend="onnxruntime", precision="int8", quantize={"method": "ort-dynamic"})
-        )
+        mixed_tries(VariantSpec(name="d", backend="onnxruntime", precision="int8", quantize={"method": "ort-dynamic"}))
 
 
 @pytest.mark.slow  # a few dozen INT8 builds, scored and timed
@@ -227,11 +227,17 @@ def test_sensitivity_is_measured_per_layer_and_the_float_set_checked_whole(split
         assert row.alone_kl >= 0 and row.float_kl >= 0
         assert row.float_cost == pytest.approx(row.float_ms / stats.int8_ms - 1)
     assert not list(tmp_path.glob("sensitivity-*"))  # every trial file removed
+    # calibrate_method auto: both calibrations built all-INT8 and scored; every file built from the closest
+    assert [start.label for start in stats.starts] == ["ort-static (minmax)", "ort-static (minmax-average)"]
+    closest = min(stats.starts, key=lambda start: start.kl)
+    assert stats.start == closest.label and stats.int8_kl == closest.kl
     # a budget already met keeps nothing in float; one out of reach tries the ranked layers and says it failed
     met, summary = choose_float_layers(variant, stats, floats=floats, splits=splits, folder=tmp_path,
                                        settings=device.runtime, agreement=0.0, max_samples=64)  # fmt: skip
     mixed = summary.mixed_precision
     assert mixed.met and mixed.float_layers == [] and mixed.steps == [] and met.path.exists()
+    assert f"ort-static ({summary.settings['calibrate_method']})" == stats.start
+    assert f"started from {stats.start}" in summary.notes[-2]
     ranked = stats.ranked()
     _artifact, summary = choose_float_layers(variant, stats, floats=floats, splits=splits, folder=tmp_path,
                                              settings=device.runtime, agreement=1.01, max_samples=64)  # fmt: skip
@@ -294,6 +300,7 @@ def test_optimize_builds_the_mixed_variant_and_reports_its_sensitivity(tmp_path)
     assert saved["variants"][1]["quantization"]["mixed_precision"]["sensitivity"]["layers"][0]["float_ms"] > 0
     markdown = (tmp_path / "run" / "report.md").read_text()
     assert "### Mixed precision: onnxruntime-mixed" in markdown and "| features.0.0 | Conv |" in markdown
+    assert f"built as {stats.sensitivity.start}, the calibration whose all-INT8 file is closest" in markdown
     assert (tmp_path / "run" / "sensitivity_onnxruntime-mixed.png").stat().st_size > 0
     assert 'class="sensitivity"' in (tmp_path / "run" / "report.html").read_text()
     with pytest.raises(ConfigError, match="mixed_precision.layers: 'nope' is not a unit the method can keep"):

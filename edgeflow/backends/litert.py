@@ -91,9 +91,22 @@ def tflite_operators(path: Path) -> list[tuple[str, list[dict | None], list[dict
     ]
 
 
-def input_layout(shape: list[int]) -> str:
-    """NCHW or NHWC, read from a 4-D image input's shape (channels are 1 or 3 wide); NCHW when it cannot tell."""
-    if len(shape) == 4 and shape[3] in (1, 3) and shape[1] not in (1, 3):
+def input_layout(shape: list[int], given: tuple[int, ...] | None = None) -> str:
+    """NCHW or NHWC. Where the artifact's input shape (NCHW, edgeflow's order) is known, the order in which the
+    file's fixed dimensions (``-1``: dynamic) match it; where both or neither do, read from a 4-D image input's
+    shape (channels are 1 or 3 wide); NCHW when it cannot tell. A block cut from a network at 3 x 3 (its input
+    ``1 x 160 x 3 x 3``) is NCHW: its last dimension is no channel count."""
+    if len(shape) != 4:
+        return "NCHW"
+    if given is not None and len(given) == 4:
+
+        def fits(dims: list[int]) -> bool:
+            return all(own <= 0 or own == wanted for own, wanted in zip(dims, given, strict=True))
+
+        nchw, nhwc = fits(list(shape)), fits([shape[0], shape[3], shape[1], shape[2]])
+        if nchw != nhwc:
+            return "NCHW" if nchw else "NHWC"
+    if shape[3] in (1, 3) and shape[1] not in (1, 3):
         return "NHWC"
     return "NCHW"
 
@@ -160,7 +173,7 @@ class LiteRTBackend(Backend):
     def model_input(self, artifact: Artifact) -> tuple[str, list[int], str | None]:
         detail = open_interpreter(artifact.path).get_input_details()[0]
         native = [int(dim) for dim in detail["shape"]]
-        return detail["name"], native, input_layout(native)
+        return detail["name"], native, input_layout(native, artifact.input_shape)
 
     def version(self) -> str:
         interpreter_class()
@@ -178,7 +191,7 @@ class LiteRTBackend(Backend):
             raise ModelLoadError(f"{artifact.path}: expected one input, found {len(inputs)}")
         detail = inputs[0]
         own = [int(dim) for dim in detail.get("shape_signature", detail["shape"])]
-        layout = input_layout([int(dim) for dim in detail["shape"]])
+        layout = input_layout(own, artifact.input_shape)
         dims = [dim if dim > 0 else None for dim in own]
         if layout == "NHWC":  # edgeflow's shapes are NCHW: resolve in that order, feed transposed
             dims = [dims[0], dims[3], dims[1], dims[2]]

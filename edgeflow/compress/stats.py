@@ -36,6 +36,16 @@ class LayerSensitivity(QuantLayer):
     float_cost: float | None = None  # float_ms / all-INT8 p50 - 1
 
 
+class StartStats(BaseModel):
+    """One all-INT8 file a method's settings can build (ort-static's calibrations under ``calibrate_method:
+    auto``), scored on holdout against the float file; mixed precision starts from the one of least KL."""
+
+    label: str
+    agreement: float
+    top1: float
+    kl: float
+
+
 class SensitivityStats(BaseModel):
     """Per-unit sensitivity of one variant, measured through its runtime on this host. ``reference`` is the file
     with every unit the method can keep in float in float (what it quantizes outside them stays INT8): a unit's
@@ -55,6 +65,8 @@ class SensitivityStats(BaseModel):
     rounds: int
     layers: list[LayerSensitivity]
     seconds: float
+    start: str = ""  # the try the all-INT8 file and every unit's file were built with (its label)
+    starts: list[StartStats] = []  # every try, where the method's settings gave more than one
 
     def damage(self, layer: LayerSensitivity) -> float:
         """KL divergence a layer adds alone INT8, over the reference's."""
