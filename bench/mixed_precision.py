@@ -4,8 +4,8 @@ gates-in-float option, per runtime, on a fine-tuned model (issue 31).
 For each runtime: the float file; all-INT8 by the runtime's default method; squeeze-and-excitation gates kept in
 float (``squeeze_excitation: float``, where the network has gates); NNCF's accuracy control (OpenVINO: it exists
 for OpenVINO only; its budget is ``--max-drop`` of top-1 on holdout); and edgeflow's mixed precision: every
-unit the method can keep in float (weighted layer, or squeeze-and-excitation gate whole: each method's
-``float_units``) quantized alone and kept alone in float through the runtime (:mod:`edgeflow.mixed_precision`),
+unit the method can keep in float (weighted layer, squeeze-and-excitation gate whole, or residual add: each
+method's ``float_units``) quantized alone and kept alone in float through the runtime (:mod:`edgeflow.mixed_precision`),
 then the float set that meets ``--agreement`` with the float file on the holdout split at the least latency,
 checked whole. Every file is then scored on the test split (top-1, top-1 agreement with the float file) and the
 runtime's files are timed in turn (median of the rounds' p50s).
@@ -248,12 +248,13 @@ def explain(args, gates: bool) -> list[str]:
     return [
         f"Every INT8 file: the runtime's default method (nncf-ptq, ort-static, litert-static) calibrated on "
         f"{args.subset} train images. Sensitivity, through the runtime, on holdout against the float file (top-1 "
-        "agreement, and the mean KL divergence of the softmaxes): each unit (weighted layer, or squeeze-and-excitation "
-        "gate whole) INT8 alone and in float alone, "
+        "agreement, and the mean KL divergence of the softmaxes): each unit (weighted layer, squeeze-and-excitation "
+        "gate whole, or residual add where the method can keep one in float) INT8 alone and in float alone, "
         "the latter also timed in turn with the all-INT8 file (5 rounds). Mixed: units ranked by KL recovered per "
         "millisecond they cost in float, each tried in float with those kept so far, the whole file built and "
         "scored, kept only where the KL fell by at least "
-        f"{100 * MIN_KL_GAIN:.0f}%, until agreement >= {100 * args.agreement:.0f}%. "
+        f"{100 * MIN_KL_GAIN:.0f}%, until agreement >= {100 * args.agreement:.0f}%; then a second pass over the "
+        "units not kept that the kept set has grown since. "
         + (
             "Gates in float: squeeze_excitation: float. "
             if gates

@@ -2,8 +2,8 @@
 alone is INT8, what keeping it alone in float costs in latency on the device, and the set of units kept in float
 that meets an agreement budget at the least latency, checked whole.
 
-A unit (:mod:`edgeflow.compress.layers`) is a weighted layer or a squeeze-and-excitation gate (its nodes share one
-precision); each method declares which kinds it can keep in float (``float_units``).
+A unit (:mod:`edgeflow.compress.layers`) is a weighted layer, a squeeze-and-excitation gate (its nodes share one
+precision) or a residual add; each method declares which kinds it can keep in float (``float_units``).
 
 Every artifact here is built by the post-training quantization the variant's method stands for (its
 ``float_layers`` key keeps the chosen layers in float: nncf-ptq, ort-static, litert-static, executorch-pt2e; NNCF's
@@ -21,7 +21,8 @@ float file's softmax to the candidate's (continuous, where agreement on a few hu
   (medians of rounds): the latency a float layer costs where it sits, conversions included.
 * *the choice*: units ranked by KL recovered per millisecond they cost in float; each is tried in float with
   those kept so far, the whole file built and scored, and kept only if the KL fell by 2% or more; until the agreement
-  budget is met on the whole file. Effects do not add exactly, so the budget is judged on the whole file.
+  budget is met on the whole file. Effects do not add exactly, so the budget is judged on the whole file, and a
+  second pass tries again each unit not kept that the kept set has grown since.
 
 AIMET and TensorRT Model Optimizer rank layers in simulation against a bit budget; here both sides are measured
 on the artifact that ships.
@@ -289,7 +290,9 @@ def choose_float_layers(
     tries), the whole file built and scored after each, a layer kept only if the whole file's KL divergence to the
     float file fell by at least :data:`MIN_KL_GAIN`. Greedy by measured KL recovered per measured millisecond, so
     the cheapest useful layers come first; the set's own latency is what the report then measures. Where the budget
-    is not met, the best file tried is kept and ``met`` is false.
+    is not met, a second pass (at most ``max_layers`` tries more) tries again each unit not kept that the set has
+    grown since, then those the first did not reach: effects do not add, and a residual add helps only once its
+    neighbours are in float. Where the budget is still not met, the best file tried is kept and ``met`` is false.
 
     The file is written as ``file_stem`` (else ``mixed-<layers>``) in ``folder``; its summary carries what was
     chosen, the steps and the sensitivity (``QuantizationStats.mixed_precision``)."""
@@ -316,8 +319,18 @@ def _choose(
     steps: list[MixedStep] = []
     best = (sensitivity.int8_agreement, sensitivity.int8_top1, sensitivity.int8_kl)
     best_artifact: Artifact | None = None
-    if sensitivity.int8_agreement < agreement:
-        for tries, layer in enumerate(sensitivity.ranked()[:max_layers], start=1):
+    ranked = sensitivity.ranked()
+    tried_with: dict[str, int] = {}  # unit -> how many units were kept in float when it was tried
+    tries = 0
+    for first in (True, False):
+        if best[0] >= agreement:
+            break
+        # the second pass: each unit not kept that the set kept has grown since it was tried (effects do not add:
+        # a residual add helps only once its neighbours are in float), then those the first pass did not reach
+        again = [layer for layer in ranked if layer.name not in kept and tried_with.get(layer.name, -1) < len(kept)]
+        for layer in ranked[:max_layers] if first else again[:max_layers]:
+            tries += 1
+            tried_with[layer.name] = len(kept)
             progress.stage(f"mixed precision: try {tries}, {len(kept) + 1} units in float (+{layer.label()})")
             artifact = builder.build([*kept, layer.name], stem=f"mixed-try-{tries}")
             score, top1, kl, _compiled = builder.score(artifact)

@@ -10,6 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
+from edgeflow.compress import get_method
 from edgeflow.compress.layers import UNIT_KINDS, module_name, quantizable_layers
 from edgeflow.compress.stats import CHOSEN_REASON
 from edgeflow.data import load_data
@@ -114,10 +115,14 @@ def test_units_are_weighted_layers_and_gates_kept_whole(tmp_path):
     layers = [unit for unit in units if unit.kind == "layer"]
     assert len(layers) == 54 - 2 * 9  # a gate's convolutions belong to it
     assert len(quantizable_layers(onnx, kinds=("gate",))) == 9
+    adds = [unit for unit in units if unit.kind == "add"]  # the residual adds of the blocks with a shortcut
+    shortcut = [name for name, m in model.named_modules() if getattr(m, "use_res_connect", False)]
+    assert [add.module for add in adds] == shortcut and len(shortcut) == 6
+    assert all(add.op == "add" and add.weights == 0 and add.label() == f"{add.module} (add)" for add in adds)
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "litert"])
-def test_a_gate_is_kept_in_float_whole_and_an_operator_alone_is_no_unit(backend, splits, tmp_path):
+def test_a_gate_is_kept_in_float_whole_and_a_residual_add_only_with_its_neighbours(backend, splits, tmp_path):
     from edgeflow.backends import get_backend
     from edgeflow.backends.onnx_file import load_onnx
 
@@ -145,6 +150,13 @@ def test_a_gate_is_kept_in_float_whole_and_an_operator_alone_is_no_unit(backend,
     # the residual add alone "in float": its tensors stay on the grid its quantized neighbours put them on
     kept, _ = build([add], "add")
     assert _quantize_ops(kept) == _quantize_ops(plain) > 0
+    layers = [unit.name for unit in quantizable_layers(floats.onnx, kinds=("layer",))]
+    neighbours, _ = build([*gate.node_names(), *layers], "neighbours")
+    with_add, _ = build([*gate.node_names(), *layers, add], "with-add")
+    # with its neighbours in float, the quantizers on the add's inputs are what is left: it is a unit
+    assert [unit.name for unit in quantizable_layers(floats.onnx, kinds=("add",))] == [add]
+    assert _quantize_ops(with_add) < _quantize_ops(neighbours)
+    assert "add" in get_method(stats.method).float_units
 
 
 def _quantize_ops(artifact) -> int:
@@ -242,8 +254,12 @@ def test_sensitivity_is_measured_per_layer_and_the_float_set_checked_whole(split
     _artifact, summary = choose_float_layers(variant, stats, floats=floats, splits=splits, folder=tmp_path,
                                              settings=device.runtime, agreement=1.01, max_samples=64)  # fmt: skip
     failed = summary.mixed_precision
-    assert not failed.met and len(failed.steps) == len(ranked)  # every ranked layer tried
-    assert [step.added for step in failed.steps] == [row.name for row in ranked]
+    first, again = failed.steps[: len(ranked)], failed.steps[len(ranked) :]
+    assert not failed.met and [step.added for step in first] == [row.name for row in ranked]  # every one tried
+    # then once more, each one not kept that was tried before a later one was kept (with the set kept since)
+    kept_after = [any(later.kept for later in first[index + 1 :]) for index in range(len(first))]
+    expected = [step.added for step, grew in zip(first, kept_after, strict=True) if not step.kept and grew]
+    assert [step.added for step in again] == expected
     # a layer is kept only where the whole file's KL went down; the kept set is what the summary names
     from edgeflow.mixed_precision import MIN_KL_GAIN
 
@@ -294,7 +310,7 @@ def test_optimize_builds_the_mixed_variant_and_reports_its_sensitivity(tmp_path)
         "features.0.0",
         "features.1.block.0.0",
     ]
-    assert len(stats.float_layers) <= 1 and len(stats.steps) <= 1
+    assert len(stats.float_layers) <= 2 and len(stats.steps) <= 2  # one try in each pass
     assert (tmp_path / "run" / record.artifact).name == "model_onnxruntime-mixed.onnx"
     saved = json.loads((tmp_path / "run" / "report.json").read_text())
     assert saved["variants"][1]["quantization"]["mixed_precision"]["sensitivity"]["layers"][0]["float_ms"] > 0

@@ -213,7 +213,7 @@ class NncfAccuracyControl(QuantizationMethod):
     """NNCF PTQ that keeps the most sensitive layers in float until the holdout drop is within ``max_drop``."""
 
     name = "nncf-accuracy-control"
-    float_units = ("layer", "gate")
+    float_units = ("layer", "gate", "add")
     backends = ("openvino",)
     config = NncfPtqConfig
     tier = 1

@@ -367,7 +367,7 @@ class NncfPtq(QuantizationMethod):
     fastest on the device within the budget (:func:`quantize_fastest_preset`)."""
 
     name = "nncf-ptq"
-    float_units = ("layer", "gate")
+    float_units = ("layer", "gate", "add")
     backends = ("openvino", "onnxruntime")
     config = NncfPtqConfig
 

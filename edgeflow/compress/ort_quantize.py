@@ -394,7 +394,7 @@ class OrtStatic(QuantizationMethod):
     """ONNX Runtime's static QDQ quantizer (per-channel weights); TensorRT reads its symmetric int8 form."""
 
     name = "ort-static"
-    float_units = ("layer", "gate")
+    float_units = ("layer", "gate", "add")
     backends = ("onnxruntime", "tensorrt")
     config = OrtStaticConfig
 
