@@ -91,7 +91,8 @@ class _Builder:
         self.units = {unit.name: unit for unit in quantizable_layers(
             floats.onnx, kinds=get_method(variant.quantize.method).float_units)}  # fmt: skip
         self.runtime = get_backend(variant.backend)
-        compiled = self.runtime.compile(floats.base(variant.backend), settings=settings)
+        reference = reference_settings(self.runtime, settings)
+        compiled = self.runtime.compile(floats.base(variant.backend), settings=reference)
         self.float_logits, self.labels = collect_logits(compiled, splits.holdout, max_samples=max_samples)
         self.summaries: dict[Path, QuantizationStats] = {}
 
@@ -140,6 +141,16 @@ class _Builder:
         predicted = logits.argmax(1)
         agreement = float(np.mean(predicted == self.float_logits.argmax(1)))
         return agreement, float(np.mean(predicted == self.labels)), mean_kl(self.float_logits, logits)
+
+
+def reference_settings(runtime, settings: RuntimeSettings) -> RuntimeSettings:
+    """The settings the float file is scored with, as the reference every INT8 file is compared to: the float
+    model's own arithmetic, f32, where the runtime would otherwise choose (OpenVINO on a CPU with AMX executes a
+    float file in bf16 by default: on the Imagenette MobileNetV3 its answers differ from f32's on 0.2% of the
+    holdout photos, a fifth of a 99% budget)."""
+    if settings.execution_precision == "default" and "f32" in runtime.execution_precisions:
+        return settings.model_copy(update={"execution_precision": "f32"})
+    return settings
 
 
 def mixed_tries(variant: VariantSpec) -> tuple[list[tuple[str, VariantSpec]], list[str]]:
