@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import imagenette  # noqa: E402  (the heading: machine, versions, command)
 import numpy as np  # noqa: E402
 
-from edgeflow.accuracy import collect_logits  # noqa: E402
+from edgeflow.accuracy import collect_logits, wilson_interval  # noqa: E402
 from edgeflow.backends import get_backend  # noqa: E402
 from edgeflow.compress.squeeze_excitation import find_gates  # noqa: E402
 from edgeflow.device import load_device  # noqa: E402
@@ -149,6 +149,7 @@ def run_runtime(runtime, *, floats, splits, device, folder, args, gates, progres
         name: {
             "test_top1": float(np.mean(logits[name].argmax(1) == labels)),
             "agreement": float(np.mean(logits[name].argmax(1) == reference)),
+            "images": len(reference),
             "p50_ms": timed[name],
             "size_mb": files[name].size_bytes / 1e6,
             "note": notes.get(name, ""),
@@ -161,8 +162,8 @@ def run_runtime(runtime, *, floats, splits, device, folder, args, gates, progres
 
 def tables(results: dict, sensitivities: dict, args) -> list[str]:
     lines = [
-        "| runtime | file | test top-1 % | agreement with float (test) % | p50 ms (in turn) | vs all-INT8 | "
-        "size MB | goal: agreement >= 99% at <= 10% over all-INT8 | how |",
+        "| runtime | file | test top-1 % | agreement with float (test) % (95% interval) | p50 ms (in turn) | "
+        "vs all-INT8 | size MB | goal: agreement >= 99% at <= 10% over all-INT8 | how |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for runtime, rows in results.items():
@@ -170,8 +171,10 @@ def tables(results: dict, sensitivities: dict, args) -> list[str]:
         for name, row in rows.items():
             over = row["p50_ms"] / int8 - 1
             goal = "yes" if row["agreement"] >= args.agreement and over <= 0.10 else "no"
+            low, high = wilson_interval(round(row["agreement"] * row["images"]), row["images"])
             lines.append(
-                f"| {runtime} | {name} | {100 * row['test_top1']:.2f} | {100 * row['agreement']:.2f} | "
+                f"| {runtime} | {name} | {100 * row['test_top1']:.2f} | {100 * row['agreement']:.2f} "
+                f"({100 * low:.1f}-{100 * high:.1f}) | "
                 f"{row['p50_ms']:.3f} | {100 * over:+.1f}% | {row['size_mb']:.2f} | "
                 f"{goal if name != 'float' else '-'} | {row['note']} |"
             )

@@ -182,6 +182,17 @@ class ParityStats(BaseModel):
     outputs: str = "logits"  # what was compared: "logits", or "probabilities" when the outputs are a softmax
 
 
+def wilson_interval(successes: int, count: int, *, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (95% by default): where a top-1 or an agreement measured on
+    ``count`` images may truly lie. On a few hundred images it is wide: 338 of 341 (99.12%) is 97.4% to 99.7%."""
+    if count <= 0:
+        raise ValueError("an interval needs at least one image")
+    share = successes / count
+    centre = (share + z * z / (2 * count)) / (1 + z * z / count)
+    half = z * np.sqrt(share * (1 - share) / count + z * z / (4 * count * count)) / (1 + z * z / count)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
 def measure_parity(reference: np.ndarray, candidate: np.ndarray, *, reference_name: str, runtime: str) -> ParityStats:
     """Compare two stacks of outputs (N x classes) computed on the same inputs, like with like: when one side
     is probabilities (a model ending in a softmax) and the other logits, the logits are turned into

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeflow.accuracy import collect_logits
+from edgeflow.accuracy import collect_logits, wilson_interval
 from edgeflow.artifact import Artifact
 from edgeflow.backends import get_backend
 from edgeflow.backends.base import RuntimeSettings
@@ -365,6 +365,7 @@ def _choose(
     modules = {layer.name: layer.label() for layer in sensitivity.layers}
     score, top1, _kl = best
     mixed = MixedPrecisionStats(
+        agreement_interval=wilson_interval(round(score * len(builder.labels)), len(builder.labels)),
         agreement_budget=agreement, float_layers=kept, float_modules=[modules.get(name, name) for name in kept],
         steps=steps, agreement=score, top1=top1, met=score >= agreement, method=variant.quantize.method,
         notes=notes, sensitivity=sensitivity,
@@ -372,7 +373,8 @@ def _choose(
     note = (
         f"mixed precision: {len(kept)} units kept in float ({', '.join(mixed.float_modules) or 'none'}); holdout "
         f"agreement with float {100 * sensitivity.int8_agreement:.2f}% all-INT8 -> {100 * score:.2f}% "
-        f"(budget {100 * agreement:.2f}%{'' if mixed.met else ', NOT met'})"
+        f"(95% interval {100 * mixed.agreement_interval[0]:.1f}-{100 * mixed.agreement_interval[1]:.1f}% on "
+        f"{len(builder.labels)} images; budget {100 * agreement:.2f}%{'' if mixed.met else ', NOT met'})"
     )
     if sensitivity.starts:
         tried = ", ".join(f"{t.label} {100 * t.agreement:.2f}% (KL {t.kl:.4f})" for t in sensitivity.starts)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgeflow.accuracy import evaluate_compiled, topk_accuracy
+from edgeflow.accuracy import evaluate_compiled, topk_accuracy, wilson_interval
 from edgeflow.backends import get_backend
 from edgeflow.backends.base import RuntimeSettings
 from edgeflow.data import load_data
@@ -38,3 +38,15 @@ def test_data_of_wrong_size_is_refused(mobilenet_artifacts) -> None:
     compiled = get_backend("onnxruntime").compile(mobilenet_artifacts["onnx"], settings=RuntimeSettings())
     with pytest.raises(ShapeError, match=r"images of shape \(3, 48, 48\) but the model takes \(3, 32, 32\)"):
         evaluate_compiled(compiled, load_data("digits", resolution=48).test)
+
+
+def test_the_wilson_interval_of_an_agreement_is_wide_on_a_few_hundred_images() -> None:
+    # Wilson's own examples: none or all of 10 right
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    low, high = wilson_interval(338, 341)  # 99.12% of the clothing holdout: 99% cannot be told from 97.5%
+    assert low < 0.975 < 0.99 < high < 1.0
+    low, high = wilson_interval(3_885, 3_925)  # the same share of the Imagenette test split: within half a point
+    assert high - low < 0.007
+    with pytest.raises(ValueError, match="at least one image"):
+        wilson_interval(0, 0)

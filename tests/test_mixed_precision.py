@@ -317,6 +317,8 @@ def test_optimize_builds_the_mixed_variant_and_reports_its_sensitivity(tmp_path)
     markdown = (tmp_path / "run" / "report.md").read_text()
     assert "### Mixed precision: onnxruntime-mixed" in markdown and "| features.0.0 | Conv |" in markdown
     assert f"built as {stats.sensitivity.start}, the calibration whose all-INT8 file is closest" in markdown
+    low, high = stats.agreement_interval  # 48 holdout images: wide
+    assert low <= stats.agreement <= high and high - low > 0.05 and "% on 48 images)" in markdown
     assert (tmp_path / "run" / "sensitivity_onnxruntime-mixed.png").stat().st_size > 0
     assert 'class="sensitivity"' in (tmp_path / "run" / "report.html").read_text()
     with pytest.raises(ConfigError, match="mixed_precision.layers: 'nope' is not a unit the method can keep"):

@@ -111,6 +111,7 @@ class MixedPrecisionStats(BaseModel):
     float_modules: list[str] = []  # how the report names them: the torch module, a gate's marked (gate)
     steps: list[MixedStep]
     agreement: float  # holdout top-1 agreement with the float file, whole
+    agreement_interval: tuple[float, float] | None = None  # its 95% Wilson interval on the holdout images
     top1: float
     met: bool
     method: str = ""  # the post-training quantization the files were built with
