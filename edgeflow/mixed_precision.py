@@ -153,6 +153,11 @@ def reference_settings(runtime, settings: RuntimeSettings) -> RuntimeSettings:
     return settings
 
 
+def _started(tries: list[tuple[str, VariantSpec]], sensitivity: SensitivityStats) -> VariantSpec:
+    """The try a measured sensitivity was built with (the first where it names none: one measured before tries)."""
+    return dict(tries).get(sensitivity.start, tries[0][1])
+
+
 def mixed_tries(variant: VariantSpec) -> tuple[list[tuple[str, VariantSpec]], list[str]]:
     """``variant`` as mixed precision builds it: each post-training quantization its method stands for
     (:func:`edgeflow.variants.post_training_tries`: one, or one per calibration where ``calibrate_method`` is
@@ -308,7 +313,7 @@ def choose_float_layers(
     The file is written as ``file_stem`` (else ``mixed-<layers>``) in ``folder``; its summary carries what was
     chosen, the steps and the sensitivity (``QuantizationStats.mixed_precision``)."""
     tries, notes = mixed_tries(variant)
-    builder = _Builder(dict(tries).get(sensitivity.start, tries[0][1]), floats=floats, splits=splits, folder=folder,
+    builder = _Builder(_started(tries, sensitivity), floats=floats, splits=splits, folder=folder,
                        seed=seed, settings=settings, max_samples=max_samples)  # fmt: skip
     return _choose(builder, sensitivity, notes=notes, agreement=agreement, max_layers=max_layers, file_stem=file_stem,
                    progress=progress)  # fmt: skip
@@ -416,7 +421,7 @@ def build_mixed_variant(
                                    progress=progress)  # fmt: skip
         kept.save(sensitivity)
     else:
-        builder.variant = dict(tries).get(sensitivity.start, tries[0][1])
+        builder.variant = _started(tries, sensitivity)
         if progress is not None:
             progress.stage(f"variant {variant.name}: sensitivity measured before the run was stopped, from "
                            f"{kept.path}")  # fmt: skip
