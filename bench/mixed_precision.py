@@ -59,6 +59,9 @@ def main() -> None:
     parser.add_argument("--holdout", type=int, default=None, help="holdout images the choices are made on")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--report", type=Path, default=None)
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep each runtime's measured sensitivity here; a rerun on the same model, data and "
+                        "settings reads it instead of measuring again")  # fmt: skip
     args = parser.parse_args()
     recipe = load_recipe(args.recipe)
     recipe = recipe.model_copy(update={"model": recipe.model.model_copy(update={"resolution": args.side})})
@@ -84,6 +87,7 @@ def main() -> None:
         f"--subset {args.subset} --rounds {args.rounds}"
         + (f" --holdout {args.holdout}" if args.holdout else "")
         + (f" --report {args.report}" if args.report else "")
+        + (f" --keep {args.keep}" if args.keep else "")
     )
     heading = imagenette.heading(f"Mixed precision through the runtime: {Path(args.model).name}", command=command)
     heading = [line for line in heading if not line.startswith("Data:")]
@@ -127,7 +131,8 @@ def run_runtime(runtime, *, floats, splits, device, folder, args, gates, progres
         )
     started = time.perf_counter()
     sensitivity = measure_sensitivity(base, floats=floats, splits=splits, folder=folder, settings=settings,
-                                      rounds=5, max_samples=args.holdout, progress=progress)  # fmt: skip
+                                      rounds=5, max_samples=args.holdout, progress=progress,
+                                      keep_in=args.keep)  # fmt: skip
     files["mixed"], summary = choose_float_layers(
         base, sensitivity, floats=floats, splits=splits, folder=folder, settings=settings,
         agreement=args.agreement, max_samples=args.holdout, progress=progress,
@@ -157,6 +162,8 @@ def run_runtime(runtime, *, floats, splits, device, folder, args, gates, progres
         for name in files
     }
     rows["mixed"]["float_layers"] = mixed.float_modules
+    backward = bool(mixed.steps) and mixed.steps[-1].returned is not None
+    rows["mixed"]["returned"] = mixed.returned_modules if backward else None
     return rows, sensitivity
 
 
@@ -179,7 +186,13 @@ def tables(results: dict, sensitivities: dict, args) -> list[str]:
                 f"{goal if name != 'float' else '-'} | {row['note']} |"
             )
     for runtime, sensitivity in sensitivities.items():
-        kept = results[runtime]["mixed"]["float_layers"]
+        kept, returned = results[runtime]["mixed"]["float_layers"], results[runtime]["mixed"]["returned"]
+        chosen = (
+            f"Adding units to the float set fell short; from every unit in float, {len(returned)} returned to INT8 "
+            f"by the backward pass ({', '.join(returned) or 'none'}), {len(kept)} kept in float"
+            if returned is not None
+            else f"Kept in float by mixed precision: {', '.join(kept) or 'none'}"
+        )
         lines += [
             "",
             f"### {runtime}: the units that matter ({sensitivity.method}; holdout, {sensitivity.holdout_images} "
@@ -199,7 +212,7 @@ def tables(results: dict, sensitivities: dict, args) -> list[str]:
                 if sensitivity.starts
                 else []
             ),
-            f"Kept in float by mixed precision: {', '.join(kept) or 'none'}. Against the float file: all-INT8 KL "
+            f"{chosen}. Against the float file: all-INT8 KL "
             f"{sensitivity.int8_kl:.4f}; every unit in float KL {sensitivity.reference_kl:.4f} (agreement "
             f"{100 * sensitivity.reference_agreement:.2f}%). {len(sensitivity.layers)} units ("
             f"{', '.join(f'{count} {kind}s' for kind, count in kinds(sensitivity))}); "
@@ -258,7 +271,9 @@ def explain(args, gates: bool) -> list[str]:
         "millisecond they cost in float, each tried in float with those kept so far, the whole file built and "
         "scored, kept only where the KL fell by at least "
         f"{100 * MIN_KL_GAIN:.0f}%, until agreement >= {100 * args.agreement:.0f}%; then a second pass over the "
-        "units not kept that the kept set has grown since. "
+        "units not kept that the kept set has grown since; where that falls short and every unit in float meets "
+        "the budget, a backward pass from that file returns to INT8 the units of least KL added alone per "
+        "millisecond saved, as many as the whole file allows (bisection). "
         + (
             "Gates in float: squeeze_excitation: float. "
             if gates

@@ -99,8 +99,8 @@ def main() -> None:
     parser.add_argument(
         "--target",
         default=None,
-        help="search on this INT8 variant, e.g. openvino-int8 or litert-int8 (added to the "
-        "recipe with its backend's default method); default: the recipe's openvino-fp32",
+        help="search on this variant, <backend>-<precision>, e.g. openvino-int8, litert-int8 or litert-fp32 "
+        "(added to the recipe, INT8 with its backend's default method); default: the recipe's openvino-fp32",
     )
     args = parser.parse_args()
 
@@ -125,13 +125,16 @@ def main() -> None:
 
 
 def search_recipe(target: str | None):
-    """recipes/imagenette-search.yaml, with an INT8 variant named ``target`` (``<backend>-int8``) added."""
+    """recipes/imagenette-search.yaml, with a variant named ``target`` (``<backend>-<precision>``, e.g.
+    ``litert-int8`` or ``litert-fp32``) added where the recipe has none of that name."""
     recipe = load_recipe(str(RECIPE))
-    if target is None:
+    if target is None or any(variant.name == target for variant in recipe.variants):
         return recipe
-    backend = target.removesuffix("-int8")
+    backend, _, precision = target.rpartition("-")
+    if not backend or precision not in ("fp32", "fp16", "int8"):
+        sys.exit(f"bench: --target {target!r} is not <backend>-<fp32|fp16|int8>")
     spec = recipe.model_dump(exclude_unset=True)
-    spec["variants"] = [*spec["variants"], {"name": target, "backend": backend, "precision": "int8"}]
+    spec["variants"] = [*spec["variants"], {"name": target, "backend": backend, "precision": precision}]
     return type(recipe).model_validate(spec)
 
 

@@ -23,6 +23,9 @@ float file's softmax to the candidate's (continuous, where agreement on a few hu
   those kept so far, the whole file built and scored, and kept only if the KL fell by 2% or more; until the agreement
   budget is met on the whole file. Effects do not add exactly, so the budget is judged on the whole file, and a
   second pass tries again each unit not kept that the kept set has grown since.
+* *backward*: where adding units does not reach the budget (the damage is spread thin: no unit alone recovers
+  much) but the reference does, the file starts from the reference instead and returns units to INT8, least KL
+  added alone per millisecond saved first, as many as the whole file's agreement allows (bisection on how many).
 
 AIMET and TensorRT Model Optimizer rank layers in simulation against a bit budget; here both sides are measured
 on the artifact that ships.
@@ -217,13 +220,24 @@ def measure_sensitivity(
     layers: list[str] | None = None,
     timing: ProfileConfig = TIMING,
     progress: Progress | None = None,
+    keep_in: Path | None = None,
 ) -> SensitivityStats:
     """Each unit the variant's method can keep in float (or those named in ``layers``) INT8 alone and in float
-    alone, through the variant's method and runtime (module docstring)."""
+    alone, through the variant's method and runtime (module docstring). With ``keep_in`` the measurement is kept
+    there and read back by a later call on the same float file, variant, data and settings."""
     tries, _notes = mixed_tries(variant)
-    builder = _Builder(tries[0][1], floats=floats, splits=splits, folder=folder, seed=seed, settings=settings,
-                       max_samples=max_samples)  # fmt: skip
-    return _sensitivity(builder, tries, layers=layers, rounds=rounds, timing=timing, progress=progress)
+    kept = _KeptSensitivity(keep_in, variant=variant, floats=floats, splits=splits,
+                            context=[settings.model_dump_json(), str(seed), str(max_samples), str(rounds),
+                                     json.dumps(layers), timing.model_dump_json()])  # fmt: skip
+    sensitivity = kept.load()
+    if sensitivity is None:
+        builder = _Builder(tries[0][1], floats=floats, splits=splits, folder=folder, seed=seed, settings=settings,
+                           max_samples=max_samples)  # fmt: skip
+        sensitivity = _sensitivity(builder, tries, layers=layers, rounds=rounds, timing=timing, progress=progress)
+        kept.save(sensitivity)
+    elif progress is not None:
+        progress.stage(f"sensitivity of {variant.name} measured before, from {kept.path}")
+    return sensitivity
 
 
 def _sensitivity(
@@ -308,7 +322,9 @@ def choose_float_layers(
     the cheapest useful layers come first; the set's own latency is what the report then measures. Where the budget
     is not met, a second pass (at most ``max_layers`` tries more) tries again each unit not kept that the set has
     grown since, then those the first did not reach: effects do not add, and a residual add helps only once its
-    neighbours are in float. Where the budget is still not met, the best file tried is kept and ``met`` is false.
+    neighbours are in float. Where the budget is still not met but the reference (every unit in float) meets it,
+    a backward pass returns units to INT8 from there (:func:`_back_to_int8`). Where it is still not met, the best
+    file tried is kept and ``met`` is false.
 
     The file is written as ``file_stem`` (else ``mixed-<layers>``) in ``folder``; its summary carries what was
     chosen, the steps and the sensitivity (``QuantizationStats.mixed_precision``)."""
@@ -362,21 +378,33 @@ def _choose(
                 artifact.remove()
             if best[0] >= agreement:
                 break
+    returned: list[str] = []
+    if best[0] < agreement and sensitivity.reference_agreement >= agreement:
+        if best_artifact is not None:
+            best_artifact.remove()
+        kept, returned, best, best_artifact = _back_to_int8(builder, sensitivity, agreement=agreement, steps=steps,
+                                                            progress=progress)  # fmt: skip
     if best_artifact is None:
         best_artifact = builder.build([], stem="mixed-0")
     summary = builder.summaries[Path(best_artifact.path)]
     if file_stem is not None:
         best_artifact = best_artifact.move_to(Path(folder) / f"{file_stem}{Path(best_artifact.path).suffix}")
-    modules = {layer.name: layer.label() for layer in sensitivity.layers}
+    modules = {name: unit.label() for name, unit in builder.units.items()}
     score, top1, _kl = best
     mixed = MixedPrecisionStats(
         agreement_interval=wilson_interval(round(score * len(builder.labels)), len(builder.labels)),
         agreement_budget=agreement, float_layers=kept, float_modules=[modules.get(name, name) for name in kept],
-        steps=steps, agreement=score, top1=top1, met=score >= agreement, method=variant.quantize.method,
-        notes=notes, sensitivity=sensitivity,
+        returned_modules=[modules.get(name, name) for name in returned], steps=steps, agreement=score, top1=top1,
+        met=score >= agreement, method=variant.quantize.method, notes=notes, sensitivity=sensitivity,
     )  # fmt: skip
+    chosen = (
+        f"every unit in float but {len(returned)} returned to INT8 ({', '.join(mixed.returned_modules) or 'none'}), "
+        f"{len(kept)} kept in float"
+        if steps and steps[-1].returned is not None
+        else f"{len(kept)} units kept in float ({', '.join(mixed.float_modules) or 'none'})"
+    )
     note = (
-        f"mixed precision: {len(kept)} units kept in float ({', '.join(mixed.float_modules) or 'none'}); holdout "
+        f"mixed precision: {chosen}; holdout "
         f"agreement with float {100 * sensitivity.int8_agreement:.2f}% all-INT8 -> {100 * score:.2f}% "
         f"(95% interval {100 * mixed.agreement_interval[0]:.1f}-{100 * mixed.agreement_interval[1]:.1f}% on "
         f"{len(builder.labels)} images; budget {100 * agreement:.2f}%{'' if mixed.met else ', NOT met'})"
@@ -385,6 +413,40 @@ def _choose(
         tried = ", ".join(f"{t.label} {100 * t.agreement:.2f}% (KL {t.kl:.4f})" for t in sensitivity.starts)
         note += f"; started from {sensitivity.start}, all-INT8 on holdout: {tried}"
     return best_artifact, summary.model_copy(update={"mixed_precision": mixed, "notes": [*summary.notes, note, *notes]})
+
+
+def _back_to_int8(
+    builder: _Builder, sensitivity: SensitivityStats, *, agreement: float, steps: list[MixedStep], progress: Progress
+) -> tuple[list[str], list[str], tuple[float, float, float], Artifact]:
+    """The backward pass, where adding units to the float set one at a time did not reach the budget but every unit
+    in float does: the units of :meth:`SensitivityStats.returnable` returned to INT8 from that file, as many as the
+    whole file's agreement allows, found by bisection on how many (each count built whole and scored: about
+    log2 of the units' count files). Returns the float set, the units returned, the score and the file."""
+    every = list(builder.units)
+    order = [layer.name for layer in sensitivity.returnable()]
+    low, high = 0, len(order)  # low: a count of units returned known to meet the budget (0: the reference)
+    best: tuple[tuple[float, float, float], Artifact] | None = None
+    while low < high or best is None:
+        count = (low + high + 1) // 2 if low < high else low
+        back = set(order[:count])
+        floats = [name for name in every if name not in back]
+        progress.stage(f"mixed precision, backward: every unit in float but {count} returned to INT8")
+        artifact = builder.build(floats, stem=f"mixed-back-{count}")
+        score, top1, kl, _compiled = builder.score(artifact)
+        met = score >= agreement
+        steps.append(MixedStep(returned=count, float_layers=len(floats), agreement=score, top1=top1, kl=kl,
+                               kept=met or count == low))  # fmt: skip
+        if met or count == low:  # the reference (count 0) is kept whatever its rebuild scores
+            if best is not None:
+                best[1].remove()
+            best = (score, top1, kl), artifact
+        else:
+            artifact.remove()
+        if count == low:
+            break
+        low, high = (count, high) if met else (low, count - 1)
+    score, artifact = best
+    return [name for name in every if name not in set(order[:low])], order[:low], score, artifact
 
 
 def build_mixed_variant(

@@ -315,7 +315,7 @@ class MixedPrecisionConfig(StrictModel):
         default=0.99, gt=0, le=1, description="top-1 agreement with the float file on the holdout split to reach"
     )
     max_layers: int = Field(
-        default=16, ge=1, description="units tried in float in each of the two passes of the greedy choice"
+        default=16, ge=1, description="units tried in float in each of the two forward passes of the choice"
     )
     holdout_samples: int | None = Field(
         default=500, ge=1, description="holdout images sensitivity and the choice are measured on (None: all)"

@@ -200,6 +200,55 @@ def test_a_resumed_run_reads_the_sensitivity_it_measured_and_measures_again_for_
         build("another device")
 
 
+def test_the_bench_keeps_a_measured_sensitivity_and_reads_it_back_for_the_same_settings_only(
+    splits, tmp_path, monkeypatch
+):
+    import edgeflow.mixed_precision as mixed_precision
+
+    floats = _floats(Tiny(), tmp_path)
+    variant = VariantSpec(name="ort", backend="onnxruntime", precision="int8", quantize={"subset_size": 16})
+    settings = load_device("cpu").runtime
+
+    def measure(samples: int):
+        return measure_sensitivity(variant, floats=floats, splits=splits, folder=tmp_path, settings=settings,
+                                   rounds=1, max_samples=samples, layers=[quantizable_layers(floats.onnx)[0].name],
+                                   keep_in=tmp_path / "kept")  # fmt: skip
+
+    first = measure(32)
+
+    def measured_again(*args, **kwargs):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(mixed_precision, "_sensitivity", measured_again)
+    assert measure(32) == first
+    with pytest.raises(AssertionError, match="measured again"):
+        measure(24)  # other holdout images: another measurement
+
+
+def test_units_return_to_int8_least_damage_per_millisecond_saved_first():
+    from edgeflow.compress.stats import LayerSensitivity, SensitivityStats
+
+    def unit(name: str, alone_kl: float, float_ms: float) -> LayerSensitivity:
+        return LayerSensitivity(name=name, module=name, op="Conv", weights=1, alone_agreement=1.0, alone_top1=1.0,
+                                alone_kl=alone_kl, float_ms=float_ms)  # fmt: skip
+
+    stats = SensitivityStats(
+        variant="v", backend="openvino", method="nncf-ptq", holdout_images=10, float_top1=1.0, int8_top1=1.0,
+        int8_agreement=0.9, int8_kl=0.05, reference_agreement=1.0, reference_kl=0.01, int8_ms=1.0, rounds=1,
+        seconds=0.0,
+        layers=[
+            unit("costly-damaging", 0.03, 1.10),  # 0.02 KL for 0.1 ms saved: 0.2 per ms
+            unit("free", 0.01, 1.001),  # its float costs nothing measurable: returning it saves nothing
+            unit("cheap-harmless", 0.011, 1.05),  # 0.001 KL for 0.05 ms: 0.02 per ms
+            unit("big-saving", 0.02, 1.20),  # 0.01 KL for 0.2 ms: 0.05 per ms
+            unit("below-reference", 0.005, 1.02),  # no damage at all: first
+        ],
+    )  # fmt: skip
+    assert [layer.name for layer in stats.returnable()] == [
+        "below-reference", "cheap-harmless", "big-saving", "costly-damaging", "free"
+    ]  # fmt: skip
+
+
 def test_only_methods_that_keep_layers_in_float_take_part():
     [(_label, auto)], notes = mixed_tries(
         VariantSpec(name="a", backend="openvino", precision="int8", quantize={"method": "auto"})
@@ -269,6 +318,23 @@ def test_sensitivity_is_measured_per_layer_and_the_float_set_checked_whole(split
         best = step.kl if step.kept else best
     assert failed.float_layers == [step.added for step in failed.steps if step.kept]
     assert np.all(np.diff([0, *(step.float_layers for step in failed.steps)]) >= 0)
+    # where adding units falls short (here: none may be tried) but every unit in float meets the budget, units go
+    # back to INT8 from that file, least KL per millisecond saved first, as many as the whole file allows
+    assert stats.reference_agreement > stats.int8_agreement, "INT8 must cost the tiny model something here"
+    back, summary = choose_float_layers(variant, stats, floats=floats, splits=splits, folder=tmp_path,
+                                        settings=device.runtime, agreement=stats.reference_agreement,
+                                        max_layers=0, max_samples=64)  # fmt: skip
+    backward = summary.mixed_precision
+    assert backward.met and back.path.exists() and all(step.returned is not None for step in backward.steps)
+    assert len(backward.steps) <= 3  # bisection over the 2 measured units: counts 1 and 2, or 1 then 0
+    returned = max(step.returned for step in backward.steps if step.kept)
+    for step in backward.steps:  # a count is kept where its whole file met the budget; more than the chosen did not
+        assert step.kept == (step.agreement >= stats.reference_agreement or step.returned == 0)
+        assert step.kept or step.returned > returned
+    order = [row.name for row in stats.returnable()][:returned]
+    assert backward.float_layers == [layer.name for layer in layers if layer.name not in order]
+    assert backward.returned_modules == [layer.module for layer in layers if layer.name in order]
+    assert f"but {returned} returned to INT8" in summary.notes[-2]
 
 
 def test_a_recipe_asks_for_mixed_precision_only_where_a_method_can_keep_layers_in_float():

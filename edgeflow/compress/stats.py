@@ -89,12 +89,27 @@ class SensitivityStats(BaseModel):
         useful = [layer for layer in self.layers if self.recovery(layer) > 0 or self.damage(layer) > 0]
         return sorted(useful, key=value, reverse=True)
 
+    def returnable(self) -> list[LayerSensitivity]:
+        """Units to return to INT8 from the reference (every unit in float): least KL added alone per millisecond
+        its float costs first; a unit whose float costs no more than timing noise (0.2% of the all-INT8 p50) comes
+        last, since returning it saves nothing, the largest saving first among equals."""
+        floor = 0.002 * self.int8_ms
+
+        def key(layer: LayerSensitivity) -> tuple[bool, float, float]:
+            saving = layer.float_ms - self.int8_ms if layer.float_ms is not None else 0.0
+            return saving <= floor, self.damage(layer) / max(saving, floor), -saving
+
+        return sorted(self.layers, key=key)
+
 
 class MixedStep(BaseModel):
-    """One layer tried in float with those kept so far: the whole file scored on holdout; kept if it lowered the
-    KL divergence to the float file."""
+    """One whole file built and scored on holdout. Forward (``added``): one unit tried in float with those kept so
+    far, kept if it lowered the KL divergence to the float file. Backward (``returned``): from every unit in float,
+    the first ``returned`` units of :meth:`SensitivityStats.returnable` back in INT8, kept if the file met the
+    agreement budget."""
 
-    added: str
+    added: str = ""
+    returned: int | None = None
     float_layers: int
     agreement: float
     top1: float
@@ -109,6 +124,7 @@ class MixedPrecisionStats(BaseModel):
     agreement_budget: float
     float_layers: list[str]  # the units kept in float, by name (float ONNX node names; a gate by its multiply)
     float_modules: list[str] = []  # how the report names them: the torch module, a gate's marked (gate)
+    returned_modules: list[str] = []  # the backward pass: units returned to INT8 from every unit in float
     steps: list[MixedStep]
     agreement: float  # holdout top-1 agreement with the float file, whole
     agreement_interval: tuple[float, float] | None = None  # its 95% Wilson interval on the holdout images
