@@ -109,6 +109,24 @@ def quantizable_layers(onnx: Artifact, *, kinds: tuple[UnitKind, ...] = ("layer"
     return units
 
 
+def _tflite_adds(tflite: Path) -> list[str]:
+    """The scopes of a ``.tflite``'s residual adds, in execution order: each ``ADD`` whose two inputs are computed
+    by other operators (not constants, not the graph's input), outside any squeeze-and-excitation gate."""
+    from edgeflow.backends.litert import tflite_operators
+    from edgeflow.compress.squeeze_excitation import find_gates
+
+    operators = tflite_operators(tflite)
+    computed = {detail["name"] for _kind, _inputs, outputs in operators for detail in outputs if detail}
+    in_gate = {scope for gate in find_gates(tflite) for scope in gate}
+    adds = []
+    for kind, inputs, outputs in operators:
+        scope = "".join(f"{detail['name']};" for detail in outputs if detail and detail["name"])
+        present = [detail for detail in inputs if detail is not None]
+        if kind == "ADD" and len(present) == 2 and all(d["name"] in computed for d in present) and scope not in in_gate:
+            adds.append(scope)
+    return adds
+
+
 def _onnx_signatures(graph) -> list[tuple[str, tuple]]:
     """(node name, weight signature) of each weighted layer of a float ONNX's graph, in graph order."""
     from onnx import numpy_helper
@@ -142,11 +160,12 @@ def tflite_scopes(float_layers: list[str], *, onnx: Artifact, tflite: Path) -> l
     ``.tflite`` units that ``float_layers`` (float ONNX node names) became: the n-th layer with a weight shape in
     the ONNX is the n-th with that shape in the ``.tflite``; a node of the n-th squeeze-and-excitation gate of the
     ONNX stands for every operator of the n-th gate of the ``.tflite`` (the converter rewrites a gate's operators,
-    so they are found by structure: :func:`edgeflow.compress.squeeze_excitation.find_gates`).
+    so they are found by structure: :func:`edgeflow.compress.squeeze_excitation.find_gates`); the n-th residual add
+    of the ONNX is the n-th ``ADD`` of two computed tensors outside the gates of the ``.tflite``.
 
     Raises:
-        ConfigError: a name that is no weighted layer or gate node of the ONNX, or one with no counterpart in the
-            ``.tflite``.
+        ConfigError: a name that is no weighted layer, gate node or residual add of the ONNX, or one with no
+            counterpart in the ``.tflite``.
     """
     from edgeflow.backends.litert import tflite_operators
     from edgeflow.backends.onnx_file import load_onnx
@@ -169,6 +188,14 @@ def tflite_scopes(float_layers: list[str], *, onnx: Artifact, tflite: Path) -> l
         raise ConfigError(
             f"quantize.float_layers: {Path(tflite).name} has {len(tflite_gates)} squeeze-and-excitation gates where "
             f"the float ONNX has {len(onnx_gates)} (the converter dropped the pool of some), so they cannot be named"
+        )
+    onnx_adds = [unit.name for unit in quantizable_layers(onnx, kinds=("gate", "add")) if unit.kind == "add"]
+    add_of = {name: index for index, name in enumerate(onnx_adds)}
+    tflite_adds = _tflite_adds(tflite) if any(layer in add_of for layer in float_layers) else []
+    if tflite_adds and len(tflite_adds) != len(onnx_adds):
+        raise ConfigError(
+            f"quantize.float_layers: {Path(tflite).name} has {len(tflite_adds)} residual adds where the float ONNX "
+            f"has {len(onnx_adds)}, so they cannot be named"
         )
     onnx_layers = _onnx_signatures(model.graph)
     onnx_keys = keyed(onnx_layers)
@@ -199,9 +226,14 @@ def tflite_scopes(float_layers: list[str], *, onnx: Artifact, tflite: Path) -> l
         if layer in gate_of:
             scopes.extend(tflite_gates[gate_of[layer]])
             continue
+        if layer in add_of:
+            scopes.append(tflite_adds[add_of[layer]])
+            continue
         if layer not in onnx_keys:
-            raise ConfigError(f"quantize.float_layers: {layer!r} is not a layer of the model that LiteRT can name "
-                              "(its weighted layers, by weight shape; its gates, by order)")  # fmt: skip
+            raise ConfigError(
+                f"quantize.float_layers: {layer!r} is not a layer of the model that LiteRT can name "
+                "(its weighted layers, by weight shape; its gates and residual adds, by order)"
+            )
         if onnx_keys[layer] not in by_key:
             raise ConfigError(f"quantize.float_layers: {layer!r} has no counterpart in {Path(tflite).name}")
         scopes.append(by_key[onnx_keys[layer]])

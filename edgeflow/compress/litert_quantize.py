@@ -256,7 +256,7 @@ class LiteRTStatic(QuantizationMethod):
     """LiteRT's quantizer, ai-edge-quantizer's static int8 recipe, on the float ``.tflite``."""
 
     name = "litert-static"
-    float_units = ("layer", "gate")
+    float_units = ("layer", "gate", "add")
     backends = ("litert",)
     config = LiteRTStaticConfig
 
