@@ -182,6 +182,17 @@ class ParityStats(BaseModel):
     outputs: str = "logits"  # what was compared: "logits", or "probabilities" when the outputs are a softmax
 
 
+class HostBuildStats(BaseModel):
+    """The same artifact scored on the same test images by this host's build of the runtime, beside the
+    device's: a device's build (an ARM one: its int8 kernels are not x86's) can round differently."""
+
+    runtime: str  # this host's runtime and version, and its machine
+    top1: float  # on this host
+    device_top1: float  # on the device (the report's figure)
+    agreement: float  # top-1 agreement between the device's and this host's outputs
+    images: int
+
+
 def wilson_interval(successes: int, count: int, *, z: float = 1.96) -> tuple[float, float]:
     """The Wilson score interval of a proportion (95% by default): where a top-1 or an agreement measured on
     ``count`` images may truly lie. On a few hundred images it is wide: 338 of 341 (99.12%) is 97.4% to 99.7%."""

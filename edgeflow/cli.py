@@ -159,10 +159,10 @@ def optimize(
             variant.backend,
             f"{variant.precision}/{variant.execution_precision}",
             f"{100 * variant.accuracy.top1:.2f}",
-            f"{variant.p50():.3f}" + ("" if variant.measured else " (est.)"),
+            f"{variant.p50():.3f}" + ("" if variant.measured else f" ({variant.latency_kind})"),
             "n/a" if variant.latency_ms is None else f"{variant.latency_ms.p90:.3f}",
             f"{variant.size_bytes / 2**20:.2f}",
-            "measured" if variant.measured else "estimated",
+            variant.latency_kind,
         )
     console.print(table)
     console.print(f"* recommended. Report: {out / 'report.html'} (also report.md, report.json)")
@@ -322,7 +322,8 @@ def profile(
         f"{result.runtime_settings.get('threads')} threads): "
         f"p50 {latency.p50:.3f} ms, p90 {latency.p90:.3f}, p99 {latency.p99:.3f}, mean {latency.mean:.3f}, "
         f"min {latency.min:.3f}, max {latency.max:.3f}, std {_ms(latency.std)}; cold {_ms(latency.cold)} ms; "
-        f"{latency.throughput_fps:.1f} FPS over {latency.iterations} runs (measured)",
+        f"{latency.throughput_fps:.1f} FPS over {latency.iterations} runs ({result.latency_kind}"
+        + (": an emulator of the device, neither its latency nor a prediction)" if result.emulated else ")"),
         highlight=False,
     )
     memory = (

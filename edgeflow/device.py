@@ -98,6 +98,12 @@ class DeviceSpec(StrictModel):
     peak: PeakSpec | None = None
     recipe: str | None = Field(default=None, description="the recipe `optimize` uses when none is given")
     runtime: RuntimeSettings = RuntimeSettings()
+    emulated: bool = Field(
+        default=False,
+        description="an emulator runs the device's userland (qemu-user: an ARM root on this host): its runtimes "
+        "compute accuracy as the device's builds do, but its timings are emulated, neither the device's nor a "
+        "prediction, and never used for a budget, a recommendation or a regression",
+    )
 
     @model_validator(mode="after")
     def _transport_details(self) -> DeviceSpec:

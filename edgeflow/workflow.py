@@ -278,14 +278,21 @@ def _after_training(run: _Run, *, training: TrainStats | None, notes: list[str],
 
 
 def _latency_notes(records: list[VariantRecord], device: DeviceSpec) -> list[str]:
-    estimated = [record for record in records if not record.measured]
-    if not estimated:
-        return []
-    reasons = sorted({record.latency_source for record in estimated})
-    return [
-        f"{len(estimated)} of {len(records)} latencies are estimated, not measured on {device.name}: "
-        + "; ".join(reasons)
-    ]
+    notes = []
+    estimated = [record for record in records if record.latency_kind == "estimated"]
+    if estimated:
+        reasons = sorted({record.latency_source for record in estimated})
+        notes.append(f"{len(estimated)} of {len(records)} latencies are estimated, not measured on {device.name}: "
+                     + "; ".join(reasons))  # fmt: skip
+    emulated = [record for record in records if record.emulated]
+    if emulated:
+        notes.append(
+            f"{len(emulated)} of {len(records)} latencies are emulated: {device.name} is an emulator on this host, so "
+            "they are neither the device's nor a prediction; no speed-up is computed from them and they choose "
+            "nothing (the recommendation is by accuracy alone, its latency unknown); its accuracy is what the "
+            "device's own runtime builds computed"
+        )
+    return notes
 
 
 def _write_bundle(run: _Run, records: list[VariantRecord], *, artifacts: dict[str, Artifact]):
@@ -467,10 +474,17 @@ def _mark_baseline_and_recommendation(records: list[VariantRecord], *, max_drop:
         return
     first = records[0]
     for record in records:
-        if record.measured == first.measured:  # a measured and an estimated figure are never divided
+        # a measured and an estimated figure are never divided, nor emulated ones (an emulator's ratios are its own)
+        if record.latency_kind == first.latency_kind != "emulated":
             record.speedup_vs_baseline = round(first.p50() / record.p50(), 3)
     deployable = [record for record in records if get_backend(record.backend).ships] or records
     floats = [record for record in deployable if record.precision == "fp32"] or deployable
     floor = max(record.holdout_top1 for record in floats) - max_drop
     eligible = [record for record in deployable if record.holdout_top1 >= floor - 1e-9] or floats
-    min(eligible, key=lambda record: (not record.measured, record.p50())).recommended = True
+
+    def choice(record: VariantRecord) -> tuple:  # measured first, then estimated; an emulated latency never counts
+        if record.emulated:
+            return (2, -record.holdout_top1, 0.0)
+        return (0 if record.measured else 1, 0.0, record.p50())
+
+    min(eligible, key=choice).recommended = True

@@ -186,6 +186,20 @@ def loopback_ssh(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def arm_ssh(tmp_path_factory: pytest.TempPathFactory):
+    """An emulated aarch64 Debian with its own sshd on 127.0.0.1 (tests/arm_device.py: built once and cached, about
+    4 minutes from nothing); skipped, with the reason, where root, qemu-user-static or debootstrap is missing."""
+    import arm_device
+
+    reason = arm_device.missing()
+    if reason:
+        pytest.skip(reason)
+    server = arm_device.start(tmp_path_factory.mktemp("arm-sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def two_nights(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Two real nights of tiny cells on this CPU (the second with one thread), and a checkpoint that fails."""
     from nightly_recipe import nightly_recipe

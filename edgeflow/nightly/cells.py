@@ -115,6 +115,7 @@ def run_cell(spec: NightlySpec, job: CellJob, *, folder: Path, progress: Progres
             "latency_source": variant.latency_source,
             "execution_precision": variant.execution_precision,
             "noisy": bool(variant.latency_ms is not None and variant.latency_ms.noisy),
+            "emulated": variant.emulated,
             "slowest_layers": _slowest_layers(artifact, device=device, backend=backend, spec=spec)
             if variant.measured
             else [],

@@ -93,6 +93,11 @@ class CellRecord:
         return (self.model, self.device, self.precision, self.backend)
 
     @property
+    def emulated(self) -> bool:
+        """Its latency was timed under an emulator of the device (``detail["emulated"]``): never compared."""
+        return bool(self.detail.get("emulated"))
+
+    @property
     def noisy(self) -> bool:
         """Its latency was timed while other processes kept the device busy (``detail["noisy"]``)."""
         return bool(self.detail.get("noisy"))

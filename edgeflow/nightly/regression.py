@@ -79,7 +79,8 @@ def _latency(cell: CellRecord, past: list[tuple[RunRecord, CellRecord]], config:
     if not cell.measured or not len(timing_units(cell)) or not timed:
         return Finding(
             key=cell.key, kind="latency", flagged=False, changes=changes,
-            message="not compared: estimated latencies are not tracked for regressions"
+            message="not compared: emulated latencies (an emulator of the device) are not tracked for regressions"
+            if cell.emulated else "not compared: estimated latencies are not tracked for regressions"
             if not cell.measured else "not compared: no earlier night has a measured latency on a quiet device",
         )  # fmt: skip
     units = timing_units(cell)

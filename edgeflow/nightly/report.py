@@ -36,6 +36,7 @@ class NightCellRecord(BaseModel):
     round_p50_ms: list[float]  # p50 of each round when the night's cells were timed in turn
     timing: str | None  # how p50_ms was timed
     noisy: bool = False  # timed while other processes kept the device busy (after the retries): kept, and said
+    emulated: bool = False  # p50_ms was timed under an emulator of the device: neither measured nor estimated
     top1: float | None
     test_images: int | None
     size_bytes: int | None
@@ -58,6 +59,7 @@ class NightCellRecord(BaseModel):
             estimate_ms=detail.get("estimate_ms"), estimate_method=detail.get("estimate_method"),
             latency_source=detail.get("latency_source"), samples=0 if cell.samples is None else len(cell.samples),
             round_p50_ms=detail.get("round_p50_ms", []), timing=detail.get("timing"), noisy=cell.noisy,
+            emulated=cell.emulated,
             top1=cell.top1, test_images=cell.test_images, size_bytes=cell.size_bytes,
             runtime_version=cell.runtime_version, model_hash=cell.model_hash, artifact_hash=cell.artifact_hash,
             slowest_layers=detail.get("slowest_layers", []), report=detail.get("report"), seconds=seconds,

@@ -101,6 +101,17 @@ class MeasuredStats(BaseModel):
 
     latency_ms: LatencyStats | None = Field(description="timed on the device's runtime; None when estimated")
     measured: bool = Field(description="true when the latency was timed on the device's runtime")
+    emulated: bool = Field(
+        default=False,
+        description="timed on the device's runtime under an emulator (qemu-user): neither the device's latency "
+        "nor a prediction; ``measured`` is then false",
+    )
     execution_precision: str  # what the runtime actually executed float layers in (f32, bf16, ...)
     params: int
     macs: int
+
+    @property
+    def latency_kind(self) -> str:
+        """How the latency was had, as every report and JSON says it: ``measured`` (timed on the device's runtime),
+        ``emulated`` (timed under an emulator of the device) or ``estimated`` (predicted)."""
+        return "emulated" if self.emulated else "measured" if self.measured else "estimated"

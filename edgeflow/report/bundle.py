@@ -130,7 +130,7 @@ def write_bundle(
 def _runtime_version(record: VariantRecord) -> str:
     """The runtime's version as run on the device, or, where the latency was estimated, the version of this
     host's runtime that computed the accuracy (said so)."""
-    if record.measured:
+    if record.measured or record.emulated:  # it ran on the device's runtime (an emulated device's build)
         return record.runtime_version
     from edgeflow.errors import EdgeflowError
 
@@ -181,7 +181,8 @@ def _input(model_file: Path, artifact: Artifact, splits: DataSplits) -> dict:
 
 
 def _metrics(record: VariantRecord, device: DeviceSpec) -> dict:
-    latency: dict = {"measured": record.measured, "device": device.name, "how": record.latency_source}
+    latency: dict = {"measured": record.measured, "kind": record.latency_kind, "device": device.name,
+                     "how": record.latency_source}  # fmt: skip
     if record.latency_ms is not None:
         latency.update(p50_ms=record.latency_ms.p50, p90_ms=record.latency_ms.p90, p99_ms=record.latency_ms.p99)
     elif record.estimate is not None:

@@ -22,7 +22,7 @@ def plot_accuracy_latency(report: Report, *, path: Path) -> None:
             style.update(facecolors="none", edgecolors=f"C{index % 10}")
         label = f"{variant.name} ({variant.precision}/{variant.execution_precision})"
         if not variant.measured:
-            label += ", estimated"
+            label += f", {variant.latency_kind}"
         axes.scatter(variant.p50(), 100 * variant.accuracy.top1, label=label, **style)
     latencies = [variant.p50() for variant in report.variants]
     if latencies and max(latencies) > 4 * min(latencies):

@@ -114,14 +114,11 @@ def _filters() -> dict:
     def millions(value: int) -> str:
         return f"{value / 1e6:.2f}M"
 
-    def kind(measured: bool) -> str:
-        return "measured" if measured else "estimated"
-
     def timing(variant) -> str:
-        """How the latency was had: estimated, measured, or measured while the device was busy (noisy)."""
+        """How the latency was had: estimated, emulated, measured, or measured while the device was busy (noisy)."""
         latency = variant.latency_ms
         if latency is None or not variant.measured:
-            return kind(variant.measured)
+            return variant.latency_kind
         if latency.noisy:
             share = latency.state.others_cpu_share
             return f"measured, noisy (other processes took {100 * share:.0f}% of the CPU)"
@@ -131,13 +128,13 @@ def _filters() -> dict:
         """A measured statistic, or for an estimated variant its estimate (p50 column only), marked so."""
         if variant.latency_ms is not None:
             value = getattr(variant.latency_ms, field)
-            return "n/a" if value is None else ms(value)
+            return "n/a" if value is None else ms(value) + (" (emulated)" if variant.emulated else "")
         if field == "p50" and variant.estimate is not None:
             return f"~{variant.estimate.ms:.3f} (estimated, {variant.estimate.method})"
         return "n/a"
 
     return {
-        "pct": pct, "ms": ms, "mib": mib, "millions": millions, "kind": kind, "timing": timing, "latency": latency,
+        "pct": pct, "ms": ms, "mib": mib, "millions": millions, "timing": timing, "latency": latency,
         "signed": signed, "md": markdown_cell, "settings_text": settings_text, "settings_lines": settings_lines,
     }  # fmt: skip
 

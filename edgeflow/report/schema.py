@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from edgeflow.accuracy import AccuracyStats, ParityStats
+from edgeflow.accuracy import AccuracyStats, HostBuildStats, ParityStats
 from edgeflow.compress.stats import QuantizationStats
 from edgeflow.latency import LatencyEstimate
 from edgeflow.profiling.memory import MemoryStats
@@ -58,6 +58,7 @@ class VariantRecord(MeasuredStats):
     quantization: QuantizationStats | None = None
     speedup_vs_baseline: float | None = None  # p50 of the first variant / this p50 (both measured or both estimated)
     recommended: bool = False
+    host_build: HostBuildStats | None = None  # the device computed the accuracy: the same file on this host
 
     @classmethod
     def from_measurement(
@@ -84,6 +85,8 @@ class VariantRecord(MeasuredStats):
             latency_ms=measured.latency_ms,
             estimate=measured.estimate,
             measured=measured.measured,
+            emulated=measured.emulated,
+            host_build=measured.host_build,
             latency_source=measured.why,
             memory=measured.memory,
             size_bytes=measured.size_bytes,

@@ -18,13 +18,14 @@ Which way is decided by :func:`timing_plan` from the descriptor alone, before an
 
 from __future__ import annotations
 
+import platform
 import shutil
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from edgeflow.accuracy import AccuracyStats, accuracy_from_logits, collect_logits, image_batches
+from edgeflow.accuracy import AccuracyStats, HostBuildStats, accuracy_from_logits, collect_logits, image_batches
 from edgeflow.artifact import Artifact
 from edgeflow.backends import get_backend, host_runtime
 from edgeflow.backends.base import RuntimeSettings
@@ -59,10 +60,12 @@ class DeviceStats:
     size_bytes: int
     params: int
     macs: int
+    emulated: bool = False  # timed under an emulator of the device (DeviceSpec.emulated): not measured
+    host_build: HostBuildStats | None = None  # where the device computed the logits: the same file on this host
 
     @property
     def measured(self) -> bool:
-        return self.timing is not None
+        return self.timing is not None and not self.emulated
 
     @property
     def latency_ms(self) -> LatencyStats | None:
@@ -102,7 +105,8 @@ def timing_plan(device: DeviceSpec, backend: str) -> tuple[Plan, str]:
             )
         if timer is None:
             return "estimate", f"nothing here times {backend} on a device over SSH: latency estimated"
-        return timer, f"{get_target(timer).label} on {device.ssh.host}"
+        emulated = ", emulated (an emulator of the device: neither its latency nor a prediction)"
+        return timer, f"{get_target(timer).label} on {device.ssh.host}" + (emulated if device.emulated else "")
     if shutil.which("adb") is None:
         return "estimate", "adb is not installed here, so no phone is attached: latency estimated"
     from edgeflow.targets.adb import AdbTransport
@@ -177,16 +181,46 @@ def run_on_device(
             timing = time_remotely(
                 artifact, plan=plan, device=device, backend=backend, precision=precision, profile=profile
             )
+    host_build = None
     if not remote_logits:  # the compiled model here computes them (else the device did, above)
         (logits, labels), (held_logits, held_labels) = (
             collect_logits(compiled, split, max_samples=max_samples) for split in (test, holdout)
         )
+    else:
+        host_build = _on_this_host(artifact, backend=backend, settings=settings, test=test, max_samples=max_samples,
+                                   device_logits=logits, labels=labels)  # fmt: skip
     cost = artifact_cost(cost_graph or artifact)  # after the timing: its graph reading stays out of the memory peaks
     return DeviceStats(
         plan=plan, why=why, timing=timing, estimate=estimate, precision=precision,
         test=accuracy_from_logits(logits, labels, split="test", runtime=runtime), test_logits=logits,
         holdout=accuracy_from_logits(held_logits, held_labels, split="holdout", runtime=runtime),
         size_bytes=artifact.size_bytes, params=cost.params, macs=cost.macs,
+        emulated=device.emulated and timing is not None, host_build=host_build,
+    )  # fmt: skip
+
+
+def _on_this_host(
+    artifact: Artifact,
+    *,
+    backend: str,
+    settings: RuntimeSettings,
+    test: ImageDataset,
+    max_samples: int | None,
+    device_logits: np.ndarray,
+    labels: np.ndarray,
+) -> HostBuildStats | None:
+    """The artifact scored on the test images by this host's build of the device's runtime (None where this host
+    lacks it): the same settings the device ran, so what differs is the build."""
+    runtime = get_backend(backend)
+    if runtime.unavailable() is not None:
+        return None
+    compiled = runtime.compile(artifact, settings=settings)
+    logits, host_labels = collect_logits(compiled, test, max_samples=max_samples)
+    assert np.array_equal(host_labels, labels), "the device and this host scored the same images"
+    return HostBuildStats(
+        runtime=f"{backend} {runtime.version()} on this host ({platform.machine()})",
+        top1=float(np.mean(logits.argmax(1) == labels)), device_top1=float(np.mean(device_logits.argmax(1) == labels)),
+        agreement=float(np.mean(logits.argmax(1) == device_logits.argmax(1))), images=len(labels),
     )  # fmt: skip
 
 
