@@ -167,11 +167,14 @@ def _chroot(root: Path, argv: list[str]) -> subprocess.CompletedProcess:
     return result
 
 
-_MOUNTS = [("proc", ["-t", "proc", "proc"]), ("sys", ["--bind", "/sys"]), ("dev", ["--bind", "/dev"])]
+#: /proc and /dev, not /sys: this host's /sys describes x86 cores, and cpuinfo (in ONNX Runtime and XNNPACK) read
+#: beside qemu's /proc crashes on it (ONNX Runtime 1.32's import segfaults); without /sys cpuinfo says it failed and
+#: the kernels pick their instructions from the hardware capabilities qemu reports (getauxval)
+_MOUNTS = [("proc", ["-t", "proc", "proc"]), ("dev", ["--bind", "/dev"])]
 
 
 class _mounted:
-    """/proc, /sys and /dev inside the root (cpuinfo and the runtimes read them), unmounted on exit."""
+    """/proc and /dev inside the root (the runtimes read them), unmounted on exit."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -188,7 +191,7 @@ class _mounted:
 
 
 def _unmount_all(root: Path) -> None:
-    for name, _source in reversed(_MOUNTS):
+    for name in ("dev", "sys", "proc"):
         target = root / name
         if os.path.ismount(target):
             subprocess.run(["umount", "-l", str(target)], check=False, capture_output=True)
