@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from edgeflow.artifact import Artifact
 from edgeflow.backends.base import Compiled, RuntimeSettings
-from edgeflow.data import ImageDataset
+from edgeflow.data import ImageDataset, spread_indices
 from edgeflow.errors import ShapeError
 
 
@@ -37,7 +37,8 @@ class AccuracyStats(BaseModel):
 def collect_logits(
     compiled: Compiled, dataset: ImageDataset, *, max_samples: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Run every image (or the first ``max_samples``) through ``compiled``; logits and labels."""
+    """Run every image (or ``max_samples`` of them, each class's share: :func:`edgeflow.data.spread_indices`)
+    through ``compiled``; logits and labels."""
     count = len(dataset) if max_samples is None else min(max_samples, len(dataset))
     if count == 0:
         raise ShapeError("the evaluation split is empty")
@@ -59,10 +60,11 @@ def collect_logits(
 def image_batches(
     dataset: ImageDataset, *, max_samples: int | None = None, batch_size: int = 64
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """The first ``max_samples`` images (all by default) as float32 arrays in batches, with their labels."""
-    count = len(dataset) if max_samples is None else min(max_samples, len(dataset))
-    for start in range(0, count, batch_size):
-        items = [dataset[index] for index in range(start, min(start + batch_size, count))]
+    """``max_samples`` images (all by default; a subset keeps each class's share: a folder's split is sorted by
+    class) as float32 arrays in batches, with their labels."""
+    chosen = spread_indices(dataset, max_samples)
+    for start in range(0, len(chosen), batch_size):
+        items = [dataset[index] for index in chosen[start : start + batch_size]]
         images = np.stack([image.numpy() for image, _ in items]).astype(np.float32, copy=False)
         yield images, np.asarray([int(label) for _, label in items])
 

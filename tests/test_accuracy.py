@@ -50,3 +50,22 @@ def test_the_wilson_interval_of_an_agreement_is_wide_on_a_few_hundred_images() -
     assert high - low < 0.007
     with pytest.raises(ValueError, match="at least one image"):
         wilson_interval(0, 0)
+
+
+def test_a_subset_of_a_class_sorted_split_keeps_every_class_share():
+    """A folder's split is sorted by class: its first 30 images would be three classes. ``max_samples`` takes
+    each class's share instead, in the set's order, the same images every time."""
+
+    from edgeflow.accuracy import image_batches
+    from edgeflow.data import ImageDataset, spread_indices
+
+    labels = torch.arange(10).repeat_interleave(torch.tensor([12, 12, 12, 12, 12, 12, 12, 12, 12, 22]))
+    images = torch.arange(len(labels), dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 3, 4, 4).contiguous()
+    data = ImageDataset(images, labels, resolution=4, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    chosen = spread_indices(data, 30)
+    assert len(chosen) == 30 and chosen == sorted(chosen) and spread_indices(data, 30) == chosen
+    counts = np.bincount(labels[chosen].numpy(), minlength=10)
+    assert counts.min() >= 2 and counts[9] >= 4  # every class, the larger one about in proportion
+    assert spread_indices(data, None) == spread_indices(data, 500) == list(range(len(labels)))
+    seen = np.concatenate([batch_labels for _images, batch_labels in image_batches(data, max_samples=30)])
+    assert np.array_equal(seen, labels[chosen].numpy())

@@ -356,6 +356,33 @@ def calibration_subset(dataset: ImageDataset, *, size: int, seed: int = 0) -> Su
     return Subset(dataset, sorted(order.tolist()))
 
 
+def spread_indices(dataset: Dataset, size: int | None) -> list[int]:
+    """The indices of ``size`` items of ``dataset`` that keep its classes' shares, in the set's order: each class's
+    items in their own order, interleaved by their position within the class. A folder's split is sorted by
+    class, so its first 300 images are two or three classes (Imagenette's holdout: 144, 143, 13 of 10 classes);
+    a budget, a screening or an accuracy on them would be about those classes alone. Every index where ``size``
+    is None or covers the set."""
+    count = len(dataset)
+    if size is None or size >= count:
+        return list(range(count))
+    labels = _labels(dataset)
+    rank = np.empty(count)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        rank[members] = (np.arange(len(members)) + 0.5) / len(members)
+    return sorted(np.lexsort((np.arange(count), rank))[:size].tolist())
+
+
+def _labels(dataset: Dataset) -> np.ndarray:
+    """The class index of every item (a Subset's through its parent, without loading images where it can)."""
+    if isinstance(dataset, Subset):
+        return _labels(dataset.dataset)[np.asarray(dataset.indices, dtype=np.int64)]
+    labels = getattr(dataset, "labels", None)
+    if labels is not None:
+        return np.asarray(labels, dtype=np.int64)
+    return np.asarray([int(dataset[index][1]) for index in range(len(dataset))], dtype=np.int64)
+
+
 def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
     """A single-process DataLoader whose shuffling order depends only on ``seed``."""
     generator = torch.Generator().manual_seed(seed) if shuffle else None

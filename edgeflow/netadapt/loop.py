@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from edgeflow.data import DataSplits
+from edgeflow.data import DataSplits, spread_indices
 from edgeflow.latency.steps import measure_channel_step
 from edgeflow.latency.table import LookupTable, cache_folder
 from edgeflow.latency.timer import Timer
@@ -91,7 +91,8 @@ class Search:
         self.example = torch.zeros(self.input_shape)
         holdout = self.splits.holdout
         count = self.config.holdout_samples
-        self.holdout = Subset(holdout, range(min(count, len(holdout)))) if count else holdout
+        # each class's share, not the first ``count`` of a class-sorted folder
+        self.holdout = Subset(holdout, spread_indices(holdout, count)) if count else holdout
         self._current: nn.Module | None = None
         self._reference = None  # the starting model compiled for the device, timed beside candidates
         cost = self.oracle.cost  # a resumed search goes on counting from what the checkpoint holds
