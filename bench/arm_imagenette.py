@@ -1,6 +1,7 @@
 """The Imagenette mobilenet_v3_large on an ARM userland: FP32 and INT8 through ONNX Runtime and LiteRT, scored
-on each class's share of the test split (--samples) by the aarch64 builds (the emulated Debian of tests/arm_device.py, reached over SSH by
-the agent) and by this host's x86 builds of the same files, with the top-1 agreement between the two.
+on each class's share of the test split (--samples) by the aarch64 builds (the emulated Debian of
+tests/arm_device.py, reached over SSH by the agent) and by this host's x86 builds of the same files, with the
+top-1 agreement between the two.
 
     .venv/bin/python bench/arm_imagenette.py [--report reports/arm-device-imagenette-cpu.md]
 
