@@ -199,6 +199,8 @@ ADDED_SINCE_THE_LAYOUT_MOVE = [
     # issue 31: layers kept in float, mixed precision from measured sensitivity
     "/recipe/variants/[]/mixed_precision", "/recipe/variants/[]/quantize/float_layers",
     "/variants/[]/quantization/mixed_precision",
+    # issue 32: a device emulated on this host (its timings labelled emulated), the device's build beside this host's
+    "/device/emulated", "/variants/[]/emulated", "/variants/[]/host_build",
 ]  # fmt: skip
 
 
