@@ -371,13 +371,13 @@ def test_where_adding_units_falls_short_units_go_back_to_int8_from_every_unit_in
     # then from every unit in float, by bisection on how many go back in returnable()'s order: only the
     # convolution can (either OutlierNet layer in INT8 collapses it). It comes first where its float measurably
     # costs time; where it does not (a tiny net's timings are within noise), returning it saves nothing, it comes
-    # last, and every unit stays in float
+    # after a layer that does, every count then breaks the file, and every unit stays in float
     if stats.returnable()[0].name == clean:
         assert mixed.float_layers == [scores, readout] and mixed.returned_modules == ["clean"]
         assert [(step.returned, step.kept) for step in backward] == [(2, False), (1, True)]
         assert "but 1 returned to INT8 (clean)" in summary.notes[-1]
     else:
-        assert stats.returnable()[-1].name == clean
+        assert stats.returnable()[0].name in (scores, readout)
         assert mixed.float_layers == [clean, scores, readout] and mixed.returned_modules == []
         assert [(step.returned, step.kept) for step in backward] == [(2, False), (1, False), (0, True)]
 
