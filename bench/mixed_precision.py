@@ -162,8 +162,7 @@ def run_runtime(runtime, *, floats, splits, device, folder, args, gates, progres
         for name in files
     }
     rows["mixed"]["float_layers"] = mixed.float_modules
-    backward = bool(mixed.steps) and mixed.steps[-1].returned is not None
-    rows["mixed"]["returned"] = mixed.returned_modules if backward else None
+    rows["mixed"]["returned"] = mixed.returned_modules if mixed.backward else None
     return rows, sensitivity
 
 

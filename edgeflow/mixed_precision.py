@@ -400,7 +400,7 @@ def _choose(
     chosen = (
         f"every unit in float but {len(returned)} returned to INT8 ({', '.join(mixed.returned_modules) or 'none'}), "
         f"{len(kept)} kept in float"
-        if steps and steps[-1].returned is not None
+        if mixed.backward
         else f"{len(kept)} units kept in float ({', '.join(mixed.float_modules) or 'none'})"
     )
     note = (
@@ -424,10 +424,9 @@ def _back_to_int8(
     log2 of the units' count files). Returns the float set, the units returned, the score and the file."""
     every = list(builder.units)
     order = [layer.name for layer in sensitivity.returnable()]
-    low, high = 0, len(order)  # low: a count of units returned known to meet the budget (0: the reference)
-    best: tuple[tuple[float, float, float], Artifact] | None = None
-    while low < high or best is None:
-        count = (low + high + 1) // 2 if low < high else low
+
+    def attempt(count: int, *, keep_anyway: bool = False) -> tuple[bool, tuple[float, float, float], Artifact]:
+        """The file with the first ``count`` units of ``order`` returned to INT8, built, scored and recorded."""
         back = set(order[:count])
         floats = [name for name in every if name not in back]
         progress.stage(f"mixed precision, backward: every unit in float but {count} returned to INT8")
@@ -435,16 +434,24 @@ def _back_to_int8(
         score, top1, kl, _compiled = builder.score(artifact)
         met = score >= agreement
         steps.append(MixedStep(returned=count, float_layers=len(floats), agreement=score, top1=top1, kl=kl,
-                               kept=met or count == low))  # fmt: skip
-        if met or count == low:  # the reference (count 0) is kept whatever its rebuild scores
+                               kept=met or keep_anyway))  # fmt: skip
+        return met, (score, top1, kl), artifact
+
+    low, high = 0, len(order)  # low: a count of units returned known to meet the budget (0: the reference)
+    best: tuple[tuple[float, float, float], Artifact] | None = None
+    while low < high:
+        count = (low + high + 1) // 2
+        met, score, artifact = attempt(count)
+        if met:
             if best is not None:
                 best[1].remove()
-            best = (score, top1, kl), artifact
+            best, low = (score, artifact), count
         else:
             artifact.remove()
-        if count == low:
-            break
-        low, high = (count, high) if met else (low, count - 1)
+            high = count - 1
+    if best is None:  # no count met the budget: the reference itself, kept whatever its rebuild scores
+        _met, score, artifact = attempt(0, keep_anyway=True)
+        best = score, artifact
     score, artifact = best
     return [name for name in every if name not in set(order[:low])], order[:low], score, artifact
 

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -238,55 +237,30 @@ class ArmSsh:
         self.mounts.__exit__(None, None, None)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start(folder: Path, *, root: Path | None = None) -> ArmSsh:
     """The root's own sshd (aarch64, through qemu) chrooted into it, on a free loopback port: a fresh host key and
     client key each start (the client's in ``folder``), root logs in with the key only."""
+    from loopback_sshd import keys, serve, sshd_config
+
     root = root or build()
-    folder.mkdir(parents=True, exist_ok=True)
-    os.chmod(folder, 0o700)
-    for name in ("host_key", "client_key"):
-        for path in (folder / name, folder / f"{name}.pub"):
-            path.unlink(missing_ok=True)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / name)], check=True)
+    port = keys(folder)
     etc = root / "etc" / "ssh"
     shutil.copyfile(folder / "host_key", etc / "edgeflow_host_key")
     os.chmod(etc / "edgeflow_host_key", 0o600)
     authorized = root / "root" / ".ssh" / "authorized_keys"
     authorized.write_text((folder / "client_key.pub").read_text())
     os.chmod(authorized, 0o600)
-    port = _free_port()
-    host_key = (folder / "host_key.pub").read_text().split()
-    (folder / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
-    (etc / "sshd_config_edgeflow").write_text("\n".join([
-        f"Port {port}", "ListenAddress 127.0.0.1", "HostKey /etc/ssh/edgeflow_host_key",
-        "AuthorizedKeysFile /root/.ssh/authorized_keys", "PidFile /run/sshd-edgeflow.pid", "StrictModes no",
-        "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password",
-        "UsePAM no", "PubkeyAuthentication yes", "MaxStartups 50", "LogLevel ERROR",
-    ]) + "\n")  # fmt: skip
+    (etc / "sshd_config_edgeflow").write_text(sshd_config(port, host_key="/etc/ssh/edgeflow_host_key",
+                                                          authorized_keys="/root/.ssh/authorized_keys",
+                                                          pid_file="/run/sshd-edgeflow.pid"))  # fmt: skip
     (root / "run" / "sshd").mkdir(parents=True, exist_ok=True)
     mounts = _mounted(root).__enter__()
-    log = open(folder / "sshd.log", "wb")  # noqa: SIM115 - kept open for the server's life
     sshd = ["chroot", str(root), "/usr/sbin/sshd", "-D", "-e", "-f", "/etc/ssh/sshd_config_edgeflow"]
-    process = subprocess.Popen(sshd, stdout=log, stderr=log)
-    deadline = time.monotonic() + 60  # sshd starts slowly under emulation
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            mounts.__exit__(None, None, None)
-            raise RuntimeError(f"the ARM sshd exited: {(folder / 'sshd.log').read_text()[-500:]}")
-        with socket.socket() as client:
-            if client.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.2)
-    else:
-        process.kill()
+    try:  # sshd starts slowly under emulation
+        process = serve(sshd, port=port, log=folder / "sshd.log", seconds=60, poll=0.2)
+    except RuntimeError:
         mounts.__exit__(None, None, None)
-        raise RuntimeError("the ARM sshd did not listen within 60 s")
+        raise
     return ArmSsh(root, port, folder / "client_key", folder / "known_hosts", folder, process, mounts)
 
 

@@ -43,44 +43,54 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _keygen(path: Path) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
-
-
-def start_sshd(folder: Path) -> LoopbackSsh:
+def keys(folder: Path) -> int:
+    """A fresh host key and client key in ``folder`` (mode 700), and a free loopback port with the host key in
+    ``folder/known_hosts`` for it; returns the port. Shared with the ARM device (tests/arm_device.py)."""
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
-    _keygen(folder / "host_key")
-    _keygen(folder / "client_key")
-    (folder / "authorized_keys").write_text((folder / "client_key.pub").read_text())
+    for name in ("host_key", "client_key"):
+        for path in (folder / name, folder / f"{name}.pub"):
+            path.unlink(missing_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / name)], check=True)
     port = _free_port()
     host_key = (folder / "host_key.pub").read_text().split()
     (folder / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
-    config = folder / "sshd_config"
-    config.write_text(
-        "\n".join(
-            [
-                f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {folder / 'host_key'}",
-                f"AuthorizedKeysFile {folder / 'authorized_keys'}", f"PidFile {folder / 'sshd.pid'}",
-                "StrictModes no", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-                "PermitRootLogin prohibit-password", "UsePAM no", "PubkeyAuthentication yes",
-                "MaxStartups 50", "LogLevel ERROR",
-            ]
-        )
-        + "\n"
-    )  # fmt: skip
-    Path("/run/sshd").mkdir(exist_ok=True) if os.geteuid() == 0 else None  # privilege separation folder
-    log = open(folder / "sshd.log", "wb")  # noqa: SIM115 - kept open for the server's life
-    process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
-    deadline = time.monotonic() + 10
+    return port
+
+
+def sshd_config(port: int, *, host_key: str, authorized_keys: str, pid_file: str) -> str:
+    """An sshd_config for 127.0.0.1:``port``: public-key logins only, quiet."""
+    return "\n".join([
+        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}", f"AuthorizedKeysFile {authorized_keys}",
+        f"PidFile {pid_file}", "StrictModes no", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+        "PermitRootLogin prohibit-password", "UsePAM no", "PubkeyAuthentication yes", "MaxStartups 50",
+        "LogLevel ERROR",
+    ]) + "\n"  # fmt: skip
+
+
+def serve(argv: list[str], *, port: int, log: Path, seconds: float, poll: float) -> subprocess.Popen:
+    """Start sshd (``argv``) with its output in ``log`` and wait until ``port`` listens; RuntimeError (with the
+    log's tail) where it exits or does not listen within ``seconds``."""
+    output = open(log, "wb")  # noqa: SIM115 - kept open for the server's life
+    process = subprocess.Popen(argv, stdout=output, stderr=output)
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"sshd exited: {(folder / 'sshd.log').read_text()[-500:]}")
+            raise RuntimeError(f"sshd exited: {log.read_text()[-500:]}")
         with socket.socket() as client:
             if client.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
-    else:
-        process.kill()
-        raise RuntimeError("sshd did not start listening within 10 s")
+                return process
+        time.sleep(poll)
+    process.kill()
+    raise RuntimeError(f"sshd did not start listening within {seconds:.0f} s")
+
+
+def start_sshd(folder: Path) -> LoopbackSsh:
+    port = keys(folder)
+    (folder / "authorized_keys").write_text((folder / "client_key.pub").read_text())
+    config = folder / "sshd_config"
+    config.write_text(sshd_config(port, host_key=str(folder / "host_key"), pid_file=str(folder / "sshd.pid"),
+                                  authorized_keys=str(folder / "authorized_keys")))  # fmt: skip
+    Path("/run/sshd").mkdir(exist_ok=True) if os.geteuid() == 0 else None  # privilege separation folder
+    process = serve([SSHD, "-D", "-e", "-f", str(config)], port=port, log=folder / "sshd.log", seconds=10, poll=0.05)
     return LoopbackSsh(port, getpass.getuser(), folder / "client_key", folder / "known_hosts", folder, process)

@@ -134,6 +134,11 @@ class MixedPrecisionStats(BaseModel):
     notes: list[str] = []  # where the variant's own settings were changed to build them
     sensitivity: SensitivityStats | None = None
 
+    @property
+    def backward(self) -> bool:
+        """The set was chosen by the backward pass (units returned to INT8 from every unit in float)."""
+        return bool(self.steps) and self.steps[-1].returned is not None
+
 
 class QuantizationStats(BaseModel):
     """Recorded in report.json for every quantized variant."""
