@@ -415,7 +415,9 @@ def evaluate(
     class_map: Path | None = ClassMapOption,
     preprocess: Path | None = PreprocessOption,
     input_shape: str | None = InputShapeOption,
-    max_samples: int | None = typer.Option(None, "--max-samples", help="evaluate the first N images"),
+    max_samples: int | None = typer.Option(
+        None, "--max-samples", help="evaluate N images, each class's share (default: all)"
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Top-1/top-5 of ARTIFACT on a data split, through the device's runtime."""

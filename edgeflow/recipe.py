@@ -411,7 +411,20 @@ class VariantSpec(StrictModel):
 
 
 class EvaluateConfig(StrictModel):
-    max_samples: int | None = Field(default=None, ge=1, description="evaluate on the first N test images")
+    """How many images each variant is scored on: a subset keeps each class's share of its split."""
+
+    max_samples: int | None = Field(default=None, ge=1, description="score at most N test images (each class's "
+                                    "share; default: all)")  # fmt: skip
+    holdout_samples: int | None = Field(
+        default=None, ge=1, description="score at most N holdout images, which choose the recommendation (each "
+        "class's share; default: as max_samples): a slow device (an emulated one) scores the test split whole and "
+        "a smaller holdout",
+    )  # fmt: skip
+
+    @property
+    def holdout_count(self) -> int | None:
+        """The holdout images to score (None: all)."""
+        return self.holdout_samples if self.holdout_samples is not None else self.max_samples
 
 
 class Recipe(StrictModel):

@@ -201,6 +201,8 @@ ADDED_SINCE_THE_LAYOUT_MOVE = [
     "/variants/[]/quantization/mixed_precision",
     # issue 32: a device emulated on this host (its timings labelled emulated), the device's build beside this host's
     "/device/emulated", "/variants/[]/emulated", "/variants/[]/host_build",
+    # how many holdout images chose the recommendation (a slow device scores the test split whole, less holdout)
+    "/recipe/evaluate/holdout_samples", "/variants/[]/holdout_samples",
 ]  # fmt: skip
 
 

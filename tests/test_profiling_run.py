@@ -21,7 +21,7 @@ model: {resolution: 32}
 train: {epochs: 1, batch_size: 32, max_steps: 8}
 export: {parity_samples: 8}
 profile: {warmup: 2, iterations: 20, max_seconds: 1}
-evaluate: {max_samples: 48}
+evaluate: {max_samples: 48, holdout_samples: 24}
 """
 
 
@@ -52,6 +52,7 @@ def test_jetson_without_a_host_is_estimated_everywhere(jetson_run) -> None:
         assert variant["measured"] is False and variant["latency_ms"] is None
         assert variant["estimate"]["measured"] is False and variant["estimate"]["method"] == "roofline"
         assert variant["estimate"]["ms"] > 0 and "no host given" in variant["latency_source"]
+        assert variant["accuracy"]["samples"] == 48 and variant["holdout_samples"] == 24
         assert variant["accuracy"]["runtime"].startswith("onnxruntime on this host (tensorrt is on jetson-orin-nano)")
     fp16, int8 = report.variants
     assert int8.estimate.ms < fp16.estimate.ms  # a quarter of the bytes, twice the arithmetic rate
@@ -105,6 +106,7 @@ def test_optimize_over_ssh_measures_on_the_device(loopback_ssh, tmp_path: Path) 
     for variant in report.variants:
         assert variant.measured and variant.latency_ms.p50 > 0 and variant.estimate is None
         assert variant.accuracy.runtime == f"{variant.backend} on loopback" and variant.accuracy.samples == 48
+        assert variant.holdout_samples == 24  # the agent scored 48 test and 24 holdout images, told apart
         assert variant.runtime_settings["address"].endswith(f"@127.0.0.1:{loopback_ssh.port}")
         assert variant.agreement.top1_agreement >= 0.95  # the device's logits match the reference's
     manifest = json.loads((tmp_path / "out" / "bundle" / "manifest.json").read_text())

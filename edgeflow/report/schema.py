@@ -48,6 +48,7 @@ class VariantRecord(MeasuredStats):
     lineage: list[str]
     accuracy: AccuracyStats  # on the test split: the reported figure
     holdout_top1: float  # on the holdout split: what the recommendation is chosen on
+    holdout_samples: int | None = None  # the holdout images it was scored on (None: a report from before)
     estimate: LatencyEstimate | None = Field(default=None, description="predicted latency when not measured")
     latency_source: str = ""  # where it was timed, or why it is estimated
     memory: MemoryStats | None
@@ -81,6 +82,7 @@ class VariantRecord(MeasuredStats):
             lineage=artifact.lineage,
             accuracy=measured.test,
             holdout_top1=measured.holdout.top1,
+            holdout_samples=measured.holdout.samples,
             agreement=agreement,
             latency_ms=measured.latency_ms,
             estimate=measured.estimate,

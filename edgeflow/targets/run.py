@@ -38,6 +38,7 @@ from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.profiling.memory import MemoryStats
 from edgeflow.profiling.profile import ProfileStats, compile_and_profile, compile_and_time
 from edgeflow.profiling.stats import LatencyStats, TimingStats
+from edgeflow.recipe import EvaluateConfig
 from edgeflow.targets.target import get_target
 from edgeflow.targets.transport import TimingRequest
 
@@ -148,7 +149,7 @@ def run_on_device(
     profile: ProfileConfig,
     test: ImageDataset,
     holdout: ImageDataset,
-    max_samples: int | None,
+    evaluate: EvaluateConfig,
     cost_graph: Artifact | None = None,
     float_graph: Artifact | None = None,
     module=None,
@@ -161,8 +162,8 @@ def run_on_device(
         compiled, timing = compile_and_time(artifact, device=device, settings=settings, backend=backend, config=profile)
         runtime = compiled.backend
     elif remote_logits:  # the device's own runtime computes the evaluation images' logits with its timing
-        images, labels = _images(test, max_samples)
-        held_images, held_labels = _images(holdout, max_samples)
+        images, labels = _images(test, evaluate.max_samples)
+        held_images, held_labels = _images(holdout, evaluate.holdout_count)
         timing = time_remotely(
             artifact, plan=plan, device=device, backend=backend, precision=precision, profile=profile,
             settings=settings, inputs=np.concatenate([images, held_images]),
@@ -183,12 +184,11 @@ def run_on_device(
             )
     host_build = None
     if not remote_logits:  # the compiled model here computes them (else the device did, above)
-        (logits, labels), (held_logits, held_labels) = (
-            collect_logits(compiled, split, max_samples=max_samples) for split in (test, holdout)
-        )
+        logits, labels = collect_logits(compiled, test, max_samples=evaluate.max_samples)
+        held_logits, held_labels = collect_logits(compiled, holdout, max_samples=evaluate.holdout_count)
     else:
-        host_build = _on_this_host(artifact, backend=backend, settings=settings, test=test, max_samples=max_samples,
-                                   device_logits=logits, labels=labels)  # fmt: skip
+        host_build = _on_this_host(artifact, backend=backend, settings=settings, test=test,
+                                   max_samples=evaluate.max_samples, device_logits=logits, labels=labels)  # fmt: skip
     cost = artifact_cost(cost_graph or artifact)  # after the timing: its graph reading stays out of the memory peaks
     return DeviceStats(
         plan=plan, why=why, timing=timing, estimate=estimate, precision=precision,
