@@ -23,6 +23,7 @@ import arm_device  # noqa: E402
 import imagenette  # noqa: E402
 
 import edgeflow  # noqa: E402
+from edgeflow.api import check_device  # noqa: E402
 from edgeflow.device import load_device  # noqa: E402
 from edgeflow.io import write_text  # noqa: E402
 from edgeflow.recipe import load_recipe  # noqa: E402
@@ -43,6 +44,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=None,
                         help="test images, each class's share (default: the whole 3,925; qemu runs "
                         "mobilenet_v3_large at about 0.3-0.7 s an image and file here)")  # fmt: skip
+    parser.add_argument(
+        "--cpu",
+        default=arm_device.CPU,
+        help="the CPU qemu emulates: cortex-a76 (a Raspberry Pi 5's core), cortex-a72 (a Pi 4's)",
+    )
     parser.add_argument("--holdout-samples", type=int, default=300,
                         help="holdout images, each class's share: they choose the recommendation")  # fmt: skip
     args = parser.parse_args()
@@ -60,10 +66,11 @@ def main() -> None:
                 evaluate={"max_samples": args.samples, "holdout_samples": args.holdout_samples})  # fmt: skip
     recipe = type(load_recipe(str(imagenette.RECIPE))).model_validate(spec)
     with tempfile.TemporaryDirectory() as scratch:
-        server = arm_device.start(Path(scratch) / "sshd", root=root)
+        server = arm_device.start(Path(scratch) / "sshd", root=root, cpu=args.cpu)
         try:
             device_file = Path(scratch) / "arm-pi.yaml"
             device_file.write_text(server.device_yaml())
+            features = check_device(load_device(device_file)).isa
             run_started = time.perf_counter()
             report = edgeflow.optimize(str(checkpoint), arch=MODEL, device=load_device(device_file), recipe=recipe,
                                        out=Path(scratch) / "out")  # fmt: skip
@@ -74,11 +81,12 @@ def main() -> None:
     lines = [
         *imagenette.heading(
             "Imagenette mobilenet_v3_large on an emulated aarch64 Debian: the ARM builds beside this host's",
-            command=f".venv/bin/python bench/arm_imagenette.py{samples} --holdout-samples {args.holdout_samples} "
-            f"--report {args.report}",
+            command=f".venv/bin/python bench/arm_imagenette.py{samples} --cpu {args.cpu} --holdout-samples "
+            f"{args.holdout_samples} --report {args.report}",
         ),
         f"ARM root: `{root}` ({built.strip()}); found or built by this run in {found:.1f} s. The agent ran on "
-        "aarch64 (qemu-user) over SSH; every file was built here and scored by the device's build and by this "
+        f"aarch64 (qemu-user, emulating a {args.cpu}: cpu features {' '.join(features)}) over SSH; every file "
+        "was built here and scored by the device's build and by this "
         f"host's on {report.variants[0].host_build.images} of the 3,925 test images (a subset keeps each class's "
         f"share); the recommendation was chosen on {report.variants[0].holdout_samples} holdout images. The whole "
         f"optimize run: {run_seconds / 60:.1f} min.",

@@ -116,18 +116,23 @@ def main() -> None:
     else:
         started = time.perf_counter()
         report = edgeflow.search(
-            str(checkpoint), arch=MODEL, recipe=search_recipe(args.target), out=args.out, latency_ratio=args.ratio,
-            resume=args.resume, target=args.target, progress=Progress.to_stderr(),
+            str(checkpoint), arch=MODEL, recipe=search_recipe(RECIPE, args.target), out=args.out,
+            latency_ratio=args.ratio, resume=args.resume, target=args.target, progress=Progress.to_stderr(),
         )  # fmt: skip
         write_text(timing, json.dumps({"command_seconds": round(time.perf_counter() - started, 1)}) + "\n")
     total = json.loads(timing.read_text())["command_seconds"] if timing.exists() else None
-    write_report(args, report=report, card=card, checkpoint=checkpoint, total=total)
+    start = (
+        f"Start: {card['model']} trained from scratch here ({card['side']} px, {card['epochs']} epochs, "
+        f"{100 * card['test_top1']:.2f}% test top-1 through OpenVINO in f32; `{checkpoint}`)."
+    )
+    write_report(args, report=report, start=start, script="bench/netadapt_imagenette.py", recipe=RECIPE,
+                 data="real photos (Imagenette)", test="the 3,925 test photos", total=total)  # fmt: skip
 
 
-def search_recipe(target: str | None):
-    """recipes/imagenette-search.yaml, with a variant named ``target`` (``<backend>-<precision>``, e.g.
-    ``litert-int8`` or ``litert-fp32``) added where the recipe has none of that name."""
-    recipe = load_recipe(str(RECIPE))
+def search_recipe(path: Path, target: str | None):
+    """The recipe at ``path``, with a variant named ``target`` (``<backend>-<precision>``, e.g. ``litert-int8`` or
+    ``litert-fp32``) added where the recipe has none of that name."""
+    recipe = load_recipe(str(path))
     if target is None or any(variant.name == target for variant in recipe.variants):
         return recipe
     backend, _, precision = target.rpartition("-")
@@ -138,8 +143,12 @@ def search_recipe(target: str | None):
     return type(recipe).model_validate(spec)
 
 
-def write_report(args, *, report, card: dict, checkpoint: Path, total: float | None) -> None:
-    command = ".venv/bin/python bench/netadapt_imagenette.py" + (f" --ratio {args.ratio}" if args.ratio else "")
+def write_report(
+    args, *, report, start: str, script: str, recipe: Path, data: str, test: str, total: float | None
+) -> None:
+    """The bench's report: ``start`` says where the starting model came from, ``data`` and ``test`` name the
+    photos and the test split."""
+    command = f".venv/bin/python {script}" + (f" --ratio {args.ratio}" if args.ratio else "")
     if args.target:
         resume = " --resume" if args.resume else ""
         command += f"{resume} --target {args.target} --out {args.out} --report {args.report}"
@@ -156,24 +165,22 @@ def write_report(args, *, report, card: dict, checkpoint: Path, total: float | N
     search_md = (args.out / "search.md").read_text()
     iterations = search_md[search_md.index("## Iterations") :].replace("![accuracy vs latency](search.png)", "")
     plot = args.report.with_suffix(".png")
-    config, start = report.config, report.point("start")
+    config, first = report.config, report.point("start")
     whole = f"; the whole command (search, fine-tuning and timing of every model) {total / 60:.1f} min" if total else ""
     lines = [
         *imagenette.heading(
-            "NetAdapt on real photos (Imagenette), beside its baselines",
+            f"NetAdapt on {data}, beside its baselines",
             command=command,
             when=datetime.fromisoformat(report.created),
         ),  # fmt: skip
-        f"Start: {card['model']} trained from scratch here ({card['side']} px, {card['epochs']} epochs, "
-        f"{100 * card['test_top1']:.2f}% test top-1 through OpenVINO in f32; `{checkpoint}`). Every model below is "
-        f"built as variant {target.get('variant', 'openvino-fp32')} ships it, timed and scored through {what} on "
-        f"this CPU (executed in {start.execution_precision}); {judged}.",
-        f"Recipe: `{RECIPE}`: budget {config['latency_ratio']} of the start's latency measured on this CPU; "
+        f"{start} Every model below is built as variant {target.get('variant', 'openvino-fp32')} ships it, timed "
+        f"and scored through {what} on this CPU (executed in {first.execution_precision}); {judged}.",
+        f"Recipe: `{recipe}`: budget {config['latency_ratio']} of the start's latency measured on this CPU; "
         f"long-term fine-tuning {config['long_term']['steps']} steps of {config['long_term']['batch_size']} images "
         "with augmentation and distillation from the start, the same for NetAdapt's model and every baseline.",
         f"Search {report.search_seconds / 60:.1f} min{whole}. {report.stop_reason}.",
         "",
-        f"## Models (measured on this CPU, test top-1 through {what} on the 3,925 test photos)",
+        f"## Models (measured on this CPU, test top-1 through {what} on {test})",
         "",
         *models_table(report),
         "",

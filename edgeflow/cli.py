@@ -541,6 +541,8 @@ def devices_check(
         console.print(f"{found.device}: reachable at {found.address} ({found.transport})", highlight=False)
         if found.python:
             console.print(f"  python {found.python} on {found.machine} ({found.system})", highlight=False)
+            if found.isa:
+                console.print(f"  cpu features: {' '.join(found.isa)}", highlight=False)
         for name, version in found.runtimes.items():
             console.print(f"  {name}: {version or 'MISSING'}", highlight=False)
     if found.missing:

@@ -112,7 +112,9 @@ class SearchConfig(StrictModel):
         "pruning (batch-norm recomputed); None = fine-tune every proposal",
     )
     holdout_samples: int | None = Field(
-        default=None, ge=1, description="screen proposals on the first N holdout images (fine-tuned ones: all)"
+        default=None,
+        ge=1,
+        description="screen proposals on N holdout images, each class's share (fine-tuned ones: all)",
     )
     short_term: FineTuneConfig = FineTuneConfig()
     long_term: FineTuneConfig = FineTuneConfig(steps=400, batch_size=64)

@@ -34,6 +34,9 @@ PACKAGES = ["python3", "python3-venv", "python3-pip", "openssh-server", "ca-cert
 RUNTIMES = ["numpy", "onnxruntime", "ai-edge-litert"]
 PYTHON = "/opt/edgeflow/bin/python"  # the root's virtual environment, where the runtimes are
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
+#: the CPU qemu emulates: a Raspberry Pi 5's core (dot product, fp16 arithmetic; no i8mm, SVE or SME). qemu's
+#: default ("max") has every aarch64 feature, and the runtimes would pick kernels no Pi runs.
+CPU = "cortex-a76"
 QEMU = "qemu-aarch64-static"
 _LAYOUT = 1  # bump when the way the root is built changes
 
@@ -217,12 +220,14 @@ class ArmSsh:
     folder: Path
     process: subprocess.Popen
     mounts: _mounted = field(repr=False)
+    cpu: str = CPU
     user: str = "root"
     python: str = PYTHON
 
     def device_yaml(self, *, name: str = "arm-pi", runtimes: str = "[onnxruntime, litert]") -> str:
         return "\n".join([
-            f"name: {name}", "description: an emulated aarch64 Debian (qemu-user) on 127.0.0.1", "transport: ssh",
+            f"name: {name}", f"description: an emulated aarch64 Debian (qemu-user, {self.cpu}) on 127.0.0.1",
+            "transport: ssh",
             "emulated: true", f"runtimes: {runtimes}", "precisions: [fp32, int8]", "ssh:", "  host: 127.0.0.1",
             f"  port: {self.port}", f"  user: {self.user}", f"  key: {self.key}", f"  known_hosts: {self.known_hosts}",
             f"  python: {self.python}", "  connect_timeout_s: 20",
@@ -237,9 +242,10 @@ class ArmSsh:
         self.mounts.__exit__(None, None, None)
 
 
-def start(folder: Path, *, root: Path | None = None) -> ArmSsh:
+def start(folder: Path, *, root: Path | None = None, cpu: str = CPU) -> ArmSsh:
     """The root's own sshd (aarch64, through qemu) chrooted into it, on a free loopback port: a fresh host key and
-    client key each start (the client's in ``folder``), root logs in with the key only."""
+    client key each start (the client's in ``folder``), root logs in with the key only. Every program it starts
+    runs on qemu's model of ``cpu`` (``QEMU_CPU``, which sshd passes to each session)."""
     from loopback_sshd import keys, serve, sshd_config
 
     root = root or build()
@@ -252,16 +258,18 @@ def start(folder: Path, *, root: Path | None = None) -> ArmSsh:
     os.chmod(authorized, 0o600)
     (etc / "sshd_config_edgeflow").write_text(sshd_config(port, host_key="/etc/ssh/edgeflow_host_key",
                                                           authorized_keys="/root/.ssh/authorized_keys",
-                                                          pid_file="/run/sshd-edgeflow.pid"))  # fmt: skip
+                                                          pid_file="/run/sshd-edgeflow.pid")
+                                              + f"SetEnv QEMU_CPU={cpu}\n")  # fmt: skip
     (root / "run" / "sshd").mkdir(parents=True, exist_ok=True)
     mounts = _mounted(root).__enter__()
     sshd = ["chroot", str(root), "/usr/sbin/sshd", "-D", "-e", "-f", "/etc/ssh/sshd_config_edgeflow"]
     try:  # sshd starts slowly under emulation
-        process = serve(sshd, port=port, log=folder / "sshd.log", seconds=60, poll=0.2)
+        process = serve(sshd, port=port, log=folder / "sshd.log", seconds=60, poll=0.2,
+                        env={**os.environ, "QEMU_CPU": cpu})  # fmt: skip
     except RuntimeError:
         mounts.__exit__(None, None, None)
         raise
-    return ArmSsh(root, port, folder / "client_key", folder / "known_hosts", folder, process, mounts)
+    return ArmSsh(root, port, folder / "client_key", folder / "known_hosts", folder, process, mounts, cpu=cpu)
 
 
 def main(argv: list[str]) -> int:

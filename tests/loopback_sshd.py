@@ -68,11 +68,13 @@ def sshd_config(port: int, *, host_key: str, authorized_keys: str, pid_file: str
     ]) + "\n"  # fmt: skip
 
 
-def serve(argv: list[str], *, port: int, log: Path, seconds: float, poll: float) -> subprocess.Popen:
-    """Start sshd (``argv``) with its output in ``log`` and wait until ``port`` listens; RuntimeError (with the
-    log's tail) where it exits or does not listen within ``seconds``."""
+def serve(
+    argv: list[str], *, port: int, log: Path, seconds: float, poll: float, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """Start sshd (``argv``, in ``env``) with its output in ``log`` and wait until ``port`` listens; RuntimeError
+    (with the log's tail) where it exits or does not listen within ``seconds``."""
     output = open(log, "wb")  # noqa: SIM115 - kept open for the server's life
-    process = subprocess.Popen(argv, stdout=output, stderr=output)
+    process = subprocess.Popen(argv, stdout=output, stderr=output, env=env)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:

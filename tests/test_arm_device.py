@@ -45,6 +45,9 @@ def test_devices_check_finds_aarch64_and_its_runtimes(device_file):
     for runtime in ("onnxruntime", "litert"):
         assert runtime in result.output
     assert "missing" not in result.output.lower()
+    # qemu emulates a Raspberry Pi 5's core: dot product, no i8mm or SVE (its default CPU has every feature)
+    features = next(line for line in result.output.splitlines() if "cpu features:" in line).split(":", 1)[1].split()
+    assert "asimddp" in features and not {"i8mm", "sve", "sve2", "sme"} & set(features)
 
 
 def test_optimize_scores_through_the_arm_builds_and_labels_the_timings_emulated(device_file, tmp_path):

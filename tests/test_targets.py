@@ -43,6 +43,9 @@ def test_check_reports_runtimes_over_ssh(ssh_device) -> None:
     assert found.runtimes["onnxruntime"] == onnxruntime.__version__
     assert found.runtimes["openvino"] == openvino.get_version()
     assert found.missing == [] and found.python == ".".join(map(str, sys.version_info[:3]))
+    from edgeflow.environment import cpu_description
+
+    assert sorted(found.isa) == cpu_description()["isa"]  # the loopback device is this machine: its CPU features
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])

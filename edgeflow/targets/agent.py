@@ -14,6 +14,7 @@ edgeflow drives it from ``edgeflow/targets/agent_client.py``.
 
 import argparse
 import contextlib
+import ctypes
 import importlib
 import json
 import os
@@ -76,12 +77,37 @@ def _version(module_name):
     return str(getattr(module, "__version__", None) or getattr(module, "get_version", lambda: "unknown")())
 
 
+#: aarch64 features the runtimes choose int8 and fp16 kernels by: (getauxval's AT_HWCAP or AT_HWCAP2, bit)
+_HWCAP = {
+    "asimd": (16, 1), "fphp": (16, 9), "asimdhp": (16, 10), "asimddp": (16, 20), "sve": (16, 22),
+    "asimdfhm": (16, 23), "sve2": (26, 1), "i8mm": (26, 13), "bf16": (26, 14), "sme": (26, 23),
+}  # fmt: skip
+#: x86 flags they choose by (/proc/cpuinfo; edgeflow.environment.cpu_description's, the agent stands alone)
+_X86 = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8"]
+
+
+def _isa():
+    """The CPU features the runtimes' kernels are chosen by, as this machine's kernel reports them (on aarch64 its
+    hardware capabilities: under an emulator, the emulated CPU's); [] where they cannot be read."""
+    if sys.platform.startswith("linux") and platform.machine() in ("aarch64", "arm64"):
+        libc = ctypes.CDLL(None)
+        libc.getauxval.restype, libc.getauxval.argtypes = ctypes.c_ulong, [ctypes.c_ulong]
+        return [name for name, (kind, bit) in _HWCAP.items() if libc.getauxval(kind) >> bit & 1]
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next(line for line in cpuinfo if line.startswith("flags")).split(":", 1)[1].split()
+    except (OSError, StopIteration):
+        return []
+    return [flag for flag in _X86 if flag in flags]
+
+
 def probe():
     return {
         "python": platform.python_version(),
         "machine": platform.machine(),
         "system": platform.platform(),
         "processor": platform.processor(),
+        "isa": _isa(),
         "numpy": _version("numpy"),
         "runtimes": {name: _version(module) for name, module in RUNTIMES.items()},
     }

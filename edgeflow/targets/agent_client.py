@@ -42,6 +42,7 @@ class DeviceCheck(BaseModel):
     python: str | None = None
     machine: str | None = None
     system: str | None = None
+    isa: list[str] = []  # the CPU features its kernels are chosen by (aarch64: hardware capabilities)
     runtimes: dict[str, str | None] = {}
     missing: list[str] = []  # runtimes the descriptor names that the device lacks
     trtexec: str | None = None  # version line, where the device names tensorrt and has trtexec
@@ -101,6 +102,7 @@ def check(device: DeviceSpec) -> DeviceCheck:
             raise DeviceError(device.name, "probe the runtimes", f"no Python at {_agent_python(device)!r}")
         probed = _parse_agent(device, "probe the runtimes", done.stdout)
     result.python, result.machine, result.system = probed["python"], probed["machine"], probed["system"]
+    result.isa = probed.get("isa", [])
     result.runtimes = {name: probed["runtimes"].get(name) for name in device.runtimes if name in probed["runtimes"]}
     trtexec_runtimes = [name for name in device.runtimes if get_backend(name).remote_timers.get("ssh") == "trtexec"]
     if trtexec_runtimes and device.ssh is not None:
