@@ -83,6 +83,71 @@ def test_the_method_keeps_the_named_layers_in_float_and_says_why(backend, splits
         build_variant(wrong, floats=floats, splits=splits, folder=tmp_path, seed=0, file_stem="wrong")
 
 
+def test_a_litert_layer_in_float_keeps_the_operators_the_converter_split_from_its_input(splits, tmp_path):
+    """The converter writes a padded stride-2 convolution as PAD then CONV_2D, the pool before a classifier as
+    MEAN (and RESHAPE), and an NCHW input as a TRANSPOSE: in the ONNX each is part of the layer's input (its pads,
+    the head's pool) or of the graph's. A layer kept in float keeps them in float with it, so a file with every
+    unit in float has no INT8 tensor left (before, its pads, pool and input transpose still rounded)."""
+    from edgeflow.backends import get_backend
+    from edgeflow.backends.litert import tflite_operators
+
+    if get_backend("litert").unavailable():
+        pytest.skip(get_backend("litert").unavailable())
+    floats = _floats(Tiny(), tmp_path)
+    units = [unit.name for unit in quantizable_layers(floats.onnx, kinds=get_method("litert-static").float_units)]
+    variant = VariantSpec(name="v", backend="litert", precision="int8",
+                          quantize={"subset_size": 16, "float_layers": units})  # fmt: skip
+    artifact, _stats = build_variant(variant, floats=floats, splits=splits, folder=tmp_path, seed=0)
+    operators = tflite_operators(artifact.path)
+    kinds = {kind for kind, _inputs, _outputs in operators}
+    assert {"PAD", "MEAN", "TRANSPOSE"} <= kinds  # what the converter split out is there to be kept
+    int8 = [kind for kind, _inputs, outputs in operators if any(d and d["dtype"] == np.int8 for d in outputs)]
+    assert int8 == []
+    quantize = variant.quantize.model_copy(update={"float_layers": []})
+    plain, _ = build_variant(variant.model_copy(update={"quantize": quantize}), floats=floats, splits=splits,
+                             folder=tmp_path, seed=0, file_stem="plain")  # fmt: skip
+    rounded = {kind for kind, _i, outputs in tflite_operators(plain.path) if any(d and d["dtype"] == np.int8
+                                                                              for d in outputs)}  # fmt: skip
+    assert {"PAD", "MEAN", "CONV_2D"} <= rounded  # all-INT8 rounds them
+
+
+class TinyHardswish(nn.Sequential):
+    """Hardswish activations (exported as HardSigmoid and Mul) and a head pooled and flattened into a classifier."""
+
+    def __init__(self) -> None:
+        torch.manual_seed(0)
+        super().__init__(
+            nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.Hardswish(),
+            nn.Conv2d(16, 24, 1), nn.Hardswish(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 10),
+        )  # fmt: skip
+        self.eval()
+
+
+def test_an_onnx_runtime_layer_in_float_keeps_its_activation_and_the_pool_that_feeds_it_in_float(splits, tmp_path):
+    """ONNX Runtime's QDQ quantizer puts a quantize pair before each HardSigmoid and Mul of a hardswish and before
+    the head's pool and flatten, even where the layers around them are excluded: a layer kept in float keeps its
+    activation and the pool and flatten feeding it alone in float, so a file with every unit in float has no
+    quantize node left (before: 8 of them, on activations and the pool)."""
+    from edgeflow.backends import get_backend
+    from edgeflow.backends.onnx_file import load_onnx
+
+    if get_backend("onnxruntime").unavailable():
+        pytest.skip(get_backend("onnxruntime").unavailable())
+    floats = _floats(TinyHardswish(), tmp_path)
+    units = [unit.name for unit in quantizable_layers(floats.onnx, kinds=get_method("ort-static").float_units)]
+    variant = VariantSpec(name="v", backend="onnxruntime", precision="int8",
+                          quantize={"subset_size": 16, "float_layers": units})  # fmt: skip
+    artifact, stats = build_variant(variant, floats=floats, splits=splits, folder=tmp_path, seed=0)
+    assert _quantize_ops(artifact) == 0 and stats.settings["float_layers"] == units
+    graph = load_onnx(artifact.path).graph  # ONNX Runtime's pre-processing writes hardswish as HardSigmoid, Mul
+    assert {"HardSigmoid", "Mul", "GlobalAveragePool", "Flatten"} <= {node.op_type for node in graph.node}
+    classifier = [node.name for node in graph.node if node.op_type == "Gemm"]
+    _artifact, alone = build_variant(variant.model_copy(update={"quantize": variant.quantize.model_copy(
+        update={"float_layers": classifier})}), floats=floats, splits=splits, folder=tmp_path, seed=0,
+        file_stem="classifier")  # fmt: skip
+    assert len(alone.float_layers) == 1  # the classifier: the weighted layer is what is reported
+
+
 class TinySE(nn.Module):
     """A stem, a squeeze-and-excitation gate, a residual add and a head: one unit of every kind."""
 

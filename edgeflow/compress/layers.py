@@ -120,7 +120,7 @@ def _tflite_adds(tflite: Path) -> list[str]:
     in_gate = {scope for gate in find_gates(tflite) for scope in gate}
     adds = []
     for kind, inputs, outputs in operators:
-        scope = "".join(f"{detail['name']};" for detail in outputs if detail and detail["name"])
+        scope = _scope(outputs)
         present = [detail for detail in inputs if detail is not None]
         if kind == "ADD" and len(present) == 2 and all(d["name"] in computed for d in present) and scope not in in_gate:
             adds.append(scope)
@@ -199,19 +199,21 @@ def tflite_scopes(float_layers: list[str], *, onnx: Artifact, tflite: Path) -> l
         )
     onnx_layers = _onnx_signatures(model.graph)
     onnx_keys = keyed(onnx_layers)
+    operators = tflite_operators(tflite)
+    split_from = _split_from_input(operators)
     tflite_layers = []
-    for kind, inputs, outputs in tflite_operators(tflite):
+    for kind, inputs, outputs in operators:
         if kind not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") or len(inputs) < 2 or inputs[1] is None:
             continue
         shape = tuple(int(side) for side in inputs[1]["shape"])
-        scope = "".join(f"{detail['name']};" for detail in outputs if detail and detail["name"])
+        scope = _scope(outputs)
         if kind == "CONV_2D":  # filters O x kh x kw x I
             signature = _signature(shape[0], shape[3], shape[1:3])
         elif kind == "DEPTHWISE_CONV_2D":  # 1 x kh x kw x O
             signature = _signature(shape[3], 1, shape[1:3])
         else:  # O x I
             signature = _signature(shape[0], shape[1], ())
-        tflite_layers.append((scope, signature))
+        tflite_layers.append(((*split_from(inputs[0]), scope), signature))
     in_onnx = Counter(signature for _name, signature in onnx_layers)
     in_tflite = Counter(signature for _scope, signature in tflite_layers)
     if in_onnx != in_tflite:
@@ -220,7 +222,7 @@ def tflite_scopes(float_layers: list[str], *, onnx: Artifact, tflite: Path) -> l
             f"shape ({sum(in_tflite.values())} against {sum(in_onnx.values())}: the converter fused or split some), "
             "so they cannot be named by it"
         )
-    by_key = {key: scope for scope, key in keyed(tflite_layers).items()}
+    by_key = {key: scopes for scopes, key in keyed(tflite_layers).items()}
     scopes = []
     for layer in float_layers:
         if layer in gate_of:
@@ -236,5 +238,79 @@ def tflite_scopes(float_layers: list[str], *, onnx: Artifact, tflite: Path) -> l
             )
         if onnx_keys[layer] not in by_key:
             raise ConfigError(f"quantize.float_layers: {layer!r} has no counterpart in {Path(tflite).name}")
-        scopes.append(by_key[onnx_keys[layer]])
+        scopes.extend(by_key[onnx_keys[layer]])
     return list(dict.fromkeys(scopes))
+
+
+#: operators a converter splits from a layer's input side: a padded convolution's PAD, the pool and reshape before
+#: a classifier, an NCHW input's TRANSPOSE. In the ONNX they are the layer's (its pads) or the graph's own.
+_SPLIT_FROM_INPUT = {"PAD", "MEAN", "RESHAPE", "TRANSPOSE", "SQUEEZE"}
+
+
+def _scope(outputs: list[dict | None]) -> str:
+    """The LiteRT quantizer's scope of an operator: its output tensor names, each followed by ``;``."""
+    return "".join(f"{detail['name']};" for detail in outputs if detail and detail["name"])
+
+
+def _split_from_input(operators):
+    """A function of a layer's input tensor that gives the scopes of the operators the converter split from the
+    layer's input side (:data:`_SPLIT_FROM_INPUT`), first to last: the chain that feeds it, each operator's output
+    read by the next alone."""
+    producer = {detail["name"]: (kind, inputs, outputs) for kind, inputs, outputs in operators
+                for detail in outputs if detail}  # fmt: skip
+    readers = Counter(detail["name"] for _kind, inputs, _outputs in operators for detail in inputs if detail)
+
+    def chain(tensor: dict | None) -> list[str]:
+        found = []
+        while tensor is not None and readers[tensor["name"]] == 1 and tensor["name"] in producer:
+            kind, inputs, outputs = producer[tensor["name"]]
+            if kind not in _SPLIT_FROM_INPUT or not inputs:
+                break
+            found.append(_scope(outputs))
+            tensor = inputs[0]
+        return found[::-1]
+
+    return chain
+
+
+#: what an ONNX layer's activation is made of (hardswish exports as HardSigmoid and Mul, swish as Sigmoid and Mul)
+_ACTIVATION_OPS = {"Relu", "Clip", "HardSigmoid", "Sigmoid", "HardSwish", "LeakyRelu", "Tanh", "Mul"}
+#: what feeds a layer's input and is only reshaping or pooling it (the head's pool and flatten before a classifier)
+_INPUT_SIDE_OPS = {"GlobalAveragePool", "Flatten", "Reshape", "Squeeze", "Pad", "Transpose"}
+
+
+def onnx_companions(graph, names: list[str]) -> list[str]:
+    """``names`` (nodes of an ONNX ``graph``), each weighted layer among them followed by the nodes that are part
+    of it as a quantizer sees the graph: its activation (the nodes of :data:`_ACTIVATION_OPS` that read only its
+    output and each other's, so a hardswish's HardSigmoid and Mul) and the chain of :data:`_INPUT_SIDE_OPS` that
+    feeds its input alone (a classifier's pool and flatten). A quantizer that keeps the layer alone in float
+    still rounds the tensors between them (ONNX Runtime's QDQ puts a quantize pair before each activation)."""
+    producer = {output: node for node in graph.node for output in node.output}
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    constants = {tensor.name for tensor in graph.initializer}
+    by_name = {node.name: node for node in graph.node}
+    found = []
+    for name in names:
+        found.append(name)
+        node = by_name.get(name)
+        if node is None or node.op_type not in WEIGHTED_OPS:
+            continue
+        tensor = node.input[0]
+        chain = []
+        while tensor in producer and len(readers.get(tensor, [])) == 1 and producer[tensor].op_type in _INPUT_SIDE_OPS:
+            chain.append(producer[tensor].name)
+            tensor = producer[tensor].input[0]
+        found.extend(chain[::-1])
+        made, grown = set(node.output), True
+        while grown:
+            grown = False
+            for reader in [r for output in list(made) for r in readers.get(output, [])]:
+                inputs = [i for i in reader.input if i and i not in constants]
+                if reader.op_type in _ACTIVATION_OPS and reader.name not in found and set(inputs) <= made:
+                    found.append(reader.name)
+                    made.update(reader.output)
+                    grown = True
+    return list(dict.fromkeys(found))

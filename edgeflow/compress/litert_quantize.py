@@ -107,7 +107,11 @@ def quantize_litert_static(
     with _quiet():
         ranges = tool.calibrate({signature: [{input_name: batch} for batch in batches]}, num_threads=usable_cores())
         ranges, dead = widen_dead_ranges(ranges)
-        model, kept_float, partitions = _quantize_whole_for_xnnpack(tool, ranges, configure=configure)
+        if ranges:
+            model, kept_float, partitions = _quantize_whole_for_xnnpack(tool, ranges, configure=configure)
+        else:  # every operator kept in float (mixed precision's reference): the quantizer has nothing to do
+            model, kept_float = artifact.path.read_bytes(), []
+            partitions = dict.fromkeys(("all_int8", "kept"), xnnpack_partitions(model))
     with atomic_path(path) as temporary:
         temporary.write_bytes(model)
     settings = {

@@ -21,6 +21,7 @@ from pydantic import Field
 from edgeflow.artifact import Artifact
 from edgeflow.backends.base import resolve_dims
 from edgeflow.backends.openvino import read_model, runtime_message
+from edgeflow.compress.layers import onnx_companions
 from edgeflow.compress.method import (
     FloatLayerOptions,
     GateOptions,
@@ -143,7 +144,7 @@ def quantize_onnx_static(
         chosen = _float_layers(preprocessed, config)
         settings["squeeze_excitation"] = config.squeeze_excitation
         if chosen:
-            settings["float_layers"] = chosen
+            settings["float_layers"] = list(config.float_layers)
         if config.squeeze_excitation == "float":
             settings["float_gates"] = len(gates)
         # The histogram calibrators (entropy, percentile) print progress to stdout.
@@ -250,7 +251,8 @@ def _float_gates(path: Path, config: OrtStaticConfig) -> list[list[str]]:
 
 
 def _float_layers(path: Path, config: OrtStaticConfig) -> list[str]:
-    """``config.float_layers``, checked against the pre-processed ONNX's node names.
+    """``config.float_layers``, checked against the pre-processed ONNX's node names, each weighted layer with its
+    activation and the pool or flatten that feeds it alone (:func:`edgeflow.compress.layers.onnx_companions`).
 
     Raises:
         ConfigError: a name that is no node of the model.
@@ -259,11 +261,12 @@ def _float_layers(path: Path, config: OrtStaticConfig) -> list[str]:
         return []
     from edgeflow.backends.onnx_file import load_onnx
 
-    names = {node.name for node in load_onnx(path).graph.node}
+    graph = load_onnx(path).graph
+    names = {node.name for node in graph.node}
     for layer in config.float_layers:
         if layer not in names:
             raise ConfigError(f"quantize.float_layers: {layer!r} is not a layer of the model")
-    return list(config.float_layers)
+    return onnx_companions(graph, list(config.float_layers))
 
 
 def _float_model_input(artifact: Artifact) -> tuple[str, tuple[int, ...]]:
