@@ -456,7 +456,8 @@ def _measure_variant(
     measured = run_on_device(
         artifact, device=device, backend=variant.backend, precision=variant.precision, settings=settings,
         profile=run.recipe.profile, test=run.splits.test, holdout=run.splits.holdout,
-        evaluate=run.recipe.evaluate, cost_graph=cost_graph,
+        max_samples=run.recipe.evaluate.max_samples, holdout_samples=run.recipe.evaluate.holdout_count,
+        cost_graph=cost_graph,
         float_graph=floats.onnx, module=floats.module,
     )  # fmt: skip
     agreement = measure_parity(

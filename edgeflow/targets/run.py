@@ -38,7 +38,6 @@ from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.profiling.memory import MemoryStats
 from edgeflow.profiling.profile import ProfileStats, compile_and_profile, compile_and_time
 from edgeflow.profiling.stats import LatencyStats, TimingStats
-from edgeflow.recipe import EvaluateConfig
 from edgeflow.targets.target import get_target
 from edgeflow.targets.transport import TimingRequest
 
@@ -149,12 +148,14 @@ def run_on_device(
     profile: ProfileConfig,
     test: ImageDataset,
     holdout: ImageDataset,
-    evaluate: EvaluateConfig,
+    max_samples: int | None,
+    holdout_samples: int | None,
     cost_graph: Artifact | None = None,
     float_graph: Artifact | None = None,
     module=None,
 ) -> DeviceStats:
-    """Time ``artifact`` on ``device`` (or estimate it) and compute its test and holdout accuracy."""
+    """Time ``artifact`` on ``device`` (or estimate it) and compute its accuracy on ``max_samples`` test and
+    ``holdout_samples`` holdout images (None: all; a subset keeps each class's share)."""
     plan, why = timing_plan(device, backend)
     estimate = None
     remote_logits = plan not in ("local", "estimate") and get_target(plan).computes_logits
@@ -162,8 +163,8 @@ def run_on_device(
         compiled, timing = compile_and_time(artifact, device=device, settings=settings, backend=backend, config=profile)
         runtime = compiled.backend
     elif remote_logits:  # the device's own runtime computes the evaluation images' logits with its timing
-        images, labels = _images(test, evaluate.max_samples)
-        held_images, held_labels = _images(holdout, evaluate.holdout_count)
+        images, labels = _images(test, max_samples)
+        held_images, held_labels = _images(holdout, holdout_samples)
         timing = time_remotely(
             artifact, plan=plan, device=device, backend=backend, precision=precision, profile=profile,
             settings=settings, inputs=np.concatenate([images, held_images]),
@@ -184,11 +185,11 @@ def run_on_device(
             )
     host_build = None
     if not remote_logits:  # the compiled model here computes them (else the device did, above)
-        logits, labels = collect_logits(compiled, test, max_samples=evaluate.max_samples)
-        held_logits, held_labels = collect_logits(compiled, holdout, max_samples=evaluate.holdout_count)
+        logits, labels = collect_logits(compiled, test, max_samples=max_samples)
+        held_logits, held_labels = collect_logits(compiled, holdout, max_samples=holdout_samples)
     else:
         host_build = _on_this_host(artifact, backend=backend, settings=settings, test=test,
-                                   max_samples=evaluate.max_samples, device_logits=logits, labels=labels)  # fmt: skip
+                                   max_samples=max_samples, device_logits=logits, labels=labels)  # fmt: skip
     cost = artifact_cost(cost_graph or artifact)  # after the timing: its graph reading stays out of the memory peaks
     return DeviceStats(
         plan=plan, why=why, timing=timing, estimate=estimate, precision=precision,
