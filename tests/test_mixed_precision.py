@@ -83,6 +83,7 @@ def test_the_method_keeps_the_named_layers_in_float_and_says_why(backend, splits
         build_variant(wrong, floats=floats, splits=splits, folder=tmp_path, seed=0, file_stem="wrong")
 
 
+@pytest.mark.slow  # whole-file quantizations (about 30 s and 15 s on 2 cores)
 def test_a_litert_layer_in_float_keeps_the_operators_the_converter_split_from_its_input(splits, tmp_path):
     """The converter writes a padded stride-2 convolution as PAD then CONV_2D, the pool before a classifier as
     MEAN (and RESHAPE), and an NCHW input as a TRANSPOSE: in the ONNX each is part of the layer's input (its pads,
@@ -123,6 +124,7 @@ class TinyHardswish(nn.Sequential):
         self.eval()
 
 
+@pytest.mark.slow  # whole-file quantizations (about 30 s and 15 s on 2 cores)
 def test_an_onnx_runtime_layer_in_float_keeps_its_activation_and_the_pool_that_feeds_it_in_float(splits, tmp_path):
     """ONNX Runtime's QDQ quantizer puts a quantize pair before each HardSigmoid and Mul of a hardswish and before
     the head's pool and flatten, even where the layers around them are excluded: a layer kept in float keeps its
