@@ -17,17 +17,10 @@ target's runtime on the 372 test photos, MACs; the iterations; the goals).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
-from netadapt_imagenette import search_recipe, write_report
-
-import edgeflow
-from edgeflow.io import write_text
-from edgeflow.netadapt.report import SearchReport, write_search_report
-from edgeflow.progress import Progress
+from netadapt_imagenette import search_or_rewrite, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 CLOTHING = ROOT.parent / "shared" / "data" / "clothing-small-160"
@@ -51,18 +44,7 @@ def main() -> None:
         sys.exit(f"bench: {CLOTHING} is missing (the shared clothing-small-160 set, ../shared beside the project)")
     if not START.is_file():
         sys.exit(f"bench: {START} is missing: .venv/bin/python bench/transfer_clothing.py --rows lite1 writes it")
-    timing = args.out / "bench.json"  # the whole command's minutes, for --rewrite
-    if args.rewrite:
-        report = SearchReport.model_validate_json((args.out / "search.json").read_text())
-        write_search_report(report, folder=args.out)
-    else:
-        started = time.perf_counter()
-        report = edgeflow.search(
-            str(START), arch=ARCH, recipe=search_recipe(RECIPE, args.target), out=args.out, latency_ratio=args.ratio,
-            resume=args.resume, target=args.target, progress=Progress.to_stderr(),
-        )  # fmt: skip
-        write_text(timing, json.dumps({"command_seconds": round(time.perf_counter() - started, 1)}) + "\n")
-    total = json.loads(timing.read_text())["command_seconds"] if timing.exists() else None
+    report, total = search_or_rewrite(args, model=str(START), arch=ARCH, recipe=RECIPE)
     start = (
         f"Start: EfficientNet-Lite1 fine-tuned here from ImageNet weights on clothing-small-160 (`{START}`, "
         f"bench/transfer_clothing.py; 224 px there), searched, fine-tuned and scored at "

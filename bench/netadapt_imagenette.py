@@ -109,6 +109,19 @@ def main() -> None:
     if not checkpoint.exists():
         sys.exit(f"bench: {checkpoint} is missing (committed with the project)")
     card = json.loads(checkpoint.with_suffix(".json").read_text())
+    report, total = search_or_rewrite(args, model=str(checkpoint), arch=MODEL, recipe=RECIPE)
+    start = (
+        f"Start: {card['model']} trained from scratch here ({card['side']} px, {card['epochs']} epochs, "
+        f"{100 * card['test_top1']:.2f}% test top-1 through OpenVINO in f32; `{checkpoint}`)."
+    )
+    write_report(args, report=report, start=start, script="bench/netadapt_imagenette.py", recipe=RECIPE,
+                 data="real photos (Imagenette)", test="the 3,925 test photos", total=total)  # fmt: skip
+
+
+def search_or_rewrite(args, *, model: str, arch: str, recipe: Path):
+    """The search of ``model`` with the recipe at ``recipe`` (``args``: ratio, resume, target, out), its whole
+    command's seconds kept in ``--out``; with ``--rewrite`` the report of the search already there. Returns the
+    search report and the seconds (None where never kept)."""
     timing = args.out / "bench.json"  # the whole command's minutes, for --rewrite
     if args.rewrite:
         report = SearchReport.model_validate_json((args.out / "search.json").read_text())
@@ -116,17 +129,11 @@ def main() -> None:
     else:
         started = time.perf_counter()
         report = edgeflow.search(
-            str(checkpoint), arch=MODEL, recipe=search_recipe(RECIPE, args.target), out=args.out,
-            latency_ratio=args.ratio, resume=args.resume, target=args.target, progress=Progress.to_stderr(),
+            model, arch=arch, recipe=search_recipe(recipe, args.target), out=args.out, latency_ratio=args.ratio,
+            resume=args.resume, target=args.target, progress=Progress.to_stderr(),
         )  # fmt: skip
         write_text(timing, json.dumps({"command_seconds": round(time.perf_counter() - started, 1)}) + "\n")
-    total = json.loads(timing.read_text())["command_seconds"] if timing.exists() else None
-    start = (
-        f"Start: {card['model']} trained from scratch here ({card['side']} px, {card['epochs']} epochs, "
-        f"{100 * card['test_top1']:.2f}% test top-1 through OpenVINO in f32; `{checkpoint}`)."
-    )
-    write_report(args, report=report, start=start, script="bench/netadapt_imagenette.py", recipe=RECIPE,
-                 data="real photos (Imagenette)", test="the 3,925 test photos", total=total)  # fmt: skip
+    return report, json.loads(timing.read_text())["command_seconds"] if timing.exists() else None
 
 
 def search_recipe(path: Path, target: str | None):
