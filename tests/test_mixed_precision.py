@@ -83,22 +83,31 @@ def test_the_method_keeps_the_named_layers_in_float_and_says_why(backend, splits
         build_variant(wrong, floats=floats, splits=splits, folder=tmp_path, seed=0, file_stem="wrong")
 
 
+def _every_unit_in_float(module: nn.Module, backend: str, *, splits, folder):
+    """``module``'s float files, and its INT8 variant on ``backend`` (the backend's default method) built with every
+    unit that method can name kept in float: (floats, variant, artifact, stats). Skips where the runtime is
+    missing."""
+    from edgeflow.backends import get_backend
+
+    if get_backend(backend).unavailable():
+        pytest.skip(get_backend(backend).unavailable())
+    floats = _floats(module, folder)
+    variant = VariantSpec(name="v", backend=backend, precision="int8", quantize={"subset_size": 16})
+    units = quantizable_layers(floats.onnx, kinds=get_method(variant.quantize.method).float_units)
+    quantize = variant.quantize.model_copy(update={"float_layers": [unit.name for unit in units]})
+    variant = variant.model_copy(update={"quantize": quantize})
+    return floats, variant, *build_variant(variant, floats=floats, splits=splits, folder=folder, seed=0)
+
+
 @pytest.mark.slow  # whole-file quantizations (about 30 s and 15 s on 2 cores)
 def test_a_litert_layer_in_float_keeps_the_operators_the_converter_split_from_its_input(splits, tmp_path):
     """The converter writes a padded stride-2 convolution as PAD then CONV_2D, the pool before a classifier as
     MEAN (and RESHAPE), and an NCHW input as a TRANSPOSE: in the ONNX each is part of the layer's input (its pads,
     the head's pool) or of the graph's. A layer kept in float keeps them in float with it, so a file with every
     unit in float has no INT8 tensor left (before, its pads, pool and input transpose still rounded)."""
-    from edgeflow.backends import get_backend
     from edgeflow.backends.litert import tflite_operators
 
-    if get_backend("litert").unavailable():
-        pytest.skip(get_backend("litert").unavailable())
-    floats = _floats(Tiny(), tmp_path)
-    units = [unit.name for unit in quantizable_layers(floats.onnx, kinds=get_method("litert-static").float_units)]
-    variant = VariantSpec(name="v", backend="litert", precision="int8",
-                          quantize={"subset_size": 16, "float_layers": units})  # fmt: skip
-    artifact, _stats = build_variant(variant, floats=floats, splits=splits, folder=tmp_path, seed=0)
+    floats, variant, artifact, _stats = _every_unit_in_float(Tiny(), "litert", splits=splits, folder=tmp_path)
     operators = tflite_operators(artifact.path)
     kinds = {kind for kind, _inputs, _outputs in operators}
     assert {"PAD", "MEAN", "TRANSPOSE"} <= kinds  # what the converter split out is there to be kept
@@ -130,16 +139,11 @@ def test_an_onnx_runtime_layer_in_float_keeps_its_activation_and_the_pool_that_f
     the head's pool and flatten, even where the layers around them are excluded: a layer kept in float keeps its
     activation and the pool and flatten feeding it alone in float, so a file with every unit in float has no
     quantize node left (before: 8 of them, on activations and the pool)."""
-    from edgeflow.backends import get_backend
     from edgeflow.backends.onnx_file import load_onnx
 
-    if get_backend("onnxruntime").unavailable():
-        pytest.skip(get_backend("onnxruntime").unavailable())
-    floats = _floats(TinyHardswish(), tmp_path)
-    units = [unit.name for unit in quantizable_layers(floats.onnx, kinds=get_method("ort-static").float_units)]
-    variant = VariantSpec(name="v", backend="onnxruntime", precision="int8",
-                          quantize={"subset_size": 16, "float_layers": units})  # fmt: skip
-    artifact, stats = build_variant(variant, floats=floats, splits=splits, folder=tmp_path, seed=0)
+    floats, variant, artifact, stats = _every_unit_in_float(TinyHardswish(), "onnxruntime", splits=splits,
+                                                            folder=tmp_path)  # fmt: skip
+    units = variant.quantize.float_layers
     assert _quantize_ops(artifact) == 0 and stats.settings["float_layers"] == units
     graph = load_onnx(artifact.path).graph  # ONNX Runtime's pre-processing writes hardswish as HardSigmoid, Mul
     assert {"HardSigmoid", "Mul", "GlobalAveragePool", "Flatten"} <= {node.op_type for node in graph.node}
