@@ -69,7 +69,8 @@ def main() -> None:
         server = arm_device.start(Path(scratch) / "sshd", root=root, cpu=args.cpu)
         try:
             device_file = Path(scratch) / "arm-pi.yaml"
-            device_file.write_text(server.device_yaml())
+            # one command scores a split: under qemu about 0.5 s an image and file, so allow 3 s an image
+            device_file.write_text(server.device_yaml(command_timeout_s=max(600, 3 * (args.samples or 3925))))
             features = check_device(load_device(device_file)).isa
             run_started = time.perf_counter()
             report = edgeflow.optimize(str(checkpoint), arch=MODEL, device=load_device(device_file), recipe=recipe,

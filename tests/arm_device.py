@@ -224,13 +224,15 @@ class ArmSsh:
     user: str = "root"
     python: str = PYTHON
 
-    def device_yaml(self, *, name: str = "arm-pi", runtimes: str = "[onnxruntime, litert]") -> str:
+    def device_yaml(self, *, name: str = "arm-pi", runtimes: str = "[onnxruntime, litert]",
+                    command_timeout_s: int = 600) -> str:  # fmt: skip
+        """The device file; ``command_timeout_s`` bounds one command (scoring a split through qemu is one)."""
         return "\n".join([
             f"name: {name}", f"description: an emulated aarch64 Debian (qemu-user, {self.cpu}) on 127.0.0.1",
             "transport: ssh",
             "emulated: true", f"runtimes: {runtimes}", "precisions: [fp32, int8]", "ssh:", "  host: 127.0.0.1",
             f"  port: {self.port}", f"  user: {self.user}", f"  key: {self.key}", f"  known_hosts: {self.known_hosts}",
-            f"  python: {self.python}", "  connect_timeout_s: 20",
+            f"  python: {self.python}", "  connect_timeout_s: 20", f"  command_timeout_s: {command_timeout_s}",
         ]) + "\n"  # fmt: skip
 
     def stop(self) -> None:

@@ -155,6 +155,9 @@ def test_failing_and_hanging_commands(ssh_device) -> None:
         with transport.workspace() as _folder:
             transport.run(["sleep", "30"], step="wait", timeout=2)
     assert _leftovers() == before, "a hung command left its work folder behind"
+    slow = open_transport(ssh_device(command_timeout_s=2))  # the device's own bound names the setting to raise
+    with pytest.raises(DeviceError, match=r"within 2 s \(command_timeout_s in the device file: raise it"):
+        slow.run(["sleep", "30"], step="wait", timeout=slow.command_timeout)
 
 
 def test_connection_overrides_from_environment_and_cli(ssh_device, monkeypatch) -> None:

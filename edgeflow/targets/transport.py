@@ -60,7 +60,14 @@ class Transport(ABC):
         try:
             completed = subprocess.run(command, input=stdin, capture_output=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
-            raise DeviceError(self.device.name, step, f"no answer from {self.address} within {timeout:g} s") from None
+            hint = (
+                " (command_timeout_s in the device file: raise it for a slow device)"
+                if timeout == self.command_timeout
+                else ""
+            )
+            raise DeviceError(
+                self.device.name, step, f"no answer from {self.address} within {timeout:g} s{hint}"
+            ) from None
         except FileNotFoundError:
             raise DeviceError(self.device.name, step, f"{command[0]} is not installed on this machine") from None
         stdout = completed.stdout if binary else completed.stdout.decode(errors="replace")
