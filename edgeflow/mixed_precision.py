@@ -26,6 +26,9 @@ float file's softmax to the candidate's (continuous, where agreement on a few hu
 * *backward*: where adding units does not reach the budget (the damage is spread thin: no unit alone recovers
   much) but the reference does, the file starts from the reference instead and returns units to INT8, least KL
   added alone per millisecond saved first, as many as the whole file's agreement allows (bisection on how many).
+  Where ``mixed_precision.layers`` names a few units, the start is those in float, built and checked first.
+* *against float*: the chosen file and the float file timed in turn. A mixed file no faster than the float file
+  is said to be (ship the float file: it agrees 100%), in the summary's note and the report.
 
 AIMET and TensorRT Model Optimizer rank layers in simulation against a bit budget; here both sides are measured
 on the artifact that ships.
@@ -138,6 +141,16 @@ class _Builder:
         """(agreement with float, top-1, mean KL to float) on holdout, and the compiled model."""
         compiled = self.runtime.compile(artifact, settings=self.settings)
         return (*self.score_compiled(compiled), compiled)
+
+    def against_float(self, artifact: Artifact, *, rounds: int) -> tuple[float, float]:
+        """p50 of ``artifact`` and of the float file (compiled as the variant ships), medians of ``rounds`` timed
+        in turn: a mixed file is worth shipping only where it is faster than the float file."""
+        compiled = {
+            "chosen": self.runtime.compile(artifact, settings=self.settings),
+            "float": self.runtime.compile(self.floats.base(self.variant.backend), settings=self.settings),
+        }
+        medians = time_in_turn(compiled, rounds=rounds, config=TIMING).medians()
+        return medians["chosen"], medians["float"]
 
     def score_compiled(self, compiled) -> tuple[float, float, float]:
         logits, _ = collect_logits(compiled, self.splits.holdout, max_samples=self.max_samples)
@@ -379,11 +392,16 @@ def _choose(
             if best[0] >= agreement:
                 break
     returned: list[str] = []
-    if best[0] < agreement and sensitivity.reference_agreement >= agreement:
-        if best_artifact is not None:
-            best_artifact.remove()
-        kept, returned, best, best_artifact = _back_to_int8(builder, sensitivity, agreement=agreement, steps=steps,
-                                                            progress=progress)  # fmt: skip
+    # every unit measured in float: known from the sensitivity where it measured them all; where the user named a
+    # few (mixed_precision.layers) the backward pass builds those in float first and goes on only if that meets
+    every_unit = len(sensitivity.layers) == len(builder.units)
+    if best[0] < agreement and (sensitivity.reference_agreement >= agreement or not every_unit):
+        backward = _back_to_int8(builder, sensitivity, agreement=agreement, steps=steps, progress=progress,
+                                 start_known=every_unit)  # fmt: skip
+        if backward is not None:
+            if best_artifact is not None:
+                best_artifact.remove()
+            kept, returned, best, best_artifact = backward
     if best_artifact is None:
         best_artifact = builder.build([], stem="mixed-0")
     summary = builder.summaries[Path(best_artifact.path)]
@@ -391,11 +409,14 @@ def _choose(
         best_artifact = best_artifact.move_to(Path(folder) / f"{file_stem}{Path(best_artifact.path).suffix}")
     modules = {name: unit.label() for name, unit in builder.units.items()}
     score, top1, _kl = best
+    progress.stage(f"time the chosen file and the float file in turn ({sensitivity.rounds} rounds)")
+    mixed_ms, float_ms = builder.against_float(best_artifact, rounds=sensitivity.rounds)
     mixed = MixedPrecisionStats(
         agreement_interval=wilson_interval(round(score * len(builder.labels)), len(builder.labels)),
         agreement_budget=agreement, float_layers=kept, float_modules=[modules.get(name, name) for name in kept],
         returned_modules=[modules.get(name, name) for name in returned], steps=steps, agreement=score, top1=top1,
         met=score >= agreement, method=variant.quantize.method, notes=notes, sensitivity=sensitivity,
+        ms=mixed_ms, float_ms=float_ms,
     )  # fmt: skip
     chosen = (
         f"every unit in float but {len(returned)} returned to INT8 ({', '.join(mixed.returned_modules) or 'none'}), "
@@ -412,17 +433,33 @@ def _choose(
     if sensitivity.starts:
         tried = ", ".join(f"{t.label} {100 * t.agreement:.2f}% (KL {t.kl:.4f})" for t in sensitivity.starts)
         note += f"; started from {sensitivity.start}, all-INT8 on holdout: {tried}"
+    note += f"; p50 timed in turn with the float file on this host: {mixed_ms:.3f} ms against {float_ms:.3f} ms"
+    if not mixed.faster_than_float:
+        note += (
+            " -- NOT faster than the float file, which agrees 100% with itself: ship the float file, or loosen "
+            "the agreement budget"
+        )
     return best_artifact, summary.model_copy(update={"mixed_precision": mixed, "notes": [*summary.notes, note, *notes]})
 
 
 def _back_to_int8(
-    builder: _Builder, sensitivity: SensitivityStats, *, agreement: float, steps: list[MixedStep], progress: Progress
-) -> tuple[list[str], list[str], tuple[float, float, float], Artifact]:
+    builder: _Builder,
+    sensitivity: SensitivityStats,
+    *,
+    agreement: float,
+    steps: list[MixedStep],
+    progress: Progress,
+    start_known: bool = True,
+) -> tuple[list[str], list[str], tuple[float, float, float], Artifact] | None:
     """The backward pass, where adding units to the float set one at a time did not reach the budget but every unit
     in float does: the units of :meth:`SensitivityStats.returnable` returned to INT8 from that file, as many as the
     whole file's agreement allows, found by bisection on how many (each count built whole and scored: about
-    log2 of the units' count files). Returns the float set, the units returned, the score and the file."""
-    every = list(builder.units)
+    log2 of the units' count files). Returns the float set, the units returned, the score and the file.
+
+    The units are those the sensitivity measured (``mixed_precision.layers`` where named). Unless ``start_known``
+    (the sensitivity's reference, every unit in float, met the budget), those units all in float are built and
+    scored first, and where that misses the budget the pass returns None."""
+    every = [layer.name for layer in sensitivity.layers]
     order = [layer.name for layer in sensitivity.returnable()]
 
     def attempt(count: int, *, keep_anyway: bool = False) -> tuple[bool, tuple[float, float, float], Artifact]:
@@ -439,6 +476,12 @@ def _back_to_int8(
 
     low, high = 0, len(order)  # low: a count of units returned known to meet the budget (0: the reference)
     best: tuple[tuple[float, float, float], Artifact] | None = None
+    if not start_known:
+        met, score, artifact = attempt(0)
+        if not met:
+            artifact.remove()
+            return None
+        best = score, artifact
     while low < high:
         count = (low + high + 1) // 2
         met, score, artifact = attempt(count)

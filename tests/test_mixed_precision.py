@@ -384,7 +384,13 @@ def test_sensitivity_is_measured_per_layer_and_the_float_set_checked_whole(split
     _artifact, summary = choose_float_layers(variant, stats, floats=floats, splits=splits, folder=tmp_path,
                                              settings=device.runtime, agreement=1.01, max_samples=64)  # fmt: skip
     failed = summary.mixed_precision
-    first, again = failed.steps[: len(ranked)], failed.steps[len(ranked) :]
+    forward = [step for step in failed.steps if step.returned is None]
+    # two units named: the backward pass starts from those two in float, which cannot meet 101%, and stops there
+    assert [(step.returned, step.kept) for step in failed.steps if step.returned is not None] == [(0, False)]
+    assert not failed.backward and failed.ms > 0 and failed.float_ms > 0
+    assert f"{failed.ms:.3f} ms against {failed.float_ms:.3f} ms" in summary.notes[-2]
+    assert ("NOT faster than the float file" in summary.notes[-2]) == (failed.ms >= failed.float_ms)
+    first, again = forward[: len(ranked)], forward[len(ranked) :]
     assert not failed.met and [step.added for step in first] == [row.name for row in ranked]  # every one tried
     # then once more, each one not kept that was tried before a later one was kept (with the set kept since)
     kept_after = [any(later.kept for later in first[index + 1 :]) for index in range(len(first))]
@@ -394,11 +400,11 @@ def test_sensitivity_is_measured_per_layer_and_the_float_set_checked_whole(split
     from edgeflow.mixed_precision import MIN_KL_GAIN
 
     best = stats.int8_kl
-    for step in failed.steps:
+    for step in forward:
         assert step.kept == (step.kl < best * (1 - MIN_KL_GAIN))
         best = step.kl if step.kept else best
-    assert failed.float_layers == [step.added for step in failed.steps if step.kept]
-    assert np.all(np.diff([0, *(step.float_layers for step in failed.steps)]) >= 0)
+    assert failed.float_layers == [step.added for step in forward if step.kept]
+    assert np.all(np.diff([0, *(step.float_layers for step in forward)]) >= 0)
 
 
 class _CleanThenOutlier(nn.Module):
@@ -492,11 +498,16 @@ def test_optimize_builds_the_mixed_variant_and_reports_its_sensitivity(tmp_path)
         "features.0.0",
         "features.1.block.0.0",
     ]
-    assert len(stats.float_layers) <= 2 and len(stats.steps) <= 2  # one try in each pass
+    # one try in each pass, then the two named units in float (the backward pass's start) where those fell short;
+    # never a unit that was not named (every unit in float meets 100% here: it is the float file)
+    assert len(stats.float_layers) <= 2 and len(stats.steps) <= 3
+    assert set(stats.float_layers) <= {layer.name for layer in stats.sensitivity.layers}
+    assert stats.ms > 0 and stats.float_ms > 0
     assert (tmp_path / "run" / record.artifact).name == "model_onnxruntime-mixed.onnx"
     saved = json.loads((tmp_path / "run" / "report.json").read_text())
     assert saved["variants"][1]["quantization"]["mixed_precision"]["sensitivity"]["layers"][0]["float_ms"] > 0
     markdown = (tmp_path / "run" / "report.md").read_text()
+    assert f"{stats.ms:.3f} ms against the float file's {stats.float_ms:.3f} ms" in markdown
     assert "### Mixed precision: onnxruntime-mixed" in markdown and "| features.0.0 | Conv |" in markdown
     assert f"built as {stats.sensitivity.start}, the calibration whose all-INT8 file is closest" in markdown
     low, high = stats.agreement_interval  # 48 holdout images: wide

@@ -133,11 +133,18 @@ class MixedPrecisionStats(BaseModel):
     method: str = ""  # the post-training quantization the files were built with
     notes: list[str] = []  # where the variant's own settings were changed to build them
     sensitivity: SensitivityStats | None = None
+    ms: float | None = None  # the chosen file's p50 on this host, median of the rounds timed in turn with ...
+    float_ms: float | None = None  # ... the float file's, compiled as the variant ships
+
+    @property
+    def faster_than_float(self) -> bool:
+        """The chosen file beat the float file timed in turn (unknown where not timed: taken as faster)."""
+        return self.ms is None or self.float_ms is None or self.ms < self.float_ms
 
     @property
     def backward(self) -> bool:
         """The set was chosen by the backward pass (units returned to INT8 from every unit in float)."""
-        return bool(self.steps) and self.steps[-1].returned is not None
+        return any(step.returned is not None and step.kept for step in self.steps)
 
 
 class QuantizationStats(BaseModel):
