@@ -58,6 +58,10 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=128, help="calibration images of every INT8 file")
     parser.add_argument("--holdout", type=int, default=None, help="holdout images the choices are made on")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--method", default=None,
+                        help="the mixed file's method (default: the runtime's default, as all-INT8); auto: each "
+                        "post-training method of the runtime built all-INT8, mixed precision starts from the "
+                        "closest to float")  # fmt: skip
     parser.add_argument("--report", type=Path, default=None)
     parser.add_argument("--keep", type=Path, default=None,
                         help="keep each runtime's measured sensitivity here; a rerun on the same model, data and "
@@ -86,6 +90,7 @@ def main() -> None:
         f"--side {args.side} --runtimes {args.runtimes} --agreement {args.agreement} --max-drop {args.max_drop} "
         f"--subset {args.subset} --rounds {args.rounds}"
         + (f" --holdout {args.holdout}" if args.holdout else "")
+        + (f" --method {args.method}" if args.method else "")
         + (f" --report {args.report}" if args.report else "")
         + (f" --keep {args.keep}" if args.keep else "")
     )
@@ -130,6 +135,8 @@ def run_runtime(runtime, *, floats, splits, device, folder, args, gates, progres
             f"max_drop {args.max_drop}, {len(stats.float_layers)} layers float, {time.perf_counter() - started:.0f} s"
         )
     started = time.perf_counter()
+    if args.method:
+        base = base.model_copy(update={"quantize": base.quantize.model_copy(update={"method": args.method})})
     sensitivity = measure_sensitivity(base, floats=floats, splits=splits, folder=folder, settings=settings,
                                       rounds=5, max_samples=args.holdout, progress=progress,
                                       keep_in=args.keep)  # fmt: skip
@@ -199,8 +206,8 @@ def tables(results: dict, sensitivities: dict, args) -> list[str]:
             "",
             *(
                 [
-                    f"Started from {sensitivity.start}, the calibration whose all-INT8 file is closest to float on "
-                    "holdout: "
+                    f"Started from {sensitivity.start}, the post-training quantization whose all-INT8 file is "
+                    "closest to float on holdout: "
                     + ", ".join(
                         f"{start.label} {100 * start.agreement:.2f}% (KL {start.kl:.4f})"
                         for start in sensitivity.starts

@@ -47,7 +47,7 @@ from edgeflow.accuracy import collect_logits, wilson_interval
 from edgeflow.artifact import Artifact
 from edgeflow.backends import get_backend
 from edgeflow.backends.base import RuntimeSettings
-from edgeflow.compress import get_method
+from edgeflow.compress import AUTO, auto_methods, get_method
 from edgeflow.compress.layers import QuantLayer, module_name, quantizable_layers
 from edgeflow.compress.stats import (
     LayerSensitivity,
@@ -177,29 +177,45 @@ def _started(tries: list[tuple[str, VariantSpec]], sensitivity: SensitivityStats
 def mixed_tries(variant: VariantSpec) -> tuple[list[tuple[str, VariantSpec]], list[str]]:
     """``variant`` as mixed precision builds it: each post-training quantization its method stands for
     (:func:`edgeflow.variants.post_training_tries`: one, or one per calibration where ``calibrate_method`` is
-    auto), labelled, and what that changed, said in words. Mixed precision starts from the try whose all-INT8
-    file is closest to the float file on holdout (:meth:`_Builder.start`).
+    auto; with ``method: auto``, those of every post-training method of the runtime that can keep units in float,
+    such as ort-static and NNCF's ONNX quantizer for ONNX Runtime), labelled, and what that changed, said in words.
+    Mixed precision starts from the try whose all-INT8 file is closest to the float file on holdout
+    (:meth:`_Builder.start`): the choice of method and calibration comes before the choice of float units.
 
     Raises:
         ConfigError: the variant is not INT8, or that method cannot keep layers in float.
     """
     if variant.precision != "int8" or variant.quantize is None:
         raise ConfigError(f"variant {variant.name}: mixed precision is for INT8 variants")
-    tries = post_training_tries(variant)
-    built = tries[0][1]
-    method = built.quantize.method
-    if not get_method(method).float_units:
-        raise ConfigError(f"variant {variant.name}: {method} cannot keep chosen layers in float (float_layers)")
     notes = []
-    if method != variant.quantize.method:
-        notes.append(f"built with {method}, the post-training quantization {variant.quantize.method} starts from; "
-                     "the agreement budget replaces its holdout loop")  # fmt: skip
+    if variant.quantize.method == AUTO:
+        backend = get_backend(variant.backend)
+        names = [name for name in auto_methods(backend.name, default=backend.default_int8)
+                 if get_method(name).tier == 0 and get_method(name).float_units]  # fmt: skip
+        if not names:
+            raise ConfigError(f"variant {variant.name}: no post-training method for {backend.name} can keep "
+                              "chosen layers in float (float_layers)")  # fmt: skip
+        tries = [tried for name in names for tried in post_training_tries(
+            variant.model_copy(update={"quantize": variant.quantize.model_copy(update={"method": name})}))]  # fmt: skip
+        if len(names) > 1:
+            notes.append(f"method auto: the all-INT8 file of each post-training method for {backend.name} "
+                         f"({', '.join(names)}) built and scored on holdout; mixed precision starts from the one "
+                         "of least KL to the float file")  # fmt: skip
+    else:
+        tries = post_training_tries(variant)
+        method = tries[0][1].quantize.method
+        if not get_method(method).float_units:
+            raise ConfigError(f"variant {variant.name}: {method} cannot keep chosen layers in float (float_layers)")
+        if method != variant.quantize.method:
+            notes.append(f"built with {method}, the post-training quantization {variant.quantize.method} starts "
+                         "from; the agreement budget replaces its holdout loop")  # fmt: skip
     for key in ("calibrate_method", "preset"):
-        before, after = getattr(variant.quantize, key, None), [getattr(v.quantize, key, None) for _, v in tries]
+        before = getattr(variant.quantize, key, None)
+        after = [getattr(v.quantize, key) for _, v in tries if key in get_method(v.quantize.method).config.model_fields]
         if len(set(after)) > 1:
             notes.append(f"{key} {before}: each of {', '.join(map(str, after))} built all-INT8 and scored on "
                          "holdout; mixed precision starts from the one of least KL to the float file")  # fmt: skip
-        elif before != after[0]:
+        elif after and before != after[0]:
             notes.append(f"{key} {before} built as {after[0]}")
     return tries, notes
 

@@ -334,11 +334,12 @@ def test_only_methods_that_keep_layers_in_float_take_part():
     [(_label, auto)], notes = mixed_tries(
         VariantSpec(name="a", backend="openvino", precision="int8", quantize={"method": "auto"})
     )
-    assert auto.quantize.method == "nncf-ptq" and "the post-training quantization auto starts from" in notes[0]
-    [(_label, control)], _ = mixed_tries(
+    assert auto.quantize.method == "nncf-ptq" and notes == []  # accuracy control and QAT are no post-training start
+    [(_label, control)], notes = mixed_tries(
         VariantSpec(name="c", backend="openvino", precision="int8", quantize={"method": "nncf-accuracy-control"})
     )
     assert control.quantize.method == "nncf-ptq"
+    assert "the post-training quantization nncf-accuracy-control starts from" in notes[0]
     searched, notes = mixed_tries(VariantSpec(name="s", backend="onnxruntime", precision="int8"))
     assert [variant.quantize.calibrate_method for _label, variant in searched] == ["minmax", "minmax-average"]
     assert notes == [
@@ -459,6 +460,19 @@ def test_where_adding_units_falls_short_units_go_back_to_int8_from_every_unit_in
         assert [(step.returned, step.kept) for step in backward] == [(2, False), (1, False), (0, True)]
 
 
+def test_method_auto_starts_from_each_post_training_method_that_keeps_units_in_float():
+    from edgeflow.mixed_precision import mixed_tries
+
+    auto = VariantSpec(name="ort", backend="onnxruntime", precision="int8", quantize={"method": "auto"},
+                       mixed_precision={})  # fmt: skip
+    tries, notes = mixed_tries(auto)
+    assert [label for label, _ in tries] == ["ort-static (minmax)", "ort-static (minmax-average)", "nncf-ptq"]
+    assert [variant.quantize.method for _, variant in tries] == ["ort-static", "ort-static", "nncf-ptq"]
+    assert "(ort-static, nncf-ptq)" in notes[0] and "calibrate_method auto: each of minmax, minmax-average" in notes[1]
+    named = auto.model_copy(update={"quantize": auto.quantize.model_copy(update={"method": "ort-static"})})
+    assert [variant.quantize.method for _, variant in mixed_tries(named)[0]] == ["ort-static", "ort-static"]
+
+
 def test_a_recipe_asks_for_mixed_precision_only_where_a_method_can_keep_layers_in_float():
     from pydantic import ValidationError
 
@@ -509,7 +523,9 @@ def test_optimize_builds_the_mixed_variant_and_reports_its_sensitivity(tmp_path)
     markdown = (tmp_path / "run" / "report.md").read_text()
     assert f"{stats.ms:.3f} ms against the float file's {stats.float_ms:.3f} ms" in markdown
     assert "### Mixed precision: onnxruntime-mixed" in markdown and "| features.0.0 | Conv |" in markdown
-    assert f"built as {stats.sensitivity.start}, the calibration whose all-INT8 file is closest" in markdown
+    assert (
+        f"built as {stats.sensitivity.start}, the post-training quantization whose all-INT8 file is closest" in markdown
+    )
     low, high = stats.agreement_interval  # 48 holdout images: wide
     assert low <= stats.agreement <= high and high - low > 0.05 and "% on 48 images)" in markdown
     assert (tmp_path / "run" / "sensitivity_onnxruntime-mixed.png").stat().st_size > 0

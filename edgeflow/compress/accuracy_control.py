@@ -91,9 +91,7 @@ def quantize_with_accuracy_control(
         "drop_type": "absolute",
         "holdout_samples": len(validation_items),
     }
-    arguments = nncf_quantize_arguments(
-        settings, config, gates=gates, chosen=float_layer_names(model, config, onnx_names=False)
-    )
+    arguments = nncf_quantize_arguments(settings, config, gates=gates, chosen=float_layer_names(model, config))
     core = ov.Core()
     float_top1 = _top1(core.compile_model(model, "CPU", _F32), validation_items)[0]
 

@@ -279,6 +279,20 @@ _ACTIVATION_OPS = {"Relu", "Clip", "HardSigmoid", "Sigmoid", "HardSwish", "Leaky
 _INPUT_SIDE_OPS = {"GlobalAveragePool", "Flatten", "Reshape", "Squeeze", "Pad", "Transpose"}
 
 
+def onnx_float_nodes(graph, float_layers: list[str]) -> list[str]:
+    """What a quantizer of an ONNX ``graph`` for ONNX Runtime keeps in float for ``float_layers`` (its node names):
+    each with its companions (:func:`onnx_companions`). ort-static and NNCF's ONNX backend both take it.
+
+    Raises:
+        ConfigError: a name that is no node of the graph.
+    """
+    names = {node.name for node in graph.node}
+    for layer in float_layers:
+        if layer not in names:
+            raise ConfigError(f"quantize.float_layers: {layer!r} is not a layer of the model")
+    return onnx_companions(graph, list(float_layers))
+
+
 def onnx_companions(graph, names: list[str]) -> list[str]:
     """``names`` (nodes of an ONNX ``graph``), each weighted layer among them followed by the nodes that are part
     of it as a quantizer sees the graph: its activation (the nodes of :data:`_ACTIVATION_OPS` that read only its

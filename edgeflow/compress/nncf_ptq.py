@@ -132,24 +132,29 @@ def float_gates(model, config: NncfPtqConfig) -> list[list[str]]:
     return find_gates(model) if config.squeeze_excitation == "float" else []
 
 
-def float_layer_names(model, config: NncfPtqConfig, *, onnx_names: bool) -> list[str]:
-    """``config.float_layers`` (float ONNX node names) as NNCF names them in ``model``: the ONNX names for NNCF's
-    ONNX backend (``onnx_names``); in an OpenVINO model, the friendly name, ``<name>/WithoutBiases`` where
-    OpenVINO split a convolution's or matrix product's bias off.
+def float_layer_names(model, config: NncfPtqConfig, *, onnx: Path | None = None) -> list[str]:
+    """``config.float_layers`` (float ONNX node names) as NNCF names them: for NNCF's ONNX backend (``onnx``, the
+    file it quantizes) the ONNX names with their companions, as ort-static keeps them
+    (:func:`edgeflow.compress.layers.onnx_float_nodes`); in an OpenVINO ``model``, the friendly name,
+    ``<name>/WithoutBiases`` where OpenVINO split a convolution's or matrix product's bias off.
 
     Raises:
         ConfigError: a name that is no node of the model.
     """
     if not config.float_layers:
         return []
+    if onnx is not None:
+        from edgeflow.backends.onnx_file import load_onnx
+        from edgeflow.compress.layers import onnx_float_nodes
+
+        return onnx_float_nodes(load_onnx(onnx).graph, list(config.float_layers))
     names = {op.get_friendly_name() for op in model.get_ops()}
     found = []
     for layer in config.float_layers:
-        candidates = (layer,) if onnx_names else (f"{layer}/WithoutBiases", layer)
-        match = next((name for name in candidates if name in names), None)
+        match = next((name for name in (f"{layer}/WithoutBiases", layer) if name in names), None)
         if match is None:
             raise ConfigError(f"quantize.float_layers: {layer!r} is not a layer of the model")
-        found.append(layer if onnx_names else match)
+        found.append(match)
     return found
 
 
@@ -206,7 +211,7 @@ def quantize_nncf(
         calibration, size=config.subset_size, input_shape=shape, seed=seed, input_name=input_name
     )
     gates = float_gates(model, config)
-    chosen = float_layer_names(model, config, onnx_names=path.suffix == ".onnx")
+    chosen = float_layer_names(model, config, onnx=Path(artifact.path) if path.suffix == ".onnx" else None)
     settings = nncf_settings(model, config, subset=subset, gates=gates)
     arguments = nncf_quantize_arguments(settings, config, gates=gates, chosen=chosen)
     with quiet_nncf():

@@ -21,7 +21,7 @@ from pydantic import Field
 from edgeflow.artifact import Artifact
 from edgeflow.backends.base import resolve_dims
 from edgeflow.backends.openvino import read_model, runtime_message
-from edgeflow.compress.layers import onnx_companions
+from edgeflow.compress.layers import onnx_float_nodes
 from edgeflow.compress.method import (
     FloatLayerOptions,
     GateOptions,
@@ -37,7 +37,6 @@ from edgeflow.data import ImageDataset, calibration_subset
 from edgeflow.data.splits import image_stacks
 from edgeflow.environment import host_int8_saturates
 from edgeflow.errors import (
-    ConfigError,
     DataError,
     ModelLoadError,
     OutputError,
@@ -251,22 +250,13 @@ def _float_gates(path: Path, config: OrtStaticConfig) -> list[list[str]]:
 
 
 def _float_layers(path: Path, config: OrtStaticConfig) -> list[str]:
-    """``config.float_layers``, checked against the pre-processed ONNX's node names, each weighted layer with its
-    activation and the pool or flatten that feeds it alone (:func:`edgeflow.compress.layers.onnx_companions`).
-
-    Raises:
-        ConfigError: a name that is no node of the model.
-    """
+    """``config.float_layers`` in the pre-processed ONNX, with their companions
+    (:func:`edgeflow.compress.layers.onnx_float_nodes`)."""
     if not config.float_layers:
         return []
     from edgeflow.backends.onnx_file import load_onnx
 
-    graph = load_onnx(path).graph
-    names = {node.name for node in graph.node}
-    for layer in config.float_layers:
-        if layer not in names:
-            raise ConfigError(f"quantize.float_layers: {layer!r} is not a layer of the model")
-    return onnx_companions(graph, list(config.float_layers))
+    return onnx_float_nodes(load_onnx(path).graph, list(config.float_layers))
 
 
 def _float_model_input(artifact: Artifact) -> tuple[str, tuple[int, ...]]:
