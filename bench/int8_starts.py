@@ -1,0 +1,120 @@
+"""The all-INT8 files mixed precision may start from, scored on holdout against the float file: each post-training
+method of the runtime (what ``method: auto`` tries, :func:`edgeflow.mixed_precision.mixed_tries`) and, beside
+them, the calibration settings a user could set by hand (more images, percentile ranges, 8-bit weights where
+``reduce_range: auto`` chose 7). Top-1 agreement, top-1 and the mean KL divergence of the float file's softmax to
+each file's: the start mixed precision picks is the one of least KL.
+
+    .venv/bin/python bench/int8_starts.py --model bench/checkpoints/mobilenet_v3_large-imagenette-96px-40ep.pt \
+        --arch mobilenet_v3_large --recipe recipes/imagenette.yaml --side 96 [--runtimes onnxruntime,litert] \
+        [--report reports/int8-starts-mnv3-imagenette-cpu.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import imagenette  # noqa: E402  (the heading: machine, versions, command)
+import numpy as np  # noqa: E402
+
+from edgeflow.accuracy import collect_logits  # noqa: E402
+from edgeflow.backends import get_backend  # noqa: E402
+from edgeflow.device import load_device  # noqa: E402
+from edgeflow.export.onnx import export_onnx  # noqa: E402
+from edgeflow.io import write_text  # noqa: E402
+from edgeflow.mixed_precision import mean_kl, mixed_tries, reference_settings  # noqa: E402
+from edgeflow.recipe import VariantSpec, load_recipe  # noqa: E402
+from edgeflow.source import load_model_and_data  # noqa: E402
+from edgeflow.variants import FloatArtifacts, build_variant  # noqa: E402
+
+#: settings beside the starts, per runtime: (label, quantize keys)
+BY_HAND = {
+    "onnxruntime": [
+        ("ort-static (minmax), --big-subset images", {"method": "ort-static", "calibrate_method": "minmax"}),
+        ("ort-static (percentile), --big-subset images", {"method": "ort-static", "calibrate_method": "percentile"}),
+        ("ort-static (minmax), 8-bit weights", {"method": "ort-static", "calibrate_method": "minmax",
+                                                 "reduce_range": False}),
+        ("nncf-ptq, --big-subset images", {"method": "nncf-ptq"}),
+    ],
+    "litert": [("litert-static, --big-subset images", {"method": "litert-static"})],
+    "openvino": [("nncf-ptq, --big-subset images", {"method": "nncf-ptq"})],
+}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--arch", required=True)
+    parser.add_argument("--recipe", required=True, help="the recipe the model was trained with (data, preprocessing)")
+    parser.add_argument("--side", type=int, required=True)
+    parser.add_argument("--runtimes", default="onnxruntime,litert")
+    parser.add_argument("--subset", type=int, default=64, help="calibration images of the starts")
+    parser.add_argument("--big-subset", type=int, default=300, help="calibration images of the by-hand rows")
+    parser.add_argument("--holdout", type=int, default=None, help="holdout images (default: all)")
+    parser.add_argument("--report", type=Path, default=None)
+    args = parser.parse_args()
+    recipe = load_recipe(args.recipe)
+    recipe = recipe.model_copy(update={"model": recipe.model.model_copy(update={"resolution": args.side})})
+    source, splits = load_model_and_data(args.model, arch=args.arch, data=recipe.data, recipe=recipe)
+    settings = load_device("cpu").runtime
+    shape = (1, 3, *splits.size)
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        onnx = export_onnx(source.module.eval(), input_shape=shape, path=folder / "model.onnx")
+        floats = FloatArtifacts.of(onnx, module=source.module, input_shape=shape, folder=folder)
+        for runtime in [name for name in args.runtimes.split(",") if get_backend(name).unavailable() is None]:
+            backend = get_backend(runtime)
+            reference = backend.compile(floats.base(runtime), settings=reference_settings(backend, settings))
+            float_logits, labels = collect_logits(reference, splits.holdout, max_samples=args.holdout)
+            auto = VariantSpec(name="start", backend=runtime, precision="int8",
+                               quantize={"method": "auto", "subset_size": args.subset})  # fmt: skip
+            tries = [(f"start: {label}, {args.subset} images", variant) for label, variant in mixed_tries(auto)[0]]
+            tries += [(label.replace("--big-subset", str(args.big_subset)),
+                       VariantSpec(name="by-hand", backend=runtime, precision="int8",
+                                   quantize={**keys, "subset_size": args.big_subset}))
+                      for label, keys in BY_HAND.get(runtime, [])]  # fmt: skip
+            for index, (label, variant) in enumerate(tries):
+                started = time.perf_counter()
+                artifact, _ = build_variant(variant, floats=floats, splits=splits, folder=folder, seed=0,
+                                            file_stem=f"{runtime}-{index}", settings=settings)  # fmt: skip
+                logits, _ = collect_logits(backend.compile(artifact, settings=settings), splits.holdout,
+                                           max_samples=args.holdout)  # fmt: skip
+                predicted = logits.argmax(1)
+                rows.append((runtime, label, float(np.mean(predicted == float_logits.argmax(1))),
+                             float(np.mean(predicted == labels)), mean_kl(float_logits, logits),
+                             time.perf_counter() - started))  # fmt: skip
+                print(rows[-1], flush=True)
+                artifact.remove()
+    command = (
+        f".venv/bin/python bench/int8_starts.py --model {args.model} --arch {args.arch} --recipe {args.recipe} "
+        f"--side {args.side} --runtimes {args.runtimes} --subset {args.subset} --big-subset {args.big_subset}"
+        + (f" --holdout {args.holdout}" if args.holdout else "")
+        + (f" --report {args.report}" if args.report else "")
+    )
+    heading = imagenette.heading(f"INT8 starts for mixed precision: {Path(args.model).name}", command=command)
+    lines = [line for line in heading if not line.startswith("Data:")]
+    lines += [
+        f"Data: {splits.name}: {len(float_logits)} holdout images scored, {splits.size[0]} px. Agreement and KL are "
+        "against the float file through the same runtime (f32). Rows marked start are what `method: auto` "
+        "builds all-INT8 first; mixed precision starts from the one of least KL.",
+        "",
+        "| runtime | file | holdout agreement with float % | holdout top-1 % | mean KL to float | build and score s |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {runtime} | {label} | {100 * agreement:.2f} | {100 * top1:.2f} | {kl:.4f} | {seconds:.0f} |"
+            for runtime, label, agreement, top1, kl, seconds in rows
+        ),  # fmt: skip
+    ]
+    if args.report is not None:
+        write_text(args.report, "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
