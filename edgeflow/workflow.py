@@ -470,7 +470,9 @@ def _measure_variant(
 
 def _mark_baseline_and_recommendation(records: list[VariantRecord], *, max_drop: float) -> None:
     """Speed-up against the first variant. Recommend the fastest deployable variant (not torch eager)
-    whose holdout top-1 is within ``max_drop`` of the best fp32 variant's: chosen on holdout, never test."""
+    whose holdout top-1 is within ``max_drop`` of the best fp32 variant's: chosen on holdout, never test. A mixed
+    precision file that mixed precision timed no faster than its float file is never recommended (the float file
+    is the better answer)."""
     if not records:
         return
     first = records[0]
@@ -481,7 +483,13 @@ def _mark_baseline_and_recommendation(records: list[VariantRecord], *, max_drop:
     deployable = [record for record in records if get_backend(record.backend).ships] or records
     floats = [record for record in deployable if record.precision == "fp32"] or deployable
     floor = max(record.holdout_top1 for record in floats) - max_drop
-    eligible = [record for record in deployable if record.holdout_top1 >= floor - 1e-9] or floats
+
+    def dominated(record: VariantRecord) -> bool:  # a mixed file timed no faster than its float file
+        mixed = record.quantization.mixed_precision if record.quantization is not None else None
+        return mixed is not None and not mixed.faster_than_float
+
+    eligible = [record for record in deployable
+                if record.holdout_top1 >= floor - 1e-9 and not dominated(record)] or floats  # fmt: skip
 
     def choice(record: VariantRecord) -> tuple:  # measured first, then estimated; an emulated latency never counts
         if record.emulated:

@@ -473,6 +473,35 @@ def test_method_auto_starts_from_each_post_training_method_that_keeps_units_in_f
     assert [variant.quantize.method for _, variant in mixed_tries(named)[0]] == ["ort-static", "ort-static"]
 
 
+def test_a_mixed_file_no_faster_than_its_float_file_is_never_recommended():
+    from edgeflow.compress.stats import MixedPrecisionStats, QuantizationStats
+    from edgeflow.profiling.stats import LatencyStats
+    from edgeflow.report.schema import VariantRecord
+    from edgeflow.workflow import _mark_baseline_and_recommendation
+
+    def record(name: str, p50: float, *, mixed_ms: float | None = None) -> VariantRecord:
+        latency = LatencyStats(p50=p50, p90=p50, p99=p50, mean=p50, min=p50, max=p50, std=None, cold=None,
+                               iterations=20, warmup=2, seconds=0.1, throughput_fps=1000 / p50)  # fmt: skip
+        mixed = None if mixed_ms is None else MixedPrecisionStats(
+            agreement_budget=0.99, float_layers=["a"], steps=[], agreement=0.995, top1=0.9, met=True,
+            ms=mixed_ms, float_ms=2.0)  # fmt: skip
+        quantization = None if mixed is None else QuantizationStats(
+            method="ort-static", settings={}, quantized_layers=3, float_layers=[], mixed_precision=mixed)  # fmt: skip
+        return VariantRecord.model_construct(
+            name=name, backend="onnxruntime", precision="fp32" if mixed is None else "int8", holdout_top1=0.9,
+            latency_ms=latency, estimate=None, measured=True, emulated=False, quantization=quantization,
+            recommended=False, speedup_vs_baseline=None)  # fmt: skip
+
+    # the device timed the mixed file a little faster, but mixed precision's own timing in turn found it slower
+    # than the float file: the float file is the answer
+    slower = [record("float", 2.0), record("mixed", 1.9, mixed_ms=2.1)]
+    _mark_baseline_and_recommendation(slower, max_drop=0.01)
+    assert [r.recommended for r in slower] == [True, False]
+    faster = [record("float", 2.0), record("mixed", 1.9, mixed_ms=1.5)]
+    _mark_baseline_and_recommendation(faster, max_drop=0.01)
+    assert [r.recommended for r in faster] == [False, True]
+
+
 def test_a_recipe_asks_for_mixed_precision_only_where_a_method_can_keep_layers_in_float():
     from pydantic import ValidationError
 
