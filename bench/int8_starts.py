@@ -21,16 +21,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import imagenette  # noqa: E402  (the heading: machine, versions, command)
 import numpy as np  # noqa: E402
+from mixed_precision import float_files, load_model, model_arguments  # noqa: E402
 
 from edgeflow.accuracy import collect_logits  # noqa: E402
 from edgeflow.backends import get_backend  # noqa: E402
 from edgeflow.device import load_device  # noqa: E402
-from edgeflow.export.onnx import export_onnx  # noqa: E402
 from edgeflow.io import write_text  # noqa: E402
 from edgeflow.mixed_precision import mean_kl, mixed_tries, reference_settings  # noqa: E402
-from edgeflow.recipe import VariantSpec, load_recipe  # noqa: E402
-from edgeflow.source import load_model_and_data  # noqa: E402
-from edgeflow.variants import FloatArtifacts, build_variant  # noqa: E402
+from edgeflow.recipe import VariantSpec  # noqa: E402
+from edgeflow.variants import build_variant  # noqa: E402
 
 #: settings beside the starts, per runtime: (label, quantize keys)
 BY_HAND = {
@@ -48,26 +47,19 @@ BY_HAND = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--arch", required=True)
-    parser.add_argument("--recipe", required=True, help="the recipe the model was trained with (data, preprocessing)")
-    parser.add_argument("--side", type=int, required=True)
+    model_arguments(parser)
     parser.add_argument("--runtimes", default="onnxruntime,litert")
     parser.add_argument("--subset", type=int, default=64, help="calibration images of the starts")
     parser.add_argument("--big-subset", type=int, default=300, help="calibration images of the by-hand rows")
     parser.add_argument("--holdout", type=int, default=None, help="holdout images (default: all)")
     parser.add_argument("--report", type=Path, default=None)
     args = parser.parse_args()
-    recipe = load_recipe(args.recipe)
-    recipe = recipe.model_copy(update={"model": recipe.model.model_copy(update={"resolution": args.side})})
-    source, splits = load_model_and_data(args.model, arch=args.arch, data=recipe.data, recipe=recipe)
+    source, splits = load_model(args)
     settings = load_device("cpu").runtime
-    shape = (1, 3, *splits.size)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        onnx = export_onnx(source.module.eval(), input_shape=shape, path=folder / "model.onnx")
-        floats = FloatArtifacts.of(onnx, module=source.module, input_shape=shape, folder=folder)
+        floats = float_files(source, splits, folder)
         for runtime in [name for name in args.runtimes.split(",") if get_backend(name).unavailable() is None]:
             backend = get_backend(runtime)
             reference = backend.compile(floats.base(runtime), settings=reference_settings(backend, settings))

@@ -46,12 +46,31 @@ from edgeflow.variants import FloatArtifacts, build_variant  # noqa: E402
 TIMING = ProfileConfig(warmup=10, iterations=100_000, max_seconds=0.5, min_iterations=20)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --arch, --recipe and --side: the trained model a mixed-precision bench starts from."""
     parser.add_argument("--model", required=True)
     parser.add_argument("--arch", required=True)
     parser.add_argument("--recipe", required=True, help="the recipe the model was trained with (data, preprocessing)")
     parser.add_argument("--side", type=int, required=True)
+
+
+def load_model(args: argparse.Namespace):
+    """The model of :func:`model_arguments` and its data splits, at ``--side``."""
+    recipe = load_recipe(args.recipe)
+    recipe = recipe.model_copy(update={"model": recipe.model.model_copy(update={"resolution": args.side})})
+    return load_model_and_data(args.model, arch=args.arch, data=recipe.data, recipe=recipe)
+
+
+def float_files(source, splits, folder: Path) -> FloatArtifacts:
+    """The model exported to ONNX in ``folder``, as the float files every runtime's files are built from."""
+    shape = (1, 3, *splits.size)
+    onnx = export_onnx(source.module.eval(), input_shape=shape, path=folder / "model.onnx")
+    return FloatArtifacts.of(onnx, module=source.module, input_shape=shape, folder=folder)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    model_arguments(parser)
     parser.add_argument("--runtimes", default="openvino,onnxruntime,litert")
     parser.add_argument("--agreement", type=float, default=0.99)
     parser.add_argument("--max-drop", type=float, default=0.01, help="NNCF accuracy control's top-1 budget")
@@ -67,19 +86,15 @@ def main() -> None:
                         help="keep each runtime's measured sensitivity here; a rerun on the same model, data and "
                         "settings reads it instead of measuring again")  # fmt: skip
     args = parser.parse_args()
-    recipe = load_recipe(args.recipe)
-    recipe = recipe.model_copy(update={"model": recipe.model.model_copy(update={"resolution": args.side})})
-    source, splits = load_model_and_data(args.model, arch=args.arch, data=recipe.data, recipe=recipe)
+    source, splits = load_model(args)
     device = load_device("cpu")
-    shape = (1, 3, *splits.size)
     runtimes = [name for name in args.runtimes.split(",") if get_backend(name).unavailable() is None]
     progress = Progress.to_stderr()
     results, sensitivities = {}, {}
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        onnx = export_onnx(source.module.eval(), input_shape=shape, path=folder / "model.onnx")
-        floats = FloatArtifacts.of(onnx, module=source.module, input_shape=shape, folder=folder)
-        gates = bool(find_gates(__import__("onnx").load(str(onnx.path))))
+        floats = float_files(source, splits, folder)
+        gates = bool(find_gates(__import__("onnx").load(str(floats.onnx.path))))
         for runtime in runtimes:
             rows, sensitivity = run_runtime(runtime, floats=floats, splits=splits, device=device, folder=folder,
                                             args=args, gates=gates, progress=progress)  # fmt: skip
