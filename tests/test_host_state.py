@@ -80,6 +80,9 @@ def test_the_timing_process_own_work_is_not_counted_as_others() -> None:
         return count
 
     _, quiet = host_state.watched(spin, busy_share=1.0, retries=0)
+    if quiet["others_cpu_share"] > 0.3:  # no room left for the spinners to show: nothing to tell apart
+        pytest.skip(f"this host is busy with other work: {quiet['others_cpu_share']:.2f} of its CPU time went to "
+                    "other processes while only the test's own spin ran")  # fmt: skip
     spinners = _spin(SPINNERS)
     try:
         _, busy = host_state.watched(spin, busy_share=1.0, retries=0)
