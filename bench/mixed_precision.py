@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--method", default=None,
                         help="the mixed file's method (default: the runtime's default, as all-INT8); auto: each "
                         "post-training method of the runtime built all-INT8, mixed precision starts from the "
-                        "closest to float")  # fmt: skip
+                        "closest to float among those within 10% of the fastest")  # fmt: skip
     parser.add_argument("--report", type=Path, default=None)
     parser.add_argument("--keep", type=Path, default=None,
                         help="keep each runtime's measured sensitivity here; a rerun on the same model, data and "
@@ -222,11 +222,8 @@ def tables(results: dict, sensitivities: dict, args) -> list[str]:
             *(
                 [
                     f"Started from {sensitivity.start}, the post-training quantization whose all-INT8 file is "
-                    "closest to float on holdout: "
-                    + ", ".join(
-                        f"{start.label} {100 * start.agreement:.2f}% (KL {start.kl:.4f})"
-                        for start in sensitivity.starts
-                    )
+                    "closest to float on holdout among those within 10% of the fastest's p50: "
+                    + ", ".join(start.describe() for start in sensitivity.starts)
                     + ".",
                     "",
                 ]

@@ -12,8 +12,10 @@ on the holdout split (never test), against the float file: top-1 agreement, and 
 float file's softmax to the candidate's (continuous, where agreement on a few hundred images moves in steps):
 
 * *start*: where the variant's settings stand for several post-training quantizations (ort-static's
-  ``calibrate_method: auto``: each calibration), each is built all-INT8 and scored; the one of least KL is the
-  start every file below is built with. The choice of calibration comes before the choice of float units.
+  ``calibrate_method: auto``: each calibration; ``method: auto``: each post-training method), each is built
+  all-INT8, scored and timed in turn; the one of least KL among those within 10% of the fastest's p50 is the start
+  every file below is built with (:func:`pick_start`). The choice of calibration comes before the choice of float
+  units.
 * *reference*: every unit in float (what the method quantizes outside them stays INT8); a unit's damage is
   measured over it.
 * *INT8 alone*: every other unit in float. A unit whose rounding hurts shows here.
@@ -71,6 +73,20 @@ TIMING = ProfileConfig(warmup=10, iterations=100_000, max_seconds=0.4, min_itera
 #: on a few hundred holdout images smaller falls are noise (LiteRT's MobileNetV3 kept 13 layers on them, +30%
 #: latency, and agreed no more on the test split: reports/mixed-precision-mnv3-imagenette-cpu.md)
 MIN_KL_GAIN = 0.02
+#: a start (an all-INT8 file of one post-training method) slower than the fastest start by more than this share is
+#: passed over: units kept in float only add latency to it. NNCF's ONNX quantizer places its quantize pairs where
+#: ONNX Runtime's CPU kernels fuse few of them (47 of mobilenet_v3_large's 62 convolutions stay float between
+#: quantize pairs): its file was the closest to float but ran 6x slower than ort-static's (14.8 ms against 2.4 ms)
+START_SLOWER_BY = 0.10
+
+
+def pick_start(starts: list[StartStats], *, slower_by: float = START_SLOWER_BY) -> int:
+    """The index of the start mixed precision goes on from: the least KL to the float file among the starts
+    whose p50 is within ``slower_by`` of the fastest start's (all of them where none was timed)."""
+    timed = [start.ms for start in starts if start.ms is not None]
+    near = [index for index, start in enumerate(starts)
+            if not timed or start.ms is None or start.ms <= min(timed) * (1 + slower_by)]  # fmt: skip
+    return min(near, key=lambda index: starts[index].kl)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -102,11 +118,12 @@ class _Builder:
         self.float_logits, self.labels = collect_logits(compiled, splits.holdout, max_samples=max_samples)
         self.summaries: dict[Path, QuantizationStats] = {}
 
-    def start(self, tries: list[tuple[str, VariantSpec]], *, progress: Progress) -> tuple[str, Artifact, Any]:
-        """The all-INT8 file of each try, scored on holdout; the builder goes on with the one of least KL to the
-        float file. Returns its label, its file and (agreement, top-1, KL, compiled); every try is in
-        ``self.starts``."""
-        best: tuple[str, Artifact, Any] | None = None
+    def start(self, tries: list[tuple[str, VariantSpec]], *, rounds: int, timing: ProfileConfig,
+              progress: Progress) -> tuple[str, Artifact, Any]:  # fmt: skip
+        """The all-INT8 file of each try, scored on holdout and (where there are several) timed in turn,
+        ``rounds`` rounds; the builder goes on with the one :func:`pick_start` picks. Returns its label, its file
+        and (agreement, top-1, KL, compiled); every try is in ``self.starts``."""
+        built: list[tuple[str, Artifact, Any]] = []
         self.starts: list[StartStats] = []
         for index, (label, variant) in enumerate(tries):
             if len(tries) > 1:
@@ -115,13 +132,16 @@ class _Builder:
             artifact = self.build([], stem=f"sensitivity-all-int8-{index}")
             scores = self.score(artifact)
             self.starts.append(StartStats(label=label, agreement=scores[0], top1=scores[1], kl=scores[2]))
-            if best is None or scores[2] < best[2][2]:
-                if best is not None:
-                    best[1].remove()
-                best = (label, artifact, scores)
-            else:
-                artifact.remove()
-        assert best is not None, "a variant stands for at least one try"
+            built.append((label, artifact, scores))
+        if len(built) > 1:
+            progress.stage(f"time the {len(built)} all-INT8 files in turn ({rounds} rounds)")
+            medians = time_in_turn({str(i): scores[3] for i, (_, _, scores) in enumerate(built)}, rounds=rounds,
+                                   config=timing).medians()  # fmt: skip
+            self.starts = [start.model_copy(update={"ms": medians[str(i)]}) for i, start in enumerate(self.starts)]
+        best = built[pick_start(self.starts)]
+        for other in built:
+            if other is not best:
+                other[1].remove()
         self.variant = dict(tries)[best[0]]
         return best
 
@@ -179,8 +199,9 @@ def mixed_tries(variant: VariantSpec) -> tuple[list[tuple[str, VariantSpec]], li
     (:func:`edgeflow.variants.post_training_tries`: one, or one per calibration where ``calibrate_method`` is
     auto; with ``method: auto``, those of every post-training method of the runtime that can keep units in float,
     such as ort-static and NNCF's ONNX quantizer for ONNX Runtime), labelled, and what that changed, said in words.
-    Mixed precision starts from the try whose all-INT8 file is closest to the float file on holdout
-    (:meth:`_Builder.start`): the choice of method and calibration comes before the choice of float units.
+    Mixed precision starts from the try whose all-INT8 file is closest to the float file on holdout among those
+    near the fastest (:func:`pick_start`): the choice of method and calibration comes before the choice of float
+    units.
 
     Raises:
         ConfigError: the variant is not INT8, or that method cannot keep layers in float.
@@ -199,8 +220,9 @@ def mixed_tries(variant: VariantSpec) -> tuple[list[tuple[str, VariantSpec]], li
             variant.model_copy(update={"quantize": variant.quantize.model_copy(update={"method": name})}))]  # fmt: skip
         if len(names) > 1:
             notes.append(f"method auto: the all-INT8 file of each post-training method for {backend.name} "
-                         f"({', '.join(names)}) built and scored on holdout; mixed precision starts from the one "
-                         "of least KL to the float file")  # fmt: skip
+                         f"({', '.join(names)}) built, scored on holdout and timed; mixed precision starts from "
+                         f"the one of least KL to the float file among those within {100 * START_SLOWER_BY:.0f}% of "
+                         "the fastest")  # fmt: skip
     else:
         tries = post_training_tries(variant)
         method = tries[0][1].quantize.method
@@ -213,8 +235,9 @@ def mixed_tries(variant: VariantSpec) -> tuple[list[tuple[str, VariantSpec]], li
         before = getattr(variant.quantize, key, None)
         after = [getattr(v.quantize, key) for _, v in tries if key in get_method(v.quantize.method).config.model_fields]
         if len(set(after)) > 1:
-            notes.append(f"{key} {before}: each of {', '.join(map(str, after))} built all-INT8 and scored on "
-                         "holdout; mixed precision starts from the one of least KL to the float file")  # fmt: skip
+            notes.append(f"{key} {before}: each of {', '.join(map(str, after))} built all-INT8, scored on "
+                         "holdout and timed; mixed precision starts from the one of least KL to the float file "
+                         f"among those within {100 * START_SLOWER_BY:.0f}% of the fastest")  # fmt: skip
         elif after and before != after[0]:
             notes.append(f"{key} {before} built as {after[0]}")
     return tries, notes
@@ -284,7 +307,9 @@ def _sensitivity(
     chosen = _selected(every, layers)
     names = [layer.name for layer in every]
     float_top1 = float(np.mean(builder.float_logits.argmax(1) == builder.labels))
-    start, all_int8, (int8_agreement, int8_top1, int8_kl, int8_compiled) = builder.start(tries, progress=progress)
+    start, all_int8, (int8_agreement, int8_top1, int8_kl, int8_compiled) = builder.start(
+        tries, rounds=rounds, timing=timing, progress=progress
+    )
     variant, settings = builder.variant, builder.settings
     progress.stage(f"sensitivity of {len(chosen)} units through {variant.backend} ({start})")
     reference = builder.build(names, stem="sensitivity-reference")
@@ -447,8 +472,9 @@ def _choose(
         f"{len(builder.labels)} images; budget {100 * agreement:.2f}%{'' if mixed.met else ', NOT met'})"
     )
     if sensitivity.starts:
-        tried = ", ".join(f"{t.label} {100 * t.agreement:.2f}% (KL {t.kl:.4f})" for t in sensitivity.starts)
-        note += f"; started from {sensitivity.start}, all-INT8 on holdout: {tried}"
+        tried = ", ".join(start.describe() for start in sensitivity.starts)
+        note += (f"; started from {sensitivity.start}, the least KL among the starts within "
+                 f"{100 * START_SLOWER_BY:.0f}% of the fastest; all-INT8 on holdout: {tried}")  # fmt: skip
     note += f"; p50 timed in turn with the float file on this host: {mixed_ms:.3f} ms against {float_ms:.3f} ms"
     if not mixed.faster_than_float:
         note += (
