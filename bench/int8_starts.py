@@ -26,15 +26,13 @@ from mixed_precision import float_files, load_model, model_arguments  # noqa: E4
 
 from edgeflow.accuracy import collect_logits  # noqa: E402
 from edgeflow.backends import get_backend  # noqa: E402
-from edgeflow.compress.stats import StartStats  # noqa: E402
+from edgeflow.compress.stats import START_SLOWER_BY, StartStats, pick_start  # noqa: E402
 from edgeflow.device import load_device  # noqa: E402
 from edgeflow.io import write_text  # noqa: E402
 from edgeflow.mixed_precision import (  # noqa: E402
-    START_SLOWER_BY,
     TIMING,
     mean_kl,
     mixed_tries,
-    pick_start,
     reference_settings,
 )
 from edgeflow.profiling.in_turn import time_in_turn  # noqa: E402

@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 from edgeflow.accuracy import collect_logits, wilson_interval  # noqa: E402
 from edgeflow.backends import get_backend  # noqa: E402
 from edgeflow.compress.squeeze_excitation import find_gates  # noqa: E402
+from edgeflow.compress.stats import START_SLOWER_BY  # noqa: E402
 from edgeflow.device import load_device  # noqa: E402
 from edgeflow.export.onnx import export_onnx  # noqa: E402
 from edgeflow.io import write_text  # noqa: E402
@@ -80,7 +81,8 @@ def main() -> None:
     parser.add_argument("--method", default=None,
                         help="the mixed file's method (default: the runtime's default, as all-INT8); auto: each "
                         "post-training method of the runtime built all-INT8, mixed precision starts from the "
-                        "closest to float among those within 10% of the fastest")  # fmt: skip
+                        f"closest to float among those within {100 * START_SLOWER_BY:.0f}%% of the "
+                        "fastest")  # fmt: skip
     parser.add_argument("--report", type=Path, default=None)
     parser.add_argument("--keep", type=Path, default=None,
                         help="keep each runtime's measured sensitivity here; a rerun on the same model, data and "
@@ -222,9 +224,8 @@ def tables(results: dict, sensitivities: dict, args) -> list[str]:
             *(
                 [
                     f"Started from {sensitivity.start}, the post-training quantization whose all-INT8 file is "
-                    "closest to float on holdout among those within 10% of the fastest's p50: "
-                    + ", ".join(start.describe() for start in sensitivity.starts)
-                    + ".",
+                    f"closest to float on holdout among those within {100 * START_SLOWER_BY:.0f}% of the fastest's "
+                    "p50: " + ", ".join(start.describe() for start in sensitivity.starts) + ".",
                     "",
                 ]
                 if sensitivity.starts

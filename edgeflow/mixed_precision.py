@@ -52,12 +52,14 @@ from edgeflow.backends.base import RuntimeSettings
 from edgeflow.compress import AUTO, auto_methods, get_method
 from edgeflow.compress.layers import QuantLayer, module_name, quantizable_layers
 from edgeflow.compress.stats import (
+    START_SLOWER_BY,
     LayerSensitivity,
     MixedPrecisionStats,
     MixedStep,
     QuantizationStats,
     SensitivityStats,
     StartStats,
+    pick_start,
 )
 from edgeflow.data import DataSplits
 from edgeflow.errors import ConfigError
@@ -73,20 +75,6 @@ TIMING = ProfileConfig(warmup=10, iterations=100_000, max_seconds=0.4, min_itera
 #: on a few hundred holdout images smaller falls are noise (LiteRT's MobileNetV3 kept 13 layers on them, +30%
 #: latency, and agreed no more on the test split: reports/mixed-precision-mnv3-imagenette-cpu.md)
 MIN_KL_GAIN = 0.02
-#: a start (an all-INT8 file of one post-training method) slower than the fastest start by more than this share is
-#: passed over: units kept in float only add latency to it. NNCF's ONNX quantizer places its quantize pairs where
-#: ONNX Runtime's CPU kernels fuse few of them (47 of mobilenet_v3_large's 62 convolutions stay float between
-#: quantize pairs): its file was the closest to float but ran 6x slower than ort-static's (14.8 ms against 2.4 ms)
-START_SLOWER_BY = 0.10
-
-
-def pick_start(starts: list[StartStats], *, slower_by: float = START_SLOWER_BY) -> int:
-    """The index of the start mixed precision goes on from: the least KL to the float file among the starts
-    whose p50 is within ``slower_by`` of the fastest start's (all of them where none was timed)."""
-    timed = [start.ms for start in starts if start.ms is not None]
-    near = [index for index, start in enumerate(starts)
-            if not timed or start.ms is None or start.ms <= min(timed) * (1 + slower_by)]  # fmt: skip
-    return min(near, key=lambda index: starts[index].kl)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

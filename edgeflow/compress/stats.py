@@ -40,7 +40,7 @@ class StartStats(BaseModel):
     """One all-INT8 file a method's settings can build (ort-static's calibrations under ``calibrate_method:
     auto``), scored on holdout against the float file, and its p50 timed in turn with the other starts on this
     host; mixed precision starts from the one of least KL among those near the fastest
-    (:func:`edgeflow.mixed_precision.pick_start`)."""
+    (:func:`pick_start`)."""
 
     label: str
     agreement: float
@@ -52,6 +52,22 @@ class StartStats(BaseModel):
         """``label 97.11% (KL 0.0135, 2.410 ms)``: its holdout agreement with the float file, KL and p50."""
         timed = f", {self.ms:.3f} ms" if self.ms is not None else ""
         return f"{self.label} {100 * self.agreement:.2f}% (KL {self.kl:.4f}{timed})"
+
+
+#: a start (an all-INT8 file of one post-training method) slower than the fastest start by more than this share is
+#: passed over: units kept in float only add latency to it. NNCF's ONNX quantizer places its quantize pairs where
+#: ONNX Runtime's CPU kernels fuse few of them (47 of mobilenet_v3_large's 62 convolutions stay float between
+#: quantize pairs): its file was the closest to float but ran 6x slower than ort-static's (14.8 ms against 2.4 ms)
+START_SLOWER_BY = 0.10
+
+
+def pick_start(starts: list[StartStats], *, slower_by: float = START_SLOWER_BY) -> int:
+    """The index of the start mixed precision goes on from: the least KL to the float file among the starts
+    whose p50 is within ``slower_by`` of the fastest start's (all of them where none was timed)."""
+    timed = [start.ms for start in starts if start.ms is not None]
+    near = [index for index, start in enumerate(starts)
+            if not timed or start.ms is None or start.ms <= min(timed) * (1 + slower_by)]  # fmt: skip
+    return min(near, key=lambda index: starts[index].kl)
 
 
 class SensitivityStats(BaseModel):

@@ -12,6 +12,7 @@ from typing import Any
 
 import jinja2
 
+from edgeflow.compress.stats import START_SLOWER_BY
 from edgeflow.report.schema import Report
 
 _ENVIRONMENT = jinja2.Environment(
@@ -21,6 +22,7 @@ _ENVIRONMENT = jinja2.Environment(
     lstrip_blocks=True,
     undefined=jinja2.StrictUndefined,
 )
+_ENVIRONMENT.globals["start_slower_by"] = START_SLOWER_BY  # the bound mixed precision's start is picked with
 
 
 def _pct(value: float | None) -> str:
