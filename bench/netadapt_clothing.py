@@ -3,10 +3,10 @@ shrunk against the latency of the file that ships (``--target``, e.g. litert-int
 this CPU, beside the width multiplier and Torch-Pruning's uniform magnitude pruning, every model fine-tuned with
 the same steps and timed in turn.
 
-Starts from reports/transfer-clothing/lite1/model.pt (``bench/transfer_clothing.py --rows lite1`` writes it: 92.20%
-test top-1 at 224 px), runs `edgeflow search` with recipes/clothing-search.yaml (a CPU recipe: 160 px, 300
-long-term steps) and writes the report and plot (the models: measured p50 in turn, speed-up, test top-1 through the
-target's runtime on the 372 test photos, MACs; the iterations; the goals).
+Starts from reports/transfer-clothing/lite1/model.pt (``bench/transfer_clothing.py --rows lite1`` writes it;
+its test top-1 at 224 px is in that folder's report), runs `edgeflow search` with recipes/clothing-search.yaml (a
+CPU recipe: 160 px, 300 long-term steps) and writes the report and plot (the models: measured p50 in turn,
+speed-up, test top-1 through the target's runtime on the 372 test photos, MACs; the iterations; the goals).
 
     .venv/bin/python bench/netadapt_clothing.py --target litert-int8 [--ratio 0.64] [--resume]
     .venv/bin/python bench/netadapt_clothing.py --target litert-fp32 --out reports/bench-netadapt-clothing-fp32

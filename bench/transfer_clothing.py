@@ -22,6 +22,9 @@ lowest top-1 there. Needs ../shared (skips with a reason otherwise).
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -172,11 +175,15 @@ def main() -> None:
     if "int8" in runs:
         int8 = int8_rows(runs["int8"], args.out / "int8", rounds=args.rounds, seconds=args.seconds)
     cpu = environment()["cpu"]
+    command = " ".join([".venv/bin/python bench/transfer_clothing.py", *map(shlex.quote, sys.argv[1:])])
+    ran = ", ".join(f"{row} {run.created[:16].replace('T', ' ')}" for row, run in runs.items())
+    today = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
     lines = [
         "# Transfer learning on clothing-small-160 (this CPU)",
         "",
-        f"`.venv/bin/python bench/transfer_clothing.py` on {cpu['name']} ({cpu['logical_cores']} logical cores), "
-        f"recipes/transfer-clothing.yaml. Test split: 372 photos, 10 classes.",
+        f"`{command}` on {cpu['name']} ({cpu['logical_cores']} logical cores), {today} UTC, "
+        f"recipes/transfer-clothing.yaml. Test split: 372 photos, 10 classes. Rows not run by this command are read "
+        f"back from their report.json in {args.out.name}/; each run's time: {ran}.",
         "",
         "| model | training | side px | train min | test top-1 % | worst class top-1 % |",
         "|---|---|---|---|---|---|",
