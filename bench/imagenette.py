@@ -103,9 +103,14 @@ def keep(folder: Path, *, report=None, to: Path, name: str | None = None, comman
     return to / f"{name}.pt", card
 
 
-def heading(title: str, *, command: str, when: datetime | None = None) -> list[str]:
-    """The lines a real-photo table in reports/ opens with: what, when (``when``, else now), where, and how to
-    make it again."""
+IMAGENETTE = (
+    f"{DATA} (Imagenette 2, real photos: the train folder less a 15% holdout trains, `val/` is the test split)."
+)
+
+
+def heading(title: str, *, command: str, when: datetime | None = None, data: str | None = IMAGENETTE) -> list[str]:
+    """The lines a real-photo table in reports/ opens with: what, when (``when``, else now), where, the photos
+    (``data``; None: the caller says it after), and how to make it again."""
     import nncf
     import onnxruntime
     import openvino
@@ -117,8 +122,7 @@ def heading(title: str, *, command: str, when: datetime | None = None) -> list[s
         f"{(when or datetime.now(timezone.utc)):%Y-%m-%d %H:%M} UTC; {machine()}; torch {torch.__version__}, "
         f"OpenVINO {openvino.__version__.split('-')[0]}, NNCF {nncf.__version__}, "
         f"ONNX Runtime {onnxruntime.__version__}.",
-        f"Data: {DATA} (Imagenette 2, real photos: the train folder less a 15% holdout trains, `val/` is the test "
-        "split).",
+        *([f"Data: {data}"] if data else []),
         f"Command: `{command}`",
         "",
     ]

@@ -108,8 +108,8 @@ def main() -> None:
         + (f" --holdout {args.holdout}" if args.holdout else "")
         + (f" --report {args.report}" if args.report else "")
     )
-    heading = imagenette.heading(f"INT8 starts for mixed precision: {Path(args.model).name}", command=command)
-    lines = [line for line in heading if not line.startswith("Data:")]
+    title = f"INT8 starts for mixed precision: {Path(args.model).name}"
+    lines = imagenette.heading(title, command=command, data=None)
     lines += [
         f"Data: {splits.name}: {len(float_logits)} holdout images scored, {splits.size[0]} px. Agreement and KL are "
         "against the float file through the same runtime (f32). Rows marked start are what `method: auto` "

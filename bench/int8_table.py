@@ -142,9 +142,8 @@ def main() -> None:
         f"--rounds {args.rounds} --seed {args.seed}" + (f" --report {args.report}" if args.report else "")
     )
     heading = imagenette.heading(
-        f"The lookup table per backend and precision: {Path(args.model).name}", command=command
+        f"The lookup table per backend and precision: {Path(args.model).name}", command=command, data=None
     )
-    heading = [line for line in heading if not line.startswith("Data:")]
     text = "\n".join([*heading, "", *explain(args), "", *tables(results, models)]) + "\n"
     if args.report is not None:
         write_text(args.report, text)

@@ -111,8 +111,8 @@ def main() -> None:
         + (f" --report {args.report}" if args.report else "")
         + (f" --keep {args.keep}" if args.keep else "")
     )
-    heading = imagenette.heading(f"Mixed precision through the runtime: {Path(args.model).name}", command=command)
-    heading = [line for line in heading if not line.startswith("Data:")]
+    title = f"Mixed precision through the runtime: {Path(args.model).name}"
+    heading = imagenette.heading(title, command=command, data=None)
     lines = [*heading, f"Data: {splits.name}: {splits.describe()['train']} train, {len(splits.holdout)} holdout, "
              f"{len(splits.test)} test images, {splits.size[0]} px.", "", *explain(args, gates), ""]  # fmt: skip
     lines += tables(results, sensitivities, args)

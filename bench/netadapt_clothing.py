@@ -51,7 +51,9 @@ def main() -> None:
         f"{report.resolution} px: a CPU recipe."
     )
     write_report(args, report=report, start=start, script="bench/netadapt_clothing.py", recipe=RECIPE,
-                 data="a user's photos (clothing-small-160)", test="the 372 test photos", total=total)  # fmt: skip
+                 data="a user's photos (clothing-small-160)", test="the 372 test photos", total=total,
+                 photos="../shared/data/clothing-small-160 (10 garment classes, real photos: the official "
+                 "train split trains, val is the holdout, test the test split).")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -151,10 +151,19 @@ def search_recipe(path: Path, target: str | None):
 
 
 def write_report(
-    args, *, report, start: str, script: str, recipe: Path, data: str, test: str, total: float | None
+    args,
+    *,
+    report,
+    start: str,
+    script: str,
+    recipe: Path,
+    data: str,
+    test: str,
+    total: float | None,
+    photos: str = imagenette.IMAGENETTE,
 ) -> None:
     """The bench's report: ``start`` says where the starting model came from, ``data`` and ``test`` name the
-    photos and the test split."""
+    photos and the test split, ``photos`` is the heading's line on where they are and how they are split."""
     command = f".venv/bin/python {script}" + (f" --ratio {args.ratio}" if args.ratio else "")
     if args.target:
         resume = " --resume" if args.resume else ""
@@ -179,6 +188,7 @@ def write_report(
             f"NetAdapt on {data}, beside its baselines",
             command=command,
             when=datetime.fromisoformat(report.created),
+            data=photos,
         ),  # fmt: skip
         f"{start} Every model below is built as variant {target.get('variant', 'openvino-fp32')} ships it, timed "
         f"and scored through {what} on this CPU (executed in {first.execution_precision}); {judged}.",
