@@ -108,6 +108,12 @@ IMAGENETTE = (
 )
 
 
+CLOTHING_PHOTOS = (
+    "../shared/data/clothing-small-160 (10 garment classes, real photos: the official train split trains, val is "
+    "the holdout, test the test split of 372 photos)."
+)
+
+
 def heading(title: str, *, command: str, when: datetime | None = None, data: str | None = IMAGENETTE) -> list[str]:
     """The lines a real-photo table in reports/ opens with: what, when (``when``, else now), where, the photos
     (``data``; None: the caller says it after), and how to make it again."""

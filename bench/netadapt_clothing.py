@@ -20,6 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from imagenette import CLOTHING_PHOTOS
 from netadapt_imagenette import search_or_rewrite, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,8 +53,7 @@ def main() -> None:
     )
     write_report(args, report=report, start=start, script="bench/netadapt_clothing.py", recipe=RECIPE,
                  data="a user's photos (clothing-small-160)", test="the 372 test photos", total=total,
-                 photos="../shared/data/clothing-small-160 (10 garment classes, real photos: the official "
-                 "train split trains, val is the holdout, test the test split).")  # fmt: skip
+                 photos=CLOTHING_PHOTOS)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -24,10 +24,10 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from imagenette import CLOTHING_PHOTOS, heading
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -134,7 +134,6 @@ def main() -> None:
     if missing:
         print(f"skipped: {', '.join(missing)} not found (../shared holds the photos and the weights)")
         return
-    from edgeflow.environment import environment
     from edgeflow.io import write_text
     from edgeflow.recipe import load_recipe
 
@@ -174,16 +173,12 @@ def main() -> None:
     int8 = []
     if "int8" in runs:
         int8 = int8_rows(runs["int8"], args.out / "int8", rounds=args.rounds, seconds=args.seconds)
-    cpu = environment()["cpu"]
     command = " ".join([".venv/bin/python bench/transfer_clothing.py", *map(shlex.quote, sys.argv[1:])])
     ran = ", ".join(f"{row} {run.created[:16].replace('T', ' ')}" for row, run in runs.items())
-    today = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
     lines = [
-        "# Transfer learning on clothing-small-160 (this CPU)",
-        "",
-        f"`{command}` on {cpu['name']} ({cpu['logical_cores']} logical cores), {today} UTC, "
-        f"recipes/transfer-clothing.yaml. Test split: 372 photos, 10 classes. Rows not run by this command are read "
-        f"back from their report.json in {args.out.name}/; each run's time: {ran}.",
+        *heading("Transfer learning on clothing-small-160 (this CPU)", command=command, data=CLOTHING_PHOTOS),
+        f"Recipe: recipes/transfer-clothing.yaml. Rows not run by this command are read back from their report.json "
+        f"in {args.out.name}/; each run's time: {ran}.",
         "",
         "| model | training | side px | train min | test top-1 % | worst class top-1 % |",
         "|---|---|---|---|---|---|",

@@ -147,6 +147,38 @@ def test_search_killed_mid_iteration_resumes_to_the_same_result(finished, cache,
     assert all(torch.equal(expected[name], got[name]) for name in expected)
 
 
+@pytest.mark.slow  # a whole search (or its table) on this CPU
+def test_a_finished_search_resumed_with_other_long_term_steps_fine_tunes_again_and_keeps_the_rest(finished, tmp_path):
+    """The long-term fine-tuning is not part of what a search is: resumed with other steps, only the chosen
+    model's fine-tuning (and the baselines', which use the same steps) run again; resumed as it is, nothing does."""
+    import shutil
+
+    report, out = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    recipe = Recipe.model_validate(RECIPE)
+    recipe.search.baselines.widths = [0.5]
+    recipe.search.long_term.steps = 5
+    before = json.loads((copy / "state" / "state.json").read_text())
+    assert before["long_term"]["steps"] == 3 and set(before["baselines"]) == {"width-0.5", "resolution-0.67",
+                                                                            "magnitude-0.5"}  # fmt: skip
+    again = edgeflow.search("mobilenet_v3_small", recipe=recipe, out=copy, resume=True)
+    state = json.loads((copy / "state" / "state.json").read_text())
+    assert state["long_term"]["steps"] == 5 and state["baselines"]["width-0.5"]["long_term"]["steps"] == 5
+    assert state["iterations"] == before["iterations"]  # the search itself is not run again
+    first, redone = _final_weights(out), _final_weights(copy)
+    assert first.keys() == redone.keys() and not all(torch.equal(first[name], redone[name]) for name in first)
+    assert [i.chosen for i in again.iterations] == [i.chosen for i in report.iterations]
+    assert again.point("start").test_top1 == report.point("start").test_top1
+
+    kept = {name: (copy / "state" / name).stat().st_mtime_ns for name in ("weights/final.pt",
+                                                                         "weights/baseline-width-0.5.pt")}  # fmt: skip
+    same = edgeflow.search("mobilenet_v3_small", recipe=recipe, out=copy, resume=True)
+    assert {name: (copy / "state" / name).stat().st_mtime_ns for name in kept} == kept  # nothing fine-tuned again
+    assert same.point("netadapt").test_top1 == again.point("netadapt").test_top1
+    assert same.point("width-0.5").test_top1 == again.point("width-0.5").test_top1
+
+
 def test_search_refuses_bad_requests(tmp_path, cache):
     recipe = Recipe.model_validate(RECIPE)
     with pytest.raises(ConfigError, match="nothing to resume"):

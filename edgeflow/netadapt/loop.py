@@ -237,6 +237,12 @@ class Search:
                 break
             self._iteration()
             self._save()
+        long_term = self.config.long_term.model_dump(mode="json")
+        if self.state.phase == "done" and self.state.long_term != long_term:
+            # the long-term fine-tuning is not in the fingerprint: a finished search resumed with other steps, rate
+            # or distillation fine-tunes its chosen model again, from the weights its last iteration left
+            self.progress.stage("the long-term fine-tuning differs from the one that made the final model: redo it")
+            self.state.phase = "long-term"
         if self.state.phase == "long-term":
             self.progress.stage(f"long-term fine-tune ({self.config.long_term.steps} steps)")
             model = copy.deepcopy(self.current())
@@ -244,6 +250,7 @@ class Search:
                 model, self.splits, self.config.long_term, seed=derived_seed(self.seed, "long-term"), teacher=self.start
             )
             self.state.final_weights = self.checkpoint.save_weights("final.pt", model)
+            self.state.long_term = long_term
             self.state.phase = "done"
             self._save()
         return self.state

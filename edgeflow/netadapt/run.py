@@ -39,7 +39,7 @@ from edgeflow.netadapt.executor import Executor, InProcessExecutor
 from edgeflow.netadapt.loop import Search, derived_seed, finetune
 from edgeflow.netadapt.oracle import MeasuredOracle
 from edgeflow.netadapt.report import PointRecord, SearchReport, table_errors, write_search_report
-from edgeflow.netadapt.state import Checkpoint, SearchState
+from edgeflow.netadapt.state import BaselineRecord, Checkpoint, SearchState
 from edgeflow.profiling.in_turn import time_in_turn
 from edgeflow.profiling.loop import ProfileConfig
 from edgeflow.profiling.profile import compile_and_profile
@@ -352,8 +352,9 @@ def _fingerprint(
         "recipe_train": recipe.train.model_dump(),
         "seed": recipe.seed,
         # the baselines are compared after the search and do not change it: a finished search can be
-        # resumed to compare it with other multipliers
-        "search": config.model_dump(exclude={"baselines", "target"}),
+        # resumed to compare it with other multipliers; nor does the long-term fine-tuning of its chosen model,
+        # which a resumed search redoes when it changed (Search.run)
+        "search": config.model_dump(exclude={"baselines", "target", "long_term"}),
         "device": device.model_dump(),
     }
     return json_digest(described)
@@ -493,7 +494,8 @@ def _baselines(
     for kind, value, prune, detail, what in pruned:
         progress.stage(f"baseline {kind} {value:g}: {what}, fine-tune")
         model = prune(engine.start, engine.example, value)
-        finetune(model, splits, config.long_term, seed=derived_seed(engine.seed, kind, value), teacher=engine.start)
+        _fine_tuned(engine, f"{kind}-{value:g}", model, splits, seed=derived_seed(engine.seed, kind, value),
+                    teacher=engine.start)  # fmt: skip
         points.append(_evaluate_point(where, f"{kind}-{value:g}", model=model, splits=splits, kind=kind, detail=detail))
     for rho in config.baselines.resolutions:
         side = round(splits.resolution * rho)
@@ -503,7 +505,7 @@ def _baselines(
         scaled = splits.with_resolution(side)
         model = copy.deepcopy(engine.start)
         # no distillation here: the teacher would see the same smaller images as the student it started as
-        finetune(model, scaled, config.long_term, seed=derived_seed(engine.seed, "resolution", rho))
+        _fine_tuned(engine, f"resolution-{rho:g}", model, scaled, seed=derived_seed(engine.seed, "resolution", rho))
         points.append(
             _evaluate_point(
                 where,
@@ -515,6 +517,23 @@ def _baselines(
             )  # fmt: skip
         )
     return points
+
+
+def _fine_tuned(
+    engine: Search, name: str, model: nn.Module, splits: DataSplits, *, seed: int, teacher: nn.Module | None = None
+) -> None:
+    """Fine-tune a baseline ``model`` in place with the long-term steps, or load the weights an earlier run of
+    this search kept for it with the same steps (an evaluation killed or resumed does not fine-tune it again)."""
+    long_term = engine.config.long_term.model_dump(mode="json")
+    kept = engine.state.baselines.get(name)
+    if kept is not None and kept.long_term == long_term:
+        engine.checkpoint.load_weights(kept.weights, model)
+        model.eval()
+        return
+    finetune(model, splits, engine.config.long_term, seed=seed, teacher=teacher)
+    weights = engine.checkpoint.save_weights(f"baseline-{name}.pt", model)
+    engine.state.baselines[name] = BaselineRecord(weights=weights, long_term=long_term)
+    engine.checkpoint.save(engine.state)
 
 
 __all__ = ["search"]

@@ -56,6 +56,13 @@ class IterationRecord(BaseModel):
     seconds: float
 
 
+class BaselineRecord(BaseModel):
+    """A baseline model's fine-tuned weights, kept so that a resumed evaluation does not fine-tune it again."""
+
+    weights: str
+    long_term: dict  # the fine-tuning that made them: another one makes them again
+
+
 class SearchState(BaseModel):
     version: int = STATE_VERSION
     fingerprint: str  # config, starting model and seed: resume refuses a different search
@@ -72,6 +79,8 @@ class SearchState(BaseModel):
     pending_shrink: int = 0  # how many times the unfinished iteration's step was halved
     stop_reason: str | None = None
     final_weights: str | None = None
+    long_term: dict | None = None  # the long-term fine-tuning (FineTuneConfig) that made final_weights
+    baselines: dict[str, BaselineRecord] = {}  # by point name (width-0.75, ...)
     oracle_measurements: int = 0
     oracle_seconds: float = 0.0
     oracle_noisy: int = 0  # oracle timings taken while other processes kept the device busy
