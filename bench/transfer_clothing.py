@@ -27,7 +27,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from imagenette import CLOTHING_PHOTOS, heading
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -134,6 +133,8 @@ def main() -> None:
     if missing:
         print(f"skipped: {', '.join(missing)} not found (../shared holds the photos and the weights)")
         return
+    from imagenette import CLOTHING_PHOTOS, heading
+
     from edgeflow.io import write_text
     from edgeflow.recipe import load_recipe
 

@@ -118,7 +118,8 @@ def _kill_inside_the_first_iteration(command: list[str], *, env: dict, state_fil
 
 
 def _final_weights(folder: Path) -> dict[str, torch.Tensor]:
-    return torch.load(folder / "state" / "weights" / "final.pt", map_location="cpu", weights_only=True)
+    state = json.loads((folder / "state" / "state.json").read_text())
+    return torch.load(folder / "state" / state["final_weights"], map_location="cpu", weights_only=True)
 
 
 @pytest.mark.slow  # a whole search (or its table) on this CPU
@@ -162,21 +163,38 @@ def test_a_finished_search_resumed_with_other_long_term_steps_fine_tunes_again_a
     before = json.loads((copy / "state" / "state.json").read_text())
     assert before["long_term"]["steps"] == 3 and set(before["baselines"]) == {"width-0.5", "resolution-0.67",
                                                                             "magnitude-0.5"}  # fmt: skip
+    searched = {it["weights"]: (copy / "state" / it["weights"]).stat().st_mtime_ns for it in before["iterations"]}
     again = edgeflow.search("mobilenet_v3_small", recipe=recipe, out=copy, resume=True)
+    assert {name: (copy / "state" / name).stat().st_mtime_ns for name in searched} == searched  # not searched again
     state = json.loads((copy / "state" / "state.json").read_text())
     assert state["long_term"]["steps"] == 5 and state["baselines"]["width-0.5"]["long_term"]["steps"] == 5
-    assert state["iterations"] == before["iterations"]  # the search itself is not run again
+    assert state["iterations"] == before["iterations"]
     first, redone = _final_weights(out), _final_weights(copy)
     assert first.keys() == redone.keys() and not all(torch.equal(first[name], redone[name]) for name in first)
     assert [i.chosen for i in again.iterations] == [i.chosen for i in report.iterations]
     assert again.point("start").test_top1 == report.point("start").test_top1
 
-    kept = {name: (copy / "state" / name).stat().st_mtime_ns for name in ("weights/final.pt",
-                                                                         "weights/baseline-width-0.5.pt")}  # fmt: skip
+    assert not (copy / "state" / before["final_weights"]).exists()  # the final model of 3 steps is gone
+    assert not (copy / "state" / before["baselines"]["width-0.5"]["weights"]).exists()
+    kept = {name: (copy / "state" / name).stat().st_mtime_ns
+            for name in (state["final_weights"], state["baselines"]["width-0.5"]["weights"])}  # fmt: skip
     same = edgeflow.search("mobilenet_v3_small", recipe=recipe, out=copy, resume=True)
-    assert {name: (copy / "state" / name).stat().st_mtime_ns for name in kept} == kept  # nothing fine-tuned again
+    assert {name: (copy / "state" / name).stat().st_mtime_ns for name in kept} == kept  # nothing trained again
     assert same.point("netadapt").test_top1 == again.point("netadapt").test_top1
     assert same.point("width-0.5").test_top1 == again.point("width-0.5").test_top1
+
+
+def test_a_state_written_when_the_fingerprint_held_the_long_term_steps_resumes_with_the_same_steps(tmp_path):
+    from edgeflow.netadapt.state import Checkpoint, SearchState
+
+    checkpoint = Checkpoint(tmp_path)
+    checkpoint.save(SearchState(fingerprint="with-steps", phase="done", final_weights="weights/final.pt"))
+    with pytest.raises(ConfigError, match="belongs to a search with another model"):
+        checkpoint.load("without-steps", earlier=("with-other-steps", {"steps": 4}))
+    state = checkpoint.load("without-steps", earlier=("with-steps", {"steps": 3}))
+    assert state.fingerprint == "without-steps" and state.long_term == {"steps": 3}  # made by those: not redone
+    checkpoint.save(SearchState(fingerprint="with-steps", phase="search"))
+    assert checkpoint.load("without-steps", earlier=("with-steps", {"steps": 3})).long_term is None
 
 
 def test_search_refuses_bad_requests(tmp_path, cache):

@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from edgeflow.data import DataSplits, spread_indices
+from edgeflow.io import json_digest
 from edgeflow.latency.steps import measure_channel_step
 from edgeflow.latency.table import LookupTable, cache_folder
 from edgeflow.latency.timer import Timer
@@ -243,16 +244,24 @@ class Search:
             # or distillation fine-tunes its chosen model again, from the weights its last iteration left
             self.progress.stage("the long-term fine-tuning differs from the one that made the final model: redo it")
             self.state.phase = "long-term"
+            self._clock += self.state.long_term_seconds  # the search's time counts one long-term fine-tuning
         if self.state.phase == "long-term":
             self.progress.stage(f"long-term fine-tune ({self.config.long_term.steps} steps)")
+            started = time.perf_counter()
             model = copy.deepcopy(self.current())
             finetune(
                 model, self.splits, self.config.long_term, seed=derived_seed(self.seed, "long-term"), teacher=self.start
             )
-            self.state.final_weights = self.checkpoint.save_weights("final.pt", model)
+            # named by the fine-tuning that made it: the file the saved state names is never overwritten, so a
+            # kill before the state below is written leaves the state true to its files
+            previous = self.state.final_weights
+            self.state.final_weights = self.checkpoint.save_weights(f"final-{json_digest(long_term)}.pt", model)
             self.state.long_term = long_term
+            self.state.long_term_seconds = time.perf_counter() - started
             self.state.phase = "done"
             self._save()
+            if previous not in (None, self.state.final_weights):
+                self.checkpoint.remove(previous)
         return self.state
 
     def final_model(self) -> nn.Module:

@@ -263,7 +263,10 @@ def adapt(
         raise ConfigError(f"{source.name}: the search prunes a torch model; give a registry name or a checkpoint")
     checkpoint = Checkpoint(folder)
     fingerprint = _fingerprint(source, splits, recipe=recipe, config=config, device=device)
-    state = _open_state(checkpoint, fingerprint, resume=resume)
+    earlier = _fingerprint(source, splits, recipe=recipe, config=config, device=device, outside=("baselines", "target"))
+    state = _open_state(
+        checkpoint, fingerprint, resume=resume, earlier=(earlier, config.long_term.model_dump(mode="json"))
+    )
     _check_target(state, search_target_record(target, seed=recipe.seed), checkpoint=checkpoint, progress=progress)
     progress.stage(
         f"search {source.name} at {source.resolution} px on {device.name} ({backend} {target.precision}, "
@@ -336,9 +339,11 @@ def _fingerprint(
     recipe: Recipe,
     config: SearchConfig,
     device: DeviceSpec,
+    outside: tuple[str, ...] = ("baselines", "target", "long_term"),
 ) -> str:
     """What must not change between a search and its resumption (the target is checked on its own: a finished
-    search may be evaluated as another variant, :func:`_check_target`)."""
+    search may be evaluated as another variant, :func:`_check_target`). ``outside``: the search settings left
+    out (states written before the long-term fine-tuning left the fingerprint hold it)."""
     weights = hashlib.sha256()
     for name, tensor in sorted(source.module.state_dict().items()):
         weights.update(name.encode())
@@ -354,7 +359,7 @@ def _fingerprint(
         # the baselines are compared after the search and do not change it: a finished search can be
         # resumed to compare it with other multipliers; nor does the long-term fine-tuning of its chosen model,
         # which a resumed search redoes when it changed (Search.run)
-        "search": config.model_dump(exclude={"baselines", "target", "long_term"}),
+        "search": config.model_dump(exclude=set(outside)),
         "device": device.model_dump(),
     }
     return json_digest(described)
@@ -377,11 +382,13 @@ def _check_target(state: SearchState, target: dict, *, checkpoint: Checkpoint, p
         progress.stage(f"the search ran on {searched}; its models are built, timed and scored as {target['variant']}")
 
 
-def _open_state(checkpoint: Checkpoint, fingerprint: str, *, resume: bool) -> SearchState:
+def _open_state(
+    checkpoint: Checkpoint, fingerprint: str, *, resume: bool, earlier: tuple[str, dict] | None = None
+) -> SearchState:
     if resume:
         if not checkpoint.exists():
             raise ConfigError(f"nothing to resume: {checkpoint.path} does not exist")
-        return checkpoint.load(fingerprint)
+        return checkpoint.load(fingerprint, earlier=earlier)
     if checkpoint.exists():
         previous = json.loads(checkpoint.path.read_text() or "{}")
         if previous.get("phase") != "done":
@@ -494,8 +501,8 @@ def _baselines(
     for kind, value, prune, detail, what in pruned:
         progress.stage(f"baseline {kind} {value:g}: {what}, fine-tune")
         model = prune(engine.start, engine.example, value)
-        _fine_tuned(engine, f"{kind}-{value:g}", model, splits, seed=derived_seed(engine.seed, kind, value),
-                    teacher=engine.start)  # fmt: skip
+        _finetune_baseline(engine, model, name=f"{kind}-{value:g}", splits=splits,
+                           seed=derived_seed(engine.seed, kind, value), teacher=engine.start)  # fmt: skip
         points.append(_evaluate_point(where, f"{kind}-{value:g}", model=model, splits=splits, kind=kind, detail=detail))
     for rho in config.baselines.resolutions:
         side = round(splits.resolution * rho)
@@ -505,7 +512,9 @@ def _baselines(
         scaled = splits.with_resolution(side)
         model = copy.deepcopy(engine.start)
         # no distillation here: the teacher would see the same smaller images as the student it started as
-        _fine_tuned(engine, f"resolution-{rho:g}", model, scaled, seed=derived_seed(engine.seed, "resolution", rho))
+        _finetune_baseline(
+            engine, model, name=f"resolution-{rho:g}", splits=scaled, seed=derived_seed(engine.seed, "resolution", rho)
+        )
         points.append(
             _evaluate_point(
                 where,
@@ -519,21 +528,27 @@ def _baselines(
     return points
 
 
-def _fine_tuned(
-    engine: Search, name: str, model: nn.Module, splits: DataSplits, *, seed: int, teacher: nn.Module | None = None
+def _finetune_baseline(
+    engine: Search, model: nn.Module, *, name: str, splits: DataSplits, seed: int, teacher: nn.Module | None = None
 ) -> None:
     """Fine-tune a baseline ``model`` in place with the long-term steps, or load the weights an earlier run of
-    this search kept for it with the same steps (an evaluation killed or resumed does not fine-tune it again)."""
+    this search kept for it with the same steps (an evaluation killed or resumed does not fine-tune it again).
+    Each file is named by the steps that made it, so the one the saved state names is never overwritten."""
     long_term = engine.config.long_term.model_dump(mode="json")
     kept = engine.state.baselines.get(name)
-    if kept is not None and kept.long_term == long_term:
-        engine.checkpoint.load_weights(kept.weights, model)
-        model.eval()
-        return
+    if kept is not None and kept.long_term == long_term and (engine.checkpoint.folder / kept.weights).exists():
+        try:
+            engine.checkpoint.load_weights(kept.weights, model)
+            model.eval()
+            return
+        except RuntimeError:  # another shape (a pruner that now keeps other channel counts): fine-tune it again
+            pass
     finetune(model, splits, engine.config.long_term, seed=seed, teacher=teacher)
-    weights = engine.checkpoint.save_weights(f"baseline-{name}.pt", model)
+    weights = engine.checkpoint.save_weights(f"baseline-{name}-{json_digest(long_term)}.pt", model)
     engine.state.baselines[name] = BaselineRecord(weights=weights, long_term=long_term)
     engine.checkpoint.save(engine.state)
+    if kept is not None and kept.weights != weights:
+        engine.checkpoint.remove(kept.weights)
 
 
 __all__ = ["search"]

@@ -80,6 +80,7 @@ class SearchState(BaseModel):
     stop_reason: str | None = None
     final_weights: str | None = None
     long_term: dict | None = None  # the long-term fine-tuning (FineTuneConfig) that made final_weights
+    long_term_seconds: float = 0.0  # how long it took (in elapsed_seconds; a redo replaces it there)
     baselines: dict[str, BaselineRecord] = {}  # by point name (width-0.75, ...)
     oracle_measurements: int = 0
     oracle_seconds: float = 0.0
@@ -140,13 +141,20 @@ class Checkpoint:
     def exists(self) -> bool:
         return self.path.exists()
 
-    def load(self, fingerprint: str) -> SearchState:
+    def load(self, fingerprint: str, *, earlier: tuple[str, dict] | None = None) -> SearchState:
+        """The saved state of the search whose fingerprint is ``fingerprint``. ``earlier``: the same search's
+        fingerprint when it still held the long-term fine-tuning (states written before that left it), and that
+        fine-tuning: such a state is taken, its final model recorded as made by it."""
         try:
             state = SearchState.model_validate(json.loads(self.path.read_text()))
         except (OSError, json.JSONDecodeError, ValidationError) as exc:
             raise ConfigError(f"cannot resume: {self.path} is unreadable ({str(exc).splitlines()[0]})") from None
         if state.version != STATE_VERSION:
             raise ConfigError(f"cannot resume: {self.path} has state version {state.version}, not {STATE_VERSION}")
+        if earlier is not None and state.fingerprint == earlier[0]:
+            state.fingerprint = fingerprint
+            if state.phase == "done" and state.long_term is None:
+                state.long_term = earlier[1]
         if state.fingerprint != fingerprint:
             raise ConfigError(
                 f"cannot resume: {self.path} belongs to a search with another model, recipe or seed; "
