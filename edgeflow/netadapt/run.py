@@ -262,8 +262,7 @@ def adapt(
     if source.module is None:
         raise ConfigError(f"{source.name}: the search prunes a torch model; give a registry name or a checkpoint")
     checkpoint = Checkpoint(folder)
-    fingerprint = _fingerprint(source, splits, recipe=recipe, config=config, device=device)
-    earlier = _fingerprint(source, splits, recipe=recipe, config=config, device=device, outside=("baselines", "target"))
+    fingerprint, earlier = _fingerprints(source, splits, recipe=recipe, config=config, device=device)
     state = _open_state(
         checkpoint, fingerprint, resume=resume, earlier=(earlier, config.long_term.model_dump(mode="json"))
     )
@@ -332,18 +331,17 @@ def search_config(recipe: Recipe, *, budget_ms: float | None = None, ratio: floa
     return config
 
 
-def _fingerprint(
+def _fingerprints(
     source: ModelSource,
     splits: DataSplits,
     *,
     recipe: Recipe,
     config: SearchConfig,
     device: DeviceSpec,
-    outside: tuple[str, ...] = ("baselines", "target", "long_term"),
-) -> str:
+) -> tuple[str, str]:
     """What must not change between a search and its resumption (the target is checked on its own: a finished
-    search may be evaluated as another variant, :func:`_check_target`). ``outside``: the search settings left
-    out (states written before the long-term fine-tuning left the fingerprint hold it)."""
+    search may be evaluated as another variant, :func:`_check_target`), and the same with the long-term
+    fine-tuning in it: states written before that left the fingerprint hold it."""
     weights = hashlib.sha256()
     for name, tensor in sorted(source.module.state_dict().items()):
         weights.update(name.encode())
@@ -357,12 +355,15 @@ def _fingerprint(
         "recipe_train": recipe.train.model_dump(),
         "seed": recipe.seed,
         # the baselines are compared after the search and do not change it: a finished search can be
-        # resumed to compare it with other multipliers; nor does the long-term fine-tuning of its chosen model,
-        # which a resumed search redoes when it changed (Search.run)
-        "search": config.model_dump(exclude=set(outside)),
+        # resumed to compare it with other multipliers
+        "search": config.model_dump(exclude={"baselines", "target"}),
         "device": device.model_dump(),
     }
-    return json_digest(described)
+    earlier = json_digest(described)
+    # nor does the long-term fine-tuning of its chosen model, which a resumed search redoes when it changed
+    # (Search.run)
+    described["search"].pop("long_term")
+    return json_digest(described), earlier
 
 
 def _check_target(state: SearchState, target: dict, *, checkpoint: Checkpoint, progress: Progress) -> None:
