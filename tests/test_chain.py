@@ -79,11 +79,13 @@ def build(name: str, backend: str, quantize: dict, trained, *, artifact_too: boo
     return (accuracy_of(artifact, splits), artifact) if artifact_too else accuracy_of(artifact, splits)
 
 
+@pytest.mark.slow  # trains mobilenet_v3_small for the module's trained (~25 s) and quantizes it: with the slow tests
 def test_float_model_is_trained(trained) -> None:
     floats, splits, _ = trained
     assert accuracy_of(floats.onnx, splits) > 0.8
 
 
+@pytest.mark.slow  # trains mobilenet_v3_small for the module's trained (~25 s) and quantizes it: with the slow tests
 def test_per_channel_beats_per_tensor(trained) -> None:
     """Convolutions with folded batch norm have channel ranges far apart: one scale per tensor flattens the
     small channels to zero (here mostly the squeeze-and-excitation gates' 1x1 convolutions: with the gates in
@@ -121,6 +123,7 @@ def test_choose_preset_lets_accuracy_decide_between_presets_of_the_same_speed() 
     assert 0 < SAME_SPEED < 0.1
 
 
+@pytest.mark.slow  # trains mobilenet_v3_small for the module's trained (~25 s) and quantizes it: with the slow tests
 def test_auto_preset_picks_mixed_for_hswish(trained) -> None:
     """MobileNetV3's h-swish goes negative: the auto preset gives asymmetric activations (mixed)."""
     floats, splits, folder = trained
@@ -184,6 +187,7 @@ def test_fastest_preset_keeps_the_most_accurate_when_no_preset_meets_the_budget(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model_fastest.bin", "model_fastest.xml"]
 
 
+@pytest.mark.slow  # trains mobilenet_v3_small for the module's trained (~25 s) and quantizes it: with the slow tests
 def test_fp16_variants_track_float(trained) -> None:
     floats, splits, folder = trained
     reference = accuracy_of(floats.onnx, splits)
@@ -197,6 +201,7 @@ def test_fp16_variants_track_float(trained) -> None:
         assert abs(accuracy_of(artifact, splits) - reference) <= 0.01
 
 
+@pytest.mark.slow  # trains mobilenet_v3_small for the module's trained (~25 s) and quantizes it: with the slow tests
 def test_quantize_command_keeps_budget_and_reports_evidence(trained, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -100,7 +100,14 @@ def test_every_method_declares_what_the_pipeline_asks() -> None:
             assert QuantizeConfig.model_fields[key].default == field.default, (method.name, key)
 
 
-@pytest.mark.parametrize("name", BACKENDS.names())
+# ExecuTorch exports and lowers through torch.export (~15 s): with the slow tests
+_SLOW_BACKENDS = {"executorch"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(name, marks=[pytest.mark.slow] if name in _SLOW_BACKENDS else []) for name in BACKENDS.names()],
+)
 def test_backend_builds_runs_times_and_scores_its_float_artifact(name: str, tiny) -> None:
     _available(name)
     sources, splits = tiny

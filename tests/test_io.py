@@ -281,6 +281,7 @@ def test_a_read_only_filesystem_is_one_line(tmp_path: Path, tiny_onnx: Path) -> 
         assert "read-only" in result.output.lower()
 
 
+@pytest.mark.slow  # a process importing every runtime (~12 s)
 def test_too_many_open_files_is_one_line(tmp_path: Path, tiny_onnx: Path) -> None:
     """In a process whose open-file limit is what it already holds (its imports done), the next file edgeflow
     opens is refused: one line naming the file and the cause, exit 2."""

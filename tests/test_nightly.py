@@ -21,6 +21,7 @@ from edgeflow.nightly.history import CellRecord
 runner = CliRunner()
 
 
+@pytest.mark.slow  # two real nights of tiny cells (~40 s, the session's two_nights): with the slow tests
 def test_a_night_carries_on_past_a_failing_cell(two_nights: dict) -> None:
     first = two_nights["first"]
     assert [(c.model.split("/")[-1], c.precision, c.status) for c in first.cells] == [
@@ -39,6 +40,7 @@ def test_a_night_carries_on_past_a_failing_cell(two_nights: dict) -> None:
     assert (night / ok.report).is_file()  # the cell's own optimize report
 
 
+@pytest.mark.slow  # two real nights of tiny cells (~40 s, the session's two_nights): with the slow tests
 def test_a_nightly_page_served_to_a_team_is_readable_by_it(two_nights: dict) -> None:
     """Every file of the nights (pages, plots, cell reports, models, bundles, the history) and every folder has
     the mode the umask gives: a web server running as another user can serve them."""
@@ -57,6 +59,7 @@ def test_a_nightly_page_served_to_a_team_is_readable_by_it(two_nights: dict) -> 
     assert {"night-1/night.html", "history.sqlite"} <= set(modes)
 
 
+@pytest.mark.slow  # two real nights of tiny cells (~40 s, the session's two_nights): with the slow tests
 def test_the_history_keeps_both_nights_with_raw_samples(two_nights: dict) -> None:
     with History.open(two_nights["out"] / "history.sqlite") as store:
         runs = store.finished_runs()
@@ -66,6 +69,7 @@ def test_the_history_keeps_both_nights_with_raw_samples(two_nights: dict) -> Non
         assert np.median(cells[0].samples) == pytest.approx(cells[0].p50_ms)
 
 
+@pytest.mark.slow  # two real nights of tiny cells (~40 s, the session's two_nights): with the slow tests
 def test_the_second_night_is_compared_and_says_what_changed(two_nights: dict) -> None:
     second = two_nights["second"]
     latency = [f for f in second.findings if f.kind == "latency" and f.precision == "fp32"][0]

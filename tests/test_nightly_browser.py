@@ -34,6 +34,7 @@ def _inspect(page_path: Path, screenshot: Path) -> dict:
     )
 
 
+@pytest.mark.slow  # two real nights of tiny cells (~40 s, the session's two_nights): with the slow tests
 def test_the_night_page_in_chromium(two_nights: dict, tmp_path: Path) -> None:
     page = two_nights["out"] / "night-2" / "night.html"
     found = _inspect(page, tmp_path / "night.png")

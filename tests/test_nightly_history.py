@@ -104,6 +104,7 @@ def _killed_mid_write(path: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+@pytest.mark.slow  # writers killed in turn (~10 s)
 def test_a_writer_killed_mid_write_corrupts_nothing(tmp_path: Path) -> None:
     path = tmp_path / "h.sqlite"
     with History.open(path) as store:

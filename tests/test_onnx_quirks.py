@@ -135,6 +135,7 @@ def test_params_and_macs_count_constant_stored_weights(files) -> None:
     assert constants.macs == plain.macs > 0
 
 
+@pytest.mark.slow  # every quirk profiled and quantized (~9 s)
 def test_profile_and_quantize_each_quirk(files, tmp_path: Path) -> None:
     shape = f"1x3x{SIDE}x{SIDE}"
     for name in ("unknown", "batch2", "rank1", "paddle"):

@@ -44,6 +44,7 @@ def jetson_run(tmp_path_factory: pytest.TempPathFactory):
     return report, out
 
 
+@pytest.mark.slow  # a whole optimize run for the jetson (~20 s, the module's jetson_run): with the slow tests
 def test_jetson_without_a_host_is_estimated_everywhere(jetson_run) -> None:
     report, out = jetson_run
     data = json.loads((out / "report.json").read_text())
@@ -63,6 +64,7 @@ def test_jetson_without_a_host_is_estimated_everywhere(jetson_run) -> None:
     assert '<td class="estimated">estimated</td>' in html and '<td class="measured">' not in html
 
 
+@pytest.mark.slow  # a whole optimize run for the jetson (~20 s, the module's jetson_run): with the slow tests
 def test_jetson_int8_is_a_symmetric_qdq_onnx(jetson_run) -> None:
     report, out = jetson_run
     int8 = next(variant for variant in report.variants if variant.precision == "int8")
@@ -74,6 +76,7 @@ def test_jetson_int8_is_a_symmetric_qdq_onnx(jetson_run) -> None:
     assert zero_points and all(zp.dtype == np.int8 and not zp.any() for zp in zero_points)  # TensorRT reads these
 
 
+@pytest.mark.slow  # a whole optimize run for the jetson (~20 s, the module's jetson_run): with the slow tests
 def test_jetson_bundle_and_the_command_to_build_it(jetson_run) -> None:
     report, out = jetson_run
     manifest = json.loads((out / "bundle" / "manifest.json").read_text())

@@ -83,6 +83,7 @@ def digits32():
     return load_data("digits", resolution=32)
 
 
+@pytest.mark.slow  # NNCF quantizes twice (~12 s)
 def test_nncf_keeps_the_gates_in_float_when_asked(mobilenet_artifacts, digits32, tmp_path: Path) -> None:
     blocks = len(find_gates(read_model(mobilenet_artifacts["openvino"])))
     runs = {}

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from edgeflow.data.preprocess import PreprocessSpec, Triple
@@ -283,6 +282,8 @@ class DataSplits:
 def stratified_split(labels: np.ndarray, *, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices of a stratified 60/20/20 train/holdout/test split, each sorted, deterministic by ``seed``."""
     indices = np.arange(len(labels))
+    from sklearn.model_selection import train_test_split  # 3 s to import: only where a split is made
+
     rest, test = train_test_split(indices, test_size=0.2, stratify=labels, random_state=seed)
     train, holdout = train_test_split(rest, test_size=0.25, stratify=labels[rest], random_state=seed)
     return np.sort(train), np.sort(holdout), np.sort(test)

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-import torch_pruning as tp
 from pydantic import BaseModel
 from torch import nn
 
 from edgeflow.errors import ConfigError
 from edgeflow.models.multipliers import make_divisible
+
+if TYPE_CHECKING:
+    import torch_pruning
 
 
 class Action(BaseModel):
@@ -47,15 +50,22 @@ class Group:
 GRAPH_SIDE = 32  # channel dependencies do not depend on the input size; a small input traces fast
 
 
+def _tp():
+    """Torch-Pruning, imported where it is used (with timm it adds a second to ``import edgeflow``)."""
+    import torch_pruning
+
+    return torch_pruning
+
+
 def _small(example: torch.Tensor) -> torch.Tensor:
     """A zero input of ``example``'s batch and channels, at most ``GRAPH_SIDE`` pixels a side, to trace with."""
     side = min(GRAPH_SIDE, example.shape[-1])
     return torch.zeros(*example.shape[:-2], side, side)
 
 
-def _dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
+def _dependency_graph(model: nn.Module, example: torch.Tensor) -> torch_pruning.DependencyGraph:
     was_training = model.training
-    graph = tp.DependencyGraph().build_dependency(model.eval(), example_inputs=_small(example), verbose=False)
+    graph = _tp().DependencyGraph().build_dependency(model.eval(), example_inputs=_small(example), verbose=False)
     model.train(was_training)
     return graph
 
@@ -109,7 +119,7 @@ def l2_ranking(model: nn.Module, example: torch.Tensor, group_name: str) -> list
     root = model.get_submodule(group_name)
     channels = out_channels(root)
     group = graph.get_pruning_group(root, _pruning_fn(root), idxs=list(range(channels)))
-    importance = tp.importance.GroupMagnitudeImportance(p=2)(group)
+    importance = _tp().importance.GroupMagnitudeImportance(p=2)(group)
     return [int(index) for index in torch.argsort(importance, stable=True)]
 
 
@@ -163,7 +173,7 @@ def out_channels(module: nn.Module) -> int:
 
 
 def _pruning_fn(module: nn.Module):
-    return tp.prune_linear_out_channels if isinstance(module, nn.Linear) else tp.prune_conv_out_channels
+    return _tp().prune_linear_out_channels if isinstance(module, nn.Linear) else _tp().prune_conv_out_channels
 
 
 def channel_counts(model: nn.Module) -> dict[str, int]:
@@ -187,10 +197,10 @@ def magnitude_pruned(start: nn.Module, example: torch.Tensor, ratio: float, *, r
     L2 magnitude importance, the same ``ratio`` of every group's channels removed in one step (kept counts
     rounded to ``round_to``), the classifier's outputs kept. The starting model is not changed."""
     model = copy.deepcopy(start).eval()
-    pruner = tp.pruner.MagnitudePruner(
+    pruner = _tp().pruner.MagnitudePruner(
         model,
         _small(example),
-        importance=tp.importance.MagnitudeImportance(p=2),
+        importance=_tp().importance.MagnitudeImportance(p=2),
         pruning_ratio=ratio,
         ignored_layers=[_classifier_output(model)],
         round_to=round_to,
