@@ -121,7 +121,7 @@ def main() -> None:
 def search_or_rewrite(args, *, model: str, arch: str, recipe: Path):
     """The search of ``model`` with the recipe at ``recipe`` (``args``: ratio, resume, target, out), its whole
     command's seconds kept in ``--out``; with ``--rewrite`` the report of the search already there. Returns the
-    search report and the seconds (None where never kept)."""
+    search report and the command's timing, ``{"command_seconds", "resumed"}`` (None where never kept)."""
     timing = args.out / "bench.json"  # the whole command's minutes, for --rewrite
     if args.rewrite:
         report = SearchReport.model_validate_json((args.out / "search.json").read_text())
@@ -132,8 +132,9 @@ def search_or_rewrite(args, *, model: str, arch: str, recipe: Path):
             model, arch=arch, recipe=search_recipe(recipe, args.target), out=args.out, latency_ratio=args.ratio,
             resume=args.resume, target=args.target, progress=Progress.to_stderr(),
         )  # fmt: skip
-        write_text(timing, json.dumps({"command_seconds": round(time.perf_counter() - started, 1)}) + "\n")
-    return report, json.loads(timing.read_text())["command_seconds"] if timing.exists() else None
+        seconds = round(time.perf_counter() - started, 1)
+        write_text(timing, json.dumps({"command_seconds": seconds, "resumed": bool(args.resume)}) + "\n")
+    return report, json.loads(timing.read_text()) if timing.exists() else None
 
 
 def search_recipe(path: Path, target: str | None):
@@ -159,7 +160,7 @@ def write_report(
     recipe: Path,
     data: str,
     test: str,
-    total: float | None,
+    total: dict | None,
     photos: str = imagenette.IMAGENETTE,
 ) -> None:
     """The bench's report: ``start`` says where the starting model came from, ``data`` and ``test`` name the
@@ -182,7 +183,11 @@ def write_report(
     iterations = search_md[search_md.index("## Iterations") :].replace("![accuracy vs latency](search.png)", "")
     plot = args.report.with_suffix(".png")
     config, first = report.config, report.point("start")
-    whole = f"; the whole command (search, fine-tuning and timing of every model) {total / 60:.1f} min" if total else ""
+    whole = ""
+    if total:  # a resumed command's minutes are its own; the search's minutes count every run of it
+        command_kind = "the last command, a resumed one" if total.get("resumed") else "the whole command"
+        minutes = total["command_seconds"] / 60
+        whole = f"; {command_kind} (search, fine-tuning and timing of every model) {minutes:.1f} min"
     lines = [
         *imagenette.heading(
             f"NetAdapt on {data}, beside its baselines",
