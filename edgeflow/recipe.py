@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from edgeflow.backends import BACKENDS, all_backends, get_backend
 from edgeflow.backends.base import RuntimeSettings
@@ -24,7 +24,8 @@ from edgeflow.profiling.loop import ProfileConfig
 
 
 class FineTuneConfig(StrictModel):
-    """A fixed number of AdamW steps on the train split, then batch-norm statistics recomputed."""
+    """A fixed number of AdamW steps on the train split, then batch-norm statistics recomputed (or, with
+    ``batchnorm: frozen``, kept as the model has them and used while training)."""
 
     steps: int = Field(default=20, ge=0)
     batch_size: int = Field(default=32, ge=1)
@@ -41,6 +42,21 @@ class FineTuneConfig(StrictModel):
         default=None, description="random-resized crop and flip while fine-tuning (photos); none by default"
     )
     channels_last: bool = Field(default=False, description="fine-tune in channels-last memory format")
+    batchnorm: Literal["recompute", "frozen"] = Field(
+        default="recompute",
+        description="recompute: batch-norm statistics recomputed over bn_batches train batches after the steps; "
+        "frozen: kept as the start has them and used while training, for a start fine-tuned with its statistics "
+        "frozen (edgeflow's `finetune: batchnorm: frozen`), whose weights fit statistics the photos do not give",
+    )
+
+    @model_serializer(mode="wrap")
+    def _default_batchnorm_unsaid(self, handler):
+        """``batchnorm`` at its default is left out: a search's fingerprint and the fine-tuning its state records
+        stay what they were before the key existed, so those searches resume as they were."""
+        data = handler(self)
+        if self.batchnorm == "recompute":
+            data.pop("batchnorm", None)
+        return data
 
 
 class BaselineConfig(StrictModel):

@@ -197,6 +197,35 @@ def test_a_state_written_when_the_fingerprint_held_the_long_term_steps_resumes_w
     assert checkpoint.load("without-steps", earlier=("with-steps", {"steps": 3})).long_term is None
 
 
+@pytest.mark.parametrize("steps", [0, 2])
+def test_fine_tuning_with_frozen_batchnorm_keeps_the_starts_statistics_and_recompute_replaces_them(steps):
+    """A start fine-tuned with its batch-norm statistics frozen has weights that fit them: the search's fine-tuning
+    keeps them when told (``batchnorm: frozen``) and recomputes them from the photos by default."""
+    from conftest import TinyNet
+
+    from edgeflow.data import load_data
+    from edgeflow.netadapt.loop import finetune
+    from edgeflow.recipe import FineTuneConfig
+
+    splits = load_data("digits", resolution=8)
+    torch.manual_seed(0)
+    start = TinyNet().eval()
+    start.bn.running_mean.fill_(3.0)  # statistics the digits do not give
+    start.bn.running_var.fill_(5.0)
+    for batchnorm, kept in [("frozen", True), ("recompute", False)]:
+        model = TinyNet()
+        model.load_state_dict(start.state_dict())
+        finetune(model, splits, FineTuneConfig(steps=steps, batch_size=16, bn_batches=2, batchnorm=batchnorm), seed=0)
+        same = torch.equal(model.bn.running_mean, start.bn.running_mean)
+        assert same == kept and torch.equal(model.bn.running_var, start.bn.running_var) == kept, batchnorm
+        assert not model.training
+    # the default is left out of what a search records, so searches recorded before the key resume as they were
+    assert (
+        "batchnorm" not in FineTuneConfig().model_dump()
+        and FineTuneConfig(batchnorm="frozen").model_dump()["batchnorm"] == "frozen"
+    )
+
+
 def test_search_refuses_bad_requests(tmp_path, cache):
     recipe = Recipe.model_validate(RECIPE)
     with pytest.raises(ConfigError, match="nothing to resume"):

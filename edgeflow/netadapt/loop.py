@@ -54,12 +54,18 @@ def derived_seed(seed: int, *parts: object) -> int:
 def finetune(
     model: nn.Module, splits: DataSplits, config: FineTuneConfig, *, seed: int, teacher: nn.Module | None = None
 ) -> None:
-    """``config.steps`` AdamW steps on the train split (one-cycle schedule), then batch-norm recomputed.
+    """``config.steps`` AdamW steps on the train split (one-cycle schedule), then batch-norm recomputed (kept
+    as they are with ``config.batchnorm`` frozen).
 
     With ``config.distill`` > 0 the ``teacher`` (the starting model) is distilled into ``model``.
     """
+    frozen = config.batchnorm == "frozen"
     if config.steps == 0:
-        recalibrate_batchnorm(model, splits.train, batch_size=config.batch_size, batches=config.bn_batches, seed=seed)
+        if not frozen:
+            recalibrate_batchnorm(
+                model, splits.train, batch_size=config.batch_size, batches=config.bn_batches, seed=seed
+            )
+        model.eval()  # as after the steps
         return
     settings = TrainConfig(
         epochs=10**6, batch_size=config.batch_size, lr=config.lr, max_steps=config.steps, augment=config.augment,
@@ -68,6 +74,7 @@ def finetune(
     train(
         model, splits.train, config=settings, seed=seed, bn_batches=config.bn_batches,
         teacher=teacher if config.distill > 0 else None, distill_weight=config.distill, temperature=config.temperature,
+        frozen_batchnorm=frozen,
     )  # fmt: skip
 
 
@@ -489,13 +496,15 @@ class TunedProposal:
 
 
 def screen_proposal(work: ProposalWork, record: ProposalRecord) -> tuple[float, float]:
-    """Holdout top-1 of a sized proposal right after the change, batch-norm recomputed; and the seconds."""
+    """Holdout top-1 of a sized proposal right after the change, batch-norm recomputed (unless the short-term
+    fine-tuning keeps it frozen); and the seconds."""
     started = time.perf_counter()
     model = work.proposal(record)
-    recalibrate_batchnorm(
-        model, work.splits.train, batch_size=work.short_term.batch_size, batches=work.short_term.bn_batches,
-        seed=derived_seed(work.seed, work.index, record.name, "bn"),
-    )  # fmt: skip
+    if work.short_term.batchnorm != "frozen":
+        recalibrate_batchnorm(
+            model, work.splits.train, batch_size=work.short_term.batch_size, batches=work.short_term.bn_batches,
+            seed=derived_seed(work.seed, work.index, record.name, "bn"),
+        )  # fmt: skip
     return accuracy(model, work.screen_holdout), time.perf_counter() - started
 
 
