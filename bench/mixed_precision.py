@@ -289,7 +289,7 @@ def explain(args, gates: bool) -> list[str]:
         "the latter also timed in turn with the all-INT8 file (5 rounds). Mixed: units ranked by KL recovered per "
         "millisecond they cost in float, each tried in float with those kept so far, the whole file built and "
         "scored, kept only where the KL fell by at least "
-        f"{100 * MIN_KL_GAIN:.0f}%, until agreement >= {100 * args.agreement:.0f}%; then a second pass over the "
+        f"{100 * MIN_KL_GAIN:.0f}%, until agreement >= {100 * args.agreement:g}%; then a second pass over the "
         "units not kept that the kept set has grown since; where that falls short and every unit in float meets "
         "the budget, a backward pass from that file returns to INT8 the units of least KL added alone per "
         "millisecond saved, as many as the whole file allows (bisection). "
